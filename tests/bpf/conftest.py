@@ -1,0 +1,152 @@
+"""Fixtures for the XDP program tests: a freshly built object, and a
+uniquely named network namespace with a multi-queue veth pair that the test
+thread enters (BPF_PROG_TEST_RUN resolves ingress_ifindex in the caller's
+netns) and that is always deleted afterwards, also when the test fails."""
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWNET) failed: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def inside_netns(name: str):
+    """Move this thread into netns `name` (from /run/netns) and back."""
+    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(orig)
+    finally:
+        os.close(orig)
+
+
+def ip(*args: str) -> str:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    return res.stdout
+
+
+@dataclass
+class VethLab:
+    netns: str
+    ifname: str         # the end the tests attach to and test-run on
+    peer: str
+    ifindex: int
+    queues: int
+
+    def ip(self, *args: str) -> str:
+        return ip("-n", self.netns, *args)
+
+
+@contextlib.contextmanager
+def veth_lab(queues: int):
+    """A netns holding a veth pair with `queues` rx/tx queues per end; the
+    calling thread is inside it until the block ends, then it is deleted."""
+    name = f"xdpdbpf-{os.getpid()}-{secrets.token_hex(3)}"
+    ip("netns", "add", name)
+    try:
+        # not 'a'/'b': 'ip link add a ...' reads 'a' as 'address'
+        q = str(queues)
+        ip("-n", name, "link", "add", "xdpa", "numrxqueues", q, "numtxqueues", q,
+           "type", "veth", "peer", "name", "xdpb", "numrxqueues", q,
+           "numtxqueues", q)
+        ip("-n", name, "link", "set", "dev", "xdpa", "up")
+        ip("-n", name, "link", "set", "dev", "xdpb", "up")
+        with inside_netns(name):
+            import socket
+            yield VethLab(name, "xdpa", "xdpb", socket.if_nametoindex("xdpa"),
+                          queues)
+    finally:
+        ip("netns", "del", name)
+
+
+def _skip_reason() -> str:
+    if os.geteuid() != 0:
+        return "needs root (CAP_BPF, CAP_NET_ADMIN)"
+    if not shutil.which("ip"):
+        return "needs iproute2 ('ip')"
+    try:
+        from xdpd import bpf
+        bpf._libbpf()
+    except OSError as e:
+        return str(e)
+    return ""
+
+
+@pytest.fixture(scope="session")
+def rr_object(tmp_path_factory) -> str:
+    """Path of rr_redirect built from the current bpf/ sources (the flags
+    setup.py uses), or the packaged object when clang is missing."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from xdpd import bpf
+
+    clang = os.environ.get("CLANG", shutil.which("clang"))
+    if clang:
+        out = str(tmp_path_factory.mktemp("bpf") / bpf.OBJECT_NAME)
+        triplet = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                                 text=True).stdout.strip() if shutil.which("gcc") else ""
+        multiarch = [f"-I/usr/include/{triplet}"] if triplet else []
+        subprocess.run([clang, "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
+                        *multiarch, "-I", os.path.join(REPO, "bpf"), "-c",
+                        os.path.join(REPO, "bpf", "rr_redirect.c"), "-o", out],
+                       check=True)
+        path = out
+    else:
+        try:
+            path = bpf.object_path()
+        except bpf.BpfError as e:
+            pytest.skip(f"no clang to build the XDP object, and {e}")
+    # Can this kernel load it at all?  (BPF disabled, lockdown, no XSKMAP)
+    try:
+        bpf.XdpProgram.load(path, name="probe").close()
+    except bpf.BpfError as e:
+        pytest.skip(f"kernel refuses the XDP program: {e}")
+    return path
+
+
+@pytest.fixture
+def make_lab(rr_object):
+    """veth_lab itself, for tests that need another queue count."""
+    return veth_lab
+
+
+@pytest.fixture
+def lab(rr_object):
+    """4-queue veth pair in a fresh netns; the test runs inside it."""
+    with veth_lab(4) as lab:
+        yield lab
+
+
+@pytest.fixture
+def prog(rr_object, lab):
+    """A loaded rr_redirect, closed (and so detached) after the test."""
+    from xdpd import bpf
+
+    with bpf.XdpProgram.load(rr_object, name=lab.ifname) as p:
+        yield p

@@ -1,0 +1,422 @@
+"""rr_redirect through BPF_PROG_TEST_RUN, and xdpd.bpf's kernel calls.
+
+The verdict cases are a table: each names what it shows, the packet, the
+queue it arrives on, the queue configuration and the expected verdict and
+counter.  Test runs pass ingress_ifindex/rx_queue_index of a real multi-queue
+veth, so ctx->rx_queue_index is what a real packet would carry.
+"""
+import ctypes
+import errno
+import logging
+import os
+import shutil
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass, field
+
+import pytest
+
+from xdpd import bpf
+from xdpd.bpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AF_XDP = 44
+
+# --- packets -----------------------------------------------------------------
+
+MAC_A = bytes.fromhex("020000000001")
+MAC_B = bytes.fromhex("020000000002")
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def udp4(payload: bytes = b"xdpd" * 8) -> bytes:
+    udp = struct.pack("!HHHH", 4000, 5000, 8 + len(payload), 0) + payload
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                      socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"))
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return MAC_B + MAC_A + b"\x08\x00" + hdr + udp
+
+
+def arp_request() -> bytes:
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, MAC_A,
+                      socket.inet_aton("10.0.0.1"), bytes(6),
+                      socket.inet_aton("10.0.0.2"))
+    return b"\xff" * 6 + MAC_A + b"\x08\x06" + arp + bytes(18)
+
+
+def runt() -> bytes:
+    """An Ethernet header and nothing else: the smallest frame test-run takes."""
+    return MAC_B + MAC_A + b"\x88\xb5"
+
+
+# --- verdict table -------------------------------------------------------------
+
+@dataclass
+class Case:
+    desc: str
+    packet: bytes
+    queue: int                          # rx queue the packet arrives on
+    conf: dict = field(default_factory=dict)      # queue -> (owned, fallback)
+    sockets: tuple = ()                 # queues with a socket in xsks
+    expect: int = XDP_PASS
+    counter: str | None = None          # the queue_stats field that moves
+    repeat: int = 1
+
+
+CASES = [
+    Case("owned queue with a socket: redirected to the socket",
+         udp4(), queue=1, conf={1: (True, "pass")}, sockets=(1,),
+         expect=XDP_REDIRECT, counter="redirected", repeat=7),
+    Case("owned queue, socket gone, fallback pass: left to the kernel",
+         udp4(), queue=2, conf={2: (True, "pass")},
+         expect=XDP_PASS, counter="no_socket", repeat=5),
+    Case("owned queue, socket gone, fallback drop: dropped",
+         udp4(), queue=2, conf={2: (True, "drop")},
+         expect=XDP_DROP, counter="no_socket", repeat=3),
+    Case("queue not owned: passed, even with a socket in xsks",
+         udp4(), queue=0, conf={0: (False, "drop")}, sockets=(0,),
+         expect=XDP_PASS, counter="passed", repeat=4),
+    Case("queue never configured: not owned, passed",
+         udp4(), queue=3, conf={1: (True, "drop")}, sockets=(1,),
+         expect=XDP_PASS, counter="passed"),
+    Case("another queue's socket does not take this queue's packets",
+         udp4(), queue=2, conf={2: (True, "drop"), 3: (True, "drop")}, sockets=(3,),
+         expect=XDP_DROP, counter="no_socket"),
+    Case("ARP on an owned queue is redirected too: the program does not parse",
+         arp_request(), queue=3, conf={3: (True, "pass")}, sockets=(3,),
+         expect=XDP_REDIRECT, counter="redirected"),
+    Case("smallest frame on an owned queue is redirected",
+         runt(), queue=0, conf={0: (True, "drop")}, sockets=(0,),
+         expect=XDP_REDIRECT, counter="redirected", repeat=2),
+]
+
+
+def all_stats(prog, queues):
+    return {q: prog.queue_stats(q) for q in range(queues)}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", CASES, ids=[c.desc for c in CASES])
+def test_verdict(prog, lab, case):
+    # The kernel accepts an AF_XDP socket in an XSKMAP before it is bound
+    # (it only checks the socket family), and a test run does not deliver
+    # the frame, so an unbound socket stands in for a worker's socket.
+    socks = []
+    try:
+        for q, (owned, fallback) in case.conf.items():
+            prog.set_queue(q, owned, fallback)
+        for q in case.sockets:
+            s = socket.socket(AF_XDP, socket.SOCK_RAW)
+            socks.append(s)
+            prog.set_socket(q, s.fileno())
+        before = all_stats(prog, lab.queues)
+
+        verdict = prog.test_run(case.packet, ingress_ifindex=lab.ifindex,
+                                rx_queue_index=case.queue, repeat=case.repeat)
+
+        assert verdict == case.expect, case.desc
+        after = all_stats(prog, lab.queues)
+        expected = {q: dict(v) for q, v in before.items()}
+        expected[case.queue][case.counter] += case.repeat
+        assert after == expected, case.desc
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.root
+def test_queue_beyond_maps_is_passed_uncounted(rr_object, make_lab):
+    """A queue >= XDPD_MAX_QUEUES has no conf and no counter: passed."""
+    with make_lab(bpf.XDPD_MAX_QUEUES + 1) as lab, \
+            bpf.XdpProgram.load(rr_object, name=lab.ifname) as prog, \
+            socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        for q in (0, bpf.XDPD_MAX_QUEUES - 1):
+            prog.set_queue(q, True, "drop")
+            prog.set_socket(q, s.fileno())
+        verdict = prog.test_run(udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
+        assert verdict == XDP_PASS
+        zero = {"redirected": 0, "passed": 0, "no_socket": 0}
+        assert prog.queue_stats(0) == zero
+        assert prog.queue_stats(bpf.XDPD_MAX_QUEUES - 1) == zero
+
+
+@pytest.mark.root
+def test_socket_cleared_applies_fallback(prog, lab):
+    """A worker restart: the socket leaves xsks, the fallback takes over,
+    and a new socket takes the traffic again."""
+    prog.set_queue(1, True, "drop")
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(1, s.fileno())
+        assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
+        prog.clear_socket(1)
+        prog.clear_socket(1)                    # already gone: not an error
+        assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_DROP
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(1, s.fileno())
+        assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
+    assert prog.queue_stats(1) == {"redirected": 2, "passed": 0, "no_socket": 1}
+
+
+@pytest.mark.root
+def test_closed_socket_leaves_xsks(prog, lab):
+    """The kernel drops a socket's XSKMAP entries when the socket is freed, so
+    a dead worker's socket cannot swallow its queue's packets."""
+    prog.set_queue(2, True, "pass")
+    s = socket.socket(AF_XDP, socket.SOCK_RAW)
+    prog.set_socket(2, s.fileno())
+    s.close()
+    assert prog.test_run(udp4(), lab.ifindex, 2) == XDP_PASS
+    assert prog.queue_stats(2)["no_socket"] == 1
+
+
+# --- map and test-run errors ---------------------------------------------------
+
+@pytest.mark.root
+def test_map_errors(prog, lab):
+    with pytest.raises(bpf.BpfError) as e:
+        prog.set_queue(bpf.XDPD_MAX_QUEUES, True)
+    assert e.value.errno == errno.E2BIG
+    assert str(e.value) == ("set queue_conf[256] of xdpa failed: E2BIG; "
+                            "rr_redirect handles rx queues 0..255")
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(bpf.BpfError) as e:
+            prog.set_socket(0, udp.fileno())
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert "failed: EOPNOTSUPP; fd " in str(e.value)
+    assert "is not an AF_XDP socket" in str(e.value)
+
+    with pytest.raises(ValueError):
+        prog.set_queue(0, True, "redirect")
+
+
+@pytest.mark.root
+def test_test_run_errors(prog, lab):
+    with pytest.raises(bpf.BpfError) as e:
+        prog.test_run(b"\0" * 13, lab.ifindex, 0)
+    assert e.value.errno == errno.EINVAL
+    assert "at least 14 bytes, got 13" in str(e.value)
+
+    with pytest.raises(bpf.BpfError) as e:
+        prog.test_run(udp4(), lab.ifindex, lab.queues)
+    assert e.value.errno == errno.EINVAL
+    assert f"more than {lab.queues} rx queues" in str(e.value)
+
+
+@pytest.mark.root
+def test_load_errors(rr_object, tmp_path, caplog):
+    with pytest.raises(bpf.BpfError) as e:
+        bpf.XdpProgram.load(str(tmp_path / "missing.o"))
+    assert e.value.errno == errno.ENOENT
+
+    junk = tmp_path / "junk.o"
+    junk.write_bytes(b"not an ELF object")
+    caplog.set_level(logging.DEBUG, logger="xdpd.bpf")
+    with pytest.raises(bpf.BpfError) as e:
+        bpf.XdpProgram.load(str(junk), name="eth9")
+    assert str(e.value).startswith(f"load rr_redirect from {junk} for eth9 failed: ")
+    # libbpf's own message reached logging, its %s formatted
+    assert any(r.name == "xdpd.bpf" and str(junk) in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.root
+def test_prog_id_and_close(rr_object):
+    prog = bpf.XdpProgram.load(rr_object)
+    assert prog.prog_id > 0 and prog.prog_fd >= 0
+    prog.close()
+    prog.close()
+    with pytest.raises(ValueError):
+        prog.set_queue(0, True)
+
+
+# --- attach / detach -----------------------------------------------------------
+
+@pytest.mark.root
+@pytest.mark.parametrize("mode,used", [("native", "native"), ("generic", "generic"),
+                                       ("auto", "native")])
+def test_attach_detach(prog, lab, mode, used):
+    assert prog.attach(lab.ifindex, lab.ifname, mode) == used
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    assert bpf.query_xdp(lab.ifindex)["mode"] == used
+    prog.detach()
+    assert bpf.query_xdp(lab.ifindex) == {"prog_id": 0, "mode": None,
+                                          "drv_prog_id": 0, "skb_prog_id": 0,
+                                          "hw_prog_id": 0}
+    prog.detach()                               # idempotent
+
+
+@pytest.mark.root
+def test_close_detaches(rr_object, lab):
+    with bpf.XdpProgram.load(rr_object) as prog:
+        prog.attach(lab.ifindex, lab.ifname, "native")
+        assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
+
+
+@pytest.mark.root
+def test_native_unsupported(prog, lab):
+    """lo has no native XDP: native names the way out, auto falls back."""
+    lo = socket.if_nametoindex("lo")
+    with pytest.raises(bpf.BpfError) as e:
+        prog.attach(lo, "lo", "native")
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert str(e.value) == ("attach rr_redirect to lo (native) failed: "
+                            "EOPNOTSUPP; try xdp_mode: generic")
+    assert prog.attach(lo, "lo", "auto") == "generic"
+    assert bpf.query_xdp(lo) == {"prog_id": prog.prog_id, "mode": "generic",
+                                 "drv_prog_id": 0, "skb_prog_id": prog.prog_id,
+                                 "hw_prog_id": 0}
+    prog.detach()
+    assert bpf.query_xdp(lo)["prog_id"] == 0
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("foreign_mode,word", [("native", "xdp"),
+                                               ("generic", "xdpgeneric")])
+@pytest.mark.parametrize("mode", ["native", "generic", "auto"])
+def test_attach_never_replaces_a_foreign_program(rr_object, prog, lab,
+                                                 foreign_mode, word, mode):
+    with bpf.XdpProgram.load(rr_object, name="foreign") as foreign:
+        foreign.attach(lab.ifindex, lab.ifname, foreign_mode)
+        with pytest.raises(bpf.BpfError) as e:
+            prog.attach(lab.ifindex, lab.ifname, mode)
+        assert e.value.errno == errno.EBUSY
+        tried = "generic" if mode == "generic" else "native"
+        assert str(e.value) == (
+            f"attach rr_redirect to xdpa ({tried}) failed: EBUSY; another XDP "
+            f"program (id {foreign.prog_id}) is attached; detach it with "
+            f"'ip link set dev xdpa {word} off' if it is not needed")
+        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+        prog.close()                            # not attached: detaches nothing
+        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+
+
+@pytest.mark.root
+def test_detach_leaves_a_program_that_replaced_ours(rr_object, prog, lab, caplog):
+    prog.attach(lab.ifindex, lab.ifname, "native")
+    lab.ip("link", "set", "dev", lab.ifname, "xdp", "off")      # someone else
+    with bpf.XdpProgram.load(rr_object, name="foreign") as foreign:
+        foreign.attach(lab.ifindex, lab.ifname, "native")
+        with caplog.at_level(logging.WARNING, logger="xdpd.bpf"):
+            prog.detach()
+        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+        assert any(f"not detaching XDP program id {foreign.prog_id}" in r.getMessage()
+                   for r in caplog.records)
+        prog.detach()                           # idempotent, still leaves it
+        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
+
+
+@pytest.mark.root
+def test_detach_after_someone_detached_ours(prog, lab, caplog):
+    prog.attach(lab.ifindex, lab.ifname, "generic")
+    lab.ip("link", "set", "dev", lab.ifname, "xdpgeneric", "off")
+    with caplog.at_level(logging.WARNING, logger="xdpd.bpf"):
+        prog.detach()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert prog.mode is None
+
+
+# --- layouts -------------------------------------------------------------------
+
+LAYOUT_C = r"""
+#include <stddef.h>
+#include <stdio.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include "rr_redirect.h"
+
+#define SIZE(s) printf(#s " sizeof %zu\n", sizeof(struct s))
+#define OFF(s, f) printf(#s " " #f " %zu\n", offsetof(struct s, f))
+
+int main(void)
+{
+	printf("XDPD_MAX_QUEUES %d\n", XDPD_MAX_QUEUES);
+	SIZE(xdpd_queue_conf);
+	OFF(xdpd_queue_conf, owned); OFF(xdpd_queue_conf, fallback);
+	SIZE(xdpd_queue_stats);
+	OFF(xdpd_queue_stats, redirected); OFF(xdpd_queue_stats, passed);
+	OFF(xdpd_queue_stats, no_socket);
+	SIZE(xdp_md);
+	OFF(xdp_md, data); OFF(xdp_md, data_end); OFF(xdp_md, data_meta);
+	OFF(xdp_md, ingress_ifindex); OFF(xdp_md, rx_queue_index);
+	OFF(xdp_md, egress_ifindex);
+	OFF(bpf_prog_info, type); OFF(bpf_prog_info, id);
+	SIZE(bpf_xdp_attach_opts);
+	OFF(bpf_xdp_attach_opts, sz); OFF(bpf_xdp_attach_opts, old_prog_fd);
+	SIZE(bpf_xdp_query_opts);
+	OFF(bpf_xdp_query_opts, sz); OFF(bpf_xdp_query_opts, prog_id);
+	OFF(bpf_xdp_query_opts, drv_prog_id); OFF(bpf_xdp_query_opts, hw_prog_id);
+	OFF(bpf_xdp_query_opts, skb_prog_id); OFF(bpf_xdp_query_opts, attach_mode);
+	SIZE(bpf_test_run_opts);
+	OFF(bpf_test_run_opts, sz); OFF(bpf_test_run_opts, data_in);
+	OFF(bpf_test_run_opts, data_out); OFF(bpf_test_run_opts, data_size_in);
+	OFF(bpf_test_run_opts, data_size_out); OFF(bpf_test_run_opts, ctx_in);
+	OFF(bpf_test_run_opts, ctx_out); OFF(bpf_test_run_opts, ctx_size_in);
+	OFF(bpf_test_run_opts, ctx_size_out); OFF(bpf_test_run_opts, retval);
+	OFF(bpf_test_run_opts, repeat); OFF(bpf_test_run_opts, duration);
+	OFF(bpf_test_run_opts, flags); OFF(bpf_test_run_opts, cpu);
+	OFF(bpf_test_run_opts, batch_size);
+	return 0;
+}
+"""
+
+# C struct name -> ctypes mirror; prefix: the mirror is a leading part only
+LAYOUTS = {
+    "xdpd_queue_conf": (bpf.XdpdQueueConf, False),
+    "xdpd_queue_stats": (bpf.XdpdQueueStats, False),
+    "xdp_md": (bpf.XdpMd, False),
+    "bpf_prog_info": (bpf.BpfProgInfo, True),
+    "bpf_xdp_attach_opts": (bpf.BpfXdpAttachOpts, False),
+    "bpf_xdp_query_opts": (bpf.BpfXdpQueryOpts, False),
+    "bpf_test_run_opts": (bpf.BpfTestRunOpts, False),
+}
+
+
+@pytest.fixture(scope="module")
+def c_layout(tmp_path_factory):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("needs a C compiler to read the C layouts")
+    tmp = tmp_path_factory.mktemp("layout")
+    src, exe = tmp / "layout.c", tmp / "layout"
+    src.write_text(LAYOUT_C)
+    res = subprocess.run([cc, "-I", os.path.join(REPO, "bpf"), str(src), "-o", str(exe)],
+                         capture_output=True, text=True)
+    if res.returncode != 0 and "bpf/libbpf.h" in res.stderr:
+        pytest.skip("needs libbpf's headers (Debian: libbpf-dev)")
+    assert res.returncode == 0, res.stderr
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    layout = {}
+    for line in out.splitlines():
+        *key, value = line.split()
+        layout[tuple(key)] = int(value)
+    return layout
+
+
+@pytest.mark.parametrize("cname", LAYOUTS)
+def test_ctypes_layout_matches_c(c_layout, cname):
+    mirror, prefix = LAYOUTS[cname]
+    for fname, _ in mirror._fields_:
+        assert getattr(mirror, fname).offset == c_layout[(cname, fname)], \
+            f"{cname}.{fname}"
+    if not prefix:
+        assert ctypes.sizeof(mirror) == c_layout[(cname, "sizeof")], cname
+    # every field of the C struct is mirrored (offsets list it)
+    c_fields = {k[1] for k in c_layout if k[0] == cname and k[1] != "sizeof"}
+    assert c_fields == {f for f, _ in mirror._fields_}
+
+
+def test_max_queues_matches_header(c_layout):
+    assert bpf.XDPD_MAX_QUEUES == c_layout[("XDPD_MAX_QUEUES",)]

@@ -1,0 +1,1369 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xdpd's per-packet loop, as a small CPython extension.
+ *
+ * Two objects:
+ *   Control  the shared control area (fastpath.h): the supervisor creates and
+ *            reads it (counters, frame locations, liveness) and writes the
+ *            forwarding tables; a worker maps the same memfd.
+ *   Port     a worker's view of its AF_XDP socket: the four rings mapped
+ *            from the socket fd it inherited, the UMEM mapped from its
+ *            memfd, and the handoff rings to and from the other workers.
+ *            Port.run(budget_us) is the fast path: it returns to Python
+ *            after at most budget_us, or at once when a signal arrives.
+ *
+ * One loop iteration (port_iterate):
+ *   1. COMPLETION ring: frames we transmitted.  Our own go on the free
+ *      list; a frame homed at another worker goes back on the ret ring.
+ *   2. ret rings: our frames that other workers finished transmitting.
+ *   3. fwd rings: packets other workers received for us to transmit; moved
+ *      to our TX ring (as many as it has room for: the rest waits there).
+ *   4. RX ring: up to batch_size packets, each dropped, or rewritten and
+ *      forwarded (own TX ring, or the fwd ring of the egress worker).  We
+ *      take no more than the egress side has room for, so a full egress
+ *      leaves packets in the RX ring (back-pressure) instead of dropping.
+ *   5. TX kick if the TX ring says it needs one (need_wakeup); in copy
+ *      mode the kernel transmits in sendto() context.
+ *   6. FILL ring topped up from the free list.
+ *   7. Peers we handed frames to are woken if they sleep.
+ * When an iteration moves nothing, the worker sleeps in poll() on its
+ * socket (RX) and its eventfd (handoff) instead of spinning, unless
+ * configured to spin.  The sleeping flag + eventfd handshake is
+ * Dekker-style: the sleeper sets the flag and re-checks its inputs, the
+ * producer publishes and then checks the flag, both with full fences, so a
+ * wake-up is never lost.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/if_xdp.h>
+
+#include "fastpath.h"
+
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+
+#define ETH_ALEN 6
+#define ETH_HLEN 14
+#define RING_LEN_SHIFT 48
+#define RING_ADDR_MASK ((1ULL << RING_LEN_SHIFT) - 1)
+
+static inline uint32_t load_acquire(const uint32_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline void store_release(uint32_t *p, uint32_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Control area layout                                                     */
+
+struct ctl_params {
+	uint32_t nworkers;
+	uint32_t frames_per_worker;
+	uint32_t frame_size;
+	uint32_t ring_entries;
+};
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+/* Fills the offsets of hdr from p; returns the total size. */
+static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
+{
+	uint64_t off = align_up(sizeof(struct fp_header), FP_CACHELINE);
+	uint64_t n = p->nworkers;
+
+	hdr->workers_off = off;
+	off += align_up(sizeof(struct fp_worker), FP_CACHELINE) * n;
+	hdr->freelists_off = off;
+	off += align_up((uint64_t)p->frames_per_worker * 8, FP_CACHELINE) * n;
+	hdr->rings_off = off;
+	hdr->ring_stride = align_up(sizeof(struct fp_ring) + (uint64_t)p->ring_entries * 8,
+				    FP_CACHELINE);
+	off += hdr->ring_stride * n * n * 2;
+	off = align_up(off, 4096);
+	hdr->tables_off = off;
+	off += align_up(sizeof(struct fp_table), FP_CACHELINE) * 2;
+	hdr->total_size = align_up(off, 4096);
+	return hdr->total_size;
+}
+
+static inline struct fp_worker *ctl_worker(struct fp_header *h, uint32_t i)
+{
+	return (struct fp_worker *)((char *)h + h->workers_off +
+				    align_up(sizeof(struct fp_worker), FP_CACHELINE) * i);
+}
+
+static inline uint64_t *ctl_freelist(struct fp_header *h, uint32_t i)
+{
+	return (uint64_t *)((char *)h + h->freelists_off +
+			    align_up((uint64_t)h->frames_per_worker * 8, FP_CACHELINE) * i);
+}
+
+/* fwd ring from -> to (packets to transmit), ret ring from -> to (frames home) */
+static inline struct fp_ring *ctl_ring(struct fp_header *h, int ret, uint32_t from, uint32_t to)
+{
+	uint64_t idx = (uint64_t)ret * h->nworkers * h->nworkers +
+		       (uint64_t)from * h->nworkers + to;
+
+	return (struct fp_ring *)((char *)h + h->rings_off + h->ring_stride * idx);
+}
+
+static inline struct fp_table *ctl_table(struct fp_header *h, uint32_t which)
+{
+	return (struct fp_table *)((char *)h + h->tables_off +
+				   align_up(sizeof(struct fp_table), FP_CACHELINE) * which);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Control object                                                          */
+
+typedef struct {
+	PyObject_HEAD
+	struct fp_header *hdr;
+	uint64_t size;
+} ControlObject;
+
+static PyTypeObject ControlType;
+
+static const char *drop_reason_names[FP_DROP__MAX] = {
+	[FP_DROP_NO_RULE] = "no_rule",
+	[FP_DROP_RULE] = "rule",
+	[FP_DROP_INVALID] = "invalid",
+	[FP_DROP_EGRESS_DOWN] = "egress_down",
+};
+
+static int parse_params(PyObject *args, struct ctl_params *p)
+{
+	if (!PyArg_ParseTuple(args, "IIII", &p->nworkers, &p->frames_per_worker,
+			      &p->frame_size, &p->ring_entries))
+		return -1;
+	if (p->nworkers == 0 || p->nworkers > FP_MAX_WORKERS) {
+		PyErr_Format(PyExc_ValueError, "nworkers %u out of range 1..%d",
+			     p->nworkers, FP_MAX_WORKERS);
+		return -1;
+	}
+	if (p->ring_entries < p->frames_per_worker ||
+	    (p->ring_entries & (p->ring_entries - 1))) {
+		PyErr_SetString(PyExc_ValueError,
+				"ring_entries must be a power of two >= frames_per_worker");
+		return -1;
+	}
+	return 0;
+}
+
+/* control_size(nworkers, frames_per_worker, frame_size, ring_entries) */
+static PyObject *fp_control_size(PyObject *self, PyObject *args)
+{
+	struct ctl_params p;
+	struct fp_header h = {0};
+
+	if (parse_params(args, &p))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(ctl_layout(&p, &h));
+}
+
+static int Control_init(ControlObject *self, PyObject *args, PyObject *kw)
+{
+	int fd;
+	unsigned long long size;
+	void *mem;
+
+	if (!PyArg_ParseTuple(args, "iK", &fd, &size))
+		return -1;
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED) {
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	self->hdr = mem;
+	self->size = size;
+	return 0;
+}
+
+static void Control_dealloc(ControlObject *self)
+{
+	if (self->hdr)
+		munmap(self->hdr, self->size);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ctl_check(ControlObject *self)
+{
+	if (!self->hdr) {
+		PyErr_SetString(PyExc_ValueError, "control area is closed");
+		return -1;
+	}
+	if (self->hdr->magic != FP_MAGIC || self->hdr->version != FP_VERSION) {
+		PyErr_SetString(PyExc_ValueError, "control area not initialised");
+		return -1;
+	}
+	return 0;
+}
+
+static int ctl_check_worker(ControlObject *self, unsigned int i)
+{
+	if (ctl_check(self))
+		return -1;
+	if (i >= self->hdr->nworkers) {
+		PyErr_Format(PyExc_IndexError, "worker %u out of range", i);
+		return -1;
+	}
+	return 0;
+}
+
+/* format(nworkers, frames_per_worker, frame_size, ring_entries): lay out a
+ * fresh area and give every worker all its frames on its free list. */
+static PyObject *Control_format(ControlObject *self, PyObject *args)
+{
+	struct ctl_params p;
+	struct fp_header h = {0};
+	uint64_t need;
+
+	if (parse_params(args, &p))
+		return NULL;
+	need = ctl_layout(&p, &h);
+	if (need > self->size) {
+		PyErr_Format(PyExc_ValueError, "control area too small: %llu < %llu",
+			     (unsigned long long)self->size, (unsigned long long)need);
+		return NULL;
+	}
+	memset(self->hdr, 0, need);
+	h.magic = FP_MAGIC;
+	h.version = FP_VERSION;
+	h.nworkers = p.nworkers;
+	h.frames_per_worker = p.frames_per_worker;
+	h.frame_size = p.frame_size;
+	h.ring_entries = p.ring_entries;
+	memcpy(self->hdr, &h, sizeof(h));
+
+	for (uint32_t w = 0; w < p.nworkers; w++) {
+		struct fp_worker *wk = ctl_worker(self->hdr, w);
+		uint64_t *fl = ctl_freelist(self->hdr, w);
+		uint64_t base = (uint64_t)w * p.frames_per_worker;
+
+		for (uint32_t i = 0; i < p.frames_per_worker; i++)
+			fl[i] = (base + p.frames_per_worker - 1 - i) * p.frame_size;
+		wk->free_count = p.frames_per_worker;
+		wk->frames.free = p.frames_per_worker;
+	}
+	Py_RETURN_NONE;
+}
+
+/* set_worker(i, netdev_index, queue, ifindex) */
+static PyObject *Control_set_worker(ControlObject *self, PyObject *args)
+{
+	unsigned int i, netdev, queue, ifindex;
+	struct fp_worker *w;
+
+	if (!PyArg_ParseTuple(args, "IIII", &i, &netdev, &queue, &ifindex))
+		return NULL;
+	if (ctl_check_worker(self, i))
+		return NULL;
+	if (netdev >= FP_MAX_NETDEVS)
+		return PyErr_Format(PyExc_ValueError, "netdev index %u >= %d", netdev,
+				    FP_MAX_NETDEVS);
+	w = ctl_worker(self->hdr, i);
+	w->netdev = netdev;
+	w->queue = queue;
+	w->ifindex = ifindex;
+	Py_RETURN_NONE;
+}
+
+static int mac_from_obj(PyObject *o, uint8_t *mac)
+{
+	char *buf;
+	Py_ssize_t len;
+
+	if (o == Py_None)
+		return 0;
+	if (PyBytes_AsStringAndSize(o, &buf, &len) < 0)
+		return -1;
+	if (len != ETH_ALEN) {
+		PyErr_SetString(PyExc_ValueError, "MAC must be 6 bytes");
+		return -1;
+	}
+	memcpy(mac, buf, ETH_ALEN);
+	return 1;
+}
+
+/* Fill one rule from a dict:
+ *   {"action": "forward"|"drop"|None, "egress": [worker ids],
+ *    "set_dst_mac": bytes|None, "set_src_mac": bytes|None, "swap_macs": bool} */
+static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
+{
+	PyObject *o;
+	int set;
+
+	memset(r, 0, sizeof(*r));
+	if (d == Py_None)
+		return 0;
+	if (!PyDict_Check(d)) {
+		PyErr_SetString(PyExc_TypeError, "rule must be a dict or None");
+		return -1;
+	}
+	o = PyDict_GetItemString(d, "action");
+	if (o && PyUnicode_Check(o)) {
+		if (PyUnicode_CompareWithASCIIString(o, "forward") == 0)
+			r->action = FP_ACT_FORWARD;
+		else if (PyUnicode_CompareWithASCIIString(o, "drop") == 0)
+			r->action = FP_ACT_DROP;
+		else {
+			PyErr_SetString(PyExc_ValueError, "action must be forward or drop");
+			return -1;
+		}
+	}
+	o = PyDict_GetItemString(d, "egress");
+	if (o) {
+		PyObject *seq = PySequence_Fast(o, "egress must be a sequence");
+		Py_ssize_t n;
+
+		if (!seq)
+			return -1;
+		n = PySequence_Fast_GET_SIZE(seq);
+		if (n > FP_MAX_EGRESS) {
+			Py_DECREF(seq);
+			PyErr_SetString(PyExc_ValueError, "too many egress workers");
+			return -1;
+		}
+		for (Py_ssize_t k = 0; k < n; k++) {
+			long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+
+			if (v < 0 || (uint32_t)v >= nworkers) {
+				Py_DECREF(seq);
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError, "egress worker %ld out of range", v);
+				return -1;
+			}
+			r->egress[k] = (uint16_t)v;
+		}
+		r->n_egress = (uint32_t)n;
+		Py_DECREF(seq);
+	}
+	if (r->action == FP_ACT_FORWARD && r->n_egress == 0) {
+		PyErr_SetString(PyExc_ValueError, "forward rule without egress workers");
+		return -1;
+	}
+	o = PyDict_GetItemString(d, "set_dst_mac");
+	if (o) {
+		if ((set = mac_from_obj(o, r->dst_mac)) < 0)
+			return -1;
+		if (set)
+			r->mac_flags |= FP_MAC_SET_DST;
+	}
+	o = PyDict_GetItemString(d, "set_src_mac");
+	if (o) {
+		if ((set = mac_from_obj(o, r->src_mac)) < 0)
+			return -1;
+		if (set)
+			r->mac_flags |= FP_MAC_SET_SRC;
+	}
+	o = PyDict_GetItemString(d, "swap_macs");
+	if (o && PyObject_IsTrue(o))
+		r->mac_flags |= FP_MAC_SWAP;
+	return 0;
+}
+
+/* write_table(rules: list indexed by netdev, each a dict or None) -> generation
+ * Writes the inactive table, then makes it the active one.  Workers switch
+ * between two iterations; the caller must not write again until every
+ * running worker reports the new generation (table_generation). */
+static PyObject *Control_write_table(ControlObject *self, PyObject *args)
+{
+	PyObject *rules, *seq;
+	struct fp_table *t;
+	uint32_t next;
+	Py_ssize_t n;
+
+	if (!PyArg_ParseTuple(args, "O", &rules))
+		return NULL;
+	if (ctl_check(self))
+		return NULL;
+	seq = PySequence_Fast(rules, "rules must be a sequence");
+	if (!seq)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n > FP_MAX_NETDEVS) {
+		Py_DECREF(seq);
+		return PyErr_Format(PyExc_ValueError, "at most %d netdevs", FP_MAX_NETDEVS);
+	}
+	next = self->hdr->active_table ^ 1;
+	t = ctl_table(self->hdr, next);
+	memset(t, 0, sizeof(*t));
+	for (Py_ssize_t i = 0; i < n; i++) {
+		if (rule_from_dict(PySequence_Fast_GET_ITEM(seq, i), &t->by_netdev[i],
+				   self->hdr->nworkers)) {
+			Py_DECREF(seq);
+			return NULL;
+		}
+	}
+	Py_DECREF(seq);
+	t->n_netdevs = (uint32_t)n;
+	t->generation = self->hdr->generation + 1;
+	__atomic_store_n(&self->hdr->generation, t->generation, __ATOMIC_RELEASE);
+	__atomic_store_n(&self->hdr->active_table, next, __ATOMIC_RELEASE);
+	return PyLong_FromUnsignedLongLong(t->generation);
+}
+
+static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_stats s;
+	PyObject *drops, *d;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	/* Counters are monotonic u64s written by one worker: a torn read is
+	 * impossible on x86-64 for aligned words, and a stale one is harmless. */
+	memcpy(&s, &ctl_worker(self->hdr, i)->stats, sizeof(s));
+	drops = PyDict_New();
+	if (!drops)
+		return NULL;
+	for (int r = 0; r < FP_DROP__MAX; r++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(s.drops[r]);
+
+		if (!v || PyDict_SetItemString(drops, drop_reason_names[r], v)) {
+			Py_XDECREF(v);
+			Py_DECREF(drops);
+			return NULL;
+		}
+		Py_DECREF(v);
+	}
+	d = Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsK}",
+			  "rx_packets", s.rx_packets, "rx_bytes", s.rx_bytes,
+			  "tx_packets", s.tx_packets, "tx_bytes", s.tx_bytes,
+			  "drops", drops,
+			  "handoff_out", s.handoff_out, "handoff_in", s.handoff_in,
+			  "tx_kicks", s.tx_kicks, "fill_kicks", s.fill_kicks,
+			  "sleeps", s.sleeps, "loops", s.loops, "busy_loops", s.busy_loops);
+	return d;
+}
+
+/* worker_frames(i) -> {"free", "rx", "tx", "handoff"}: one consistent set. */
+static PyObject *Control_worker_frames(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_frames *f, snap;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	f = &ctl_worker(self->hdr, i)->frames;
+	for (int tries = 0;; tries++) {
+		uint32_t s1 = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE);
+
+		if (!(s1 & 1)) {
+			snap.free = __atomic_load_n(&f->free, __ATOMIC_RELAXED);
+			snap.rx = __atomic_load_n(&f->rx, __ATOMIC_RELAXED);
+			snap.tx = __atomic_load_n(&f->tx, __ATOMIC_RELAXED);
+			snap.handoff = __atomic_load_n(&f->handoff, __ATOMIC_RELAXED);
+			__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			if (__atomic_load_n(&f->seq, __ATOMIC_RELAXED) == s1)
+				break;
+		}
+		if (tries > 100000)
+			return PyErr_Format(PyExc_TimeoutError,
+					    "worker %u frame counts kept changing", i);
+	}
+	return Py_BuildValue("{sKsKsKsK}", "free", snap.free, "rx", snap.rx,
+			     "tx", snap.tx, "handoff", snap.handoff);
+}
+
+/* worker_liveness(i) -> (heartbeat_ns, pid, state, table_generation) */
+static PyObject *Control_worker_liveness(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_worker *w;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	w = ctl_worker(self->hdr, i);
+	return Py_BuildValue("KIIK",
+			     (unsigned long long)__atomic_load_n(&w->heartbeat_ns, __ATOMIC_RELAXED),
+			     __atomic_load_n(&w->pid, __ATOMIC_RELAXED),
+			     __atomic_load_n(&w->state, __ATOMIC_RELAXED),
+			     (unsigned long long)__atomic_load_n(&w->table_generation,
+								 __ATOMIC_RELAXED));
+}
+
+static PyObject *Control_generation(ControlObject *self, PyObject *noargs)
+{
+	if (ctl_check(self))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(
+		__atomic_load_n(&self->hdr->generation, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *Control_close(ControlObject *self, PyObject *noargs)
+{
+	if (self->hdr) {
+		munmap(self->hdr, self->size);
+		self->hdr = NULL;
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef Control_methods[] = {
+	{"format", (PyCFunction)Control_format, METH_VARARGS,
+	 "format(nworkers, frames_per_worker, frame_size, ring_entries)"},
+	{"set_worker", (PyCFunction)Control_set_worker, METH_VARARGS,
+	 "set_worker(i, netdev_index, queue, ifindex)"},
+	{"write_table", (PyCFunction)Control_write_table, METH_VARARGS,
+	 "write_table(rules_by_netdev) -> generation"},
+	{"worker_stats", (PyCFunction)Control_worker_stats, METH_VARARGS, NULL},
+	{"worker_frames", (PyCFunction)Control_worker_frames, METH_VARARGS, NULL},
+	{"worker_liveness", (PyCFunction)Control_worker_liveness, METH_VARARGS, NULL},
+	{"generation", (PyCFunction)Control_generation, METH_NOARGS, NULL},
+	{"close", (PyCFunction)Control_close, METH_NOARGS, NULL},
+	{NULL}
+};
+
+static PyTypeObject ControlType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "xdpd._fastpath.Control",
+	.tp_basicsize = sizeof(ControlObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "Control(fd, size): the shared control area, mapped",
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Control_init,
+	.tp_dealloc = (destructor)Control_dealloc,
+	.tp_methods = Control_methods,
+};
+
+/* ---------------------------------------------------------------------- */
+/* AF_XDP rings                                                            */
+
+/* Producer side (FILL, TX) and consumer side (RX, COMPLETION) share this;
+ * cached_* are ours; the producer and consumer words are shared with the
+ * kernel. */
+struct ring {
+	uint32_t *producer;
+	uint32_t *consumer;
+	uint32_t *flags;
+	void *descs;
+	uint32_t mask;
+	uint32_t size;
+	uint32_t cached_prod;
+	uint32_t cached_cons;
+	void *map;
+	size_t map_len;
+};
+
+static int ring_map(struct ring *r, int fd, const struct xdp_ring_offset *off,
+		    uint32_t size, size_t desc_size, off_t pgoff, bool producer)
+{
+	size_t len = off->desc + (size_t)size * desc_size;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, pgoff);
+
+	if (m == MAP_FAILED)
+		return -errno;
+	r->map = m;
+	r->map_len = len;
+	r->producer = (uint32_t *)(m + off->producer);
+	r->consumer = (uint32_t *)(m + off->consumer);
+	r->flags = (uint32_t *)(m + off->flags);
+	r->descs = m + off->desc;
+	r->size = size;
+	r->mask = size - 1;
+	/* A re-mapped ring (a replaced worker) continues where it was. */
+	r->cached_prod = load_acquire(r->producer);
+	r->cached_cons = load_acquire(r->consumer);
+	if (producer)
+		r->cached_cons += size;	/* libxdp's trick: free = cached_cons - cached_prod */
+	return 0;
+}
+
+static void ring_unmap(struct ring *r)
+{
+	if (r->map)
+		munmap(r->map, r->map_len);
+	r->map = NULL;
+}
+
+/* producer: free slots, refreshing from the kernel only when short */
+static inline uint32_t ring_prod_free(struct ring *r, uint32_t want)
+{
+	uint32_t free = r->cached_cons - r->cached_prod;
+
+	if (free >= want)
+		return free;
+	r->cached_cons = load_acquire(r->consumer) + r->size;
+	return r->cached_cons - r->cached_prod;
+}
+
+static inline void ring_prod_submit(struct ring *r)
+{
+	store_release(r->producer, r->cached_prod);
+}
+
+/* consumer: entries available, refreshing when we ran out */
+static inline uint32_t ring_cons_avail(struct ring *r, uint32_t want)
+{
+	uint32_t avail = r->cached_prod - r->cached_cons;
+
+	if (avail == 0) {
+		r->cached_prod = load_acquire(r->producer);
+		avail = r->cached_prod - r->cached_cons;
+	}
+	return avail < want ? avail : want;
+}
+
+static inline void ring_cons_release(struct ring *r)
+{
+	store_release(r->consumer, r->cached_cons);
+}
+
+static inline bool ring_needs_wakeup(struct ring *r)
+{
+	return __atomic_load_n(r->flags, __ATOMIC_RELAXED) & XDP_RING_NEED_WAKEUP;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shared handoff rings (fastpath.h): same index discipline, our own.      */
+
+static inline uint32_t hring_avail(struct fp_ring *r)
+{
+	return load_acquire(&r->prod) - __atomic_load_n(&r->cons, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t hring_free(struct fp_ring *r, uint32_t entries)
+{
+	return entries - (__atomic_load_n(&r->prod, __ATOMIC_RELAXED) - load_acquire(&r->cons));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Port object                                                             */
+
+typedef struct {
+	PyObject_HEAD
+	PyObject *control;		/* keeps the mapping alive */
+	struct fp_header *hdr;
+	struct fp_worker *me;
+	uint32_t id;
+	uint32_t nworkers;
+	int xsk_fd;
+	int efd;			/* our eventfd */
+	int *peer_efd;			/* by worker id */
+	uint8_t *umem;
+	uint64_t umem_size;
+	uint64_t frame_mask;		/* ~(frame_size - 1) */
+	uint32_t frame_size;
+	uint32_t fpw;			/* frames per worker */
+	uint32_t batch;
+	uint32_t spin;			/* 1: never sleep */
+	struct ring rx, tx, fill, comp;
+	uint64_t *freelist;
+	/* our frame counts (fastpath.h, "Frame ownership") */
+	uint64_t n_free, n_rx, n_tx, n_handoff;
+	/* per-peer ring pointers */
+	struct fp_ring **fwd_in, **fwd_out, **ret_in, **ret_out;
+	uint8_t *wake;			/* peers to wake after this iteration */
+	/* the rule in force, copied out of the active table */
+	uint64_t generation;
+	struct fp_rule rule;
+	uint32_t egress;		/* worker id chosen from rule.egress */
+	/* counters kept locally, published once per iteration */
+	struct fp_stats st;
+} PortObject;
+
+static PyTypeObject PortType;
+
+static void port_unmap(PortObject *p)
+{
+	ring_unmap(&p->rx);
+	ring_unmap(&p->tx);
+	ring_unmap(&p->fill);
+	ring_unmap(&p->comp);
+	if (p->umem)
+		munmap(p->umem, p->umem_size);
+	p->umem = NULL;
+	PyMem_Free(p->peer_efd);
+	PyMem_Free(p->fwd_in);
+	PyMem_Free(p->wake);
+	p->peer_efd = NULL;
+	p->fwd_in = NULL;
+	p->wake = NULL;
+}
+
+static void Port_dealloc(PortObject *p)
+{
+	port_unmap(p);
+	Py_XDECREF(p->control);
+	Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static inline void frames_publish(PortObject *p)
+{
+	struct fp_frames *f = &p->me->frames;
+	uint32_t seq = f->seq;
+
+	__atomic_store_n(&f->seq, seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&f->free, p->n_free, __ATOMIC_RELAXED);
+	__atomic_store_n(&f->rx, p->n_rx, __ATOMIC_RELAXED);
+	__atomic_store_n(&f->tx, p->n_tx, __ATOMIC_RELAXED);
+	__atomic_store_n(&f->handoff, p->n_handoff, __ATOMIC_RELAXED);
+	__atomic_store_n(&f->seq, seq + 2, __ATOMIC_RELEASE);
+	__atomic_store_n(&p->me->free_count, p->n_free, __ATOMIC_RELAXED);
+}
+
+static inline void stats_publish(PortObject *p)
+{
+	/* Plain aligned 64-bit stores: readers see old or new, never torn. */
+	uint64_t *dst = (uint64_t *)&p->me->stats;
+	const uint64_t *src = (const uint64_t *)&p->st;
+
+	for (size_t i = 0; i < sizeof(p->st) / 8; i++)
+		__atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
+}
+
+static void port_load_rule(PortObject *p)
+{
+	uint32_t which = __atomic_load_n(&p->hdr->active_table, __ATOMIC_ACQUIRE);
+	struct fp_table *t = ctl_table(p->hdr, which);
+
+	p->generation = __atomic_load_n(&t->generation, __ATOMIC_ACQUIRE);
+	if (p->me->netdev < t->n_netdevs)
+		memcpy(&p->rule, &t->by_netdev[p->me->netdev], sizeof(p->rule));
+	else
+		memset(&p->rule, 0, sizeof(p->rule));
+	p->egress = p->id;
+	if (p->rule.action == FP_ACT_FORWARD && p->rule.n_egress)
+		p->egress = p->rule.egress[p->me->queue % p->rule.n_egress];
+	__atomic_store_n(&p->me->table_generation, p->generation, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t home_of(PortObject *p, uint64_t addr)
+{
+	return (uint32_t)((addr / p->frame_size) / p->fpw);
+}
+
+static inline void free_push(PortObject *p, uint64_t addr)
+{
+	p->freelist[p->n_free++] = addr & p->frame_mask;
+}
+
+static inline void rewrite_macs(PortObject *p, uint8_t *pkt)
+{
+	uint32_t f = p->rule.mac_flags;
+
+	if (f & FP_MAC_SWAP) {
+		uint8_t tmp[ETH_ALEN];
+
+		memcpy(tmp, pkt, ETH_ALEN);
+		memcpy(pkt, pkt + ETH_ALEN, ETH_ALEN);
+		memcpy(pkt + ETH_ALEN, tmp, ETH_ALEN);
+		return;
+	}
+	if (f & FP_MAC_SET_DST)
+		memcpy(pkt, p->rule.dst_mac, ETH_ALEN);
+	if (f & FP_MAC_SET_SRC)
+		memcpy(pkt + ETH_ALEN, p->rule.src_mac, ETH_ALEN);
+}
+
+/* 1. our COMPLETION ring */
+static uint32_t port_complete(PortObject *p)
+{
+	uint32_t n = ring_cons_avail(&p->comp, p->comp.size);
+	uint64_t *addrs = p->comp.descs;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t addr = addrs[(p->comp.cached_cons + i) & p->comp.mask];
+		uint32_t home = home_of(p, addr);
+
+		if (home == p->id) {
+			free_push(p, addr);
+			p->n_tx--;
+		} else if (home < p->nworkers) {
+			struct fp_ring *r = p->ret_out[home];
+			uint32_t prod = r->prod;
+
+			/* cannot be full: a ring holds all of home's frames */
+			r->slots[prod & (p->hdr->ring_entries - 1)] = addr & p->frame_mask;
+			store_release(&r->prod, prod + 1);
+			p->wake[home] = 1;
+		}
+	}
+	if (n) {
+		p->comp.cached_cons += n;
+		ring_cons_release(&p->comp);
+	}
+	return n;
+}
+
+/* 2. our frames coming home */
+static uint32_t port_take_returns(PortObject *p)
+{
+	uint32_t total = 0;
+	uint32_t mask = p->hdr->ring_entries - 1;
+
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		struct fp_ring *r = p->ret_in[w];
+		uint32_t n, cons;
+
+		if (w == p->id || !(n = hring_avail(r)))
+			continue;
+		cons = r->cons;
+		for (uint32_t i = 0; i < n; i++)
+			free_push(p, r->slots[(cons + i) & mask]);
+		store_release(&r->cons, cons + n);
+		p->n_handoff -= n;
+		total += n;
+	}
+	return total;
+}
+
+/* 3. packets other workers handed to us, onto our TX ring */
+static uint32_t port_take_handoffs(PortObject *p)
+{
+	uint32_t total = 0;
+	uint32_t mask = p->hdr->ring_entries - 1;
+	struct xdp_desc *txd = p->tx.descs;
+
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		struct fp_ring *r = p->fwd_in[w];
+		uint32_t n, room, cons;
+
+		if (w == p->id || !(n = hring_avail(r)))
+			continue;
+		room = ring_prod_free(&p->tx, n);
+		if (n > room)
+			n = room;
+		if (!n)
+			break;
+		cons = r->cons;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t e = r->slots[(cons + i) & mask];
+			struct xdp_desc *d = &txd[(p->tx.cached_prod + i) & p->tx.mask];
+
+			d->addr = e & RING_ADDR_MASK;
+			d->len = (uint32_t)(e >> RING_LEN_SHIFT);
+			d->options = 0;
+			p->st.tx_bytes += d->len;
+		}
+		p->tx.cached_prod += n;
+		store_release(&r->cons, cons + n);
+		p->st.tx_packets += n;
+		p->st.handoff_in += n;
+		total += n;
+	}
+	return total;
+}
+
+static inline bool egress_running(PortObject *p, uint32_t w)
+{
+	return __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED) ==
+	       FP_STATE_RUNNING;
+}
+
+/* 4. our RX ring */
+static uint32_t port_receive(PortObject *p)
+{
+	uint32_t want = p->batch, n, dropped = 0;
+	struct xdp_desc *rxd = p->rx.descs;
+	struct fp_ring *out = NULL;
+	uint32_t out_prod = 0;
+	uint32_t mask = p->hdr->ring_entries - 1;
+	uint32_t action = p->rule.action;
+	int reason = -1;
+
+	if (action == FP_ACT_FORWARD) {
+		if (p->egress == p->id) {
+			want = ring_prod_free(&p->tx, want);
+			if (want > p->batch)
+				want = p->batch;
+		} else if (!egress_running(p, p->egress)) {
+			action = FP_ACT_DROP;
+			reason = FP_DROP_EGRESS_DOWN;
+		} else {
+			out = p->fwd_out[p->egress];
+			want = hring_free(out, p->hdr->ring_entries);
+			if (want > p->batch)
+				want = p->batch;
+			out_prod = out->prod;
+		}
+	} else {
+		reason = action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE;
+		action = FP_ACT_DROP;
+	}
+	n = ring_cons_avail(&p->rx, want);
+	if (!n)
+		return 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
+		uint64_t addr = d->addr;
+		uint32_t len = d->len;
+
+		p->st.rx_bytes += len;
+		if (action == FP_ACT_DROP) {
+			free_push(p, addr);
+			p->st.drops[reason]++;
+			continue;
+		}
+		if (len < ETH_HLEN || addr + len > p->umem_size) {
+			free_push(p, addr);
+			dropped++;
+			continue;
+		}
+		rewrite_macs(p, p->umem + addr);
+		if (!out) {
+			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
+						[p->tx.cached_prod++ & p->tx.mask];
+
+			t->addr = addr;
+			t->len = len;
+			t->options = 0;
+			p->n_tx++;
+			p->st.tx_packets++;
+			p->st.tx_bytes += len;
+		} else {
+			out->slots[out_prod++ & mask] = addr | (uint64_t)len << RING_LEN_SHIFT;
+			p->n_handoff++;
+			p->st.handoff_out++;
+		}
+	}
+	p->rx.cached_cons += n;
+	ring_cons_release(&p->rx);
+	p->n_rx -= n;
+	p->st.rx_packets += n;
+	p->st.drops[FP_DROP_INVALID] += dropped;
+	if (out && out_prod != out->prod) {
+		store_release(&out->prod, out_prod);
+		p->wake[p->egress] = 1;
+	}
+	return n;
+}
+
+/* 5. start transmission; copy mode sends a bounded number per call */
+static void port_kick_tx(PortObject *p)
+{
+	uint32_t cons = load_acquire(p->tx.consumer);
+
+	if (cons == p->tx.cached_prod)
+		return;			/* the kernel has taken everything */
+	ring_prod_submit(&p->tx);
+	if (!ring_needs_wakeup(&p->tx))
+		return;
+	for (int i = 0; i < 64 && cons != p->tx.cached_prod; i++) {
+		uint32_t before = cons;
+		int ret;
+
+		p->st.tx_kicks++;
+		ret = sendto(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+		cons = load_acquire(p->tx.consumer);
+		/* EAGAIN: the kernel's per-call budget ran out (go on) or the
+		 * device queue is full (no progress: retry next iteration);
+		 * EBUSY, ENOBUFS, ENETDOWN: retry next iteration. */
+		if ((ret < 0 && errno != EAGAIN) || cons == before)
+			break;
+	}
+}
+
+/* 6. FILL ring from the free list */
+static uint32_t port_fill(PortObject *p)
+{
+	uint32_t n = p->n_free, room;
+	uint64_t *fq = p->fill.descs;
+
+	if (!n)
+		return 0;
+	room = ring_prod_free(&p->fill, n);
+	if (n > room)
+		n = room;
+	for (uint32_t i = 0; i < n; i++)
+		fq[(p->fill.cached_prod + i) & p->fill.mask] = p->freelist[--p->n_free];
+	p->fill.cached_prod += n;
+	ring_prod_submit(&p->fill);
+	p->n_rx += n;
+	if (n && ring_needs_wakeup(&p->fill)) {
+		p->st.fill_kicks++;
+		recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	}
+	return n;
+}
+
+/* 7. wake the peers we gave work to, if they sleep */
+static void port_wake_peers(PortObject *p)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (!p->wake[w])
+			continue;
+		p->wake[w] = 0;
+		uint32_t *sleeping = &ctl_worker(p->hdr, w)->sleeping;
+
+		if (__atomic_load_n(sleeping, __ATOMIC_RELAXED) &&
+		    __atomic_exchange_n(sleeping, 0, __ATOMIC_SEQ_CST)) {
+			uint64_t one = 1;
+
+			if (write(p->peer_efd[w], &one, sizeof(one)) < 0) {
+				/* EAGAIN: counter saturated, the peer is awake anyway */
+			}
+		}
+	}
+}
+
+static uint32_t port_iterate(PortObject *p)
+{
+	uint32_t work = 0;
+
+	if (__atomic_load_n(&p->hdr->generation, __ATOMIC_ACQUIRE) != p->generation)
+		port_load_rule(p);
+	work += port_complete(p);
+	work += port_take_returns(p);
+	work += port_take_handoffs(p);
+	work += port_receive(p);
+	port_kick_tx(p);
+	port_fill(p);
+	port_wake_peers(p);
+	return work;
+}
+
+static bool port_has_input(PortObject *p)
+{
+	if (ring_cons_avail(&p->rx, 1) || ring_cons_avail(&p->comp, 1))
+		return true;
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (w == p->id)
+			continue;
+		if (hring_avail(p->fwd_in[w]) || hring_avail(p->ret_in[w]))
+			return true;
+	}
+	return false;
+}
+
+/* Block until there is input, a signal, or timeout_ms.  Returns -1 on a
+ * signal (EINTR), so that Python runs its handlers. */
+static int port_sleep(PortObject *p, int timeout_ms)
+{
+	struct pollfd fds[2] = {
+		{ .fd = p->xsk_fd, .events = POLLIN },
+		{ .fd = p->efd, .events = POLLIN },
+	};
+	int ret = 0;
+
+	__atomic_store_n(&p->me->sleeping, 1, __ATOMIC_SEQ_CST);
+	if (!port_has_input(p)) {
+		p->st.sleeps++;
+		ret = poll(fds, 2, timeout_ms);
+	}
+	__atomic_store_n(&p->me->sleeping, 0, __ATOMIC_SEQ_CST);
+	if (ret > 0 && (fds[1].revents & POLLIN)) {
+		uint64_t v;
+
+		if (read(p->efd, &v, sizeof(v)) < 0) {
+			/* EAGAIN: a concurrent reader drained it; fine */
+		}
+	}
+	if (ret < 0 && errno == EINTR)
+		return -1;
+	return 0;
+}
+
+/* run(budget_us) -> 0 when the budget ran out, 1 when a signal arrived */
+static PyObject *Port_run(PortObject *p, PyObject *args)
+{
+	unsigned long long budget_us;
+	uint64_t start, now, deadline;
+	int result = 0;
+	uint32_t idle = 0;
+
+	if (!PyArg_ParseTuple(args, "K", &budget_us))
+		return NULL;
+	if (!p->umem) {
+		PyErr_SetString(PyExc_ValueError, "port is closed");
+		return NULL;
+	}
+	start = now_ns();
+	deadline = start + budget_us * 1000ULL;
+	__atomic_store_n(&p->me->state, FP_STATE_RUNNING, __ATOMIC_RELEASE);
+	for (;;) {
+		uint32_t work = port_iterate(p);
+
+		p->st.loops++;
+		frames_publish(p);
+		now = now_ns();
+		if (work) {
+			p->st.busy_loops++;
+			idle = 0;
+		} else if (!p->spin && ++idle > 8) {
+			/* Frames still out in the kernel's TX path, or lent to
+			 * a peer, come back without waking us: look again soon. */
+			int ms = (p->n_tx || p->n_handoff) ? 1 :
+				 (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
+
+			stats_publish(p);
+			__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
+			if (port_sleep(p, ms) < 0) {
+				result = 1;
+				break;
+			}
+			now = now_ns();
+		}
+		__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
+		if (now >= deadline)
+			break;
+	}
+	stats_publish(p);
+	frames_publish(p);
+	return PyLong_FromLong(result);
+}
+
+static PyObject *Port_stop(PortObject *p, PyObject *noargs)
+{
+	if (p->me)
+		__atomic_store_n(&p->me->state, FP_STATE_STOPPED, __ATOMIC_RELEASE);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Port_close(PortObject *p, PyObject *noargs)
+{
+	port_unmap(p);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Port_heartbeat(PortObject *p, PyObject *noargs)
+{
+	if (p->me)
+		__atomic_store_n(&p->me->heartbeat_ns, now_ns(), __ATOMIC_RELAXED);
+	Py_RETURN_NONE;
+}
+
+static int map_xsk_rings(PortObject *p, int fd)
+{
+	struct xdp_mmap_offsets off;
+	socklen_t optlen = sizeof(off);
+	int err;
+
+	if (getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen))
+		return -errno;
+	err = ring_map(&p->fill, fd, &off.fr, p->fill.size, sizeof(uint64_t),
+		       XDP_UMEM_PGOFF_FILL_RING, true);
+	if (!err)
+		err = ring_map(&p->comp, fd, &off.cr, p->comp.size, sizeof(uint64_t),
+			       XDP_UMEM_PGOFF_COMPLETION_RING, false);
+	if (!err)
+		err = ring_map(&p->rx, fd, &off.rx, p->rx.size, sizeof(struct xdp_desc),
+			       XDP_PGOFF_RX_RING, false);
+	if (!err)
+		err = ring_map(&p->tx, fd, &off.tx, p->tx.size, sizeof(struct xdp_desc),
+			       XDP_PGOFF_TX_RING, true);
+	return err;
+}
+
+/* Port(control, worker_id, xsk_fd, umem_fd, umem_size,
+ *      (rx, tx, fill, completion), batch_size, spin, eventfds) */
+static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
+{
+	PyObject *control, *efds, *seq;
+	unsigned int id, batch, rxs, txs, fs, cs;
+	int xsk_fd, umem_fd, spin, err;
+	unsigned long long umem_size;
+	ControlObject *c;
+	uint32_t n;
+
+	if (!PyArg_ParseTuple(args, "O!IiiK(IIII)IpO", &ControlType, &control, &id, &xsk_fd,
+			      &umem_fd, &umem_size, &rxs, &txs, &fs, &cs, &batch, &spin, &efds))
+		return -1;
+	c = (ControlObject *)control;
+	if (ctl_check_worker(c, id))
+		return -1;
+	if (batch == 0 || batch > 4096) {
+		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
+		return -1;
+	}
+	n = c->hdr->nworkers;
+	seq = PySequence_Fast(efds, "eventfds must be a sequence");
+	if (!seq)
+		return -1;
+	if ((uint32_t)PySequence_Fast_GET_SIZE(seq) != n) {
+		Py_DECREF(seq);
+		PyErr_SetString(PyExc_ValueError, "need one eventfd per worker");
+		return -1;
+	}
+	Py_INCREF(control);
+	p->control = control;
+	p->hdr = c->hdr;
+	p->id = id;
+	p->nworkers = n;
+	p->me = ctl_worker(c->hdr, id);
+	p->xsk_fd = xsk_fd;
+	p->frame_size = c->hdr->frame_size;
+	p->frame_mask = ~((uint64_t)p->frame_size - 1);
+	p->fpw = c->hdr->frames_per_worker;
+	p->batch = batch;
+	p->spin = spin;
+	p->freelist = ctl_freelist(c->hdr, id);
+	p->peer_efd = PyMem_Calloc(n, sizeof(int));
+	p->fwd_in = PyMem_Calloc(4 * (size_t)n, sizeof(struct fp_ring *));
+	p->wake = PyMem_Calloc(n, 1);
+	if (!p->peer_efd || !p->fwd_in || !p->wake) {
+		Py_DECREF(seq);
+		PyErr_NoMemory();
+		return -1;
+	}
+	p->fwd_out = p->fwd_in + n;
+	p->ret_in = p->fwd_in + 2 * n;
+	p->ret_out = p->fwd_in + 3 * n;
+	for (uint32_t w = 0; w < n; w++) {
+		p->peer_efd[w] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, w));
+		p->fwd_in[w] = ctl_ring(c->hdr, 0, w, id);
+		p->fwd_out[w] = ctl_ring(c->hdr, 0, id, w);
+		p->ret_in[w] = ctl_ring(c->hdr, 1, w, id);
+		p->ret_out[w] = ctl_ring(c->hdr, 1, id, w);
+	}
+	Py_DECREF(seq);
+	if (PyErr_Occurred())
+		return -1;
+	p->efd = p->peer_efd[id];
+
+	p->umem_size = umem_size;
+	p->umem = mmap(NULL, umem_size, PROT_READ | PROT_WRITE, MAP_SHARED, umem_fd, 0);
+	if (p->umem == MAP_FAILED) {
+		p->umem = NULL;
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	p->rx.size = rxs;
+	p->tx.size = txs;
+	p->fill.size = fs;
+	p->comp.size = cs;
+	err = map_xsk_rings(p, xsk_fd);
+	if (err) {
+		errno = -err;
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
+	/* The frame counts live in shared memory so that a replacement worker
+	 * (or the supervisor) can pick them up. */
+	p->n_free = p->me->free_count;
+	p->n_rx = p->me->frames.rx;
+	p->n_tx = p->me->frames.tx;
+	p->n_handoff = p->me->frames.handoff;
+	memcpy(&p->st, &p->me->stats, sizeof(p->st));
+	__atomic_store_n(&p->me->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+	__atomic_store_n(&p->me->state, FP_STATE_STARTING, __ATOMIC_RELEASE);
+	port_load_rule(p);
+	port_fill(p);
+	frames_publish(p);
+	return 0;
+}
+
+static PyMethodDef Port_methods[] = {
+	{"run", (PyCFunction)Port_run, METH_VARARGS,
+	 "run(budget_us) -> 0 (budget used) or 1 (interrupted by a signal)"},
+	{"heartbeat", (PyCFunction)Port_heartbeat, METH_NOARGS, NULL},
+	{"stop", (PyCFunction)Port_stop, METH_NOARGS, "report STOPPED to the supervisor"},
+	{"close", (PyCFunction)Port_close, METH_NOARGS, NULL},
+	{NULL}
+};
+
+static PyTypeObject PortType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "xdpd._fastpath.Port",
+	.tp_basicsize = sizeof(PortObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "Port(control, worker_id, xsk_fd, umem_fd, umem_size, ring_sizes, "
+		  "batch_size, spin, eventfds): a worker's rings, mapped",
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Port_init,
+	.tp_dealloc = (destructor)Port_dealloc,
+	.tp_methods = Port_methods,
+};
+
+/* ---------------------------------------------------------------------- */
+
+/* set_proctitle(title): what ps and top show for this process.  Points the
+ * kernel's argv range at our string (needs CAP_SYS_RESOURCE; silently kept
+ * as it was otherwise) and sets comm to its first 15 bytes. */
+static PyObject *fp_set_proctitle(PyObject *self, PyObject *args)
+{
+	static char buf[256];
+	const char *title;
+	unsigned long start, end;
+
+	if (!PyArg_ParseTuple(args, "s", &title))
+		return NULL;
+	snprintf(buf, sizeof(buf), "%s", title);
+	start = (unsigned long)buf;
+	end = start + strlen(buf) + 1;
+	/* The kernel checks start < end against the current pair: moving
+	 * down, set start first; moving up, end first. */
+	if (prctl(PR_SET_MM, PR_SET_MM_ARG_START, start, 0, 0) != 0 ||
+	    prctl(PR_SET_MM, PR_SET_MM_ARG_END, end, 0, 0) != 0) {
+		prctl(PR_SET_MM, PR_SET_MM_ARG_END, end, 0, 0);
+		prctl(PR_SET_MM, PR_SET_MM_ARG_START, start, 0, 0);
+	}
+	prctl(PR_SET_NAME, (unsigned long)buf, 0, 0, 0);
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef fp_methods[] = {
+	{"control_size", fp_control_size, METH_VARARGS,
+	 "control_size(nworkers, frames_per_worker, frame_size, ring_entries) -> bytes"},
+	{"set_proctitle", fp_set_proctitle, METH_VARARGS, NULL},
+	{NULL}
+};
+
+static struct PyModuleDef fp_module = {
+	.m_base = PyModuleDef_HEAD_INIT,
+	.m_name = "_fastpath",
+	.m_doc = "xdpd per-packet loop",
+	.m_size = -1,
+	.m_methods = fp_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+	PyObject *m;
+
+	if (PyType_Ready(&ControlType) < 0 || PyType_Ready(&PortType) < 0)
+		return NULL;
+	m = PyModule_Create(&fp_module);
+	if (!m)
+		return NULL;
+	Py_INCREF(&ControlType);
+	PyModule_AddObject(m, "Control", (PyObject *)&ControlType);
+	Py_INCREF(&PortType);
+	PyModule_AddObject(m, "Port", (PyObject *)&PortType);
+	PyModule_AddIntConstant(m, "STATE_NONE", FP_STATE_NONE);
+	PyModule_AddIntConstant(m, "STATE_STARTING", FP_STATE_STARTING);
+	PyModule_AddIntConstant(m, "STATE_RUNNING", FP_STATE_RUNNING);
+	PyModule_AddIntConstant(m, "STATE_STOPPED", FP_STATE_STOPPED);
+	PyModule_AddIntConstant(m, "MAX_NETDEVS", FP_MAX_NETDEVS);
+	PyModule_AddIntConstant(m, "MAX_WORKERS", FP_MAX_WORKERS);
+	{
+		PyObject *names = PyTuple_New(FP_DROP__MAX);
+
+		for (int r = 0; r < FP_DROP__MAX; r++)
+			PyTuple_SET_ITEM(names, r, PyUnicode_FromString(drop_reason_names[r]));
+		PyModule_AddObject(m, "DROP_REASONS", names);
+	}
+	return m;
+}

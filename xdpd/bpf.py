@@ -1,0 +1,671 @@
+"""Kernel-facing wrapper over libbpf for the rr_redirect XDP program.
+
+Thin on purpose: every function does one libbpf call (or a short fixed
+sequence of them), keeps the kernel's errno in a BpfError, and says in the
+message what was tried on what and, where there is one, the way out.  No
+policy lives here: which queues are owned, which fallback applies, when to
+attach or detach is the supervisor's business.
+
+libbpf is reached through ctypes (libbpf.so.1, the 1.x ABI: functions return
+a negative errno, pointer-returning ones return NULL and set errno).  The C
+structures libbpf and the kernel take are mirrored below with ctypes, each
+with its C declaration beside it; the layouts of the structs shared with the
+XDP program (bpf/rr_redirect.h) are checked against the header by the tests.
+
+One XdpProgram is one loaded copy of rr_redirect with its own maps, meant for
+one netdev: rx queue ids collide across netdevs, so each netdev needs its own
+xsks map.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import platform
+import threading
+
+log = logging.getLogger("xdpd.bpf")
+
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
+
+# bpf/rr_redirect.h
+XDPD_MAX_QUEUES = 256
+
+PROG_NAME = "rr_redirect"
+OBJECT_NAME = "rr_redirect.bpf.o"
+
+# linux/if_link.h
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_HW_MODE = 1 << 3
+XDP_FLAGS_REPLACE = 1 << 4
+
+XDP_ATTACHED_NONE = 0
+XDP_ATTACHED_DRV = 1
+XDP_ATTACHED_SKB = 2
+XDP_ATTACHED_HW = 3
+XDP_ATTACHED_MULTI = 4
+
+# xdp_mode names as the config spells them -> attach flag
+_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+
+# what 'ip link set dev X <word> off' removes a program attached in each mode
+_IP_LINK_XDP_WORD = {"native": "xdp", "generic": "xdpgeneric", "offload": "xdpoffload"}
+
+_FALLBACKS = {"pass": XDP_PASS, "drop": XDP_DROP}
+
+BPF_ANY = 0
+
+# enum libbpf_print_level
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+
+class BpfError(OSError):
+    """A libbpf or kernel call failed.  .errno is the kernel's errno; str()
+    is the full message (what was tried on what, errno name, way out)."""
+
+    def __init__(self, err: int, message: str):
+        super().__init__(err, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+# enum libbpf_errno (libbpf.h): libbpf's own codes above the kernel's
+_LIBBPF_ERRNO = {
+    4000: "LIBBPF_ERRNO__LIBELF", 4001: "LIBBPF_ERRNO__FORMAT",
+    4002: "LIBBPF_ERRNO__KVERSION", 4003: "LIBBPF_ERRNO__ENDIAN",
+    4004: "LIBBPF_ERRNO__INTERNAL", 4005: "LIBBPF_ERRNO__RELOC",
+    4006: "LIBBPF_ERRNO__LOAD", 4007: "LIBBPF_ERRNO__VERIFY",
+    4008: "LIBBPF_ERRNO__PROG2BIG", 4009: "LIBBPF_ERRNO__KVER",
+    4010: "LIBBPF_ERRNO__PROGTYPE", 4011: "LIBBPF_ERRNO__WRNGPID",
+    4012: "LIBBPF_ERRNO__INVSEQ", 4013: "LIBBPF_ERRNO__NLPARSE",
+}
+
+
+def _errname(err: int) -> str:
+    # Python names 95 ENOTSUP; the kernel and its documentation say EOPNOTSUPP.
+    if err == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(err) or _LIBBPF_ERRNO.get(err, f"errno {err}")
+
+
+def _error(err: int, what: str, hint: str = "") -> BpfError:
+    msg = f"{what} failed: {_errname(err)}"
+    if hint:
+        msg += f"; {hint}"
+    return BpfError(err, msg)
+
+
+def _hint(err: int) -> str:
+    if err == errno.EPERM:
+        return "xdpd needs root (CAP_BPF, CAP_NET_ADMIN)"
+    return ""
+
+
+# --- C structures -----------------------------------------------------------
+
+class XdpdQueueConf(ctypes.Structure):
+    # struct xdpd_queue_conf {
+    #         __u32 owned;
+    #         __u32 fallback;
+    # };
+    _fields_ = [
+        ("owned", ctypes.c_uint32),
+        ("fallback", ctypes.c_uint32),
+    ]
+
+
+class XdpdQueueStats(ctypes.Structure):
+    # struct xdpd_queue_stats {
+    #         __u64 redirected;
+    #         __u64 passed;
+    #         __u64 no_socket;
+    # };
+    _fields_ = [
+        ("redirected", ctypes.c_uint64),
+        ("passed", ctypes.c_uint64),
+        ("no_socket", ctypes.c_uint64),
+    ]
+
+
+class XdpMd(ctypes.Structure):
+    # struct xdp_md {
+    #         __u32 data;
+    #         __u32 data_end;
+    #         __u32 data_meta;
+    #         __u32 ingress_ifindex;
+    #         __u32 rx_queue_index;
+    #         __u32 egress_ifindex;
+    # };
+    _fields_ = [
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("rx_queue_index", ctypes.c_uint32),
+        ("egress_ifindex", ctypes.c_uint32),
+    ]
+
+
+class BpfProgInfo(ctypes.Structure):
+    # struct bpf_prog_info {          /* leading fields only; the kernel */
+    #         __u32 type;             /* fills min(info_len, its size)   */
+    #         __u32 id;
+    #         ...
+    # };
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+    ]
+
+
+class BpfXdpAttachOpts(ctypes.Structure):
+    # struct bpf_xdp_attach_opts {
+    #         size_t sz;
+    #         int old_prog_fd;
+    #         size_t :0;
+    # };
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("old_prog_fd", ctypes.c_int),
+    ]
+
+
+class BpfXdpQueryOpts(ctypes.Structure):
+    # struct bpf_xdp_query_opts {     /* libbpf 1.1 */
+    #         size_t sz;
+    #         __u32 prog_id;          /* output */
+    #         __u32 drv_prog_id;      /* output */
+    #         __u32 hw_prog_id;       /* output */
+    #         __u32 skb_prog_id;      /* output */
+    #         __u8 attach_mode;       /* output */
+    #         size_t :0;
+    # };
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_id", ctypes.c_uint32),
+        ("drv_prog_id", ctypes.c_uint32),
+        ("hw_prog_id", ctypes.c_uint32),
+        ("skb_prog_id", ctypes.c_uint32),
+        ("attach_mode", ctypes.c_uint8),
+    ]
+
+
+class BpfTestRunOpts(ctypes.Structure):
+    # struct bpf_test_run_opts {
+    #         size_t sz;
+    #         const void *data_in;
+    #         void *data_out;
+    #         __u32 data_size_in;
+    #         __u32 data_size_out;
+    #         const void *ctx_in;
+    #         void *ctx_out;
+    #         __u32 ctx_size_in;
+    #         __u32 ctx_size_out;
+    #         __u32 retval;           /* out */
+    #         int repeat;
+    #         __u32 duration;         /* out: ns per repetition */
+    #         __u32 flags;
+    #         __u32 cpu;
+    #         __u32 batch_size;
+    # };
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+# --- libbpf ------------------------------------------------------------------
+
+# typedef int (*libbpf_print_fn_t)(enum libbpf_print_level level,
+#                                  const char *, va_list ap);
+# On x86_64 va_list is an array type, so the callee receives a pointer.
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_void_p)
+
+_lib = None
+_print_cb = None        # the installed callback; must outlive every libbpf call
+_vsnprintf = None
+_VA_LIST_SIZE = 24      # sizeof(__va_list_tag) on x86_64: va_copy is a struct copy
+
+
+def _format(fmt: bytes, ap: int) -> str:
+    if _vsnprintf is None or not ap:
+        return fmt.decode(errors="replace")
+    # vsnprintf consumes its va_list; copy it first so a too-small buffer
+    # can be retried (what va_copy does on x86_64).
+    ap_copy = ctypes.create_string_buffer(_VA_LIST_SIZE)
+    ctypes.memmove(ap_copy, ap, _VA_LIST_SIZE)
+    buf = ctypes.create_string_buffer(1024)
+    n = _vsnprintf(buf, len(buf), fmt, ctypes.addressof(ap_copy))
+    if n >= len(buf):
+        buf = ctypes.create_string_buffer(n + 1)
+        n = _vsnprintf(buf, len(buf), fmt, ap)
+    if n < 0:
+        return fmt.decode(errors="replace")
+    return buf.value.decode(errors="replace")
+
+
+_quiet = threading.local()
+
+
+@contextlib.contextmanager
+def _libbpf_warnings_as_debug():
+    """For calls whose failure is expected and reported by the caller (the
+    kernel's "Active program does not match expected" on a detach that finds
+    someone else's program): keep libbpf's warning out of the log."""
+    _quiet.on = True
+    try:
+        yield
+    finally:
+        _quiet.on = False
+
+
+def _libbpf_print(level: int, fmt: bytes, ap: int) -> int:
+    try:
+        pylevel = logging.WARNING if level == LIBBPF_WARN else logging.DEBUG
+        if getattr(_quiet, "on", False):
+            pylevel = logging.DEBUG
+        if log.isEnabledFor(pylevel):
+            log.log(pylevel, "%s", _format(fmt, ap).rstrip("\n"))
+    except Exception:  # an exception must not unwind into libbpf
+        pass
+    return 0
+
+
+def _declare(lib) -> None:
+    c_int, c_uint32, c_void_p, c_char_p = (ctypes.c_int, ctypes.c_uint32,
+                                           ctypes.c_void_p, ctypes.c_char_p)
+    sigs = {
+        "libbpf_set_print": (c_void_p, [_PRINT_FN]),
+        "libbpf_num_possible_cpus": (c_int, []),
+        "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+        "bpf_object__load": (c_int, [c_void_p]),
+        "bpf_object__close": (None, [c_void_p]),
+        "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
+        "bpf_object__find_map_fd_by_name": (c_int, [c_void_p, c_char_p]),
+        "bpf_program__fd": (c_int, [c_void_p]),
+        "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p,
+                                           ctypes.POINTER(c_uint32)]),
+        "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p,
+                                        ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
+        "bpf_xdp_attach": (c_int, [c_int, c_int, c_uint32,
+                                   ctypes.POINTER(BpfXdpAttachOpts)]),
+        "bpf_xdp_query": (c_int, [c_int, c_int,
+                                  ctypes.POINTER(BpfXdpQueryOpts)]),
+        "bpf_prog_test_run_opts": (c_int, [c_int,
+                                           ctypes.POINTER(BpfTestRunOpts)]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def _libbpf():
+    """libbpf.so.1, declared and with its messages routed to logging;
+    loaded on first use so that importing this module needs no libbpf."""
+    global _lib, _print_cb, _vsnprintf
+    if _lib is not None:
+        return _lib
+    try:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as e:
+        raise BpfError(errno.ENOENT, f"load libbpf.so.1 failed: {e}; "
+                       "install libbpf 1.x (Debian: apt-get install libbpf1)") from None
+    _declare(lib)
+    if platform.machine() in ("x86_64", "AMD64"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        _vsnprintf = libc.vsnprintf
+        _vsnprintf.restype = ctypes.c_int
+        _vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
+                               ctypes.c_char_p, ctypes.c_void_p]
+    _print_cb = _PRINT_FN(_libbpf_print)
+    lib.libbpf_set_print(_print_cb)
+    _lib = lib
+    return lib
+
+
+def object_path() -> str:
+    """The packaged XDP object, built next to this module by setup.py."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), OBJECT_NAME)
+    if not os.path.exists(path):
+        raise BpfError(errno.ENOENT, f"XDP object {path} not built; "
+                       "run 'pip install .' or 'make build'")
+    return path
+
+
+def query_xdp(ifindex: int) -> dict:
+    """What XDP program is attached to ifindex (in this thread's netns).
+
+    {"prog_id": id or 0, "mode": "native"|"generic"|"offload"|None,
+     "drv_prog_id", "skb_prog_id", "hw_prog_id": per-mode ids}.  With
+    programs in two modes (offload next to native or generic), prog_id and
+    mode name the native or generic one.
+    """
+    lib = _libbpf()
+    opts = BpfXdpQueryOpts(sz=ctypes.sizeof(BpfXdpQueryOpts))
+    ret = lib.bpf_xdp_query(ifindex, 0, ctypes.byref(opts))
+    if ret < 0:
+        raise _error(-ret, f"query XDP program on ifindex {ifindex}")
+    ids = {"native": opts.drv_prog_id, "generic": opts.skb_prog_id,
+           "offload": opts.hw_prog_id}
+    prog_id, mode = 0, None
+    for name in ("native", "generic", "offload"):
+        if ids[name]:
+            prog_id, mode = ids[name], name
+            break
+    return {"prog_id": prog_id, "mode": mode, "drv_prog_id": opts.drv_prog_id,
+            "skb_prog_id": opts.skb_prog_id, "hw_prog_id": opts.hw_prog_id}
+
+
+class XdpProgram:
+    """One loaded rr_redirect with its own maps, for one netdev."""
+
+    def __init__(self, obj: int, path: str, name: str):
+        self._obj = obj                 # struct bpf_object *
+        self._path = path
+        self.name = name
+        self.prog_fd = -1
+        self.prog_id = 0
+        self.ifindex = 0                # set while attached
+        self.ifname = ""
+        self.mode = None                # "native" | "generic" while attached
+        self._xsks_fd = self._conf_fd = self._stats_fd = -1
+
+    @classmethod
+    def load(cls, path: str | None = None, name: str = "") -> "XdpProgram":
+        """Open and load the object (verifier included).  name (usually the
+        netdev) only appears in messages."""
+        lib = _libbpf()
+        path = path or object_path()
+        what = f"load {PROG_NAME} from {path}" + (f" for {name}" if name else "")
+        ctypes.set_errno(0)
+        obj = lib.bpf_object__open_file(os.fsencode(path), None)
+        if not obj:
+            err = ctypes.get_errno() or errno.EINVAL
+            if err == errno.ENOENT:
+                hint = "no such file"
+            elif err in (errno.EACCES, errno.EPERM):
+                hint = "cannot read it"
+            else:
+                hint = "not an XDP object built from bpf/rr_redirect.c"
+            raise _error(err, what, hint)
+        self = cls(obj, path, name)
+        try:
+            ret = lib.bpf_object__load(obj)
+            if ret < 0:
+                raise _error(-ret, what, _hint(-ret) or
+                             "the verifier log is in the xdpd.bpf debug log")
+            prog = lib.bpf_object__find_program_by_name(obj, PROG_NAME.encode())
+            if not prog:
+                raise _error(errno.ENOENT, f"{what}: no program {PROG_NAME}")
+            self.prog_fd = lib.bpf_program__fd(prog)
+            for attr, map_name in (("_xsks_fd", "xsks"), ("_conf_fd", "queue_conf"),
+                                   ("_stats_fd", "queue_stats")):
+                fd = lib.bpf_object__find_map_fd_by_name(obj, map_name.encode())
+                if fd < 0:
+                    raise _error(-fd, f"{what}: find map {map_name}")
+                setattr(self, attr, fd)
+            info = BpfProgInfo()
+            info_len = ctypes.c_uint32(ctypes.sizeof(info))
+            ret = lib.bpf_obj_get_info_by_fd(self.prog_fd, ctypes.byref(info),
+                                             ctypes.byref(info_len))
+            if ret < 0:
+                raise _error(-ret, f"{what}: get program info")
+            self.prog_id = info.id
+        except BaseException:
+            self.close()
+            raise
+        log.debug("loaded %s from %s as prog id %d%s", PROG_NAME, path,
+                  self.prog_id, f" for {name}" if name else "")
+        return self
+
+    # --- attach / detach ---------------------------------------------------
+
+    def attach(self, ifindex: int, ifname: str, mode: str) -> str:
+        """Attach to ifindex, never replacing a program someone else
+        attached.  mode: "native", "generic" or "auto" (native, then generic
+        if the driver says no).  Returns the mode actually used."""
+        if mode == "auto":
+            tries = ["native", "generic"]
+        elif mode in _MODE_FLAGS:
+            tries = [mode]
+        else:
+            raise ValueError(f"xdp mode {mode!r}: expected native, generic or auto")
+        self._check_open()
+        if self.mode is not None:
+            if self.ifindex == ifindex:
+                return self.mode
+            raise ValueError(f"{PROG_NAME} (prog id {self.prog_id}) is already "
+                             f"attached to {self.ifname}; load one per netdev")
+        lib = _libbpf()
+        for i, try_mode in enumerate(tries):
+            flags = XDP_FLAGS_UPDATE_IF_NOEXIST | _MODE_FLAGS[try_mode]
+            ret = lib.bpf_xdp_attach(ifindex, self.prog_fd, flags, None)
+            if ret == 0:
+                self.ifindex, self.ifname, self.mode = ifindex, ifname, try_mode
+                log.debug("%s: attached %s (prog id %d) in %s mode", ifname,
+                          PROG_NAME, self.prog_id, try_mode)
+                return try_mode
+            err = -ret
+            what = f"attach {PROG_NAME} to {ifname} ({try_mode})"
+            if err in (errno.EBUSY, errno.EEXIST):
+                # EBUSY: a program in this mode (UPDATE_IF_NOEXIST);
+                # EEXIST: one in the other mode (native and generic exclude
+                # each other).  Either way: someone else's program.
+                raise self._busy_error(what, ifindex, ifname)
+            if i + 1 < len(tries) and err in (errno.EOPNOTSUPP, errno.EINVAL):
+                # EOPNOTSUPP: the driver has no native XDP (expected with
+                # auto); EINVAL: it has, but refused (MTU, offloads): say so.
+                log.log(logging.INFO if err == errno.EOPNOTSUPP else logging.WARNING,
+                        "%s: %s failed: %s; falling back to generic",
+                        ifname, what, _errname(err))
+                continue
+            if err == errno.EOPNOTSUPP and try_mode == "native":
+                raise _error(err, what, "try xdp_mode: generic")
+            if err == errno.ENODEV:
+                raise _error(err, what, f"is {ifname} still there "
+                             f"(ifindex {ifindex})?")
+            raise _error(err, what, _hint(err))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _busy_error(what: str, ifindex: int, ifname: str) -> BpfError:
+        try:
+            cur = query_xdp(ifindex)
+        except BpfError:
+            cur = {"prog_id": 0, "mode": None}
+        ident = f" (id {cur['prog_id']})" if cur["prog_id"] else ""
+        word = _IP_LINK_XDP_WORD.get(cur["mode"], "xdp")
+        return _error(errno.EBUSY, what,
+                      f"another XDP program{ident} is attached; detach it with "
+                      f"'ip link set dev {ifname} {word} off' if it is not needed")
+
+    def detach(self) -> None:
+        """Detach, but only if our program is still the one attached (an
+        atomic compare-and-replace in the kernel).  Idempotent."""
+        if self.mode is None:
+            return
+        lib = _libbpf()
+        ifindex, ifname, mode = self.ifindex, self.ifname, self.mode
+        opts = BpfXdpAttachOpts(sz=ctypes.sizeof(BpfXdpAttachOpts),
+                                old_prog_fd=self.prog_fd)
+        with _libbpf_warnings_as_debug():
+            ret = lib.bpf_xdp_attach(ifindex, -1,
+                                     XDP_FLAGS_REPLACE | _MODE_FLAGS[mode],
+                                     ctypes.byref(opts))
+        err = -ret if ret < 0 else 0
+        if err == errno.EEXIST:
+            # The attached program is not ours (anymore): leave it alone.
+            try:
+                cur = query_xdp(ifindex)
+            except BpfError:
+                cur = {"prog_id": 0, "mode": None}
+            if cur["prog_id"]:
+                log.warning("%s: not detaching XDP program id %d (%s): it "
+                            "replaced %s (prog id %d), which xdpd attached",
+                            ifname, cur["prog_id"], cur["mode"], PROG_NAME,
+                            self.prog_id)
+            else:
+                log.debug("%s: %s (prog id %d) was already detached",
+                          ifname, PROG_NAME, self.prog_id)
+        elif err == errno.ENODEV:
+            log.debug("%s: gone (ifindex %d); nothing to detach", ifname, ifindex)
+        elif err:
+            raise _error(err, f"detach {PROG_NAME} (prog id {self.prog_id}) "
+                         f"from {ifname} ({mode})", _hint(err))
+        else:
+            log.debug("%s: detached %s (prog id %d)", ifname, PROG_NAME,
+                      self.prog_id)
+        self.ifindex, self.ifname, self.mode = 0, "", None
+
+    # --- maps --------------------------------------------------------------
+
+    def _where(self) -> str:
+        where = self.ifname or self.name
+        return f" of {where}" if where else ""
+
+    def set_queue(self, queue: int, owned: bool, fallback: str = "pass") -> None:
+        """queue_conf[queue]: owned -> redirect to the queue's socket; when
+        the socket is missing apply fallback ("pass" or "drop")."""
+        if fallback not in _FALLBACKS:
+            raise ValueError(f"fallback {fallback!r}: expected pass or drop")
+        self._check_open()
+        key = ctypes.c_uint32(queue)
+        val = XdpdQueueConf(owned=1 if owned else 0, fallback=_FALLBACKS[fallback])
+        ret = _libbpf().bpf_map_update_elem(self._conf_fd, ctypes.byref(key),
+                                            ctypes.byref(val), BPF_ANY)
+        if ret < 0:
+            raise _error(-ret, f"set queue_conf[{queue}]{self._where()}",
+                         self._queue_hint(-ret))
+
+    def set_socket(self, queue: int, xsk_fd: int) -> None:
+        """xsks[queue] = the AF_XDP socket bound to that rx queue."""
+        self._check_open()
+        key = ctypes.c_uint32(queue)
+        val = ctypes.c_uint32(xsk_fd)
+        ret = _libbpf().bpf_map_update_elem(self._xsks_fd, ctypes.byref(key),
+                                            ctypes.byref(val), BPF_ANY)
+        if ret < 0:
+            err = -ret
+            hint = self._queue_hint(err)
+            if err == errno.EOPNOTSUPP:
+                hint = f"fd {xsk_fd} is not an AF_XDP socket"
+            elif err == errno.EBADF:
+                hint = f"fd {xsk_fd} is not open"
+            raise _error(err, f"put socket fd {xsk_fd} into xsks[{queue}]"
+                         f"{self._where()}", hint)
+
+    def clear_socket(self, queue: int) -> None:
+        """Remove xsks[queue]; the queue's fallback applies from now on."""
+        self._check_open()
+        key = ctypes.c_uint32(queue)
+        ret = _libbpf().bpf_map_delete_elem(self._xsks_fd, ctypes.byref(key))
+        if ret < 0 and -ret != errno.ENOENT:
+            raise _error(-ret, f"clear xsks[{queue}]{self._where()}",
+                         self._queue_hint(-ret))
+
+    def queue_stats(self, queue: int) -> dict[str, int]:
+        """queue_stats[queue] summed over the possible CPUs."""
+        self._check_open()
+        lib = _libbpf()
+        ncpus = lib.libbpf_num_possible_cpus()
+        if ncpus < 0:
+            raise _error(-ncpus, "count possible CPUs")
+        vals = (XdpdQueueStats * ncpus)()
+        key = ctypes.c_uint32(queue)
+        ret = lib.bpf_map_lookup_elem(self._stats_fd, ctypes.byref(key), vals)
+        if ret < 0:
+            raise _error(-ret, f"read queue_stats[{queue}]{self._where()}",
+                         self._queue_hint(-ret))
+        names = [f[0] for f in XdpdQueueStats._fields_]
+        return {n: sum(getattr(v, n) for v in vals) for n in names}
+
+    @staticmethod
+    def _queue_hint(err: int) -> str:
+        if err in (errno.E2BIG, errno.ENOENT):
+            return f"{PROG_NAME} handles rx queues 0..{XDPD_MAX_QUEUES - 1}"
+        return _hint(err)
+
+    # --- test run ----------------------------------------------------------
+
+    def test_run(self, data: bytes, ingress_ifindex: int = 0,
+                 rx_queue_index: int = 0, repeat: int = 1) -> int:
+        """Run the program on data with BPF_PROG_TEST_RUN; returns its
+        verdict.  ingress_ifindex must name a netdev in this thread's netns
+        with more than rx_queue_index rx queues (or be 0 with queue 0)."""
+        self._check_open()
+        buf = ctypes.create_string_buffer(bytes(data), len(data))
+        ctx = XdpMd(data=0, data_end=len(data), data_meta=0,
+                    ingress_ifindex=ingress_ifindex,
+                    rx_queue_index=rx_queue_index, egress_ifindex=0)
+        opts = BpfTestRunOpts(sz=ctypes.sizeof(BpfTestRunOpts),
+                              data_in=ctypes.addressof(buf),
+                              data_size_in=len(data),
+                              ctx_in=ctypes.addressof(ctx),
+                              ctx_size_in=ctypes.sizeof(ctx),
+                              repeat=repeat)
+        ret = _libbpf().bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts))
+        if ret < 0:
+            err = -ret
+            hint = _hint(err)
+            if err == errno.EINVAL and len(data) < 14:
+                hint = f"a packet needs at least 14 bytes, got {len(data)}"
+            elif err == errno.EINVAL and not ingress_ifindex and rx_queue_index:
+                hint = "an rx queue other than 0 needs ingress_ifindex"
+            elif err == errno.EINVAL and ingress_ifindex:
+                hint = (f"does ifindex {ingress_ifindex} have more than "
+                        f"{rx_queue_index} rx queues?")
+            elif err == errno.ENODEV:
+                hint = "ingress_ifindex must be a netdev in this network namespace"
+            raise _error(err, f"test run of {PROG_NAME} (ifindex "
+                         f"{ingress_ifindex}, rx queue {rx_queue_index})", hint)
+        return opts.retval
+
+    # --- lifetime ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._obj:
+            raise ValueError(f"{PROG_NAME} (prog id {self.prog_id}) is closed")
+
+    def close(self) -> None:
+        """Detach (if attached), then free the object and its fds.  The
+        object is freed even if the detach raised.  Idempotent."""
+        if not self._obj:
+            return
+        try:
+            self.detach()
+        finally:
+            _libbpf().bpf_object__close(self._obj)
+            self._obj = None
+            self.prog_fd = self._xsks_fd = self._conf_fd = self._stats_fd = -1
+
+    def __enter__(self) -> "XdpProgram":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" on {self.ifname} ({self.mode})" if self.mode else ""
+        return f"<XdpProgram {PROG_NAME} id {self.prog_id}{where}>"

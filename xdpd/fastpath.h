@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The control area: one shared-memory region (a memfd made by the
+ * supervisor, mapped by every worker) that holds everything processes
+ * exchange about packets, so that no packet ever crosses a pipe or a socket
+ * between them.
+ *
+ *   struct fp_header                      layout, sizes, the active table
+ *   struct fp_worker  x nworkers          identity, liveness, counters,
+ *                                          frame locations (seqlock)
+ *   free lists        x nworkers          u64 frame addresses, LIFO
+ *   handoff rings     x nworkers^2        "fwd": ingress -> egress worker
+ *   return rings      x nworkers^2        "ret": egress  -> home worker
+ *   struct fp_table   x 2                 forwarding tables, double-buffered
+ *
+ * Frame ownership.  UMEM frame i belongs to ("is homed at") worker
+ * i / frames_per_worker.  A home worker accounts for each of its frames in
+ * exactly one of four places, and only it changes those counts:
+ *   free     on its free list
+ *   rx       given to its FILL ring, not yet back from its RX ring
+ *   tx       put on its own TX ring, not yet back from its COMPLETION ring
+ *   handoff  lent to another worker (fwd ring, that worker's TX path, the
+ *            ret ring back home), not yet popped from the ret ring
+ * free + rx + tx + handoff == frames_per_worker at the end of every loop
+ * iteration; the worker publishes the four numbers under a sequence counter
+ * so the supervisor reads a consistent set.
+ *
+ * Every ring here is single-producer single-consumer: ring (i, j) is written
+ * only by worker i and read only by worker j.  Ring entries pack a UMEM
+ * address and a length: addr | len << 48.  Each ring has as many slots as a
+ * worker has frames, so a ring can never overflow: no worker can lend more
+ * frames than it owns.
+ */
+#ifndef XDPD_FASTPATH_H
+#define XDPD_FASTPATH_H
+
+#include <stdint.h>
+
+#define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
+#define FP_VERSION		1
+#define FP_CACHELINE		64
+#define FP_MAX_WORKERS		256
+#define FP_MAX_NETDEVS		64
+#define FP_MAX_EGRESS		256	/* egress workers (queues) per netdev */
+
+#define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
+
+/* Why a worker let go of a packet. Bounded: these become metric labels. */
+enum fp_drop_reason {
+	FP_DROP_NO_RULE,	/* no forward rule for the ingress netdev */
+	FP_DROP_RULE,		/* a rule said drop */
+	FP_DROP_INVALID,	/* descriptor or frame unusable (runt, too long) */
+	FP_DROP_EGRESS_DOWN,	/* egress worker not running */
+	FP_DROP__MAX,
+};
+
+enum fp_action {
+	FP_ACT_NONE,		/* no rule: drop, counted as no_rule */
+	FP_ACT_FORWARD,
+	FP_ACT_DROP,
+};
+
+enum fp_mac_flags {
+	FP_MAC_SET_DST = 1 << 0,
+	FP_MAC_SET_SRC = 1 << 1,
+	FP_MAC_SWAP    = 1 << 2,
+};
+
+/* Worker states as the worker itself reports them. */
+enum fp_worker_state {
+	FP_STATE_NONE,		/* never started */
+	FP_STATE_STARTING,	/* rings being mapped */
+	FP_STATE_RUNNING,	/* in its loop, FILL ring primed */
+	FP_STATE_STOPPED,	/* left its loop cleanly */
+};
+
+struct fp_stats {
+	uint64_t rx_packets;
+	uint64_t rx_bytes;
+	uint64_t tx_packets;
+	uint64_t tx_bytes;
+	uint64_t drops[FP_DROP__MAX];
+	uint64_t handoff_out;	/* packets passed to another worker */
+	uint64_t handoff_in;	/* packets taken from another worker */
+	uint64_t tx_kicks;	/* sendto() calls to start transmission */
+	uint64_t fill_kicks;	/* recvfrom() calls for a FILL need_wakeup */
+	uint64_t sleeps;	/* times the worker blocked in poll() */
+	uint64_t loops;		/* loop iterations */
+	uint64_t busy_loops;	/* iterations that moved at least one frame */
+};
+
+struct fp_frames {
+	uint32_t seq;		/* odd while the worker updates the counts */
+	uint32_t pad;
+	uint64_t free;
+	uint64_t rx;
+	uint64_t tx;
+	uint64_t handoff;
+};
+
+struct fp_worker {
+	/* written by the supervisor before the worker starts */
+	uint32_t netdev;	/* index into the table's by_netdev[] */
+	uint32_t queue;
+	uint32_t ifindex;
+	uint32_t pad0;
+
+	/* liveness: written by the worker */
+	FP_ALIGNED uint64_t heartbeat_ns;	/* CLOCK_MONOTONIC */
+	uint32_t pid;
+	uint32_t state;			/* enum fp_worker_state */
+	uint64_t table_generation;	/* last table generation applied */
+
+	/* set by the worker before it blocks; producers that see it set
+	 * clear it and write the worker's eventfd */
+	FP_ALIGNED uint32_t sleeping;
+
+	FP_ALIGNED struct fp_stats stats;
+	FP_ALIGNED struct fp_frames frames;
+	FP_ALIGNED uint64_t free_count;	/* entries on the free list */
+};
+
+struct fp_ring {
+	FP_ALIGNED uint32_t prod;
+	FP_ALIGNED uint32_t cons;
+	FP_ALIGNED uint64_t slots[];
+};
+
+struct fp_rule {
+	uint32_t action;		/* enum fp_action */
+	uint32_t mac_flags;		/* enum fp_mac_flags */
+	uint8_t dst_mac[6];
+	uint8_t src_mac[6];
+	uint32_t n_egress;		/* workers owning the egress netdev's queues */
+	uint16_t egress[FP_MAX_EGRESS];	/* worker ids; pick by ingress queue */
+};
+
+struct fp_table {
+	uint64_t generation;
+	uint32_t n_netdevs;
+	uint32_t pad;
+	struct fp_rule by_netdev[FP_MAX_NETDEVS];	/* by ingress netdev */
+};
+
+struct fp_header {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t nworkers;
+	uint32_t frames_per_worker;
+	uint32_t frame_size;
+	uint32_t ring_entries;
+	uint32_t pad;
+	uint64_t workers_off;
+	uint64_t freelists_off;
+	uint64_t rings_off;
+	uint64_t ring_stride;
+	uint64_t tables_off;
+	uint64_t total_size;
+	FP_ALIGNED uint32_t active_table;	/* 0 or 1 */
+	uint32_t pad1;
+	uint64_t generation;			/* of the active table */
+};
+
+#endif /* XDPD_FASTPATH_H */

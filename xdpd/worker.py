@@ -1,0 +1,128 @@
+"""A worker: one process per (netdev, queue), pinned to one CPU.
+
+The supervisor starts `python -m xdpd.worker` with the worker's frozen spec
+(JSON, on stdin) and the file descriptors it needs already open: its
+AF_XDP socket, the UMEM and control-area memfds, and every worker's
+eventfd.  The worker never sees the YAML and never creates kernel objects;
+it maps its rings and runs the C fast path in bounded bursts, so that
+signals and the parent-death check run in Python between bursts.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass
+
+from . import exitcodes
+
+log = logging.getLogger("xdpd.worker")
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    id: int
+    netdev: str
+    queue: int
+    cpu: int
+    xsk_fd: int
+    umem_fd: int
+    umem_size: int
+    control_fd: int
+    control_size: int
+    eventfds: tuple[int, ...]
+    rings: tuple[int, int, int, int]      # rx, tx, fill, completion
+    batch_size: int
+    spin: bool
+    budget_us: int
+    parent_pid: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.netdev}/q{self.queue}"
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.xsk_fd, self.umem_fd, self.control_fd, *self.eventfds)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerSpec":
+        d = json.loads(text)
+        d["eventfds"] = tuple(d["eventfds"])
+        d["rings"] = tuple(d["rings"])
+        return cls(**d)
+
+
+class StopFlag:
+    """Signal handlers only set this; the loop acts on it."""
+
+    def __init__(self):
+        self.stop = False
+
+    def __call__(self, signum, frame):
+        self.stop = True
+
+
+def die_with_parent(parent_pid: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:     # the parent died before prctl took effect
+        raise SystemExit(exitcodes.WORKER_ORPHANED)
+
+
+def pin_to_cpu(cpu: int) -> None:
+    os.sched_setaffinity(0, {cpu})
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    from . import _fastpath
+
+    die_with_parent(spec.parent_pid)
+    _fastpath.set_proctitle(f"xdpd: worker {spec.name}")
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
+    pin_to_cpu(spec.cpu)
+
+    control = _fastpath.Control(spec.control_fd, spec.control_size)
+    port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
+                          spec.rings, spec.batch_size, spec.spin, spec.eventfds)
+    log.info("%s: running on CPU %d", spec.name, spec.cpu)
+    try:
+        while not stop.stop:
+            port.run(spec.budget_us)
+            if os.getppid() != spec.parent_pid:
+                log.warning("%s: supervisor gone, exiting", spec.name)
+                break
+    finally:
+        port.stop()
+        port.close()
+        control.close()
+    return exitcodes.OK
+
+
+def main() -> int:
+    logging.basicConfig(level=os.environ.get("XDPD_LOG_LEVEL", "INFO"),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        spec = WorkerSpec.from_json(sys.stdin.readline())
+    except (ValueError, TypeError, KeyError) as e:
+        log.error("bad worker spec on stdin: %s", e)
+        return exitcodes.WORKER_BOOT_FAILED
+    try:
+        return run_worker(spec)
+    except OSError as e:
+        log.error("%s: %s", spec.name, e)
+        return exitcodes.WORKER_BOOT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

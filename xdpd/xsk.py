@@ -1,0 +1,186 @@
+"""AF_XDP sockets: create, register the UMEM, size the rings, bind.
+
+Kernel-facing and policy-free: every function does one socket call (or a
+short fixed sequence of them) and raises XskError with the errno and what
+was tried on what.  The supervisor decides which sockets exist; workers
+only ever receive their file descriptors (and map the rings themselves, in
+the C fast path).
+
+Kernel rules this module encodes (Documentation/networking/af_xdp.rst):
+- The first socket registers the UMEM (XDP_UMEM_REG) and binds normally.
+  Every other socket binds with XDP_SHARED_UMEM naming the first socket's
+  fd, and, because it is on another (netdev, queue), brings its own FILL
+  and COMPLETION ring (set up before bind).
+- A shared-UMEM bind may not carry XDP_COPY/XDP_ZEROCOPY/XDP_USE_NEED_WAKEUP:
+  it inherits the owner's mode (xp_assign_dev_shared()).  Copy versus
+  zero-copy is therefore a property of the UMEM, not of one socket.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+AF_XDP = 44
+SOL_XDP = 283
+
+XDP_MMAP_OFFSETS = 1
+XDP_RX_RING = 2
+XDP_TX_RING = 3
+XDP_UMEM_REG = 4
+XDP_UMEM_FILL_RING = 5
+XDP_UMEM_COMPLETION_RING = 6
+XDP_STATISTICS = 7
+XDP_OPTIONS = 8
+
+XDP_SHARED_UMEM = 1 << 0
+XDP_COPY = 1 << 1
+XDP_ZEROCOPY = 1 << 2
+XDP_USE_NEED_WAKEUP = 1 << 3
+
+XDP_OPTIONS_ZEROCOPY = 1 << 0
+
+# struct xdp_umem_reg {
+#         __u64 addr;            /* start of packet data area */
+#         __u64 len;             /* length of packet data area */
+#         __u32 chunk_size;
+#         __u32 headroom;
+#         __u32 flags;
+#         __u32 tx_metadata_len; /* since 6.8; older kernels take the 28-byte prefix */
+# };
+UMEM_REG = struct.Struct("=QQIIII")
+
+# struct sockaddr_xdp {
+#         __u16 sxdp_family;
+#         __u16 sxdp_flags;
+#         __u32 sxdp_ifindex;
+#         __u32 sxdp_queue_id;
+#         __u32 sxdp_shared_umem_fd;
+# };
+SOCKADDR_XDP = struct.Struct("=HHIII")
+
+# struct xdp_statistics {
+#         __u64 rx_dropped;               /* dropped for other reasons */
+#         __u64 rx_invalid_descs;         /* dropped due to invalid descriptor */
+#         __u64 tx_invalid_descs;         /* dropped due to invalid descriptor */
+#         __u64 rx_ring_full;             /* dropped due to rx ring being full */
+#         __u64 rx_fill_ring_empty_descs; /* failed to retrieve item from fill ring */
+#         __u64 tx_ring_empty_descs;      /* failed to retrieve item from tx ring */
+# };
+XDP_STATISTICS_FIELDS = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs",
+                         "rx_ring_full", "rx_fill_ring_empty_descs",
+                         "tx_ring_empty_descs")
+XDP_STATISTICS_LAYOUT = struct.Struct("=6Q")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.bind.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+
+
+class XskError(OSError):
+    """An AF_XDP socket call failed; errno is kept, the message says what was
+    tried on what and, where there is one, the way out."""
+
+    def __init__(self, err: int, what: str, hint: str = ""):
+        name = errno.errorcode.get(err, str(err))
+        msg = f"{what} failed: {name} ({os.strerror(err)})"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(err, msg)
+        self.what = what
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@dataclass(frozen=True)
+class RingSizes:
+    rx: int
+    tx: int
+    fill: int
+    completion: int
+
+
+def _setsockopt(sock: socket.socket, opt: int, value: bytes | int, what: str) -> None:
+    try:
+        sock.setsockopt(SOL_XDP, opt, value)
+    except OSError as e:
+        raise XskError(e.errno, what) from None
+
+
+class XdpSocket:
+    """One AF_XDP socket bound to (netdev, queue).
+
+    Owned by the supervisor for its whole life; a worker gets `fd` (inherited
+    across exec) and maps the rings of this socket itself.
+    """
+
+    def __init__(self, netdev: str, ifindex: int, queue: int):
+        self.netdev = netdev
+        self.ifindex = ifindex
+        self.queue = queue
+        self.zero_copy = False
+        try:
+            self._sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
+        except OSError as e:
+            raise XskError(e.errno, f"socket(AF_XDP) for {self.name}",
+                           "the kernel needs CONFIG_XDP_SOCKETS") from None
+
+    @property
+    def name(self) -> str:
+        return f"{self.netdev}/q{self.queue}"
+
+    @property
+    def fd(self) -> int:
+        return self._sock.fileno()
+
+    def register_umem(self, addr: int, length: int, frame_size: int) -> None:
+        reg = UMEM_REG.pack(addr, length, frame_size, 0, 0, 0)
+        _setsockopt(self._sock, XDP_UMEM_REG, reg,
+                    f"register UMEM ({length} bytes, {frame_size}-byte frames) on {self.name}")
+
+    def set_rings(self, sizes: RingSizes) -> None:
+        # FILL/COMPLETION first: each (netdev, queue) of a shared UMEM needs
+        # its own pair, and the kernel checks for it at bind time.
+        for opt, size, ring in ((XDP_UMEM_FILL_RING, sizes.fill, "FILL"),
+                                (XDP_UMEM_COMPLETION_RING, sizes.completion, "COMPLETION"),
+                                (XDP_RX_RING, sizes.rx, "RX"),
+                                (XDP_TX_RING, sizes.tx, "TX")):
+            _setsockopt(self._sock, opt, size, f"set {ring} ring size {size} on {self.name}")
+
+    def bind(self, *, zero_copy: bool, shared_with: "XdpSocket | None" = None) -> None:
+        if shared_with is not None:
+            flags, shared_fd = XDP_SHARED_UMEM, shared_with.fd
+        else:
+            flags = XDP_USE_NEED_WAKEUP | (XDP_ZEROCOPY if zero_copy else XDP_COPY)
+            shared_fd = 0
+        addr = SOCKADDR_XDP.pack(AF_XDP, flags, self.ifindex, self.queue, shared_fd)
+        if _libc.bind(self.fd, addr, len(addr)) != 0:
+            err = ctypes.get_errno()
+            mode = "zero-copy" if zero_copy else "copy"
+            hint = ""
+            if err == errno.EBUSY:
+                hint = f"another AF_XDP socket is bound to {self.name}; is another xdpd running?"
+            elif zero_copy and err in (errno.EOPNOTSUPP, errno.EINVAL, errno.EPROTONOSUPPORT):
+                hint = f"{self.netdev} has no AF_XDP zero-copy support; use zero_copy: auto or off"
+            elif err == errno.EINVAL:
+                hint = f"check that {self.netdev} has rx queue {self.queue} ('ethtool -l {self.netdev}')"
+            raise XskError(err, f"bind AF_XDP socket to {self.name} ({mode})", hint)
+        self.zero_copy = self._options_zero_copy()
+
+    def _options_zero_copy(self) -> bool:
+        raw = self._sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4)
+        return bool(struct.unpack("=I", raw)[0] & XDP_OPTIONS_ZEROCOPY)
+
+    def statistics(self) -> dict[str, int]:
+        try:
+            raw = self._sock.getsockopt(SOL_XDP, XDP_STATISTICS, XDP_STATISTICS_LAYOUT.size)
+        except OSError as e:
+            raise XskError(e.errno, f"read XDP_STATISTICS of {self.name}") from None
+        raw = raw.ljust(XDP_STATISTICS_LAYOUT.size, b"\0")
+        return dict(zip(XDP_STATISTICS_FIELDS, XDP_STATISTICS_LAYOUT.unpack(raw)))
+
+    def close(self) -> None:
+        self._sock.close()
