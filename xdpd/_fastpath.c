@@ -37,6 +37,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -1299,29 +1300,51 @@ static PyTypeObject PortType = {
 
 /* ---------------------------------------------------------------------- */
 
-/* set_proctitle(title): what ps and top show for this process.  Points the
- * kernel's argv range at our string (needs CAP_SYS_RESOURCE; silently kept
- * as it was otherwise) and sets comm to its first 15 bytes. */
+/* The argv area the kernel shows in /proc/PID/cmdline: fields 48 and 49
+ * (arg_start, arg_end) of /proc/self/stat. */
+static int argv_area(unsigned long *start, unsigned long *end)
+{
+	char buf[2048], *p;
+	FILE *f = fopen("/proc/self/stat", "r");
+	size_t n;
+	int field = 2;
+
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')');		/* comm may hold spaces */
+	if (!p)
+		return -1;
+	while (*p && field < 48) {
+		if (*p++ == ' ')
+			field++;
+	}
+	return sscanf(p, " %lu %lu", start, end) == 2 ? 0 : -1;
+}
+
+/* set_proctitle(title): what ps and top show for this process.  Overwrites
+ * the original argv strings in place (the interpreter keeps its own copy),
+ * truncating to their length, and sets comm to the first 15 bytes. */
 static PyObject *fp_set_proctitle(PyObject *self, PyObject *args)
 {
-	static char buf[256];
 	const char *title;
 	unsigned long start, end;
+	size_t room, len;
 
 	if (!PyArg_ParseTuple(args, "s", &title))
 		return NULL;
-	snprintf(buf, sizeof(buf), "%s", title);
-	start = (unsigned long)buf;
-	end = start + strlen(buf) + 1;
-	/* The kernel checks start < end against the current pair: moving
-	 * down, set start first; moving up, end first. */
-	if (prctl(PR_SET_MM, PR_SET_MM_ARG_START, start, 0, 0) != 0 ||
-	    prctl(PR_SET_MM, PR_SET_MM_ARG_END, end, 0, 0) != 0) {
-		prctl(PR_SET_MM, PR_SET_MM_ARG_END, end, 0, 0);
-		prctl(PR_SET_MM, PR_SET_MM_ARG_START, start, 0, 0);
-	}
-	prctl(PR_SET_NAME, (unsigned long)buf, 0, 0, 0);
-	Py_RETURN_NONE;
+	prctl(PR_SET_NAME, (unsigned long)title, 0, 0, 0);
+	if (argv_area(&start, &end) || end <= start)
+		Py_RETURN_FALSE;
+	room = end - start;
+	len = strlen(title);
+	if (len >= room)
+		len = room - 1;
+	memcpy((char *)start, title, len);
+	memset((char *)start + len, 0, room - len);
+	Py_RETURN_TRUE;
 }
 
 static PyMethodDef fp_methods[] = {

@@ -27,6 +27,11 @@ def setup_logging(level: str) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def format_listen(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def need_root(what: str) -> int | None:
     if os.geteuid() != 0:
         print(f"xdpd {what}: needs root (CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK); "
@@ -61,7 +66,7 @@ def cmd_check_config(args) -> int:
     print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB; "
           f"control area {geo.control_size() / 2**20:.1f} MiB")
     listen = config.metrics.listen
-    print("metrics: " + (f"{listen[0]}:{listen[1]}" if listen else "disabled"))
+    print("metrics: " + (format_listen(listen) if listen else "disabled"))
     return exitcodes.OK
 
 

@@ -1,0 +1,61 @@
+# xdpd — two commands matter:
+#   make demo   install what is missing, build, run xdpd in a throw-away veth lab
+#   make test   every test tier (unit, bpf, integration)
+# Both need root (apt, XDP, network namespaces).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv \
+                linux-libc-dev iproute2 ethtool util-linux procps
+PYTEST_ARGS ?=
+DEMO_SECONDS ?= 5
+
+.PHONY: all deps venv build demo test test-unit test-bpf test-integration install-check clean
+
+all: build
+
+# System packages: only those missing, so a second run is quick and offline.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The package (C extension + XDP object built by its own build) in a
+# virtualenv under the repo, editable so tests run the working tree.
+$(PY): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	touch $(PY)
+
+$(VENV)/.installed: $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+# Rebuild the extension and the XDP object in place after source edits.
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+demo: build
+	$(VENV)/bin/xdpd demo --seconds $(DEMO_SECONDS)
+
+test: build
+	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/unit tests/bpf tests/integration
+
+test-unit: build
+	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/unit
+
+test-bpf: build
+	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/bpf
+
+test-integration: build
+	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/integration
+
+clean:
+	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache

@@ -1,0 +1,683 @@
+"""The config loader: every bad input gets its exact message; good input its model.
+
+No privileges needed: host checks run against FakeHost, and the few checks of
+the real Host only look at the loopback device.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from textwrap import dedent
+
+import pytest
+
+from xdpd.config import (
+    Config, ConfigError, ForwardRule, InterfaceConfig, MetricsConfig, RingsConfig,
+    UmemConfig, WorkerPlan, WorkersConfig, check_host, format_cpulist, load_config,
+    parse_config, plan_workers,
+)
+from xdpd.netdev import Host, NetdevError, parse_cpulist
+
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "config", "xdpd.yaml")
+
+# Two interfaces and one rule: the smallest valid file, extended by the cases.
+BASE = """\
+interfaces:
+  - name: veth-a
+  - name: veth-b
+forward:
+  - from: veth-a
+    to: veth-b
+"""
+
+
+def parse(text: str) -> Config:
+    return parse_config(dedent(text), source="xdpd.yaml")
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    return info.value.errors
+
+
+def case(id: str, text: str, *messages: str):
+    return pytest.param(text, list(messages), id=id)
+
+
+BAD_INPUT = [
+    # --- unknown keys
+    case("unknown-top-key-suggested", BASE + "metric:\n  listen: null\n",
+         "xdpd.yaml: metric: unknown key; did you mean 'metrics'?"),
+    case("unknown-top-key-listed", BASE + "logging: debug\n",
+         "xdpd.yaml: logging: unknown key; allowed keys: "
+         "interfaces, forward, workers, umem, rings, metrics"),
+    case("unknown-nested-key-suggested", """\
+        interfaces:
+          - name: veth-a
+            qeues: [0]
+        forward: []
+        """,
+         "xdpd.yaml: interfaces[0].qeues: unknown key; did you mean 'queues'?"),
+    case("unknown-nested-key-listed", """\
+        interfaces:
+          - name: veth-a
+            mtu: 1500
+        forward: []
+        """,
+         "xdpd.yaml: interfaces[0].mtu: unknown key; allowed keys: "
+         "name, queues, xdp_mode, zero_copy, fallback"),
+    case("unknown-key-in-section", BASE + "workers:\n  batch: 32\n",
+         "xdpd.yaml: workers.batch: unknown key; did you mean 'batch_size'?"),
+    case("unknown-key-in-rule", """\
+        interfaces: [{name: veth-a}]
+        forward:
+          - from: veth-a
+            to: veth-a
+            swap_mac: true
+        """,
+         "xdpd.yaml: forward[0].swap_mac: unknown key; did you mean 'swap_macs'?"),
+    case("misspelt-required-key-not-also-missing", """\
+        intrefaces:
+          - name: veth-a
+        forward: []
+        """,
+         "xdpd.yaml: intrefaces: unknown key; did you mean 'interfaces'?"),
+
+    # --- required keys
+    case("interfaces-missing", "forward:\n  - from: veth-a\n    action: drop\n",
+         "xdpd.yaml: interfaces: required key missing; list the netdevs xdpd owns, "
+         "see config/xdpd.yaml"),
+    case("forward-missing", "interfaces:\n  - name: veth-a\n",
+         "xdpd.yaml: forward: required key missing; say where packets from each interface "
+         "go, see config/xdpd.yaml"),
+    case("interface-name-missing", "interfaces:\n  - queues: all\nforward: []\n",
+         "xdpd.yaml: interfaces[0].name: required key missing; give the netdev, "
+         "e.g. 'name: eth0'"),
+    case("rule-from-missing", "interfaces: [{name: veth-a}]\nforward:\n  - to: veth-a\n",
+         "xdpd.yaml: forward[0].from: required key missing; name the ingress interface, "
+         "e.g. 'from: eth0'"),
+
+    # --- wrong types
+    case("batch-size-string", BASE + "workers:\n  batch_size: 64x\n",
+         "xdpd.yaml: workers.batch_size: expected an integer, got string '64x'"),
+    case("batch-size-boolean", BASE + "workers:\n  batch_size: true\n",
+         "xdpd.yaml: workers.batch_size: expected an integer, got boolean true"),
+    case("batch-size-float", BASE + "workers:\n  batch_size: 64.0\n",
+         "xdpd.yaml: workers.batch_size: expected an integer, got float 64.0"),
+    case("interfaces-not-a-list", "interfaces: veth-a\nforward: []\n",
+         "xdpd.yaml: interfaces: expected a list of netdevs, got string 'veth-a'; "
+         "see config/xdpd.yaml"),
+    case("interfaces-empty", "interfaces: []\nforward: []\n",
+         "xdpd.yaml: interfaces: empty list; list at least one netdev, e.g. '- name: eth0'"),
+    case("interface-as-plain-name", "interfaces:\n  - veth-a\nforward: []\n",
+         "xdpd.yaml: interfaces[0]: expected a mapping, got string 'veth-a'; "
+         "write '- name: veth-a'"),
+    case("forward-not-a-list", "interfaces: [{name: veth-a}]\nforward:\n  from: veth-a\n",
+         "xdpd.yaml: forward: expected a list of rules, got mapping {from: veth-a}; "
+         "see config/xdpd.yaml"),
+    case("section-not-a-mapping", BASE + "umem: [4096]\n",
+         "xdpd.yaml: umem: expected a mapping, got list [4096]; see config/xdpd.yaml"),
+    case("swap-macs-yes-is-not-a-boolean", """\
+        interfaces: [{name: veth-a}]
+        forward:
+          - from: veth-a
+            to: veth-a
+            swap_macs: yes
+        """,
+         "xdpd.yaml: forward[0].swap_macs: expected true or false, got string 'yes'"),
+
+    # --- netdev names
+    case("name-too-long", "interfaces:\n  - name: veth-abcdefghijkl\nforward: []\n",
+         "xdpd.yaml: interfaces[0].name: 'veth-abcdefghijkl' is 17 characters long; "
+         "netdev names have at most 15"),
+    case("name-with-slash", "interfaces:\n  - name: veth/a\nforward: []\n",
+         "xdpd.yaml: interfaces[0].name: 'veth/a' is not a valid netdev name; it cannot be "
+         "'.' or '..' or contain '/', ':' or whitespace"),
+    case("name-is-a-number", "interfaces:\n  - name: 1234\nforward: []\n",
+         "xdpd.yaml: interfaces[0].name: expected a netdev name, got integer 1234; "
+         "write it in quotes"),
+    case("duplicate-interface", """\
+        interfaces:
+          - name: veth-a
+          - name: veth-b
+          - name: veth-a
+        forward: []
+        """,
+         "xdpd.yaml: interfaces[2].name: 'veth-a' is listed twice (also interfaces[0]); "
+         "list each netdev once"),
+
+    # --- queue lists
+    case("queue-negative", "interfaces:\n  - name: veth-a\n    queues: [0, -1]\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues[1]: queue -1 is out of range; use 0 to 255"),
+    case("queue-too-high", "interfaces:\n  - name: veth-a\n    queues: [256]\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues[0]: queue 256 is out of range; use 0 to 255"),
+    case("queue-duplicate", "interfaces:\n  - name: veth-a\n    queues: [1, 2, 1]\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues[2]: queue 1 is listed twice "
+         "(also interfaces[0].queues[0]); list each queue once"),
+    case("queue-list-empty", "interfaces:\n  - name: veth-a\n    queues: []\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues: empty list; use 'all' or list at least one queue, "
+         "e.g. [0]"),
+    case("queue-not-an-integer", "interfaces:\n  - name: veth-a\n    queues: [q1]\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues[0]: expected an integer, got string 'q1'"),
+    case("queues-bare-integer", "interfaces:\n  - name: veth-a\n    queues: 3\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues: expected 'all' or a list of queue numbers, "
+         "got integer 3; write [3]"),
+    case("queues-unknown-word", "interfaces:\n  - name: veth-a\n    queues: every\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues: 'every' is not allowed; use 'all' or a list of "
+         "queue numbers, e.g. [0, 1]"),
+    case("queue-list-every-problem-reported",
+         "interfaces:\n  - name: veth-a\n    queues: [0, x, 0, 300]\nforward: []\n",
+         "xdpd.yaml: interfaces[0].queues[1]: expected an integer, got string 'x'",
+         "xdpd.yaml: interfaces[0].queues[2]: queue 0 is listed twice "
+         "(also interfaces[0].queues[0]); list each queue once",
+         "xdpd.yaml: interfaces[0].queues[3]: queue 300 is out of range; use 0 to 255"),
+
+    # --- enums
+    case("xdp-mode", "interfaces:\n  - name: veth-a\n    xdp_mode: nativ\nforward: []\n",
+         "xdpd.yaml: interfaces[0].xdp_mode: 'nativ' is not allowed; use native, generic or auto"),
+    case("zero-copy-boolean", "interfaces:\n  - name: veth-a\n    zero_copy: true\nforward: []\n",
+         "xdpd.yaml: interfaces[0].zero_copy: expected on, off or auto, got boolean true"),
+    case("fallback", "interfaces:\n  - name: veth-a\n    fallback: reject\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fallback: 'reject' is not allowed; use pass or drop"),
+    case("idle", BASE + "workers:\n  idle: poll\n",
+         "xdpd.yaml: workers.idle: 'poll' is not allowed; use sleep or spin"),
+
+    # --- rules
+    case("rule-to-unknown-interface", BASE + "  - from: veth-b\n    to: veth-c\n",
+         "xdpd.yaml: forward[1].to: 'veth-c' is not a configured interface; "
+         "add it under 'interfaces' or use one of: veth-a, veth-b"),
+    case("rule-from-unknown-interface", BASE + "  - from: eth0\n    action: drop\n",
+         "xdpd.yaml: forward[1].from: 'eth0' is not a configured interface; "
+         "add it under 'interfaces' or use one of: veth-a, veth-b"),
+    case("rule-to-and-drop", BASE + "  - from: veth-b\n    to: veth-a\n    action: drop\n",
+         "xdpd.yaml: forward[1].to: 'veth-a' given with 'action: drop'; a rule either "
+         "forwards (to) or drops (action: drop), remove one"),
+    case("rule-neither-to-nor-action", BASE + "  - from: veth-b\n",
+         "xdpd.yaml: forward[1]: no 'to' and no 'action'; add 'to: <interface>' to forward "
+         "or 'action: drop' to drop"),
+    case("rule-forward-without-to", BASE + "  - from: veth-b\n    action: forward\n",
+         "xdpd.yaml: forward[1].to: required key missing with 'action: forward'; "
+         "name the egress interface, e.g. 'to: eth1'"),
+    case("rule-unknown-action", BASE + "  - from: veth-b\n    action: reject\n",
+         "xdpd.yaml: forward[1].action: 'reject' is not allowed; use forward or drop"),
+    case("rule-not-a-mapping", BASE + "  - veth-b\n",
+         "xdpd.yaml: forward[1]: expected a mapping with 'from' and 'to' or 'action: drop', "
+         "got string 'veth-b'"),
+    case("swap-macs-with-set-dst-mac", BASE + "    swap_macs: true\n"
+                                              "    set_dst_mac: 02:00:00:00:00:04\n",
+         "xdpd.yaml: forward[0].swap_macs: true cannot be combined with set_dst_mac; "
+         "swap the packet's own addresses or set new ones, not both"),
+    case("drop-rule-with-rewrite", BASE + "  - from: veth-b\n    action: drop\n"
+                                          "    set_src_mac: 02:00:00:00:00:03\n",
+         "xdpd.yaml: forward[1].set_src_mac: a drop rule rewrites nothing; "
+         "remove set_src_mac, or forward with 'to: <interface>'"),
+
+    # --- MAC addresses
+    case("mac-five-pairs", BASE + "    set_dst_mac: '02:00:00:00:04'\n",
+         "xdpd.yaml: forward[0].set_dst_mac: '02:00:00:00:04' is not a MAC address; "
+         "write six hex pairs, e.g. '02:00:00:00:00:04'"),
+    case("mac-dashes", BASE + "    set_dst_mac: 02-00-00-00-00-04\n",
+         "xdpd.yaml: forward[0].set_dst_mac: '02-00-00-00-00-04' is not a MAC address; "
+         "write six hex pairs, e.g. '02:00:00:00:00:04'"),
+    case("mac-not-a-string", BASE + "    set_dst_mac: 5\n",
+         "xdpd.yaml: forward[0].set_dst_mac: expected a MAC address such as "
+         "'02:00:00:00:00:04', got integer 5"),
+    case("source-mac-multicast", BASE + "    set_src_mac: 01:00:5e:00:00:01\n",
+         "xdpd.yaml: forward[0].set_src_mac: '01:00:5e:00:00:01' is a multicast address; "
+         "a source MAC must be unicast (first byte even)"),
+
+    # --- workers
+    case("batch-size-zero", BASE + "workers:\n  batch_size: 0\n",
+         "xdpd.yaml: workers.batch_size: 0 is out of range; use 1 to 1024"),
+    case("batch-size-too-big", BASE + "workers:\n  batch_size: 2048\n",
+         "xdpd.yaml: workers.batch_size: 2048 is out of range; use 1 to 1024"),
+    case("cpu-listed-twice", BASE + "workers:\n  cpus: [0, 1, 0]\n",
+         "xdpd.yaml: workers.cpus[2]: CPU 0 is listed twice (also workers.cpus[0]); "
+         "list each CPU once"),
+    case("cpu-negative", BASE + "workers:\n  cpus: [-1]\n",
+         "xdpd.yaml: workers.cpus[0]: CPU -1 is out of range; CPU numbers start at 0"),
+    case("cpus-unknown-word", BASE + "workers:\n  cpus: all\n",
+         "xdpd.yaml: workers.cpus: 'all' is not allowed; use 'auto' or a list of CPU numbers, "
+         "e.g. [0, 1]"),
+
+    # --- umem and rings
+    case("frame-size", BASE + "umem:\n  frame_size: 3000\n",
+         "xdpd.yaml: umem.frame_size: 3000 is not allowed; use 2048 or 4096"),
+    case("frame-size-quoted", BASE + "umem:\n  frame_size: '4096'\n",
+         "xdpd.yaml: umem.frame_size: expected an integer, got string '4096'"),
+    case("frames-not-power-of-two", BASE + "umem:\n  frames_per_worker: 3000\n",
+         "xdpd.yaml: umem.frames_per_worker: 3000 is not a power of two; use 2048 or 4096"),
+    case("frames-too-few", BASE + "umem:\n  frames_per_worker: 256\n",
+         "xdpd.yaml: umem.frames_per_worker: 256 is out of range; "
+         "use a power of two from 512 to 65536"),
+    case("ring-not-power-of-two", BASE + "rings:\n  fill: 100\n",
+         "xdpd.yaml: rings.fill: 100 is not a power of two; use 64 or 128"),
+    case("ring-too-big", BASE + "rings:\n  rx: 32768\n",
+         "xdpd.yaml: rings.rx: 32768 is out of range; use a power of two from 64 to 16384"),
+
+    # --- metrics.listen
+    case("listen-no-port", BASE + "metrics:\n  listen: 127.0.0.1\n",
+         "xdpd.yaml: metrics.listen: '127.0.0.1' has no port; write HOST:PORT, "
+         "e.g. '127.0.0.1:9464' or '[::1]:9464'"),
+    case("listen-ipv6-without-brackets", BASE + "metrics:\n  listen: '::1:9464'\n",
+         "xdpd.yaml: metrics.listen: '::1:9464' has an IPv6 address without brackets; "
+         "write '[IPv6]:PORT', e.g. '[::1]:9464'"),
+    case("listen-bad-ipv6", BASE + "metrics:\n  listen: '[fe80::zz]:9464'\n",
+         "xdpd.yaml: metrics.listen: 'fe80::zz' in '[fe80::zz]:9464' is not an IPv6 address; "
+         "write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464'"),
+    case("listen-port-out-of-range", BASE + "metrics:\n  listen: 127.0.0.1:99999\n",
+         "xdpd.yaml: metrics.listen: port 99999 in '127.0.0.1:99999' is out of range; "
+         "use 0 to 65535"),
+    case("listen-port-not-a-number", BASE + "metrics:\n  listen: localhost:http\n",
+         "xdpd.yaml: metrics.listen: port 'http' in 'localhost:http' is not a number; "
+         "use 0 to 65535"),
+    case("listen-no-host", BASE + "metrics:\n  listen: ':9464'\n",
+         "xdpd.yaml: metrics.listen: ':9464' has no host; write '0.0.0.0:9464' for every "
+         "IPv4 address or '127.0.0.1:9464' for this machine only"),
+    case("listen-bad-ipv4", BASE + "metrics:\n  listen: 127.0.0.300:9464\n",
+         "xdpd.yaml: metrics.listen: '127.0.0.300' in '127.0.0.300:9464' is not an IP address "
+         "or host name; write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464'"),
+    case("listen-bare-port", BASE + "metrics:\n  listen: 9464\n",
+         "xdpd.yaml: metrics.listen: expected 'HOST:PORT' or null, got integer 9464; "
+         "write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464'"),
+
+    # --- the file as a whole
+    case("yaml-syntax-error", """\
+        interfaces:
+          - name: veth-a
+           queues: all
+        """,
+         "xdpd.yaml:3:4: YAML syntax error: expected <block end>, but found "
+         "'<block mapping start>' (while parsing a block collection at line 2)"),
+    case("yaml-tab", "interfaces:\n\t- name: veth-a\n",
+         "xdpd.yaml:2:1: YAML syntax error: found character '\\t' that cannot start any token"),
+    case("yaml-duplicate-key", """\
+        interfaces:
+          - name: veth-a
+            queues: [0]
+            queues: [1]
+        forward: []
+        """,
+         "xdpd.yaml:4:5: key 'queues' appears twice in one mapping (first at line 3); keep one"),
+    case("empty-file", "",
+         "xdpd.yaml: the file is empty (or only comments); start from config/xdpd.yaml"),
+    case("only-comments", "# interfaces:\n#   - name: eth0\n",
+         "xdpd.yaml: the file is empty (or only comments); start from config/xdpd.yaml"),
+    case("top-level-list", "- name: veth-a\n",
+         "xdpd.yaml: expected a mapping with 'interfaces' and 'forward' at the top level, "
+         "got list [{name: veth-a}]; see config/xdpd.yaml"),
+
+    # --- several at once, in file order, and no cascades
+    case("multiple-errors-reported-together", """\
+        interfaces:
+          - name: veth-a
+            xdp_mode: fast
+          - name: veth-b
+            queues: [-1]
+        forward:
+          - from: veth-a
+            to: veth-c
+        umem:
+          frame_size: 1024
+        metrics:
+          listen: nowhere
+        """,
+         "xdpd.yaml: interfaces[0].xdp_mode: 'fast' is not allowed; use native, generic or auto",
+         "xdpd.yaml: interfaces[1].queues[0]: queue -1 is out of range; use 0 to 255",
+         "xdpd.yaml: forward[0].to: 'veth-c' is not a configured interface; "
+         "add it under 'interfaces' or use one of: veth-a, veth-b",
+         "xdpd.yaml: umem.frame_size: 1024 is not allowed; use 2048 or 4096",
+         "xdpd.yaml: metrics.listen: 'nowhere' has no port; write HOST:PORT, "
+         "e.g. '127.0.0.1:9464' or '[::1]:9464'"),
+    case("broken-name-does-not-cascade-into-rules", """\
+        interfaces:
+          - name: veth/a
+        forward:
+          - from: veth/a
+            action: drop
+        """,
+         "xdpd.yaml: interfaces[0].name: 'veth/a' is not a valid netdev name; it cannot be "
+         "'.' or '..' or contain '/', ':' or whitespace"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BAD_INPUT)
+def test_bad_input_gets_exact_messages(text, expected):
+    assert errors_of(text) == expected
+
+
+def test_config_error_prints_one_problem_per_line():
+    error = ConfigError(["a.yaml: x: one", "a.yaml: y: two"])
+    assert str(error) == "a.yaml: x: one\na.yaml: y: two"
+    assert error.errors == ["a.yaml: x: one", "a.yaml: y: two"]
+
+
+# --- good input ---------------------------------------------------------------
+
+def test_shipped_example_parses():
+    with open(SHIPPED, encoding="utf-8") as f:
+        config = parse_config(f.read(), source="xdpd.yaml")
+    assert [i.name for i in config.interfaces] == ["veth-a", "veth-b"]
+    assert config.forward[0] == ForwardRule(
+        index=0, from_="veth-a", action="forward", to="veth-b",
+        set_dst_mac=bytes.fromhex("020000000004"), set_src_mac=bytes.fromhex("020000000003"),
+        swap_macs=False)
+    assert config.forward[1] == ForwardRule(index=1, from_="veth-b", action="drop")
+    # the example documents the defaults, so it must equal them
+    assert config.workers == WorkersConfig()
+    assert config.umem == UmemConfig()
+    assert config.rings == RingsConfig()
+    assert config.metrics == MetricsConfig()
+
+
+def test_shipped_example_loads_from_its_path():
+    assert load_config(SHIPPED).source == SHIPPED
+
+
+def test_defaults():
+    config = parse(BASE)
+    assert config.interfaces == (InterfaceConfig("veth-a"), InterfaceConfig("veth-b"))
+    assert config.interfaces[0] == InterfaceConfig(
+        name="veth-a", queues="all", xdp_mode="auto", zero_copy="auto", fallback="pass")
+    assert config.workers == WorkersConfig(cpus="auto", batch_size=64, idle="sleep")
+    assert config.umem == UmemConfig(frame_size=4096, frames_per_worker=4096)
+    assert config.rings == RingsConfig(rx=2048, tx=2048, fill=4096, completion=4096)
+    assert config.metrics == MetricsConfig(listen=("127.0.0.1", 9464))
+    assert config.source == "xdpd.yaml"
+
+
+def test_every_value_set():
+    config = parse("""\
+        interfaces:
+          - name: eth1
+            queues: [3, 0, 1]
+            xdp_mode: native
+            zero_copy: off
+            fallback: drop
+        forward:
+          - from: eth1
+            to: eth1
+            swap_macs: true
+        workers:
+          cpus: [3, 1]
+          batch_size: 1024
+          idle: spin
+        umem:
+          frame_size: 2048
+          frames_per_worker: 512
+        rings:
+          rx: 64
+          tx: 128
+          fill: 16384
+          completion: 256
+        metrics:
+          listen: "[::1]:0"
+        """)
+    # zero_copy: off is the word, not YAML 1.1's boolean; queues come out ascending
+    assert config.interfaces == (InterfaceConfig("eth1", (0, 1, 3), "native", "off", "drop"),)
+    assert config.forward == (ForwardRule(0, "eth1", "forward", "eth1", swap_macs=True),)
+    assert config.workers == WorkersConfig(cpus=(3, 1), batch_size=1024, idle="spin")
+    assert config.umem == UmemConfig(2048, 512)
+    assert config.rings == RingsConfig(64, 128, 16384, 256)
+    assert config.metrics.listen == ("::1", 0)
+
+
+def test_empty_sections_mean_defaults():
+    config = parse(BASE + "workers:\numem:\nrings: {}\n")
+    assert (config.workers, config.umem, config.rings) == (WorkersConfig(), UmemConfig(), RingsConfig())
+
+
+def test_listen_null_disables_metrics():
+    assert parse(BASE + "metrics:\n  listen: null\n").metrics.listen is None
+
+
+def test_listen_host_name():
+    assert parse(BASE + "metrics:\n  listen: localhost:9100\n").metrics.listen == ("localhost", 9100)
+
+
+def test_unquoted_mac_that_yaml_1_1_reads_as_a_number():
+    # 12:34:56:... is a base-60 integer in YAML 1.1
+    config = parse(BASE + "    set_dst_mac: 12:34:56:00:00:01\n")
+    assert config.forward[0].set_dst_mac == bytes.fromhex("123456000001")
+
+
+def test_rules_hairpin_repeats_and_empty_list_are_allowed():
+    config = parse("""\
+        interfaces: [{name: veth-a}, {name: veth-b}]
+        forward:
+          - {from: veth-a, to: veth-a}
+          - {from: veth-a, action: drop}
+        """)
+    assert config.rule_for("veth-a") == ForwardRule(0, "veth-a", "forward", "veth-a")
+    assert config.rule_for("veth-b") is None  # dropped as no_rule at run time
+    assert parse("interfaces: [{name: veth-a}]\nforward: []\n").forward == ()
+
+
+def test_action_forward_with_to():
+    config = parse("interfaces: [{name: a}]\nforward: [{from: a, action: forward, to: a}]\n")
+    assert config.forward[0].action == "forward"
+
+
+def test_interface_lookup():
+    config = parse(BASE)
+    assert config.interface("veth-b").name == "veth-b"
+    with pytest.raises(KeyError):
+        config.interface("eth0")
+
+
+def test_parse_accepts_a_mapping():
+    data = {"interfaces": [{"name": "veth-a"}], "forward": [{"from": "veth-a", "action": "drop"}]}
+    assert parse_config(data).forward[0].action == "drop"
+    with pytest.raises(ConfigError) as info:
+        parse_config({"interfaces": [{"name": "veth-a", "queues": [True]}], "forward": []})
+    assert info.value.errors == [
+        "<config>: interfaces[0].queues[0]: expected an integer, got boolean true"]
+
+
+def test_model_is_frozen():
+    config = parse(BASE)
+    with pytest.raises(AttributeError):
+        config.workers.batch_size = 1  # type: ignore[misc]
+
+
+# --- load_config --------------------------------------------------------------
+
+def test_load_names_the_file_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "xdpd.yaml").write_text("interfaces:\n  - name: a\n    queues: [x]\nforward: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("xdpd.yaml")
+    assert info.value.errors == [
+        "xdpd.yaml: interfaces[0].queues[0]: expected an integer, got string 'x'"]
+
+
+def test_load_yaml_syntax_error_has_line_and_column(tmp_path):
+    path = tmp_path / "xdpd.yaml"
+    path.write_text("interfaces:\n  - name: a\nforward: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert info.value.errors == [
+        f"{path}:4:1: YAML syntax error: expected the node content, "
+        "but found '<stream end>' (while parsing a flow node at line 4)"]
+
+
+def test_load_missing_file(tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [
+        f"{path}: no such file; check the path, or start from config/xdpd.yaml"]
+
+
+def test_load_directory(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path))
+    assert info.value.errors == [f"{tmp_path}: cannot read: Is a directory"]
+
+
+def test_load_not_utf8(tmp_path):
+    path = tmp_path / "xdpd.yaml"
+    path.write_bytes(b"forward: []\ninterfaces: [{name: \xff}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert info.value.errors == [
+        f"{path}:2: not UTF-8 text (byte 0xff at offset 32); save it as UTF-8"]
+
+
+def test_load_checks_the_host_when_given_one(tmp_path):
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(BASE)
+    host = FakeHost(queues={"veth-a": 1})
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), host=host)
+    assert info.value.errors == [
+        f"{path}: interfaces[1].name: netdev 'veth-b' not found; see 'ip link show'"]
+
+
+# --- host checks --------------------------------------------------------------
+
+@dataclass
+class FakeHost:
+    """A host with the given netdevs (name -> rx queue count) and online CPUs."""
+
+    queues: dict[str, int] = field(default_factory=dict)
+    cpus: frozenset[int] = frozenset({0, 1})
+
+    def netdev_exists(self, name: str) -> bool:
+        return name in self.queues
+
+    def rx_queue_count(self, name: str) -> int:
+        return self.queues[name]
+
+    def online_cpus(self) -> frozenset[int]:
+        return self.cpus
+
+
+def host_errors(text: str, host: FakeHost) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        check_host(parse(text), host)
+    return info.value.errors
+
+
+def test_host_netdev_missing():
+    text = "interfaces:\n  - name: eth7\n    queues: [0]\nforward: []\n"
+    # a missing netdev's queues are not also reported
+    assert host_errors(text, FakeHost(queues={"eth0": 8})) == [
+        "xdpd.yaml: interfaces[0].name: netdev 'eth7' not found; see 'ip link show'"]
+
+
+def test_host_queue_out_of_range():
+    text = """\
+        interfaces:
+          - name: eth0
+            queues: [0, 7]
+          - name: eth1
+            queues: [1, 9]
+        forward: []
+        """
+    assert host_errors(text, FakeHost(queues={"eth0": 8, "eth1": 8})) == [
+        "xdpd.yaml: interfaces[1].queues: queue 9 not on eth1 (8 rx queues; see 'ethtool -l eth1')"]
+
+
+def test_host_several_queues_out_of_range():
+    text = "interfaces:\n  - name: veth-a\n    queues: [0, 1, 2]\nforward: []\n"
+    assert host_errors(text, FakeHost(queues={"veth-a": 1})) == [
+        "xdpd.yaml: interfaces[0].queues: queues 1, 2 not on veth-a "
+        "(1 rx queue; see 'ethtool -l veth-a')"]
+
+
+def test_host_cpu_offline():
+    text = BASE + "workers:\n  cpus: [1, 5, 0, 9]\n"
+    host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset({0, 1}))
+    assert host_errors(text, host) == [
+        "xdpd.yaml: workers.cpus[1]: CPU 5 is not online (online: 0-1)",
+        "xdpd.yaml: workers.cpus[3]: CPU 9 is not online (online: 0-1)"]
+
+
+def test_host_all_problems_together():
+    text = """\
+        interfaces:
+          - name: eth0
+            queues: [4]
+          - name: eth9
+        forward: []
+        workers:
+          cpus: [6]
+        """
+    host = FakeHost(queues={"eth0": 4}, cpus=frozenset({0, 1, 2, 3, 5, 7}))
+    assert host_errors(text, host) == [
+        "xdpd.yaml: interfaces[0].queues: queue 4 not on eth0 (4 rx queues; see 'ethtool -l eth0')",
+        "xdpd.yaml: interfaces[1].name: netdev 'eth9' not found; see 'ip link show'",
+        "xdpd.yaml: workers.cpus[0]: CPU 6 is not online (online: 0-3,5,7)"]
+
+
+def test_host_fine():
+    check_host(parse(BASE + "workers:\n  cpus: [1]\n"), FakeHost(queues={"veth-a": 1, "veth-b": 1}))
+
+
+# --- plan_workers -------------------------------------------------------------
+
+def test_plan_auto_cpus_round_robin_over_all_queues():
+    config = parse(BASE)
+    host = FakeHost(queues={"veth-a": 2, "veth-b": 3}, cpus=frozenset({1, 0}))
+    assert plan_workers(config, host) == (
+        WorkerPlan("veth-a", 0, 0, "veth-a/q0"),
+        WorkerPlan("veth-a", 1, 1, "veth-a/q1"),
+        WorkerPlan("veth-b", 0, 0, "veth-b/q0"),
+        WorkerPlan("veth-b", 1, 1, "veth-b/q1"),
+        WorkerPlan("veth-b", 2, 0, "veth-b/q2"),
+    )
+
+
+def test_plan_explicit_cpus_and_queue_lists():
+    config = parse("""\
+        interfaces:
+          - name: eth1
+            queues: [5, 2]
+          - name: eth0
+            queues: all
+        forward: []
+        workers:
+          cpus: [3, 1, 2]
+        """)
+    host = FakeHost(queues={"eth0": 2, "eth1": 8}, cpus=frozenset(range(4)))
+    assert plan_workers(config, host) == (
+        WorkerPlan("eth1", 2, 3, "eth1/q2"),
+        WorkerPlan("eth1", 5, 1, "eth1/q5"),
+        WorkerPlan("eth0", 0, 2, "eth0/q0"),
+        WorkerPlan("eth0", 1, 3, "eth0/q1"),
+    )
+
+
+def test_cpulist_round_trip():
+    assert format_cpulist({0, 1, 2, 3, 6, 8, 9}) == "0-3,6,8-9"
+    assert parse_cpulist("0-3,6,8-9\n") == frozenset({0, 1, 2, 3, 6, 8, 9})
+    assert format_cpulist(set()) == "none"
+
+
+# --- the real Host, on loopback (no privileges needed) ------------------------
+
+def test_real_host_loopback():
+    host = Host()
+    assert host.netdev_exists("lo")
+    assert host.ifname(host.ifindex("lo")) == "lo"
+    assert host.rx_queue_count("lo") >= 1
+    assert host.mac_address("lo") == bytes(6)
+    assert host.online_cpus() <= frozenset(os.sched_getaffinity(0))
+    assert host.online_cpus()
+
+
+def test_real_host_missing_netdev():
+    host = Host()
+    assert not host.netdev_exists("xdpd-nonesuch")
+    with pytest.raises(NetdevError) as info:
+        host.ifindex("xdpd-nonesuch")
+    assert info.value.errno == errno.ENODEV
+    assert str(info.value) == "netdev 'xdpd-nonesuch' not found; see 'ip link show'"
+
+
+def test_real_host_passes_check_host():
+    config = parse("interfaces:\n  - name: lo\n    queues: [0]\nforward: []\n")
+    check_host(config, Host())

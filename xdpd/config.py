@@ -1,0 +1,869 @@
+"""The YAML configuration: read it, check it, freeze it.
+
+Design
+------
+One loader serves `xdpd check-config`, start-up and `xdpd reload`, so an
+operator gets the same answer from all three.  It works in two steps:
+
+* parse_config() checks the schema: types, ranges, enums, and references
+  between sections (a rule's `from`/`to` must name a listed interface).  It
+  touches nothing on the host, so it runs unprivileged, anywhere, and the unit
+  tests can pin every message down to the letter.
+* check_host() asks a HostFacts object (xdpd.netdev.Host in the daemon, a
+  fake in tests) whether the netdevs, queues and CPUs exist here.  It takes
+  that object as an argument instead of importing the kernel-facing module,
+  which keeps this module free of netlink.
+
+Every problem found is collected and raised together in one ConfigError:
+fixing a file should not take one run of the checker per typo.  A value that
+fails its own check is left out of the checks that build on it, so one
+mistake gives one message, not a cascade.
+
+Every message reads `FILE: YAML.PATH: what is wrong; what to do`.  Unknown
+keys are errors, never warnings: a misspelt key that silently falls back to
+its default is the worst kind of configuration bug.
+
+PyYAML implements YAML 1.1, which reads on/off/yes/no as booleans and
+`12:34:56` as a base-60 integer: `zero_copy: off` would arrive as False and an
+unquoted MAC such as 12:34:56:78:9a:bc as a number.  _Loader therefore takes
+only true/false as booleans and only decimal or 0x-hex as integers, as YAML
+1.2 does.  It also reports a key given twice in one mapping, which PyYAML
+would otherwise settle by keeping the last one without a word.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
+    from xdpd.netdev import HostFacts
+
+__all__ = [
+    "Config", "ConfigError", "ForwardRule", "InterfaceConfig", "MetricsConfig",
+    "RingsConfig", "UmemConfig", "WorkerPlan", "WorkersConfig",
+    "check_host", "load_config", "parse_config", "plan_workers",
+]
+
+# The XDP program keeps per-queue state for queues 0..255 (XDPD_MAX_QUEUES in
+# bpf/rr_redirect.h) and passes anything above to the kernel.
+MAX_QUEUE = 255
+# IFNAMSIZ - 1: the kernel's limit on a netdev name, in bytes.
+MAX_NETDEV_NAME = 15
+
+XDP_MODES = ("native", "generic", "auto")
+ZERO_COPY = ("on", "off", "auto")
+FALLBACKS = ("pass", "drop")
+ACTIONS = ("forward", "drop")
+IDLE = ("sleep", "spin")
+FRAME_SIZES = (2048, 4096)
+
+EXAMPLE = "config/xdpd.yaml"
+MAC_EXAMPLE = "02:00:00:00:00:04"
+
+
+class ConfigError(Exception):
+    """All problems found in a configuration, not just the first."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__(errors)
+        self.errors = list(errors)  # each one a complete message line
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+# --- the frozen model ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    name: str
+    queues: Literal["all"] | tuple[int, ...] = "all"  # explicit queues are ascending
+    xdp_mode: str = "auto"      # native | generic | auto
+    zero_copy: str = "auto"     # on | off | auto
+    fallback: str = "pass"      # verdict for an owned queue whose socket is gone
+
+
+@dataclass(frozen=True)
+class ForwardRule:
+    index: int                  # position in `forward`, for messages and metrics
+    from_: str
+    action: str                 # forward | drop
+    to: str | None = None       # set exactly when action == "forward"
+    set_dst_mac: bytes | None = None
+    set_src_mac: bytes | None = None
+    swap_macs: bool = False
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    cpus: Literal["auto"] | tuple[int, ...] = "auto"  # in the order given
+    batch_size: int = 64
+    idle: str = "sleep"         # sleep | spin
+
+
+@dataclass(frozen=True)
+class UmemConfig:
+    frame_size: int = 4096
+    frames_per_worker: int = 4096
+
+
+@dataclass(frozen=True)
+class RingsConfig:
+    rx: int = 2048
+    tx: int = 2048
+    fill: int = 4096
+    completion: int = 4096
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = ("127.0.0.1", 9464)  # host without brackets
+
+
+@dataclass(frozen=True)
+class Config:
+    interfaces: tuple[InterfaceConfig, ...]
+    forward: tuple[ForwardRule, ...]
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    umem: UmemConfig = field(default_factory=UmemConfig)
+    rings: RingsConfig = field(default_factory=RingsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    source: str = "<config>"    # the file name, as the operator gave it
+
+    def interface(self, name: str) -> InterfaceConfig:
+        for iface in self.interfaces:
+            if iface.name == name:
+                return iface
+        raise KeyError(f"netdev {name!r} is not configured")
+
+    def rule_for(self, netdev: str) -> ForwardRule | None:
+        """The rule for packets arriving on `netdev`: the first that matches."""
+        return next((rule for rule in self.forward if rule.from_ == netdev), None)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    netdev: str
+    queue: int
+    cpu: int
+    name: str                   # f"{netdev}/q{queue}", the worker's name everywhere
+
+
+_TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics")
+_INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback")
+_RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
+_WORKERS_KEYS = ("cpus", "batch_size", "idle")
+_UMEM_KEYS = ("frame_size", "frames_per_worker")
+_RINGS_KEYS = ("rx", "tx", "fill", "completion")
+_METRICS_KEYS = ("listen",)
+
+
+# --- entry points -------------------------------------------------------------
+
+def load_config(path: str, host: HostFacts | None = None) -> Config:
+    """Read and check the file at `path`; with `host`, check it against the host too."""
+    config = parse_config(_read(path), source=path)
+    if host is not None:
+        check_host(config, host)
+    return config
+
+
+def parse_config(data: str | dict, source: str = "<config>") -> Config:
+    """Check YAML text (or an already parsed mapping) against the schema."""
+    errs = _Errors(source)
+    if isinstance(data, str):
+        data = _load_yaml(data, errs)
+        if data is _UNREADABLE:
+            errs.raise_if_any()
+    top = _top_level(errs, data)
+    if top is None:
+        errs.raise_if_any()
+
+    suggested = _check_keys(errs, "", top, _TOP_KEYS)
+    interfaces, names = _interfaces(errs, top, suggested)
+    forward = _forward(errs, top, names, suggested)
+    workers = _workers(errs, _section(errs, top, "workers"))
+    umem = _umem(errs, _section(errs, top, "umem"))
+    rings = _rings(errs, _section(errs, top, "rings"))
+    metrics = _metrics(errs, _section(errs, top, "metrics"))
+    errs.raise_if_any()
+    return Config(interfaces=interfaces, forward=forward, workers=workers, umem=umem,
+                  rings=rings, metrics=metrics, source=source)
+
+
+def check_host(config: Config, host: HostFacts) -> None:
+    """Raise ConfigError listing every netdev, queue and CPU this host lacks."""
+    errs = _Errors(config.source)
+    for i, iface in enumerate(config.interfaces):
+        _check_netdev(errs, f"interfaces[{i}]", iface, host)
+    if config.workers.cpus != "auto":
+        online = host.online_cpus()
+        for i, cpu in enumerate(config.workers.cpus):
+            if cpu not in online:
+                errs.at(f"workers.cpus[{i}]",
+                        f"CPU {cpu} is not online (online: {format_cpulist(online)})")
+    errs.raise_if_any()
+
+
+def plan_workers(config: Config, host: HostFacts) -> tuple[WorkerPlan, ...]:
+    """One worker per owned (netdev, queue), pinned round-robin over the CPUs.
+
+    Order: interfaces as in the file, queues ascending; call check_host first.
+    """
+    if config.workers.cpus == "auto":
+        cpus = sorted(host.online_cpus())
+    else:
+        cpus = list(config.workers.cpus)
+    slots = [(iface.name, queue)
+             for iface in config.interfaces
+             for queue in _owned_queues(iface, host)]
+    return tuple(WorkerPlan(netdev=netdev, queue=queue, cpu=cpus[i % len(cpus)],
+                            name=f"{netdev}/q{queue}")
+                 for i, (netdev, queue) in enumerate(slots))
+
+
+def format_cpulist(cpus: frozenset[int] | set[int]) -> str:
+    """The kernel's cpulist notation, as in /sys/devices/system/cpu/online: 0-3,6."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges) or "none"
+
+
+# --- host checks --------------------------------------------------------------
+
+def _check_netdev(errs: _Errors, path: str, iface: InterfaceConfig, host: HostFacts) -> None:
+    name = iface.name
+    if not host.netdev_exists(name):
+        errs.at(f"{path}.name", f"netdev {name!r} not found; see 'ip link show'")
+        return
+    if iface.queues == "all":
+        return
+    try:
+        count = host.rx_queue_count(name)
+    except OSError as exc:  # the netdev went away between the two questions
+        errs.at(f"{path}.queues", f"cannot count the rx queues of {name}: {exc}")
+        return
+    missing = [q for q in iface.queues if q >= count]
+    if missing:
+        what = "queue" if len(missing) == 1 else "queues"
+        have = "1 rx queue" if count == 1 else f"{count} rx queues"
+        errs.at(f"{path}.queues", f"{what} {', '.join(map(str, missing))} not on {name} "
+                                  f"({have}; see 'ethtool -l {name}')")
+
+
+def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | range:
+    if iface.queues == "all":
+        return range(host.rx_queue_count(iface.name))
+    return iface.queues
+
+
+# --- reading the file ---------------------------------------------------------
+
+def _read(path: str) -> str:
+    try:
+        # bytes first: a decoding error then has its offset in the file, not in a chunk
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file; check the path, or start from {EXAMPLE}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                           f"at offset {exc.start}); save it as UTF-8"]) from None
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and integers that reports duplicate keys."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _INT_TAG)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.duplicate_keys: list[tuple[str, yaml.Mark, yaml.Mark]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_seen: dict[tuple[str, str], yaml.Mark] = {}
+        for key_node, _ in node.value:
+            # a merge key (<<) may legitimately repeat keys it brings in
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in first_seen:
+                self.duplicate_keys.append((key_node.value, key_node.start_mark, first_seen[key]))
+            else:
+                first_seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    _INT_TAG, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+
+_UNREADABLE = object()  # the text is not YAML at all: nothing more to check
+
+
+def _load_yaml(text: str, errs: _Errors) -> Any:
+    loader = None
+    try:
+        loader = _Loader(text)  # the reader rejects unprintable characters already here
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{errs.source}:{mark.line + 1}:{mark.column + 1}" if mark else errs.source
+        problem = (exc.problem or exc.context or "cannot parse").removeprefix("but ")
+        if exc.context and exc.context_mark and exc.problem:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        errs.line(f"{where}: YAML syntax error: {problem}")
+        return _UNREADABLE
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        errs.line(f"{errs.source}:{line}:{column}: YAML syntax error: unacceptable character "
+                  f"#x{code:04x}: {exc.reason}")
+        return _UNREADABLE
+    except yaml.YAMLError as exc:
+        errs.line(f"{errs.source}: YAML syntax error: {exc}")
+        return _UNREADABLE
+    finally:
+        if loader is not None:
+            loader.dispose()
+    for key, mark, first in loader.duplicate_keys:
+        errs.line(f"{errs.source}:{mark.line + 1}:{mark.column + 1}: key {key!r} appears twice "
+                  f"in one mapping (first at line {first.line + 1}); keep one")
+    return data
+
+
+def _top_level(errs: _Errors, data: Any) -> dict | None:
+    if data is None:
+        errs.line(f"{errs.source}: the file is empty (or only comments); start from {EXAMPLE}")
+        return None
+    if not isinstance(data, dict):
+        errs.line(f"{errs.source}: expected a mapping with 'interfaces' and 'forward' at the "
+                  f"top level, got {_got(data)}; see {EXAMPLE}")
+        return None
+    return data
+
+
+# --- sections -----------------------------------------------------------------
+
+def _section(errs: _Errors, top: dict, key: str) -> dict | None:
+    """An optional section; absent or empty (all keys commented out) means defaults."""
+    value = top.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errs.at(key, f"expected a mapping, got {_got(value)}; see {EXAMPLE}")
+        return None
+    return value
+
+
+def _interfaces(errs: _Errors, top: dict, suggested: set[str]
+                ) -> tuple[tuple[InterfaceConfig, ...] | None, list[str] | None]:
+    """The interfaces, and their names for checking rules against.
+
+    The names are None when some entry's name could not be read: checking
+    rules against a partial list would report references that are fine.
+    """
+    if "interfaces" not in top:
+        if "interfaces" not in suggested:
+            errs.at("interfaces", f"required key missing; list the netdevs xdpd owns, see {EXAMPLE}")
+        return None, None
+    raw = top["interfaces"]
+    if not isinstance(raw, list):
+        errs.at("interfaces", f"expected a list of netdevs, got {_got(raw)}; see {EXAMPLE}")
+        return None, None
+    if not raw:
+        errs.at("interfaces", "empty list; list at least one netdev, e.g. '- name: eth0'")
+        return None, None
+
+    before = len(errs)
+    interfaces: list[InterfaceConfig] = []
+    first_index: dict[str, int] = {}
+    names_readable = True
+    for i, item in enumerate(raw):
+        name, iface = _interface(errs, f"interfaces[{i}]", item)
+        if name is None:
+            names_readable = False
+        elif name in first_index:
+            errs.at(f"interfaces[{i}].name", f"{name!r} is listed twice "
+                    f"(also interfaces[{first_index[name]}]); list each netdev once")
+        else:
+            first_index[name] = i
+        if iface is not None:
+            interfaces.append(iface)
+    names = list(first_index) if names_readable else None
+    return (tuple(interfaces) if len(errs) == before else None), names
+
+
+def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, InterfaceConfig | None]:
+    if not isinstance(item, dict):
+        hint = f"; write '- name: {item}'" if isinstance(item, str) else ""
+        errs.at(path, f"expected a mapping, got {_got(item)}{hint}")
+        return None, None
+    before = len(errs)
+    suggested = _check_keys(errs, path, item, _INTERFACE_KEYS)
+    name = None
+    if "name" in item:
+        name = _netdev_name(errs, f"{path}.name", item["name"])
+    elif "name" not in suggested:
+        errs.at(f"{path}.name", "required key missing; give the netdev, e.g. 'name: eth0'")
+    defaults = InterfaceConfig(name="")
+    queues = _id_list(errs, f"{path}.queues", item.get("queues", defaults.queues),
+                      keyword="all", noun="queue", highest=MAX_QUEUE)
+    xdp_mode = _choice(errs, f"{path}.xdp_mode", item.get("xdp_mode", defaults.xdp_mode), XDP_MODES)
+    zero_copy = _choice(errs, f"{path}.zero_copy", item.get("zero_copy", defaults.zero_copy), ZERO_COPY)
+    fallback = _choice(errs, f"{path}.fallback", item.get("fallback", defaults.fallback), FALLBACKS)
+    if len(errs) > before:
+        return name, None
+    if queues != "all":
+        queues = tuple(sorted(queues))  # the order of queues carries no meaning
+    return name, InterfaceConfig(name=name, queues=queues, xdp_mode=xdp_mode,
+                                 zero_copy=zero_copy, fallback=fallback)
+
+
+def _forward(errs: _Errors, top: dict, names: list[str] | None, suggested: set[str]
+             ) -> tuple[ForwardRule, ...] | None:
+    if "forward" not in top:
+        if "forward" not in suggested:
+            errs.at("forward", "required key missing; say where packets from each interface go, "
+                               f"see {EXAMPLE}")
+        return None
+    raw = top["forward"]
+    if not isinstance(raw, list):
+        errs.at("forward", f"expected a list of rules, got {_got(raw)}; see {EXAMPLE}")
+        return None
+    # An empty list is valid: every packet is dropped and counted as no_rule.
+    rules = [_rule(errs, f"forward[{i}]", i, item, names) for i, item in enumerate(raw)]
+    return None if None in rules else tuple(rules)
+
+
+def _rule(errs: _Errors, path: str, index: int, item: Any, names: list[str] | None
+          ) -> ForwardRule | None:
+    if not isinstance(item, dict):
+        errs.at(path, f"expected a mapping with 'from' and 'to' or 'action: drop', got {_got(item)}")
+        return None
+    before = len(errs)
+    suggested = _check_keys(errs, path, item, _RULE_KEYS)
+    from_ = None
+    if "from" in item:
+        from_ = _netdev_ref(errs, f"{path}.from", item["from"], names)
+    elif "from" not in suggested:
+        errs.at(f"{path}.from", "required key missing; name the ingress interface, e.g. 'from: eth0'")
+    target = _rule_target(errs, path, item, names, suggested)
+    dst = _mac(errs, f"{path}.set_dst_mac", item["set_dst_mac"]) if "set_dst_mac" in item else None
+    src = _mac(errs, f"{path}.set_src_mac", item["set_src_mac"], source=True) \
+        if "set_src_mac" in item else None
+    swap = _bool(errs, f"{path}.swap_macs", item.get("swap_macs", False))
+    if target is not None and swap is not None:
+        _check_rewrites(errs, path, item, target[0], swap)
+    if len(errs) > before:
+        return None
+    action, to = target
+    return ForwardRule(index=index, from_=from_, action=action, to=to,
+                       set_dst_mac=dst, set_src_mac=src, swap_macs=swap)
+
+
+def _rule_target(errs: _Errors, path: str, item: dict, names: list[str] | None,
+                 suggested: set[str]) -> tuple[str, str | None] | None:
+    """(action, to) from `to` and `action`: `to` implies forward, drop excludes `to`."""
+    action = item.get("action")
+    if "action" in item and _choice(errs, f"{path}.action", action, ACTIONS) is None:
+        return None
+    if action == "drop":
+        if "to" in item:
+            errs.at(f"{path}.to", f"{_show(item['to'])} given with 'action: drop'; a rule either "
+                                  "forwards (to) or drops (action: drop), remove one")
+            return None
+        return "drop", None
+    if "to" not in item:
+        if action == "forward":
+            errs.at(f"{path}.to", "required key missing with 'action: forward'; "
+                                  "name the egress interface, e.g. 'to: eth1'")
+        elif not suggested & {"to", "action"}:
+            errs.at(path, "no 'to' and no 'action'; add 'to: <interface>' to forward "
+                          "or 'action: drop' to drop")
+        return None
+    to = _netdev_ref(errs, f"{path}.to", item["to"], names)
+    return None if to is None else ("forward", to)
+
+
+def _check_rewrites(errs: _Errors, path: str, item: dict, action: str, swap: bool) -> None:
+    setters = [key for key in ("set_dst_mac", "set_src_mac") if key in item]
+    if action == "drop":
+        for key in setters + (["swap_macs"] if swap else []):
+            errs.at(f"{path}.{key}", f"a drop rule rewrites nothing; remove {key}, "
+                                     "or forward with 'to: <interface>'")
+    elif swap and setters:
+        errs.at(f"{path}.swap_macs", f"true cannot be combined with {' and '.join(setters)}; "
+                                     "swap the packet's own addresses or set new ones, not both")
+
+
+def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
+    if section is None:
+        return None
+    before, d = len(errs), WorkersConfig()
+    _check_keys(errs, "workers", section, _WORKERS_KEYS)
+    cpus = _id_list(errs, "workers.cpus", section.get("cpus", d.cpus),
+                    keyword="auto", noun="CPU", highest=None)
+    batch_size = _int_in(errs, "workers.batch_size", section.get("batch_size", d.batch_size), 1, 1024)
+    idle = _choice(errs, "workers.idle", section.get("idle", d.idle), IDLE)
+    if len(errs) > before:
+        return None
+    return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle)
+
+
+def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:
+    if section is None:
+        return None
+    before, d = len(errs), UmemConfig()
+    _check_keys(errs, "umem", section, _UMEM_KEYS)
+    frame_size = _choice(errs, "umem.frame_size", section.get("frame_size", d.frame_size), FRAME_SIZES)
+    frames = _power_of_two(errs, "umem.frames_per_worker",
+                           section.get("frames_per_worker", d.frames_per_worker), 512, 65536)
+    if len(errs) > before:
+        return None
+    return UmemConfig(frame_size=frame_size, frames_per_worker=frames)
+
+
+def _rings(errs: _Errors, section: dict | None) -> RingsConfig | None:
+    if section is None:
+        return None
+    before, d = len(errs), RingsConfig()
+    _check_keys(errs, "rings", section, _RINGS_KEYS)
+    sizes = {key: _power_of_two(errs, f"rings.{key}", section.get(key, getattr(d, key)), 64, 16384)
+             for key in _RINGS_KEYS}
+    if len(errs) > before:
+        return None
+    return RingsConfig(**sizes)
+
+
+def _metrics(errs: _Errors, section: dict | None) -> MetricsConfig | None:
+    if section is None:
+        return None
+    before = len(errs)
+    _check_keys(errs, "metrics", section, _METRICS_KEYS)
+    if "listen" in section:
+        listen = _listen(errs, "metrics.listen", section["listen"])
+    else:
+        listen = MetricsConfig().listen
+    if len(errs) > before:
+        return None
+    return MetricsConfig(listen=listen)
+
+
+# --- values -------------------------------------------------------------------
+# Each checker returns the value, or None after recording why it is wrong.
+
+def _check_keys(errs: _Errors, path: str, mapping: dict, allowed: tuple[str, ...]) -> set[str]:
+    """Report unknown keys; return the keys suggested instead, so that the
+    caller does not also call them missing."""
+    suggested = set()
+    for key in mapping:
+        if isinstance(key, str) and key in allowed:
+            continue
+        # a key already present is no answer to "did you mean"
+        unused = [k for k in allowed if k not in mapping]
+        match = difflib.get_close_matches(key, unused, n=1) if isinstance(key, str) else []
+        where = _join(path, key if isinstance(key, str) else _show(key))
+        if match:
+            errs.at(where, f"unknown key; did you mean '{match[0]}'?")
+            suggested.add(match[0])
+        else:
+            errs.at(where, f"unknown key; allowed keys: {', '.join(allowed)}")
+    return suggested
+
+
+def _int(errs: _Errors, path: str, value: Any) -> int | None:
+    # bool is a subclass of int in Python; `true` is not a number in a config
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    errs.at(path, f"expected an integer, got {_got(value)}")
+    return None
+
+
+def _int_in(errs: _Errors, path: str, value: Any, lowest: int, highest: int) -> int | None:
+    n = _int(errs, path, value)
+    if n is not None and not lowest <= n <= highest:
+        errs.at(path, f"{n} is out of range; use {lowest} to {highest}")
+        return None
+    return n
+
+
+def _power_of_two(errs: _Errors, path: str, value: Any, lowest: int, highest: int) -> int | None:
+    n = _int(errs, path, value)
+    if n is None:
+        return None
+    if not lowest <= n <= highest:
+        errs.at(path, f"{n} is out of range; use a power of two from {lowest} to {highest}")
+        return None
+    if n & (n - 1):
+        below = 1 << (n.bit_length() - 1)
+        errs.at(path, f"{n} is not a power of two; use {below} or {below * 2}")
+        return None
+    return n
+
+
+def _bool(errs: _Errors, path: str, value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    errs.at(path, f"expected true or false, got {_got(value)}")
+    return None
+
+
+def _choice(errs: _Errors, path: str, value: Any, allowed: tuple) -> Any:
+    """One of a few words, or of a few numbers."""
+    if isinstance(allowed[0], int):
+        value = _int(errs, path, value)
+        if value is None:
+            return None
+    elif not isinstance(value, str):
+        errs.at(path, f"expected {_one_of(allowed)}, got {_got(value)}")
+        return None
+    if value in allowed:
+        return value
+    errs.at(path, f"{_show(value)} is not allowed; use {_one_of(allowed)}")
+    return None
+
+
+def _id_list(errs: _Errors, path: str, value: Any, keyword: str, noun: str,
+             highest: int | None) -> str | tuple[int, ...] | None:
+    """`keyword` or a non-empty list of distinct numbers >= 0 (queues, CPUs), in the order given."""
+    if value == keyword:
+        return keyword
+    if isinstance(value, str):
+        errs.at(path, f"{_show(value)} is not allowed; use '{keyword}' or a list of "
+                      f"{noun} numbers, e.g. [0, 1]")
+        return None
+    if not isinstance(value, list):
+        hint = f"; write [{value}]" if type(value) is int else ""
+        errs.at(path, f"expected '{keyword}' or a list of {noun} numbers, got {_got(value)}{hint}")
+        return None
+    if not value:
+        errs.at(path, f"empty list; use '{keyword}' or list at least one {noun}, e.g. [0]")
+        return None
+    first_index: dict[int, int] = {}
+    ok = True
+    for i, item in enumerate(value):
+        n = _int(errs, f"{path}[{i}]", item)
+        if n is None:
+            ok = False
+        elif n < 0 or highest is not None and n > highest:
+            allowed = f"use 0 to {highest}" if highest is not None else f"{noun} numbers start at 0"
+            errs.at(f"{path}[{i}]", f"{noun} {n} is out of range; {allowed}")
+            ok = False
+        elif n in first_index:
+            errs.at(f"{path}[{i}]", f"{noun} {n} is listed twice (also {path}[{first_index[n]}]); "
+                                    f"list each {noun} once")
+            ok = False
+        else:
+            first_index[n] = i
+    return tuple(first_index) if ok else None
+
+
+def _netdev_name(errs: _Errors, path: str, value: Any) -> str | None:
+    if not isinstance(value, str):
+        errs.at(path, f"expected a netdev name, got {_got(value)}{_quote_hint(value)}")
+        return None
+    size = len(value.encode())
+    if not value:
+        errs.at(path, "empty name; give the netdev, e.g. 'eth0'")
+    elif size > MAX_NETDEV_NAME:
+        unit = "characters" if value.isascii() else "bytes in UTF-8"
+        errs.at(path, f"{_show(value)} is {size} {unit} long; netdev names have at most "
+                      f"{MAX_NETDEV_NAME}")
+    elif value in (".", "..") or any(c in "/:" or c.isspace() for c in value):
+        # the kernel's dev_valid_name() rules
+        errs.at(path, f"{_show(value)} is not a valid netdev name; it cannot be '.' or '..' "
+                      "or contain '/', ':' or whitespace")
+    else:
+        return value
+    return None
+
+
+def _netdev_ref(errs: _Errors, path: str, value: Any, names: list[str] | None) -> str | None:
+    """A reference to a listed interface; unchecked when the list itself is broken."""
+    if not isinstance(value, str):
+        errs.at(path, f"expected an interface name, got {_got(value)}{_quote_hint(value)}")
+        return None
+    if names is not None and value not in names:
+        errs.at(path, f"{_show(value)} is not a configured interface; add it under 'interfaces' "
+                      f"or use one of: {', '.join(names)}")
+        return None
+    return value
+
+
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+
+
+def _mac(errs: _Errors, path: str, value: Any, source: bool = False) -> bytes | None:
+    if not isinstance(value, str):
+        errs.at(path, f"expected a MAC address such as '{MAC_EXAMPLE}', got {_got(value)}")
+        return None
+    if not _MAC.fullmatch(value):
+        errs.at(path, f"{_show(value)} is not a MAC address; write six hex pairs, e.g. '{MAC_EXAMPLE}'")
+        return None
+    mac = bytes.fromhex(value.replace(":", ""))
+    # IEEE 802.3: the I/G bit marks a group address, which no frame may carry as its source
+    if source and mac[0] & 1:
+        errs.at(path, f"{_show(value)} is a multicast address; a source MAC must be unicast "
+                      "(first byte even)")
+        return None
+    return mac
+
+
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+_LISTEN_EXAMPLE = "write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464'"
+
+
+def _listen(errs: _Errors, path: str, value: Any) -> tuple[str, int] | None:
+    """HOST:PORT or [IPv6]:PORT; the caller treats null as 'no endpoint'."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errs.at(path, f"expected 'HOST:PORT' or null, got {_got(value)}; {_LISTEN_EXAMPLE}")
+        return None
+    shown = _show(value)
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            errs.at(path, f"{shown} has no closing ']'; {_LISTEN_EXAMPLE}")
+            return None
+        if not _is_ipv6(host):
+            errs.at(path, f"{_show(host)} in {shown} is not an IPv6 address; {_LISTEN_EXAMPLE}")
+            return None
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            errs.at(path, f"{shown} has {_show(rest)} after ']'; {_LISTEN_EXAMPLE}")
+            return None
+    else:
+        host, colon, port_text = value.rpartition(":")
+        if not colon:
+            host, port_text = value, None
+        elif ":" in host:
+            errs.at(path, f"{shown} has an IPv6 address without brackets; write '[IPv6]:PORT', "
+                          "e.g. '[::1]:9464'")
+            return None
+        if not host:
+            example = port_text or "9464"
+            errs.at(path, f"{shown} has no host; write '0.0.0.0:{example}' for every IPv4 address "
+                          f"or '127.0.0.1:{example}' for this machine only")
+            return None
+        if not _is_host(host):
+            errs.at(path, f"{_show(host)} in {shown} is not an IP address or host name; "
+                          f"{_LISTEN_EXAMPLE}")
+            return None
+    if not port_text:
+        errs.at(path, f"{shown} has no port; {_LISTEN_EXAMPLE}")
+        return None
+    if not (port_text.isascii() and port_text.isdigit()):
+        errs.at(path, f"port {_show(port_text)} in {shown} is not a number; use 0 to 65535")
+        return None
+    port = int(port_text)
+    if port > 65535:
+        errs.at(path, f"port {port} in {shown} is out of range; use 0 to 65535")
+        return None
+    return host, port
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(text: str) -> bool:
+    if all(part.isdigit() for part in text.split(".")):  # looks like IPv4: must be one
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOSTNAME.fullmatch(text))
+
+
+# --- message helpers ----------------------------------------------------------
+
+class _Errors:
+    """The messages found so far, each prefixed with the source file."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.lines: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def at(self, path: str, message: str) -> None:
+        self.lines.append(f"{self.source}: {path}: {message}")
+
+    def line(self, text: str) -> None:
+        """A message that has no YAML path (the file as a whole, or a line:col)."""
+        self.lines.append(text)
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError(self.lines)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _one_of(allowed: tuple) -> str:
+    words = [str(a) for a in allowed]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "float", str: "string",
+               list: "list", dict: "mapping"}
+
+
+def _got(value: Any) -> str:
+    """What a value is, for 'expected X, got ...': `string '64x'`, `null`."""
+    if value is None:
+        return "null"
+    return f"{_TYPE_NAMES.get(type(value), type(value).__name__)} {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    """A value as the operator wrote it, more or less, in YAML notation."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+        return text if len(text) <= 40 else text[:37] + "..."
+    return str(value)
+
+
+def _quote_hint(value: Any) -> str:
+    """YAML reads `name: 1234` as a number; netdev names may well look like one."""
+    return "; write it in quotes" if isinstance(value, (int, float)) else ""

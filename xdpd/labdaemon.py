@@ -1,0 +1,185 @@
+"""A real `xdpd run` inside a veth lab: used by the demo, the integration
+tests and the benchmarks, so that all three drive the daemon the same way
+an operator does (a process, a YAML file, /metrics)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .traffic import child_env
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class DaemonError(RuntimeError):
+    pass
+
+
+def run_in_netns(ns: str, fn, *args, timeout: float = 30.0):
+    """Call fn(*args) on a thread that joined network namespace ns.
+
+    setns() moves only the calling thread, so the caller's own namespace
+    never changes."""
+    box: dict = {}
+
+    def target():
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn(*args)
+        except BaseException as e:     # re-raised in the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"call in netns {ns} did not return within {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _http_get(url: str, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+class Metrics:
+    """One parsed scrape: samples by name, each a list of (labels, value)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.samples: dict[str, list[tuple[dict, float]]] = defaultdict(list)
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                self.samples[s.name].append((s.labels, s.value))
+
+    def value(self, name: str, **labels) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        return sum(v for lab, v in self.samples.get(name, [])
+                   if all(lab.get(k) == str(x) for k, x in labels.items()))
+
+    def by(self, name: str, *keys: str) -> dict[tuple, float]:
+        out: dict[tuple, float] = defaultdict(float)
+        for lab, v in self.samples.get(name, []):
+            out[tuple(lab.get(k) for k in keys)] += v
+        return dict(out)
+
+
+class LabDaemon:
+    """`xdpd run` in the lab's dut namespace, on a config written for it."""
+
+    def __init__(self, lab, config_yaml: str, port: int = 9464, log_path: str | None = None):
+        self.lab = lab
+        self.port = port
+        self._dir = tempfile.TemporaryDirectory(prefix="xdpd-lab-")
+        self.config_path = os.path.join(self._dir.name, "xdpd.yaml")
+        with open(self.config_path, "w") as f:
+            f.write(config_yaml)
+        self.log_path = log_path or os.path.join(self._dir.name, "xdpd.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready_timeout: float = 30.0) -> "LabDaemon":
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = self.lab.popen(
+                self.lab.dut_ns,
+                [sys.executable, "-m", "xdpd", "run", "--config", self.config_path],
+                stdout=log, stderr=subprocess.STDOUT, env=child_env())
+        finally:
+            log.close()
+        self.wait_ready(ready_timeout)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def scrape(self, timeout: float = 5.0) -> Metrics:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        return Metrics(run_in_netns(self.lab.dut_ns, _http_get, url, timeout,
+                                    timeout=timeout + 1))
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DaemonError(f"xdpd exited with status {self.proc.returncode} "
+                                  f"before it was ready:\n{self.log()}")
+            try:
+                if self.scrape(timeout=1.0).value("xdpd_ready") == 1:
+                    return
+            except (OSError, TimeoutError) as e:
+                last = e
+            time.sleep(0.05)
+        raise DaemonError(f"xdpd not ready within {timeout} s ({last}):\n{self.log()}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait; SIGKILL if it hangs. Returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def __enter__(self) -> "LabDaemon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def forward_config(lab, *, port: int = 9464, reverse: str = "forward",
+                   extra: str = "") -> str:
+    """in0 -> out0 rewriting the destination MAC to the sink's; out0 -> in0
+    back to the generator's, or dropped (reverse="drop")."""
+    back = (f"""  - from: {lab.OUT_DEV}
+    to: {lab.IN_DEV}
+    set_dst_mac: "{lab.MACS[lab.GEN_DEV]}"
+""" if reverse == "forward" else f"""  - from: {lab.OUT_DEV}
+    action: drop
+""")
+    return f"""interfaces:
+  - name: {lab.IN_DEV}
+    queues: all
+  - name: {lab.OUT_DEV}
+    queues: all
+forward:
+  - from: {lab.IN_DEV}
+    to: {lab.OUT_DEV}
+    set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"
+{back}metrics:
+  listen: "127.0.0.1:{port}"
+{extra}"""

@@ -1,0 +1,209 @@
+"""Facts about this host's netdevs and CPUs, read from the kernel; changes nothing.
+
+Design
+------
+Every answer is for the network namespace the process is in *now*, which
+rules out trusting /sys/class/net: sysfs shows the netdevs of the namespace
+that mounted it.  `ip netns exec` remounts /sys for the new namespace, but
+`nsenter --net` (setns(2) in general) does not, so a daemon started that way
+sees another namespace's netdevs under /sys.  Hence:
+
+* existence and ifindex: if_nametoindex(3), an ioctl on a socket, and a
+  socket belongs to the namespace it was created in;
+* MAC address and allocated queue count: rtnetlink (pyroute2), also per
+  namespace;
+* rx queue count: what matters for AF_XDP is real_num_rx_queues, the queues
+  in use (the kernel refuses to bind a socket to a queue at or above it).
+  rtnetlink does not report it: IFLA_NUM_RX_QUEUES is the number allocated
+  (a veth's `numrxqueues`), which `ethtool -L` can lower the real count below.
+  So, best first: the rx-* entries under /sys/class/net/NAME/queues, which
+  follow real_num_rx_queues exactly, when /sys is this namespace's; else the
+  ethtool channel counts (what `ethtool -l` prints, asked per namespace);
+  else, for drivers without channel support, IFLA_NUM_RX_QUEUES.
+
+pyroute2 is imported inside the functions that need it, so importing this
+module costs nothing and the config checker can run without it.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+from typing import Protocol
+
+__all__ = ["Host", "HostFacts", "NetdevError", "parse_cpulist"]
+
+SYS_NET = "/sys/class/net"
+SYS_CPU_ONLINE = "/sys/devices/system/cpu/online"
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GCHANNELS = 0x3C
+
+# struct ethtool_channels {
+#         __u32   cmd;
+#         __u32   max_rx;
+#         __u32   max_tx;
+#         __u32   max_other;
+#         __u32   max_combined;
+#         __u32   rx_count;
+#         __u32   tx_count;
+#         __u32   other_count;
+#         __u32   combined_count;
+# };
+_ETHTOOL_CHANNELS = struct.Struct("9I")
+
+# struct ifreq {
+#         char ifr_name[IFNAMSIZ];        /* 16 */
+#         union { ...; void *ifr_data; }; /* 24 bytes: struct ifmap is the largest member */
+# };
+_IFREQ = struct.Struct("16sP")
+_IFREQ_SIZE = 40
+
+
+class NetdevError(OSError):
+    """A netdev question the kernel could not answer; errno is kept."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+class HostFacts(Protocol):
+    """What the config checker asks of a host; tests pass a fake."""
+
+    def netdev_exists(self, name: str) -> bool: ...
+
+    def rx_queue_count(self, name: str) -> int: ...
+
+    def online_cpus(self) -> frozenset[int]: ...
+
+
+class Host:
+    """The real host, as seen from the current network namespace."""
+
+    def netdev_exists(self, name: str) -> bool:
+        try:
+            socket.if_nametoindex(name)
+        except (OSError, ValueError):  # ValueError: a name with a NUL in it
+            return False
+        return True
+
+    def ifindex(self, name: str) -> int:
+        try:
+            return socket.if_nametoindex(name)
+        except (OSError, ValueError):
+            raise _not_found(name) from None
+
+    def ifname(self, ifindex: int) -> str:
+        try:
+            return socket.if_indextoname(ifindex)
+        except OSError:
+            raise NetdevError(errno.ENODEV, f"no netdev with ifindex {ifindex}; "
+                                            "see 'ip link show'") from None
+
+    def rx_queue_count(self, name: str) -> int:
+        """The rx queues in use (real_num_rx_queues); see the module docstring."""
+        self.ifindex(name)  # a missing netdev is an error, not a count
+        count = _sysfs_rx_queues(name)
+        if count is None:
+            count = _ethtool_rx_channels(name)
+        if count is None:
+            count = _netlink_link(name).get_attr("IFLA_NUM_RX_QUEUES")
+        return count
+
+    def mac_address(self, name: str) -> bytes:
+        address = _netlink_link(name).get_attr("IFLA_ADDRESS")
+        if not address:  # e.g. a tun device in L3 mode
+            raise NetdevError(errno.EADDRNOTAVAIL, f"netdev {name!r} has no link-layer address")
+        return bytes.fromhex(address.replace(":", ""))
+
+    def online_cpus(self) -> frozenset[int]:
+        """CPUs that are online and that this process may run on.
+
+        The affinity mask alone can name CPUs that went offline; the online
+        list alone ignores a cpuset or taskset the daemon was started under.
+        """
+        allowed = frozenset(os.sched_getaffinity(0))
+        try:
+            with open(SYS_CPU_ONLINE) as f:
+                online = parse_cpulist(f.read())
+        except OSError:
+            return allowed
+        return allowed & online
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """The kernel's cpulist notation ("0-3,6,8-9") as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
+def _not_found(name: str) -> NetdevError:
+    return NetdevError(errno.ENODEV, f"netdev {name!r} not found; see 'ip link show'")
+
+
+def _sysfs_rx_queues(name: str) -> int | None:
+    """Count queues/rx-*, or None when /sys may belong to another namespace."""
+    if not _sysfs_is_current_netns(name):
+        return None
+    try:
+        entries = os.listdir(os.path.join(SYS_NET, name, "queues"))
+    except OSError:
+        return None
+    return sum(1 for entry in entries if entry.startswith("rx-")) or None
+
+
+def _sysfs_is_current_netns(name: str) -> bool:
+    """Whether /sys/class/net lists exactly this namespace's netdevs.
+
+    Sysfs carries no namespace id to compare, so compare what it lists, name
+    and ifindex, with what a socket of this namespace reports.
+    """
+    try:
+        current = {n: i for i, n in socket.if_nameindex()}
+        listed = set(os.listdir(SYS_NET))
+        if listed != set(current) or name not in current:
+            return False
+        with open(os.path.join(SYS_NET, name, "ifindex")) as f:
+            return int(f.read()) == current[name]
+    except (OSError, ValueError):
+        return False
+
+
+def _ethtool_rx_channels(name: str) -> int | None:
+    """rx + combined channels from ETHTOOL_GCHANNELS, or None without driver support."""
+    channels = ctypes.create_string_buffer(_ETHTOOL_CHANNELS.pack(ETHTOOL_GCHANNELS, *[0] * 8))
+    ifreq = _IFREQ.pack(name.encode(), ctypes.addressof(channels)).ljust(_IFREQ_SIZE, b"\0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise _not_found(name) from None
+        return None  # EOPNOTSUPP: the driver has no get_channels
+    fields = _ETHTOOL_CHANNELS.unpack_from(channels.raw)
+    rx_count, combined_count = fields[5], fields[8]
+    # a driver may report only maximums; zero is no answer, not a count
+    return (rx_count + combined_count) or None
+
+
+def _netlink_link(name: str):
+    """The RTM_NEWLINK answer for `name` in this namespace."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        try:
+            return tuple(ipr.link("get", ifname=name))[0]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                raise _not_found(name) from None
+            raise NetdevError(exc.code, f"netlink RTM_GETLINK for {name!r} failed: "
+                                        f"{os.strerror(exc.code)}") from None
