@@ -120,6 +120,17 @@ class LabDaemon:
         return Metrics(run_in_netns(self.lab.dut_ns, _http_get, url, timeout,
                                     timeout=timeout + 1))
 
+    def wait_for(self, predicate, timeout: float = 10.0) -> Metrics:
+        """Scrape until predicate(metrics) holds; return those metrics."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.scrape()
+            if predicate(m):
+                return m
+            if time.monotonic() > deadline:
+                raise DaemonError(f"condition not met within {timeout} s; last scrape:\n{m.text}")
+            time.sleep(0.05)
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last = None

@@ -1,0 +1,25 @@
+"""Helpers shared by the integration tests."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT_ONLY = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (XDP, AF_XDP, network namespaces)"),
+    pytest.mark.skipif(not (shutil.which("ip") and shutil.which("nsenter")
+                            and shutil.which("ethtool")),
+                       reason="needs iproute2, nsenter and ethtool"),
+]
+
+
+def xdp_attached(lab, ns: str, dev: str) -> bool:
+    info = json.loads(lab.run(ns, "ip", "-j", "-d", "link", "show", dev).stdout)[0]
+    return "xdp" in info
+
+
+def processes_in_netns(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]

@@ -1,0 +1,147 @@
+"""xdpd end to end: a real daemon forwarding between veths in namespaces."""
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import pytest
+
+from integration_helpers import ROOT_ONLY, processes_in_netns, xdp_attached
+from xdpd.labdaemon import forward_config
+from xdpd.traffic import SinkProcess, child_env, send_in_ns
+
+pytestmark = ROOT_ONLY
+
+N = 20_000
+
+
+def assert_frames_add_up(m):
+    locations = m.by("xdpd_umem_frames", "location")
+    assert set(k[0] for k in locations) == {"free", "rx", "tx", "handoff"}
+    assert sum(locations.values()) == m.value("xdpd_umem_frames_capacity") > 0
+
+
+def test_forwards_every_packet_with_rewritten_mac(lab, start_daemon):
+    daemon = start_daemon(forward_config(lab))
+    with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=11, expect=N, idle=2.0) as sink:
+        sent = send_in_ns(lab, lab.gen_ns, lab.GEN_DEV, dst_mac=lab.MACS[lab.IN_DEV],
+                          count=N, flows=64, tag=11)
+        got = sink.result(timeout=30)
+    assert sent["sent"] == N
+    assert got["received"] == N
+    assert got["by_dst_mac"] == {lab.MACS[lab.SINK_DEV]: N}
+    assert got["bad_payload"] == 0 and got["duplicates"] == 0
+
+    m = daemon.scrape()
+    per_queue = m.by("xdpd_rx_packets_total", "netdev", "queue")
+    assert per_queue[("in0", "0")] > 0 and per_queue[("in0", "1")] > 0, per_queue
+    assert m.value("xdpd_rx_packets_total", netdev="in0") == N
+    assert m.value("xdpd_tx_packets_total", netdev="out0") == N
+    assert m.value("xdpd_rx_bytes_total", netdev="in0") == N * 64
+    assert m.value("xdpd_tx_bytes_total", netdev="out0") == N * 64
+    assert m.value("xdpd_dropped_packets_total") == 0
+    assert m.value("xdpd_xdp_packets_total", netdev="in0", verdict="redirected") == N
+    assert_frames_add_up(m)
+
+
+def test_forwards_both_directions_at_once(lab, start_daemon):
+    start_daemon(forward_config(lab))
+    with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=21, expect=N, idle=2.0) as east, \
+            SinkProcess(lab, lab.gen_ns, lab.GEN_DEV, tag=22, expect=N, idle=2.0) as west, \
+            concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a = pool.submit(send_in_ns, lab, lab.gen_ns, lab.GEN_DEV,
+                        dst_mac=lab.MACS[lab.IN_DEV], count=N, tag=21)
+        b = pool.submit(send_in_ns, lab, lab.sink_ns, lab.SINK_DEV,
+                        dst_mac=lab.MACS[lab.OUT_DEV], count=N, tag=22)
+        assert a.result()["sent"] == N and b.result()["sent"] == N
+        got_east, got_west = east.result(timeout=30), west.result(timeout=30)
+    assert got_east["received"] == N and got_east["bad_payload"] == 0
+    assert got_west["received"] == N and got_west["bad_payload"] == 0
+    assert got_east["by_dst_mac"] == {lab.MACS[lab.SINK_DEV]: N}
+    assert got_west["by_dst_mac"] == {lab.MACS[lab.GEN_DEV]: N}
+
+
+def test_drop_rule_drops_and_counts(lab, start_daemon):
+    daemon = start_daemon(forward_config(lab, reverse="drop"))
+    n = 5000
+    with SinkProcess(lab, lab.gen_ns, lab.GEN_DEV, tag=31, idle=1.0, timeout=4) as sink:
+        send_in_ns(lab, lab.sink_ns, lab.SINK_DEV, dst_mac=lab.MACS[lab.OUT_DEV],
+                   count=n, tag=31)
+        got = sink.result(timeout=30)
+    assert got["received"] == 0
+    m = daemon.scrape()
+    assert m.value("xdpd_dropped_packets_total", netdev="out0", reason="rule") == n
+    assert m.value("xdpd_rx_packets_total", netdev="out0") == n
+    assert m.value("xdpd_tx_packets_total") == 0
+    assert_frames_add_up(m)
+
+
+def test_traffic_without_a_rule_is_dropped_as_no_rule(lab, start_daemon):
+    cfg = forward_config(lab).replace(
+        f"""  - from: {lab.OUT_DEV}
+    to: {lab.IN_DEV}
+    set_dst_mac: "{lab.MACS[lab.GEN_DEV]}"
+""", "")
+    daemon = start_daemon(cfg)
+    n = 3000
+    send_in_ns(lab, lab.sink_ns, lab.SINK_DEV, dst_mac=lab.MACS[lab.OUT_DEV], count=n, tag=41)
+    m = daemon.wait_for(lambda m: m.value("xdpd_dropped_packets_total", reason="no_rule") >= n)
+    assert m.value("xdpd_dropped_packets_total", netdev="out0", reason="no_rule") == n
+
+
+def test_stop_leaves_nothing_and_a_second_start_works(lab, start_daemon):
+    before = set(processes_in_netns(lab.dut_ns))
+    for round_ in range(2):
+        daemon = start_daemon(forward_config(lab))
+        workers = set(processes_in_netns(lab.dut_ns)) - before - {daemon.proc.pid}
+        assert len(workers) == 4, workers      # one per (netdev, queue)
+        for pid in workers:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert f.read().startswith(b"xdpd: worker ")
+        assert xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
+        assert xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
+        with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=50 + round_, expect=1000) as sink:
+            send_in_ns(lab, lab.gen_ns, lab.GEN_DEV, dst_mac=lab.MACS[lab.IN_DEV],
+                       count=1000, tag=50 + round_)
+            assert sink.result(timeout=30)["received"] == 1000
+
+        assert daemon.stop() == 0
+        assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
+        assert not xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
+        for pid in workers:
+            assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived xdpd"
+        assert set(processes_in_netns(lab.dut_ns)) <= before
+        # memfds die with their last holder; nothing named is left in /dev/shm
+        assert not [f for f in os.listdir("/dev/shm") if "xdpd" in f]
+
+
+def test_check_config_against_the_lab(lab, tmp_path):
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(forward_config(lab))
+    out = subprocess.run(lab.nsenter(lab.dut_ns) + [sys.executable, "-m", "xdpd",
+                         "check-config", str(path)], capture_output=True, text=True,
+                         env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert "workers: 4" in out.stdout
+    assert "in0/q1" in out.stdout and "forward to out0" in out.stdout
+
+    path.write_text(forward_config(lab).replace("queues: all", "queues: [0, 5]", 1))
+    out = subprocess.run(lab.nsenter(lab.dut_ns) + [sys.executable, "-m", "xdpd",
+                         "check-config", str(path)], capture_output=True, text=True,
+                         env=child_env())
+    assert out.returncode == 78
+    assert f"{path}: interfaces[0].queues: queue 5 not on in0 (2 rx queues; " \
+           "see 'ethtool -l in0')" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_config_at_start_exits_78_without_traceback(lab, tmp_path):
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(forward_config(lab).replace("out0", "out9"))
+    out = subprocess.run(lab.nsenter(lab.dut_ns) + [sys.executable, "-m", "xdpd", "run",
+                         "--config", str(path)], capture_output=True, text=True,
+                         env=child_env(), timeout=30)
+    assert out.returncode == 78
+    assert "netdev 'out9' not found" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
