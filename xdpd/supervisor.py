@@ -194,7 +194,8 @@ class Supervisor:
                 break
             except XskError as e:
                 if n + 1 < len(choices):
-                    log.info("zero-copy not available (%s); using copy mode", e)
+                    log.info("zero-copy not available (%s: %s); using copy mode for "
+                             "all sockets", e.what, errno.errorcode.get(e.errno, e.errno))
                     continue
                 raise SetupError(str(e)) from None
         self.zero_copy = choices[n]
@@ -329,7 +330,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGCHLD, self._on_sigchld)
         while not self._stop:
-            select.select([self._wake_r], [], [], 0.5)
+            select.select([self._wake_r], [], [], self._next_timeout())
             try:
                 while os.read(self._wake_r, 64):
                     pass
@@ -339,6 +340,12 @@ class Supervisor:
                 break
             self.reap_workers()
             self.replace_workers()
+
+    def _next_timeout(self) -> float:
+        """Wake at least every 0.5 s, and in time for the next restart."""
+        now = time.monotonic()
+        due = [w.next_start - now for w in self.workers if w.state == WorkerState.BACKOFF]
+        return max(0.0, min([0.5] + due))
 
     def reap_workers(self) -> None:
         now = time.monotonic()

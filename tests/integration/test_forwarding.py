@@ -145,3 +145,19 @@ def test_bad_config_at_start_exits_78_without_traceback(lab, tmp_path):
     assert "netdev 'out9' not found" in out.stderr
     assert "Traceback" not in out.stderr
     assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
+
+
+def test_killed_worker_is_replaced_on_the_same_socket(lab, start_daemon):
+    daemon = start_daemon(forward_config(lab))
+    pids = [p for p in processes_in_netns(lab.dut_ns) if p != daemon.proc.pid]
+    victim = next(p for p in pids
+                  if open(f"/proc/{p}/cmdline", "rb").read().startswith(b"xdpd: worker in0/q1"))
+    os.kill(victim, 9)
+    daemon.wait_for(lambda m: m.value("xdpd_worker_restarts_total", netdev="in0", queue="1") == 1
+                    and m.value("xdpd_worker_up") == 4, timeout=10)
+    with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=61, expect=N, idle=2.0) as sink:
+        send_in_ns(lab, lab.gen_ns, lab.GEN_DEV, dst_mac=lab.MACS[lab.IN_DEV], count=N, tag=61)
+        assert sink.result(timeout=30)["received"] == N
+    m = daemon.scrape()
+    assert m.value("xdpd_rx_packets_total", netdev="in0", queue="1") > 0
+    assert_frames_add_up(m)

@@ -1,0 +1,84 @@
+"""The shared control area and the rule compiler, without a kernel."""
+import os
+
+import pytest
+
+from xdpd import _fastpath
+from xdpd.config import parse_config
+from xdpd.shared_umem import Region, UmemGeometry
+from xdpd.supervisor import Interface, Worker, compile_table
+from xdpd.config import WorkerPlan
+
+
+@pytest.fixture
+def control():
+    geo = UmemGeometry(nworkers=3, frames_per_worker=512, frame_size=2048)
+    region = Region("test-control", geo.control_size())
+    ctl = _fastpath.Control(region.fd, region.size)
+    ctl.format(geo.nworkers, geo.frames_per_worker, geo.frame_size, geo.ring_entries)
+    yield ctl
+    ctl.close()
+    region.close()
+
+
+def test_fresh_area_has_every_frame_free(control):
+    for w in range(3):
+        assert control.worker_frames(w) == {"free": 512, "rx": 0, "tx": 0, "handoff": 0}
+        stats = control.worker_stats(w)
+        assert stats["rx_packets"] == 0
+        assert set(stats["drops"]) == set(_fastpath.DROP_REASONS)
+        assert control.worker_liveness(w) == (0, 0, _fastpath.STATE_NONE, 0)
+
+
+def test_worker_index_is_checked(control):
+    with pytest.raises(IndexError):
+        control.worker_frames(3)
+
+
+def test_tables_flip_and_generation_moves(control):
+    assert control.generation() == 0
+    assert control.write_table([{"action": "forward", "egress": [1, 2],
+                                 "set_dst_mac": b"\x02\0\0\0\0\x04"}, {"action": "drop"}]) == 1
+    assert control.write_table([None, None]) == 2
+    assert control.generation() == 2
+
+
+@pytest.mark.parametrize("rules, error", [
+    ([{"action": "forward", "egress": []}], "forward rule without egress workers"),
+    ([{"action": "forward", "egress": [7]}], "egress worker 7 out of range"),
+    ([{"action": "bounce"}], "action must be forward or drop"),
+    ([{"action": "drop", "set_dst_mac": b"\x02"}], "MAC must be 6 bytes"),
+], ids=["no-egress", "egress-range", "action", "mac-length"])
+def test_bad_tables_are_refused(control, rules, error):
+    with pytest.raises(ValueError, match=error):
+        control.write_table(rules)
+    assert control.generation() == 0
+
+
+def test_ring_entries_must_cover_a_workers_frames():
+    with pytest.raises(ValueError, match="ring_entries"):
+        _fastpath.control_size(2, 1024, 2048, 512)
+
+
+def test_compile_table_maps_rules_to_egress_workers():
+    config = parse_config("""
+interfaces:
+  - name: a
+  - name: b
+  - name: c
+forward:
+  - from: a
+    to: b
+    set_dst_mac: "02:00:00:00:00:04"
+  - from: b
+    action: drop
+""")
+    ifaces = [Interface(n, i, 10 + i, program=None) for i, n in enumerate("abc")]
+    workers = [Worker(i, WorkerPlan(n, q, 0, f"{n}/q{q}"), "abc".index(n), socket=None)
+               for i, (n, q) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0)])]
+    table = compile_table(config, ifaces, workers)
+    assert table[0] == {"action": "forward", "egress": [2, 3],
+                        "set_dst_mac": bytes.fromhex("020000000004"),
+                        "set_src_mac": None, "swap_macs": False}
+    assert table[1] == {"action": "drop"}
+    assert table[2] is None        # no rule: dropped as no_rule
