@@ -11,7 +11,8 @@ APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv 
 PYTEST_ARGS ?=
 DEMO_SECONDS ?= 5
 
-.PHONY: all deps venv build demo test test-unit test-bpf test-integration install-check clean
+# Benchmarks report numbers and are not part of `make test`.
+.PHONY: all deps venv build demo test bench test-unit test-bpf test-integration install-check clean
 
 all: build
 
@@ -56,6 +57,9 @@ test-bpf: build
 
 test-integration: build
 	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/integration
+
+bench: build
+	$(PY) bench/forward_lab.py
 
 clean:
 	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        return exitcodes.OK
+        return 128 + 2       # interrupted (SIGINT), after cleaning up
 
 
 if __name__ == "__main__":
