@@ -22,7 +22,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
 from . import __version__
-from .shared_umem import FRAME_LOCATIONS
 
 log = logging.getLogger("xdpd.metrics")
 

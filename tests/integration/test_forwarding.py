@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from integration_helpers import ROOT_ONLY, processes_in_netns, xdp_attached
 from xdpd.labdaemon import forward_config

@@ -1,20 +1,14 @@
 """The veth lab and the traffic tools, with no xdpd involved (root)."""
 import os
-import shutil
 import subprocess
 
 import pytest
 
+from integration_helpers import ROOT_ONLY
 from xdpd.lab import Lab, LabError, cleanup_stale
 from xdpd.traffic import SinkProcess, send_in_ns
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, veth)"),
-    pytest.mark.skipif(not (shutil.which("ip") and shutil.which("nsenter")
-                            and shutil.which("ethtool")),
-                       reason="needs iproute2, nsenter and ethtool"),
-]
+pytestmark = ROOT_ONLY
 
 
 def netns_list() -> set[str]:

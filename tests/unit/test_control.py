@@ -1,13 +1,10 @@
 """The shared control area and the rule compiler, without a kernel."""
-import os
-
 import pytest
 
 from xdpd import _fastpath
-from xdpd.config import parse_config
+from xdpd.config import WorkerPlan, parse_config
 from xdpd.shared_umem import Region, UmemGeometry
 from xdpd.supervisor import Interface, Worker, compile_table
-from xdpd.config import WorkerPlan
 
 
 @pytest.fixture
