@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
 from . import __version__
+from .bpf import XDPD_MAX_QUEUES
 
 log = logging.getLogger("xdpd.metrics")
 
@@ -92,7 +93,8 @@ class XdpdCollector:
         xdp = CounterMetricFamily("xdpd_xdp_packets", "XDP program verdicts per rx queue",
                                   labels=QUEUE_LABELS + ["verdict"])
         for iface in interfaces:
-            for q in iface.queues:
+            # every rx queue: traffic on a queue xdpd does not own shows as "passed"
+            for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
                 try:
                     st = iface.program.queue_stats(q)
                 except OSError as e:

@@ -83,7 +83,8 @@ class Interface:
     ifindex: int
     program: object                 # bpf.XdpProgram
     xdp_mode: str = ""
-    queues: list[int] = field(default_factory=list)
+    queues: list[int] = field(default_factory=list)     # owned rx queues
+    rx_queues: int = 0                                  # all rx queues of the netdev
 
 
 def compile_table(config: Config, interfaces: list[Interface],
@@ -136,11 +137,11 @@ class Supervisor:
         except BaseException:
             self.stop()
             raise
-        self.ready = True
         log.info("forwarding: %d workers on %s (%s, %s mode)", len(self.workers),
                  ", ".join(f"{i.name} [{i.xdp_mode}]" for i in self.interfaces),
                  "UMEM %d frames x %d B" % (self.umem.capacity, self.config.umem.frame_size),
                  "zero-copy" if self.zero_copy else "copy")
+        self.ready = True
 
     def _load_programs(self, plans) -> None:
         from .bpf import BpfError, XdpProgram
@@ -151,7 +152,8 @@ class Supervisor:
                 prog = XdpProgram.load(name=iface_cfg.name)
             except BpfError as e:
                 raise SetupError(f"load rr_redirect for {iface_cfg.name}: {e}") from None
-            iface = Interface(iface_cfg.name, index, ifindex, prog, queues=queues)
+            iface = Interface(iface_cfg.name, index, ifindex, prog, queues=queues,
+                              rx_queues=self.host.rx_queue_count(iface_cfg.name))
             self.interfaces.append(iface)
             for q in queues:
                 prog.set_queue(q, owned=True, fallback=iface_cfg.fallback)

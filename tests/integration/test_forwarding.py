@@ -160,3 +160,35 @@ def test_killed_worker_is_replaced_on_the_same_socket(lab, start_daemon):
     m = daemon.scrape()
     assert m.value("xdpd_rx_packets_total", netdev="in0", queue="1") > 0
     assert_frames_add_up(m)
+
+
+def test_generic_mode_forwards_too(lab, start_daemon):
+    cfg = forward_config(lab).replace("    queues: all\n", "    queues: all\n    xdp_mode: generic\n")
+    daemon = start_daemon(cfg)
+    assert "in0 [generic]" in daemon.log() and "out0 [generic]" in daemon.log()
+    # Paced: generic XDP on veth runs behind the per-CPU backlog queue, which
+    # drops (netdev_max_backlog) instead of pushing back on the sender.
+    with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=71, expect=5000, idle=2.0) as sink:
+        send_in_ns(lab, lab.gen_ns, lab.GEN_DEV, dst_mac=lab.MACS[lab.IN_DEV], count=5000,
+                   rate=20000, tag=71)
+        assert sink.result(timeout=30)["received"] == 5000
+
+
+def test_unowned_queue_stays_with_the_kernel(lab, start_daemon):
+    # own only queue 0 of in0: what lands on queue 1 is XDP_PASSed, not forwarded
+    cfg = forward_config(lab).replace("    queues: all\n", "    queues: [0]\n", 1)
+    daemon = start_daemon(cfg)
+    n = 4000
+    with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=81, idle=1.5, timeout=20) as sink:
+        send_in_ns(lab, lab.gen_ns, lab.GEN_DEV, dst_mac=lab.MACS[lab.IN_DEV], count=n,
+                   flows=64, tag=81)
+        got = sink.result(timeout=30)
+    m = daemon.wait_for(lambda m: m.value("xdpd_xdp_packets_total", netdev="in0") >= 0)
+    passed = m.value("xdpd_xdp_packets_total", netdev="in0", verdict="passed")
+    redirected = m.value("xdpd_xdp_packets_total", netdev="in0", verdict="redirected")
+    assert passed > 0 and redirected > 0
+    assert passed + redirected == n
+    assert got["received"] == redirected          # only queue 0's packets were forwarded
+    assert m.samples["xdpd_rx_packets_total"] == [({"netdev": "in0", "queue": "0"}, redirected),
+                                                  ({"netdev": "out0", "queue": "0"}, 0.0),
+                                                  ({"netdev": "out0", "queue": "1"}, 0.0)]
