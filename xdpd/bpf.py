@@ -26,6 +26,8 @@ import os
 import platform
 import threading
 
+from .oserrors import errname
+
 log = logging.getLogger("xdpd.bpf")
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
@@ -87,10 +89,7 @@ _LIBBPF_ERRNO = {
 
 
 def _errname(err: int) -> str:
-    # Python names 95 ENOTSUP; the kernel and its documentation say EOPNOTSUPP.
-    if err == errno.EOPNOTSUPP:
-        return "EOPNOTSUPP"
-    return errno.errorcode.get(err) or _LIBBPF_ERRNO.get(err, f"errno {err}")
+    return _LIBBPF_ERRNO.get(err) or errname(err)
 
 
 def _error(err: int, what: str, hint: str = "") -> BpfError:

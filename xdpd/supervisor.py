@@ -19,7 +19,6 @@ kernel lets a fresh process map a bound socket's rings again), repeat.
 from __future__ import annotations
 
 import enum
-import errno
 import logging
 import os
 import select
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 
 from . import exitcodes
 from .config import Config, WorkerPlan, plan_workers
+from .oserrors import errname
 
 log = logging.getLogger("xdpd.supervisor")
 
@@ -87,6 +87,41 @@ class Interface:
     rx_queues: int = 0                                  # all rx queues of the netdev
 
 
+class SystemOps:
+    """Everything the supervisor asks of the OS, behind one object, so that
+    unit tests can hand the supervisor a fake (supervisord's DummyOptions)."""
+
+    def __init__(self, host=None):
+        from .netdev import Host
+        self.host = host or Host()
+
+    def load_program(self, netdev: str):
+        from .bpf import XdpProgram
+        return XdpProgram.load(name=netdev)
+
+    def create_umem(self, geometry):
+        from .shared_umem import SharedUmem
+        return SharedUmem(geometry)
+
+    def create_socket(self, netdev: str, ifindex: int, queue: int):
+        from .xsk import XdpSocket
+        return XdpSocket(netdev, ifindex, queue)
+
+    def eventfd(self) -> int:
+        return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def close_fd(self, fd: int) -> None:
+        os.close(fd)
+
+    def spawn(self, args: list[str], stdin_text: str, pass_fds: tuple[int, ...]):
+        """Start a process; returns a Popen (pid, poll, send_signal, wait, kill)."""
+        proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
+                                pass_fds=pass_fds, close_fds=True, text=True)
+        proc.stdin.write(stdin_text)
+        proc.stdin.close()
+        return proc
+
+
 def compile_table(config: Config, interfaces: list[Interface],
                   workers: list[Worker]) -> list[dict | None]:
     """The YAML rules as the flat per-ingress-netdev table the fast path reads."""
@@ -107,10 +142,10 @@ def compile_table(config: Config, interfaces: list[Interface],
 
 
 class Supervisor:
-    def __init__(self, config: Config, host=None):
-        from .netdev import Host
+    def __init__(self, config: Config, ops: SystemOps | None = None):
         self.config = config
-        self.host = host or Host()
+        self.ops = ops or SystemOps()
+        self.host = self.ops.host
         self.interfaces: list[Interface] = []
         self.workers: list[Worker] = []
         self.umem = None
@@ -144,12 +179,12 @@ class Supervisor:
         self.ready = True
 
     def _load_programs(self, plans) -> None:
-        from .bpf import BpfError, XdpProgram
+        from .bpf import BpfError
         for index, iface_cfg in enumerate(self.config.interfaces):
             queues = [p.queue for p in plans if p.netdev == iface_cfg.name]
             ifindex = self.host.ifindex(iface_cfg.name)
             try:
-                prog = XdpProgram.load(name=iface_cfg.name)
+                prog = self.ops.load_program(iface_cfg.name)
             except BpfError as e:
                 raise SetupError(f"load rr_redirect for {iface_cfg.name}: {e}") from None
             iface = Interface(iface_cfg.name, index, ifindex, prog, queues=queues,
@@ -179,12 +214,12 @@ class Supervisor:
         return [True, False]
 
     def _create_umem_and_sockets(self, plans) -> None:
-        from .shared_umem import SharedUmem, UmemGeometry
+        from .shared_umem import UmemGeometry
         from .xsk import RingSizes, XskError
         geo = UmemGeometry(len(plans), self.config.umem.frames_per_worker,
                            self.config.umem.frame_size)
         try:
-            self.umem = SharedUmem(geo)
+            self.umem = self.ops.create_umem(geo)
         except OSError as e:
             raise SetupError(f"allocate UMEM ({geo.size} bytes) and control area: {e}") from None
         r = self.config.rings
@@ -197,7 +232,7 @@ class Supervisor:
             except XskError as e:
                 if n + 1 < len(choices):
                     log.info("zero-copy not available (%s: %s); using copy mode for "
-                             "all sockets", e.what, errno.errorcode.get(e.errno, e.errno))
+                             "all sockets", e.what, errname(e.errno))
                     continue
                 raise SetupError(str(e)) from None
         self.zero_copy = choices[n]
@@ -206,14 +241,14 @@ class Supervisor:
             self.workers.append(Worker(wid, plan, index[plan.netdev], sock))
             self.umem.control.set_worker(wid, index[plan.netdev], plan.queue,
                                          self.host.ifindex(plan.netdev))
-        self.eventfds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in plans]
+        self.eventfds = [self.ops.eventfd() for _ in plans]
 
     def _bind_sockets(self, plans, zero_copy: bool) -> list:
-        from .xsk import XdpSocket
-        sockets: list[XdpSocket] = []
+        sockets: list = []
         try:
             for plan in plans:
-                sock = XdpSocket(plan.netdev, self.host.ifindex(plan.netdev), plan.queue)
+                sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev),
+                                              plan.queue)
                 sockets.append(sock)
                 if len(sockets) == 1:
                     sock.register_umem(self.umem.umem.addr, self.umem.geometry.size,
@@ -247,11 +282,8 @@ class Supervisor:
 
     def spawn_worker(self, w: Worker) -> None:
         spec = self.worker_spec(w)
-        proc = subprocess.Popen([sys.executable, "-m", "xdpd.worker", w.name],
-                                stdin=subprocess.PIPE, pass_fds=spec.fds(),
-                                close_fds=True, text=True)
-        proc.stdin.write(spec.to_json() + "\n")
-        proc.stdin.close()
+        proc = self.ops.spawn(["-m", "xdpd.worker", w.name], spec.to_json() + "\n",
+                              spec.fds())
         with self.lock:
             w.proc = proc
             w.started_at = time.monotonic()
@@ -427,7 +459,7 @@ class Supervisor:
             w.socket.close()
         self.workers = []
         for fd in self.eventfds:
-            os.close(fd)
+            self.ops.close_fd(fd)
         self.eventfds = []
         if self.umem is not None:
             self.umem.close()

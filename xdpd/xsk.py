@@ -24,6 +24,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from .oserrors import errname
+
 AF_XDP = 44
 SOL_XDP = 283
 
@@ -84,8 +86,7 @@ class XskError(OSError):
     tried on what and, where there is one, the way out."""
 
     def __init__(self, err: int, what: str, hint: str = ""):
-        name = errno.errorcode.get(err, str(err))
-        msg = f"{what} failed: {name} ({os.strerror(err)})"
+        msg = f"{what} failed: {errname(err)} ({os.strerror(err)})"
         if hint:
             msg += f"; {hint}"
         super().__init__(err, msg)
