@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 DEMO_SECONDS ?= 5
 
 # Benchmarks report numbers and are not part of `make test`.
-.PHONY: all deps venv build demo test bench test-unit test-bpf test-integration install-check clean
+.PHONY: all deps venv build demo test bench test-unit test-bpf test-integration clean
 
 all: build
 

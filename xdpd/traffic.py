@@ -47,6 +47,8 @@ import sys
 import time
 from typing import NamedTuple
 
+from .oserrors import errname
+
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -209,6 +211,11 @@ class _StopFlag:
         return self.signum != 0
 
 
+def _socket_error(what: str, dev: str, exc: OSError) -> TrafficError:
+    return TrafficError(f"{what} {dev} failed: {errname(exc.errno)} ({exc.strerror}); "
+                        f"is {dev} in this network namespace?")
+
+
 def open_tx_socket(dev: str) -> socket.socket:
     """AF_PACKET socket bound to dev for sending only (protocol 0 receives nothing)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -216,9 +223,7 @@ def open_tx_socket(dev: str) -> socket.socket:
         sock.bind((dev, 0))
     except OSError as exc:
         sock.close()
-        raise TrafficError(f"bind AF_PACKET socket to {dev} failed: "
-                           f"{errno.errorcode.get(exc.errno, exc.errno)} ({exc.strerror}); "
-                           f"is {dev} in this network namespace?") from exc
+        raise _socket_error("bind AF_PACKET socket to", dev, exc) from exc
     return sock
 
 
@@ -385,9 +390,7 @@ def open_rx_socket(dev: str, tag: int, rcvbuf: int = 64 << 20) -> socket.socket:
         sock.bind((dev, ETH_P_ALL))
     except OSError as exc:
         sock.close()
-        raise TrafficError(f"open AF_PACKET sink on {dev} failed: "
-                           f"{errno.errorcode.get(exc.errno, exc.errno)} ({exc.strerror}); "
-                           f"is {dev} in this network namespace?") from exc
+        raise _socket_error("open AF_PACKET sink on", dev, exc) from exc
     return sock
 
 

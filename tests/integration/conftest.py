@@ -5,13 +5,27 @@ import pytest
 from xdpd.lab import Lab
 from xdpd.labdaemon import LabDaemon
 
-@pytest.fixture(scope="module")
-def lab():
+from integration_helpers import netns_list
+
+def _lab_lifetime():
     lab = Lab.create(queues=2)
     try:
         yield lab
     finally:
         lab.destroy()
+    assert not set(lab.namespaces) & netns_list(), "lab namespaces outlived destroy()"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """One lab shared by a module's tests (each test starts its own daemon)."""
+    yield from _lab_lifetime()
+
+
+@pytest.fixture
+def fresh_lab():
+    """A lab of the test's own."""
+    yield from _lab_lifetime()
 
 
 @pytest.fixture

@@ -23,3 +23,9 @@ def xdp_attached(lab, ns: str, dev: str) -> bool:
 def processes_in_netns(ns: str) -> list[int]:
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def netns_list() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}

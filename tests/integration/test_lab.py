@@ -4,27 +4,17 @@ import subprocess
 
 import pytest
 
-from integration_helpers import ROOT_ONLY
+from integration_helpers import ROOT_ONLY, netns_list
 from xdpd.lab import Lab, LabError, cleanup_stale
 from xdpd.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 
 
-def netns_list() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                         check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
 @pytest.fixture
-def lab():
-    lab = Lab.create(queues=2)
-    try:
-        yield lab
-    finally:
-        lab.destroy()
-    assert not set(lab.namespaces) & netns_list()
+def lab(fresh_lab):
+    """These tests change the lab (processes, traffic counters): one each."""
+    return fresh_lab
 
 
 def link_stats(lab, dev):
