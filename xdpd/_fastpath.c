@@ -684,6 +684,7 @@ typedef struct {
 	/* per-peer ring pointers */
 	struct fp_ring **fwd_in, **fwd_out, **ret_in, **ret_out;
 	uint8_t *wake;			/* peers to wake after this iteration */
+	uint32_t *ret_pending;		/* ret ring entries written, not yet published */
 	/* the rule in force, copied out of the active table */
 	uint64_t generation;
 	struct fp_rule rule;
@@ -706,6 +707,8 @@ static void port_unmap(PortObject *p)
 	PyMem_Free(p->peer_efd);
 	PyMem_Free(p->fwd_in);
 	PyMem_Free(p->wake);
+	PyMem_Free(p->ret_pending);
+	p->ret_pending = NULL;
 	p->peer_efd = NULL;
 	p->fwd_in = NULL;
 	p->wake = NULL;
@@ -802,17 +805,24 @@ static uint32_t port_complete(PortObject *p)
 			p->n_tx--;
 		} else if (home < p->nworkers) {
 			struct fp_ring *r = p->ret_out[home];
-			uint32_t prod = r->prod;
+			uint32_t prod = r->prod + p->ret_pending[home]++;
 
 			/* cannot be full: a ring holds all of home's frames */
 			r->slots[prod & (p->hdr->ring_entries - 1)] = addr & p->frame_mask;
-			store_release(&r->prod, prod + 1);
 			p->wake[home] = 1;
 		}
 	}
-	if (n) {
-		p->comp.cached_cons += n;
-		ring_cons_release(&p->comp);
+	if (!n)
+		return 0;
+	p->comp.cached_cons += n;
+	ring_cons_release(&p->comp);
+	/* one release store per home ring and batch, not per frame: the home
+	 * worker polls that cache line */
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (p->ret_pending[w]) {
+			store_release(&p->ret_out[w]->prod, p->ret_out[w]->prod + p->ret_pending[w]);
+			p->ret_pending[w] = 0;
+		}
 	}
 	return n;
 }
@@ -1227,7 +1237,8 @@ static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 	p->peer_efd = PyMem_Calloc(n, sizeof(int));
 	p->fwd_in = PyMem_Calloc(4 * (size_t)n, sizeof(struct fp_ring *));
 	p->wake = PyMem_Calloc(n, 1);
-	if (!p->peer_efd || !p->fwd_in || !p->wake) {
+	p->ret_pending = PyMem_Calloc(n, sizeof(uint32_t));
+	if (!p->peer_efd || !p->fwd_in || !p->wake || !p->ret_pending) {
 		Py_DECREF(seq);
 		PyErr_NoMemory();
 		return -1;
