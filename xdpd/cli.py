@@ -63,8 +63,13 @@ def cmd_check_config(args) -> int:
         else:
             what = f"forward to {rule.to}"
         print(f"  {p.name:<20} cpu {p.cpu:<3} {what}")
-    print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB; "
-          f"control area {geo.control_size() / 2**20:.1f} MiB")
+    r = config.rings
+    ring_bytes = (r.rx + r.tx) * 16 + (r.fill + r.completion) * 8   # descriptors
+    print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB "
+          f"(hugepages: {config.umem.hugepages}); control area "
+          f"{geo.control_size() / 2**20:.1f} MiB; rings {ring_bytes / 2**10:.0f} KiB per socket")
+    print("per-worker memory: logged at start (rss, unique); shared regions are mapped "
+          "by every worker")
     listen = config.metrics.listen
     print("metrics: " + (format_listen(listen) if listen else "disabled"))
     return exitcodes.OK

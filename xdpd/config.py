@@ -60,6 +60,7 @@ ZERO_COPY = ("on", "off", "auto")
 FALLBACKS = ("pass", "drop")
 ACTIONS = ("forward", "drop")
 IDLE = ("sleep", "spin")
+HUGEPAGES = ("on", "off", "auto")
 FRAME_SIZES = (2048, 4096)
 
 EXAMPLE = "config/xdpd.yaml"
@@ -104,12 +105,16 @@ class WorkersConfig:
     cpus: Literal["auto"] | tuple[int, ...] = "auto"  # in the order given
     batch_size: int = 64
     idle: str = "sleep"         # sleep | spin
+    busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
+    busy_poll_usecs: int = 20   # SO_BUSY_POLL
+    busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET
 
 
 @dataclass(frozen=True)
 class UmemConfig:
     frame_size: int = 4096
     frames_per_worker: int = 4096
+    hugepages: str = "auto"     # on | off | auto
 
 
 @dataclass(frozen=True)
@@ -157,8 +162,9 @@ class WorkerPlan:
 _TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics")
 _INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback")
 _RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
-_WORKERS_KEYS = ("cpus", "batch_size", "idle")
-_UMEM_KEYS = ("frame_size", "frames_per_worker")
+_WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
+                 "busy_poll_budget")
+_UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages")
 _RINGS_KEYS = ("rx", "tx", "fill", "completion")
 _METRICS_KEYS = ("listen",)
 
@@ -530,9 +536,15 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
                     keyword="auto", noun="CPU", highest=None)
     batch_size = _int_in(errs, "workers.batch_size", section.get("batch_size", d.batch_size), 1, 1024)
     idle = _choice(errs, "workers.idle", section.get("idle", d.idle), IDLE)
+    busy_poll = _bool(errs, "workers.busy_poll", section.get("busy_poll", d.busy_poll))
+    usecs = _int_in(errs, "workers.busy_poll_usecs",
+                    section.get("busy_poll_usecs", d.busy_poll_usecs), 1, 10000)
+    budget = _int_in(errs, "workers.busy_poll_budget",
+                     section.get("busy_poll_budget", d.busy_poll_budget), 1, 1024)
     if len(errs) > before:
         return None
-    return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle)
+    return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,
+                         busy_poll_usecs=usecs, busy_poll_budget=budget)
 
 
 def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:
@@ -543,9 +555,10 @@ def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:
     frame_size = _choice(errs, "umem.frame_size", section.get("frame_size", d.frame_size), FRAME_SIZES)
     frames = _power_of_two(errs, "umem.frames_per_worker",
                            section.get("frames_per_worker", d.frames_per_worker), 512, 65536)
+    hugepages = _choice(errs, "umem.hugepages", section.get("hugepages", d.hugepages), HUGEPAGES)
     if len(errs) > before:
         return None
-    return UmemConfig(frame_size=frame_size, frames_per_worker=frames)
+    return UmemConfig(frame_size=frame_size, frames_per_worker=frames, hugepages=hugepages)
 
 
 def _rings(errs: _Errors, section: dict | None) -> RingsConfig | None:

@@ -30,6 +30,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import socket
 import struct
 from typing import Protocol
@@ -38,6 +39,8 @@ __all__ = ["Host", "HostFacts", "NetdevError", "parse_cpulist"]
 
 SYS_NET = "/sys/class/net"
 SYS_CPU_ONLINE = "/sys/devices/system/cpu/online"
+PROC_INTERRUPTS = "/proc/interrupts"
+PROC_IRQ = "/proc/irq"
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GCHANNELS = 0x3C
@@ -132,6 +135,56 @@ class Host:
         except OSError:
             return allowed
         return allowed & online
+
+
+    def queue_irq_cpus(self, name: str, queue: int) -> frozenset[int]:
+        """CPUs that take the interrupts of rx queue `queue` of `name`, and so
+        run its NAPI poll; empty where the netdev has no per-queue IRQ."""
+        return queue_irq_cpus(name, queue)
+
+
+# Per-queue IRQ names drivers register, as /proc/interrupts shows them:
+# "eth0-TxRx-3" (i40e, ixgbe, bnxt), "ice-eth0-TxRx-3", "eth0-rx-3",
+# "eth0-3".  A queue's NAPI poll runs on the CPU its IRQ is delivered to.
+# veth and other software devices have no IRQ: their NAPI poll runs on the
+# CPU of the sender.
+def _irq_name_pattern(name: str) -> re.Pattern:
+    return re.compile(r"(?:^|[-_])" + re.escape(name) + r"-(?:(?:TxRx|txrx|rx|fp)-)?(\d+)$")
+
+
+def queue_irqs(name: str, queue: int, interrupts: str | None = None) -> list[int]:
+    """IRQ numbers serving rx queue `queue` of netdev `name`."""
+    if interrupts is None:
+        try:
+            with open(PROC_INTERRUPTS) as f:
+                interrupts = f.read()
+        except OSError:
+            return []
+    pattern = _irq_name_pattern(name)
+    irqs = []
+    for line in interrupts.splitlines()[1:]:
+        irq, _, rest = line.partition(":")
+        fields = rest.split()
+        if not irq.strip().isdigit() or not fields:
+            continue
+        m = pattern.search(fields[-1])
+        if m and int(m.group(1)) == queue:
+            irqs.append(int(irq))
+    return irqs
+
+
+def queue_irq_cpus(name: str, queue: int, proc_irq: str = PROC_IRQ,
+                   interrupts: str | None = None) -> frozenset[int]:
+    cpus: set[int] = set()
+    for irq in queue_irqs(name, queue, interrupts):
+        for leaf in ("effective_affinity_list", "smp_affinity_list"):
+            try:
+                with open(os.path.join(proc_irq, str(irq), leaf)) as f:
+                    cpus |= parse_cpulist(f.read())
+                break
+            except (OSError, ValueError):
+                continue
+    return frozenset(cpus)
 
 
 def parse_cpulist(text: str) -> frozenset[int]:

@@ -99,13 +99,23 @@ class SystemOps:
         from .bpf import XdpProgram
         return XdpProgram.load(name=netdev)
 
-    def create_umem(self, geometry):
+    def create_umem(self, geometry, hugepages: str):
         from .shared_umem import SharedUmem
-        return SharedUmem(geometry)
+        return SharedUmem(geometry, hugepages)
 
     def create_socket(self, netdev: str, ifindex: int, queue: int):
         from .xsk import XdpSocket
         return XdpSocket(netdev, ifindex, queue)
+
+    def process_memory(self, pid: int) -> dict[str, int] | None:
+        """Resident (rss) and unique (uss: not shared with any other process)
+        bytes of a process; None if it is gone."""
+        import psutil
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except (psutil.Error, OSError):
+            return None
+        return {"rss": info.rss, "uss": info.uss}
 
     def eventfd(self) -> int:
         return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -161,6 +171,7 @@ class Supervisor:
 
     def start(self) -> None:
         plans = plan_workers(self.config, self.host)
+        self._check_napi_placement(plans)
         try:
             self._load_programs(plans)
             self._create_umem_and_sockets(plans)
@@ -172,11 +183,42 @@ class Supervisor:
         except BaseException:
             self.stop()
             raise
+        self._log_worker_memory()
         log.info("forwarding: %d workers on %s (%s, %s mode)", len(self.workers),
                  ", ".join(f"{i.name} [{i.xdp_mode}]" for i in self.interfaces),
                  "UMEM %d frames x %d B" % (self.umem.capacity, self.config.umem.frame_size),
                  "zero-copy" if self.zero_copy else "copy")
         self.ready = True
+
+    def _log_worker_memory(self) -> None:
+        # rss counts the pages of the shared UMEM and control area a worker
+        # has touched; uss is what the worker alone costs (its interpreter).
+        for w in self.workers:
+            mem = self.ops.process_memory(w.proc.pid) if w.proc else None
+            if mem:
+                log.info("%s: pid %d rss %.1f MiB, unique %.1f MiB", w.name, w.proc.pid,
+                         mem["rss"] / 2**20, mem["uss"] / 2**20)
+
+    def _check_napi_placement(self, plans) -> list[str]:
+        """Warn about a worker pinned to the CPU that runs its queue's NAPI
+        poll (the queue's IRQ CPU): the two take turns on one core, and a
+        spinning or busy-polling worker starves the NAPI poll it waits for."""
+        warnings = []
+        w = self.config.workers
+        polling = w.idle == "spin" or w.busy_poll
+        for plan in plans:
+            cpus = self.host.queue_irq_cpus(plan.netdev, plan.queue)
+            if plan.cpu not in cpus:
+                continue
+            what = ("it spins, so the NAPI poll only runs when the scheduler preempts it "
+                    "and the rx ring overflows" if polling else
+                    "the worker and the NAPI poll take turns on one core")
+            warnings.append(f"{plan.name}: worker CPU {plan.cpu} also takes the queue's "
+                            f"interrupts (NAPI); {what}. Pin the worker elsewhere "
+                            "(workers.cpus) or move the IRQ (/proc/irq/N/smp_affinity_list)")
+        for text in warnings:
+            log.warning("%s", text)
+        return warnings
 
     def _load_programs(self, plans) -> None:
         from .bpf import BpfError
@@ -219,9 +261,12 @@ class Supervisor:
         geo = UmemGeometry(len(plans), self.config.umem.frames_per_worker,
                            self.config.umem.frame_size)
         try:
-            self.umem = self.ops.create_umem(geo)
+            self.umem = self.ops.create_umem(geo, self.config.umem.hugepages)
         except OSError as e:
             raise SetupError(f"allocate UMEM ({geo.size} bytes) and control area: {e}") from None
+        log.info("UMEM %.1f MiB (%d frames x %d B) on %s; control area %.1f MiB",
+                 geo.size / 2**20, geo.frames, geo.frame_size, self.umem.backing,
+                 self.umem.ctl_region.size / 2**20)
         r = self.config.rings
         self.ring_sizes = RingSizes(r.rx, r.tx, r.fill, r.completion)
         choices = self._zero_copy_choices()
@@ -255,6 +300,9 @@ class Supervisor:
                                        self.umem.geometry.frame_size)
                 sock.set_rings(self.ring_sizes)
                 sock.bind(zero_copy=zero_copy, shared_with=sockets[0] if len(sockets) > 1 else None)
+                if self.config.workers.busy_poll:
+                    sock.set_busy_poll(self.config.workers.busy_poll_usecs,
+                                       self.config.workers.busy_poll_budget)
         except BaseException:
             for s in sockets:
                 s.close()
@@ -273,11 +321,12 @@ class Supervisor:
         r = self.ring_sizes
         return WorkerSpec(
             id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.plan.cpu,
-            xsk_fd=w.socket.fd, umem_fd=self.umem.umem.fd, umem_size=geo.size,
+            xsk_fd=w.socket.fd, umem_fd=self.umem.umem.fd, umem_size=self.umem.umem.size,
             control_fd=self.umem.ctl_region.fd, control_size=self.umem.ctl_region.size,
             eventfds=tuple(self.eventfds), rings=(r.rx, r.tx, r.fill, r.completion),
             batch_size=self.config.workers.batch_size,
             spin=self.config.workers.idle == "spin",
+            busy_poll=self.config.workers.busy_poll,
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid())
 
     def spawn_worker(self, w: Worker) -> None:

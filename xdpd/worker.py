@@ -39,6 +39,7 @@ class WorkerSpec:
     rings: tuple[int, int, int, int]      # rx, tx, fill, completion
     batch_size: int
     spin: bool
+    busy_poll: bool
     budget_us: int
     parent_pid: int
 
@@ -94,7 +95,8 @@ def run_worker(spec: WorkerSpec) -> int:
 
     control = _fastpath.Control(spec.control_fd, spec.control_size)
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
-                          spec.rings, spec.batch_size, spec.spin, spec.eventfds)
+                          spec.rings, spec.batch_size, spec.spin, spec.eventfds,
+                          busy_poll=spec.busy_poll)
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     try:
         while not stop.stop:

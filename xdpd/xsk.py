@@ -104,11 +104,18 @@ class RingSizes:
     completion: int
 
 
-def _setsockopt(sock: socket.socket, opt: int, value: bytes | int, what: str) -> None:
+# <asm-generic/socket.h>; Python's socket module lacks the busy-poll ones.
+SO_BUSY_POLL = 46
+SO_PREFER_BUSY_POLL = 69
+SO_BUSY_POLL_BUDGET = 70
+
+
+def _setsockopt(sock: socket.socket, opt: int, value: bytes | int, what: str,
+                level: int = SOL_XDP, hint: str = "") -> None:
     try:
-        sock.setsockopt(SOL_XDP, opt, value)
+        sock.setsockopt(level, opt, value)
     except OSError as e:
-        raise XskError(e.errno, what) from None
+        raise XskError(e.errno, what, hint) from None
 
 
 class XdpSocket:
@@ -170,6 +177,18 @@ class XdpSocket:
                 hint = f"check that {self.netdev} has rx queue {self.queue} ('ethtool -l {self.netdev}')"
             raise XskError(err, f"bind AF_XDP socket to {self.name} ({mode})", hint)
         self.zero_copy = self._options_zero_copy()
+
+    def set_busy_poll(self, usecs: int, budget: int) -> None:
+        """Preferred busy polling: the worker's own recvfrom/sendto calls run
+        the queue's NAPI poll (up to `budget` packets, spinning up to
+        `usecs`), and the kernel keeps the interrupt path out of the way
+        while the application keeps polling."""
+        hint = "busy polling needs CAP_NET_ADMIN and a kernel with SO_PREFER_BUSY_POLL (5.11+)"
+        for opt, value, name in ((SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+                                 (SO_BUSY_POLL, usecs, "SO_BUSY_POLL"),
+                                 (SO_BUSY_POLL_BUDGET, budget, "SO_BUSY_POLL_BUDGET")):
+            _setsockopt(self._sock, opt, value, f"set {name}={value} on {self.name}",
+                        level=socket.SOL_SOCKET, hint=hint)
 
     def _options_zero_copy(self) -> bool:
         raw = self._sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4)

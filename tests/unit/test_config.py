@@ -183,6 +183,14 @@ BAD_INPUT = [
          "xdpd.yaml: interfaces[0].fallback: 'reject' is not allowed; use pass or drop"),
     case("idle", BASE + "workers:\n  idle: poll\n",
          "xdpd.yaml: workers.idle: 'poll' is not allowed; use sleep or spin"),
+    case("busy-poll-word", BASE + "workers:\n  busy_poll: on\n",
+         "xdpd.yaml: workers.busy_poll: expected true or false, got string 'on'"),
+    case("busy-poll-usecs", BASE + "workers:\n  busy_poll_usecs: 0\n",
+         "xdpd.yaml: workers.busy_poll_usecs: 0 is out of range; use 1 to 10000"),
+    case("busy-poll-budget", BASE + "workers:\n  busy_poll_budget: 4096\n",
+         "xdpd.yaml: workers.busy_poll_budget: 4096 is out of range; use 1 to 1024"),
+    case("hugepages", BASE + "umem:\n  hugepages: always\n",
+         "xdpd.yaml: umem.hugepages: 'always' is not allowed; use on, off or auto"),
 
     # --- rules
     case("rule-to-unknown-interface", BASE + "  - from: veth-b\n    to: veth-c\n",
@@ -404,9 +412,13 @@ def test_every_value_set():
           cpus: [3, 1]
           batch_size: 1024
           idle: spin
+          busy_poll: true
+          busy_poll_usecs: 50
+          busy_poll_budget: 16
         umem:
           frame_size: 2048
           frames_per_worker: 512
+          hugepages: on
         rings:
           rx: 64
           tx: 128
@@ -418,8 +430,10 @@ def test_every_value_set():
     # zero_copy: off is the word, not YAML 1.1's boolean; queues come out ascending
     assert config.interfaces == (InterfaceConfig("eth1", (0, 1, 3), "native", "off", "drop"),)
     assert config.forward == (ForwardRule(0, "eth1", "forward", "eth1", swap_macs=True),)
-    assert config.workers == WorkersConfig(cpus=(3, 1), batch_size=1024, idle="spin")
-    assert config.umem == UmemConfig(2048, 512)
+    assert config.workers == WorkersConfig(cpus=(3, 1), batch_size=1024, idle="spin",
+                                           busy_poll=True, busy_poll_usecs=50,
+                                           busy_poll_budget=16)
+    assert config.umem == UmemConfig(2048, 512, "on")
     assert config.rings == RingsConfig(64, 128, 16384, 256)
     assert config.metrics.listen == ("::1", 0)
 

@@ -79,3 +79,31 @@ forward:
                         "set_src_mac": None, "swap_macs": False}
     assert table[1] == {"action": "drop"}
     assert table[2] is None        # no rule: dropped as no_rule
+
+
+def test_hugepages_auto_uses_huge_pages_when_free_else_says_why():
+    from xdpd.shared_umem import SharedUmem, UmemGeometry, hugepage_size, hugepages_free
+    geo = UmemGeometry(1, 512, 2048)            # 1 MiB: rounded up to one huge page
+    enough = hugepages_free() >= -(-geo.size // hugepage_size())
+    umem = SharedUmem(geo, "auto")
+    try:
+        if enough:
+            assert umem.umem.hugepages and umem.umem.size % hugepage_size() == 0
+            assert "huge pages of" in umem.backing
+        else:
+            assert not umem.umem.hugepages and umem.umem.size == geo.size
+            assert umem.backing.startswith("normal pages, huge pages not available: 1 free")
+    finally:
+        umem.close()
+
+
+def test_hugepages_on_without_free_huge_pages_names_the_sysctl():
+    import pytest
+    from xdpd.shared_umem import HugepageError, SharedUmem, UmemGeometry, hugepages_free
+    if hugepages_free() > 64:
+        pytest.skip("this host has huge pages to spare; the shortage cannot be shown")
+    geo = UmemGeometry(64, 65536, 4096)         # 16 GiB: more than any spare pool here
+    with pytest.raises(HugepageError) as info:
+        SharedUmem(geo, "on")
+    assert "umem.hugepages is on but huge pages are not available" in str(info.value)
+    assert "sysctl vm.nr_hugepages=8192" in str(info.value)

@@ -31,8 +31,9 @@ metrics:
 
 
 class FakeHost:
-    def __init__(self, queues=2):
+    def __init__(self, queues=2, irq_cpus=None):
         self.queues = queues
+        self.irq_cpus = irq_cpus or {}      # (netdev, queue) -> CPUs
 
     def netdev_exists(self, name):
         return True
@@ -45,6 +46,9 @@ class FakeHost:
 
     def online_cpus(self):
         return frozenset({0, 1})
+
+    def queue_irq_cpus(self, name, queue):
+        return frozenset(self.irq_cpus.get((name, queue), ()))
 
 
 class FakeProgram:
@@ -82,6 +86,9 @@ class FakeSocket:
 
     def set_rings(self, sizes):
         pass
+
+    def set_busy_poll(self, usecs, budget):
+        self.ops.journal.append(("busy_poll", self.netdev, self.queue, usecs, budget))
 
     def bind(self, *, zero_copy, shared_with=None):
         if zero_copy and not self.ops.zero_copy_ok:
@@ -125,6 +132,7 @@ class FakeUmem:
         self.geometry = geometry
         self.capacity = geometry.frames
         self.umem = self.ctl_region = Anything()
+        self.backing = "normal pages"
         self.control = FakeControl(geometry.nworkers)
         self.closed = False
 
@@ -155,8 +163,8 @@ class FakeProc:
 
 
 class FakeOps:
-    def __init__(self, zero_copy_ok=False, start_ok=True):
-        self.host = FakeHost()
+    def __init__(self, zero_copy_ok=False, start_ok=True, host=None):
+        self.host = host or FakeHost()
         self.journal = []
         self.fds = itertools.count(100)
         self.zero_copy_ok = zero_copy_ok
@@ -169,7 +177,8 @@ class FakeOps:
         self.programs[netdev] = FakeProgram(self.journal, netdev)
         return self.programs[netdev]
 
-    def create_umem(self, geometry):
+    def create_umem(self, geometry, hugepages):
+        self.hugepages = hugepages
         self.umem = FakeUmem(geometry)
         return self.umem
 
@@ -180,6 +189,9 @@ class FakeOps:
 
     def eventfd(self):
         return next(self.fds)
+
+    def process_memory(self, pid):
+        return {"rss": 30 << 20, "uss": 12 << 20}
 
     def close_fd(self, fd):
         pass
@@ -196,9 +208,9 @@ class FakeOps:
         return proc
 
 
-def started(**kw):
+def started(config=CONFIG, **kw):
     ops = FakeOps(**kw)
-    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops)
     sup.start()
     return sup, ops
 
@@ -305,4 +317,39 @@ def test_worker_that_keeps_dying_at_start_is_given_up():
         sup.replace_workers()
     assert w.state == WorkerState.FATAL
     assert w.restarts == len(BACKOFF_S)
+    sup.stop()
+
+
+def test_busy_poll_is_set_on_every_socket_after_bind():
+    config = CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  busy_poll: true\n"
+                            "  busy_poll_usecs: 50\n  busy_poll_budget: 16")
+    sup, ops = started(config)
+    polled = [e[1:] for e in ops.journal if e[0] == "busy_poll"]
+    assert polled == [("in0", 0, 50, 16), ("in0", 1, 50, 16), ("out0", 0, 50, 16),
+                      ("out0", 1, 50, 16)]
+    # after its bind, never before
+    first_bind = kinds(ops.journal).index("bind")
+    assert kinds(ops.journal).index("busy_poll") > first_bind
+    sup.stop()
+
+
+def test_busy_poll_off_by_default_and_hugepages_setting_reaches_the_umem():
+    sup, ops = started()
+    assert "busy_poll" not in kinds(ops.journal)
+    assert ops.hugepages == "auto"
+    sup.stop()
+
+
+def test_worker_on_its_queues_irq_cpu_is_warned_about(caplog):
+    host = FakeHost(irq_cpus={("in0", 1): {1}, ("out0", 0): {1}})
+    ops = FakeOps(host=host)
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    with caplog.at_level("WARNING", logger="xdpd"):
+        sup.start()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # plans alternate CPUs 0, 1, 0, 1: in0/q1 is on CPU 1 (its IRQ's CPU);
+    # out0/q0 is on CPU 0, away from its IRQ on CPU 1
+    assert len(warned) == 1
+    assert warned[0].startswith("in0/q1: worker CPU 1 also takes the queue's interrupts (NAPI)")
+    assert "workers.cpus" in warned[0]
     sup.stop()
