@@ -23,8 +23,10 @@
  *      take no more than the egress side has room for, so a full egress
  *      leaves packets in the RX ring (back-pressure) instead of dropping.
  *   5. TX kick if the TX ring says it needs one (need_wakeup); in copy
- *      mode the kernel transmits in sendto() context.
- *   6. FILL ring topped up from the free list.
+ *      mode the kernel transmits in sendto() context.  With busy polling,
+ *      a sendto() whenever the kernel has not taken all of the TX ring.
+ *   6. FILL ring topped up from the free list; recvfrom() if it needs a
+ *      wakeup, or, with busy polling, when the RX ring came up empty.
  *   7. Peers we handed frames to are woken if they sleep.
  * When an iteration moves nothing, the worker sleeps in poll() on its
  * socket (RX) and its eventfd (handoff) instead of spinning, unless
@@ -32,6 +34,10 @@
  * Dekker-style: the sleeper sets the flag and re-checks its inputs, the
  * producer publishes and then checks the flag, both with full fences, so a
  * wake-up is never lost.
+ *
+ * microbench() runs the same loop step on synthetic rings (in-process
+ * memory laid out like the kernel's, no socket, no syscalls), with a small
+ * kernel emulator feeding them: the loop's own cost, in ns per packet.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -432,22 +438,15 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 	return PyLong_FromUnsignedLongLong(t->generation);
 }
 
-static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
+/* A worker's counters as the dict worker_stats() returns. */
+static PyObject *stats_dict(const struct fp_stats *s)
 {
-	unsigned int i;
-	struct fp_stats s;
-	PyObject *drops, *d;
+	PyObject *drops = PyDict_New();
 
-	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
-		return NULL;
-	/* Counters are monotonic u64s written by one worker: a torn read is
-	 * impossible on x86-64 for aligned words, and a stale one is harmless. */
-	memcpy(&s, &ctl_worker(self->hdr, i)->stats, sizeof(s));
-	drops = PyDict_New();
 	if (!drops)
 		return NULL;
 	for (int r = 0; r < FP_DROP__MAX; r++) {
-		PyObject *v = PyLong_FromUnsignedLongLong(s.drops[r]);
+		PyObject *v = PyLong_FromUnsignedLongLong(s->drops[r]);
 
 		if (!v || PyDict_SetItemString(drops, drop_reason_names[r], v)) {
 			Py_XDECREF(v);
@@ -456,14 +455,27 @@ static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
 		}
 		Py_DECREF(v);
 	}
-	d = Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsK}",
-			  "rx_packets", s.rx_packets, "rx_bytes", s.rx_bytes,
-			  "tx_packets", s.tx_packets, "tx_bytes", s.tx_bytes,
-			  "drops", drops,
-			  "handoff_out", s.handoff_out, "handoff_in", s.handoff_in,
-			  "tx_kicks", s.tx_kicks, "fill_kicks", s.fill_kicks,
-			  "sleeps", s.sleeps, "loops", s.loops, "busy_loops", s.busy_loops);
-	return d;
+	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsK}",
+			     "rx_packets", s->rx_packets, "rx_bytes", s->rx_bytes,
+			     "tx_packets", s->tx_packets, "tx_bytes", s->tx_bytes,
+			     "drops", drops,
+			     "handoff_out", s->handoff_out, "handoff_in", s->handoff_in,
+			     "tx_kicks", s->tx_kicks, "fill_kicks", s->fill_kicks,
+			     "sleeps", s->sleeps, "loops", s->loops, "busy_loops", s->busy_loops,
+			     "busy_polls", s->busy_polls);
+}
+
+static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_stats s;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	/* Counters are monotonic u64s written by one worker: a torn read is
+	 * impossible on x86-64 for aligned words, and a stale one is harmless. */
+	memcpy(&s, &ctl_worker(self->hdr, i)->stats, sizeof(s));
+	return stats_dict(&s);
 }
 
 /* worker_frames(i) -> {"free", "rx", "tx", "handoff"}: one consistent set. */
@@ -575,14 +587,10 @@ struct ring {
 	size_t map_len;
 };
 
-static int ring_map(struct ring *r, int fd, const struct xdp_ring_offset *off,
-		    uint32_t size, size_t desc_size, off_t pgoff, bool producer)
+/* Point r at a ring laid out as off says, in the mapping m of len bytes. */
+static void ring_setup(struct ring *r, char *m, size_t len, const struct xdp_ring_offset *off,
+		       uint32_t size, bool producer)
 {
-	size_t len = off->desc + (size_t)size * desc_size;
-	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, pgoff);
-
-	if (m == MAP_FAILED)
-		return -errno;
 	r->map = m;
 	r->map_len = len;
 	r->producer = (uint32_t *)(m + off->producer);
@@ -596,6 +604,45 @@ static int ring_map(struct ring *r, int fd, const struct xdp_ring_offset *off,
 	r->cached_cons = load_acquire(r->consumer);
 	if (producer)
 		r->cached_cons += size;	/* libxdp's trick: free = cached_cons - cached_prod */
+}
+
+static int ring_map(struct ring *r, int fd, const struct xdp_ring_offset *off,
+		    uint32_t size, size_t desc_size, off_t pgoff, bool producer)
+{
+	size_t len = off->desc + (size_t)size * desc_size;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, pgoff);
+
+	if (m == MAP_FAILED)
+		return -errno;
+	ring_setup(r, m, len, off, size, producer);
+	return 0;
+}
+
+/*
+ * A synthetic ring: anonymous memory laid out like the kernel's (struct
+ * xdp_ring in net/xdp/xsk_queue.h: producer, consumer and flags each on a
+ * cache line of its own with a padding line between, so the adjacent-line
+ * prefetcher does not drag one side's index into the other's cache; the
+ * descriptors from byte 320).  These are the offsets XDP_MMAP_OFFSETS
+ * reports on x86-64.  Nothing in the kernel ever sets its need_wakeup
+ * flag, so a port over synthetic rings never makes a syscall for them.
+ */
+static const struct xdp_ring_offset synth_ring_off = {
+	.producer = 0,
+	.consumer = 2 * FP_CACHELINE,
+	.flags = 3 * FP_CACHELINE + sizeof(uint32_t),
+	.desc = 5 * FP_CACHELINE,
+};
+
+static int ring_synth(struct ring *r, uint32_t size, size_t desc_size, bool producer)
+{
+	size_t len = synth_ring_off.desc + (size_t)size * desc_size;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	if (m == MAP_FAILED)
+		return -errno;
+	ring_setup(r, m, len, &synth_ring_off, size, producer);
 	return 0;
 }
 
@@ -667,9 +714,9 @@ typedef struct {
 	struct fp_worker *me;
 	uint32_t id;
 	uint32_t nworkers;
-	int xsk_fd;
+	int xsk_fd;			/* -1: synthetic rings, no socket */
 	int efd;			/* our eventfd */
-	int *peer_efd;			/* by worker id */
+	int *peer_efd;			/* by worker id; -1: none */
 	uint8_t *umem;
 	uint64_t umem_size;
 	uint64_t frame_mask;		/* ~(frame_size - 1) */
@@ -677,6 +724,8 @@ typedef struct {
 	uint32_t fpw;			/* frames per worker */
 	uint32_t batch;
 	uint32_t spin;			/* 1: never sleep */
+	bool busy_poll;			/* we drive the NAPI context by syscalls */
+	bool rx_empty;			/* the last look at the RX ring found nothing */
 	struct ring rx, tx, fill, comp;
 	uint64_t *freelist;
 	/* our frame counts (fastpath.h, "Frame ownership") */
@@ -923,6 +972,9 @@ static uint32_t port_receive(PortObject *p)
 		action = FP_ACT_DROP;
 	}
 	n = ring_cons_avail(&p->rx, want);
+	/* ring_cons_avail re-read the producer if it had nothing cached, so
+	 * this tells empty apart from held back by a full egress (want 0) */
+	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
 	if (!n)
 		return 0;
 
@@ -971,7 +1023,13 @@ static uint32_t port_receive(PortObject *p)
 	return n;
 }
 
-/* 5. start transmission; copy mode sends a bounded number per call */
+/*
+ * 5. start transmission; copy mode sends a bounded number per call.
+ * With busy polling, the kernel does not move our TX ring by itself (our
+ * queue's interrupts stay masked while we keep polling): one sendto() per
+ * iteration runs the NAPI poll that sends and completes, as long as the
+ * kernel has not taken everything, need_wakeup or not.
+ */
 static void port_kick_tx(PortObject *p)
 {
 	uint32_t cons = load_acquire(p->tx.consumer);
@@ -979,8 +1037,13 @@ static void port_kick_tx(PortObject *p)
 	if (cons == p->tx.cached_prod)
 		return;			/* the kernel has taken everything */
 	ring_prod_submit(&p->tx);
-	if (!ring_needs_wakeup(&p->tx))
+	if (!ring_needs_wakeup(&p->tx)) {
+		if (p->busy_poll) {
+			p->st.busy_polls++;
+			sendto(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+		}
 		return;
+	}
 	for (int i = 0; i < 64 && cons != p->tx.cached_prod; i++) {
 		uint32_t before = cons;
 		int ret;
@@ -996,26 +1059,36 @@ static void port_kick_tx(PortObject *p)
 	}
 }
 
-/* 6. FILL ring from the free list */
+/*
+ * 6. FILL ring from the free list.  A need_wakeup on the FILL ring after
+ * we gave it frames is a kick (the driver ran dry and waits for us).  With
+ * busy polling, an empty RX ring (or a FILL ring that needs a wakeup, even
+ * with nothing new on it) is a poll: the packets are waiting in the NIC
+ * until our recvfrom() runs the NAPI poll (the kernel's AF_XDP
+ * documentation, "preferred busy polling").
+ */
 static uint32_t port_fill(PortObject *p)
 {
 	uint32_t n = p->n_free, room;
 	uint64_t *fq = p->fill.descs;
 
-	if (!n)
-		return 0;
-	room = ring_prod_free(&p->fill, n);
-	if (n > room)
-		n = room;
-	for (uint32_t i = 0; i < n; i++)
-		fq[(p->fill.cached_prod + i) & p->fill.mask] = p->freelist[--p->n_free];
-	p->fill.cached_prod += n;
-	ring_prod_submit(&p->fill);
-	p->n_rx += n;
-	if (n && ring_needs_wakeup(&p->fill)) {
-		p->st.fill_kicks++;
-		recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	if (n) {
+		room = ring_prod_free(&p->fill, n);
+		if (n > room)
+			n = room;
+		for (uint32_t i = 0; i < n; i++)
+			fq[(p->fill.cached_prod + i) & p->fill.mask] = p->freelist[--p->n_free];
+		p->fill.cached_prod += n;
+		ring_prod_submit(&p->fill);
+		p->n_rx += n;
 	}
+	if (n && ring_needs_wakeup(&p->fill))
+		p->st.fill_kicks++;
+	else if (p->busy_poll && (p->rx_empty || ring_needs_wakeup(&p->fill)))
+		p->st.busy_polls++;
+	else
+		return n;
+	recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
 	return n;
 }
 
@@ -1030,7 +1103,7 @@ static void port_wake_peers(PortObject *p)
 		uint32_t *sleeping = &ctl_worker(p->hdr, w)->sleeping;
 
 		if (__atomic_load_n(sleeping, __ATOMIC_RELAXED) &&
-		    __atomic_exchange_n(sleeping, 0, __ATOMIC_SEQ_CST)) {
+		    __atomic_exchange_n(sleeping, 0, __ATOMIC_SEQ_CST) && p->peer_efd[w] >= 0) {
 			uint64_t one = 1;
 
 			if (write(p->peer_efd[w], &one, sizeof(one)) < 0) {
@@ -1053,6 +1126,24 @@ static uint32_t port_iterate(PortObject *p)
 	port_kick_tx(p);
 	port_fill(p);
 	port_wake_peers(p);
+	return work;
+}
+
+/* One turn of the worker's loop with its bookkeeping: the frame counts
+ * every time, the counters after a busy one (~20 stores per batch: scrapes
+ * see counters at most one batch old, at a cost far below a nanosecond per
+ * packet).  Port.run and microbench() both call this, so the benchmark
+ * times exactly the code the workers run. */
+static inline uint32_t port_step(PortObject *p)
+{
+	uint32_t work = port_iterate(p);
+
+	p->st.loops++;
+	frames_publish(p);
+	if (work) {
+		p->st.busy_loops++;
+		stats_publish(p);
+	}
 	return work;
 }
 
@@ -1115,17 +1206,11 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 	deadline = start + budget_us * 1000ULL;
 	__atomic_store_n(&p->me->state, FP_STATE_RUNNING, __ATOMIC_RELEASE);
 	for (;;) {
-		uint32_t work = port_iterate(p);
+		uint32_t work = port_step(p);
 
-		p->st.loops++;
-		frames_publish(p);
 		now = now_ns();
 		if (work) {
-			p->st.busy_loops++;
 			idle = 0;
-			/* ~20 stores per batch: scrapes see counters at most one
-			 * batch old, at a cost far below a nanosecond per packet */
-			stats_publish(p);
 		} else if (!p->spin && ++idle > 8) {
 			/* Frames still out in the kernel's TX path, or lent to
 			 * a peer, come back without waking us: look again soon. */
@@ -1169,6 +1254,19 @@ static PyObject *Port_heartbeat(PortObject *p, PyObject *noargs)
 	Py_RETURN_NONE;
 }
 
+/* What a port is built from: Port() takes it from Python, microbench()
+ * fills it in for its synthetic ports. */
+struct port_cfg {
+	uint32_t id;
+	int xsk_fd;			/* -1: synthetic rings */
+	int umem_fd;
+	uint64_t umem_size;
+	uint32_t rx, tx, fill, comp;	/* ring sizes */
+	uint32_t batch;
+	bool spin;
+	bool busy_poll;
+};
+
 static int map_xsk_rings(PortObject *p, int fd)
 {
 	struct xdp_mmap_offsets off;
@@ -1191,55 +1289,88 @@ static int map_xsk_rings(PortObject *p, int fd)
 	return err;
 }
 
-/* Port(control, worker_id, xsk_fd, umem_fd, umem_size,
- *      (rx, tx, fill, completion), batch_size, spin, eventfds) */
-static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
+static int synth_rings(PortObject *p)
 {
-	PyObject *control, *efds, *seq;
-	unsigned int id, batch, rxs, txs, fs, cs;
-	int xsk_fd, umem_fd, spin, err;
-	unsigned long long umem_size;
-	ControlObject *c;
-	uint32_t n;
+	int err = ring_synth(&p->fill, p->fill.size, sizeof(uint64_t), true);
 
-	if (!PyArg_ParseTuple(args, "O!IiiK(IIII)IpO", &ControlType, &control, &id, &xsk_fd,
-			      &umem_fd, &umem_size, &rxs, &txs, &fs, &cs, &batch, &spin, &efds))
+	if (!err)
+		err = ring_synth(&p->comp, p->comp.size, sizeof(uint64_t), false);
+	if (!err)
+		err = ring_synth(&p->rx, p->rx.size, sizeof(struct xdp_desc), false);
+	if (!err)
+		err = ring_synth(&p->tx, p->tx.size, sizeof(struct xdp_desc), true);
+	return err;
+}
+
+static bool is_pow2(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/*
+ * Everything a port needs, for Port() and microbench() alike: the control
+ * area and the handoff rings to and from every peer, the UMEM, our four
+ * rings (the socket's, or synthetic ones when cfg->xsk_fd is -1), then the
+ * frame counts picked up where the last worker with this id left them and
+ * the FILL ring primed.  efds: one eventfd per worker, or NULL for none.
+ * On failure the exception is set and p holds what port_unmap() releases.
+ */
+static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg, PyObject *efds)
+{
+	PyObject *seq = NULL;
+	uint32_t n, id = cfg->id;
+	int err;
+
+	if (p->control) {
+		PyErr_SetString(PyExc_ValueError, "port already open");
 		return -1;
-	c = (ControlObject *)control;
+	}
 	if (ctl_check_worker(c, id))
 		return -1;
-	if (batch == 0 || batch > 4096) {
+	if (cfg->batch == 0 || cfg->batch > 4096) {
 		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
 		return -1;
 	}
-	n = c->hdr->nworkers;
-	seq = PySequence_Fast(efds, "eventfds must be a sequence");
-	if (!seq)
-		return -1;
-	if ((uint32_t)PySequence_Fast_GET_SIZE(seq) != n) {
-		Py_DECREF(seq);
-		PyErr_SetString(PyExc_ValueError, "need one eventfd per worker");
+	if (!is_pow2(cfg->rx) || !is_pow2(cfg->tx) || !is_pow2(cfg->fill) || !is_pow2(cfg->comp)) {
+		PyErr_SetString(PyExc_ValueError, "ring sizes must be powers of two");
 		return -1;
 	}
-	Py_INCREF(control);
-	p->control = control;
+	n = c->hdr->nworkers;
+	if (cfg->umem_size < (uint64_t)n * c->hdr->frames_per_worker * c->hdr->frame_size) {
+		PyErr_SetString(PyExc_ValueError, "UMEM smaller than the control area's frames");
+		return -1;
+	}
+	if (efds) {
+		seq = PySequence_Fast(efds, "eventfds must be a sequence");
+		if (!seq)
+			return -1;
+		if ((uint32_t)PySequence_Fast_GET_SIZE(seq) != n) {
+			Py_DECREF(seq);
+			PyErr_SetString(PyExc_ValueError, "need one eventfd per worker");
+			return -1;
+		}
+	}
+	Py_INCREF(c);
+	p->control = (PyObject *)c;
 	p->hdr = c->hdr;
 	p->id = id;
 	p->nworkers = n;
 	p->me = ctl_worker(c->hdr, id);
-	p->xsk_fd = xsk_fd;
+	p->xsk_fd = cfg->xsk_fd;
 	p->frame_size = c->hdr->frame_size;
 	p->frame_mask = ~((uint64_t)p->frame_size - 1);
 	p->fpw = c->hdr->frames_per_worker;
-	p->batch = batch;
-	p->spin = spin;
+	p->batch = cfg->batch;
+	p->spin = cfg->spin;
+	/* a synthetic port has no NAPI context to drive */
+	p->busy_poll = cfg->busy_poll && cfg->xsk_fd >= 0;
 	p->freelist = ctl_freelist(c->hdr, id);
 	p->peer_efd = PyMem_Calloc(n, sizeof(int));
 	p->fwd_in = PyMem_Calloc(4 * (size_t)n, sizeof(struct fp_ring *));
 	p->wake = PyMem_Calloc(n, 1);
 	p->ret_pending = PyMem_Calloc(n, sizeof(uint32_t));
 	if (!p->peer_efd || !p->fwd_in || !p->wake || !p->ret_pending) {
-		Py_DECREF(seq);
+		Py_XDECREF(seq);
 		PyErr_NoMemory();
 		return -1;
 	}
@@ -1247,29 +1378,29 @@ static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 	p->ret_in = p->fwd_in + 2 * n;
 	p->ret_out = p->fwd_in + 3 * n;
 	for (uint32_t w = 0; w < n; w++) {
-		p->peer_efd[w] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, w));
+		p->peer_efd[w] = seq ? (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, w)) : -1;
 		p->fwd_in[w] = ctl_ring(c->hdr, 0, w, id);
 		p->fwd_out[w] = ctl_ring(c->hdr, 0, id, w);
 		p->ret_in[w] = ctl_ring(c->hdr, 1, w, id);
 		p->ret_out[w] = ctl_ring(c->hdr, 1, id, w);
 	}
-	Py_DECREF(seq);
+	Py_XDECREF(seq);
 	if (PyErr_Occurred())
 		return -1;
 	p->efd = p->peer_efd[id];
 
-	p->umem_size = umem_size;
-	p->umem = mmap(NULL, umem_size, PROT_READ | PROT_WRITE, MAP_SHARED, umem_fd, 0);
+	p->umem_size = cfg->umem_size;
+	p->umem = mmap(NULL, cfg->umem_size, PROT_READ | PROT_WRITE, MAP_SHARED, cfg->umem_fd, 0);
 	if (p->umem == MAP_FAILED) {
 		p->umem = NULL;
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
 	}
-	p->rx.size = rxs;
-	p->tx.size = txs;
-	p->fill.size = fs;
-	p->comp.size = cs;
-	err = map_xsk_rings(p, xsk_fd);
+	p->rx.size = cfg->rx;
+	p->tx.size = cfg->tx;
+	p->fill.size = cfg->fill;
+	p->comp.size = cfg->comp;
+	err = cfg->xsk_fd >= 0 ? map_xsk_rings(p, cfg->xsk_fd) : synth_rings(p);
 	if (err) {
 		errno = -err;
 		PyErr_SetFromErrno(PyExc_OSError);
@@ -1290,6 +1421,34 @@ static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 	return 0;
 }
 
+/* Port(control, worker_id, xsk_fd, umem_fd, umem_size,
+ *      (rx, tx, fill, completion), batch_size, spin, eventfds, *, busy_poll=False) */
+static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"control", "worker_id", "xsk_fd", "umem_fd", "umem_size",
+				 "ring_sizes", "batch_size", "spin", "eventfds", "busy_poll", NULL};
+	struct port_cfg cfg = {0};
+	unsigned long long umem_size;
+	PyObject *control, *efds;
+	int spin, busy_poll = 0;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$p", kwlist,
+					 &ControlType, &control, &cfg.id, &cfg.xsk_fd,
+					 &cfg.umem_fd, &umem_size, &cfg.rx, &cfg.tx, &cfg.fill,
+					 &cfg.comp, &cfg.batch, &spin, &efds, &busy_poll))
+		return -1;
+	/* synthetic rings are for microbench() only: a Port with no socket
+	 * would sleep on nothing */
+	if (cfg.xsk_fd < 0) {
+		PyErr_SetString(PyExc_ValueError, "xsk_fd must be an AF_XDP socket");
+		return -1;
+	}
+	cfg.umem_size = umem_size;
+	cfg.spin = spin;
+	cfg.busy_poll = busy_poll;
+	return port_open(p, (ControlObject *)control, &cfg, efds);
+}
+
 static PyMethodDef Port_methods[] = {
 	{"run", (PyCFunction)Port_run, METH_VARARGS,
 	 "run(budget_us) -> 0 (budget used) or 1 (interrupted by a signal)"},
@@ -1305,12 +1464,374 @@ static PyTypeObject PortType = {
 	.tp_basicsize = sizeof(PortObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Port(control, worker_id, xsk_fd, umem_fd, umem_size, ring_sizes, "
-		  "batch_size, spin, eventfds): a worker's rings, mapped",
+		  "batch_size, spin, eventfds, *, busy_poll=False): a worker's rings, "
+		  "mapped; busy_poll: the socket has SO_PREFER_BUSY_POLL set and the "
+		  "loop drives its NAPI context with recvfrom()/sendto()",
 	.tp_new = PyType_GenericNew,
 	.tp_init = (initproc)Port_init,
 	.tp_dealloc = (destructor)Port_dealloc,
 	.tp_methods = Port_methods,
 };
+
+/* ---------------------------------------------------------------------- */
+/* Microbenchmark: the workers' loop on synthetic rings                    */
+
+/*
+ * A port over synthetic rings (port_open with xsk_fd -1) runs the very
+ * port_step() a worker runs; a small "kernel" on this side of the rings
+ * does what the driver would: it completes whatever the port put on its TX
+ * ring, and turns FILL addresses into received packets.  Nothing in it
+ * ever sets a need_wakeup flag, so the loop makes no syscall and what is
+ * timed is the loop itself: its ring handling, table lookup, MAC rewrite
+ * and handoffs, with nothing of the kernel's cost.
+ */
+#define EMU_HEADROOM	256	/* XDP_PACKET_HEADROOM: copy mode's packet offset */
+#define EMU_MIN_LEN	60	/* ETH_ZLEN: the shortest frame on the wire, less FCS */
+
+/* The packet in every frame: 02:00:00:00:00:01 -> 02:00:00:00:00:02,
+ * IPv4 198.18.0.1 -> 198.19.0.1 (RFC 2544's benchmark range), UDP 1024 ->
+ * 9 (discard), zero payload. */
+static const uint8_t emu_macs[2 * ETH_ALEN] = {
+	0x02, 0, 0, 0, 0, 0x02,		/* destination */
+	0x02, 0, 0, 0, 0, 0x01,		/* source */
+};
+
+static void emu_build_frame(uint8_t *f, uint32_t len)
+{
+	uint8_t *ip = f + ETH_HLEN, *udp = ip + 20;
+	uint32_t sum = 0;
+
+	memset(f, 0, len);
+	memcpy(f, emu_macs, sizeof(emu_macs));
+	f[12] = 0x08;			/* ETH_P_IP */
+	ip[0] = 0x45;			/* IPv4, 20-byte header */
+	ip[2] = (len - ETH_HLEN) >> 8;
+	ip[3] = (len - ETH_HLEN) & 0xff;
+	ip[8] = 64;			/* TTL */
+	ip[9] = 17;			/* UDP */
+	ip[12] = 198, ip[13] = 18, ip[14] = 0, ip[15] = 1;
+	ip[16] = 198, ip[17] = 19, ip[18] = 0, ip[19] = 1;
+	for (int i = 0; i < 20; i += 2)
+		sum += (uint32_t)ip[i] << 8 | ip[i + 1];
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	ip[10] = (uint8_t)(~sum >> 8);
+	ip[11] = (uint8_t)~sum;
+	udp[0] = 1024 >> 8;
+	udp[3] = 9;
+	udp[4] = (len - ETH_HLEN - 20) >> 8;
+	udp[5] = (len - ETH_HLEN - 20) & 0xff;
+	/* UDP checksum 0: none, which IPv4 allows */
+}
+
+/* The driver's TX side: everything on the TX ring is sent at once and its
+ * address put on the COMPLETION ring, as far as that has room. */
+static uint32_t emu_transmit(PortObject *p)
+{
+	struct ring *tx = &p->tx, *cq = &p->comp;
+	const struct xdp_desc *txd = tx->descs;
+	uint64_t *addrs = cq->descs;
+	uint32_t cons = *tx->consumer;		/* the kernel's own indexes */
+	uint32_t cq_prod = *cq->producer;
+	uint32_t n = load_acquire(tx->producer) - cons;
+	uint32_t room = cq->size - (cq_prod - load_acquire(cq->consumer));
+
+	if (n > room)
+		n = room;
+	if (!n)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		addrs[(cq_prod + i) & cq->mask] = txd[(cons + i) & tx->mask].addr;
+	store_release(tx->consumer, cons + n);
+	store_release(cq->producer, cq_prod + n);
+	return n;
+}
+
+/* The driver's RX side: up to max packets of len bytes, each in the next
+ * FILL buffer at EMU_HEADROOM, as copy mode places them.  The frame
+ * already holds the packet; only its MAC addresses are written again, as
+ * a freshly received packet has them, so that a rewrite the port did to
+ * the frame's previous packet (a swap above all) does not carry over. */
+static uint32_t emu_receive(PortObject *p, uint32_t max, uint32_t len)
+{
+	struct ring *fq = &p->fill, *rx = &p->rx;
+	const uint64_t *addrs = fq->descs;
+	struct xdp_desc *rxd = rx->descs;
+	uint32_t cons = *fq->consumer;
+	uint32_t prod = *rx->producer;
+	uint32_t n = load_acquire(fq->producer) - cons;
+	uint32_t room = rx->size - (prod - load_acquire(rx->consumer));
+
+	if (n > room)
+		n = room;
+	if (n > max)
+		n = max;
+	if (!n)
+		return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t addr = (addrs[(cons + i) & fq->mask] & p->frame_mask) + EMU_HEADROOM;
+		struct xdp_desc *d = &rxd[(prod + i) & rx->mask];
+
+		memcpy(p->umem + addr, emu_macs, sizeof(emu_macs));
+		d->addr = addr;
+		d->len = len;
+		d->options = 0;
+	}
+	store_release(fq->consumer, cons + n);
+	store_release(rx->producer, prod + n);
+	return n;
+}
+
+static uint64_t port_drops(PortObject *p)
+{
+	uint64_t sum = 0;
+
+	for (int r = 0; r < FP_DROP__MAX; r++)
+		sum += p->st.drops[r];
+	return sum;
+}
+
+/* Every packet sent or dropped, and every frame back home. */
+static bool emu_settled(PortObject **ports, uint32_t n, uint64_t handled, uint64_t packets)
+{
+	if (handled != packets)
+		return false;
+	for (uint32_t w = 0; w < n; w++) {
+		if (ports[w]->n_tx || ports[w]->n_handoff)
+			return false;
+	}
+	return true;
+}
+
+/* What one clock_gettime(CLOCK_MONOTONIC) costs here, in ns. */
+static double clock_cost_ns(void)
+{
+	uint64_t t0 = now_ns(), t1;
+
+	for (int i = 0; i < 10000; i++)
+		now_ns();
+	t1 = now_ns();
+	return (double)(t1 - t0) / 10001.0;
+}
+
+PyDoc_STRVAR(fp_microbench_doc,
+"microbench(control, umem_fd, umem_size, ring_sizes, batch, packets, pkt_len,\n"
+"           ingress) -> dict\n"
+"\n"
+"Run the workers' fast path (port_step: port_iterate and its bookkeeping)\n"
+"on synthetic AF_XDP rings, all in this thread, no syscalls.\n"
+"\n"
+"control     a Control freshly format()ted (every frame on its free list),\n"
+"            with set_worker() done and the table written: the table decides\n"
+"            the scenario (forward to oneself or to a peer, MAC rewrite, drop)\n"
+"umem_fd     memfd of the UMEM, umem_size bytes, at least\n"
+"            nworkers * frames_per_worker * frame_size\n"
+"ring_sizes  (rx, tx, fill, completion) of every port, powers of two\n"
+"batch       the ports' batch_size\n"
+"packets     how many packets the emulated kernel delivers, in all\n"
+"pkt_len     bytes per packet, 60 .. frame_size - 256\n"
+"ingress     worker ids whose RX rings get packets\n"
+"\n"
+"Every UMEM frame is first filled with an Ethernet/IPv4/UDP packet at\n"
+"offset 256 (copy mode's headroom).  Then, in rounds, for each worker:\n"
+"the emulated kernel moves its TX ring to its COMPLETION ring and, for an\n"
+"ingress worker, its FILL ring to its RX ring (addr = frame + 256,\n"
+"len = pkt_len); then the port takes one loop step.  The run ends when\n"
+"all packets are transmitted or dropped and every frame is back with its\n"
+"home worker.  CLOCK_MONOTONIC is read between the emulator and the\n"
+"port, so each timed step includes about one clock read (ns_clock);\n"
+"with batch 64 that is a fraction of a ns per packet.\n"
+"\n"
+"Returns {packets, transmitted, dropped, iterations (port steps), rounds,\n"
+"ns_fastpath (inside port steps), ns_emulator (everything else in the\n"
+"loop), ns_clock, headroom, frame (the packet as received, bytes),\n"
+"workers (each worker's worker_stats() dict)}.  The control area is left\n"
+"as the run ends: counters, and frames still on the synthetic FILL/RX\n"
+"rings counted as rx; format() it again before the next run.");
+
+static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"control", "umem_fd", "umem_size", "ring_sizes", "batch",
+				 "packets", "pkt_len", "ingress", NULL};
+	struct port_cfg cfg = { .xsk_fd = -1 };
+	unsigned long long umem_size, packets;
+	unsigned int pkt_len;
+	PyObject *control, *ingress_obj, *seq, *workers = NULL, *frame = NULL, *result = NULL;
+	PortObject **ports = NULL;
+	uint8_t *ingress = NULL, *tmpl = NULL;
+	uint64_t left, transmitted = 0, handled, drops0 = 0, fp_ns = 0, emu_ns = 0;
+	uint64_t rounds = 0, t, t1;
+	uint32_t n = 0, stalled = 0;
+	ControlObject *c;
+	struct fp_header *h;
+	double clock_ns;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!iK(IIII)IKIO", kwlist,
+					 &ControlType, &control, &cfg.umem_fd, &umem_size,
+					 &cfg.rx, &cfg.tx, &cfg.fill, &cfg.comp, &cfg.batch,
+					 &packets, &pkt_len, &ingress_obj))
+		return NULL;
+	c = (ControlObject *)control;
+	if (ctl_check(c))
+		return NULL;
+	h = c->hdr;
+	n = h->nworkers;
+	cfg.umem_size = umem_size;
+	if (pkt_len < EMU_MIN_LEN || pkt_len + EMU_HEADROOM > h->frame_size)
+		return PyErr_Format(PyExc_ValueError, "pkt_len %u out of range %d..%u", pkt_len,
+				    EMU_MIN_LEN, h->frame_size - EMU_HEADROOM);
+	if (!packets)
+		return PyErr_Format(PyExc_ValueError, "packets must be positive");
+	for (uint32_t w = 0; w < n; w++) {
+		struct fp_worker *wk = ctl_worker(h, w);
+
+		if (wk->free_count != h->frames_per_worker || wk->frames.rx || wk->frames.tx ||
+		    wk->frames.handoff)
+			return PyErr_Format(PyExc_ValueError,
+					    "worker %u does not hold all its frames: format() the "
+					    "control area before each run", w);
+	}
+
+	ingress = PyMem_Calloc(n, 1);
+	ports = PyMem_Calloc(n, sizeof(*ports));
+	tmpl = PyMem_Malloc(pkt_len);
+	if (!ingress || !ports || !tmpl) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	seq = PySequence_Fast(ingress_obj, "ingress must be a sequence of worker ids");
+	if (!seq)
+		goto out;
+	for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+		long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+
+		if (v < 0 || (uint32_t)v >= n) {
+			if (!PyErr_Occurred())
+				PyErr_Format(PyExc_ValueError, "ingress worker %ld out of range", v);
+			Py_DECREF(seq);
+			goto out;
+		}
+		ingress[v] = 1;
+	}
+	if (!PySequence_Fast_GET_SIZE(seq)) {
+		PyErr_SetString(PyExc_ValueError, "no ingress worker");
+		Py_DECREF(seq);
+		goto out;
+	}
+	Py_DECREF(seq);
+
+	for (uint32_t w = 0; w < n; w++) {
+		ports[w] = (PortObject *)PortType.tp_alloc(&PortType, 0);
+		if (!ports[w])
+			goto out;
+		cfg.id = w;
+		if (port_open(ports[w], c, &cfg, NULL))
+			goto out;
+		drops0 += port_drops(ports[w]);
+	}
+	/* Whatever frame the emulated kernel hands out holds a valid packet;
+	 * this also faults the UMEM in before the clock starts. */
+	emu_build_frame(tmpl, pkt_len);
+	for (uint64_t f = 0; f < (uint64_t)n * h->frames_per_worker; f++)
+		memcpy(ports[0]->umem + f * h->frame_size + EMU_HEADROOM, tmpl, pkt_len);
+	/* as Port.run does; a peer that is not RUNNING gets no handoffs */
+	for (uint32_t w = 0; w < n; w++)
+		__atomic_store_n(&ports[w]->me->state, FP_STATE_RUNNING, __ATOMIC_RELEASE);
+	clock_ns = clock_cost_ns();
+
+	left = packets;
+	t = now_ns();
+	for (;;) {
+		uint64_t moved = 0;
+
+		for (uint32_t w = 0; w < n; w++) {
+			PortObject *p = ports[w];
+			uint32_t k = emu_transmit(p);
+
+			transmitted += k;
+			moved += k;
+			if (ingress[w] && left) {
+				k = emu_receive(p, left > UINT32_MAX ? UINT32_MAX : (uint32_t)left,
+						pkt_len);
+				left -= k;
+				moved += k;
+			}
+			t1 = now_ns();
+			emu_ns += t1 - t;
+			moved += port_step(p);
+			t = now_ns();
+			fp_ns += t - t1;
+		}
+		rounds++;
+		if (!left) {
+			handled = transmitted;
+			for (uint32_t w = 0; w < n; w++)
+				handled += port_drops(ports[w]);
+			if (emu_settled(ports, n, handled - drops0, packets))
+				break;
+		}
+		/* One thread, no clock in the state: a round that moved nothing
+		 * leaves everything as it was, and so will every next one. */
+		if (moved)
+			stalled = 0;
+		else if (++stalled > 16) {
+			PyErr_Format(PyExc_RuntimeError,
+				     "fast path stuck: %llu of %llu packets delivered, %llu sent",
+				     packets - left, packets, transmitted);
+			break;
+		}
+		if (!(rounds & 1023)) {
+			if (PyErr_CheckSignals())
+				break;
+			t = now_ns();
+		}
+	}
+
+	for (uint32_t w = 0; w < n; w++) {
+		stats_publish(ports[w]);
+		frames_publish(ports[w]);
+		__atomic_store_n(&ports[w]->me->state, FP_STATE_STOPPED, __ATOMIC_RELEASE);
+	}
+	if (PyErr_Occurred())
+		goto out;
+
+	workers = PyList_New(n);
+	if (!workers)
+		goto out;
+	for (uint32_t w = 0; w < n; w++) {
+		PyObject *d = stats_dict(&ports[w]->st);
+
+		if (!d)
+			goto out;
+		PyList_SET_ITEM(workers, w, d);
+	}
+	frame = PyBytes_FromStringAndSize((const char *)tmpl, pkt_len);
+	if (!frame)
+		goto out;
+	handled = 0;
+	for (uint32_t w = 0; w < n; w++)
+		handled += port_drops(ports[w]);
+	result = Py_BuildValue("{sKsKsKsKsKsKsKsdsisOsO}",
+			       "packets", packets, "transmitted", (unsigned long long)transmitted,
+			       "dropped", (unsigned long long)(handled - drops0),
+			       "iterations", (unsigned long long)(rounds * n),
+			       "rounds", (unsigned long long)rounds,
+			       "ns_fastpath", (unsigned long long)fp_ns,
+			       "ns_emulator", (unsigned long long)emu_ns,
+			       "ns_clock", clock_ns, "headroom", EMU_HEADROOM,
+			       "frame", frame, "workers", workers);
+out:
+	Py_XDECREF(frame);
+	Py_XDECREF(workers);
+	if (ports) {
+		for (uint32_t w = 0; w < n; w++)
+			Py_XDECREF(ports[w]);
+	}
+	PyMem_Free(ports);
+	PyMem_Free(ingress);
+	PyMem_Free(tmpl);
+	return result;
+}
 
 /* ---------------------------------------------------------------------- */
 
@@ -1365,6 +1886,8 @@ static PyMethodDef fp_methods[] = {
 	{"control_size", fp_control_size, METH_VARARGS,
 	 "control_size(nworkers, frames_per_worker, frame_size, ring_entries) -> bytes"},
 	{"set_proctitle", fp_set_proctitle, METH_VARARGS, NULL},
+	{"microbench", (PyCFunction)(void (*)(void))fp_microbench, METH_VARARGS | METH_KEYWORDS,
+	 fp_microbench_doc},
 	{NULL}
 };
 

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		1
+#define FP_VERSION		2	/* 2: fp_stats.busy_polls */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -87,6 +87,8 @@ struct fp_stats {
 	uint64_t sleeps;	/* times the worker blocked in poll() */
 	uint64_t loops;		/* loop iterations */
 	uint64_t busy_loops;	/* iterations that moved at least one frame */
+	uint64_t busy_polls;	/* recvfrom()/sendto() made only to drive NAPI
+				 * (busy polling), not asked for by need_wakeup */
 };
 
 struct fp_frames {

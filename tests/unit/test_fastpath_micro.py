@@ -1,0 +1,213 @@
+"""The fast-path microbenchmark on synthetic rings: correctness, not speed.
+
+Each scenario of bench/fastpath_micro.py runs the workers' own loop step on
+in-process rings; these checks say that every packet is accounted for, that
+every frame is where the control area says, and that the frames carry what
+the rule asked for.  No timing is asserted.
+"""
+import importlib.util
+import json
+import mmap
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from xdpd import _fastpath
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "bench", "fastpath_micro.py")
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("fastpath_micro", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod        # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench = _load_bench()
+
+# Smaller than the daemon's defaults so a run takes milliseconds; the ring
+# sizes differ from one another so that a mixed-up ring would show.
+SETUP = bench.Setup(packets=100_000, batch=64, size=64, frame_size=2048,
+                    frames_per_worker=1024, rings=(512, 256, 1024, 2048), hugepages="off")
+
+
+def run(name, setup=SETUP):
+    """Run a scenario; return the result, each worker's frame counts, and
+    the ingress worker's frames as (MACs, rest of the packet) pairs."""
+    scenario = bench.SCENARIOS[name]
+    umem = bench.prepare(scenario, setup)
+    try:
+        r = bench.run_once(umem, scenario, setup)
+        frames = [umem.control.worker_frames(w) for w in range(scenario.nworkers)]
+        with mmap.mmap(umem.umem.fd, umem.umem.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            packets = []
+            for f in range(setup.frames_per_worker):      # worker 0's frames
+                at = f * setup.frame_size + r["headroom"]
+                packets.append((m[at:at + 12], m[at + 12:at + setup.size]))
+    finally:
+        umem.close()
+    return r, frames, packets
+
+
+def assert_frames_settled(frames, setup=SETUP):
+    for f in frames:
+        assert sum(f.values()) == setup.frames_per_worker
+        assert f["tx"] == 0 and f["handoff"] == 0     # everything came home
+
+
+def assert_macs(r, packets, rewritten):
+    """Every frame holds the original packet, or the original with its MACs
+    as `rewritten`; the packet past the MACs is never touched."""
+    original = r["frame"][:12]
+    changed = 0
+    for macs, rest in packets:
+        assert rest == r["frame"][12:]
+        assert macs in (original, rewritten)
+        changed += macs != original
+    return changed
+
+
+@pytest.mark.parametrize("name", ["io", "mac", "swap"])
+def test_forwarding_to_oneself_sends_every_packet(name):
+    r, frames, packets = run(name)
+    n = SETUP.packets
+    assert r["packets"] == r["transmitted"] == n and r["dropped"] == 0
+    (w,) = r["workers"]
+    assert w["rx_packets"] == w["tx_packets"] == n
+    assert w["rx_bytes"] == w["tx_bytes"] == n * SETUP.size
+    assert sum(w["drops"].values()) == 0
+    assert w["handoff_out"] == w["handoff_in"] == 0
+    # synthetic rings never ask for a wakeup, and nothing busy-polls
+    assert w["tx_kicks"] == w["fill_kicks"] == w["busy_polls"] == w["sleeps"] == 0
+    assert_frames_settled(frames)
+    original = r["frame"][:12]
+    expected = {"io": original,
+                "mac": bench.DST_MAC + bench.SRC_MAC,
+                "swap": original[6:] + original[:6]}[name]
+    changed = assert_macs(r, packets, expected)
+    if name == "io":
+        assert changed == 0
+    else:
+        # the frames cycle LIFO, so not every one is used; at least a batch is
+        assert changed >= SETUP.batch
+
+
+def test_handoff_passes_every_packet_to_the_peer_and_every_frame_home():
+    r, frames, packets = run("handoff")
+    n = SETUP.packets
+    assert r["transmitted"] == n and r["dropped"] == 0
+    w0, w1 = r["workers"]
+    assert w0["rx_packets"] == w0["handoff_out"] == n
+    assert w1["handoff_in"] == w1["tx_packets"] == n
+    assert w0["tx_packets"] == 0 and w1["rx_packets"] == 0
+    assert sum(w0["drops"].values()) == sum(w1["drops"].values()) == 0
+    assert_frames_settled(frames)
+    # worker 1 never lent a frame of its own: all of them wait in its FILL ring
+    assert frames[1] == {"free": 0, "rx": SETUP.frames_per_worker, "tx": 0, "handoff": 0}
+    assert assert_macs(r, packets, bench.DST_MAC + bench.SRC_MAC) >= SETUP.batch
+
+
+def test_drop_rule_drops_every_packet_untouched():
+    r, frames, packets = run("drop")
+    n = SETUP.packets
+    assert r["transmitted"] == 0 and r["dropped"] == n
+    (w,) = r["workers"]
+    assert w["rx_packets"] == w["drops"]["rule"] == n
+    assert w["tx_packets"] == 0
+    assert_frames_settled(frames)
+    assert assert_macs(r, packets, r["frame"][:12]) == 0
+
+
+def test_odd_sizes_and_batches_are_accounted_exactly():
+    setup = replace(SETUP, packets=12_345, batch=7, size=1514)
+    r, frames, _ = run("mac", setup)
+    assert r["transmitted"] == 12_345
+    assert r["workers"][0]["tx_bytes"] == 12_345 * 1514
+    assert_frames_settled(frames, setup)
+
+
+def test_packet_is_ethernet_ipv4_udp_with_a_valid_header_checksum():
+    r, _, _ = run("io", replace(SETUP, packets=1))
+    f = r["frame"]
+    assert len(f) == SETUP.size and f[12:14] == b"\x08\x00"
+    ip = f[14:34]
+    assert ip[0] == 0x45 and ip[9] == 17
+    assert int.from_bytes(ip[2:4], "big") == SETUP.size - 14
+    total = sum(int.from_bytes(ip[i:i + 2], "big") for i in range(0, 20, 2))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    assert total == 0xffff
+    assert int.from_bytes(f[38:40], "big") == SETUP.size - 34     # UDP length
+
+
+def test_microbench_refuses_an_area_that_was_already_used():
+    scenario = bench.SCENARIOS["io"]
+    umem = bench.prepare(scenario, SETUP)
+    try:
+        bench.run_once(umem, scenario, SETUP)
+        with pytest.raises(ValueError, match="format"):
+            bench.run_once(umem, scenario, SETUP)
+    finally:
+        umem.close()
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"size": 59}, "pkt_len 59 out of range 60..1792"),
+    ({"size": 1793}, "pkt_len 1793 out of range"),
+    ({"rings": (512, 300, 1024, 2048)}, "powers of two"),
+    ({"batch": 0}, "batch_size out of range"),
+], ids=["runt", "too-long", "ring-size", "batch"])
+def test_microbench_checks_its_arguments(change, error):
+    setup = replace(SETUP, **change)
+    scenario = bench.SCENARIOS["io"]
+    umem = bench.prepare(scenario, setup)
+    try:
+        with pytest.raises(ValueError, match=error):
+            bench.run_once(umem, scenario, setup)
+    finally:
+        umem.close()
+
+
+def test_a_netdev_without_a_rule_drops_every_packet_as_no_rule():
+    scenario = bench.Scenario("none", 1, [None], (0,), "no rule")
+    umem = bench.prepare(scenario, SETUP)
+    try:
+        r = bench.run_once(umem, scenario, SETUP)
+    finally:
+        umem.close()
+    assert r["workers"][0]["drops"]["no_rule"] == SETUP.packets
+
+
+def test_port_takes_busy_poll_as_a_keyword_and_needs_a_socket():
+    scenario = bench.SCENARIOS["io"]
+    umem = bench.prepare(scenario, SETUP)
+    try:
+        args = (umem.control, 0, -1, umem.umem.fd, umem.umem.size, SETUP.rings, 64, False, [-1])
+        # the keyword parses; the missing socket is what is refused
+        with pytest.raises(ValueError, match="xsk_fd must be an AF_XDP socket"):
+            _fastpath.Port(*args, busy_poll=True)
+        with pytest.raises(TypeError):
+            _fastpath.Port(*args, True)              # busy_poll is keyword-only
+        with pytest.raises(TypeError):
+            _fastpath.Port(*args, busy_pol=True)
+        assert umem.control.worker_stats(0)["busy_polls"] == 0
+    finally:
+        umem.close()
+
+
+def test_script_prints_json():
+    out = subprocess.run([sys.executable, SCRIPT, "--packets", "5000", "--runs", "2",
+                          "--hugepages", "off", "--json"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    doc = json.loads(out)
+    rows = {r["scenario"]: r for r in doc["scenarios"]}
+    assert set(rows) == set(bench.SCENARIOS)
+    for r in rows.values():
+        assert len(r["mpps"]) == 2 and r["mpps_min"] <= r["mpps_median"] <= r["mpps_max"]
+        assert all(run["packets"] == 5000 for run in r["runs"])
