@@ -64,6 +64,8 @@ class XdpdCollector:
                                     labels=QUEUE_LABELS)
         sleeps = CounterMetricFamily("xdpd_worker_sleeps", "Times a worker blocked waiting for packets",
                                      labels=QUEUE_LABELS)
+        polls = CounterMetricFamily("xdpd_busy_polls", "recvfrom()/sendto() calls made to "
+                                    "busy-poll the queue (workers.busy_poll)", labels=QUEUE_LABELS)
         up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=QUEUE_LABELS)
         restarts = CounterMetricFamily("xdpd_worker_restarts", "Worker processes replaced", labels=QUEUE_LABELS)
         xsk = {name: CounterMetricFamily(f"xdpd_xsk_{name}", f"AF_XDP socket XDP_STATISTICS {name}",
@@ -80,6 +82,7 @@ class XdpdCollector:
             handoff.add_metric(labels, s["handoff_out"])
             kicks.add_metric(labels, s["tx_kicks"])
             sleeps.add_metric(labels, s["sleeps"])
+            polls.add_metric(labels, s["busy_polls"])
             up.add_metric(labels, 1 if w.state.value == "running" else 0)
             restarts.add_metric(labels, w.restarts)
             try:
@@ -87,7 +90,7 @@ class XdpdCollector:
                     xsk[name].add_metric(labels, v)
             except OSError as e:
                 log.debug("%s: %s", w.name, e)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, up, restarts)
+        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, up, restarts)
         yield from xsk.values()
 
         xdp = CounterMetricFamily("xdpd_xdp_packets", "XDP program verdicts per rx queue",
