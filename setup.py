@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BPF_SOURCES = ["bpf/rr_redirect.c"]
+BPF_SOURCES = ["bpf/rr_redirect.c", "bpf/lab.c"]
 
 
 def multiarch_include():

@@ -313,6 +313,8 @@ def _declare(lib) -> None:
                                   ctypes.POINTER(BpfXdpQueryOpts)]),
         "bpf_prog_test_run_opts": (c_int, [c_int,
                                            ctypes.POINTER(BpfTestRunOpts)]),
+        "bpf_program__attach_xdp": (c_void_p, [c_void_p, c_int]),
+        "bpf_link__destroy": (c_int, [c_void_p]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
