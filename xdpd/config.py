@@ -108,6 +108,7 @@ class WorkersConfig:
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
     busy_poll_usecs: int = 20   # SO_BUSY_POLL
     busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET
+    tx_budget: int = 0          # XDP_MAX_TX_SKB_BUDGET; 0: the kernel's default (32)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ _TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics")
 _INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback")
 _RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
-                 "busy_poll_budget")
+                 "busy_poll_budget", "tx_budget")
 _UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages")
 _RINGS_KEYS = ("rx", "tx", "fill", "completion")
 _METRICS_KEYS = ("listen",)
@@ -197,6 +198,9 @@ def parse_config(data: str | dict, source: str = "<config>") -> Config:
     umem = _umem(errs, _section(errs, top, "umem"))
     rings = _rings(errs, _section(errs, top, "rings"))
     metrics = _metrics(errs, _section(errs, top, "metrics"))
+    if workers and rings and workers.tx_budget > rings.tx:
+        errs.at("workers.tx_budget", f"{workers.tx_budget} is more than rings.tx "
+                f"({rings.tx}); the kernel allows at most the TX ring size")
     errs.raise_if_any()
     return Config(interfaces=interfaces, forward=forward, workers=workers, umem=umem,
                   rings=rings, metrics=metrics, source=source)
@@ -541,10 +545,14 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
                     section.get("busy_poll_usecs", d.busy_poll_usecs), 1, 10000)
     budget = _int_in(errs, "workers.busy_poll_budget",
                      section.get("busy_poll_budget", d.busy_poll_budget), 1, 1024)
+    tx_budget = _int(errs, "workers.tx_budget", section.get("tx_budget", d.tx_budget))
+    if tx_budget is not None and tx_budget != 0 and not 32 <= tx_budget <= 16384:
+        errs.at("workers.tx_budget", f"{tx_budget} is out of range; use 0 (the kernel's "
+                "default, 32) or 32 to 16384")
     if len(errs) > before:
         return None
     return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,
-                         busy_poll_usecs=usecs, busy_poll_budget=budget)
+                         busy_poll_usecs=usecs, busy_poll_budget=budget, tx_budget=tx_budget)
 
 
 def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:

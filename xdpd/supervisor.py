@@ -300,6 +300,10 @@ class Supervisor:
                                        self.umem.geometry.frame_size)
                 sock.set_rings(self.ring_sizes)
                 sock.bind(zero_copy=zero_copy, shared_with=sockets[0] if len(sockets) > 1 else None)
+                if self.config.workers.tx_budget and not sock.set_tx_budget(
+                        self.config.workers.tx_budget) and len(sockets) == 1:
+                    log.warning("workers.tx_budget: this kernel has no XDP_MAX_TX_SKB_BUDGET "
+                                "(Linux 6.17+); sendto() keeps sending at most 32 per call")
                 if self.config.workers.busy_poll:
                     sock.set_busy_poll(self.config.workers.busy_poll_usecs,
                                        self.config.workers.busy_poll_budget)

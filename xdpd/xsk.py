@@ -108,6 +108,8 @@ class RingSizes:
 SO_BUSY_POLL = 46
 SO_PREFER_BUSY_POLL = 69
 SO_BUSY_POLL_BUDGET = 70
+# <linux/if_xdp.h> since 6.17: descriptors one sendto() may send in copy mode
+XDP_MAX_TX_SKB_BUDGET = 9
 
 
 def _setsockopt(sock: socket.socket, opt: int, value: bytes | int, what: str,
@@ -189,6 +191,19 @@ class XdpSocket:
                                  (SO_BUSY_POLL_BUDGET, budget, "SO_BUSY_POLL_BUDGET")):
             _setsockopt(self._sock, opt, value, f"set {name}={value} on {self.name}",
                         level=socket.SOL_SOCKET, hint=hint)
+
+    def set_tx_budget(self, budget: int) -> bool:
+        """Let one sendto() send up to `budget` descriptors in copy mode
+        (the kernel's default is 32).  False where the kernel predates the
+        option (before 6.17); the default then stays."""
+        try:
+            self._sock.setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget)
+        except OSError as e:
+            if e.errno == errno.ENOPROTOOPT:
+                return False
+            raise XskError(e.errno, f"set XDP_MAX_TX_SKB_BUDGET={budget} on {self.name}",
+                           "workers.tx_budget must not exceed rings.tx") from None
+        return True
 
     def _options_zero_copy(self) -> bool:
         raw = self._sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4)

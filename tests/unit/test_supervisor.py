@@ -87,6 +87,10 @@ class FakeSocket:
     def set_rings(self, sizes):
         pass
 
+    def set_tx_budget(self, budget):
+        self.ops.journal.append(("tx_budget", self.netdev, self.queue, budget))
+        return True
+
     def set_busy_poll(self, usecs, budget):
         self.ops.journal.append(("busy_poll", self.netdev, self.queue, usecs, budget))
 
