@@ -8,17 +8,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv \
                 linux-libc-dev iproute2 ethtool util-linux procps
+# The benchmark's peer, dpdk-testpmd with the AF_XDP PMD (not needed by tests).
+BENCH_APT_PACKAGES := dpdk-dev
 PYTEST_ARGS ?=
 DEMO_SECONDS ?= 5
+BENCH_ARGS ?=
 
 # Benchmarks report numbers and are not part of `make test`.
-.PHONY: all deps venv build demo test bench test-unit test-bpf test-integration clean
+.PHONY: all deps bench-deps venv build demo test bench bench-micro test-unit test-bpf \
+        test-integration clean
 
 all: build
 
 # System packages: only those missing, so a second run is quick and offline.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+deps bench-deps: PACKAGES = $(if $(filter bench-deps,$@),$(BENCH_APT_PACKAGES),$(APT_PACKAGES))
+deps bench-deps:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -58,8 +63,13 @@ test-bpf: build
 test-integration: build
 	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/integration
 
-bench: build
-	$(PY) bench/forward_lab.py
+# xdpd vs dpdk-testpmd vs in-kernel XDP forwarding in a veth lab (root); prints the table.
+bench: build bench-deps
+	$(PY) bench/perf.py $(BENCH_ARGS)
+
+# The C fast path alone on synthetic rings: Mpps per core.
+bench-micro: build
+	$(PY) bench/fastpath_micro.py
 
 clean:
 	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache

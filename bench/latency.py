@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""How long xdpd takes to start forwarding and to replace a worker (root).
+
+    python bench/latency.py [--runs 5] [--rate 200000] [--queues 1]
+
+A paced generator (BPF live frames) offers traffic into the veth lab the
+whole time; a counting XDP program on sink0 is read every 0.2 ms.
+
+  start     from spawning `xdpd run` to the first packet at the sink
+  replace   SIGKILL of the worker that receives the traffic, to packets
+            arriving at the sink again (the supervisor restarts it on the
+            same socket), and the packets offered in that gap
+
+Reload latency is not measured here: live reload is not built yet.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from xdpd.lab import Lab, cleanup_stale  # noqa: E402
+from xdpd.labdaemon import LabDaemon  # noqa: E402
+from xdpd.labxdp import CountingSink  # noqa: E402
+from xdpd.traffic import child_env  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from perf import METRICS_PORT, Xdpd, xdpd_config  # noqa: E402
+
+POLL_S = 0.0002
+
+
+def start_generator(lab: Lab, rate: int, seconds: float, cpu: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
+           "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
+           "--rate", str(rate), "--seconds", str(seconds), "--cpu", str(cpu)]
+    return lab.popen(lab.gen_ns, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                     env=child_env())
+
+
+def wait_count(sink: CountingSink, above: int, timeout: float) -> float:
+    """Poll until the sink has counted more than `above`; the time it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sink.read()["packets"] > above:
+            return time.monotonic()
+        time.sleep(POLL_S)
+    raise RuntimeError(f"no packet at the sink within {timeout} s")
+
+
+def measure_start(lab: Lab, sink: CountingSink, args) -> float:
+    daemon = LabDaemon(lab, xdpd_config(lab, "io", args.fwd_cpu, []), port=METRICS_PORT)
+    base = sink.read()["packets"]
+    t0 = time.monotonic()
+    # spawn without waiting for readiness: the clock runs until a packet arrives
+    log = open(daemon.log_path, "ab")
+    daemon.proc = lab.popen(lab.dut_ns, [sys.executable, "-m", "xdpd", "run", "--config",
+                                         daemon.config_path],
+                            stdout=log, stderr=subprocess.STDOUT, env=child_env())
+    log.close()
+    try:
+        t1 = wait_count(sink, base, timeout=30)
+    finally:
+        daemon.close()
+    return t1 - t0
+
+
+def measure_replace(lab: Lab, sink: CountingSink, args) -> tuple[float, float]:
+    fwd = Xdpd(lab, "io", args.fwd_cpu, [])
+    fwd.start()
+    try:
+        wait_count(sink, sink.read()["packets"], timeout=10)
+        victim = next(p for p in fwd.pids() if open(f"/proc/{p}/cmdline", "rb").read()
+                      .startswith(f"xdpd: worker {lab.IN_DEV}/q0".encode()))
+        t_kill = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        # the stall: no progress for 2 ms; then the first packet after it
+        last, t_last = sink.read()["packets"], time.monotonic()
+        while time.monotonic() - t_last < 0.002:
+            now = sink.read()["packets"]
+            if now != last:
+                last, t_last = now, time.monotonic()
+            time.sleep(POLL_S)
+        t_back = wait_count(sink, last, timeout=10)
+    finally:
+        fwd.stop()
+    return t_back - t_kill, t_back - t_last
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rate", type=int, default=200_000, help="offered packets per second")
+    ap.add_argument("--queues", type=int, default=1)
+    ap.add_argument("--gen-cpu", type=int, default=0)
+    ap.add_argument("--fwd-cpu", type=int, default=1)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/latency.py needs root", file=sys.stderr)
+        return 77
+    cleanup_stale()
+    starts, replaces, gaps = [], [], []
+    with Lab.create(queues=args.queues) as lab:
+        sink = CountingSink(lab.sink_ns, lab.SINK_DEV)
+        gen = start_generator(lab, args.rate, 3600, args.gen_cpu)
+        try:
+            for i in range(args.runs):
+                starts.append(measure_start(lab, sink, args))
+                kill_to_back, gap = measure_replace(lab, sink, args)
+                replaces.append(kill_to_back)
+                gaps.append(gap)
+                print(f"run {i + 1}: start -> first packet {starts[-1] * 1e3:.0f} ms; "
+                      f"kill -> forwarding again {kill_to_back * 1e3:.0f} ms "
+                      f"(no delivery for {gap * 1e3:.0f} ms)", flush=True)
+        finally:
+            gen.send_signal(signal.SIGTERM)
+            gen.wait(10)
+            sink.close()
+    print(f"\n{'measure':<38}{'median ms':>10}{'min':>8}{'max':>8}")
+    for name, vals in (("xdpd run -> first forwarded packet", starts),
+                       ("worker SIGKILL -> forwarding again", replaces),
+                       ("  of which nothing delivered", gaps)):
+        print(f"{name:<38}{statistics.median(vals) * 1e3:>10.0f}"
+              f"{min(vals) * 1e3:>8.0f}{max(vals) * 1e3:>8.0f}")
+    print(f"offered {args.rate} pps; {args.queues} queue(s); generator CPU {args.gen_cpu}, "
+          f"workers CPU {args.fwd_cpu}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""xdpd against DPDK's AF_XDP forwarder, side by side in one veth lab (root).
+
+    make bench
+    python bench/perf.py [--seconds 10] [--runs 3] [--warmup 2] [--size 64]
+                         [--queues 1] [--modes io,mac] [--peers xdpd,testpmd,kernel]
+                         [--gen-cpu 0] [--fwd-cpu 1] [--xdpd-set workers.batch_size=128]
+
+    gen0 --> in0 [forwarder] out0 --> sink0
+    (gen ns)     (dut ns)             (sink ns)
+
+The generator is BPF_PROG_TEST_RUN in live-frames mode: an XDP program
+returning XDP_TX on gen0 sends each frame to in0 through the veth's
+ndo_xdp_xmit, several Mpps from one core, far more than a forwarder takes.
+A counting XDP program on sink0 counts what arrives (and, in mac mode,
+whether the destination MAC was rewritten).  Each trial starts the
+forwarder, runs the generator, lets it warm up, and then reads the
+counters at the start and the end of a fixed window.
+
+Forwarders, alternated trial by trial on the same lab, with the same CPU
+placement and the same generator:
+  xdpd     `xdpd run`, every worker pinned to --fwd-cpu
+  testpmd  dpdk-testpmd with the AF_XDP PMD on in0 and out0, its forwarding
+           lcore on --fwd-cpu, its main lcore on --gen-cpu
+  kernel   the lab's ceiling: an XDP program on in0 redirecting to out0
+           through a DEVMAP, no user space at all
+Modes: io (forward untouched) and mac (rewrite destination and source MAC;
+testpmd's `mac` forwarding mode, xdpd's set_dst_mac + set_src_mac).
+
+CPU per delivered packet: user and system time of the forwarder's processes
+(xdpd's workers; testpmd), and softirq time of the whole machine, from
+/proc/stat (veth NAPI polls run in softirq context, charged to no process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from xdpd.lab import Lab, cleanup_stale  # noqa: E402
+from xdpd.labdaemon import LabDaemon  # noqa: E402
+from xdpd.labxdp import CountingSink, DevmapForwarder  # noqa: E402
+from xdpd.traffic import child_env  # noqa: E402
+
+MODES = ("io", "mac")
+PEERS = ("xdpd", "testpmd", "kernel")
+METRICS_PORT = 9477
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- CPU accounting -------------------------------------------------------------
+
+def _proc_stat_softirq_ns() -> int:
+    """Softirq time of all CPUs so far (the 7th field of the `cpu` line)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[7]) * 10**9 // os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_times(pids: list[int]) -> tuple[float, float]:
+    user = system = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        user += t.user
+        system += t.system
+    return user, system
+
+
+def _memory(pids: list[int]) -> list[tuple[int, str, int, int]]:
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            info = p.memory_full_info()
+            out.append((pid, " ".join(p.cmdline())[:40], info.rss, info.uss))
+        except psutil.Error:
+            continue
+    return out
+
+
+# --- the generator --------------------------------------------------------------
+
+class Generator:
+    """`python -m xdpd.labxdp gen` in the gen namespace, reporting progress
+    lines (monotonic time, frames sent so far) that the window is cut from."""
+
+    def __init__(self, lab: Lab, size: int, cpu: int, seconds: float, flows: int = 256):
+        cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
+               "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
+               "--size", str(size), "--flows", str(flows), "--seconds", str(seconds),
+               "--cpu", str(cpu), "--progress", "0.05"]
+        self.proc = lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=child_env())
+        self.progress: list[tuple[float, int]] = []
+        self.cond = threading.Condition()
+        self.result: dict | None = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                if "progress" in msg:
+                    self.progress.append((msg["t"], msg["progress"]))
+                else:
+                    self.result = msg
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def wait_progress(self, at_least: float, timeout: float) -> tuple[float, int]:
+        """The first progress report at or after monotonic time `at_least`."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, sent in self.progress:
+                    if t >= at_least:
+                        return t, sent
+                if self.proc.poll() is not None and not self.reader.is_alive():
+                    raise BenchError(f"generator exited ({self.proc.returncode}): "
+                                     f"{self.proc.stderr.read().strip()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError("generator reports no progress")
+                self.cond.wait(min(left, 0.5))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(5)
+
+
+# --- forwarders -----------------------------------------------------------------
+
+def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str]) -> str:
+    rewrite = (f'    set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"\n'
+               f'    set_src_mac: "{lab.MACS[lab.OUT_DEV]}"\n' if mode == "mac" else "")
+    back = (f'    set_dst_mac: "{lab.MACS[lab.GEN_DEV]}"\n'
+            f'    set_src_mac: "{lab.MACS[lab.IN_DEV]}"\n' if mode == "mac" else "")
+    sections: dict[str, dict[str, str]] = {"workers": {"cpus": f"[{cpu}]"}}
+    for item in sets:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not name or not value:
+            raise BenchError(f"--xdpd-set {item!r}: expected SECTION.KEY=VALUE")
+        sections.setdefault(section, {})[name] = value
+    extra = "".join(f"{s}:\n" + "".join(f"  {k}: {v}\n" for k, v in kv.items())
+                    for s, kv in sections.items())
+    return (f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: native\n"
+            f"  - name: {lab.OUT_DEV}\n    xdp_mode: native\n"
+            f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n{rewrite}"
+            f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n{back}"
+            f"metrics:\n  listen: \"127.0.0.1:{METRICS_PORT}\"\n{extra}")
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+class Xdpd:
+    name = "xdpd"
+
+    def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str]):
+        self.lab = lab
+        self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets), port=METRICS_PORT)
+
+    def start(self) -> None:
+        self.daemon.start()
+
+    def pids(self) -> list[int]:
+        pids = []
+        for pid in _netns_pids(self.lab.dut_ns):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().startswith(b"xdpd: worker "):
+                        pids.append(pid)
+            except OSError:
+                pass
+        return pids
+
+    def all_pids(self) -> list[int]:
+        return ([self.daemon.proc.pid] if self.daemon.proc else []) + self.pids()
+
+    def stop(self) -> None:
+        self.daemon.close()
+
+
+class Testpmd:
+    name = "testpmd"
+
+    def __init__(self, lab: Lab, mode: str, cpu: int, main_cpu: int, queues: int):
+        self.lab = lab
+        self.log_path = f"/tmp/{lab.prefix}-testpmd.log"
+        mac_args = ([f"--eth-peer=1,{lab.MACS[lab.SINK_DEV]}",
+                     f"--eth-peer=0,{lab.MACS[lab.GEN_DEV]}"] if mode == "mac" else [])
+        # stdbuf: testpmd's stdout is a file here, and "Press enter to exit"
+        # (it is forwarding) must not sit in a stdio buffer
+        self.cmd = [
+            "stdbuf", "-oL", "dpdk-testpmd", "-l", f"{main_cpu},{cpu}", "--main-lcore", str(main_cpu),
+            "--no-huge", "-m", "1024", "--no-shconf", "--no-pci", "--log-level", "*:notice",
+            "--vdev", f"net_af_xdp0,iface={lab.IN_DEV},start_queue=0,queue_count={queues}",
+            "--vdev", f"net_af_xdp1,iface={lab.OUT_DEV},start_queue=0,queue_count={queues}",
+            "--", f"--forward-mode={mode}", f"--rxq={queues}", f"--txq={queues}",
+            "--total-num-mbufs=16384", *mac_args]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "w")
+        self.proc = self.lab.popen(self.lab.dut_ns, self.cmd, stdin=subprocess.PIPE,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"dpdk-testpmd exited with {self.proc.returncode}:\n"
+                                 + self._log_tail())
+            if "Press enter to exit" in self._log_tail(4000):
+                return
+            time.sleep(0.05)
+        raise BenchError("dpdk-testpmd did not start forwarding:\n" + self._log_tail())
+
+    def _log_tail(self, n: int = 2000) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+
+    all_pids = pids
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Kernel:
+    """The ceiling: in-kernel XDP redirect through a DEVMAP, in0 -> out0."""
+    name = "kernel"
+
+    def __init__(self, lab: Lab, mode: str):
+        self.lab, self.mode = lab, mode
+        self.fwd: DevmapForwarder | None = None
+
+    def start(self) -> None:
+        rewrite = ({"dst_mac": self.lab.MACS[self.lab.SINK_DEV],
+                    "src_mac": self.lab.MACS[self.lab.OUT_DEV]} if self.mode == "mac" else {})
+        self.fwd = DevmapForwarder(self.lab.dut_ns, self.lab.IN_DEV, self.lab.OUT_DEV, **rewrite)
+
+    def pids(self) -> list[int]:
+        return []
+
+    all_pids = pids
+
+    def stop(self) -> None:
+        if self.fwd is not None:
+            self.fwd.close()
+            self.fwd = None
+
+
+# --- one trial ------------------------------------------------------------------
+
+@dataclass
+class Trial:
+    peer: str
+    mode: str
+    offered_pps: float
+    delivered_pps: float
+    user_ns: float          # per delivered packet
+    sys_ns: float
+    softirq_ns: float
+    rewritten: float        # fraction of delivered packets with the sink's MAC
+    memory: list = field(default_factory=list)
+
+
+def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
+    gen = None
+    try:
+        fwd.start()
+        gen = Generator(lab, args.size, args.gen_cpu,
+                        seconds=args.warmup + args.seconds + 5, flows=args.flows)
+        t_start = time.monotonic() + args.warmup
+        t0, sent0 = gen.wait_progress(t_start, timeout=args.warmup + 10)
+        pids = fwd.pids()
+        c0, u0, s0, q0 = sink.read(), *_cpu_times(pids), _proc_stat_softirq_ns()
+        t1, sent1 = gen.wait_progress(t0 + args.seconds, timeout=args.seconds + 10)
+        c1, u1, s1, q1 = sink.read(), *_cpu_times(pids), _proc_stat_softirq_ns()
+        memory = _memory(fwd.all_pids())
+    finally:
+        if gen is not None:
+            gen.stop()
+        fwd.stop()
+    delivered = c1["packets"] - c0["packets"]
+    per = 1e9 / max(delivered, 1)
+    return Trial(peer=fwd.name, mode=mode,
+                 offered_pps=(sent1 - sent0) / (t1 - t0),
+                 delivered_pps=delivered / (t1 - t0),
+                 user_ns=(u1 - u0) * per, sys_ns=(s1 - s0) * per,
+                 softirq_ns=(q1 - q0) / max(delivered, 1),
+                 rewritten=(c1["dst_mac_ok"] - c0["dst_mac_ok"]) / max(delivered, 1),
+                 memory=memory)
+
+
+def make_forwarder(peer: str, lab: Lab, mode: str, args):
+    if peer == "xdpd":
+        return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set)
+    if peer == "testpmd":
+        return Testpmd(lab, mode, args.fwd_cpu, args.gen_cpu, args.queues)
+    return Kernel(lab, mode)
+
+
+# --- report ---------------------------------------------------------------------
+
+def _mpps(v: float) -> str:
+    return f"{v / 1e6:.3f}"
+
+
+def report(trials: list[Trial], args) -> dict:
+    summary = {}
+    print(f"\nveth lab, {args.queues} queue(s), {args.size} B frames, {args.runs} runs x "
+          f"{args.seconds:g} s after {args.warmup:g} s warm-up; generator on CPU "
+          f"{args.gen_cpu}, forwarder on CPU {args.fwd_cpu}; kernel "
+          f"{os.uname().release}, {os.cpu_count()} CPUs")
+    head = (f"{'mode':<5}{'forwarder':<10}{'offered Mpps':>13}{'delivered Mpps':>16}"
+            f"{'min-max':>16}{'user ns/p':>11}{'sys ns/p':>10}{'softirq ns/p':>14}"
+            f"{'MAC ok':>8}")
+    print(head)
+    print("-" * len(head))
+    for mode in args.modes:
+        for peer in args.peers:
+            rows = [t for t in trials if t.peer == peer and t.mode == mode]
+            if not rows:
+                continue
+            d = [t.delivered_pps for t in rows]
+            med = {k: statistics.median(getattr(t, k) for t in rows)
+                   for k in ("offered_pps", "delivered_pps", "user_ns", "sys_ns",
+                             "softirq_ns", "rewritten")}
+            summary[f"{mode}/{peer}"] = {**med, "min_pps": min(d), "max_pps": max(d),
+                                         "runs": len(rows)}
+            ok = f"{med['rewritten'] * 100:.0f}%" if mode == "mac" else "-"
+            print(f"{mode:<5}{peer:<10}{_mpps(med['offered_pps']):>13}"
+                  f"{_mpps(med['delivered_pps']):>16}"
+                  f"{_mpps(min(d)) + '-' + _mpps(max(d)):>16}"
+                  f"{med['user_ns']:>11.1f}{med['sys_ns']:>10.1f}{med['softirq_ns']:>14.1f}"
+                  f"{ok:>8}")
+    print()
+    for mode in args.modes:
+        x, t = summary.get(f"{mode}/xdpd"), summary.get(f"{mode}/testpmd")
+        k = summary.get(f"{mode}/kernel")
+        parts = []
+        if x and t:
+            ratio = x["delivered_pps"] / max(t["delivered_pps"], 1)
+            summary[f"{mode}/ratio"] = ratio
+            parts.append(f"xdpd/testpmd = {ratio:.2f}")
+        if x and k:
+            parts.append(f"xdpd/kernel ceiling = {x['delivered_pps'] / max(k['delivered_pps'], 1):.2f}")
+        if parts:
+            print(f"{mode}: " + ", ".join(parts))
+    mem = {}
+    for t in trials:
+        for pid, cmd, rss, uss in t.memory:
+            mem.setdefault((t.peer, cmd.split(" --")[0][:32]), (rss, uss))
+    if mem:
+        print("\nmemory at the end of a trial (one process each):")
+        for (peer, cmd), (rss, uss) in sorted(mem.items()):
+            print(f"  {peer:<8} {cmd:<34} rss {rss / 2**20:7.1f} MiB  unique {uss / 2**20:6.1f} MiB")
+    return summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured window per trial")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size", type=int, default=64, help="frame size in bytes, without FCS")
+    ap.add_argument("--flows", type=int, default=256)
+    ap.add_argument("--queues", type=int, default=1)
+    ap.add_argument("--modes", default="io,mac")
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--gen-cpu", type=int, default=0)
+    ap.add_argument("--fwd-cpu", type=int, default=1)
+    ap.add_argument("--xdpd-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override an xdpd setting, e.g. workers.batch_size=128")
+    ap.add_argument("--json", metavar="FILE", help="also write the trials and summary here")
+    args = ap.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.peers = [p for p in args.peers.split(",") if p]
+    for m in args.modes:
+        if m not in MODES:
+            ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
+    for p in args.peers:
+        if p not in PEERS:
+            ap.error(f"--peers: {p!r} is not one of {', '.join(PEERS)}")
+    if os.geteuid() != 0:
+        print("bench/perf.py needs root (network namespaces, XDP)", file=sys.stderr)
+        return 77
+    if "testpmd" in args.peers and not any(
+            os.access(os.path.join(d, "dpdk-testpmd"), os.X_OK)
+            for d in os.environ.get("PATH", "").split(os.pathsep)):
+        print("dpdk-testpmd not found; install the Debian package dpdk-dev "
+              "(make bench does), or leave it out with --peers xdpd,kernel", file=sys.stderr)
+        return 69
+    cleanup_stale()
+    trials: list[Trial] = []
+    with Lab.create(queues=args.queues) as lab:
+        sink = CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV])
+        try:
+            for run in range(args.runs):
+                for mode in args.modes:
+                    for peer in args.peers:
+                        trial = run_trial(lab, sink, make_forwarder(peer, lab, mode, args),
+                                          mode, args)
+                        trials.append(trial)
+                        print(f"run {run + 1}/{args.runs} {mode:<4} {peer:<8} offered "
+                              f"{_mpps(trial.offered_pps)} Mpps, delivered "
+                              f"{_mpps(trial.delivered_pps)} Mpps", flush=True)
+        finally:
+            sink.close()
+    summary = report(trials, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "summary": summary,
+                       "trials": [t.__dict__ for t in trials]}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
