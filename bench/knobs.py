@@ -39,7 +39,8 @@ VARIANTS: dict[str, list[str]] = {
     "hugepages=off": ["umem.hugepages=off"],
     "idle=spin": ["workers.idle=spin"],
     "busy_poll": ["workers.busy_poll=true"],
-    "tx_budget=256": ["workers.tx_budget=256"],
+    "tx_budget=0 (kernel's 32)": ["workers.tx_budget=0"],
+    "tx_budget=1024": ["workers.tx_budget=1024"],
     "workers on the generator's CPU": ["@cpu=gen"],
 }
 

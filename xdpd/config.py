@@ -102,13 +102,17 @@ class ForwardRule:
 
 @dataclass(frozen=True)
 class WorkersConfig:
+    AUTO_TX_BUDGET = 256        # measured best in the veth lab (docs/PERFORMANCE.md)
+
     cpus: Literal["auto"] | tuple[int, ...] = "auto"  # in the order given
     batch_size: int = 64
     idle: str = "sleep"         # sleep | spin
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
     busy_poll_usecs: int = 20   # SO_BUSY_POLL
     busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET
-    tx_budget: int = 0          # XDP_MAX_TX_SKB_BUDGET; 0: the kernel's default (32)
+    # XDP_MAX_TX_SKB_BUDGET: "auto" (256, capped at rings.tx, where the
+    # kernel has it), 0 (the kernel's default, 32) or a number
+    tx_budget: Literal["auto"] | int = "auto"
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,7 @@ def parse_config(data: str | dict, source: str = "<config>") -> Config:
     umem = _umem(errs, _section(errs, top, "umem"))
     rings = _rings(errs, _section(errs, top, "rings"))
     metrics = _metrics(errs, _section(errs, top, "metrics"))
-    if workers and rings and workers.tx_budget > rings.tx:
+    if workers and rings and workers.tx_budget != "auto" and workers.tx_budget > rings.tx:
         errs.at("workers.tx_budget", f"{workers.tx_budget} is more than rings.tx "
                 f"({rings.tx}); the kernel allows at most the TX ring size")
     errs.raise_if_any()
@@ -545,10 +549,12 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
                     section.get("busy_poll_usecs", d.busy_poll_usecs), 1, 10000)
     budget = _int_in(errs, "workers.busy_poll_budget",
                      section.get("busy_poll_budget", d.busy_poll_budget), 1, 1024)
-    tx_budget = _int(errs, "workers.tx_budget", section.get("tx_budget", d.tx_budget))
-    if tx_budget is not None and tx_budget != 0 and not 32 <= tx_budget <= 16384:
-        errs.at("workers.tx_budget", f"{tx_budget} is out of range; use 0 (the kernel's "
-                "default, 32) or 32 to 16384")
+    tx_budget = section.get("tx_budget", d.tx_budget)
+    if tx_budget != "auto":
+        tx_budget = _int(errs, "workers.tx_budget", tx_budget)
+        if tx_budget is not None and tx_budget != 0 and not 32 <= tx_budget <= 16384:
+            errs.at("workers.tx_budget", f"{tx_budget} is out of range; use auto, 0 (the "
+                    "kernel's default, 32) or 32 to 16384")
     if len(errs) > before:
         return None
     return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,

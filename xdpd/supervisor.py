@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import exitcodes
-from .config import Config, WorkerPlan, plan_workers
+from .config import Config, WorkerPlan, WorkersConfig, plan_workers
 from .oserrors import errname
 
 log = logging.getLogger("xdpd.supervisor")
@@ -300,10 +300,7 @@ class Supervisor:
                                        self.umem.geometry.frame_size)
                 sock.set_rings(self.ring_sizes)
                 sock.bind(zero_copy=zero_copy, shared_with=sockets[0] if len(sockets) > 1 else None)
-                if self.config.workers.tx_budget and not sock.set_tx_budget(
-                        self.config.workers.tx_budget) and len(sockets) == 1:
-                    log.warning("workers.tx_budget: this kernel has no XDP_MAX_TX_SKB_BUDGET "
-                                "(Linux 6.17+); sendto() keeps sending at most 32 per call")
+                self._set_tx_budget(sock, first=len(sockets) == 1)
                 if self.config.workers.busy_poll:
                     sock.set_busy_poll(self.config.workers.busy_poll_usecs,
                                        self.config.workers.busy_poll_budget)
@@ -312,6 +309,23 @@ class Supervisor:
                 s.close()
             raise
         return sockets
+
+    def _set_tx_budget(self, sock, first: bool) -> None:
+        budget = self.config.workers.tx_budget
+        if budget == 0:
+            return
+        explicit = budget != "auto"
+        if not explicit:
+            budget = min(WorkersConfig.AUTO_TX_BUDGET, self.ring_sizes.tx)
+            if budget < 32:
+                return
+        if not sock.set_tx_budget(budget) and first:
+            if explicit:
+                log.warning("workers.tx_budget: this kernel has no XDP_MAX_TX_SKB_BUDGET "
+                            "(Linux 6.17+); sendto() keeps sending at most 32 per call")
+            else:
+                log.debug("no XDP_MAX_TX_SKB_BUDGET in this kernel; copy-mode TX budget "
+                          "stays at 32 per sendto()")
 
     def _write_table(self) -> None:
         table = compile_table(self.config, self.interfaces, self.workers)

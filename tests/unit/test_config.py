@@ -190,8 +190,10 @@ BAD_INPUT = [
     case("busy-poll-budget", BASE + "workers:\n  busy_poll_budget: 4096\n",
          "xdpd.yaml: workers.busy_poll_budget: 4096 is out of range; use 1 to 1024"),
     case("tx-budget-range", BASE + "workers:\n  tx_budget: 8\n",
-         "xdpd.yaml: workers.tx_budget: 8 is out of range; use 0 (the kernel's default, 32) "
-         "or 32 to 16384"),
+         "xdpd.yaml: workers.tx_budget: 8 is out of range; use auto, 0 (the kernel's "
+         "default, 32) or 32 to 16384"),
+    case("tx-budget-word", BASE + "workers:\n  tx_budget: max\n",
+         "xdpd.yaml: workers.tx_budget: expected an integer, got string 'max'"),
     case("tx-budget-over-ring", BASE + "workers:\n  tx_budget: 4096\nrings:\n  tx: 1024\n",
          "xdpd.yaml: workers.tx_budget: 4096 is more than rings.tx (1024); the kernel allows "
          "at most the TX ring size"),

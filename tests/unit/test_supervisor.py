@@ -357,3 +357,13 @@ def test_worker_on_its_queues_irq_cpu_is_warned_about(caplog):
     assert warned[0].startswith("in0/q1: worker CPU 1 also takes the queue's interrupts (NAPI)")
     assert "workers.cpus" in warned[0]
     sup.stop()
+
+
+def test_tx_budget_auto_is_set_on_every_socket_and_zero_leaves_the_kernel_default():
+    sup, ops = started()
+    assert [e[1:] for e in ops.journal if e[0] == "tx_budget"] == [
+        ("in0", 0, 256), ("in0", 1, 256), ("out0", 0, 256), ("out0", 1, 256)]
+    sup.stop()
+    sup, ops = started(CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  tx_budget: 0"))
+    assert "tx_budget" not in kinds(ops.journal)
+    sup.stop()
