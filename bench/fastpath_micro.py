@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated, from: " + ", ".join(SCENARIOS))
     ap.add_argument("--hugepages", choices=("on", "off", "auto"), default=Setup.hugepages,
                     help="UMEM backing, as umem.hugepages")
+    ap.add_argument("--frame-size", type=int, default=Setup.frame_size,
+                    help="umem.frame_size (2048 or 4096)")
+    ap.add_argument("--frames-per-worker", type=int, default=Setup.frames_per_worker)
+    ap.add_argument("--rings", default=",".join(map(str, Setup.rings)), metavar="RX,TX,FILL,COMP",
+                    help="ring sizes (powers of two)")
     ap.add_argument("--json", action="store_true",
                     help="print the results as JSON instead of the table")
     args = ap.parse_args(argv)
@@ -190,8 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {args.cpu})
         except OSError as e:
             ap.error(f"--cpu {args.cpu}: {e.strerror}")
+    try:
+        rings = tuple(int(v) for v in args.rings.split(","))
+        if len(rings) != 4:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--rings {args.rings!r}: expected four sizes, RX,TX,FILL,COMP")
     setup = Setup(packets=args.packets, batch=args.batch, size=args.size,
-                  hugepages=args.hugepages)
+                  hugepages=args.hugepages, frame_size=args.frame_size,
+                  frames_per_worker=args.frames_per_worker, rings=rings)
     try:
         rows = [measure(SCENARIOS[name], setup, args.runs) for name in names]
     except (ValueError, OSError, RuntimeError) as e:

@@ -117,7 +117,7 @@ class WorkersConfig:
 
 @dataclass(frozen=True)
 class UmemConfig:
-    frame_size: int = 4096
+    frame_size: int = 2048       # 2048 fits a 1500-byte MTU; 4096 for jumbo frames
     frames_per_worker: int = 4096
     hugepages: str = "auto"     # on | off | auto
 
