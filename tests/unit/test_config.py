@@ -398,7 +398,7 @@ def test_defaults():
     assert config.interfaces[0] == InterfaceConfig(
         name="veth-a", queues="all", xdp_mode="auto", zero_copy="auto", fallback="pass")
     assert config.workers == WorkersConfig(cpus="auto", batch_size=64, idle="sleep")
-    assert config.umem == UmemConfig(frame_size=4096, frames_per_worker=4096)
+    assert config.umem == UmemConfig(frame_size=2048, frames_per_worker=4096, hugepages="auto")
     assert config.rings == RingsConfig(rx=2048, tx=2048, fill=4096, completion=4096)
     assert config.metrics == MetricsConfig(listen=("127.0.0.1", 9464))
     assert config.source == "xdpd.yaml"
