@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from . import __version__, exitcodes
@@ -75,6 +76,14 @@ def cmd_check_config(args) -> int:
     return exitcodes.OK
 
 
+class StopDuringStart(BaseException):
+    """SIGTERM while starting: unwinds start(), which undoes what it did."""
+
+
+def _stop_during_start(signum, frame):
+    raise StopDuringStart(signum)
+
+
 def cmd_run(args) -> int:
     from .bpf import BpfError
     from .config import ConfigError, load_config
@@ -91,8 +100,14 @@ def cmd_run(args) -> int:
             log.error("%s", line)
         return exitcodes.CONFIG
     sup = Supervisor(config)
+    # Until run_forever() takes over signal handling, SIGTERM must still
+    # detach what is attached: the default action would kill us mid-way.
+    signal.signal(signal.SIGTERM, _stop_during_start)
     try:
         sup.start()
+    except StopDuringStart:
+        log.info("stopped during start-up; everything it set up is undone")
+        return exitcodes.OK
     except ConfigError as e:
         log.error("%s", e)
         return exitcodes.CONFIG

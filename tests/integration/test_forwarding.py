@@ -192,3 +192,35 @@ def test_unowned_queue_stays_with_the_kernel(lab, start_daemon):
     assert m.samples["xdpd_rx_packets_total"] == [({"netdev": "in0", "queue": "0"}, redirected),
                                                   ({"netdev": "out0", "queue": "0"}, 0.0),
                                                   ({"netdev": "out0", "queue": "1"}, 0.0)]
+
+
+def test_sigterm_during_start_up_undoes_what_was_set_up(lab, tmp_path):
+    """Stopping xdpd while it is still starting (systemd does that when a
+    start times out) must detach and clean up like a normal stop."""
+    import signal
+    import time
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(forward_config(lab))
+    before = set(processes_in_netns(lab.dut_ns))
+    proc = lab.popen(lab.dut_ns, [sys.executable, "-m", "xdpd", "run", "--config", str(path)],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                     env=child_env())
+    try:
+        deadline = time.monotonic() + 20
+        while not xdp_attached(lab, lab.dut_ns, lab.IN_DEV):   # start-up is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
+    assert not xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
+    deadline = time.monotonic() + 5
+    while set(processes_in_netns(lab.dut_ns)) - before:      # workers die with PDEATHSIG
+        assert time.monotonic() < deadline, set(processes_in_netns(lab.dut_ns)) - before
+        time.sleep(0.01)
