@@ -84,11 +84,12 @@ def veth_lab(queues: int):
         ip("netns", "del", name)
 
 
-def _skip_reason() -> str:
+def _skip_reason(*tools: str) -> str:
     if os.geteuid() != 0:
         return "needs root (CAP_BPF, CAP_NET_ADMIN)"
-    if not shutil.which("ip"):
-        return "needs iproute2 ('ip')"
+    for tool in ("ip", *tools):
+        if not shutil.which(tool):
+            return f"needs {tool}"
     try:
         from xdpd import bpf
         bpf._libbpf()
@@ -97,36 +98,57 @@ def _skip_reason() -> str:
     return ""
 
 
+def build_object(tmp_path_factory, source: str, packaged) -> str:
+    """bpf/<source> compiled with the flags setup.py uses, or, without
+    clang, the packaged object (packaged() returns its path or raises
+    BpfError); skips the test when neither is there."""
+    from xdpd import bpf
+    clang = os.environ.get("CLANG", shutil.which("clang"))
+    if not clang:
+        try:
+            return packaged()
+        except bpf.BpfError as e:
+            pytest.skip(f"no clang to build bpf/{source}, and {e}")
+    out = str(tmp_path_factory.mktemp("bpf") / (os.path.splitext(source)[0] + ".bpf.o"))
+    triplet = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
+                             text=True).stdout.strip() if shutil.which("gcc") else ""
+    multiarch = [f"-I/usr/include/{triplet}"] if triplet else []
+    subprocess.run([clang, "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
+                    *multiarch, "-I", os.path.join(REPO, "bpf"), "-c",
+                    os.path.join(REPO, "bpf", source), "-o", out], check=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def rr_object(tmp_path_factory) -> str:
-    """Path of rr_redirect built from the current bpf/ sources (the flags
-    setup.py uses), or the packaged object when clang is missing."""
+    """Path of rr_redirect built from the current bpf/ sources, or the
+    packaged object when clang is missing."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     from xdpd import bpf
-
-    clang = os.environ.get("CLANG", shutil.which("clang"))
-    if clang:
-        out = str(tmp_path_factory.mktemp("bpf") / bpf.OBJECT_NAME)
-        triplet = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
-                                 text=True).stdout.strip() if shutil.which("gcc") else ""
-        multiarch = [f"-I/usr/include/{triplet}"] if triplet else []
-        subprocess.run([clang, "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
-                        *multiarch, "-I", os.path.join(REPO, "bpf"), "-c",
-                        os.path.join(REPO, "bpf", "rr_redirect.c"), "-o", out],
-                       check=True)
-        path = out
-    else:
-        try:
-            path = bpf.object_path()
-        except bpf.BpfError as e:
-            pytest.skip(f"no clang to build the XDP object, and {e}")
+    path = build_object(tmp_path_factory, "rr_redirect.c", bpf.object_path)
     # Can this kernel load it at all?  (BPF disabled, lockdown, no XSKMAP)
     try:
         bpf.XdpProgram.load(path, name="probe").close()
     except bpf.BpfError as e:
         pytest.skip(f"kernel refuses the XDP program: {e}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab_object(tmp_path_factory) -> str:
+    """lab.bpf.o built from the current bpf/lab.c, or the packaged one
+    without clang; skip where the kernel refuses it."""
+    reason = _skip_reason("ethtool", "nsenter")
+    if reason:
+        pytest.skip(reason)
+    from xdpd import bpf, labxdp
+    path = build_object(tmp_path_factory, "lab.c", labxdp.object_path)
+    try:
+        labxdp.Generator(path).close()
+    except bpf.BpfError as e:
+        pytest.skip(f"kernel refuses bpf/lab.c: {e}")
     return path
 
 

@@ -38,7 +38,6 @@ from xdpd.lab import Lab
 from xdpd.labdaemon import run_in_netns
 from xdpd.traffic import child_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
 # 'xdp', 'xdpgeneric', 'prog/xdp' in `ip link show`; not the lab's 'xdpd...' names
@@ -48,47 +47,6 @@ GEN_MAC, IN_MAC, OUT_MAC, SINK_MAC = (Lab.MACS[d] for d in ("gen0", "in0", "out0
 
 
 # --- fixtures ----------------------------------------------------------------
-
-def _skip_reason() -> str:
-    if os.geteuid() != 0:
-        return "needs root (CAP_BPF, CAP_NET_ADMIN)"
-    for tool in ("ip", "ethtool", "nsenter"):
-        if not shutil.which(tool):
-            return f"needs {tool}"
-    try:
-        bpf._libbpf()
-    except OSError as e:
-        return str(e)
-    return ""
-
-
-@pytest.fixture(scope="session")
-def lab_object(tmp_path_factory) -> str:
-    """lab.bpf.o built from the current bpf/lab.c (setup.py's flags), or the
-    packaged one without clang; skip where the kernel refuses it."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    clang = os.environ.get("CLANG", shutil.which("clang"))
-    if clang:
-        path = str(tmp_path_factory.mktemp("labbpf") / labxdp.OBJECT_NAME)
-        triplet = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
-                                 text=True).stdout.strip() if shutil.which("gcc") else ""
-        multiarch = [f"-I/usr/include/{triplet}"] if triplet else []
-        subprocess.run([clang, "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",
-                        *multiarch, "-I", os.path.join(REPO, "bpf"), "-c",
-                        os.path.join(REPO, "bpf", "lab.c"), "-o", path], check=True)
-    else:
-        try:
-            path = labxdp.object_path()
-        except bpf.BpfError as e:
-            pytest.skip(f"no clang to build bpf/lab.c, and {e}")
-    try:
-        labxdp.Generator(path).close()
-    except bpf.BpfError as e:
-        pytest.skip(f"kernel refuses bpf/lab.c: {e}")
-    return path
-
 
 @pytest.fixture
 def vlab(lab_object):
