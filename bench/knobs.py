@@ -12,7 +12,6 @@ the defaults.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -21,8 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from perf import CountingSink, Lab, Xdpd, cleanup_stale, run_trial  # noqa: E402
-
-NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+from xdpd.lab import hugepages_reserved  # noqa: E402
 
 # name -> settings changed from the defaults (what `--xdpd-set` takes)
 VARIANTS: dict[str, list[str]] = {
@@ -43,20 +41,6 @@ VARIANTS: dict[str, list[str]] = {
     "tx_budget=1024": ["workers.tx_budget=1024"],
     "workers on the generator's CPU": ["@cpu=gen"],
 }
-
-
-@contextlib.contextmanager
-def hugepages(pages: int):
-    """Reserve huge pages for the run, restore the old count after."""
-    with open(NR_HUGEPAGES) as f:
-        before = int(f.read())
-    try:
-        with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(before + pages))
-        yield
-    finally:
-        with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(before))
 
 
 def main() -> int:
@@ -82,7 +66,7 @@ def main() -> int:
     cleanup_stale()
     results: dict[str, list] = {n: [] for n in names}
     # 64 MiB of UMEM (2 workers x 16384 x 2048 at most) in 2 MiB pages, and spare
-    with Lab.create(queues=args.queues) as lab, hugepages(80):
+    with Lab.create(queues=args.queues) as lab, hugepages_reserved(80):
         sink = CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV])
         try:
             for run in range(args.runs):

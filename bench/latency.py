@@ -76,8 +76,7 @@ def measure_replace(lab: Lab, sink: CountingSink, args) -> tuple[float, float]:
     fwd.start()
     try:
         wait_count(sink, sink.read()["packets"], timeout=10)
-        victim = next(p for p in fwd.pids() if open(f"/proc/{p}/cmdline", "rb").read()
-                      .startswith(f"xdpd: worker {lab.IN_DEV}/q0".encode()))
+        victim = fwd.daemon.worker_pids()[f"{lab.IN_DEV}/q0"]
         t_kill = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         # the stall: no progress for 2 ms; then the first packet after it

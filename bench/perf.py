@@ -179,11 +179,6 @@ def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str]) -> str:
             f"metrics:\n  listen: \"127.0.0.1:{METRICS_PORT}\"\n{extra}")
 
 
-def _netns_pids(ns: str) -> list[int]:
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
 class Xdpd:
     name = "xdpd"
 
@@ -195,15 +190,7 @@ class Xdpd:
         self.daemon.start()
 
     def pids(self) -> list[int]:
-        pids = []
-        for pid in _netns_pids(self.lab.dut_ns):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f.read().startswith(b"xdpd: worker "):
-                        pids.append(pid)
-            except OSError:
-                pass
-        return pids
+        return list(self.daemon.worker_pids().values())
 
     def all_pids(self) -> list[int]:
         return ([self.daemon.proc.pid] if self.daemon.proc else []) + self.pids()

@@ -29,6 +29,7 @@ Why it is built the way it is:
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -84,7 +85,7 @@ def nsenter(ns: str) -> list[str]:
     return ["nsenter", f"--net={NETNS_DIR}/{ns}", "--"]
 
 
-def _pids_in_netns(ns: str) -> list[int]:
+def pids_in_netns(ns: str) -> list[int]:
     """Processes whose network namespace is ns (what `ip netns pids` does)."""
     try:
         st = os.stat(os.path.join(NETNS_DIR, ns))
@@ -105,10 +106,25 @@ def _pids_in_netns(ns: str) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def hugepages_reserved(extra: int, path: str = "/proc/sys/vm/nr_hugepages"):
+    """Reserve `extra` more default-size huge pages for the block; put the
+    old count back afterwards, also on failure."""
+    with open(path) as f:
+        before = int(f.read())
+    try:
+        with open(path, "w") as f:
+            f.write(str(before + extra))
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(str(before))
+
+
 def _end_processes(ns: str, term_wait: float = 3.0, kill_wait: float = 2.0) -> None:
     """SIGTERM what still runs in ns, SIGKILL what has not left by the deadline."""
     for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
-        pids = _pids_in_netns(ns)
+        pids = pids_in_netns(ns)
         if not pids:
             return
         for pid in pids:
@@ -118,7 +134,7 @@ def _end_processes(ns: str, term_wait: float = 3.0, kill_wait: float = 2.0) -> N
                 pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not _pids_in_netns(ns):
+            if not pids_in_netns(ns):
                 return
             time.sleep(0.02)
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .lab import pids_in_netns
 from .traffic import child_env
 
 CLONE_NEWNET = 0x40000000
@@ -114,6 +115,20 @@ class LabDaemon:
                 return f.read()
         except OSError:
             return ""
+
+    def worker_pids(self) -> dict[str, int]:
+        """Running workers by name ("in0/q1"), from their process titles."""
+        prefix = b"xdpd: worker "
+        found = {}
+        for pid in pids_in_netns(self.lab.dut_ns):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue            # gone meanwhile
+            if title.startswith(prefix):
+                found[title[len(prefix):].split(b"\0")[0].strip().decode()] = pid
+        return found
 
     def scrape(self, timeout: float = 5.0) -> Metrics:
         url = f"http://127.0.0.1:{self.port}/metrics"

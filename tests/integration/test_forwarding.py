@@ -148,9 +148,7 @@ def test_bad_config_at_start_exits_78_without_traceback(lab, tmp_path):
 
 def test_killed_worker_is_replaced_on_the_same_socket(lab, start_daemon):
     daemon = start_daemon(forward_config(lab))
-    pids = [p for p in processes_in_netns(lab.dut_ns) if p != daemon.proc.pid]
-    victim = next(p for p in pids
-                  if open(f"/proc/{p}/cmdline", "rb").read().startswith(b"xdpd: worker in0/q1"))
+    victim = daemon.worker_pids()["in0/q1"]
     os.kill(victim, 9)
     daemon.wait_for(lambda m: m.value("xdpd_worker_restarts_total", netdev="in0", queue="1") == 1
                     and m.value("xdpd_worker_up") == 4, timeout=10)

@@ -1,11 +1,11 @@
 """The tuning knobs with real traffic: busy polling, hugepage-backed UMEM,
 and what an idle worker costs with the defaults."""
-import contextlib
 import time
 
 import psutil
 
 from integration_helpers import ROOT_ONLY
+from xdpd.lab import hugepages_reserved
 from xdpd.labdaemon import forward_config
 from xdpd.shared_umem import hugepage_size
 from xdpd.traffic import SinkProcess, send_in_ns
@@ -24,29 +24,6 @@ def forward_exactly(lab, tag: int) -> None:
     assert sent["sent"] == N
     assert got["received"] == N and got["bad_payload"] == 0
     assert got["by_dst_mac"] == {lab.MACS[lab.SINK_DEV]: N}
-
-
-def worker_pids(lab) -> list[int]:
-    pids = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if cmd and cmd[0].startswith(f"xdpd: worker {lab.IN_DEV}/") or \
-                cmd and cmd[0].startswith(f"xdpd: worker {lab.OUT_DEV}/"):
-            pids.append(p.pid)
-    return pids
-
-
-@contextlib.contextmanager
-def hugepages_reserved(extra: int):
-    with open(NR_HUGEPAGES) as f:
-        before = int(f.read())
-    try:
-        with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(before + extra))
-        yield
-    finally:
-        with open(NR_HUGEPAGES, "w") as f:
-            f.write(str(before))
 
 
 def test_busy_polling_worker_forwards_everything_and_polls(lab, start_daemon):
@@ -83,8 +60,8 @@ def test_hugepages_on_without_reserve_is_refused_with_the_fix(lab, start_daemon)
 
 
 def test_idle_workers_use_almost_no_cpu_by_default(lab, start_daemon):
-    start_daemon(forward_config(lab))
-    procs = [psutil.Process(p) for p in worker_pids(lab)]
+    daemon = start_daemon(forward_config(lab))
+    procs = [psutil.Process(p) for p in daemon.worker_pids().values()]
     assert len(procs) == 4
     before = [sum(p.cpu_times()[:2]) for p in procs]
     t0 = time.monotonic()
