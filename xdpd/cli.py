@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 from . import __version__, exitcodes
@@ -76,19 +75,11 @@ def cmd_check_config(args) -> int:
     return exitcodes.OK
 
 
-class StopDuringStart(BaseException):
-    """SIGTERM while starting: unwinds start(), which undoes what it did."""
-
-
-def _stop_during_start(signum, frame):
-    raise StopDuringStart(signum)
-
-
 def cmd_run(args) -> int:
     from .bpf import BpfError
     from .config import ConfigError, load_config
     from .netdev import Host
-    from .supervisor import SetupError, Supervisor
+    from .supervisor import SetupError, StopRequested, Supervisor
     from .xsk import XskError
     denied = need_root("run")
     if denied is not None:
@@ -100,12 +91,12 @@ def cmd_run(args) -> int:
             log.error("%s", line)
         return exitcodes.CONFIG
     sup = Supervisor(config)
-    # Until run_forever() takes over signal handling, SIGTERM must still
-    # detach what is attached: the default action would kill us mid-way.
-    signal.signal(signal.SIGTERM, _stop_during_start)
+    # Before start(): SIGTERM's default action would kill xdpd mid-way with
+    # its XDP programs attached.
+    sup.install_signal_handlers()
     try:
         sup.start()
-    except StopDuringStart:
+    except StopRequested:
         log.info("stopped during start-up; everything it set up is undone")
         return exitcodes.OK
     except ConfigError as e:

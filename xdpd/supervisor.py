@@ -50,6 +50,10 @@ class WorkerState(enum.Enum):
     FATAL = "fatal"         # died too often while starting; given up
 
 
+class StopRequested(Exception):
+    """SIGTERM/SIGINT arrived while starting; start() undoes what it did."""
+
+
 class SetupError(Exception):
     """A start-up step failed; carries the exit code for the CLI."""
 
@@ -170,16 +174,19 @@ class Supervisor:
     # -- start-up ---------------------------------------------------------
 
     def start(self) -> None:
+        """Set everything up, in order; on any failure, or a stop requested
+        meanwhile (checked between steps, see install_signal_handlers),
+        undo what was done and raise."""
         plans = plan_workers(self.config, self.host)
         self._check_napi_placement(plans)
         try:
-            self._load_programs(plans)
-            self._create_umem_and_sockets(plans)
-            self._write_table()
-            self._spawn_all()
-            self._wait_running()
-            self._open_queues()
-            self._start_metrics()
+            for step in (lambda: self._load_programs(plans),
+                         lambda: self._create_umem_and_sockets(plans),
+                         self._write_table, self._spawn_all, self._wait_running,
+                         self._open_queues, self._start_metrics):
+                if self._stop:
+                    raise StopRequested()
+                step()
         except BaseException:
             self.stop()
             raise
@@ -379,6 +386,8 @@ class Supervisor:
             if pending and time.monotonic() > deadline:
                 raise SetupError("workers did not start within %.0f s: %s"
                                  % (START_TIMEOUT_S, ", ".join(w.name for w in pending)))
+            if pending and self._stop:
+                raise StopRequested()
             if pending:
                 time.sleep(0.01)
 
@@ -426,10 +435,17 @@ class Supervisor:
         except OSError:
             pass
 
-    def run_forever(self) -> None:
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT only set a flag (and wake the main loop); start()
+        and run_forever() act on it.  A handler that raised instead could
+        fire inside a ctypes callback (libbpf's log function), where the
+        exception is dropped and the stop lost."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGCHLD, self._on_sigchld)
+
+    def run_forever(self) -> None:
+        self.install_signal_handlers()
         while not self._stop:
             select.select([self._wake_r], [], [], self._next_timeout())
             try:

@@ -367,3 +367,21 @@ def test_tx_budget_auto_is_set_on_every_socket_and_zero_leaves_the_kernel_defaul
     sup, ops = started(CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  tx_budget: 0"))
     assert "tx_budget" not in kinds(ops.journal)
     sup.stop()
+
+
+def test_a_stop_requested_while_starting_undoes_the_start():
+    from xdpd.supervisor import StopRequested
+    ops = FakeOps()
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    spawn = ops.spawn
+
+    def spawn_then_sigterm(*a):
+        proc = spawn(*a)
+        sup.request_stop()          # what the SIGTERM handler does
+        return proc
+    ops.spawn = spawn_then_sigterm
+    with pytest.raises(StopRequested):
+        sup.start()
+    assert "set_socket" not in kinds(ops.journal)        # nothing was redirected
+    assert kinds(ops.journal)[-2:] == ["detach", "detach"]
+    assert all(s.closed for s in ops.sockets)
