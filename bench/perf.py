@@ -34,12 +34,14 @@ CPU per delivered packet: user and system time of the forwarder's processes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -204,7 +206,8 @@ class Testpmd:
 
     def __init__(self, lab: Lab, mode: str, cpu: int, main_cpu: int, queues: int):
         self.lab = lab
-        self.log_path = f"/tmp/{lab.prefix}-testpmd.log"
+        fd, self.log_path = tempfile.mkstemp(prefix=f"{lab.prefix}-testpmd-", suffix=".log")
+        os.close(fd)
         mac_args = ([f"--eth-peer=1,{lab.MACS[lab.SINK_DEV]}",
                      f"--eth-peer=0,{lab.MACS[lab.GEN_DEV]}"] if mode == "mac" else [])
         # stdbuf: testpmd's stdout is a file here, and "Press enter to exit"
@@ -256,6 +259,8 @@ class Testpmd:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
 
 
 class Kernel:
