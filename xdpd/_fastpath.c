@@ -524,6 +524,70 @@ static PyObject *Control_worker_liveness(ControlObject *self, PyObject *args)
 								 __ATOMIC_RELAXED));
 }
 
+static inline uint32_t hring_avail(struct fp_ring *r);
+
+/* ring_use(i) -> {"rx", "tx", "fill", "completion"}: entries on each ring */
+static PyObject *Control_ring_use(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_ring_use *u;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	u = &ctl_worker(self->hdr, i)->ring_use;
+	return Py_BuildValue("{sIsIsIsI}", "rx", __atomic_load_n(&u->rx, __ATOMIC_RELAXED),
+			     "tx", __atomic_load_n(&u->tx, __ATOMIC_RELAXED),
+			     "fill", __atomic_load_n(&u->fill, __ATOMIC_RELAXED),
+			     "completion", __atomic_load_n(&u->comp, __ATOMIC_RELAXED));
+}
+
+/*
+ * reset_worker(i): give slot i back, as format() left it: all its frames
+ * on its free list, counters and liveness zeroed.  Only for a slot whose
+ * worker has exited and whose socket is closed (so the kernel holds none
+ * of its frames); refused while any frame of it is lent out or any ring to
+ * or from it holds entries, since those would then be owned twice.
+ */
+static PyObject *Control_reset_worker(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_header *h;
+	struct fp_worker *wk;
+	uint64_t *fl, base;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	h = self->hdr;
+	wk = ctl_worker(h, i);
+	if (__atomic_load_n(&wk->frames.handoff, __ATOMIC_ACQUIRE))
+		return PyErr_Format(PyExc_ValueError, "worker %u still has %llu frames lent out",
+				    i, (unsigned long long)wk->frames.handoff);
+	for (uint32_t w = 0; w < h->nworkers; w++) {
+		for (int ret = 0; ret < 2; ret++) {
+			if (w != i && (hring_avail(ctl_ring(h, ret, w, i)) ||
+				       hring_avail(ctl_ring(h, ret, i, w))))
+				return PyErr_Format(PyExc_ValueError,
+						    "worker %u: %s ring with worker %u not empty",
+						    i, ret ? "return" : "handoff", w);
+		}
+	}
+	fl = ctl_freelist(h, i);
+	base = (uint64_t)i * h->frames_per_worker;
+	for (uint32_t f = 0; f < h->frames_per_worker; f++)
+		fl[f] = (base + h->frames_per_worker - 1 - f) * h->frame_size;
+	memset(&wk->stats, 0, sizeof(wk->stats));
+	memset(&wk->ring_use, 0, sizeof(wk->ring_use));
+	wk->frames.seq += 2;
+	wk->frames.free = h->frames_per_worker;
+	wk->frames.rx = wk->frames.tx = wk->frames.handoff = 0;
+	wk->free_count = h->frames_per_worker;
+	wk->heartbeat_ns = 0;
+	wk->pid = 0;
+	wk->table_generation = 0;
+	__atomic_store_n(&wk->state, FP_STATE_NONE, __ATOMIC_RELEASE);
+	Py_RETURN_NONE;
+}
+
 static PyObject *Control_generation(ControlObject *self, PyObject *noargs)
 {
 	if (ctl_check(self))
@@ -552,6 +616,10 @@ static PyMethodDef Control_methods[] = {
 	{"worker_frames", (PyCFunction)Control_worker_frames, METH_VARARGS, NULL},
 	{"worker_liveness", (PyCFunction)Control_worker_liveness, METH_VARARGS, NULL},
 	{"generation", (PyCFunction)Control_generation, METH_NOARGS, NULL},
+	{"ring_use", (PyCFunction)Control_ring_use, METH_VARARGS,
+	 "ring_use(i) -> entries on the rx, tx, fill and completion rings"},
+	{"reset_worker", (PyCFunction)Control_reset_worker, METH_VARARGS,
+	 "reset_worker(i): give a drained, exited worker's slot back"},
 	{"close", (PyCFunction)Control_close, METH_NOARGS, NULL},
 	{NULL}
 };
@@ -726,10 +794,14 @@ typedef struct {
 	uint32_t spin;			/* 1: never sleep */
 	bool busy_poll;			/* we drive the NAPI context by syscalls */
 	bool rx_empty;			/* the last look at the RX ring found nothing */
+	bool draining;			/* reports DRAINING instead of RUNNING */
 	struct ring rx, tx, fill, comp;
 	uint64_t *freelist;
 	/* our frame counts (fastpath.h, "Frame ownership") */
 	uint64_t n_free, n_rx, n_tx, n_handoff;
+	/* descriptors on our TX ring (ours and borrowed) not yet back from
+	 * the COMPLETION ring: a draining worker waits for 0 */
+	uint64_t tx_inflight;
 	/* per-peer ring pointers */
 	struct fp_ring **fwd_in, **fwd_out, **ret_in, **ret_out;
 	uint8_t *wake;			/* peers to wake after this iteration */
@@ -783,6 +855,23 @@ static inline void frames_publish(PortObject *p)
 	__atomic_store_n(&f->handoff, p->n_handoff, __ATOMIC_RELAXED);
 	__atomic_store_n(&f->seq, seq + 2, __ATOMIC_RELEASE);
 	__atomic_store_n(&p->me->free_count, p->n_free, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t ring_used(const struct ring *r)
+{
+	return __atomic_load_n(r->producer, __ATOMIC_RELAXED) -
+	       __atomic_load_n(r->consumer, __ATOMIC_RELAXED);
+}
+
+/* For the metrics only: entries on each ring, producer minus consumer. */
+static void rings_publish(PortObject *p)
+{
+	struct fp_ring_use *u = &p->me->ring_use;
+
+	__atomic_store_n(&u->rx, ring_used(&p->rx), __ATOMIC_RELAXED);
+	__atomic_store_n(&u->tx, ring_used(&p->tx), __ATOMIC_RELAXED);
+	__atomic_store_n(&u->fill, ring_used(&p->fill), __ATOMIC_RELAXED);
+	__atomic_store_n(&u->comp, ring_used(&p->comp), __ATOMIC_RELAXED);
 }
 
 static inline void stats_publish(PortObject *p)
@@ -863,6 +952,7 @@ static uint32_t port_complete(PortObject *p)
 	}
 	if (!n)
 		return 0;
+	p->tx_inflight = p->tx_inflight > n ? p->tx_inflight - n : 0;
 	p->comp.cached_cons += n;
 	ring_cons_release(&p->comp);
 	/* one release store per home ring and batch, not per frame: the home
@@ -927,6 +1017,7 @@ static uint32_t port_take_handoffs(PortObject *p)
 			p->st.tx_bytes += d->len;
 		}
 		p->tx.cached_prod += n;
+		p->tx_inflight += n;
 		store_release(&r->cons, cons + n);
 		p->st.tx_packets += n;
 		p->st.handoff_in += n;
@@ -937,8 +1028,9 @@ static uint32_t port_take_handoffs(PortObject *p)
 
 static inline bool egress_running(PortObject *p, uint32_t w)
 {
-	return __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED) ==
-	       FP_STATE_RUNNING;
+	uint32_t state = __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED);
+
+	return state == FP_STATE_RUNNING || state == FP_STATE_DRAINING;
 }
 
 /* 4. our RX ring */
@@ -1003,6 +1095,7 @@ static uint32_t port_receive(PortObject *p)
 			t->len = len;
 			t->options = 0;
 			p->n_tx++;
+			p->tx_inflight++;
 			p->st.tx_packets++;
 			p->st.tx_bytes += len;
 		} else {
@@ -1204,7 +1297,8 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 	}
 	start = now_ns();
 	deadline = start + budget_us * 1000ULL;
-	__atomic_store_n(&p->me->state, FP_STATE_RUNNING, __ATOMIC_RELEASE);
+	__atomic_store_n(&p->me->state, p->draining ? FP_STATE_DRAINING : FP_STATE_RUNNING,
+			 __ATOMIC_RELEASE);
 	for (;;) {
 		uint32_t work = port_step(p);
 
@@ -1218,6 +1312,7 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 				 (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
 
 			stats_publish(p);
+			rings_publish(p);
 			__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
 			if (port_sleep(p, ms) < 0) {
 				result = 1;
@@ -1231,7 +1326,52 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 	}
 	stats_publish(p);
 	frames_publish(p);
+	rings_publish(p);
 	return PyLong_FromLong(result);
+}
+
+/*
+ * drained() -> True when this worker holds nothing another worker or the
+ * wire still waits for: nothing on its RX ring or its incoming handoff
+ * rings, every descriptor it put on its TX ring completed (borrowed frames
+ * are home again), and every frame it lent out returned.  Frames on its
+ * FILL ring stay: they die with the socket and come back when the slot is
+ * reset.  A worker being removed by a reload (its socket out of XSKMAP,
+ * no table names it as egress any more) loops until this holds.
+ */
+/* rx_empty() -> True when nothing waits on the RX ring */
+static PyObject *Port_rx_empty(PortObject *p, PyObject *noargs)
+{
+	if (!p->umem) {
+		PyErr_SetString(PyExc_ValueError, "port is closed");
+		return NULL;
+	}
+	return PyBool_FromLong(!ring_cons_avail(&p->rx, 1));
+}
+
+/* mark_draining(): report DRAINING from now on (see fastpath.h) */
+static PyObject *Port_mark_draining(PortObject *p, PyObject *noargs)
+{
+	p->draining = true;
+	if (p->me)
+		__atomic_store_n(&p->me->state, FP_STATE_DRAINING, __ATOMIC_RELEASE);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Port_drained(PortObject *p, PyObject *noargs)
+{
+	if (!p->umem) {
+		PyErr_SetString(PyExc_ValueError, "port is closed");
+		return NULL;
+	}
+	if (ring_cons_avail(&p->rx, 1) || ring_cons_avail(&p->comp, 1) ||
+	    p->tx_inflight || p->n_handoff)
+		Py_RETURN_FALSE;
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (w != p->id && (hring_avail(p->fwd_in[w]) || hring_avail(p->ret_in[w])))
+			Py_RETURN_FALSE;
+	}
+	Py_RETURN_TRUE;
 }
 
 static PyObject *Port_stop(PortObject *p, PyObject *noargs)
@@ -1413,6 +1553,9 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->n_tx = p->me->frames.tx;
 	p->n_handoff = p->me->frames.handoff;
 	memcpy(&p->st, &p->me->stats, sizeof(p->st));
+	/* a replacement inherits what its predecessor left on the TX and
+	 * COMPLETION rings (skbs the kernel still holds are not visible) */
+	p->tx_inflight = cfg->xsk_fd >= 0 ? ring_used(&p->tx) + ring_used(&p->comp) : 0;
 	__atomic_store_n(&p->me->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
 	__atomic_store_n(&p->me->state, FP_STATE_STARTING, __ATOMIC_RELEASE);
 	port_load_rule(p);
@@ -1453,6 +1596,12 @@ static PyMethodDef Port_methods[] = {
 	{"run", (PyCFunction)Port_run, METH_VARARGS,
 	 "run(budget_us) -> 0 (budget used) or 1 (interrupted by a signal)"},
 	{"heartbeat", (PyCFunction)Port_heartbeat, METH_NOARGS, NULL},
+	{"rx_empty", (PyCFunction)Port_rx_empty, METH_NOARGS,
+	 "rx_empty() -> True when nothing waits on the RX ring"},
+	{"mark_draining", (PyCFunction)Port_mark_draining, METH_NOARGS,
+	 "report DRAINING: RX done, still an egress for handoffs"},
+	{"drained", (PyCFunction)Port_drained, METH_NOARGS,
+	 "drained() -> True when nothing received, sent or lent is outstanding"},
 	{"stop", (PyCFunction)Port_stop, METH_NOARGS, "report STOPPED to the supervisor"},
 	{"close", (PyCFunction)Port_close, METH_NOARGS, NULL},
 	{NULL}
@@ -1916,6 +2065,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 	PyModule_AddIntConstant(m, "STATE_STARTING", FP_STATE_STARTING);
 	PyModule_AddIntConstant(m, "STATE_RUNNING", FP_STATE_RUNNING);
 	PyModule_AddIntConstant(m, "STATE_STOPPED", FP_STATE_STOPPED);
+	PyModule_AddIntConstant(m, "STATE_DRAINING", FP_STATE_DRAINING);
 	PyModule_AddIntConstant(m, "MAX_NETDEVS", FP_MAX_NETDEVS);
 	PyModule_AddIntConstant(m, "MAX_WORKERS", FP_MAX_WORKERS);
 	{

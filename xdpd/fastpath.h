@@ -7,6 +7,7 @@
  *
  *   struct fp_header                      layout, sizes, the active table
  *   struct fp_worker  x nworkers          identity, liveness, counters,
+ *                                          ring use,
  *                                          frame locations (seqlock)
  *   free lists        x nworkers          u64 frame addresses, LIFO
  *   handoff rings     x nworkers^2        "fwd": ingress -> egress worker
@@ -25,6 +26,13 @@
  * iteration; the worker publishes the four numbers under a sequence counter
  * so the supervisor reads a consistent set.
  *
+ * Worker slots.  nworkers is the number of slots the area (and the UMEM)
+ * was sized for: the workers running now plus spare ones a reload can add
+ * without a restart.  A slot that is not in use has state NONE (or
+ * STOPPED) and all its frames on its free list; it is never an egress.
+ * A slot is given back (reset_worker) only after its worker drained: no
+ * frame of it anywhere else, no ring to or from it holding anything.
+ *
  * Every ring here is single-producer single-consumer: ring (i, j) is written
  * only by worker i and read only by worker j.  Ring entries pack a UMEM
  * address and a length: addr | len << 48.  Each ring has as many slots as a
@@ -37,7 +45,7 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		2	/* 2: fp_stats.busy_polls */
+#define FP_VERSION		3	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -72,6 +80,9 @@ enum fp_worker_state {
 	FP_STATE_STARTING,	/* rings being mapped */
 	FP_STATE_RUNNING,	/* in its loop, FILL ring primed */
 	FP_STATE_STOPPED,	/* left its loop cleanly */
+	FP_STATE_DRAINING,	/* being removed: its socket is out of XSKMAP and its
+				 * RX ring stayed empty; still a valid egress that
+				 * transmits what it is handed */
 };
 
 struct fp_stats {
@@ -120,6 +131,13 @@ struct fp_worker {
 	FP_ALIGNED struct fp_stats stats;
 	FP_ALIGNED struct fp_frames frames;
 	FP_ALIGNED uint64_t free_count;	/* entries on the free list */
+
+	/* entries on each of the socket's rings (producer - consumer), as of
+	 * the worker's last sleep or return to Python: at most one budget
+	 * (200 ms) old; for the metrics, not for decisions */
+	FP_ALIGNED struct fp_ring_use {
+		uint32_t rx, tx, fill, comp;
+	} ring_use;
 };
 
 struct fp_ring {

@@ -6,6 +6,18 @@ AF_XDP socket, the UMEM and control-area memfds, and every worker's
 eventfd.  The worker never sees the YAML and never creates kernel objects;
 it maps its rings and runs the C fast path in bounded bursts, so that
 signals and the parent-death check run in Python between bursts.
+
+Removal by a reload is a two-step drain the supervisor drives, after it
+took the socket out of XSKMAP and no forwarding table names the worker as
+an egress any more:
+  SIGUSR1  keep forwarding what is on the RX ring; once the ring stayed
+           empty for DRAIN_QUIET_S (the kernel may still deliver what a
+           NAPI poll redirected before the XSKMAP update), report DRAINING;
+  SIGUSR2  (sent when every worker being removed reports DRAINING, so none
+           of them receives or hands off anything new) transmit what was
+           handed over, wait for every completion and for every lent frame
+           to come home, then exit.
+Nothing already received is dropped on the way.
 """
 from __future__ import annotations
 
@@ -15,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass
 
 from . import exitcodes
@@ -22,6 +35,8 @@ from . import exitcodes
 log = logging.getLogger("xdpd.worker")
 
 PR_SET_PDEATHSIG = 1
+DRAIN_QUIET_S = 0.05        # RX ring empty this long: nothing more arrives
+DRAIN_BUDGET_US = 10_000    # shorter bursts while draining: react quickly
 
 
 @dataclass(frozen=True)
@@ -62,13 +77,45 @@ class WorkerSpec:
 
 
 class StopFlag:
-    """Signal handlers only set this; the loop acts on it."""
+    """Signal handlers only set flags; the loop acts on them."""
 
     def __init__(self):
         self.stop = False
+        self.drain = 0          # 0 running, 1 draining RX (SIGUSR1), 2 finishing (SIGUSR2)
 
     def __call__(self, signum, frame):
-        self.stop = True
+        if signum == signal.SIGUSR1:
+            self.drain = max(self.drain, 1)
+        elif signum == signal.SIGUSR2:
+            self.drain = 2
+        else:
+            self.stop = True
+
+
+class Drain:
+    """The worker's side of removal: when each step is done (see above)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.quiet_since: float | None = None
+        self.reported = False
+
+    def step(self, phase: int, now: float) -> bool:
+        """Call after each burst; True when the worker may exit."""
+        done = self.port.rx_empty() if phase == 1 else self.port.drained()
+        if not done:
+            self.quiet_since = None
+            return False
+        if self.quiet_since is None:
+            self.quiet_since = now
+        if now - self.quiet_since < DRAIN_QUIET_S:
+            return False
+        if phase == 1:
+            if not self.reported:
+                self.port.mark_draining()
+                self.reported = True
+            return False
+        return True
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -91,6 +138,8 @@ def run_worker(spec: WorkerSpec) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
+    signal.signal(signal.SIGUSR1, stop)
+    signal.signal(signal.SIGUSR2, stop)
     pin_to_cpu(spec.cpu)
 
     control = _fastpath.Control(spec.control_fd, spec.control_size)
@@ -98,12 +147,21 @@ def run_worker(spec: WorkerSpec) -> int:
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
                           busy_poll=spec.busy_poll)
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
+    drain = Drain(port)
+    phase = 0
     try:
         while not stop.stop:
-            port.run(spec.budget_us)
+            port.run(DRAIN_BUDGET_US if stop.drain else spec.budget_us)
             if os.getppid() != spec.parent_pid:
                 log.warning("%s: supervisor gone, exiting", spec.name)
                 break
+            if stop.drain:
+                if stop.drain != phase:
+                    phase = stop.drain
+                    drain.quiet_since = None
+                if drain.step(phase, time.monotonic()):
+                    log.info("%s: drained; exiting", spec.name)
+                    break
     finally:
         port.stop()
         port.close()
