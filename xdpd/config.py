@@ -120,6 +120,10 @@ class UmemConfig:
     frame_size: int = 2048       # 2048 fits a 1500-byte MTU; 4096 for jumbo frames
     frames_per_worker: int = 4096
     hugepages: str = "auto"     # on | off | auto
+    # worker slots beyond the configured workers: the UMEM and the control
+    # area are sized once, at start, so a reload can add at most this many
+    # (netdev, queue) workers without a restart
+    spare_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,11 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    socket: str = "/run/xdpd/xdpd.sock"     # unix socket of `xdpd reload/status/top`
+
+
+@dataclass(frozen=True)
 class Config:
     interfaces: tuple[InterfaceConfig, ...]
     forward: tuple[ForwardRule, ...]
@@ -143,6 +152,7 @@ class Config:
     umem: UmemConfig = field(default_factory=UmemConfig)
     rings: RingsConfig = field(default_factory=RingsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     source: str = "<config>"    # the file name, as the operator gave it
 
     def interface(self, name: str) -> InterfaceConfig:
@@ -164,21 +174,23 @@ class WorkerPlan:
     name: str                   # f"{netdev}/q{queue}", the worker's name everywhere
 
 
-_TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics")
+_TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics", "control")
 _INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback")
 _RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
                  "busy_poll_budget", "tx_budget")
-_UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages")
+_UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages", "spare_workers")
 _RINGS_KEYS = ("rx", "tx", "fill", "completion")
 _METRICS_KEYS = ("listen",)
+_CONTROL_KEYS = ("socket",)
+MAX_SPARE_WORKERS = 64
 
 
 # --- entry points -------------------------------------------------------------
 
 def load_config(path: str, host: HostFacts | None = None) -> Config:
     """Read and check the file at `path`; with `host`, check it against the host too."""
-    config = parse_config(_read(path), source=path)
+    config = parse_config(read_config_file(path), source=path)
     if host is not None:
         check_host(config, host)
     return config
@@ -202,12 +214,13 @@ def parse_config(data: str | dict, source: str = "<config>") -> Config:
     umem = _umem(errs, _section(errs, top, "umem"))
     rings = _rings(errs, _section(errs, top, "rings"))
     metrics = _metrics(errs, _section(errs, top, "metrics"))
+    control = _control(errs, _section(errs, top, "control"))
     if workers and rings and workers.tx_budget != "auto" and workers.tx_budget > rings.tx:
         errs.at("workers.tx_budget", f"{workers.tx_budget} is more than rings.tx "
                 f"({rings.tx}); the kernel allows at most the TX ring size")
     errs.raise_if_any()
     return Config(interfaces=interfaces, forward=forward, workers=workers, umem=umem,
-                  rings=rings, metrics=metrics, source=source)
+                  rings=rings, metrics=metrics, control=control, source=source)
 
 
 def check_host(config: Config, host: HostFacts) -> None:
@@ -282,7 +295,7 @@ def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | 
 
 # --- reading the file ---------------------------------------------------------
 
-def _read(path: str) -> str:
+def read_config_file(path: str) -> str:
     try:
         # bytes first: a decoding error then has its offset in the file, not in a chunk
         with open(path, "rb") as f:
@@ -570,9 +583,12 @@ def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:
     frames = _power_of_two(errs, "umem.frames_per_worker",
                            section.get("frames_per_worker", d.frames_per_worker), 512, 65536)
     hugepages = _choice(errs, "umem.hugepages", section.get("hugepages", d.hugepages), HUGEPAGES)
+    spare = _int_in(errs, "umem.spare_workers", section.get("spare_workers", d.spare_workers),
+                    0, MAX_SPARE_WORKERS)
     if len(errs) > before:
         return None
-    return UmemConfig(frame_size=frame_size, frames_per_worker=frames, hugepages=hugepages)
+    return UmemConfig(frame_size=frame_size, frames_per_worker=frames, hugepages=hugepages,
+                      spare_workers=spare)
 
 
 def _rings(errs: _Errors, section: dict | None) -> RingsConfig | None:
@@ -599,6 +615,23 @@ def _metrics(errs: _Errors, section: dict | None) -> MetricsConfig | None:
     if len(errs) > before:
         return None
     return MetricsConfig(listen=listen)
+
+
+def _control(errs: _Errors, section: dict | None) -> ControlConfig | None:
+    if section is None:
+        return None
+    before = len(errs)
+    _check_keys(errs, "control", section, _CONTROL_KEYS)
+    path = section.get("socket", ControlConfig().socket)
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        errs.at("control.socket", f"{path!r} is not an absolute path; write e.g. "
+                f"'{ControlConfig().socket}'")
+    elif len(path.encode()) > 107:
+        errs.at("control.socket", f"path is {len(path.encode())} bytes; a unix socket "
+                "path may have at most 107")
+    if len(errs) > before:
+        return None
+    return ControlConfig(socket=path)
 
 
 # --- values -------------------------------------------------------------------

@@ -10,6 +10,7 @@ CONFIG = 78            # EX_CONFIG: the configuration is invalid for this host
 OSERR = 71             # EX_OSERR: the kernel refused a setup step
 SOFTWARE = 70          # EX_SOFTWARE: a bug
 NOPERM = 77            # EX_NOPERM: not root / missing capability
+UNAVAILABLE = 69       # EX_UNAVAILABLE: no xdpd answers on the control socket
 
 WORKER_BOOT_FAILED = 3     # a worker could not map its rings: do not count as a crash loop
 WORKER_ORPHANED = 4        # the supervisor died before the worker settled

@@ -52,7 +52,7 @@ BAD_INPUT = [
          "xdpd.yaml: metric: unknown key; did you mean 'metrics'?"),
     case("unknown-top-key-listed", BASE + "logging: debug\n",
          "xdpd.yaml: logging: unknown key; allowed keys: "
-         "interfaces, forward, workers, umem, rings, metrics"),
+         "interfaces, forward, workers, umem, rings, metrics, control"),
     case("unknown-nested-key-suggested", """\
         interfaces:
           - name: veth-a

@@ -1,0 +1,122 @@
+"""What a reload would change: the diff between the running configuration
+and a new one, keyed by worker identity (netdev/queue).
+
+Pure: no kernel calls, so the rules for what may change live are unit
+tested on their own.  The supervisor applies the result (supervisor.py,
+Supervisor.reload); the order it applies it in is what keeps packets.
+
+Live:
+  - forwarding rules: a new table, switched between two batches;
+  - interfaces and queues added: new sockets and workers, then XSKMAP;
+  - interfaces and queues removed: out of XSKMAP, drained, stopped;
+  - an interface's `fallback`.
+Not live (refused, with what to do): anything sized or bound at start -
+`umem`, `rings`, `workers`, `metrics`, `control` - and an existing
+interface's `xdp_mode` / `zero_copy`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .config import Config, InterfaceConfig, WorkerPlan
+
+# Sections fixed at start, and why, for the refusal message.
+FIXED_SECTIONS = {
+    "umem": "the UMEM is registered with the kernel once, at start",
+    "rings": "ring sizes are fixed when the sockets are bound, at start",
+    "workers": "worker settings are fixed when the workers and sockets are set up",
+    "metrics": "the metrics endpoint is bound at start",
+    "control": "the control socket is bound at start",
+}
+FIXED_INTERFACE_KEYS = {
+    "xdp_mode": "the XDP program stays attached in the mode it was attached in",
+    "zero_copy": "all sockets share one UMEM and so one copy/zero-copy mode",
+}
+
+
+class Refused(Exception):
+    """The new configuration is valid but cannot be applied live."""
+
+
+@dataclass
+class ReloadPlan:
+    add_interfaces: list[InterfaceConfig] = field(default_factory=list)
+    remove_interfaces: list[str] = field(default_factory=list)
+    add_workers: list[WorkerPlan] = field(default_factory=list)
+    remove_workers: list[str] = field(default_factory=list)        # worker names
+    fallback_changes: list[InterfaceConfig] = field(default_factory=list)
+    rules_changed: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add_interfaces or self.remove_interfaces or self.add_workers or
+                    self.remove_workers or self.fallback_changes or self.rules_changed)
+
+    def summary(self) -> list[str]:
+        """One line per change, for the log and the reload answer."""
+        lines = []
+        lines += [f"interface {i.name} added" for i in self.add_interfaces]
+        lines += [f"interface {n} removed" for n in self.remove_interfaces]
+        lines += [f"worker {p.name} added (CPU {p.cpu})" for p in self.add_workers]
+        lines += [f"worker {n} removed" for n in self.remove_workers]
+        lines += [f"{i.name}: fallback {i.fallback}" for i in self.fallback_changes]
+        if self.rules_changed:
+            lines.append("forwarding rules changed")
+        return lines
+
+
+def _changed_keys(section: str, old, new) -> list[str]:
+    return [f"{section}.{f.name}: {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}"
+            for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
+         new_plans: list[WorkerPlan], free_slots: int, zero_copy: bool) -> ReloadPlan:
+    """The changes from old to new; raise Refused naming every change that
+    cannot be applied live and what to do instead."""
+    refusals = []
+    for section, why in FIXED_SECTIONS.items():
+        changed = _changed_keys(section, getattr(old, section), getattr(new, section))
+        if changed:
+            refusals.append(f"{'; '.join(changed)}: {why}")
+
+    plan = ReloadPlan()
+    old_ifaces = {i.name: i for i in old.interfaces}
+    new_ifaces = {i.name: i for i in new.interfaces}
+    for name, iface in new_ifaces.items():
+        before = old_ifaces.get(name)
+        if before is None:
+            plan.add_interfaces.append(iface)
+            if (iface.zero_copy == "on" and not zero_copy) or \
+                    (iface.zero_copy == "off" and zero_copy):
+                refusals.append(f"interface {name}: zero_copy {iface.zero_copy} but the "
+                                f"running sockets are in {'zero-copy' if zero_copy else 'copy'} "
+                                "mode: all sockets share one UMEM and so one mode")
+            continue
+        for key, why in FIXED_INTERFACE_KEYS.items():
+            if getattr(before, key) != getattr(iface, key):
+                refusals.append(f"interface {name}: {key} {getattr(before, key)!r} -> "
+                                f"{getattr(iface, key)!r}: {why}")
+        if before.fallback != iface.fallback:
+            plan.fallback_changes.append(iface)
+    plan.remove_interfaces = [n for n in old_ifaces if n not in new_ifaces]
+
+    running = {p.name for p in old_plans}
+    wanted = {p.name for p in new_plans}
+    plan.add_workers = [p for p in new_plans if p.name not in running]
+    plan.remove_workers = [p.name for p in old_plans if p.name not in wanted]
+    if len(plan.add_workers) > free_slots:
+        refusals.append(f"{len(plan.add_workers)} workers to add "
+                        f"({', '.join(p.name for p in plan.add_workers)}) but only "
+                        f"{free_slots} free worker slots: raise umem.spare_workers (now "
+                        f"{old.umem.spare_workers}) and restart, or remove queues in one "
+                        "reload and add them in the next")
+    if not new_plans:
+        refusals.append("the new configuration owns no queues at all")
+
+    plan.rules_changed = old.forward != new.forward
+    if refusals:
+        raise Refused("cannot apply live: " + " | ".join(refusals) +
+                      "; the running configuration stays; restart xdpd "
+                      "(systemctl restart xdpd) to apply such changes")
+    return plan
