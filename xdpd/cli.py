@@ -1,6 +1,9 @@
 """The `xdpd` command.
 
     xdpd run --config PATH          the daemon, in the foreground
+    xdpd reload [--config PATH]     apply a changed configuration, live
+    xdpd status [--json]            what runs, per interface and worker
+    xdpd top                        live per-queue rates and drops
     xdpd check-config PATH          validate; print what would run
     xdpd demo [--seconds N]         a veth lab, traffic, a report
 
@@ -19,6 +22,7 @@ from . import __version__, exitcodes
 log = logging.getLogger("xdpd")
 
 DEFAULT_CONFIG = "/etc/xdpd/xdpd.yaml"
+DEFAULT_SOCKET = os.environ.get("XDPD_SOCKET", "/run/xdpd/xdpd.sock")
 
 
 def setup_logging(level: str) -> None:
@@ -90,7 +94,8 @@ def cmd_run(args) -> int:
         for line in str(e).splitlines():
             log.error("%s", line)
         return exitcodes.CONFIG
-    sup = Supervisor(config)
+    from .sdnotify import Notifier
+    sup = Supervisor(config, notifier=Notifier.from_env())
     # Before start(): SIGTERM's default action would kill xdpd mid-way with
     # its XDP programs attached.
     sup.install_signal_handlers()
@@ -117,6 +122,95 @@ def cmd_run(args) -> int:
     return exitcodes.OK
 
 
+def cmd_reload(args) -> int:
+    from .control import RELOAD_TIMEOUT_S, ControlError, request
+    from .config import ConfigError, read_config_file
+    fields = {}
+    if args.config:
+        try:
+            text = read_config_file(args.config)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return exitcodes.CONFIG
+        fields = {"config_path": os.path.abspath(args.config), "config_text": text}
+    try:
+        result = request(args.socket, "reload", timeout=RELOAD_TIMEOUT_S, **fields)
+    except ControlError as e:
+        if e.result is None:                # nobody answered
+            print(f"xdpd reload: {e}", file=sys.stderr)
+            return exitcodes.UNAVAILABLE
+        print(f"xdpd reload: {e.result.get('result', 'failed')}: {e}", file=sys.stderr)
+        return exitcodes.OSERR if e.result.get("result") == "failed" else exitcodes.CONFIG
+    print(f"{result['result']} (generation {result['generation']}, "
+          f"{result['duration_seconds'] * 1e3:.1f} ms)")
+    for line in result.get("changes", []):
+        print(f"  {line}")
+    return exitcodes.OK
+
+
+def cmd_status(args) -> int:
+    import json
+    from .control import ControlError, request
+    try:
+        status = request(args.socket, "status")
+    except ControlError as e:
+        print(f"xdpd status: {e}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return exitcodes.OK
+
+
+def format_status(st: dict) -> str:
+    """`xdpd status` for people; --json is the stable form for programs."""
+    lines = [f"xdpd {st['version']}, pid {st['pid']}, up {_duration(st['uptime_seconds'])}, "
+             f"{'ready' if st['ready'] else 'NOT READY'}",
+             f"config: {st['config']['path']} (generation {st['config']['generation']})"]
+    last = st.get("last_reload")
+    if last:
+        lines.append(f"last reload: {last['result']} ({last['duration_seconds'] * 1e3:.1f} ms): "
+                     f"{last['message']}")
+    u = st["umem"]
+    loc = u["frames_by_location"]
+    lines.append(f"umem: {u['frames']} frames x {u['frame_size']} B, worker slots "
+                 f"{u['worker_slots_used']}/{u['worker_slots']}; frames " +
+                 ", ".join(f"{k} {v}" for k, v in loc.items()))
+    lines.append("")
+    lines.append(f"{'INTERFACE':<16}{'XDP':<9}{'SOCKETS':<11}{'QUEUES':<12}RULE")
+    for i in st["interfaces"]:
+        queues = ",".join(map(str, i["queues"])) + f" of {i['rx_queues']}"
+        lines.append(f"{i['name']:<16}{i['xdp_mode']:<9}{i['socket_mode']:<11}{queues:<12}"
+                     f"{i['rule']}")
+    lines.append("")
+    lines.append(f"{'WORKER':<16}{'STATE':<10}{'CPU':>4}{'PID':>9}{'UPTIME':>9}"
+                 f"{'RX pps':>12}{'TX pps':>12}{'DROP pps':>10}{'DROPS':>12}{'RESTARTS':>9}")
+    for w in st["workers"]:
+        drops = sum(w["drops"].values())
+        lines.append(f"{w['name']:<16}{w['state']:<10}{w['cpu']:>4}{w['pid'] or '-':>9}"
+                     f"{_duration(w['uptime_seconds']):>9}{w['rx_pps']:>12,.0f}"
+                     f"{w['tx_pps']:>12,.0f}{w['drop_pps']:>10,.0f}{drops:>12,}"
+                     f"{w['restarts']:>9}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def cmd_top(args) -> int:
+    from .top import main as top_main
+    return top_main(args.socket, args.interval)
+
+
 def cmd_demo(args) -> int:
     denied = need_root("demo")
     if denied is not None:
@@ -135,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML file (default {DEFAULT_CONFIG})")
     run.set_defaults(func=cmd_run)
+
+    reload = sub.add_parser("reload", help="apply a changed configuration to the running daemon")
+    reload.add_argument("--config", help="apply this file instead of the daemon's own "
+                        "(once: a later reload reads the daemon's file again)")
+    reload.add_argument("--socket", default=DEFAULT_SOCKET,
+                        help=f"control socket (default {DEFAULT_SOCKET})")
+    reload.set_defaults(func=cmd_reload)
+
+    status = sub.add_parser("status", help="interfaces, workers, rates of the running daemon")
+    status.add_argument("--json", action="store_true", help="the stable, documented form")
+    status.add_argument("--socket", default=DEFAULT_SOCKET,
+                        help=f"control socket (default {DEFAULT_SOCKET})")
+    status.set_defaults(func=cmd_status)
+
+    top = sub.add_parser("top", help="live per-queue rates and drops (q quits)")
+    top.add_argument("--socket", default=DEFAULT_SOCKET,
+                     help=f"control socket (default {DEFAULT_SOCKET})")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.set_defaults(func=cmd_top)
 
     check = sub.add_parser("check-config", help="validate a configuration against this host")
     check.add_argument("path")

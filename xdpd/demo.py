@@ -38,7 +38,7 @@ def _rates(before, after, seconds: float) -> list[tuple]:
                      delta("xdpd_rx_packets_total") / seconds,
                      delta("xdpd_tx_packets_total") / seconds,
                      delta("xdpd_dropped_packets_total"),
-                     delta("xdpd_xsk_rx_dropped_total") + delta("xdpd_xsk_rx_ring_full_total")))
+                     delta("xdpd_xsk_rx_dropped_packets_total") + delta("xdpd_xsk_rx_ring_full_total")))
     return rows
 
 

@@ -87,13 +87,17 @@ class Metrics:
 class LabDaemon:
     """`xdpd run` in the lab's dut namespace, on a config written for it."""
 
-    def __init__(self, lab, config_yaml: str, port: int = 9464, log_path: str | None = None):
+    def __init__(self, lab, config_yaml: str, port: int = 9464, log_path: str | None = None,
+                 wrap: list[str] | None = None):
         self.lab = lab
         self.port = port
+        # a command prefix for `xdpd run` (setpriv, strace) inside the namespace
+        self.wrap = list(wrap or [])
         self._dir = tempfile.TemporaryDirectory(prefix="xdpd-lab-")
         self.config_path = os.path.join(self._dir.name, "xdpd.yaml")
-        with open(self.config_path, "w") as f:
-            f.write(config_yaml)
+        # every lab daemon has a control socket of its own
+        self.socket_path = os.path.join(self._dir.name, "xdpd.sock")
+        self.write_config(config_yaml)
         self.log_path = log_path or os.path.join(self._dir.name, "xdpd.log")
         self.proc: subprocess.Popen | None = None
 
@@ -102,12 +106,34 @@ class LabDaemon:
         try:
             self.proc = self.lab.popen(
                 self.lab.dut_ns,
-                [sys.executable, "-m", "xdpd", "run", "--config", self.config_path],
+                [*self.wrap, sys.executable, "-m", "xdpd", "run", "--config", self.config_path],
                 stdout=log, stderr=subprocess.STDOUT, env=child_env())
         finally:
             log.close()
         self.wait_ready(ready_timeout)
         return self
+
+    def write_config(self, config_yaml: str) -> None:
+        """(Re)write the daemon's file; a `control:` section is added
+        unless the YAML has one."""
+        if not any(line.startswith("control:") for line in config_yaml.splitlines()):
+            config_yaml += f'\ncontrol:\n  socket: "{self.socket_path}"\n'
+        with open(self.config_path, "w") as f:
+            f.write(config_yaml)
+
+    def request(self, command: str, timeout: float = 60.0, **args) -> dict:
+        """Ask the daemon over its control socket (xdpd.control.request)."""
+        from .control import request
+        return request(self.socket_path, command, timeout=timeout, **args)
+
+    def status(self) -> dict:
+        return self.request("status")
+
+    def reload(self, config_yaml: str | None = None) -> dict:
+        """Rewrite the file (if given) and reload; ControlError if refused."""
+        if config_yaml is not None:
+            self.write_config(config_yaml)
+        return self.request("reload")
 
     def log(self) -> str:
         try:

@@ -17,7 +17,8 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry
+import psutil
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
@@ -27,8 +28,21 @@ from .bpf import XDPD_MAX_QUEUES
 log = logging.getLogger("xdpd.metrics")
 
 QUEUE_LABELS = ["netdev", "queue"]
-XSK_STATISTICS = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_full",
-                  "rx_fill_ring_empty_descs", "tx_ring_empty_descs")
+# XDP_STATISTICS field -> (metric, what it counts)
+XSK_STATISTICS = {
+    "rx_dropped": ("xdpd_xsk_rx_dropped_packets",
+                   "packets the kernel dropped before the RX ring (other than ring full)"),
+    "rx_invalid_descs": ("xdpd_xsk_rx_invalid_descriptors", "invalid FILL ring descriptors"),
+    "tx_invalid_descs": ("xdpd_xsk_tx_invalid_descriptors", "invalid TX ring descriptors"),
+    "rx_ring_full": ("xdpd_xsk_rx_ring_full",
+                     "packets dropped because the RX ring was full"),
+    "rx_fill_ring_empty_descs": ("xdpd_xsk_fill_ring_empty",
+                                 "times the kernel found the FILL ring empty"),
+    "tx_ring_empty_descs": ("xdpd_xsk_tx_ring_empty",
+                            "times the kernel found the TX ring empty when woken"),
+}
+RINGS = ("rx", "tx", "fill", "completion")
+WORKER_STATES = ("starting", "running", "draining", "backoff", "fatal", "stopped")
 XDP_VERDICTS = ("redirected", "passed", "no_socket")
 
 
@@ -44,6 +58,7 @@ class XdpdCollector:
         with sup.lock:
             workers = list(sup.workers)
             interfaces = list(sup.interfaces)
+            procs = {w.id: w.proc for w in workers}
             umem = sup.umem
         if umem is None:
             return
@@ -51,7 +66,14 @@ class XdpdCollector:
         info = GaugeMetricFamily("xdpd_build_info", "xdpd version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+        yield from self._workers(workers, procs, umem)
+        yield from self._interfaces(interfaces, sup.zero_copy)
+        yield from self._umem(umem, len(sup.free_slots))
+        yield from self._reloads(sup)
+        yield GaugeMetricFamily("xdpd_ready", "1 once every worker is forwarding",
+                                value=1 if sup.ready else 0)
 
+    def _workers(self, workers, procs, umem) -> Iterator:
         rx_p = CounterMetricFamily("xdpd_rx_packets", "Packets received from the queue's AF_XDP socket", labels=QUEUE_LABELS)
         rx_b = CounterMetricFamily("xdpd_rx_bytes", "Bytes received from the queue's AF_XDP socket", labels=QUEUE_LABELS)
         tx_p = CounterMetricFamily("xdpd_tx_packets", "Packets put on the queue's AF_XDP TX ring", labels=QUEUE_LABELS)
@@ -67,9 +89,23 @@ class XdpdCollector:
         polls = CounterMetricFamily("xdpd_busy_polls", "recvfrom()/sendto() calls made to "
                                     "busy-poll the queue (workers.busy_poll)", labels=QUEUE_LABELS)
         up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=QUEUE_LABELS)
+        state = GaugeMetricFamily("xdpd_worker_state", "1 for the worker's current state",
+                                  labels=QUEUE_LABELS + ["state"])
+        started = GaugeMetricFamily("xdpd_worker_start_time_seconds", "Unix time the worker's "
+                                    "current process was started", labels=QUEUE_LABELS)
         restarts = CounterMetricFamily("xdpd_worker_restarts", "Worker processes replaced", labels=QUEUE_LABELS)
-        xsk = {name: CounterMetricFamily(f"xdpd_xsk_{name}", f"AF_XDP socket XDP_STATISTICS {name}",
-                                         labels=QUEUE_LABELS) for name in XSK_STATISTICS}
+        cpu = CounterMetricFamily("xdpd_worker_cpu_seconds", "CPU time of the worker's current "
+                                  "process, by mode", labels=QUEUE_LABELS + ["mode"])
+        ring_used = GaugeMetricFamily("xdpd_ring_used_entries", "Entries on the socket's ring "
+                                      "(as of the worker's last pause, at most 200 ms old)",
+                                      labels=QUEUE_LABELS + ["ring"])
+        ring_size = GaugeMetricFamily("xdpd_ring_size_entries", "Size of the socket's ring",
+                                      labels=QUEUE_LABELS + ["ring"])
+        xsk = {name: CounterMetricFamily(metric, f"AF_XDP socket XDP_STATISTICS {name}: {help}",
+                                         labels=QUEUE_LABELS)
+               for name, (metric, help) in XSK_STATISTICS.items()}
+        r = getattr(self.sup, "ring_sizes", None)
+        sizes = {ring: getattr(r, ring) for ring in RINGS} if r else {}
         for w in workers:
             labels = [w.plan.netdev, str(w.plan.queue)]
             s = umem.control.worker_stats(w.id)
@@ -84,18 +120,37 @@ class XdpdCollector:
             sleeps.add_metric(labels, s["sleeps"])
             polls.add_metric(labels, s["busy_polls"])
             up.add_metric(labels, 1 if w.state.value == "running" else 0)
+            for st in WORKER_STATES:
+                state.add_metric(labels + [st], 1 if w.state.value == st else 0)
             restarts.add_metric(labels, w.restarts)
+            proc = procs.get(w.id)
+            if proc is not None:
+                started.add_metric(labels, w.started_wall)
+                times = process_cpu_times(proc.pid)
+                if times is not None:
+                    cpu.add_metric(labels + ["user"], times[0])
+                    cpu.add_metric(labels + ["system"], times[1])
+            for ring, n in umem.control.ring_use(w.id).items():
+                ring_used.add_metric(labels + [ring], n)
+                if ring in sizes:
+                    ring_size.add_metric(labels + [ring], sizes[ring])
             try:
                 for name, v in w.socket.statistics().items():
                     xsk[name].add_metric(labels, v)
             except OSError as e:
                 log.debug("%s: %s", w.name, e)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, up, restarts)
+        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, up, state,
+                    started, restarts, cpu, ring_used, ring_size)
         yield from xsk.values()
 
+    def _interfaces(self, interfaces, zero_copy: bool) -> Iterator:
         xdp = CounterMetricFamily("xdpd_xdp_packets", "XDP program verdicts per rx queue",
                                   labels=QUEUE_LABELS + ["verdict"])
+        info = GaugeMetricFamily("xdpd_interface_info", "The XDP mode in use and the AF_XDP "
+                                 "sockets' mode, per interface",
+                                 labels=["netdev", "xdp_mode", "socket_mode"])
         for iface in interfaces:
+            info.add_metric([iface.name, iface.xdp_mode, "zero-copy" if zero_copy else "copy"], 1)
             # every rx queue: traffic on a queue xdpd does not own shows as "passed"
             for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
                 try:
@@ -106,21 +161,52 @@ class XdpdCollector:
                 for verdict in XDP_VERDICTS:
                     xdp.add_metric([iface.name, str(q), verdict], st[verdict])
         yield xdp
+        yield info
 
+    def _umem(self, umem, free_slots: int) -> Iterator:
         frames = GaugeMetricFamily("xdpd_umem_frames", "UMEM frames by location", labels=["location"])
         for loc, n in umem.frame_locations().items():
             frames.add_metric([loc], n)
         yield frames
         yield GaugeMetricFamily("xdpd_umem_frames_capacity", "UMEM frames in all", value=umem.capacity)
         yield GaugeMetricFamily("xdpd_umem_bytes", "UMEM size", value=umem.geometry.size)
-        yield GaugeMetricFamily("xdpd_ready", "1 once every worker is forwarding",
-                                value=1 if sup.ready else 0)
+        yield GaugeMetricFamily("xdpd_worker_slots", "Workers the UMEM was sized for "
+                                "(configured + umem.spare_workers)", value=umem.geometry.nworkers)
+        yield GaugeMetricFamily("xdpd_worker_slots_used", "Worker slots in use",
+                                value=umem.geometry.nworkers - free_slots)
+
+    def _reloads(self, sup) -> Iterator:
+        reloads = CounterMetricFamily("xdpd_reloads", "Reload requests, by result",
+                                      labels=["result"])
+        for result, n in sup.reloads.items():
+            reloads.add_metric([result], n)
+        yield reloads
+        yield GaugeMetricFamily("xdpd_config_generation", "1 at start, +1 per applied reload",
+                                value=sup.generation)
+        yield GaugeMetricFamily("xdpd_last_reload_success_timestamp_seconds",
+                                "Unix time of the last applied reload (0: none yet)",
+                                value=sup.last_reload_success)
+        last = sup.last_reload
+        yield GaugeMetricFamily("xdpd_last_reload_successful", "0 if the last reload was "
+                                "refused or failed, else 1",
+                                value=0 if last and last["result"] not in ("applied", "unchanged")
+                                else 1)
+
+
+def process_cpu_times(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process, or None if it is gone."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except (psutil.Error, OSError):
+        return None
+    return t.user, t.system
 
 
 def serve(supervisor, host: str, port: int) -> ThreadingHTTPServer:
     """Serve /metrics from a daemon thread; the caller shuts it down."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(XdpdCollector(supervisor))
+    ProcessCollector(registry=registry)     # the supervisor's own process_* metrics
     handler = MetricsHandler.factory(registry)
 
     class Server(ThreadingHTTPServer):

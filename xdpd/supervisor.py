@@ -12,9 +12,23 @@ Start-up, in the order that never loses a packet that could be kept:
 Stop runs the same steps backwards: stop redirecting first, then stop the
 workers, detach, close sockets, unmap.
 
-The loop: wait (signals via a self-pipe) with a timeout, reap dead
-workers, replace dead or hung ones with backoff on the SAME socket (the
-kernel lets a fresh process map a bound socket's rings again), repeat.
+The loop: wait (signals via a self-pipe, the control socket) with a
+timeout, reap dead workers, replace dead or hung ones with backoff on the
+SAME socket (the kernel lets a fresh process map a bound socket's rings
+again), answer control requests, apply a reload (SIGHUP or `xdpd reload`),
+ping systemd's watchdog while every worker heartbeats, repeat.
+
+Reload (reload.py computes the diff) in the order that keeps packets:
+  1. new interfaces: program loaded and attached, queues owned (fallback);
+  2. new workers: sockets bound to the shared UMEM in free slots, spawned,
+     RUNNING;
+  3. the new forwarding table, in which removed workers are no egress;
+     every worker switches between two batches and acknowledges it;
+  4. new sockets into XSKMAP: their queues flow;
+  5. removed queues: disowned and out of XSKMAP (the kernel takes them
+     back), their workers drained in two steps (worker.py), stopped, their
+     sockets closed and slots reset;
+  6. removed interfaces detached; the final table.
 """
 from __future__ import annotations
 
@@ -29,8 +43,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import exitcodes
-from .config import Config, WorkerPlan, WorkersConfig, plan_workers
+from . import __version__, exitcodes
+from .config import (Config, ConfigError, InterfaceConfig, WorkerPlan, WorkersConfig,
+                     check_host, parse_config, plan_workers)
 from .oserrors import errname
 
 log = logging.getLogger("xdpd.supervisor")
@@ -40,12 +55,20 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 HEARTBEAT_TIMEOUT_S = 5.0
 BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+TABLE_ACK_TIMEOUT_S = 2.0           # every worker switches tables within this
+DRAIN_TIMEOUT_S = 5.0               # per drain step of a removed worker
+WATCHDOG_FRESH_S = 1.0              # heartbeats older than this stop the watchdog
+RATE_WINDOW_S = 1.0                 # status rates: over about this long
+RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
+STATUS_SCHEMA = 1
+MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
 
 
 class WorkerState(enum.Enum):
     STOPPED = "stopped"     # not running, not wanted to run
     STARTING = "starting"   # spawned, not yet RUNNING in shared memory
     RUNNING = "running"     # forwarding
+    DRAINING = "draining"   # being removed by a reload
     BACKOFF = "backoff"     # died; waiting before the next start
     FATAL = "fatal"         # died too often while starting; given up
 
@@ -74,6 +97,7 @@ class Worker:
     restarts: int = 0
     quick_deaths: int = 0
     next_start: float = 0.0
+    started_wall: float = 0.0       # time.time() of the current process's spawn
 
     @property
     def name(self) -> str:
@@ -89,6 +113,7 @@ class Interface:
     xdp_mode: str = ""
     queues: list[int] = field(default_factory=list)     # owned rx queues
     rx_queues: int = 0                                  # all rx queues of the netdev
+    config: InterfaceConfig | None = None
 
 
 class SystemOps:
@@ -136,39 +161,65 @@ class SystemOps:
         return proc
 
 
-def compile_table(config: Config, interfaces: list[Interface],
-                  workers: list[Worker]) -> list[dict | None]:
-    """The YAML rules as the flat per-ingress-netdev table the fast path reads."""
-    by_netdev = {i.name: i for i in interfaces}
-    table: list[dict | None] = []
+def compile_table(config: Config, interfaces: list[Interface], workers: list[Worker],
+                  old_config: Config | None = None,
+                  exclude: frozenset[int] = frozenset()) -> list[dict | None]:
+    """The YAML rules as the flat table the fast path reads, indexed by
+    the netdev index each worker was given (holes: None).
+
+    During a reload, an interface being removed keeps its rule from
+    old_config (what its worker still has on the RX ring goes where it
+    always went), and the workers in `exclude` (being removed) are nobody's
+    egress."""
+    names = {i.name for i in config.interfaces}
+    table: list[dict | None] = [None] * (max((i.index for i in interfaces), default=-1) + 1)
     for iface in interfaces:
-        rule = config.rule_for(iface.name)
+        source = config if iface.name in names else old_config
+        rule = source.rule_for(iface.name) if source else None
         if rule is None:
-            table.append(None)              # counted as no_rule
-        elif rule.action == "drop":
-            table.append({"action": "drop"})
-        else:
-            egress = [w.id for w in workers if w.plan.netdev == by_netdev[rule.to].name]
-            table.append({"action": "forward", "egress": egress,
-                          "set_dst_mac": rule.set_dst_mac, "set_src_mac": rule.set_src_mac,
-                          "swap_macs": rule.swap_macs})
+            continue                        # counted as no_rule
+        if rule.action == "drop":
+            table[iface.index] = {"action": "drop"}
+            continue
+        egress = [w.id for w in workers
+                  if w.plan.netdev == rule.to and w.id not in exclude]
+        if not egress:
+            # the egress netdev has no worker left: packets are counted as
+            # egress_down by the ingress worker (the egress being removed)
+            egress = [w.id for w in workers if w.plan.netdev == rule.to]
+        table[iface.index] = {"action": "forward", "egress": egress,
+                              "set_dst_mac": rule.set_dst_mac,
+                              "set_src_mac": rule.set_src_mac, "swap_macs": rule.swap_macs}
     return table
 
 
 class Supervisor:
-    def __init__(self, config: Config, ops: SystemOps | None = None):
+    def __init__(self, config: Config, ops: SystemOps | None = None, notifier=None):
         self.config = config
         self.ops = ops or SystemOps()
         self.host = self.ops.host
+        self.notifier = notifier
         self.interfaces: list[Interface] = []
         self.workers: list[Worker] = []
         self.umem = None
         self.zero_copy = False
-        self.eventfds: list[int] = []
+        self.eventfds: list[int] = []       # one per slot
+        self.free_slots: list[int] = []     # slot ids no worker uses
+        self.quarantined: set[int] = set()  # slots whose frames did not all come back
         self.metrics_server = None
+        self.control = None
         self.ready = False
         self.lock = threading.Lock()      # workers' process fields vs the metrics thread
+        self.generation = 0               # of the configuration: 1 at start, +1 per reload
+        self.table_generation = 0
+        self.started_wall = time.time()
+        self.last_reload: dict | None = None
+        self.last_reload_success = 0.0    # time.time() of the last applied reload
+        self.reloads = dict.fromkeys(RELOAD_RESULTS, 0)
+        self._samples: dict[int, list[tuple[float, int, int, int]]] = {}
         self._stop = False
+        self._reload_requested = False
+        self._next_watchdog = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- start-up ---------------------------------------------------------
@@ -182,8 +233,10 @@ class Supervisor:
         try:
             for step in (lambda: self._load_programs(plans),
                          lambda: self._create_umem_and_sockets(plans),
-                         self._write_table, self._spawn_all, self._wait_running,
-                         self._open_queues, self._start_metrics):
+                         self._write_table, self._spawn_all,
+                         lambda: self._wait_running(self.workers),
+                         lambda: self._open_queues(self.workers),
+                         self._start_control, self._start_metrics):
                 if self._stop:
                     raise StopRequested()
                 step()
@@ -191,11 +244,19 @@ class Supervisor:
             self.stop()
             raise
         self._log_worker_memory()
+        self.generation = 1
         log.info("forwarding: %d workers on %s (%s, %s mode)", len(self.workers),
                  ", ".join(f"{i.name} [{i.xdp_mode}]" for i in self.interfaces),
                  "UMEM %d frames x %d B" % (self.umem.capacity, self.config.umem.frame_size),
                  "zero-copy" if self.zero_copy else "copy")
         self.ready = True
+        if self.notifier:
+            self.notifier.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        running = sum(w.state == WorkerState.RUNNING for w in self.workers)
+        return (f"forwarding: {running}/{len(self.workers)} workers, "
+                f"config generation {self.generation}")
 
     def _log_worker_memory(self) -> None:
         # rss counts the pages of the shared UMEM and control area a worker
@@ -228,25 +289,49 @@ class Supervisor:
         return warnings
 
     def _load_programs(self, plans) -> None:
+        for iface_cfg in self.config.interfaces:
+            self._add_interface(iface_cfg, [p.queue for p in plans if p.netdev == iface_cfg.name])
+
+    def _add_interface(self, iface_cfg: InterfaceConfig, queues: list[int]) -> Interface:
+        """Load rr_redirect for a netdev, own `queues` (no sockets yet: the
+        fallback applies), attach.  The netdev gets the lowest free index
+        in the forwarding table, kept for as long as it is configured."""
         from .bpf import BpfError
-        for index, iface_cfg in enumerate(self.config.interfaces):
-            queues = [p.queue for p in plans if p.netdev == iface_cfg.name]
-            ifindex = self.host.ifindex(iface_cfg.name)
-            try:
-                prog = self.ops.load_program(iface_cfg.name)
-            except BpfError as e:
-                raise SetupError(f"load rr_redirect for {iface_cfg.name}: {e}") from None
-            iface = Interface(iface_cfg.name, index, ifindex, prog, queues=queues,
-                              rx_queues=self.host.rx_queue_count(iface_cfg.name))
+        used = {i.index for i in self.interfaces}
+        index = next(n for n in range(len(used) + 1) if n not in used)
+        if index >= MAX_NETDEVS:
+            raise SetupError(f"at most {MAX_NETDEVS} interfaces", exitcodes.CONFIG)
+        ifindex = self.host.ifindex(iface_cfg.name)
+        try:
+            prog = self.ops.load_program(iface_cfg.name)
+        except BpfError as e:
+            raise SetupError(f"load rr_redirect for {iface_cfg.name}: {e}") from None
+        iface = Interface(iface_cfg.name, index, ifindex, prog, queues=list(queues),
+                          rx_queues=self.host.rx_queue_count(iface_cfg.name),
+                          config=iface_cfg)
+        with self.lock:
             self.interfaces.append(iface)
-            for q in queues:
-                prog.set_queue(q, owned=True, fallback=iface_cfg.fallback)
-            try:
-                iface.xdp_mode = prog.attach(ifindex, iface_cfg.name, iface_cfg.xdp_mode)
-            except BpfError as e:
-                raise SetupError(str(e)) from None
-            log.info("%s: rr_redirect attached (%s), queues %s", iface.name,
-                     iface.xdp_mode, ",".join(map(str, queues)))
+        for q in queues:
+            prog.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+        try:
+            iface.xdp_mode = prog.attach(ifindex, iface_cfg.name, iface_cfg.xdp_mode)
+        except BpfError as e:
+            raise SetupError(str(e)) from None
+        log.info("%s: rr_redirect attached (%s), queues %s", iface.name,
+                 iface.xdp_mode, ",".join(map(str, queues)))
+        return iface
+
+    def _remove_interface(self, iface: Interface) -> None:
+        try:
+            iface.program.close()             # detaches only if still ours
+        except OSError as e:
+            log.warning("%s: %s", iface.name, e)
+        with self.lock:
+            self.interfaces.remove(iface)
+        log.info("%s: rr_redirect detached", iface.name)
+
+    def interface(self, name: str) -> Interface:
+        return next(i for i in self.interfaces if i.name == name)
 
     def _zero_copy_choices(self) -> list[bool]:
         # Copy vs zero-copy is a property of the shared UMEM (the kernel makes
@@ -265,15 +350,17 @@ class Supervisor:
     def _create_umem_and_sockets(self, plans) -> None:
         from .shared_umem import UmemGeometry
         from .xsk import RingSizes, XskError
-        geo = UmemGeometry(len(plans), self.config.umem.frames_per_worker,
+        # spare slots: workers a reload may add (the UMEM cannot grow)
+        slots = len(plans) + self.config.umem.spare_workers
+        geo = UmemGeometry(slots, self.config.umem.frames_per_worker,
                            self.config.umem.frame_size)
         try:
             self.umem = self.ops.create_umem(geo, self.config.umem.hugepages)
         except OSError as e:
             raise SetupError(f"allocate UMEM ({geo.size} bytes) and control area: {e}") from None
-        log.info("UMEM %.1f MiB (%d frames x %d B) on %s; control area %.1f MiB",
-                 geo.size / 2**20, geo.frames, geo.frame_size, self.umem.backing,
-                 self.umem.ctl_region.size / 2**20)
+        log.info("UMEM %.1f MiB (%d frames x %d B, %d worker slots, %d spare) on %s; "
+                 "control area %.1f MiB", geo.size / 2**20, geo.frames, geo.frame_size,
+                 slots, slots - len(plans), self.umem.backing, self.umem.ctl_region.size / 2**20)
         r = self.config.rings
         self.ring_sizes = RingSizes(r.rx, r.tx, r.fill, r.completion)
         choices = self._zero_copy_choices()
@@ -288,12 +375,18 @@ class Supervisor:
                     continue
                 raise SetupError(str(e)) from None
         self.zero_copy = choices[n]
-        index = {i.name: i.index for i in self.interfaces}
         for wid, (plan, sock) in enumerate(zip(plans, sockets)):
-            self.workers.append(Worker(wid, plan, index[plan.netdev], sock))
-            self.umem.control.set_worker(wid, index[plan.netdev], plan.queue,
-                                         self.host.ifindex(plan.netdev))
-        self.eventfds = [self.ops.eventfd() for _ in plans]
+            self._add_worker(wid, plan, sock)
+        self.free_slots = list(range(len(plans), slots))
+        self.eventfds = [self.ops.eventfd() for _ in range(slots)]
+
+    def _add_worker(self, wid: int, plan: WorkerPlan, sock) -> Worker:
+        iface = self.interface(plan.netdev)
+        w = Worker(wid, plan, iface.index, sock)
+        self.umem.control.set_worker(wid, iface.index, plan.queue, iface.ifindex)
+        with self.lock:
+            self.workers.append(w)
+        return w
 
     def _bind_sockets(self, plans, zero_copy: bool) -> list:
         sockets: list = []
@@ -305,17 +398,31 @@ class Supervisor:
                 if len(sockets) == 1:
                     sock.register_umem(self.umem.umem.addr, self.umem.geometry.size,
                                        self.umem.geometry.frame_size)
-                sock.set_rings(self.ring_sizes)
-                sock.bind(zero_copy=zero_copy, shared_with=sockets[0] if len(sockets) > 1 else None)
-                self._set_tx_budget(sock, first=len(sockets) == 1)
-                if self.config.workers.busy_poll:
-                    sock.set_busy_poll(self.config.workers.busy_poll_usecs,
-                                       self.config.workers.busy_poll_budget)
+                self._setup_socket(sock, zero_copy, sockets[0] if len(sockets) > 1 else None)
         except BaseException:
             for s in sockets:
                 s.close()
             raise
         return sockets
+
+    def _setup_socket(self, sock, zero_copy: bool, shared_with) -> None:
+        sock.set_rings(self.ring_sizes)
+        sock.bind(zero_copy=zero_copy, shared_with=shared_with)
+        self._set_tx_budget(sock, first=shared_with is None)
+        if self.config.workers.busy_poll:
+            sock.set_busy_poll(self.config.workers.busy_poll_usecs,
+                               self.config.workers.busy_poll_budget)
+
+    def _new_socket(self, plan: WorkerPlan):
+        """A socket for a worker a reload adds: bound with XDP_SHARED_UMEM
+        to any running socket (the UMEM lives as long as one does)."""
+        sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev), plan.queue)
+        try:
+            self._setup_socket(sock, self.zero_copy, self.workers[0].socket)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _set_tx_budget(self, sock, first: bool) -> None:
         budget = self.config.workers.tx_budget
@@ -334,9 +441,36 @@ class Supervisor:
                 log.debug("no XDP_MAX_TX_SKB_BUDGET in this kernel; copy-mode TX budget "
                           "stays at 32 per sendto()")
 
-    def _write_table(self) -> None:
-        table = compile_table(self.config, self.interfaces, self.workers)
-        self.generation = self.umem.control.write_table(table)
+    def _write_table(self, old_config: Config | None = None,
+                     exclude: frozenset[int] = frozenset()) -> None:
+        """Publish the forwarding table; wait until every running worker
+        switched to it (they do between two batches), so that the next
+        write cannot overwrite a table a worker is still reading."""
+        table = compile_table(self.config, self.interfaces, self.workers, old_config, exclude)
+        self.table_generation = gen = self.umem.control.write_table(table)
+        waiting = [w for w in self.workers if w.proc is not None and
+                   w.state in (WorkerState.RUNNING, WorkerState.DRAINING)]
+        for w in waiting:
+            self._wake(w.id)
+        deadline = time.monotonic() + TABLE_ACK_TIMEOUT_S
+        while waiting:
+            waiting = [w for w in waiting if w.proc.poll() is None and
+                       self.umem.control.worker_liveness(w.id)[3] < gen]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                log.warning("table %d: not acknowledged within %.0f s by %s (hung? the "
+                            "heartbeat check replaces it)", gen, TABLE_ACK_TIMEOUT_S,
+                            ", ".join(w.name for w in waiting))
+                break
+            time.sleep(0.001)
+
+    def _wake(self, wid: int) -> None:
+        """Wake a worker sleeping in poll() (its eventfd), e.g. to switch tables."""
+        try:
+            os.write(self.eventfds[wid], (1).to_bytes(8, "little"))
+        except (OSError, IndexError):
+            pass
 
     # -- workers ----------------------------------------------------------
 
@@ -361,6 +495,7 @@ class Supervisor:
         with self.lock:
             w.proc = proc
             w.started_at = time.monotonic()
+            w.started_wall = time.time()
             w.state = WorkerState.STARTING   # STOPPED/BACKOFF -> STARTING: spawned
         log.info("%s: spawned pid %d on CPU %d", w.name, proc.pid, w.plan.cpu)
 
@@ -371,10 +506,10 @@ class Supervisor:
     def _worker_reports(self, w: Worker) -> int:
         return self.umem.control.worker_liveness(w.id)[2]
 
-    def _wait_running(self) -> None:
+    def _wait_running(self, workers: list[Worker]) -> None:
         from . import _fastpath
         deadline = time.monotonic() + START_TIMEOUT_S
-        pending = list(self.workers)
+        pending = list(workers)
         while pending:
             for w in list(pending):
                 if w.proc.poll() is not None:
@@ -391,19 +526,32 @@ class Supervisor:
             if pending:
                 time.sleep(0.01)
 
-    def _open_queues(self) -> None:
+    def _open_queues(self, workers: list[Worker]) -> None:
         """Socket into XSKMAP: from here on the queue's packets go to its worker."""
-        for w in self.workers:
-            iface = self.interfaces[w.netdev_index]
-            iface.program.set_socket(w.plan.queue, w.socket.fd)
+        for w in workers:
+            self.interface(w.plan.netdev).program.set_socket(w.plan.queue, w.socket.fd)
 
-    def _close_queues(self) -> None:
-        for w in self.workers:
-            iface = self.interfaces[w.netdev_index]
+    def _close_queues(self, workers: list[Worker], disown: bool = False) -> None:
+        """Socket out of XSKMAP; with disown, the queue is no longer xdpd's
+        either (first, so that it goes to the kernel, not to the fallback)."""
+        for w in workers:
+            iface = self.interface(w.plan.netdev)
             try:
+                if disown:
+                    iface.program.set_queue(w.plan.queue, owned=False)
                 iface.program.clear_socket(w.plan.queue)
             except OSError as e:
                 log.warning("%s: removing socket from XSKMAP failed: %s", w.name, e)
+
+    def _start_control(self) -> None:
+        from .control import ControlServer
+        path = self.config.control.socket
+        try:
+            self.control = ControlServer(path)
+        except OSError as e:
+            raise SetupError(f"control.socket {path}: {e.strerror or e}",
+                             exitcodes.CONFIG) from None
+        log.info("control socket %s", path)
 
     def _start_metrics(self) -> None:
         listen = self.config.metrics.listen
@@ -424,30 +572,37 @@ class Supervisor:
 
     def request_stop(self, signum=None, frame=None) -> None:
         self._stop = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._poke(b"x")
+
+    def request_reload(self, signum=None, frame=None) -> None:
+        self._reload_requested = True
+        self._poke(b"h")
 
     def _on_sigchld(self, signum, frame) -> None:
+        self._poke(b"c")
+
+    def _poke(self, byte: bytes) -> None:
         try:
-            os.write(self._wake_w, b"c")
+            os.write(self._wake_w, byte)
         except OSError:
             pass
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT only set a flag (and wake the main loop); start()
-        and run_forever() act on it.  A handler that raised instead could
-        fire inside a ctypes callback (libbpf's log function), where the
-        exception is dropped and the stop lost."""
+        """SIGTERM/SIGINT/SIGHUP only set a flag (and wake the main loop);
+        start() and run_forever() act on it.  A handler that raised instead
+        could fire inside a ctypes callback (libbpf's log function), where
+        the exception is dropped and the stop lost.  A SIGHUP during
+        start-up is kept and applied once running."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
         signal.signal(signal.SIGCHLD, self._on_sigchld)
 
     def run_forever(self) -> None:
         self.install_signal_handlers()
+        waitables = [self._wake_r] + ([self.control] if self.control else [])
         while not self._stop:
-            select.select([self._wake_r], [], [], self._next_timeout())
+            readable, _, _ = select.select(waitables, [], [], self._next_timeout())
             try:
                 while os.read(self._wake_r, 64):
                     pass
@@ -457,17 +612,53 @@ class Supervisor:
                 break
             self.reap_workers()
             self.replace_workers()
+            if self._reload_requested:
+                self._reload_requested = False
+                ok, result, error = self.reload()
+                if not ok:
+                    log.error("reload (SIGHUP) not applied: %s", error)
+            if self.control is not None and self.control in readable:
+                self.control.handle_one(self.handle_request)
+            self._sample_counters()
+            self._watchdog()
 
     def _next_timeout(self) -> float:
-        """Wake at least every 0.5 s, and in time for the next restart."""
+        """Wake at least every 0.5 s (counters for the rates, the watchdog),
+        and in time for the next restart."""
         now = time.monotonic()
         due = [w.next_start - now for w in self.workers if w.state == WorkerState.BACKOFF]
+        if self.notifier and self.notifier.watchdog_interval():
+            due.append(self._next_watchdog - now)
         return max(0.0, min([0.5] + due))
+
+    def all_heartbeating(self) -> bool:
+        """Every worker running and seen alive within WATCHDOG_FRESH_S."""
+        now = time.monotonic_ns()
+        for w in self.workers:
+            if w.state not in (WorkerState.RUNNING, WorkerState.DRAINING):
+                return False
+            beat = self.umem.control.worker_liveness(w.id)[0]
+            if not beat or now - beat > WATCHDOG_FRESH_S * 1e9:
+                return False
+        return bool(self.workers)
+
+    def _watchdog(self) -> None:
+        """systemd's watchdog is fed only while every worker heartbeats: a
+        worker xdpd cannot bring back (FATAL, or hung and not replaced)
+        ends in systemd restarting the service."""
+        if not self.notifier or not self.notifier.watchdog_interval():
+            return
+        now = time.monotonic()
+        if now < self._next_watchdog:
+            return
+        if self.all_heartbeating():
+            self.notifier.watchdog()
+            self._next_watchdog = now + self.notifier.watchdog_interval()
 
     def reap_workers(self) -> None:
         now = time.monotonic()
         for w in self.workers:
-            if w.proc is None or w.proc.poll() is None:
+            if w.proc is None or w.state == WorkerState.DRAINING or w.proc.poll() is None:
                 continue
             lived = now - w.started_at
             code = w.proc.returncode
@@ -509,15 +700,279 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
+    # -- reload -------------------------------------------------------------
+
+    def reload(self, path: str | None = None, text: str | None = None) -> tuple[bool, dict, str | None]:
+        """Apply a new configuration: the file xdpd runs with, or `text`
+        (named `path` in messages) from `xdpd reload --config`.  Returns
+        (ok, result, error); the running configuration stays on any error."""
+        from .reload import Refused
+        started = time.monotonic()
+        source = path or self.config.source
+        if self.notifier:
+            self.notifier.reloading()
+        changes: list[str] = []
+        try:
+            if text is None:
+                from .config import read_config_file
+                text = read_config_file(source)
+            new = parse_config(text, source=source)
+            check_host(new, self.host)
+            plan = self._plan_reload(new)
+            changes = plan.summary()
+            if plan.empty:
+                outcome, message = "unchanged", "nothing to change"
+            else:
+                self._apply(plan, new)
+                outcome, message = "applied", "; ".join(changes)
+        except ConfigError as e:
+            outcome, message = "invalid", str(e)
+        except Refused as e:
+            outcome, message = "refused", str(e)
+        except (SetupError, OSError) as e:
+            outcome, message = "failed", f"{e}; what was added is undone, the rest runs on"
+        duration = time.monotonic() - started
+        ok = outcome in ("applied", "unchanged")
+        self.reloads[outcome] += 1
+        self.last_reload = {"at": time.time(), "result": outcome, "message": message,
+                            "duration_seconds": round(duration, 6), "source": source,
+                            "changes": changes}
+        if outcome == "applied":
+            self.generation += 1
+            self.last_reload_success = self.last_reload["at"]
+        (log.info if ok else log.error)("reload from %s: %s (%.1f ms): %s", source, outcome,
+                                        duration * 1e3, message)
+        if self.notifier:
+            self.notifier.ready(self._status_line())
+        result = {"result": outcome, "message": message, "changes": changes,
+                  "generation": self.generation, "duration_seconds": round(duration, 6)}
+        return ok, result, None if ok else message
+
+    def _plan_reload(self, new: Config):
+        from .reload import Refused, diff
+        new_plans = list(plan_workers(new, self.host))
+        # Workers that stay keep their CPU; only new ones take the new plan's.
+        old_plans = [w.plan for w in self.workers]
+        plan = diff(self.config, new, old_plans, new_plans, len(self.free_slots), self.zero_copy)
+        if len(self.interfaces) - len(plan.remove_interfaces) + len(plan.add_interfaces) > MAX_NETDEVS:
+            raise Refused(f"at most {MAX_NETDEVS} interfaces")
+        return plan
+
+    def _apply(self, plan, new: Config) -> None:
+        old = self.config
+        added_ifaces: list[Interface] = []
+        added: list[Worker] = []
+        # 1-2: everything new, undone if any step fails
+        try:
+            for iface_cfg in plan.add_interfaces:
+                queues = [p.queue for p in plan.add_workers if p.netdev == iface_cfg.name]
+                added_ifaces.append(self._add_interface(iface_cfg, queues))
+            for p in plan.add_workers:
+                iface = self.interface(p.netdev)
+                if iface not in added_ifaces:
+                    iface.program.set_queue(p.queue, owned=True, fallback=iface.config.fallback)
+                    iface.queues.append(p.queue)
+                sock = self._new_socket(p)
+                added.append(self._add_worker(self.free_slots.pop(0), p, sock))
+            for w in added:
+                self.spawn_worker(w)
+            self._wait_running(added)
+        except BaseException:
+            self._undo_additions(added, added_ifaces)
+            raise
+        # 3-4: the switch
+        for iface_cfg in plan.fallback_changes:
+            iface = self.interface(iface_cfg.name)
+            iface.config = iface_cfg
+            for q in iface.queues:
+                iface.program.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+        removing = [w for w in self.workers if w.name in set(plan.remove_workers)]
+        self.config = new
+        self._write_table(old_config=old, exclude=frozenset(w.id for w in removing))
+        self._open_queues(added)
+        for iface_cfg in plan.add_interfaces:
+            self.interface(iface_cfg.name).config = iface_cfg
+        # 5-6: what goes away
+        if removing:
+            self._drain(removing)
+        for name in plan.remove_interfaces:
+            self._remove_interface(self.interface(name))
+        if removing or plan.remove_interfaces:
+            self._write_table()
+
+    def _undo_additions(self, added: list[Worker], added_ifaces: list[Interface]) -> None:
+        for w in added:
+            self.kill_worker(w, signal.SIGKILL)
+            if w.proc is not None:
+                w.proc.wait()
+            self._release_worker(w)
+        for w in added:
+            iface = self.interface(w.plan.netdev)
+            if iface not in added_ifaces and w.plan.queue in iface.queues:
+                iface.program.set_queue(w.plan.queue, owned=False)
+                iface.queues.remove(w.plan.queue)
+        for iface in added_ifaces:
+            self._remove_interface(iface)
+
+    def _drain(self, removing: list[Worker]) -> None:
+        """Take removed workers' queues back from them and let them finish
+        (worker.py: the two drain steps), then give their slots back."""
+        from . import _fastpath
+        self._close_queues(removing, disown=True)
+        for w in removing:
+            iface = self.interface(w.plan.netdev)
+            if w.plan.queue in iface.queues:
+                iface.queues.remove(w.plan.queue)
+            with self.lock:
+                w.state = WorkerState.DRAINING    # RUNNING -> DRAINING: removed by a reload
+        live = [w for w in removing if w.proc is not None and w.proc.poll() is None]
+        # step 1: each RX ring stays empty (nothing more comes from the wire)
+        for w in live:
+            w.proc.send_signal(signal.SIGUSR1)
+        self._wait_until(live, lambda w: w.proc.poll() is not None or
+                         self._worker_reports(w) == _fastpath.STATE_DRAINING, "drain RX")
+        # step 2: nobody being removed receives anything any more: finish
+        for w in live:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGUSR2)
+        self._wait_until(live, lambda w: w.proc.poll() is not None, "finish")
+        for w in removing:
+            if w.proc is not None and w.proc.poll() is None:
+                log.warning("%s: did not drain within %.0f s; killing it", w.name,
+                            DRAIN_TIMEOUT_S)
+                w.proc.kill()
+            if w.proc is not None:
+                w.proc.wait()
+            self._release_worker(w)
+            log.info("%s: removed", w.name)
+
+    def _wait_until(self, workers: list[Worker], done, what: str) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        pending = list(workers)
+        while pending and time.monotonic() < deadline:
+            pending = [w for w in pending if not done(w)]
+            if pending:
+                time.sleep(0.002)
+        if pending:
+            log.warning("%s: %s not done within %.0f s", ", ".join(w.name for w in pending),
+                        what, DRAIN_TIMEOUT_S)
+
+    def _release_worker(self, w: Worker) -> None:
+        """Close a stopped worker's socket and give its slot back, unless
+        some of its frames are still elsewhere (then the slot stays unused
+        until restart, and the log says so)."""
+        with self.lock:
+            w.proc = None
+            w.state = WorkerState.STOPPED
+            if w in self.workers:
+                self.workers.remove(w)
+        w.socket.close()
+        try:
+            self.umem.control.reset_worker(w.id)
+        except ValueError as e:
+            self.quarantined.add(w.id)
+            log.warning("worker slot %d (%s) not reused until restart: %s", w.id, w.name, e)
+            return
+        self.free_slots.append(w.id)
+        self.free_slots.sort()
+        self._samples.pop(w.id, None)
+
+    # -- control requests and status -------------------------------------------
+
+    def handle_request(self, req: dict) -> tuple[bool, dict | None, str | None]:
+        command = req.get("command")
+        if command == "status":
+            return True, self.status(), None
+        if command == "reload":
+            path, text = req.get("config_path"), req.get("config_text")
+            if (path is not None and not isinstance(path, str)) or \
+                    (text is not None and not isinstance(text, str)):
+                return False, None, "config_path and config_text must be strings"
+            return self.reload(path, text)
+        return False, None, f"unknown command {command!r}; known: status, reload"
+
+    def _sample_counters(self) -> None:
+        """Remember (time, rx, tx, drops) per worker, for the status rates."""
+        now = time.monotonic()
+        for w in self.workers:
+            s = self.umem.control.worker_stats(w.id)
+            samples = self._samples.setdefault(w.id, [])
+            samples.append((now, s["rx_packets"], s["tx_packets"], sum(s["drops"].values())))
+            while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+                samples.pop(0)
+
+    def _rates(self, w: Worker, stats: dict) -> tuple[float, float, float]:
+        samples = self._samples.get(w.id)
+        now = time.monotonic()
+        if not samples or now - samples[0][0] < 0.05:
+            return 0.0, 0.0, 0.0
+        t, rx, tx, drops = samples[0]
+        dt = now - t
+        return ((stats["rx_packets"] - rx) / dt, (stats["tx_packets"] - tx) / dt,
+                (sum(stats["drops"].values()) - drops) / dt)
+
+    def status(self) -> dict:
+        """The answer to `xdpd status`; its JSON form is documented in the
+        README (schema 1: keys are only ever added)."""
+        now = time.time()
+        workers = []
+        for w in sorted(self.workers, key=lambda w: (w.plan.netdev, w.plan.queue)):
+            stats = self.umem.control.worker_stats(w.id)
+            rx_pps, tx_pps, drop_pps = self._rates(w, stats)
+            try:
+                xsk = w.socket.statistics()
+            except OSError:
+                xsk = {}
+            running = w.proc is not None and w.state in (WorkerState.RUNNING,
+                                                        WorkerState.STARTING,
+                                                        WorkerState.DRAINING)
+            workers.append({
+                "name": w.name, "netdev": w.plan.netdev, "queue": w.plan.queue,
+                "cpu": w.plan.cpu, "pid": w.proc.pid if running else None,
+                "state": w.state.value,
+                "uptime_seconds": round(now - w.started_wall, 3) if running else None,
+                "restarts": w.restarts,
+                "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
+                "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
+                "drops": stats["drops"],
+                "rx_pps": round(rx_pps, 1), "tx_pps": round(tx_pps, 1),
+                "drop_pps": round(drop_pps, 1), "xsk": xsk,
+                "rings": self.umem.control.ring_use(w.id)})
+        interfaces = []
+        for i in sorted(self.interfaces, key=lambda i: i.name):
+            interfaces.append({
+                "name": i.name, "ifindex": i.ifindex, "xdp_mode": i.xdp_mode,
+                "socket_mode": "zero-copy" if self.zero_copy else "copy",
+                "queues": sorted(i.queues), "rx_queues": i.rx_queues,
+                "fallback": i.config.fallback if i.config else None,
+                "rule": describe_rule(self.config, i.name)})
+        geo = self.umem.geometry
+        return {
+            "schema": STATUS_SCHEMA, "version": __version__, "pid": os.getpid(),
+            "uptime_seconds": round(now - self.started_wall, 3), "ready": self.ready,
+            "config": {"path": self.config.source, "generation": self.generation},
+            "last_reload": self.last_reload,
+            "umem": {"frames": geo.frames, "frame_size": geo.frame_size,
+                     "bytes": geo.size, "backing": self.umem.backing,
+                     "worker_slots": geo.nworkers,
+                     "worker_slots_used": geo.nworkers - len(self.free_slots),
+                     "frames_by_location": self.umem.frame_locations()},
+            "interfaces": interfaces, "workers": workers}
+
     # -- stop -------------------------------------------------------------
 
     def stop(self) -> None:
         """Undo everything start() did, in reverse; safe on a partial start."""
+        if self.notifier:
+            self.notifier.stopping()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
             self.metrics_server = None
-        self._close_queues()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self._close_queues(self.workers)
         for w in self.workers:
             self.kill_worker(w)
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -532,15 +987,17 @@ class Supervisor:
                 w.proc.wait()
             w.proc = None
             w.state = WorkerState.STOPPED         # * -> STOPPED: supervisor stopping
-        for iface in self.interfaces:
+        for iface in list(self.interfaces):
             try:
                 iface.program.close()             # detaches only if still ours
             except OSError as e:
                 log.warning("%s: %s", iface.name, e)
-        self.interfaces = []
+        with self.lock:
+            self.interfaces = []
         for w in self.workers:
             w.socket.close()
-        self.workers = []
+        with self.lock:
+            self.workers = []
         for fd in self.eventfds:
             self.ops.close_fd(fd)
         self.eventfds = []
@@ -548,3 +1005,20 @@ class Supervisor:
             self.umem.close()
             self.umem = None
         self.ready = False
+
+
+def describe_rule(config: Config, netdev: str) -> str:
+    """A rule in words, for `xdpd status`."""
+    rule = config.rule_for(netdev)
+    if rule is None:
+        return "drop (no rule)"
+    if rule.action == "drop":
+        return "drop"
+    what = [f"forward to {rule.to}"]
+    if rule.swap_macs:
+        what.append("swap MACs")
+    if rule.set_dst_mac:
+        what.append("dst MAC " + rule.set_dst_mac.hex(":"))
+    if rule.set_src_mac:
+        what.append("src MAC " + rule.set_src_mac.hex(":"))
+    return ", ".join(what)
