@@ -654,6 +654,9 @@ class Supervisor:
         if self.all_heartbeating():
             self.notifier.watchdog()
             self._next_watchdog = now + self.notifier.watchdog_interval()
+        else:
+            # look again soon, so the ping resumes as soon as all beat again
+            self._next_watchdog = now + min(0.1, self.notifier.watchdog_interval())
 
     def reap_workers(self) -> None:
         now = time.monotonic()

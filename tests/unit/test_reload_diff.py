@@ -1,0 +1,109 @@
+"""What a reload may change live, and what it refuses (xdpd/reload.py)."""
+import pytest
+
+from xdpd.config import WorkerPlan, parse_config
+from xdpd.reload import Refused, diff
+
+BASE = """
+interfaces:
+  - name: in0
+    queues: [0]
+  - name: out0
+    queues: [0]
+forward:
+  - from: in0
+    to: out0
+    set_dst_mac: "02:00:00:00:00:04"
+  - from: out0
+    action: drop
+"""
+
+
+def plans(text):
+    config = parse_config(text)
+    return config, [WorkerPlan(i.name, q, 0, f"{i.name}/q{q}")
+                    for i in config.interfaces for q in i.queues]
+
+
+def change(old_text, new_text, free_slots=2, zero_copy=False):
+    old, old_plans = plans(old_text)
+    new, new_plans = plans(new_text)
+    return diff(old, new, old_plans, new_plans, free_slots, zero_copy)
+
+
+def test_same_file_is_no_change():
+    plan = change(BASE, BASE)
+    assert plan.empty and plan.summary() == []
+
+
+def test_a_rule_change_is_live_and_touches_no_worker():
+    plan = change(BASE, BASE.replace("02:00:00:00:00:04", "02:00:00:00:00:05"))
+    assert plan.rules_changed and not plan.add_workers and not plan.remove_workers
+    assert plan.summary() == ["forwarding rules changed"]
+
+
+def test_added_and_removed_queues_are_keyed_by_netdev_and_queue():
+    plan = change(BASE, BASE.replace("queues: [0]\n  - name: out0", "queues: [1]\n  - name: out0"))
+    assert [p.name for p in plan.add_workers] == ["in0/q1"]
+    assert plan.remove_workers == ["in0/q0"]
+    assert not plan.rules_changed
+
+
+def test_an_interface_added_and_one_removed():
+    new = """
+interfaces:
+  - name: in0
+    queues: [0]
+  - name: in1
+    queues: [0]
+forward:
+  - from: in0
+    to: in1
+"""
+    plan = change(BASE, new)
+    assert [i.name for i in plan.add_interfaces] == ["in1"]
+    assert plan.remove_interfaces == ["out0"]
+    assert "interface in1 added" in plan.summary()
+    assert "worker out0/q0 removed" in plan.summary()
+
+
+def test_fallback_change_is_live():
+    plan = change(BASE, BASE.replace("queues: [0]\n  - name: out0",
+                                     "queues: [0]\n    fallback: drop\n  - name: out0"))
+    assert [i.name for i in plan.fallback_changes] == ["in0"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("umem:\n  frame_size: 4096\n", ["umem.frame_size: 2048 -> 4096", "registered"]),
+    ("rings:\n  rx: 1024\n", ["rings.rx: 2048 -> 1024", "bound"]),
+    ("workers:\n  batch_size: 32\n", ["workers.batch_size: 64 -> 32"]),
+    ("metrics:\n  listen: '127.0.0.1:9999'\n", ["metrics.listen"]),
+    ("control:\n  socket: /run/other.sock\n", ["control.socket"]),
+])
+def test_what_is_fixed_at_start_is_refused_with_what_to_do(extra, words):
+    with pytest.raises(Refused) as e:
+        change(BASE, BASE + extra)
+    msg = str(e.value)
+    for w in words:
+        assert w in msg
+    assert "running configuration stays" in msg and "restart" in msg
+
+
+def test_xdp_mode_of_a_running_interface_is_refused():
+    with pytest.raises(Refused, match="interface in0: xdp_mode 'auto' -> 'generic'"):
+        change(BASE, BASE.replace("queues: [0]\n  - name: out0",
+                                  "queues: [0]\n    xdp_mode: generic\n  - name: out0"))
+
+
+def test_more_new_workers_than_free_slots_is_refused_naming_the_setting():
+    with pytest.raises(Refused) as e:
+        change(BASE, BASE.replace("queues: [0]\n  - name: out0", "queues: [0, 1, 2]\n"
+                                  "  - name: out0"), free_slots=1)
+    assert "2 workers to add (in0/q1, in0/q2) but only 1 free worker slots" in str(e.value)
+    assert "umem.spare_workers" in str(e.value)
+
+
+def test_new_interface_must_match_the_running_socket_mode():
+    new = BASE.replace("forward:", "  - name: in1\n    zero_copy: 'on'\nforward:")
+    with pytest.raises(Refused, match="zero_copy on but the running sockets are in copy"):
+        change(BASE, new)
