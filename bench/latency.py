@@ -10,8 +10,10 @@ whole time; a counting XDP program on sink0 is read every 0.2 ms.
   replace   SIGKILL of the worker that receives the traffic, to packets
             arriving at the sink again (the supervisor restarts it on the
             same socket), and the packets offered in that gap
-
-Reload latency is not measured here: live reload is not built yet.
+  reload    a rule change (the rewritten destination MAC) over the control
+            socket: request to answer, and request to the first packet at
+            the sink that carries the new MAC (the sink's XDP program
+            checks it)
 """
 from __future__ import annotations
 
@@ -92,6 +94,38 @@ def measure_replace(lab: Lab, sink: CountingSink, args) -> tuple[float, float]:
     return t_back - t_kill, t_back - t_last
 
 
+OTHER_MAC = "02:00:00:00:00:99"
+
+
+def measure_reload(lab: Lab, sink: CountingSink, args) -> list[tuple[float, float]]:
+    """Flip the rules reloads times between rewriting to OTHER_MAC and to the
+    sink's MAC; for each flip to the sink's MAC, (answer, first new packet)."""
+    sink_rule = xdpd_config(lab, "mac", args.fwd_cpu, [])
+    other_rule = sink_rule.replace(f'set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"',
+                                   f'set_dst_mac: "{OTHER_MAC}"', 1)
+    daemon = LabDaemon(lab, other_rule, port=METRICS_PORT)
+    out = []
+    try:
+        daemon.start()
+        wait_count(sink, sink.read()["packets"], timeout=10)
+        for _ in range(args.reloads):
+            ok_before = sink.read()["dst_mac_ok"]
+            daemon.write_config(sink_rule)
+            t0 = time.monotonic()
+            daemon.request("reload")
+            t_answer = time.monotonic()
+            deadline = t0 + 10
+            while sink.read()["dst_mac_ok"] == ok_before:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the new rule never reached the sink")
+                time.sleep(POLL_S)
+            out.append((t_answer - t0, time.monotonic() - t0))
+            daemon.reload(other_rule)
+    finally:
+        daemon.close()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -99,14 +133,15 @@ def main() -> int:
     ap.add_argument("--queues", type=int, default=1)
     ap.add_argument("--gen-cpu", type=int, default=0)
     ap.add_argument("--fwd-cpu", type=int, default=1)
+    ap.add_argument("--reloads", type=int, default=20, help="rule flips measured per run")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/latency.py needs root", file=sys.stderr)
         return 77
     cleanup_stale()
-    starts, replaces, gaps = [], [], []
+    starts, replaces, gaps, answers, effective = [], [], [], [], []
     with Lab.create(queues=args.queues) as lab:
-        sink = CountingSink(lab.sink_ns, lab.SINK_DEV)
+        sink = CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV])
         gen = start_generator(lab, args.rate, 3600, args.gen_cpu)
         try:
             for i in range(args.runs):
@@ -114,19 +149,26 @@ def main() -> int:
                 kill_to_back, gap = measure_replace(lab, sink, args)
                 replaces.append(kill_to_back)
                 gaps.append(gap)
+                flips = measure_reload(lab, sink, args)
+                answers += [a for a, _ in flips]
+                effective += [e for _, e in flips]
                 print(f"run {i + 1}: start -> first packet {starts[-1] * 1e3:.0f} ms; "
                       f"kill -> forwarding again {kill_to_back * 1e3:.0f} ms "
-                      f"(no delivery for {gap * 1e3:.0f} ms)", flush=True)
+                      f"(no delivery for {gap * 1e3:.0f} ms); reload answered in "
+                      f"{statistics.median(a for a, _ in flips) * 1e3:.1f} ms (median of "
+                      f"{len(flips)})", flush=True)
         finally:
             gen.send_signal(signal.SIGTERM)
             gen.wait(10)
             sink.close()
-    print(f"\n{'measure':<38}{'median ms':>10}{'min':>8}{'max':>8}")
+    print(f"\n{'measure':<42}{'median ms':>10}{'min':>8}{'max':>8}")
     for name, vals in (("xdpd run -> first forwarded packet", starts),
                        ("worker SIGKILL -> forwarding again", replaces),
-                       ("  of which nothing delivered", gaps)):
-        print(f"{name:<38}{statistics.median(vals) * 1e3:>10.0f}"
-              f"{min(vals) * 1e3:>8.0f}{max(vals) * 1e3:>8.0f}")
+                       ("  of which nothing delivered", gaps),
+                       ("reload (rule change) -> answer", answers),
+                       ("reload (rule change) -> new rule at sink", effective)):
+        print(f"{name:<42}{statistics.median(vals) * 1e3:>10.1f}"
+              f"{min(vals) * 1e3:>8.1f}{max(vals) * 1e3:>8.1f}")
     print(f"offered {args.rate} pps; {args.queues} queue(s); generator CPU {args.gen_cpu}, "
           f"workers CPU {args.fwd_cpu}")
     return 0
