@@ -36,8 +36,8 @@ def test_busy_polling_worker_forwards_everything_and_polls(lab, start_daemon):
 
 
 def test_hugepage_umem_when_reserved(lab, start_daemon):
-    # 4 workers x 4096 frames x 2048 B = 32 MiB
-    pages = (4 * 4096 * 2048) // hugepage_size() + 1
+    # (4 workers + 2 spare slots) x 4096 frames x 2048 B = 48 MiB
+    pages = (6 * 4096 * 2048) // hugepage_size() + 1
     with hugepages_reserved(pages):
         daemon = start_daemon(forward_config(lab, extra="umem:\n  hugepages: on\n"
                                              "  frame_size: 2048\n"))
