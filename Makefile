@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv \
-                linux-libc-dev iproute2 ethtool util-linux procps
+                linux-libc-dev iproute2 ethtool util-linux procps prometheus strace
 # The benchmark's peer, dpdk-testpmd with the AF_XDP PMD (not needed by tests).
 BENCH_APT_PACKAGES := dpdk-dev
 PYTEST_ARGS ?=
@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 
 # Benchmarks report numbers and are not part of `make test`.
 .PHONY: all deps bench-deps venv build demo test bench bench-micro test-unit test-bpf \
-        test-integration clean
+        test-integration clean install uninstall
 
 all: build
 
@@ -73,3 +73,67 @@ bench-micro: build
 
 clean:
 	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache
+
+# make install: xdpd on this host, run by systemd (root).
+# Debian's Python is externally managed (PEP 668): the package, its C
+# extension and XDP object (built by `pip install .`: needs what `make deps`
+# installs, clang and libbpf-dev among it) and its PyPI dependencies go into
+# a virtualenv of their own; $(PREFIX)/bin/xdpd links to its command.
+# DESTDIR is not supported: a virtualenv records its absolute path in its
+# scripts, so one built under a staging root would not run once moved.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+# /etc/systemd/system: units the administrator installs; /lib/systemd/system
+# belongs to packages, where dpkg would not know this file.
+UNITDIR    ?= /etc/systemd/system
+XDPD_VENV  := $(PREFIX)/lib/xdpd/venv
+XDPD_SHARE := $(PREFIX)/share/xdpd
+XDPD_DOC   := $(PREFIX)/share/doc/xdpd
+XDPD_CONF  := $(SYSCONFDIR)/xdpd/xdpd.yaml
+# Reload systemd's view of the units only where systemd is the running init.
+SYSTEMD_RELOAD = if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+install:
+	@if [ -n "$(DESTDIR)" ]; then \
+	  echo "make install: DESTDIR is not supported (the virtualenv cannot be moved)" >&2; \
+	  exit 2; fi
+	$(PYTHON) -m venv --clear $(XDPD_VENV)
+	$(XDPD_VENV)/bin/python -m pip install -q --disable-pip-version-check $(CURDIR)
+	install -d $(PREFIX)/bin
+	ln -sfn $(XDPD_VENV)/bin/xdpd $(PREFIX)/bin/xdpd
+	install -d $(UNITDIR)
+	sed -e 's#/usr/local/#$(PREFIX)/#g' -e 's#/etc/xdpd/#$(SYSCONFDIR)/xdpd/#g' \
+	    deploy/systemd/xdpd.service > $(UNITDIR)/xdpd.service
+	chmod 0644 $(UNITDIR)/xdpd.service
+	rm -rf $(XDPD_SHARE) $(XDPD_DOC)
+	install -d $(XDPD_SHARE) $(XDPD_DOC)
+	install -m 0644 config/xdpd.yaml $(XDPD_SHARE)/xdpd.yaml.example
+	cp -R deploy/grafana deploy/prometheus $(XDPD_SHARE)/
+	install -m 0644 README.md docs/*.md $(XDPD_DOC)/
+	install -d -m 0755 $(SYSCONFDIR)/xdpd
+# An operator's configuration is never overwritten.
+	@if [ -e $(XDPD_CONF) ]; then \
+	  echo "kept $(XDPD_CONF); the shipped example is $(XDPD_SHARE)/xdpd.yaml.example"; \
+	else \
+	  install -m 0644 config/xdpd.yaml $(XDPD_CONF) && \
+	  echo "installed $(XDPD_CONF): an example, edit it (xdpd check-config $(XDPD_CONF))"; \
+	fi
+	@$(SYSTEMD_RELOAD)
+
+# Stop and disable the service first (systemctl disable --now xdpd).
+uninstall:
+# The configuration goes only if it is still the shipped example.
+	@shipped=$(XDPD_SHARE)/xdpd.yaml.example; [ -e $$shipped ] || shipped=config/xdpd.yaml; \
+	if [ -e $(XDPD_CONF) ]; then \
+	  if cmp -s $(XDPD_CONF) $$shipped; then \
+	    rm -f $(XDPD_CONF); rmdir $(SYSCONFDIR)/xdpd 2>/dev/null || true; \
+	  else \
+	    echo "kept $(XDPD_CONF): it differs from the shipped example"; \
+	  fi; \
+	fi
+# Only our own link: another xdpd in $(PREFIX)/bin is left alone.
+	@if [ "$$(readlink $(PREFIX)/bin/xdpd)" = "$(XDPD_VENV)/bin/xdpd" ]; then \
+	  rm -f $(PREFIX)/bin/xdpd; fi
+	rm -f $(UNITDIR)/xdpd.service
+	rm -rf $(PREFIX)/lib/xdpd $(XDPD_SHARE) $(XDPD_DOC)
+	@$(SYSTEMD_RELOAD)

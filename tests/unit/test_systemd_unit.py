@@ -1,0 +1,263 @@
+"""deploy/systemd/xdpd.service: systemd accepts it, every name in it means
+something, and the hardening it promises is all there (removing a directive
+fails a test here; tests/integration/test_hardening.py shows xdpd runs
+under it)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from xdpd import exitcodes
+from xdpd.cli import DEFAULT_SOCKET
+from xdpd.config import ControlConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UNIT = os.path.join(ROOT, "deploy", "systemd", "xdpd.service")
+INSTALLED_XDPD = "/usr/local/bin/xdpd"
+
+needs_analyze = pytest.mark.skipif(not shutil.which("systemd-analyze"),
+                                   reason="needs systemd-analyze (package systemd)")
+
+
+def read_unit(path: str = UNIT) -> dict[str, dict[str, list[str]]]:
+    """{section: {key: [values in order]}}; a key may repeat."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    with open(path) as f:
+        text = re.sub(r"\\\n", " ", f.read())        # continuation lines
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def service() -> dict[str, list[str]]:
+    return read_unit()["Service"]
+
+
+def one(key: str) -> str:
+    values = service().get(key)
+    assert values, f"{key}= missing from [Service]"
+    assert len(values) == 1, f"{key}= given {len(values)} times"
+    return values[0]
+
+
+def words(key: str) -> list[str]:
+    return " ".join(service().get(key, [])).split()
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """`systemd-analyze syscall-filter`: each @group's members (names and
+    nested groups)."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"],
+                         capture_output=True, text=True, check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), [])
+        elif not line.strip() or line.startswith("#"):
+            current = None                  # a blank line or the trailing notes end a group
+        elif current is not None and not line.strip().startswith("#"):
+            current.append(line.strip())
+    return groups
+
+
+def expand(entry: str, groups: dict[str, list[str]]) -> set[str]:
+    if not entry.startswith("@"):
+        return {entry}
+    return set().union(*(expand(m, groups) for m in groups[entry]))
+
+
+@needs_analyze
+def test_systemd_analyze_verify_is_silent(tmp_path):
+    # verify insists that Exec*= binaries exist: point them at this checkout's
+    # xdpd, which is what `make install` links /usr/local/bin/xdpd to
+    xdpd = os.path.join(os.path.dirname(sys.executable), "xdpd")
+    if not os.access(xdpd, os.X_OK):
+        pytest.skip(f"no xdpd script next to {sys.executable} (pip install -e .)")
+    with open(UNIT) as f:
+        text = f.read()
+    assert INSTALLED_XDPD in text
+    unit = tmp_path / "xdpd.service"
+    unit.write_text(text.replace(INSTALLED_XDPD, xdpd))
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (out.stdout + out.stderr).splitlines()
+                  if "xdpd" in line]
+    assert out.returncode == 0, out.stdout + out.stderr
+    # unknown keys, syscalls, groups and address families are only warnings
+    assert complaints == [], "\n".join(complaints)
+
+
+@needs_analyze
+def test_verify_would_catch_a_typo(tmp_path):
+    """The test above can fail: a misspelt key is reported."""
+    xdpd = os.path.join(os.path.dirname(sys.executable), "xdpd")
+    if not os.access(xdpd, os.X_OK):
+        pytest.skip(f"no xdpd script next to {sys.executable}")
+    with open(UNIT) as f:
+        text = f.read().replace(INSTALLED_XDPD, xdpd)
+    unit = tmp_path / "xdpd.service"
+    unit.write_text(text.replace("ProtectSystem=", "ProtectSytem="))
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    assert "ProtectSytem" in out.stdout + out.stderr
+
+
+@needs_analyze
+def test_every_syscall_filter_entry_resolves():
+    groups = syscall_groups()
+    known = expand("@known", groups)
+    entries = words("SystemCallFilter")
+    assert entries
+    for entry in entries:
+        name = entry.lstrip("~").split(":")[0]      # ~deny, name:errno
+        if name.startswith("@"):
+            assert name in groups, f"unknown syscall group {name}"
+        else:
+            assert name in known, f"unknown system call {name}"
+
+
+@needs_analyze
+def test_syscall_filter_allows_what_xdpd_cannot_do_without():
+    groups = syscall_groups()
+    entries = words("SystemCallFilter")
+    assert not any(e.startswith("~") for e in entries), "expected an allow list"
+    allowed = set().union(*(expand(e, groups) for e in entries))
+    # bpf: the program and maps; the rest: AF_XDP sockets, the shared
+    # memfds, pinning, the workers' poll loop (the full list xdpd uses is
+    # recorded by tests/integration/test_hardening.py)
+    for name in ("bpf", "socket", "setsockopt", "bind", "mmap", "memfd_create",
+                 "sched_setaffinity", "prctl", "poll", "sendto", "recvfrom"):
+        assert name in allowed, name
+
+
+def known_capabilities() -> set[str]:
+    names: set[str] = set()
+    header = "/usr/include/linux/capability.h"
+    if os.path.exists(header):
+        with open(header) as f:
+            names |= {m.group(1) for m in
+                      re.finditer(r"^#define (CAP_[A-Z_]+)\s+\d+\s*$", f.read(), re.M)}
+    if shutil.which("setpriv"):
+        out = subprocess.run(["setpriv", "--list-caps"], capture_output=True, text=True,
+                             check=True).stdout
+        listed = {"CAP_" + n.strip().upper() for n in out.split()}
+        names = names & listed if names else listed
+    if not names:
+        pytest.skip("needs linux/capability.h (linux-libc-dev) or setpriv (util-linux)")
+    return names
+
+
+def test_capability_names_are_valid():
+    # systemd-analyze verify does not report an unknown capability name
+    known = known_capabilities()
+    caps = words("CapabilityBoundingSet")
+    assert caps, "CapabilityBoundingSet= is empty: that would drop every capability"
+    for cap in caps + words("AmbientCapabilities"):
+        assert cap.lstrip("~") in known, f"unknown capability {cap}"
+
+
+def test_exactly_the_capabilities_xdpd_needs():
+    # shown by tests/integration/test_hardening.py; CAP_IPC_LOCK stays out
+    # only as long as the UMEM cannot hit RLIMIT_MEMLOCK
+    assert set(words("CapabilityBoundingSet")) == {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF"}
+    assert one("LimitMEMLOCK") == "infinity"
+    assert "AmbientCapabilities" not in service(), "xdpd runs as root: nothing to add"
+    assert "User" not in service() and "DynamicUser" not in service()
+
+
+REQUIRED = {
+    "Type": "notify",
+    "NotifyAccess": "main",
+    "ExecStartPre": f"{INSTALLED_XDPD} check-config /etc/xdpd/xdpd.yaml",
+    "ExecStart": f"{INSTALLED_XDPD} run --config /etc/xdpd/xdpd.yaml",
+    "ExecReload": f"{INSTALLED_XDPD} reload",
+    "KillMode": "mixed",
+    "WatchdogSec": "30s",
+    "Restart": "on-failure",
+    "RestartSec": "2",
+    "RestartPreventExitStatus": str(exitcodes.CONFIG),
+    "TimeoutStopSec": "30",
+    "LimitMEMLOCK": "infinity",
+    "RuntimeDirectory": "xdpd",
+    "RuntimeDirectoryMode": "0700",
+    "ConfigurationDirectory": "xdpd",
+    "UMask": "0077",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "RestrictNamespaces": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "SystemCallArchitectures": "native",
+    "SystemCallErrorNumber": "EPERM",
+}
+
+
+@pytest.mark.parametrize("key", sorted(REQUIRED))
+def test_required_directive(key):
+    assert one(key) == REQUIRED[key]
+
+
+def test_address_families():
+    assert set(words("RestrictAddressFamilies")) == \
+        {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_XDP"}
+
+
+def test_syscall_filter_is_the_service_set_plus_bpf():
+    assert words("SystemCallFilter") == ["@system-service", "bpf"]
+
+
+def test_nothing_that_would_break_xdpd():
+    svc = service()
+    # its own network namespace would hide the netdevs; ProcSubset=pid
+    # hides /proc/meminfo and /proc/interrupts
+    for key in ("PrivateNetwork", "ProcSubset", "PrivateUsers", "IPAddressDeny"):
+        assert key not in svc, key
+
+
+def test_the_control_socket_lives_in_the_runtime_directory():
+    # ExecReload's `xdpd reload` uses the CLI's default socket, the daemon
+    # the config's default; both must be inside RuntimeDirectory=
+    runtime = os.path.join("/run", one("RuntimeDirectory"))
+    assert os.path.dirname(ControlConfig().socket) == runtime
+    if "XDPD_SOCKET" not in os.environ:
+        assert DEFAULT_SOCKET == ControlConfig().socket
+
+
+def test_no_restart_loop_on_a_config_error():
+    assert str(exitcodes.CONFIG) in words("RestartPreventExitStatus")
+
+
+def test_every_directive_says_why():
+    """Each Key=value line comes right after a comment line."""
+    previous = ""
+    bare = []
+    with open(UNIT) as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if re.match(r"^[A-Za-z]+=", line) and not previous.startswith("#"):
+                bare.append(f"{number}: {line}")
+            previous = line
+    assert bare == [], "directives without a comment:\n" + "\n".join(bare)
