@@ -38,8 +38,9 @@ def format_listen(listen: tuple[str, int]) -> str:
 
 def need_root(what: str) -> int | None:
     if os.geteuid() != 0:
-        print(f"xdpd {what}: needs root (CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK); "
-              "run it with sudo or from the systemd unit", file=sys.stderr)
+        print(f"xdpd {what}: needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and a "
+              "memlock limit for the UMEM); run it with sudo or from the systemd unit",
+              file=sys.stderr)
         return exitcodes.NOPERM
     return None
 

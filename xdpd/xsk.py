@@ -135,8 +135,9 @@ class XdpSocket:
         try:
             self._sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
         except OSError as e:
-            raise XskError(e.errno, f"socket(AF_XDP) for {self.name}",
-                           "the kernel needs CONFIG_XDP_SOCKETS") from None
+            hint = ("AF_XDP sockets need CAP_NET_RAW" if e.errno == errno.EPERM else
+                    "the kernel needs CONFIG_XDP_SOCKETS")
+            raise XskError(e.errno, f"socket(AF_XDP) for {self.name}", hint) from None
 
     @property
     def name(self) -> str:
