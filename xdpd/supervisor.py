@@ -33,6 +33,7 @@ Reload (reload.py computes the diff) in the order that keeps packets:
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import os
 import select
@@ -57,6 +58,7 @@ HEARTBEAT_TIMEOUT_S = 5.0
 BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 TABLE_ACK_TIMEOUT_S = 2.0           # every worker switches tables within this
 DRAIN_TIMEOUT_S = 5.0               # per drain step of a removed worker
+REBIND_TIMEOUT_S = 2.0              # a just-closed queue's socket is released async
 WATCHDOG_FRESH_S = 1.0              # heartbeats older than this stop the watchdog
 RATE_WINDOW_S = 1.0                 # status rates: over about this long
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
@@ -415,14 +417,27 @@ class Supervisor:
 
     def _new_socket(self, plan: WorkerPlan):
         """A socket for a worker a reload adds: bound with XDP_SHARED_UMEM
-        to any running socket (the UMEM lives as long as one does)."""
-        sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev), plan.queue)
-        try:
-            self._setup_socket(sock, self.zero_copy, self.workers[0].socket)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        to any running socket (the UMEM lives as long as one does).
+
+        A queue whose socket was just closed (removed by the previous
+        reload) stays busy for a moment: the kernel releases the socket's
+        buffer pool from a work queue, and bind() answers EBUSY until then."""
+        from .xsk import XskError
+        deadline = time.monotonic() + REBIND_TIMEOUT_S
+        while True:
+            sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev),
+                                          plan.queue)
+            try:
+                self._setup_socket(sock, self.zero_copy, self.workers[0].socket)
+                return sock
+            except XskError as e:
+                sock.close()
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+            except BaseException:
+                sock.close()
+                raise
+            time.sleep(0.01)
 
     def _set_tx_budget(self, sock, first: bool) -> None:
         budget = self.config.workers.tx_budget

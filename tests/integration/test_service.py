@@ -185,6 +185,10 @@ def test_a_queue_is_added_and_removed_live(lab, start_daemon):
     poll(lambda: d.scrape().value("xdpd_xdp_packets_total", netdev=lab.IN_DEV, queue=1,
                                   verdict="passed") >= passed + sent,
          what="queue 1 back with the kernel")
+    # added straight back: the kernel frees the old socket's queue lazily
+    for _ in range(3):
+        assert d.reload(queues_config(lab, "all"))["result"] == "applied"
+        assert d.reload(queues_config(lab, "[0]"))["result"] == "applied"
 
 
 def test_an_interface_is_removed_and_added_back_live(lab, start_daemon):
