@@ -166,7 +166,8 @@ def cmd_status(args) -> int:
 
 def format_status(st: dict) -> str:
     """`xdpd status` for people; --json is the stable form for programs."""
-    lines = [f"xdpd {st['version']}, pid {st['pid']}, up {_duration(st['uptime_seconds'])}, "
+    from .top import duration
+    lines = [f"xdpd {st['version']}, pid {st['pid']}, up {duration(st['uptime_seconds'])}, "
              f"{'ready' if st['ready'] else 'NOT READY'}",
              f"config: {st['config']['path']} (generation {st['config']['generation']})"]
     last = st.get("last_reload")
@@ -190,21 +191,10 @@ def format_status(st: dict) -> str:
     for w in st["workers"]:
         drops = sum(w["drops"].values())
         lines.append(f"{w['name']:<16}{w['state']:<10}{w['cpu']:>4}{w['pid'] or '-':>9}"
-                     f"{_duration(w['uptime_seconds']):>9}{w['rx_pps']:>12,.0f}"
+                     f"{duration(w['uptime_seconds']):>9}{w['rx_pps']:>12,.0f}"
                      f"{w['tx_pps']:>12,.0f}{w['drop_pps']:>10,.0f}{drops:>12,}"
                      f"{w['restarts']:>9}")
     return "\n".join(lines)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def cmd_top(args) -> int:

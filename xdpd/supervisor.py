@@ -491,7 +491,6 @@ class Supervisor:
 
     def worker_spec(self, w: Worker):
         from .worker import WorkerSpec
-        geo = self.umem.geometry
         r = self.ring_sizes
         return WorkerSpec(
             id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.plan.cpu,

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -29,3 +30,16 @@ def netns_list() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                          check=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def poll_until(predicate, timeout: float = 10.0, what: str = "condition", every: float = 0.02):
+    """Call predicate until it returns something true (returned) or the
+    deadline passes (AssertionError naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(every)

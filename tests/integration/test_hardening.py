@@ -19,12 +19,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
-from integration_helpers import ROOT_ONLY, xdp_attached
+from integration_helpers import ROOT_ONLY, poll_until, xdp_attached
 from xdpd import exitcodes
 from xdpd.labdaemon import DaemonError, LabDaemon, forward_config
 from xdpd.traffic import SinkProcess, child_env, send_in_ns
@@ -188,27 +187,26 @@ def test_without_an_unlimited_memlock_the_umem_is_refused(lab):
 
 # --- system calls, socket families, the other directives ----------------------
 
+def _unit_tests_module():
+    """tests/unit/test_systemd_unit.py: the one parser of systemd-analyze's
+    syscall groups, shared rather than written twice."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "unit", "test_systemd_unit.py")
+    spec = importlib.util.spec_from_file_location("xdpd_test_systemd_unit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def syscall_groups() -> dict[str, list[str]]:
     if not shutil.which("systemd-analyze"):
         pytest.skip("needs systemd-analyze (package systemd)")
-    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"],
-                         capture_output=True, text=True, check=True).stdout
-    groups: dict[str, list[str]] = {}
-    current = None
-    for line in out.splitlines():
-        if line.startswith("@"):
-            current = groups.setdefault(line.strip(), [])
-        elif not line.strip() or line.startswith("#"):
-            current = None
-        elif current is not None and not line.strip().startswith("#"):
-            current.append(line.strip())
-    return groups
+    return _unit_tests_module().syscall_groups()
 
 
 def expand(entry: str, groups: dict[str, list[str]]) -> set[str]:
-    if not entry.startswith("@"):
-        return {entry}
-    return set().union(*(expand(m, groups) for m in groups[entry]))
+    return _unit_tests_module().expand(entry, groups)
 
 
 def allowed_syscalls() -> set[str]:
@@ -308,22 +306,11 @@ def strace(out: str) -> list[str]:
     return ["strace", "-f", "-qq", "-e", "trace=all", "-o", out]
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout} s")
-        time.sleep(0.05)
-
-
 def traced_daemon_pid(strace_pid: int) -> int:
     def child():
         kids = psutil.Process(strace_pid).children()
         return kids[0].pid if kids else None
-    return wait_until(child, 10, "the traced xdpd")
+    return poll_until(child, 10, "the traced xdpd")
 
 
 def test_system_calls_and_socket_families_are_allowed(lab, tmp_path):
@@ -354,7 +341,7 @@ def test_system_calls_and_socket_families_are_allowed(lab, tmp_path):
         # a reload by SIGHUP (unchanged file), then ExecReload='s `xdpd reload`
         # with a file that removes an egress queue (its worker drained, stopped)
         os.kill(pid, signal.SIGHUP)
-        wait_until(lambda: d.status().get("last_reload"), 20, "the SIGHUP reload")
+        poll_until(lambda: d.status().get("last_reload"), 20, "the SIGHUP reload")
         out0 = f"- name: {lab.OUT_DEV}\n    queues: all"
         assert out0 in forward_config(lab)
         d.write_config(forward_config(lab).replace(out0, out0.replace("all", "[0]")))
@@ -364,7 +351,7 @@ def test_system_calls_and_socket_families_are_allowed(lab, tmp_path):
                                 "--socket", d.socket_path],
                              capture_output=True, text=True, env=child_env(), timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr + d.log()
-        wait_until(lambda: len(d.worker_pids()) == 3, 10, "three workers")
+        poll_until(lambda: len(d.worker_pids()) == 3, 10, "three workers")
         assert forward_and_count(lab, tag=63) == N
 
         # stop the daemon itself: SIGTERM to strace would detach the workers

@@ -2,15 +2,13 @@
 SIGHUP, live reloads that add and remove queues and interfaces, and a
 reload-under-load run that accounts for every packet."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from integration_helpers import ROOT_ONLY, xdp_attached
+from integration_helpers import ROOT_ONLY, poll_until as poll, xdp_attached
 from xdpd.control import ControlError
 from xdpd.labdaemon import forward_config
 from xdpd.labxdp import CountingSink
@@ -22,17 +20,6 @@ pytestmark = ROOT_ONLY
 def xdpd_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "xdpd", *args], capture_output=True,
                           text=True, env=child_env(), timeout=120)
-
-
-def poll(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
 
 
 def start_generator(lab, rate: int, seconds: float, cpu: int) -> subprocess.Popen:
