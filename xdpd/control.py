@@ -202,11 +202,9 @@ def _remove_stale(path: str) -> None:
     probe.settimeout(1.0)
     try:
         probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)
-        return
-    except OSError:
-        os.unlink(path)
+    except OSError:                     # refused (nobody listens) or gone
+        if os.path.lexists(path):
+            os.unlink(path)
         return
     finally:
         probe.close()

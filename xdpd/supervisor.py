@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from . import __version__, exitcodes
 from .config import (Config, ConfigError, InterfaceConfig, WorkerPlan, WorkersConfig,
-                     check_host, parse_config, plan_workers)
+                     check_host, parse_config, plan_workers, read_config_file)
 from .oserrors import errname
 
 log = logging.getLogger("xdpd.supervisor")
@@ -169,10 +169,10 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
     """The YAML rules as the flat table the fast path reads, indexed by
     the netdev index each worker was given (holes: None).
 
-    During a reload, an interface being removed keeps its rule from
-    old_config (what its worker still has on the RX ring goes where it
-    always went), and the workers in `exclude` (being removed) are nobody's
-    egress."""
+    During a reload, an interface being removed keeps its rule, egress and
+    all, from old_config (what its worker still has on the RX ring goes
+    where it always went); in the new rules the workers in `exclude` (being
+    removed) are nobody's egress."""
     names = {i.name for i in config.interfaces}
     table: list[dict | None] = [None] * (max((i.index for i in interfaces), default=-1) + 1)
     for iface in interfaces:
@@ -183,12 +183,8 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
         if rule.action == "drop":
             table[iface.index] = {"action": "drop"}
             continue
-        egress = [w.id for w in workers
-                  if w.plan.netdev == rule.to and w.id not in exclude]
-        if not egress:
-            # the egress netdev has no worker left: packets are counted as
-            # egress_down by the ingress worker (the egress being removed)
-            egress = [w.id for w in workers if w.plan.netdev == rule.to]
+        gone = exclude if source is config else frozenset()
+        egress = [w.id for w in workers if w.plan.netdev == rule.to and w.id not in gone]
         table[iface.index] = {"action": "forward", "egress": egress,
                               "set_dst_mac": rule.set_dst_mac,
                               "set_src_mac": rule.set_src_mac, "swap_macs": rule.swap_macs}
@@ -731,7 +727,6 @@ class Supervisor:
         changes: list[str] = []
         try:
             if text is None:
-                from .config import read_config_file
                 text = read_config_file(source)
             new = parse_config(text, source=source)
             check_host(new, self.host)
@@ -803,12 +798,11 @@ class Supervisor:
             iface.config = iface_cfg
             for q in iface.queues:
                 iface.program.set_queue(q, owned=True, fallback=iface_cfg.fallback)
-        removing = [w for w in self.workers if w.name in set(plan.remove_workers)]
+        removed = set(plan.remove_workers)
+        removing = [w for w in self.workers if w.name in removed]
         self.config = new
         self._write_table(old_config=old, exclude=frozenset(w.id for w in removing))
         self._open_queues(added)
-        for iface_cfg in plan.add_interfaces:
-            self.interface(iface_cfg.name).config = iface_cfg
         # 5-6: what goes away
         if removing:
             self._drain(removing)

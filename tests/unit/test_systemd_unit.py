@@ -78,10 +78,10 @@ def expand(entry: str, groups: dict[str, list[str]]) -> set[str]:
     return set().union(*(expand(m, groups) for m in groups[entry]))
 
 
-@needs_analyze
-def test_systemd_analyze_verify_is_silent(tmp_path):
-    # verify insists that Exec*= binaries exist: point them at this checkout's
-    # xdpd, which is what `make install` links /usr/local/bin/xdpd to
+def unit_for_this_checkout(tmp_path, edit=lambda text: text) -> str:
+    """A copy of the unit whose Exec*= point at this checkout's xdpd (verify
+    insists the binaries exist; `make install` links /usr/local/bin/xdpd to
+    the same script)."""
     xdpd = os.path.join(os.path.dirname(sys.executable), "xdpd")
     if not os.access(xdpd, os.X_OK):
         pytest.skip(f"no xdpd script next to {sys.executable} (pip install -e .)")
@@ -89,9 +89,18 @@ def test_systemd_analyze_verify_is_silent(tmp_path):
         text = f.read()
     assert INSTALLED_XDPD in text
     unit = tmp_path / "xdpd.service"
-    unit.write_text(text.replace(INSTALLED_XDPD, xdpd))
-    out = subprocess.run(["systemd-analyze", "verify", str(unit)],
-                         capture_output=True, text=True, timeout=60)
+    unit.write_text(edit(text.replace(INSTALLED_XDPD, xdpd)))
+    return str(unit)
+
+
+def verify(unit: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemd-analyze", "verify", unit],
+                          capture_output=True, text=True, timeout=60)
+
+
+@needs_analyze
+def test_systemd_analyze_verify_is_silent(tmp_path):
+    out = verify(unit_for_this_checkout(tmp_path))
     complaints = [line for line in (out.stdout + out.stderr).splitlines()
                   if "xdpd" in line]
     assert out.returncode == 0, out.stdout + out.stderr
@@ -102,15 +111,8 @@ def test_systemd_analyze_verify_is_silent(tmp_path):
 @needs_analyze
 def test_verify_would_catch_a_typo(tmp_path):
     """The test above can fail: a misspelt key is reported."""
-    xdpd = os.path.join(os.path.dirname(sys.executable), "xdpd")
-    if not os.access(xdpd, os.X_OK):
-        pytest.skip(f"no xdpd script next to {sys.executable}")
-    with open(UNIT) as f:
-        text = f.read().replace(INSTALLED_XDPD, xdpd)
-    unit = tmp_path / "xdpd.service"
-    unit.write_text(text.replace("ProtectSystem=", "ProtectSytem="))
-    out = subprocess.run(["systemd-analyze", "verify", str(unit)],
-                         capture_output=True, text=True, timeout=60)
+    out = verify(unit_for_this_checkout(
+        tmp_path, lambda text: text.replace("ProtectSystem=", "ProtectSytem=")))
     assert "ProtectSytem" in out.stdout + out.stderr
 
 
