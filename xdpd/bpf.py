@@ -154,11 +154,31 @@ class BpfProgInfo(ctypes.Structure):
     # struct bpf_prog_info {          /* leading fields only; the kernel */
     #         __u32 type;             /* fills min(info_len, its size)   */
     #         __u32 id;
+    #         __u8  tag[BPF_TAG_SIZE];
+    #         __u32 jited_prog_len;
+    #         __u32 xlated_prog_len;
+    #         __aligned_u64 jited_prog_insns;     /* 0: the kernel copies no */
+    #         __aligned_u64 xlated_prog_insns;    /* instructions            */
+    #         __u64 load_time;
+    #         __u32 created_by_uid;
+    #         __u32 nr_map_ids;
+    #         __aligned_u64 map_ids;
+    #         char name[BPF_OBJ_NAME_LEN];
     #         ...
     # };
     _fields_ = [
         ("type", ctypes.c_uint32),
         ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
     ]
 
 
@@ -303,6 +323,7 @@ def _declare(lib) -> None:
         "bpf_program__fd": (c_int, [c_void_p]),
         "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p,
                                            ctypes.POINTER(c_uint32)]),
+        "bpf_prog_get_fd_by_id": (c_int, [c_uint32]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p,
                                         ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
@@ -377,6 +398,62 @@ def query_xdp(ifindex: int) -> dict:
             break
     return {"prog_id": prog_id, "mode": mode, "drv_prog_id": opts.drv_prog_id,
             "skb_prog_id": opts.skb_prog_id, "hw_prog_id": opts.hw_prog_id}
+
+
+def _prog_fd_by_id(prog_id: int, what: str) -> int:
+    """A new fd for loaded program prog_id (the caller closes it)."""
+    fd = _libbpf().bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        hint = "no such program (unloaded)" if -fd == errno.ENOENT else _hint(-fd)
+        raise _error(-fd, what, hint)
+    return fd
+
+
+def prog_name(prog_id: int) -> str:
+    """The name of loaded program prog_id (bpf_prog_info.name, at most 15
+    characters: what `bpftool prog` shows)."""
+    what = f"get info of BPF program id {prog_id}"
+    fd = _prog_fd_by_id(prog_id, what)
+    try:
+        info = BpfProgInfo()
+        info_len = ctypes.c_uint32(ctypes.sizeof(info))
+        ret = _libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(info_len))
+        if ret < 0:
+            raise _error(-ret, what, _hint(-ret))
+    finally:
+        os.close(fd)
+    return info.name.decode(errors="replace")
+
+
+def _detach_if_attached(ifindex: int, mode: str, prog_fd: int) -> int:
+    """Detach the XDP program in `mode` from ifindex if it is prog_fd's
+    (XDP_FLAGS_REPLACE with prog_fd as the expected old program: the kernel
+    compares and detaches atomically).  Returns 0 or the errno: EEXIST when
+    another program, or none, is attached."""
+    opts = BpfXdpAttachOpts(sz=ctypes.sizeof(BpfXdpAttachOpts), old_prog_fd=prog_fd)
+    with _libbpf_warnings_as_debug():
+        ret = _libbpf().bpf_xdp_attach(ifindex, -1, XDP_FLAGS_REPLACE | _MODE_FLAGS[mode],
+                                       ctypes.byref(opts))
+    return -ret if ret < 0 else 0
+
+
+def detach_xdp(ifindex: int, mode: str, prog_id: int) -> None:
+    """Detach XDP program prog_id, attached in `mode` ("native" or
+    "generic"), from ifindex, only if it is still the one attached there.
+    For programs this process did not load (what a dead xdpd left).
+    Raises BpfError: ENOENT if no program has that id any more, EEXIST if
+    another program (or none) is attached, ENODEV if the netdev is gone."""
+    what = f"detach XDP program id {prog_id} from ifindex {ifindex} ({mode})"
+    fd = _prog_fd_by_id(prog_id, what)
+    try:
+        err = _detach_if_attached(ifindex, mode, fd)
+    finally:
+        os.close(fd)
+    if err == errno.EEXIST:
+        raise _error(err, what, "it is no longer the program attached there")
+    if err:
+        raise _error(err, what, _hint(err))
+    log.debug("ifindex %d: detached XDP program id %d (%s)", ifindex, prog_id, mode)
 
 
 class XdpProgram:
@@ -496,26 +573,26 @@ class XdpProgram:
             cur = query_xdp(ifindex)
         except BpfError:
             cur = {"prog_id": 0, "mode": None}
-        ident = f" (id {cur['prog_id']})" if cur["prog_id"] else ""
+        ident = ""
+        if cur["prog_id"]:
+            try:
+                name = prog_name(cur["prog_id"])
+            except BpfError:
+                name = ""
+            ident = f" (id {cur['prog_id']}" + (f", name {name}" if name else "") + \
+                f", {cur['mode']})"
         word = _IP_LINK_XDP_WORD.get(cur["mode"], "xdp")
         return _error(errno.EBUSY, what,
-                      f"another XDP program{ident} is attached; detach it with "
-                      f"'ip link set dev {ifname} {word} off' if it is not needed")
+                      f"another XDP program{ident} is attached; if it is stale, remove "
+                      f"it with 'ip link set dev {ifname} {word} off'")
 
     def detach(self) -> None:
         """Detach, but only if our program is still the one attached (an
         atomic compare-and-replace in the kernel).  Idempotent."""
         if self.mode is None:
             return
-        lib = _libbpf()
         ifindex, ifname, mode = self.ifindex, self.ifname, self.mode
-        opts = BpfXdpAttachOpts(sz=ctypes.sizeof(BpfXdpAttachOpts),
-                                old_prog_fd=self.prog_fd)
-        with _libbpf_warnings_as_debug():
-            ret = lib.bpf_xdp_attach(ifindex, -1,
-                                     XDP_FLAGS_REPLACE | _MODE_FLAGS[mode],
-                                     ctypes.byref(opts))
-        err = -ret if ret < 0 else 0
+        err = _detach_if_attached(ifindex, mode, self.prog_fd)
         if err == errno.EEXIST:
             # The attached program is not ours (anymore): leave it alone.
             try:

@@ -294,8 +294,8 @@ def test_attach_never_replaces_a_foreign_program(rr_object, prog, lab,
         tried = "generic" if mode == "generic" else "native"
         assert str(e.value) == (
             f"attach rr_redirect to xdpa ({tried}) failed: EBUSY; another XDP "
-            f"program (id {foreign.prog_id}) is attached; detach it with "
-            f"'ip link set dev xdpa {word} off' if it is not needed")
+            f"program (id {foreign.prog_id}, name rr_redirect, {foreign_mode}) is "
+            f"attached; if it is stale, remove it with 'ip link set dev xdpa {word} off'")
         assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
         prog.close()                            # not attached: detaches nothing
         assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
@@ -327,6 +327,34 @@ def test_detach_after_someone_detached_ours(prog, lab, caplog):
     assert prog.mode is None
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_detach_xdp_by_id_only_while_that_program_is_attached(rr_object, prog, lab, mode):
+    """What the supervisor uses on the programs of a dead xdpd."""
+    prog.attach(lab.ifindex, lab.ifname, mode)
+    assert bpf.prog_name(prog.prog_id) == "rr_redirect"
+    with bpf.XdpProgram.load(rr_object, name="other") as other:
+        with pytest.raises(bpf.BpfError) as e:
+            bpf.detach_xdp(lab.ifindex, mode, other.prog_id)
+        assert e.value.errno == errno.EEXIST
+        assert str(e.value) == (f"detach XDP program id {other.prog_id} from ifindex "
+                                f"{lab.ifindex} ({mode}) failed: EEXIST; it is no longer "
+                                "the program attached there")
+        gone = other.prog_id
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    with pytest.raises(bpf.BpfError) as e:
+        bpf.detach_xdp(lab.ifindex, mode, gone)
+    assert e.value.errno == errno.ENOENT and "no such program (unloaded)" in str(e.value)
+    with pytest.raises(bpf.BpfError) as e:
+        bpf.prog_name(gone)
+    assert e.value.errno == errno.ENOENT
+    bpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
+    with pytest.raises(bpf.BpfError) as e:     # none attached: not that program either
+        bpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
+    assert e.value.errno == errno.EEXIST
+
+
 # --- layouts -------------------------------------------------------------------
 
 LAYOUT_C = r"""
@@ -352,7 +380,12 @@ int main(void)
 	OFF(xdp_md, data); OFF(xdp_md, data_end); OFF(xdp_md, data_meta);
 	OFF(xdp_md, ingress_ifindex); OFF(xdp_md, rx_queue_index);
 	OFF(xdp_md, egress_ifindex);
-	OFF(bpf_prog_info, type); OFF(bpf_prog_info, id);
+	OFF(bpf_prog_info, type); OFF(bpf_prog_info, id); OFF(bpf_prog_info, tag);
+	OFF(bpf_prog_info, jited_prog_len); OFF(bpf_prog_info, xlated_prog_len);
+	OFF(bpf_prog_info, jited_prog_insns); OFF(bpf_prog_info, xlated_prog_insns);
+	OFF(bpf_prog_info, load_time); OFF(bpf_prog_info, created_by_uid);
+	OFF(bpf_prog_info, nr_map_ids); OFF(bpf_prog_info, map_ids);
+	OFF(bpf_prog_info, name);
 	SIZE(bpf_xdp_attach_opts);
 	OFF(bpf_xdp_attach_opts, sz); OFF(bpf_xdp_attach_opts, old_prog_fd);
 	SIZE(bpf_xdp_query_opts);
