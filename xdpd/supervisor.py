@@ -138,6 +138,16 @@ class SystemOps:
         from .xsk import XdpSocket
         return XdpSocket(netdev, ifindex, queue)
 
+    def query_xdp(self, ifindex: int) -> dict:
+        """The XDP programs attached to ifindex (bpf.query_xdp)."""
+        from .bpf import query_xdp
+        return query_xdp(ifindex)
+
+    def detach_xdp(self, ifindex: int, mode: str, prog_id: int) -> None:
+        """Detach program prog_id from ifindex if it is still the one there."""
+        from .bpf import detach_xdp
+        detach_xdp(ifindex, mode, prog_id)
+
     def process_memory(self, pid: int) -> dict[str, int] | None:
         """Resident (rss) and unique (uss: not shared with any other process)
         bytes of a process; None if it is gone."""
@@ -192,6 +202,13 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
 
 
 class Supervisor:
+    # The record of what this supervisor attached (runstate.py), set up by
+    # start() once what a dead xdpd left is removed; stop() removes it.
+    _record_path: str | None = None
+    _record_owner = None                # runstate.Owner: this process
+    _record_dir_made = False
+    _detach_failed: tuple = ()          # Interfaces still attached after stop: kept on record
+
     def __init__(self, config: Config, ops: SystemOps | None = None, notifier=None):
         self.config = config
         self.ops = ops or SystemOps()
@@ -229,7 +246,8 @@ class Supervisor:
         plans = plan_workers(self.config, self.host)
         self._check_napi_placement(plans)
         try:
-            for step in (lambda: self._load_programs(plans),
+            for step in (self._remove_what_a_dead_xdpd_left,
+                         lambda: self._load_programs(plans),
                          lambda: self._create_umem_and_sockets(plans),
                          self._write_table, self._spawn_all,
                          lambda: self._wait_running(self.workers),
@@ -286,6 +304,105 @@ class Supervisor:
             log.warning("%s", text)
         return warnings
 
+    def _remove_what_a_dead_xdpd_left(self) -> None:
+        """Detach what a killed xdpd with this control socket left attached
+        (its record, runstate.py), then take the record over.
+
+        Only a program the record names, and only while its netdev still
+        has exactly that program: anything else is left alone, and logged.
+        A record whose owner still runs is another xdpd: refuse."""
+        from . import runstate
+        path = runstate.record_path(self.config.control.socket)
+        try:
+            self._record_dir_made = runstate.make_dir(path)
+        except OSError as e:
+            raise SetupError(e.strerror or str(e), exitcodes.CONFIG) from None
+        try:
+            record = runstate.read(path)
+        except runstate.RecordError as e:
+            log.warning("%s; removed, nothing detached", e)
+            record = None
+        except OSError as e:
+            raise SetupError(f"read {path} failed: {errname(e.errno)}") from None
+        if record is not None:
+            owner = record.owner
+            if runstate.owner_alive(owner):
+                raise SetupError(f"another xdpd (pid {owner.pid}) runs with control.socket "
+                                 f"{self.config.control.socket} (its record: {path}); stop it "
+                                 "first, or give this one another control.socket",
+                                 exitcodes.CONFIG)
+            if owner.boot_id != runstate.boot_id():
+                log.info("%s: left by xdpd pid %d before the last boot; nothing it names "
+                         "is attached", path, owner.pid)
+            else:
+                for a in record.attachments:
+                    self._remove_left_program(a, owner.pid)
+        runstate.remove(path)
+        self._record_path, self._record_owner = path, runstate.Owner.me()
+
+    def _remove_left_program(self, a, pid: int) -> None:
+        """Detach a dead xdpd's program from its netdev if it is still there."""
+        from .bpf import PROG_NAME
+        theirs = f"{PROG_NAME} (prog id {a.prog_id}) left attached by xdpd pid {pid} that died"
+        try:
+            cur = self.ops.query_xdp(a.ifindex)
+        except OSError as e:
+            if e.errno != errno.ENODEV:
+                raise SetupError(f"{a.netdev}: look for {theirs}: {e}") from None
+            cur = {"prog_id": 0, "mode": None, "drv_prog_id": 0, "skb_prog_id": 0}
+        ids = {"native": cur["drv_prog_id"], "generic": cur["skb_prog_id"]}
+        mode = a.xdp_mode or next((m for m, i in ids.items() if i == a.prog_id), None)
+        if ids.get(mode) != a.prog_id:
+            now = (f"XDP program id {cur['prog_id']} ({cur['mode']}) is attached now"
+                   if cur["prog_id"] else "no XDP program is attached now")
+            log.warning("%s (ifindex %d): not removing anything: xdpd pid %d that died had "
+                        "attached %s (prog id %d), but %s", a.netdev, a.ifindex, pid,
+                        PROG_NAME, a.prog_id, now)
+            return
+        try:
+            self.ops.detach_xdp(a.ifindex, mode, a.prog_id)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOENT, errno.ENODEV):   # changed meanwhile
+                log.warning("%s: %s; left alone", a.netdev, e)
+                return
+            raise SetupError(f"{a.netdev}: remove {theirs}: {e}") from None
+        log.info("%s: removed %s", a.netdev, theirs)
+
+    def _write_record(self) -> None:
+        """Put on file what is attached now (and what is being attached):
+        what the next start removes if this process dies without detaching."""
+        from . import runstate
+        if self._record_path is None:
+            return
+        attached = [*self.interfaces, *self._detach_failed]
+        record = runstate.Record(self._record_owner, tuple(
+            runstate.Attachment(i.name, i.ifindex, i.program.prog_id, i.xdp_mode or None)
+            for i in attached))
+        try:
+            runstate.write(self._record_path, record)
+        except OSError as e:
+            raise SetupError(f"write {self._record_path} (the XDP programs xdpd attached) "
+                             f"failed: {errname(e.errno)}") from None
+
+    def _close_record(self) -> None:
+        """On stop: remove the record, or keep on it what could not be detached."""
+        from . import runstate
+        if self._record_path is None:
+            return
+        try:
+            if self._detach_failed:
+                self._write_record()
+                log.warning("%s: still attached; %s names them for the next start",
+                            ", ".join(i.name for i in self._detach_failed), self._record_path)
+                return
+            runstate.remove(self._record_path)
+        except (SetupError, OSError) as e:
+            log.warning("%s", e)
+            return
+        if self._record_dir_made:
+            runstate.remove_dir(self._record_path)
+        self._record_path = None
+
     def _load_programs(self, plans) -> None:
         for iface_cfg in self.config.interfaces:
             self._add_interface(iface_cfg, [p.queue for p in plans if p.netdev == iface_cfg.name])
@@ -311,10 +428,12 @@ class Supervisor:
             self.interfaces.append(iface)
         for q in queues:
             prog.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+        self._write_record()                  # before the attach: a kill in between is covered
         try:
             iface.xdp_mode = prog.attach(ifindex, iface_cfg.name, iface_cfg.xdp_mode)
         except BpfError as e:
             raise SetupError(str(e)) from None
+        self._write_record()                  # with the mode the kernel accepted
         log.info("%s: rr_redirect attached (%s), queues %s", iface.name,
                  iface.xdp_mode, ",".join(map(str, queues)))
         return iface
@@ -324,8 +443,13 @@ class Supervisor:
             iface.program.close()             # detaches only if still ours
         except OSError as e:
             log.warning("%s: %s", iface.name, e)
+            self._detach_failed = (*self._detach_failed, iface)
         with self.lock:
             self.interfaces.remove(iface)
+        try:
+            self._write_record()
+        except SetupError as e:
+            log.warning("%s", e)
         log.info("%s: rr_redirect detached", iface.name)
 
     def interface(self, name: str) -> Interface:
@@ -390,13 +514,8 @@ class Supervisor:
         sockets: list = []
         try:
             for plan in plans:
-                sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev),
-                                              plan.queue)
-                sockets.append(sock)
-                if len(sockets) == 1:
-                    sock.register_umem(self.umem.umem.addr, self.umem.geometry.size,
-                                       self.umem.geometry.frame_size)
-                self._setup_socket(sock, zero_copy, sockets[0] if len(sockets) > 1 else None)
+                sockets.append(self._bound_socket(plan, zero_copy,
+                                                  sockets[0] if sockets else None))
         except BaseException:
             for s in sockets:
                 s.close()
@@ -413,18 +532,27 @@ class Supervisor:
 
     def _new_socket(self, plan: WorkerPlan):
         """A socket for a worker a reload adds: bound with XDP_SHARED_UMEM
-        to any running socket (the UMEM lives as long as one does).
+        to any running socket (the UMEM lives as long as one does)."""
+        return self._bound_socket(plan, self.zero_copy, self.workers[0].socket)
+
+    def _bound_socket(self, plan: WorkerPlan, zero_copy: bool, shared_with):
+        """A socket bound to plan's queue: sharing shared_with's UMEM, or,
+        without one, registering the UMEM.
 
         A queue whose socket was just closed (removed by the previous
-        reload) stays busy for a moment: the kernel releases the socket's
-        buffer pool from a work queue, and bind() answers EBUSY until then."""
+        reload, or held by the workers of an xdpd that was killed) stays
+        busy for a moment: the kernel releases the socket's buffer pool
+        from a work queue, and bind() answers EBUSY until then."""
         from .xsk import XskError
         deadline = time.monotonic() + REBIND_TIMEOUT_S
         while True:
             sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev),
                                           plan.queue)
             try:
-                self._setup_socket(sock, self.zero_copy, self.workers[0].socket)
+                if shared_with is None:
+                    sock.register_umem(self.umem.umem.addr, self.umem.geometry.size,
+                                       self.umem.geometry.frame_size)
+                self._setup_socket(sock, zero_copy, shared_with)
                 return sock
             except XskError as e:
                 sock.close()
@@ -1003,8 +1131,10 @@ class Supervisor:
                 iface.program.close()             # detaches only if still ours
             except OSError as e:
                 log.warning("%s: %s", iface.name, e)
+                self._detach_failed = (*self._detach_failed, iface)
         with self.lock:
             self.interfaces = []
+        self._close_record()
         for w in self.workers:
             w.socket.close()
         with self.lock:

@@ -2,10 +2,15 @@
 import errno
 import itertools
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
-from xdpd import _fastpath
+from xdpd import _fastpath, exitcodes, runstate
 from xdpd.config import parse_config
 from xdpd.shared_umem import UmemGeometry
 from xdpd.supervisor import BACKOFF_S, SetupError, Supervisor, WorkerState
@@ -28,6 +33,17 @@ umem:
 metrics:
   listen: null
 """
+# the control socket, and the record of attached programs beside it, in a
+# directory of this test run's own
+RUN_DIR = os.path.join(tempfile.gettempdir(), f"xdpd-unit-{os.getpid()}")
+CONFIG += f'control:\n  socket: "{RUN_DIR}/xdpd.sock"\n'
+RECORD = os.path.join(RUN_DIR, "xdpd.attached.json")
+
+
+@pytest.fixture(autouse=True)
+def _run_dir_removed():
+    yield
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 class FakeHost:
@@ -52,8 +68,11 @@ class FakeHost:
 
 
 class FakeProgram:
+    ids = itertools.count(500)
+
     def __init__(self, journal, netdev):
         self.journal, self.netdev = journal, netdev
+        self.prog_id = next(self.ids)
 
     def set_queue(self, q, owned, fallback):
         self.journal.append(("set_queue", self.netdev, q, owned, fallback))
@@ -97,6 +116,9 @@ class FakeSocket:
     def bind(self, *, zero_copy, shared_with=None):
         if zero_copy and not self.ops.zero_copy_ok:
             raise XskError(errno.EOPNOTSUPP, f"bind AF_XDP socket to {self.netdev}/q{self.queue}")
+        if self.ops.busy_binds:                 # a killed xdpd's socket not yet released
+            self.ops.busy_binds -= 1
+            raise XskError(errno.EBUSY, f"bind AF_XDP socket to {self.netdev}/q{self.queue}")
         self.ops.journal.append(("bind", self.netdev, self.queue, zero_copy,
                                  None if shared_with is None else shared_with.fd))
 
@@ -176,6 +198,20 @@ class FakeOps:
         self.procs = []
         self.sockets = []
         self.programs = {}
+        self.busy_binds = 0
+        self.xdp = {}               # ifindex -> {"native": prog id, "generic": prog id}
+
+    def query_xdp(self, ifindex):
+        ids = self.xdp.get(ifindex, {})
+        mode = next((m for m in ("native", "generic") if ids.get(m)), None)
+        return {"prog_id": ids.get(mode, 0), "mode": mode, "drv_prog_id": ids.get("native", 0),
+                "skb_prog_id": ids.get("generic", 0), "hw_prog_id": 0}
+
+    def detach_xdp(self, ifindex, mode, prog_id):
+        self.journal.append(("detach_xdp", ifindex, mode, prog_id))
+        if self.xdp.get(ifindex, {}).get(mode) != prog_id:
+            raise OSError(errno.EEXIST, "not that program")
+        del self.xdp[ifindex][mode]
 
     def load_program(self, netdev):
         self.programs[netdev] = FakeProgram(self.journal, netdev)
@@ -385,3 +421,161 @@ def test_a_stop_requested_while_starting_undoes_the_start():
     assert "set_socket" not in kinds(ops.journal)        # nothing was redirected
     assert kinds(ops.journal)[-2:] == ["detach", "detach"]
     assert all(s.closed for s in ops.sockets)
+
+
+# -- what a killed supervisor left ------------------------------------------------
+
+def dead_owner():
+    """An Owner whose process is gone (a child that ran and was reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    me = runstate.Owner.me()
+    return runstate.Owner(child.pid, me.start_time, me.boot_id)
+
+
+def write_record(owner, *attachments):
+    os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
+    runstate.write(RECORD, runstate.Record(owner, attachments))
+
+
+def test_start_records_what_it_attaches_and_stop_removes_the_record():
+    ops = FakeOps()
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    attach = FakeProgram.attach
+    seen = []
+
+    def attach_seeing_the_record(prog, *a):
+        seen.append(runstate.read(RECORD).attachments[-1])    # recorded before the attach
+        return attach(prog, *a)
+    FakeProgram.attach = attach_seeing_the_record
+    try:
+        sup.start()
+    finally:
+        FakeProgram.attach = attach
+    in0, out0 = ops.programs["in0"].prog_id, ops.programs["out0"].prog_id
+    assert seen == [runstate.Attachment("in0", 10, in0, None),
+                    runstate.Attachment("out0", 11, out0, None)]
+    record = runstate.read(RECORD)
+    assert record.owner == runstate.Owner.me()
+    assert record.attachments == (runstate.Attachment("in0", 10, in0, "native"),
+                                  runstate.Attachment("out0", 11, out0, "native"))
+    sup.stop()
+    assert not os.path.exists(RUN_DIR)          # record gone, and the directory it made
+
+
+def test_start_removes_only_what_a_dead_xdpd_recorded_and_is_still_attached(caplog):
+    owner = dead_owner()
+    write_record(owner,
+                 runstate.Attachment("in0", 10, 77, "native"),
+                 runstate.Attachment("out0", 11, 78, "native"),     # replaced since
+                 runstate.Attachment("gone0", 12, 79, None))        # died mid-attach
+    ops = FakeOps()
+    ops.xdp = {10: {"native": 77}, 11: {"native": 99}, 12: {"generic": 79}}
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    with caplog.at_level("INFO", logger="xdpd"):
+        sup.start()
+    k = kinds(ops.journal)
+    assert [e for e in ops.journal if e[0] == "detach_xdp"] == [
+        ("detach_xdp", 10, "native", 77), ("detach_xdp", 12, "generic", 79)]
+    assert k.index("attach") > max(i for i, e in enumerate(k) if e == "detach_xdp")
+    assert ops.xdp == {10: {}, 11: {"native": 99}, 12: {}}      # 99 was never ours
+    messages = [r.getMessage() for r in caplog.records]
+    assert (f"in0: removed rr_redirect (prog id 77) left attached by xdpd pid {owner.pid} "
+            "that died") in messages
+    assert (f"gone0: removed rr_redirect (prog id 79) left attached by xdpd pid {owner.pid} "
+            "that died") in messages
+    assert (f"out0 (ifindex 11): not removing anything: xdpd pid {owner.pid} that died had "
+            "attached rr_redirect (prog id 78), but XDP program id 99 (native) is attached "
+            "now") in messages
+    assert runstate.read(RECORD).owner == runstate.Owner.me()      # the record is ours now
+    sup.stop()
+    assert not os.path.exists(RECORD)
+
+
+def test_a_record_of_a_running_xdpd_refuses_the_start_and_is_kept():
+    owner = runstate.Owner.me()                 # alive: another supervisor, as far as start knows
+    write_record(owner, runstate.Attachment("in0", 10, 77, "native"))
+    before = open(RECORD).read()
+    ops = FakeOps()
+    ops.xdp = {10: {"native": 77}}
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    with pytest.raises(SetupError) as e:
+        sup.start()
+    assert str(e.value) == (f"another xdpd (pid {owner.pid}) runs with control.socket "
+                            f"{RUN_DIR}/xdpd.sock (its record: {RECORD}); stop it first, or "
+                            "give this one another control.socket")
+    assert e.value.code == exitcodes.CONFIG
+    assert ops.journal == [] and ops.xdp == {10: {"native": 77}}    # nothing touched
+    assert open(RECORD).read() == before
+
+
+def test_a_record_from_a_reused_pid_is_a_dead_owner():
+    me = runstate.Owner.me()
+    write_record(runstate.Owner(me.pid, me.start_time + 1, me.boot_id),
+                 runstate.Attachment("in0", 10, 77, "native"))
+    ops = FakeOps()
+    ops.xdp = {10: {"native": 77}}
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    sup.start()
+    assert ("detach_xdp", 10, "native", 77) in ops.journal
+    sup.stop()
+
+
+def test_a_record_from_an_earlier_boot_detaches_nothing(caplog):
+    owner = runstate.Owner(1, 1, "an earlier boot")
+    write_record(owner, runstate.Attachment("in0", 10, 77, "native"))
+    ops = FakeOps()
+    ops.xdp = {10: {"native": 77}}             # the same id, by chance: not the same program
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    with caplog.at_level("INFO", logger="xdpd"):
+        sup.start()
+    assert "detach_xdp" not in kinds(ops.journal)
+    assert any("before the last boot" in r.getMessage() for r in caplog.records)
+    sup.stop()
+
+
+def test_an_unreadable_record_is_removed_and_nothing_is_detached(caplog):
+    os.makedirs(RUN_DIR, mode=0o700)
+    with open(RECORD, "w") as f:
+        f.write("{not json")
+    ops = FakeOps()
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    with caplog.at_level("WARNING", logger="xdpd"):
+        sup.start()
+    assert "detach_xdp" not in kinds(ops.journal)
+    assert any(r.getMessage().startswith(f"{RECORD}: not an xdpd record (") and
+               r.getMessage().endswith("; removed, nothing detached") for r in caplog.records)
+    sup.stop()
+    assert not os.path.exists(RECORD)
+
+
+def test_a_program_that_would_not_detach_stays_on_record():
+    sup, ops = started()
+    in0 = ops.programs["in0"]
+
+    def close():
+        raise OSError(errno.EPERM, "detach rr_redirect from in0 (native) failed: EPERM")
+    in0.close = close
+    sup.stop()
+    assert runstate.read(RECORD).attachments == (
+        runstate.Attachment("in0", 10, in0.prog_id, "native"),)
+
+
+def test_start_retries_a_bind_the_kernel_answers_ebusy():
+    ops = FakeOps()
+    ops.busy_binds = 3
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    sup.start()
+    assert ops.busy_binds == 0 and len(sup.workers) == 4
+    assert sum(s.closed for s in ops.sockets) >= 3    # the refused ones were closed
+    sup.stop()
+
+
+def test_start_gives_up_on_a_queue_that_stays_busy(monkeypatch):
+    from xdpd import supervisor
+    monkeypatch.setattr(supervisor, "REBIND_TIMEOUT_S", 0.05)
+    ops = FakeOps()
+    ops.busy_binds = 10**9
+    with pytest.raises(SetupError, match="bind AF_XDP socket to in0/q0 failed: EBUSY"):
+        Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops).start()
+    assert all(s.closed for s in ops.sockets) and ops.umem.closed
