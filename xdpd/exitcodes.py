@@ -14,3 +14,4 @@ UNAVAILABLE = 69       # EX_UNAVAILABLE: no xdpd answers on the control socket
 
 WORKER_BOOT_FAILED = 3     # a worker could not map its rings: do not count as a crash loop
 WORKER_ORPHANED = 4        # the supervisor died before the worker settled
+WORKER_PRIVILEGES = 5      # a worker could not drop its capabilities: it must not run with them

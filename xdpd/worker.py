@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from . import exitcodes
+from . import exitcodes, privileges
 
 log = logging.getLogger("xdpd.worker")
 
@@ -146,6 +146,12 @@ def run_worker(spec: WorkerSpec) -> int:
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
                           busy_poll=spec.busy_poll)
+    try:                    # rings mapped: nothing from here on needs a capability
+        privileges.drop_all_capabilities()
+    except privileges.PrivilegeError as e:
+        log.error("%s: cannot drop capabilities, exiting: %s", spec.name, e)
+        port.stop()
+        return exitcodes.WORKER_PRIVILEGES
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     drain = Drain(port)
     phase = 0

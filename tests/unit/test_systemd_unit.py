@@ -172,8 +172,10 @@ def test_capability_names_are_valid():
 
 def test_exactly_the_capabilities_xdpd_needs():
     # shown by tests/integration/test_hardening.py; CAP_IPC_LOCK stays out
-    # only as long as the UMEM cannot hit RLIMIT_MEMLOCK
-    assert set(words("CapabilityBoundingSet")) == {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF"}
+    # only as long as the UMEM cannot hit RLIMIT_MEMLOCK; CAP_SETPCAP is
+    # for the workers, to empty their bounding sets (xdpd/privileges.py)
+    assert set(words("CapabilityBoundingSet")) == \
+        {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_SETPCAP"}
     assert one("LimitMEMLOCK") == "infinity"
     assert "AmbientCapabilities" not in service(), "xdpd runs as root: nothing to add"
     assert "User" not in service() and "DynamicUser" not in service()

@@ -1,0 +1,98 @@
+"""Privileges of a running xdpd in the veth lab: every worker drops all its
+capabilities once its rings are mapped (xdpd/privileges.py) and still
+forwards (copy-mode TX by sendto(), RX, poll, eventfd wake-ups, shared
+memory), a replaced worker drops them again, the supervisor keeps its own;
+the control socket is root's alone."""
+import os
+import signal
+import stat
+
+import pytest
+
+from integration_helpers import ROOT_ONLY, poll_until
+from xdpd import exitcodes
+from xdpd.control import request
+from xdpd.labdaemon import forward_config
+from xdpd.privileges import CAP_FIELDS
+from xdpd.traffic import SinkProcess, send_in_ns
+
+pytestmark = ROOT_ONLY
+
+N = 5000
+
+
+def status_fields(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def assert_no_capabilities(pid: int) -> None:
+    fields = status_fields(pid)
+    held = {k: fields[k] for k in CAP_FIELDS if int(fields[k], 16) != 0}
+    assert held == {}, (pid, fields.get("Name"), held)
+    assert fields["NoNewPrivs"] == "1", (pid, fields["NoNewPrivs"])
+
+
+def forward_both_ways(lab, tag: int) -> tuple[int, int]:
+    """N packets gen -> in0 -> out0 -> sink and N back sink -> out0 -> in0 -> gen,
+    one direction after the other; (received at sink, received at gen)."""
+    got = []
+    for src_ns, src, dst_ns, dst, to_mac, t in (
+            (lab.gen_ns, lab.GEN_DEV, lab.sink_ns, lab.SINK_DEV, lab.MACS[lab.IN_DEV], tag),
+            (lab.sink_ns, lab.SINK_DEV, lab.gen_ns, lab.GEN_DEV, lab.MACS[lab.OUT_DEV], tag + 1)):
+        with SinkProcess(lab, dst_ns, dst, tag=t, expect=N, idle=1.0) as sink:
+            send_in_ns(lab, src_ns, src, dst_mac=to_mac, count=N, tag=t)
+            got.append(sink.result(timeout=20)["received"])
+    return got[0], got[1]
+
+
+@pytest.mark.parametrize("workers", ["", "workers:\n  busy_poll: true\n",
+                                     "workers:\n  idle: spin\n"],
+                         ids=["sleep", "busy_poll", "spin"])
+def test_workers_forward_without_any_capability(lab, start_daemon, workers):
+    d = start_daemon(forward_config(lab, extra=workers))
+    pids = d.worker_pids()
+    assert len(pids) == 4, pids
+    for pid in pids.values():
+        assert_no_capabilities(pid)
+    # the supervisor keeps what it needs for reloads and replacements
+    supervisor = status_fields(d.proc.pid)
+    assert int(supervisor["CapEff"], 16) == int(status_fields(os.getpid())["CapEff"], 16) != 0
+
+    status = d.status()
+    assert {i["socket_mode"] for i in status["interfaces"]} == {"copy"}   # veth: sendto() TX
+    assert forward_both_ways(lab, tag=71) == (N, N)
+    # nothing needed a capability on the way: no worker died or was replaced
+    assert d.worker_pids() == pids
+    assert d.scrape().value("xdpd_worker_restarts_total") == 0
+    assert "cannot drop capabilities" not in d.log()
+
+
+def test_a_replaced_worker_drops_them_again(lab, start_daemon):
+    d = start_daemon(forward_config(lab))
+    old = d.worker_pids()
+    os.kill(old["in0/q0"], signal.SIGKILL)
+
+    def replaced():
+        now = d.worker_pids()
+        return now if now.get("in0/q0") not in (None, old["in0/q0"]) else None
+    new = poll_until(replaced, 15, "in0/q0 replaced")
+    poll_until(lambda: d.status()["ready"] and all(
+        w["state"] == "running" for w in d.status()["workers"]), 15, "every worker running")
+    assert_no_capabilities(new["in0/q0"])
+    assert forward_both_ways(lab, tag=73) == (N, N)
+    assert d.stop() == exitcodes.OK, d.log()
+    assert "Traceback" not in d.log()
+
+
+def test_the_control_socket_is_roots_alone(lab, start_daemon, tmp_path):
+    # a directory xdpd has to create itself, as /run/xdpd is without systemd
+    socket_path = str(tmp_path / "run" / "xdpd.sock")
+    d = start_daemon(forward_config(lab, extra=f'control:\n  socket: "{socket_path}"\n'))
+    sock, directory = os.stat(socket_path), os.stat(os.path.dirname(socket_path))
+    assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o600
+    assert stat.S_ISDIR(directory.st_mode) and stat.S_IMODE(directory.st_mode) == 0o700
+    assert sock.st_uid == directory.st_uid == 0
+    assert request(socket_path, "status")["pid"] == d.proc.pid
+    assert d.stop() == exitcodes.OK, d.log()
+    assert not os.path.exists(os.path.dirname(socket_path))     # what it made, it removes
