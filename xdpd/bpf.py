@@ -400,12 +400,15 @@ def query_xdp(ifindex: int) -> dict:
             "skb_prog_id": opts.skb_prog_id, "hw_prog_id": opts.hw_prog_id}
 
 
+_PROG_BY_ID_HINTS = {errno.ENOENT: "no such program (unloaded)",
+                     errno.EPERM: "opening a program by id needs CAP_SYS_ADMIN"}
+
+
 def _prog_fd_by_id(prog_id: int, what: str) -> int:
     """A new fd for loaded program prog_id (the caller closes it)."""
     fd = _libbpf().bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
-        hint = "no such program (unloaded)" if -fd == errno.ENOENT else _hint(-fd)
-        raise _error(-fd, what, hint)
+        raise _error(-fd, what, _PROG_BY_ID_HINTS.get(-fd, ""))
     return fd
 
 
@@ -442,13 +445,29 @@ def detach_xdp(ifindex: int, mode: str, prog_id: int) -> None:
     "generic"), from ifindex, only if it is still the one attached there.
     For programs this process did not load (what a dead xdpd left).
     Raises BpfError: ENOENT if no program has that id any more, EEXIST if
-    another program (or none) is attached, ENODEV if the netdev is gone."""
+    another program (or none) is attached, ENODEV if the netdev is gone.
+
+    The kernel compares and detaches in one step (XDP_FLAGS_REPLACE) given
+    an fd of the program, but opens a program by id only for CAP_SYS_ADMIN
+    (bpf_prog_get_fd_by_id() in kernel/bpf/syscall.c), which xdpd's
+    systemd unit does not grant.  Without it the attached program's id is
+    read and, if it is prog_id, the program in `mode` detached: two calls,
+    so a program attached between them would be detached instead."""
     what = f"detach XDP program id {prog_id} from ifindex {ifindex} ({mode})"
-    fd = _prog_fd_by_id(prog_id, what)
-    try:
-        err = _detach_if_attached(ifindex, mode, fd)
-    finally:
-        os.close(fd)
+    fd = _libbpf().bpf_prog_get_fd_by_id(prog_id)
+    if fd == -errno.EPERM:                  # not CAP_SYS_ADMIN
+        key = {"native": "drv_prog_id", "generic": "skb_prog_id"}[mode]
+        err = errno.EEXIST if query_xdp(ifindex)[key] != prog_id else 0
+        if not err:
+            ret = _libbpf().bpf_xdp_attach(ifindex, -1, _MODE_FLAGS[mode], None)
+            err = -ret if ret < 0 else 0
+    else:
+        if fd < 0:
+            raise _error(-fd, what, _PROG_BY_ID_HINTS.get(-fd, ""))
+        try:
+            err = _detach_if_attached(ifindex, mode, fd)
+        finally:
+            os.close(fd)
     if err == errno.EEXIST:
         raise _error(err, what, "it is no longer the program attached there")
     if err:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -353,6 +354,48 @@ def test_detach_xdp_by_id_only_while_that_program_is_attached(rr_object, prog, l
     with pytest.raises(bpf.BpfError) as e:     # none attached: not that program either
         bpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
     assert e.value.errno == errno.EEXIST
+
+
+# detach_xdp in a process with the capabilities of xdpd's systemd unit
+# (CAP_BPF, CAP_NET_ADMIN: no CAP_SYS_ADMIN, so no opening a program by id)
+UNIT_CAPS_DETACH = """
+import sys
+from xdpd import bpf
+ifindex, mode, prog_id = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+try:
+    bpf.prog_name(prog_id)
+except bpf.BpfError as e:
+    print("prog_name", e.errno)
+try:
+    bpf.detach_xdp(ifindex, mode, prog_id)
+    print("detached")
+except bpf.BpfError as e:
+    print("detach", e.errno)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_detach_xdp_without_cap_sys_admin_still_checks_the_program(rr_object, prog, lab, mode):
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv (util-linux)")
+
+    def detach_as_the_unit(prog_id):
+        cmd = ["ip", "netns", "exec", lab.netns, "setpriv",
+               "--bounding-set=-all,+bpf,+net_admin", "--inh-caps=-all", "--no-new-privs",
+               "--", sys.executable, "-c", UNIT_CAPS_DETACH, str(lab.ifindex), mode,
+               str(prog_id)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.split("\n")[:2]
+
+    prog.attach(lab.ifindex, lab.ifname, mode)
+    with bpf.XdpProgram.load(rr_object, name="other") as other:
+        assert detach_as_the_unit(other.prog_id) == [f"prog_name {errno.EPERM}",
+                                                     f"detach {errno.EEXIST}"]
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    assert detach_as_the_unit(prog.prog_id) == [f"prog_name {errno.EPERM}", "detached"]
+    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
 
 
 # --- layouts -------------------------------------------------------------------
