@@ -74,7 +74,7 @@ class FakeProgram:
         self.journal, self.netdev = journal, netdev
         self.prog_id = next(self.ids)
 
-    def set_queue(self, q, owned, fallback):
+    def set_queue(self, q, owned, fallback="pass"):
         self.journal.append(("set_queue", self.netdev, q, owned, fallback))
 
     def attach(self, ifindex, ifname, mode):
@@ -142,6 +142,9 @@ class FakeControl:
 
     def worker_liveness(self, i):
         return (0, 0, self.state[i], 1)
+
+    def reset_worker(self, i):
+        self.state[i] = _fastpath.STATE_NONE
 
     def close(self):
         pass
@@ -579,3 +582,21 @@ def test_start_gives_up_on_a_queue_that_stays_busy(monkeypatch):
     with pytest.raises(SetupError, match="bind AF_XDP socket to in0/q0 failed: EBUSY"):
         Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops).start()
     assert all(s.closed for s in ops.sockets) and ops.umem.closed
+
+
+def test_reload_keeps_the_record_to_what_is_attached():
+    sup, ops = started()
+    one = CONFIG.replace("  - name: out0\n", "").replace(
+        "  - from: in0\n    to: out0\n    set_dst_mac: \"02:00:00:00:00:04\"\n", "").replace(
+        "  - from: out0\n    action: drop\n", "  - from: in0\n    action: drop\n")
+    ok, result, error = sup.reload(text=one)
+    assert ok, error
+    assert [a.netdev for a in runstate.read(RECORD).attachments] == ["in0"]
+    ok, result, error = sup.reload(text=CONFIG)
+    assert ok, error
+    record = runstate.read(RECORD)
+    assert [(a.netdev, a.prog_id, a.xdp_mode) for a in record.attachments] == [
+        ("in0", ops.programs["in0"].prog_id, "native"),
+        ("out0", ops.programs["out0"].prog_id, "native")]
+    sup.stop()
+    assert not os.path.exists(RECORD)
