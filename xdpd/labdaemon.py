@@ -202,6 +202,22 @@ class LabDaemon:
         self.proc = None
         return code
 
+    def kill(self) -> int:
+        """SIGKILL the supervisor (what a crash or the OOM killer does) and
+        reap it; its workers are left to notice on their own.  Returns its
+        pid.  start() may be called again, on the same file and socket."""
+        pid = self.proc.pid
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        return pid
+
+    @property
+    def record_path(self) -> str:
+        """The daemon's record of the XDP programs it attached (runstate.py)."""
+        from .runstate import record_path
+        return record_path(self.socket_path)
+
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
