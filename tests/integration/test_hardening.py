@@ -12,11 +12,16 @@ reloaded and stopped
 
 Everything is read from the unit file, so the unit and these tests cannot
 drift apart."""
+import ctypes
+import errno
+import json
 import os
 import platform
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 
@@ -420,3 +425,188 @@ def test_system_calls_and_socket_families_are_allowed(lab, tmp_path):
         mprotects = [a for n, a in everything if n in ("mprotect", "pkey_mprotect")
                      and "PROT_EXEC" in a]
         assert all(re.search(r"= -1 EPERM", a) for a in mprotects), mprotects
+
+
+# --- PrivateMounts=, ProtectProc=, IPAddressDeny=/IPAddressAllow= --------------
+
+def cgroup2_root() -> str:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4]
+    pytest.skip("needs a cgroup2 mount (IPAddressDeny= is a cgroup BPF filter)")
+
+
+# struct bpf_insn { __u8 code; __u8 dst_reg:4, src_reg:4; __s16 off; __s32 imm; }
+_LDX_W, _LDX_B, _MOV_X, _MOV_K, _ADD_K = 0x61, 0x71, 0xBF, 0xB7, 0x07
+_JEQ_K, _JNE_K, _JA, _CALL, _EXIT = 0x15, 0x55, 0x05, 0x85, 0x95
+_SKB_LOAD_BYTES = 26                    # bpf_skb_load_bytes(skb, offset, to, len)
+_SKB_PROTOCOL = 16                      # offsetof(struct __sk_buff, protocol)
+BPF_PROG_TYPE_CGROUP_SKB = 8
+BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS = 0, 1
+
+
+def localhost_only_program(egress: bool) -> bytes:
+    """A cgroup_skb program with the verdicts of IPAddressDeny=any plus
+    IPAddressAllow=localhost (systemd's bpf-firewall): an IPv4 packet passes
+    if its source (ingress) or destination (egress) is in 127.0.0.0/8, an
+    IPv6 one if it is ::1; any other IP packet is dropped; non-IP passes."""
+    v4_off = 16 if egress else 12       # struct iphdr: daddr, saddr
+    v6_off = 24 if egress else 8        # struct ipv6hdr: daddr, saddr
+
+    def load(offset: int, size: int) -> list:       # to the stack at r10 - 16
+        return [(_MOV_X, 1, 6, 0, 0), (_MOV_K, 2, 0, 0, offset), (_MOV_X, 3, 10, 0, 0),
+                (_ADD_K, 3, 0, 0, -16), (_MOV_K, 4, 0, 0, size),
+                (_CALL, 0, 0, 0, _SKB_LOAD_BYTES), (_JNE_K, 0, 0, "deny", 0)]
+    ipv6_one = int.from_bytes(b"\0\0\0\1", sys.byteorder)
+    prog = [(_MOV_X, 6, 1, 0, 0),
+            (_LDX_W, 2, 6, _SKB_PROTOCOL, 0),
+            (_JEQ_K, 2, 0, "ipv4", socket.htons(0x0800)),
+            (_JEQ_K, 2, 0, "ipv6", socket.htons(0x86DD)),
+            (_JA, 0, 0, "allow", 0),
+            "ipv4", *load(v4_off, 4),
+            (_LDX_B, 2, 10, -16, 0), (_JEQ_K, 2, 0, "allow", 127), (_JA, 0, 0, "deny", 0),
+            "ipv6", *load(v6_off, 16),
+            (_LDX_W, 2, 10, -16, 0), (_JNE_K, 2, 0, "deny", 0),
+            (_LDX_W, 2, 10, -12, 0), (_JNE_K, 2, 0, "deny", 0),
+            (_LDX_W, 2, 10, -8, 0), (_JNE_K, 2, 0, "deny", 0),
+            (_LDX_W, 2, 10, -4, 0), (_JNE_K, 2, 0, "deny", ipv6_one),
+            "allow", (_MOV_K, 0, 0, 0, 1), (_EXIT, 0, 0, 0, 0),
+            "deny", (_MOV_K, 0, 0, 0, 0), (_EXIT, 0, 0, 0, 0)]
+    insns = [i for i in prog if not isinstance(i, str)]
+    labels, n = {}, 0
+    for item in prog:
+        if isinstance(item, str):
+            labels[item] = n
+        else:
+            n += 1
+    # a jump's offset counts from the instruction after it
+    return b"".join(struct.pack("<BBhi", op, dst | src << 4,
+                                labels[off] - n - 1 if isinstance(off, str) else off, imm)
+                    for n, (op, dst, src, off, imm) in enumerate(insns))
+
+
+class CgroupIpFilter:
+    """A cgroup of our own with localhost_only_program() attached both
+    ways: what IPAddressDeny=any and IPAddressAllow=localhost attach to the
+    unit's cgroup.  Removed on exit (once the processes in it are gone)."""
+
+    def __init__(self):
+        self.path = os.path.join(cgroup2_root(), f"xdpd-test-{os.getpid()}")
+        self.libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        self.libbpf.bpf_prog_load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p,
+                                              ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]
+        self.libbpf.bpf_prog_attach.argtypes = [ctypes.c_int] * 3 + [ctypes.c_uint]
+
+    def __enter__(self) -> "CgroupIpFilter":
+        os.mkdir(self.path)
+        try:
+            cg = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for egress, attach in ((False, BPF_CGROUP_INET_INGRESS),
+                                       (True, BPF_CGROUP_INET_EGRESS)):
+                    code = localhost_only_program(egress)
+                    fd = self.libbpf.bpf_prog_load(BPF_PROG_TYPE_CGROUP_SKB, b"localhost_only",
+                                                   b"GPL", code, len(code) // 8, None)
+                    if fd < 0:
+                        raise OSError(-fd, f"load cgroup_skb program: {os.strerror(-fd)}")
+                    try:
+                        err = self.libbpf.bpf_prog_attach(fd, cg, attach, 0)
+                        if err:
+                            raise OSError(-err, f"attach to {self.path}: {os.strerror(-err)}")
+                    finally:
+                        os.close(fd)        # the attachment keeps the program
+            finally:
+                os.close(cg)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def join(self) -> str:
+        """Shell text that moves the shell into the cgroup (then exec)."""
+        return f"echo $$ > {self.path}/cgroup.procs"
+
+    def __exit__(self, *exc) -> None:
+        def removed():
+            try:
+                os.rmdir(self.path)         # the attached programs go with it
+            except FileNotFoundError:
+                return True
+            except OSError:                 # EBUSY: a process still in it is exiting
+                return False
+            return True
+        poll_until(removed, 10, f"{self.path} removed")
+
+
+def sandbox_wrap(ip_filter: CgroupIpFilter) -> list[str]:
+    """Prefix for a command: its own mount namespace, shared from the host
+    one way (PrivateMounts=); a /proc of its own mounted with the unit's
+    ProtectProc= as hidepid=; the IP filter's cgroup from before its first
+    socket (IPAddressDeny=)."""
+    hidepid = unit_service()["ProtectProc"][-1]
+    script = (f"mount -t proc -o hidepid={hidepid} proc /proc && {ip_filter.join()} "
+              '&& exec "$@"')
+    return ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", script, "sh"]
+
+
+PROBE = r"""
+import json, socket
+result = {}
+for address in ("127.0.0.1", "198.51.100.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x", (address, 9))
+        result[address] = "sent"
+    except OSError as e:
+        result[address] = e.errno
+print(json.dumps(result))
+"""
+
+
+def test_forwards_in_its_own_mount_namespace_proc_view_and_ip_filter(lab):
+    """xdpd as the unit runs it: PrivateMounts=, ProtectProc=, IPAddressDeny=
+    and IPAddressAllow= on top of the capability set."""
+    svc = unit_service()
+    assert svc["PrivateMounts"] == ["yes"] and svc["IPAddressDeny"] == ["any"]
+    assert svc["IPAddressAllow"] == ["localhost"]
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux)")
+    prefix, extra = memlock_like_the_unit()
+    caps = unit_words("CapabilityBoundingSet")
+    # a local address that is not loopback: what the filter must refuse
+    lab.run(lab.dut_ns, "ip", "addr", "add", "198.51.100.1/32", "dev", "lo")
+    try:
+        with CgroupIpFilter() as ip_filter:
+            # the filter is really on: in its cgroup only loopback gets out
+            probe = lab.run(lab.dut_ns, "sh", "-c", f'{ip_filter.join()} && exec "$@"', "sh",
+                            sys.executable, "-c", PROBE)
+            assert json.loads(probe.stdout) == {"127.0.0.1": "sent", "198.51.100.1": errno.EPERM}
+
+            with LabDaemon(lab, forward_config(lab),
+                           wrap=prefix + sandbox_wrap(ip_filter) + setpriv(caps + extra)) as d:
+                d.start()                     # ready: its metrics answer over loopback
+                pid = d.proc.pid
+                with open(f"/proc/{pid}/mountinfo") as f:
+                    proc_mount = [line for line in f if line.split()[4] == "/proc"][-1]
+                assert f"hidepid={svc['ProtectProc'][-1]}" in proc_mount, proc_mount
+                assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+                with open(f"/proc/{pid}/cgroup") as f:
+                    assert f"0::/{os.path.basename(ip_filter.path)}\n" in f.read()
+
+                workers = d.worker_pids()
+                assert len(workers) == 4, workers
+                assert forward_and_count(lab, tag=64) == N
+                assert d.status()["ready"]
+                # the supervisor still sees its workers in its /proc
+                m = d.scrape()
+                cpu = m.by("xdpd_worker_cpu_seconds_total", "netdev", "queue")
+                assert len(cpu) == 4 and all(v > 0 for v in cpu.values()), cpu
+                for name, wpid in workers.items():
+                    assert f"{name}: pid {wpid} rss " in d.log(), d.log()
+                assert d.stop() == exitcodes.OK, d.log()
+                assert "Traceback" not in d.log()
+    finally:
+        lab.run(lab.dut_ns, "ip", "addr", "del", "198.51.100.1/32", "dev", "lo", check=False)
+    assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
