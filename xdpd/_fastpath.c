@@ -12,7 +12,7 @@
  *            Port.run(budget_us) is the fast path: it returns to Python
  *            after at most budget_us, or at once when a signal arrives.
  *
- * One loop iteration (port_iterate):
+ * One loop iteration (port_step):
  *   1. COMPLETION ring: frames we transmitted.  Our own go on the free
  *      list; a frame homed at another worker goes back on the ret ring.
  *   2. ret rings: our frames that other workers finished transmitting.
@@ -108,6 +108,8 @@ static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
 
 	hdr->workers_off = off;
 	off += align_up(sizeof(struct fp_worker), FP_CACHELINE) * n;
+	hdr->redo_off = off;
+	off += align_up(FP_REDO_MAX(n) * sizeof(struct fp_redo), FP_CACHELINE) * n;
 	hdr->freelists_off = off;
 	off += align_up((uint64_t)p->frames_per_worker * 8, FP_CACHELINE) * n;
 	hdr->rings_off = off;
@@ -125,6 +127,13 @@ static inline struct fp_worker *ctl_worker(struct fp_header *h, uint32_t i)
 {
 	return (struct fp_worker *)((char *)h + h->workers_off +
 				    align_up(sizeof(struct fp_worker), FP_CACHELINE) * i);
+}
+
+static inline struct fp_redo *ctl_redo(struct fp_header *h, uint32_t i)
+{
+	return (struct fp_redo *)((char *)h + h->redo_off +
+				  align_up(FP_REDO_MAX(h->nworkers) * sizeof(struct fp_redo),
+					   FP_CACHELINE) * i);
 }
 
 static inline uint64_t *ctl_freelist(struct fp_header *h, uint32_t i)
@@ -148,6 +157,42 @@ static inline struct fp_table *ctl_table(struct fp_header *h, uint32_t which)
 				   align_up(sizeof(struct fp_table), FP_CACHELINE) * which);
 }
 
+/* A consistent copy of worker i's committed counts (fastpath.h, "Crash
+ * consistency"): retried while the worker commits over the copy being read. */
+static int ctl_counts(struct fp_header *h, uint32_t i, struct fp_counts *out)
+{
+	struct fp_commit *c = &ctl_worker(h, i)->commit;
+
+	for (int tries = 0; tries < 100000; tries++) {
+		uint64_t w1 = __atomic_load_n(&c->word, __ATOMIC_ACQUIRE);
+
+		memcpy(out, &c->counts[(w1 >> 1) & 1], sizeof(*out));
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if ((__atomic_load_n(&c->word, __ATOMIC_RELAXED) >> 1) == (w1 >> 1))
+			return 0;
+	}
+	return -1;
+}
+
+/* Slot i as format() leaves it: every frame on its free list, nothing
+ * counted, nothing pending. */
+static void ctl_reset_slot(struct fp_header *h, uint32_t i)
+{
+	struct fp_worker *wk = ctl_worker(h, i);
+	uint64_t *fl = ctl_freelist(h, i);
+	uint64_t base = (uint64_t)i * h->frames_per_worker;
+
+	for (uint32_t f = 0; f < h->frames_per_worker; f++)
+		fl[f] = (base + h->frames_per_worker - 1 - f) * h->frame_size;
+	memset(&wk->commit, 0, sizeof(wk->commit));
+	wk->commit.counts[0].frames.free = h->frames_per_worker;
+	memset(&wk->ring_use, 0, sizeof(wk->ring_use));
+	wk->heartbeat_ns = 0;
+	wk->pid = 0;
+	wk->table_generation = 0;
+	__atomic_store_n(&wk->state, FP_STATE_NONE, __ATOMIC_RELEASE);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Control object                                                          */
 
@@ -164,6 +209,7 @@ static const char *drop_reason_names[FP_DROP__MAX] = {
 	[FP_DROP_RULE] = "rule",
 	[FP_DROP_INVALID] = "invalid",
 	[FP_DROP_EGRESS_DOWN] = "egress_down",
+	[FP_DROP_TOO_LONG] = "too_long",
 };
 
 static int parse_params(PyObject *args, struct ctl_params *p)
@@ -270,16 +316,8 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 	h.ring_entries = p.ring_entries;
 	memcpy(self->hdr, &h, sizeof(h));
 
-	for (uint32_t w = 0; w < p.nworkers; w++) {
-		struct fp_worker *wk = ctl_worker(self->hdr, w);
-		uint64_t *fl = ctl_freelist(self->hdr, w);
-		uint64_t base = (uint64_t)w * p.frames_per_worker;
-
-		for (uint32_t i = 0; i < p.frames_per_worker; i++)
-			fl[i] = (base + p.frames_per_worker - 1 - i) * p.frame_size;
-		wk->free_count = p.frames_per_worker;
-		wk->frames.free = p.frames_per_worker;
-	}
+	for (uint32_t w = 0; w < p.nworkers; w++)
+		ctl_reset_slot(self->hdr, w);
 	Py_RETURN_NONE;
 }
 
@@ -322,7 +360,9 @@ static int mac_from_obj(PyObject *o, uint8_t *mac)
 
 /* Fill one rule from a dict:
  *   {"action": "forward"|"drop"|None, "egress": [worker ids],
- *    "set_dst_mac": bytes|None, "set_src_mac": bytes|None, "swap_macs": bool} */
+ *    "set_dst_mac": bytes|None, "set_src_mac": bytes|None, "swap_macs": bool,
+ *    "max_len": int|None (longest frame the egress takes; frames longer are
+ *    dropped as too_long)} */
 static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 {
 	PyObject *o;
@@ -394,6 +434,18 @@ static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 	o = PyDict_GetItemString(d, "swap_macs");
 	if (o && PyObject_IsTrue(o))
 		r->mac_flags |= FP_MAC_SWAP;
+	o = PyDict_GetItemString(d, "max_len");
+	if (o && o != Py_None) {
+		unsigned long v = PyLong_AsUnsignedLong(o);
+
+		if (PyErr_Occurred())
+			return -1;
+		if (v > UINT32_MAX) {
+			PyErr_SetString(PyExc_ValueError, "max_len out of range");
+			return -1;
+		}
+		r->max_len = (uint32_t)v;
+	}
 	return 0;
 }
 
@@ -455,56 +507,40 @@ static PyObject *stats_dict(const struct fp_stats *s)
 		}
 		Py_DECREF(v);
 	}
-	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsK}",
+	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsK}",
 			     "rx_packets", s->rx_packets, "rx_bytes", s->rx_bytes,
 			     "tx_packets", s->tx_packets, "tx_bytes", s->tx_bytes,
 			     "drops", drops,
 			     "handoff_out", s->handoff_out, "handoff_in", s->handoff_in,
 			     "tx_kicks", s->tx_kicks, "fill_kicks", s->fill_kicks,
 			     "sleeps", s->sleeps, "loops", s->loops, "busy_loops", s->busy_loops,
-			     "busy_polls", s->busy_polls);
+			     "busy_polls", s->busy_polls, "bad_descs", s->bad_descs);
 }
 
 static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
 {
 	unsigned int i;
-	struct fp_stats s;
+	struct fp_counts c;
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	/* Counters are monotonic u64s written by one worker: a torn read is
-	 * impossible on x86-64 for aligned words, and a stale one is harmless. */
-	memcpy(&s, &ctl_worker(self->hdr, i)->stats, sizeof(s));
-	return stats_dict(&s);
+	if (ctl_counts(self->hdr, i, &c))
+		return PyErr_Format(PyExc_TimeoutError, "worker %u counters kept changing", i);
+	return stats_dict(&c.stats);
 }
 
 /* worker_frames(i) -> {"free", "rx", "tx", "handoff"}: one consistent set. */
 static PyObject *Control_worker_frames(ControlObject *self, PyObject *args)
 {
 	unsigned int i;
-	struct fp_frames *f, snap;
+	struct fp_counts c;
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	f = &ctl_worker(self->hdr, i)->frames;
-	for (int tries = 0;; tries++) {
-		uint32_t s1 = __atomic_load_n(&f->seq, __ATOMIC_ACQUIRE);
-
-		if (!(s1 & 1)) {
-			snap.free = __atomic_load_n(&f->free, __ATOMIC_RELAXED);
-			snap.rx = __atomic_load_n(&f->rx, __ATOMIC_RELAXED);
-			snap.tx = __atomic_load_n(&f->tx, __ATOMIC_RELAXED);
-			snap.handoff = __atomic_load_n(&f->handoff, __ATOMIC_RELAXED);
-			__atomic_thread_fence(__ATOMIC_ACQUIRE);
-			if (__atomic_load_n(&f->seq, __ATOMIC_RELAXED) == s1)
-				break;
-		}
-		if (tries > 100000)
-			return PyErr_Format(PyExc_TimeoutError,
-					    "worker %u frame counts kept changing", i);
-	}
-	return Py_BuildValue("{sKsKsKsK}", "free", snap.free, "rx", snap.rx,
-			     "tx", snap.tx, "handoff", snap.handoff);
+	if (ctl_counts(self->hdr, i, &c))
+		return PyErr_Format(PyExc_TimeoutError, "worker %u frame counts kept changing", i);
+	return Py_BuildValue("{sKsKsKsK}", "free", c.frames.free, "rx", c.frames.rx,
+			     "tx", c.frames.tx, "handoff", c.frames.handoff);
 }
 
 /* worker_liveness(i) -> (heartbeat_ns, pid, state, table_generation) */
@@ -552,16 +588,16 @@ static PyObject *Control_reset_worker(ControlObject *self, PyObject *args)
 {
 	unsigned int i;
 	struct fp_header *h;
-	struct fp_worker *wk;
-	uint64_t *fl, base;
+	struct fp_counts c;
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
 	h = self->hdr;
-	wk = ctl_worker(h, i);
-	if (__atomic_load_n(&wk->frames.handoff, __ATOMIC_ACQUIRE))
+	if (ctl_counts(h, i, &c))
+		return PyErr_Format(PyExc_TimeoutError, "worker %u frame counts kept changing", i);
+	if (c.frames.handoff)
 		return PyErr_Format(PyExc_ValueError, "worker %u still has %llu frames lent out",
-				    i, (unsigned long long)wk->frames.handoff);
+				    i, (unsigned long long)c.frames.handoff);
 	for (uint32_t w = 0; w < h->nworkers; w++) {
 		for (int ret = 0; ret < 2; ret++) {
 			if (w != i && (hring_avail(ctl_ring(h, ret, w, i)) ||
@@ -571,20 +607,7 @@ static PyObject *Control_reset_worker(ControlObject *self, PyObject *args)
 						    i, ret ? "return" : "handoff", w);
 		}
 	}
-	fl = ctl_freelist(h, i);
-	base = (uint64_t)i * h->frames_per_worker;
-	for (uint32_t f = 0; f < h->frames_per_worker; f++)
-		fl[f] = (base + h->frames_per_worker - 1 - f) * h->frame_size;
-	memset(&wk->stats, 0, sizeof(wk->stats));
-	memset(&wk->ring_use, 0, sizeof(wk->ring_use));
-	wk->frames.seq += 2;
-	wk->frames.free = h->frames_per_worker;
-	wk->frames.rx = wk->frames.tx = wk->frames.handoff = 0;
-	wk->free_count = h->frames_per_worker;
-	wk->heartbeat_ns = 0;
-	wk->pid = 0;
-	wk->table_generation = 0;
-	__atomic_store_n(&wk->state, FP_STATE_NONE, __ATOMIC_RELEASE);
+	ctl_reset_slot(h, i);
 	Py_RETURN_NONE;
 }
 
@@ -806,6 +829,10 @@ typedef struct {
 	struct fp_ring **fwd_in, **fwd_out, **ret_in, **ret_out;
 	uint8_t *wake;			/* peers to wake after this iteration */
 	uint32_t *ret_pending;		/* ret ring entries written, not yet published */
+	/* this iteration's index updates, published by port_commit() */
+	struct fp_redo *redo;		/* our redo log in the control area */
+	uint32_t redo_len;
+	bool fill_kick;			/* the FILL ring wants a recvfrom() */
 	/* the rule in force, copied out of the active table */
 	uint64_t generation;
 	struct fp_rule rule;
@@ -842,21 +869,6 @@ static void Port_dealloc(PortObject *p)
 	Py_TYPE(p)->tp_free((PyObject *)p);
 }
 
-static inline void frames_publish(PortObject *p)
-{
-	struct fp_frames *f = &p->me->frames;
-	uint32_t seq = f->seq;
-
-	__atomic_store_n(&f->seq, seq + 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
-	__atomic_store_n(&f->free, p->n_free, __ATOMIC_RELAXED);
-	__atomic_store_n(&f->rx, p->n_rx, __ATOMIC_RELAXED);
-	__atomic_store_n(&f->tx, p->n_tx, __ATOMIC_RELAXED);
-	__atomic_store_n(&f->handoff, p->n_handoff, __ATOMIC_RELAXED);
-	__atomic_store_n(&f->seq, seq + 2, __ATOMIC_RELEASE);
-	__atomic_store_n(&p->me->free_count, p->n_free, __ATOMIC_RELAXED);
-}
-
 static inline uint32_t ring_used(const struct ring *r)
 {
 	return __atomic_load_n(r->producer, __ATOMIC_RELAXED) -
@@ -874,14 +886,82 @@ static void rings_publish(PortObject *p)
 	__atomic_store_n(&u->comp, ring_used(&p->comp), __ATOMIC_RELAXED);
 }
 
-static inline void stats_publish(PortObject *p)
+/* Which word a redo log entry sets; NULL for an entry that names none. */
+static uint32_t *redo_word(PortObject *p, const struct fp_redo *e)
 {
-	/* Plain aligned 64-bit stores: readers see old or new, never torn. */
-	uint64_t *dst = (uint64_t *)&p->me->stats;
-	const uint64_t *src = (const uint64_t *)&p->st;
+	if (e->peer >= p->nworkers)
+		return NULL;
+	switch (e->word) {
+	case FP_REDO_FILL_PROD:		return p->fill.producer;
+	case FP_REDO_RX_CONS:		return p->rx.consumer;
+	case FP_REDO_TX_PROD:		return p->tx.producer;
+	case FP_REDO_COMP_CONS:		return p->comp.consumer;
+	case FP_REDO_FWD_OUT_PROD:	return &p->fwd_out[e->peer]->prod;
+	case FP_REDO_RET_OUT_PROD:	return &p->ret_out[e->peer]->prod;
+	case FP_REDO_FWD_IN_CONS:	return &p->fwd_in[e->peer]->cons;
+	case FP_REDO_RET_IN_CONS:	return &p->ret_in[e->peer]->cons;
+	}
+	return NULL;
+}
 
-	for (size_t i = 0; i < sizeof(p->st) / 8; i++)
-		__atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
+static inline void redo_note(PortObject *p, uint16_t word, uint32_t peer, uint32_t value)
+{
+	p->redo[p->redo_len++] = (struct fp_redo){ .word = word, .peer = (uint16_t)peer,
+						   .value = value };
+}
+
+static void redo_apply(PortObject *p, uint32_t len)
+{
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t *w = redo_word(p, &p->redo[i]);
+
+		if (w)
+			store_release(w, p->redo[i].value);
+	}
+}
+
+/* A kernel ring index we moved since the last commit goes into the log. */
+static inline void redo_note_ring(PortObject *p, uint16_t word, uint32_t *shared, uint32_t ours)
+{
+	if (__atomic_load_n(shared, __ATOMIC_RELAXED) != ours)
+		redo_note(p, word, 0, ours);
+}
+
+/*
+ * The end of an iteration (fastpath.h, "Crash consistency"): counts and
+ * counters into the spare half of the commit record, every index this
+ * iteration moved into the redo log, the commit point, then the indices
+ * published.  Nothing the iteration did is visible to the kernel or a peer
+ * before the commit point.
+ */
+static void port_commit(PortObject *p)
+{
+	struct fp_commit *c = &p->me->commit;
+	uint64_t seq = (c->word >> 1) + 1;	/* we are the only writer */
+	struct fp_counts *k = &c->counts[seq & 1];
+
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (p->ret_pending[w]) {
+			redo_note(p, FP_REDO_RET_OUT_PROD, w,
+				  p->ret_out[w]->prod + p->ret_pending[w]);
+			p->ret_pending[w] = 0;
+		}
+	}
+	redo_note_ring(p, FP_REDO_FILL_PROD, p->fill.producer, p->fill.cached_prod);
+	redo_note_ring(p, FP_REDO_RX_CONS, p->rx.consumer, p->rx.cached_cons);
+	redo_note_ring(p, FP_REDO_TX_PROD, p->tx.producer, p->tx.cached_prod);
+	redo_note_ring(p, FP_REDO_COMP_CONS, p->comp.consumer, p->comp.cached_cons);
+
+	k->frames.free = p->n_free;
+	k->frames.rx = p->n_rx;
+	k->frames.tx = p->n_tx;
+	k->frames.handoff = p->n_handoff;
+	memcpy(&k->stats, &p->st, sizeof(p->st));
+	c->log_len = p->redo_len;
+	__atomic_store_n(&c->word, seq << 1 | 1, __ATOMIC_RELEASE);	/* commit point */
+	redo_apply(p, p->redo_len);
+	__atomic_store_n(&c->word, seq << 1, __ATOMIC_RELEASE);
+	p->redo_len = 0;
 }
 
 static void port_load_rule(PortObject *p)
@@ -905,9 +985,23 @@ static inline uint32_t home_of(PortObject *p, uint64_t addr)
 	return (uint32_t)((addr / p->frame_size) / p->fpw);
 }
 
+/* Our own frame back on the free list.  A free list can hold all our
+ * frames and no more: a push past that means a frame came back twice
+ * (someone else's bug); it is refused and counted, never written. */
 static inline void free_push(PortObject *p, uint64_t addr)
 {
+	if (p->n_free >= p->fpw) {
+		p->st.bad_descs++;
+		return;
+	}
 	p->freelist[p->n_free++] = addr & p->frame_mask;
+}
+
+/* addr lies in a frame homed at worker `home`, and addr + len in that frame */
+static inline bool frame_ok(PortObject *p, uint64_t addr, uint32_t len, uint32_t home)
+{
+	return addr < p->umem_size && home_of(p, addr) == home &&
+	       (addr & (p->frame_size - 1)) + len <= p->frame_size;
 }
 
 static inline void rewrite_macs(PortObject *p, uint8_t *pkt)
@@ -928,41 +1022,48 @@ static inline void rewrite_macs(PortObject *p, uint8_t *pkt)
 		memcpy(pkt + ETH_ALEN, p->rule.src_mac, ETH_ALEN);
 }
 
+/* entries on a shared ring, never more than it can hold (a peer that
+ * wrote garbage into its index cannot make us walk past the ring) */
+static inline uint32_t hring_take(PortObject *p, struct fp_ring *r)
+{
+	uint32_t n = hring_avail(r);
+
+	return n > p->hdr->ring_entries ? p->hdr->ring_entries : n;
+}
+
+/* A frame of `home`'s goes back there on the ret ring (published at commit). */
+static inline void ret_push(PortObject *p, uint32_t home, uint64_t addr)
+{
+	struct fp_ring *r = p->ret_out[home];
+	uint32_t prod = r->prod + p->ret_pending[home]++;
+
+	/* cannot be full: a ring holds all of home's frames */
+	r->slots[prod & (p->hdr->ring_entries - 1)] = addr & p->frame_mask;
+	p->wake[home] = 1;
+}
+
 /* 1. our COMPLETION ring */
 static uint32_t port_complete(PortObject *p)
 {
 	uint32_t n = ring_cons_avail(&p->comp, p->comp.size);
-	uint64_t *addrs = p->comp.descs;
+	const uint64_t *addrs = p->comp.descs;
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t addr = addrs[(p->comp.cached_cons + i) & p->comp.mask];
-		uint32_t home = home_of(p, addr);
+		uint32_t home = addr < p->umem_size ? home_of(p, addr) : p->nworkers;
 
 		if (home == p->id) {
 			free_push(p, addr);
-			p->n_tx--;
+			if (p->n_tx)
+				p->n_tx--;
 		} else if (home < p->nworkers) {
-			struct fp_ring *r = p->ret_out[home];
-			uint32_t prod = r->prod + p->ret_pending[home]++;
-
-			/* cannot be full: a ring holds all of home's frames */
-			r->slots[prod & (p->hdr->ring_entries - 1)] = addr & p->frame_mask;
-			p->wake[home] = 1;
+			ret_push(p, home, addr);
+		} else {
+			p->st.bad_descs++;
 		}
 	}
-	if (!n)
-		return 0;
 	p->tx_inflight = p->tx_inflight > n ? p->tx_inflight - n : 0;
 	p->comp.cached_cons += n;
-	ring_cons_release(&p->comp);
-	/* one release store per home ring and batch, not per frame: the home
-	 * worker polls that cache line */
-	for (uint32_t w = 0; w < p->nworkers; w++) {
-		if (p->ret_pending[w]) {
-			store_release(&p->ret_out[w]->prod, p->ret_out[w]->prod + p->ret_pending[w]);
-			p->ret_pending[w] = 0;
-		}
-	}
 	return n;
 }
 
@@ -976,13 +1077,20 @@ static uint32_t port_take_returns(PortObject *p)
 		struct fp_ring *r = p->ret_in[w];
 		uint32_t n, cons;
 
-		if (w == p->id || !(n = hring_avail(r)))
+		if (w == p->id || !(n = hring_take(p, r)))
 			continue;
 		cons = r->cons;
-		for (uint32_t i = 0; i < n; i++)
-			free_push(p, r->slots[(cons + i) & mask]);
-		store_release(&r->cons, cons + n);
-		p->n_handoff -= n;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t addr = r->slots[(cons + i) & mask];
+
+			if (frame_ok(p, addr, 0, p->id) && p->n_handoff) {
+				free_push(p, addr);
+				p->n_handoff--;
+			} else {
+				p->st.bad_descs++;
+			}
+		}
+		redo_note(p, FP_REDO_RET_IN_CONS, w, cons + n);
 		total += n;
 	}
 	return total;
@@ -997,9 +1105,9 @@ static uint32_t port_take_handoffs(PortObject *p)
 
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		struct fp_ring *r = p->fwd_in[w];
-		uint32_t n, room, cons;
+		uint32_t n, room, cons, sent = 0;
 
-		if (w == p->id || !(n = hring_avail(r)))
+		if (w == p->id || !(n = hring_take(p, r)))
 			continue;
 		room = ring_prod_free(&p->tx, n);
 		if (n > room)
@@ -1009,18 +1117,28 @@ static uint32_t port_take_handoffs(PortObject *p)
 		cons = r->cons;
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t e = r->slots[(cons + i) & mask];
-			struct xdp_desc *d = &txd[(p->tx.cached_prod + i) & p->tx.mask];
+			uint64_t addr = e & RING_ADDR_MASK;
+			uint32_t len = (uint32_t)(e >> RING_LEN_SHIFT);
+			struct xdp_desc *d;
 
-			d->addr = e & RING_ADDR_MASK;
-			d->len = (uint32_t)(e >> RING_LEN_SHIFT);
+			/* a worker lends only frames of its own */
+			if (!frame_ok(p, addr, len, w) || len < ETH_HLEN) {
+				p->st.bad_descs++;
+				if (addr < p->umem_size && home_of(p, addr) == w)
+					ret_push(p, w, addr);	/* its frame: back home */
+				continue;
+			}
+			d = &txd[(p->tx.cached_prod + sent++) & p->tx.mask];
+			d->addr = addr;
+			d->len = len;
 			d->options = 0;
-			p->st.tx_bytes += d->len;
+			p->st.tx_bytes += len;
 		}
-		p->tx.cached_prod += n;
-		p->tx_inflight += n;
-		store_release(&r->cons, cons + n);
-		p->st.tx_packets += n;
-		p->st.handoff_in += n;
+		p->tx.cached_prod += sent;
+		p->tx_inflight += sent;
+		redo_note(p, FP_REDO_FWD_IN_CONS, w, cons + n);
+		p->st.tx_packets += sent;
+		p->st.handoff_in += sent;
 		total += n;
 	}
 	return total;
@@ -1036,12 +1154,13 @@ static inline bool egress_running(PortObject *p, uint32_t w)
 /* 4. our RX ring */
 static uint32_t port_receive(PortObject *p)
 {
-	uint32_t want = p->batch, n, dropped = 0;
+	uint32_t want = p->batch, n, dropped = 0, too_long = 0, bad = 0, foreign = 0;
 	struct xdp_desc *rxd = p->rx.descs;
 	struct fp_ring *out = NULL;
 	uint32_t out_prod = 0;
 	uint32_t mask = p->hdr->ring_entries - 1;
 	uint32_t action = p->rule.action;
+	uint32_t max_len = p->rule.max_len ? p->rule.max_len : UINT32_MAX;
 	int reason = -1;
 
 	if (action == FP_ACT_FORWARD) {
@@ -1075,15 +1194,34 @@ static uint32_t port_receive(PortObject *p)
 		uint64_t addr = d->addr;
 		uint32_t len = d->len;
 
+		/* the kernel fills only frames we gave it: anything else is
+		 * not ours to free or send */
+		if (!frame_ok(p, addr, len, p->id)) {
+			bad++;
+			if (addr < p->umem_size && home_of(p, addr) == p->id) {
+				free_push(p, addr);
+				p->n_rx--;
+				dropped++;
+			} else {
+				foreign++;
+			}
+			continue;
+		}
+		p->n_rx--;
 		p->st.rx_bytes += len;
 		if (action == FP_ACT_DROP) {
 			free_push(p, addr);
 			p->st.drops[reason]++;
 			continue;
 		}
-		if (len < ETH_HLEN || addr + len > p->umem_size) {
+		if (len < ETH_HLEN) {
 			free_push(p, addr);
 			dropped++;
+			continue;
+		}
+		if (len > max_len) {
+			free_push(p, addr);
+			too_long++;
 			continue;
 		}
 		rewrite_macs(p, p->umem + addr);
@@ -1105,12 +1243,12 @@ static uint32_t port_receive(PortObject *p)
 		}
 	}
 	p->rx.cached_cons += n;
-	ring_cons_release(&p->rx);
-	p->n_rx -= n;
-	p->st.rx_packets += n;
+	p->st.rx_packets += n - foreign;
 	p->st.drops[FP_DROP_INVALID] += dropped;
+	p->st.drops[FP_DROP_TOO_LONG] += too_long;
+	p->st.bad_descs += bad;
 	if (out && out_prod != out->prod) {
-		store_release(&out->prod, out_prod);
+		redo_note(p, FP_REDO_FWD_OUT_PROD, p->egress, out_prod);
 		p->wake[p->egress] = 1;
 	}
 	return n;
@@ -1129,7 +1267,6 @@ static void port_kick_tx(PortObject *p)
 
 	if (cons == p->tx.cached_prod)
 		return;			/* the kernel has taken everything */
-	ring_prod_submit(&p->tx);
 	if (!ring_needs_wakeup(&p->tx)) {
 		if (p->busy_poll) {
 			p->st.busy_polls++;
@@ -1153,36 +1290,40 @@ static void port_kick_tx(PortObject *p)
 }
 
 /*
- * 6. FILL ring from the free list.  A need_wakeup on the FILL ring after
- * we gave it frames is a kick (the driver ran dry and waits for us).  With
- * busy polling, an empty RX ring (or a FILL ring that needs a wakeup, even
- * with nothing new on it) is a poll: the packets are waiting in the NIC
- * until our recvfrom() runs the NAPI poll (the kernel's AF_XDP
- * documentation, "preferred busy polling").
+ * 6. FILL ring from the free list (published at commit).  A need_wakeup
+ * on the FILL ring after we gave it frames is a kick (the driver ran dry
+ * and waits for us).  With busy polling, an empty RX ring (or a FILL ring
+ * that needs a wakeup, even with nothing new on it) is a poll: the packets
+ * are waiting in the NIC until our recvfrom() runs the NAPI poll (the
+ * kernel's AF_XDP documentation, "preferred busy polling").
  */
 static uint32_t port_fill(PortObject *p)
 {
 	uint32_t n = p->n_free, room;
 	uint64_t *fq = p->fill.descs;
 
-	if (n) {
-		room = ring_prod_free(&p->fill, n);
-		if (n > room)
-			n = room;
-		for (uint32_t i = 0; i < n; i++)
-			fq[(p->fill.cached_prod + i) & p->fill.mask] = p->freelist[--p->n_free];
-		p->fill.cached_prod += n;
-		ring_prod_submit(&p->fill);
-		p->n_rx += n;
-	}
-	if (n && ring_needs_wakeup(&p->fill))
+	if (!n)
+		return 0;
+	room = ring_prod_free(&p->fill, n);
+	if (n > room)
+		n = room;
+	for (uint32_t i = 0; i < n; i++)
+		fq[(p->fill.cached_prod + i) & p->fill.mask] = p->freelist[--p->n_free];
+	p->fill.cached_prod += n;
+	p->n_rx += n;
+	return n;
+}
+
+/* after the commit: the syscall the FILL ring asks for, if any */
+static void port_fill_wakeup(PortObject *p, uint32_t filled)
+{
+	if (filled && ring_needs_wakeup(&p->fill))
 		p->st.fill_kicks++;
 	else if (p->busy_poll && (p->rx_empty || ring_needs_wakeup(&p->fill)))
 		p->st.busy_polls++;
 	else
-		return n;
+		return;
 	recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
-	return n;
 }
 
 /* 7. wake the peers we gave work to, if they sleep */
@@ -1206,9 +1347,16 @@ static void port_wake_peers(PortObject *p)
 	}
 }
 
-static uint32_t port_iterate(PortObject *p)
+/*
+ * One turn of the worker's loop: steps 1-4 and the FILL top-up change
+ * nothing anyone else can see; port_commit() publishes all of it at once
+ * (with the counters: scrapes see them at most one batch old); then the
+ * syscalls and wake-ups.  Port.run and microbench() both call this, so
+ * the benchmark times exactly the code the workers run.
+ */
+static uint32_t port_step(PortObject *p)
 {
-	uint32_t work = 0;
+	uint32_t work = 0, filled;
 
 	if (__atomic_load_n(&p->hdr->generation, __ATOMIC_ACQUIRE) != p->generation)
 		port_load_rule(p);
@@ -1216,27 +1364,15 @@ static uint32_t port_iterate(PortObject *p)
 	work += port_take_returns(p);
 	work += port_take_handoffs(p);
 	work += port_receive(p);
-	port_kick_tx(p);
-	port_fill(p);
-	port_wake_peers(p);
-	return work;
-}
-
-/* One turn of the worker's loop with its bookkeeping: the frame counts
- * every time, the counters after a busy one (~20 stores per batch: scrapes
- * see counters at most one batch old, at a cost far below a nanosecond per
- * packet).  Port.run and microbench() both call this, so the benchmark
- * times exactly the code the workers run. */
-static inline uint32_t port_step(PortObject *p)
-{
-	uint32_t work = port_iterate(p);
-
+	filled = port_fill(p);
 	p->st.loops++;
-	frames_publish(p);
-	if (work) {
+	if (work)
 		p->st.busy_loops++;
-		stats_publish(p);
-	}
+	if (work || filled)
+		port_commit(p);
+	port_kick_tx(p);
+	port_fill_wakeup(p, filled);
+	port_wake_peers(p);
 	return work;
 }
 
@@ -1311,7 +1447,7 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 			int ms = (p->n_tx || p->n_handoff) ? 1 :
 				 (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
 
-			stats_publish(p);
+			port_commit(p);		/* the counters, fresh for a scrape */
 			rings_publish(p);
 			__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
 			if (port_sleep(p, ms) < 0) {
@@ -1324,8 +1460,7 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 		if (now >= deadline)
 			break;
 	}
-	stats_publish(p);
-	frames_publish(p);
+	port_commit(p);
 	rings_publish(p);
 	return PyLong_FromLong(result);
 }
@@ -1447,6 +1582,51 @@ static bool is_pow2(uint32_t v)
 	return v && !(v & (v - 1));
 }
 
+/* Re-read a ring's shared indices into our cached ones. */
+static void ring_resync(struct ring *r, bool producer)
+{
+	r->cached_prod = load_acquire(r->producer);
+	r->cached_cons = load_acquire(r->consumer);
+	if (producer)
+		r->cached_cons += r->size;
+}
+
+/*
+ * Pick up where the last worker in this slot left off, on the same socket
+ * (fastpath.h, "Crash consistency"): a commit it had begun is finished from
+ * its redo log, its last committed counts are ours, and the rest of its
+ * last iteration (descriptors it read but never released) is read again.
+ * A fresh slot has committed nothing and every frame on its free list.
+ */
+static void port_recover(PortObject *p)
+{
+	struct fp_commit *c = &p->me->commit;
+	uint64_t word = __atomic_load_n(&c->word, __ATOMIC_ACQUIRE);
+	const struct fp_counts *k = &c->counts[(word >> 1) & 1];
+
+	if (word & 1) {
+		uint32_t len = c->log_len;
+
+		if (len > FP_REDO_MAX(p->nworkers))
+			len = FP_REDO_MAX(p->nworkers);
+		redo_apply(p, len);
+		__atomic_store_n(&c->word, word & ~1ULL, __ATOMIC_RELEASE);
+	}
+	p->redo_len = 0;
+	ring_resync(&p->fill, true);
+	ring_resync(&p->tx, true);
+	ring_resync(&p->rx, false);
+	ring_resync(&p->comp, false);
+	p->n_free = k->frames.free <= p->fpw ? k->frames.free : p->fpw;
+	p->n_rx = k->frames.rx;
+	p->n_tx = k->frames.tx;
+	p->n_handoff = k->frames.handoff;
+	memcpy(&p->st, &k->stats, sizeof(p->st));
+	/* every descriptor we put on the TX ring comes back exactly once on
+	 * the COMPLETION ring, also the ones the kernel still holds in skbs */
+	p->tx_inflight = (uint32_t)(*p->tx.producer - *p->comp.consumer);
+}
+
 /*
  * Everything a port needs, for Port() and microbench() alike: the control
  * area and the handoff rings to and from every peer, the UMEM, our four
@@ -1514,6 +1694,7 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_NoMemory();
 		return -1;
 	}
+	p->redo = ctl_redo(c->hdr, id);
 	p->fwd_out = p->fwd_in + n;
 	p->ret_in = p->fwd_in + 2 * n;
 	p->ret_out = p->fwd_in + 3 * n;
@@ -1546,21 +1727,13 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
 	}
-	/* The frame counts live in shared memory so that a replacement worker
-	 * (or the supervisor) can pick them up. */
-	p->n_free = p->me->free_count;
-	p->n_rx = p->me->frames.rx;
-	p->n_tx = p->me->frames.tx;
-	p->n_handoff = p->me->frames.handoff;
-	memcpy(&p->st, &p->me->stats, sizeof(p->st));
-	/* a replacement inherits what its predecessor left on the TX and
-	 * COMPLETION rings (skbs the kernel still holds are not visible) */
-	p->tx_inflight = cfg->xsk_fd >= 0 ? ring_used(&p->tx) + ring_used(&p->comp) : 0;
+	port_recover(p);
 	__atomic_store_n(&p->me->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
 	__atomic_store_n(&p->me->state, FP_STATE_STARTING, __ATOMIC_RELEASE);
 	port_load_rule(p);
-	port_fill(p);
-	frames_publish(p);
+	n = port_fill(p);
+	port_commit(p);
+	port_fill_wakeup(p, n);
 	return 0;
 }
 
@@ -1832,10 +2005,10 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 	if (!packets)
 		return PyErr_Format(PyExc_ValueError, "packets must be positive");
 	for (uint32_t w = 0; w < n; w++) {
-		struct fp_worker *wk = ctl_worker(h, w);
+		struct fp_counts k;
 
-		if (wk->free_count != h->frames_per_worker || wk->frames.rx || wk->frames.tx ||
-		    wk->frames.handoff)
+		if (ctl_counts(h, w, &k) || k.frames.free != h->frames_per_worker ||
+		    k.frames.rx || k.frames.tx || k.frames.handoff)
 			return PyErr_Format(PyExc_ValueError,
 					    "worker %u does not hold all its frames: format() the "
 					    "control area before each run", w);
@@ -1937,8 +2110,7 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 	}
 
 	for (uint32_t w = 0; w < n; w++) {
-		stats_publish(ports[w]);
-		frames_publish(ports[w]);
+		port_commit(ports[w]);
 		__atomic_store_n(&ports[w]->me->state, FP_STATE_STOPPED, __ATOMIC_RELEASE);
 	}
 	if (PyErr_Occurred())

@@ -6,9 +6,10 @@
  * between them.
  *
  *   struct fp_header                      layout, sizes, the active table
- *   struct fp_worker  x nworkers          identity, liveness, counters,
- *                                          ring use,
- *                                          frame locations (seqlock)
+ *   struct fp_worker  x nworkers          identity, liveness, ring use,
+ *                                          the commit record (counters and
+ *                                          frame locations)
+ *   redo logs         x nworkers          the commit record's ring updates
  *   free lists        x nworkers          u64 frame addresses, LIFO
  *   handoff rings     x nworkers^2        "fwd": ingress -> egress worker
  *   return rings      x nworkers^2        "ret": egress  -> home worker
@@ -23,8 +24,30 @@
  *   handoff  lent to another worker (fwd ring, that worker's TX path, the
  *            ret ring back home), not yet popped from the ret ring
  * free + rx + tx + handoff == frames_per_worker at the end of every loop
- * iteration; the worker publishes the four numbers under a sequence counter
- * so the supervisor reads a consistent set.
+ * iteration; the worker publishes the four numbers in its commit record.
+ *
+ * Crash consistency (the commit record).  A worker can be killed (SIGKILL,
+ * a crash) at any instruction, and its replacement continues on the same
+ * socket, so what the dead worker left in shared memory must describe
+ * exactly where every frame is.  A loop iteration therefore changes nothing
+ * another party can see until its end: descriptors are written past the
+ * producer indices, free-list pushes past the committed count, and every
+ * index it would publish (its FILL and TX producers, RX and COMPLETION
+ * consumers, the producers of its outgoing and the consumers of its
+ * incoming handoff rings) is only noted.  Then it commits:
+ *   1. the new counts (frames and counters) into counts[(seq + 1) & 1];
+ *   2. the index updates into its redo log (which word, which value);
+ *   3. word = (seq + 1) << 1 | 1       the commit point ("pending");
+ *   4. the index updates applied (release stores);
+ *   5. word = (seq + 1) << 1           done.
+ * Killed before 3: the iteration never happened (counts[seq & 1] and the
+ * rings still agree; what it read is still there to be read again).  Killed
+ * after 3: the replacement applies the redo log again (every word in it is
+ * written by this worker alone, so doing it twice is harmless) and takes
+ * counts[seq & 1].  Readers (the supervisor) read counts[seq & 1] and
+ * retry if seq moved meanwhile.  One thing is not undone: a MAC rewrite of
+ * a packet whose iteration is then lost is done again on the retry, which
+ * is harmless for set_dst/set_src and undoes a swap (one packet per crash).
  *
  * Worker slots.  nworkers is the number of slots the area (and the UMEM)
  * was sized for: the workers running now plus spare ones a reload can add
@@ -45,7 +68,8 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		3	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain */
+#define FP_VERSION		4	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+					 * 4: commit record, too_long, bad_descs */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -59,6 +83,7 @@ enum fp_drop_reason {
 	FP_DROP_RULE,		/* a rule said drop */
 	FP_DROP_INVALID,	/* descriptor or frame unusable (runt, too long) */
 	FP_DROP_EGRESS_DOWN,	/* egress worker not running */
+	FP_DROP_TOO_LONG,	/* longer than the egress netdev takes (rule max_len) */
 	FP_DROP__MAX,
 };
 
@@ -100,15 +125,50 @@ struct fp_stats {
 	uint64_t busy_loops;	/* iterations that moved at least one frame */
 	uint64_t busy_polls;	/* recvfrom()/sendto() made only to drive NAPI
 				 * (busy polling), not asked for by need_wakeup */
+	uint64_t bad_descs;	/* descriptors refused: an address outside the
+				 * UMEM or not the frame's owner's, a length past
+				 * its frame (from the kernel or a peer worker) */
 };
 
+/* Where a worker's frames are (see "Frame ownership"). */
 struct fp_frames {
-	uint32_t seq;		/* odd while the worker updates the counts */
-	uint32_t pad;
 	uint64_t free;
 	uint64_t rx;
 	uint64_t tx;
 	uint64_t handoff;
+};
+
+struct fp_counts {
+	struct fp_frames frames;
+	struct fp_stats stats;
+};
+
+/* One index update in a redo log: the word (FP_REDO_*, peer) and its value. */
+enum fp_redo_word {
+	FP_REDO_FILL_PROD,	/* our FILL ring's producer */
+	FP_REDO_RX_CONS,	/* our RX ring's consumer */
+	FP_REDO_TX_PROD,	/* our TX ring's producer */
+	FP_REDO_COMP_CONS,	/* our COMPLETION ring's consumer */
+	FP_REDO_FWD_OUT_PROD,	/* fwd ring us -> peer: producer */
+	FP_REDO_RET_OUT_PROD,	/* ret ring us -> peer: producer */
+	FP_REDO_FWD_IN_CONS,	/* fwd ring peer -> us: consumer */
+	FP_REDO_RET_IN_CONS,	/* ret ring peer -> us: consumer */
+};
+
+struct fp_redo {
+	uint16_t word;		/* enum fp_redo_word */
+	uint16_t peer;
+	uint32_t value;
+};
+
+/* A redo log holds at most 4 kernel ring words + 4 per peer. */
+#define FP_REDO_MAX(nworkers)	(4 + 4 * (uint64_t)(nworkers))
+
+struct fp_commit {
+	uint64_t word;		/* seq << 1 | pending (see "Crash consistency") */
+	uint32_t log_len;	/* entries in this worker's redo log */
+	uint32_t pad;
+	struct fp_counts counts[2];	/* counts[seq & 1] is committed */
 };
 
 struct fp_worker {
@@ -128,9 +188,8 @@ struct fp_worker {
 	 * clear it and write the worker's eventfd */
 	FP_ALIGNED uint32_t sleeping;
 
-	FP_ALIGNED struct fp_stats stats;
-	FP_ALIGNED struct fp_frames frames;
-	FP_ALIGNED uint64_t free_count;	/* entries on the free list */
+	/* written by the worker, read by the supervisor and a replacement */
+	FP_ALIGNED struct fp_commit commit;
 
 	/* entries on each of the socket's rings (producer - consumer), as of
 	 * the worker's last sleep or return to Python: at most one budget
@@ -151,6 +210,7 @@ struct fp_rule {
 	uint32_t mac_flags;		/* enum fp_mac_flags */
 	uint8_t dst_mac[6];
 	uint8_t src_mac[6];
+	uint32_t max_len;		/* longest frame the egress takes; 0: any */
 	uint32_t n_egress;		/* workers owning the egress netdev's queues */
 	uint16_t egress[FP_MAX_EGRESS];	/* worker ids; pick by ingress queue */
 };
@@ -171,6 +231,7 @@ struct fp_header {
 	uint32_t ring_entries;
 	uint32_t pad;
 	uint64_t workers_off;
+	uint64_t redo_off;
 	uint64_t freelists_off;
 	uint64_t rings_off;
 	uint64_t ring_stride;

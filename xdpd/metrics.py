@@ -88,6 +88,10 @@ class XdpdCollector:
                                      labels=QUEUE_LABELS)
         polls = CounterMetricFamily("xdpd_busy_polls", "recvfrom()/sendto() calls made to "
                                     "busy-poll the queue (workers.busy_poll)", labels=QUEUE_LABELS)
+        bad = CounterMetricFamily("xdpd_bad_descriptors", "Descriptors a worker refused: an "
+                                  "address outside the UMEM or not its owner's, a length "
+                                  "past the frame, a frame returned twice",
+                                  labels=QUEUE_LABELS)
         up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=QUEUE_LABELS)
         state = GaugeMetricFamily("xdpd_worker_state", "1 for the worker's current state",
                                   labels=QUEUE_LABELS + ["state"])
@@ -119,6 +123,7 @@ class XdpdCollector:
             kicks.add_metric(labels, s["tx_kicks"])
             sleeps.add_metric(labels, s["sleeps"])
             polls.add_metric(labels, s["busy_polls"])
+            bad.add_metric(labels, s["bad_descs"])
             up.add_metric(labels, 1 if w.state.value == "running" else 0)
             for st in WORKER_STATES:
                 state.add_metric(labels + [st], 1 if w.state.value == st else 0)
@@ -139,7 +144,7 @@ class XdpdCollector:
                     xsk[name].add_metric(labels, v)
             except OSError as e:
                 log.debug("%s: %s", w.name, e)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, up, state,
+        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, bad, up, state,
                     started, restarts, cpu, ring_used, ring_size)
         yield from xsk.values()
 

@@ -116,6 +116,9 @@ class Host:
             count = _netlink_link(name).get_attr("IFLA_NUM_RX_QUEUES")
         return count
 
+    def mtu(self, name: str) -> int:
+        return _netlink_link(name).get_attr("IFLA_MTU")
+
     def mac_address(self, name: str) -> bytes:
         address = _netlink_link(name).get_attr("IFLA_ADDRESS")
         if not address:  # e.g. a tun device in L3 mode

@@ -64,6 +64,11 @@ RATE_WINDOW_S = 1.0                 # status rates: over about this long
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 STATUS_SCHEMA = 1
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
+# The longest frame an egress takes: its MTU plus the Ethernet header and
+# one VLAN tag (what veth and most drivers accept; longer frames would be
+# dropped silently by the kernel after TX, so the fast path counts them as
+# too_long instead).
+L2_OVERHEAD = 14 + 4
 
 
 class WorkerState(enum.Enum):
@@ -175,9 +180,11 @@ class SystemOps:
 
 def compile_table(config: Config, interfaces: list[Interface], workers: list[Worker],
                   old_config: Config | None = None,
-                  exclude: frozenset[int] = frozenset()) -> list[dict | None]:
+                  exclude: frozenset[int] = frozenset(),
+                  mtus: dict[str, int] | None = None) -> list[dict | None]:
     """The YAML rules as the flat table the fast path reads, indexed by
-    the netdev index each worker was given (holes: None).
+    the netdev index each worker was given (holes: None).  `mtus` (by
+    netdev) limits the frame length a forward rule lets through.
 
     During a reload, an interface being removed keeps its rule, egress and
     all, from old_config (what its worker still has on the RX ring goes
@@ -195,9 +202,11 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
             continue
         gone = exclude if source is config else frozenset()
         egress = [w.id for w in workers if w.plan.netdev == rule.to and w.id not in gone]
+        mtu = (mtus or {}).get(rule.to)
         table[iface.index] = {"action": "forward", "egress": egress,
                               "set_dst_mac": rule.set_dst_mac,
-                              "set_src_mac": rule.set_src_mac, "swap_macs": rule.swap_macs}
+                              "set_src_mac": rule.set_src_mac, "swap_macs": rule.swap_macs,
+                              "max_len": mtu + L2_OVERHEAD if mtu else None}
     return table
 
 
@@ -227,6 +236,7 @@ class Supervisor:
         self.lock = threading.Lock()      # workers' process fields vs the metrics thread
         self.generation = 0               # of the configuration: 1 at start, +1 per reload
         self.table_generation = 0
+        self.mtus: dict[str, int] = {}    # egress MTUs the table was written with
         self.started_wall = time.time()
         self.last_reload: dict | None = None
         self.last_reload_success = 0.0    # time.time() of the last applied reload
@@ -585,7 +595,9 @@ class Supervisor:
         """Publish the forwarding table; wait until every running worker
         switched to it (they do between two batches), so that the next
         write cannot overwrite a table a worker is still reading."""
-        table = compile_table(self.config, self.interfaces, self.workers, old_config, exclude)
+        self.mtus = self._egress_mtus()
+        table = compile_table(self.config, self.interfaces, self.workers, old_config, exclude,
+                              self.mtus)
         self.table_generation = gen = self.umem.control.write_table(table)
         waiting = [w for w in self.workers if w.proc is not None and
                    w.state in (WorkerState.RUNNING, WorkerState.DRAINING)]
@@ -603,6 +615,18 @@ class Supervisor:
                             ", ".join(w.name for w in waiting))
                 break
             time.sleep(0.001)
+
+    def _egress_mtus(self) -> dict[str, int]:
+        """The MTU of every interface a rule forwards to, read whenever the
+        table is written (start and reload)."""
+        mtus = {}
+        for iface in self.interfaces:
+            try:
+                mtus[iface.name] = self.host.mtu(iface.name)
+            except OSError as e:
+                log.warning("%s: cannot read the MTU (%s); frames of any length are "
+                            "forwarded to it", iface.name, e)
+        return mtus
 
     def _wake(self, wid: int) -> None:
         """Wake a worker sleeping in poll() (its eventfd), e.g. to switch tables."""
@@ -860,7 +884,12 @@ class Supervisor:
             check_host(new, self.host)
             plan = self._plan_reload(new)
             changes = plan.summary()
-            if plan.empty:
+            if plan.empty and self._egress_mtus() != self.mtus:
+                self._write_table()
+                changes = ["egress MTU changed: " + ", ".join(
+                    f"{n} {self.mtus.get(n)}" for n in sorted(self.mtus))]
+                outcome, message = "applied", changes[0]
+            elif plan.empty:
                 outcome, message = "unchanged", "nothing to change"
             else:
                 self._apply(plan, new)

@@ -76,9 +76,12 @@ forward:
     table = compile_table(config, ifaces, workers)
     assert table[0] == {"action": "forward", "egress": [2, 3],
                         "set_dst_mac": bytes.fromhex("020000000004"),
-                        "set_src_mac": None, "swap_macs": False}
+                        "set_src_mac": None, "swap_macs": False, "max_len": None}
     assert table[1] == {"action": "drop"}
     assert table[2] is None        # no rule: dropped as no_rule
+    # the egress MTU limits the frame length: + Ethernet header + one VLAN tag
+    table = compile_table(config, ifaces, workers, mtus={"a": 9000, "b": 1280})
+    assert table[0]["max_len"] == 1280 + 18
 
 
 def test_hugepages_auto_uses_huge_pages_when_free_else_says_why():

@@ -57,6 +57,9 @@ class FakeHost:
     def ifindex(self, name):
         return {"in0": 10, "out0": 11}[name]
 
+    def mtu(self, name):
+        return 1500
+
     def rx_queue_count(self, name):
         return self.queues
 
