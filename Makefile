@@ -13,9 +13,10 @@ BENCH_APT_PACKAGES := dpdk-dev
 PYTEST_ARGS ?=
 DEMO_SECONDS ?= 5
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
 # Benchmarks report numbers and are not part of `make test`.
-.PHONY: all deps bench-deps venv build demo test bench bench-micro test-unit test-bpf \
+.PHONY: all deps bench-deps venv build demo test bench bench-micro soak test-unit test-bpf \
         test-integration clean install uninstall
 
 all: build
@@ -66,6 +67,11 @@ test-integration: build
 # xdpd vs dpdk-testpmd vs in-kernel XDP forwarding in a veth lab (root); prints the table.
 bench: build bench-deps
 	$(PY) bench/perf.py $(BENCH_ARGS)
+
+# xdpd at the highest rate for 30 minutes (root): memory, frames and drops over
+# time, then a verdict; make soak SOAK_ARGS="--minutes 3 --every 15"
+soak: build
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # The C fast path alone on synthetic rings: Mpps per core.
 bench-micro: build
