@@ -34,7 +34,6 @@ import struct
 import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until
-from xdpd import _fastpath
 from xdpd.labdaemon import forward_config, run_in_netns
 
 pytestmark = ROOT_ONLY
@@ -397,9 +396,6 @@ def egress_mtu(lab, mtu: int):
             lab.run(ns, "ip", "link", "set", dev, "mtu", "1500", check=False)
 
 
-@pytest.mark.xfail("too_long" not in _fastpath.DROP_REASONS, strict=True,
-                   reason='the fast path has no drop reason "too_long" yet '
-                          '(xdpd_dropped_packets_total{reason="too_long"})')
 def test_frames_longer_than_the_egress_mtu_are_dropped_as_too_long(lab, start_daemon):
     """in0 has MTU 1500, out0 1280: what fits out0 (up to MTU + 14 + a
     4-byte tag) goes through byte for byte, what does not is dropped at the
