@@ -33,6 +33,12 @@ def assert_no_capabilities(pid: int) -> None:
     assert fields["NoNewPrivs"] == "1", (pid, fields["NoNewPrivs"])
 
 
+def worker_pids(d) -> dict[str, int]:
+    """The supervisor's own account of its running workers (a standby
+    process waiting to take over is not one of them)."""
+    return {w["name"]: w["pid"] for w in d.status()["workers"] if w["state"] == "running"}
+
+
 def forward_both_ways(lab, tag: int) -> tuple[int, int]:
     """N packets gen -> in0 -> out0 -> sink and N back sink -> out0 -> in0 -> gen,
     one direction after the other; (received at sink, received at gen)."""
@@ -51,7 +57,7 @@ def forward_both_ways(lab, tag: int) -> tuple[int, int]:
                          ids=["sleep", "busy_poll", "spin"])
 def test_workers_forward_without_any_capability(lab, start_daemon, workers):
     d = start_daemon(forward_config(lab, extra=workers))
-    pids = d.worker_pids()
+    pids = worker_pids(d)
     assert len(pids) == 4, pids
     for pid in pids.values():
         assert_no_capabilities(pid)
@@ -63,22 +69,21 @@ def test_workers_forward_without_any_capability(lab, start_daemon, workers):
     assert {i["socket_mode"] for i in status["interfaces"]} == {"copy"}   # veth: sendto() TX
     assert forward_both_ways(lab, tag=71) == (N, N)
     # nothing needed a capability on the way: no worker died or was replaced
-    assert d.worker_pids() == pids
-    assert d.scrape().value("xdpd_worker_restarts_total") == 0
+    assert worker_pids(d) == pids, d.log()
+    assert d.scrape().value("xdpd_worker_restarts_total") == 0, d.log()
     assert "cannot drop capabilities" not in d.log()
 
 
 def test_a_replaced_worker_drops_them_again(lab, start_daemon):
     d = start_daemon(forward_config(lab))
-    old = d.worker_pids()
+    old = worker_pids(d)
+    assert len(old) == 4, old
     os.kill(old["in0/q0"], signal.SIGKILL)
 
     def replaced():
-        now = d.worker_pids()
-        return now if now.get("in0/q0") not in (None, old["in0/q0"]) else None
-    new = poll_until(replaced, 15, "in0/q0 replaced")
-    poll_until(lambda: d.status()["ready"] and all(
-        w["state"] == "running" for w in d.status()["workers"]), 15, "every worker running")
+        now = worker_pids(d)
+        return now if len(now) == 4 and now["in0/q0"] != old["in0/q0"] else None
+    new = poll_until(replaced, 15, "in0/q0 replaced and every worker running")
     assert_no_capabilities(new["in0/q0"])
     assert forward_both_ways(lab, tag=73) == (N, N)
     assert d.stop() == exitcodes.OK, d.log()
