@@ -45,7 +45,6 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # <linux/capability.h>
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _LINUX_CAPABILITY_U32S_3 = 2           # capabilities 0-31 and 32-63
-CAP_SETPCAP = 8
 
 CAP_LAST_CAP_FILE = "/proc/sys/kernel/cap_last_cap"
 STATUS_FILE = "/proc/self/status"
