@@ -611,6 +611,18 @@ static PyObject *Control_reset_worker(ControlObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+/* mark_stopped(i): slot i's worker is gone for good (given up): peers
+ * stop handing it packets and count them as egress_down. */
+static PyObject *Control_mark_stopped(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	__atomic_store_n(&ctl_worker(self->hdr, i)->state, FP_STATE_STOPPED, __ATOMIC_RELEASE);
+	Py_RETURN_NONE;
+}
+
 static PyObject *Control_generation(ControlObject *self, PyObject *noargs)
 {
 	if (ctl_check(self))
@@ -643,6 +655,8 @@ static PyMethodDef Control_methods[] = {
 	 "ring_use(i) -> entries on the rx, tx, fill and completion rings"},
 	{"reset_worker", (PyCFunction)Control_reset_worker, METH_VARARGS,
 	 "reset_worker(i): give a drained, exited worker's slot back"},
+	{"mark_stopped", (PyCFunction)Control_mark_stopped, METH_VARARGS,
+	 "mark_stopped(i): a worker given up on: peers drop its packets as egress_down"},
 	{"close", (PyCFunction)Control_close, METH_NOARGS, NULL},
 	{NULL}
 };
@@ -1144,11 +1158,16 @@ static uint32_t port_take_handoffs(PortObject *p)
 	return total;
 }
 
+/* An egress that is running, draining, or starting (a replacement taking
+ * over a dead worker's socket: what is handed to it waits on the fwd ring
+ * and back-pressure holds the rest).  The supervisor marks a worker it gave
+ * up on STOPPED, and then its packets are dropped as egress_down. */
 static inline bool egress_running(PortObject *p, uint32_t w)
 {
 	uint32_t state = __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED);
 
-	return state == FP_STATE_RUNNING || state == FP_STATE_DRAINING;
+	return state == FP_STATE_RUNNING || state == FP_STATE_DRAINING ||
+	       state == FP_STATE_STARTING;
 }
 
 /* 4. our RX ring */

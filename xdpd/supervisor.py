@@ -56,6 +56,8 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 HEARTBEAT_TIMEOUT_S = 5.0
 BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+QUICK_DEATH_S = 1.0                 # died sooner after its start: a start-up failure
+STANDBY_RETRY_S = 1.0               # a standby that died is replaced after this
 TABLE_ACK_TIMEOUT_S = 2.0           # every worker switches tables within this
 DRAIN_TIMEOUT_S = 5.0               # per drain step of a removed worker
 REBIND_TIMEOUT_S = 2.0              # a just-closed queue's socket is released async
@@ -105,6 +107,11 @@ class Worker:
     quick_deaths: int = 0
     next_start: float = 0.0
     started_wall: float = 0.0       # time.time() of the current process's spawn
+    # A process already started (interpreter up, control area mapped) that
+    # waits on its stdin to take over this worker's socket: replacing a
+    # dead worker costs a pipe write, not an interpreter start.
+    standby: subprocess.Popen | None = None
+    standby_after: float = 0.0      # time.monotonic() from which to start a standby
 
     @property
     def name(self) -> str:
@@ -169,13 +176,27 @@ class SystemOps:
     def close_fd(self, fd: int) -> None:
         os.close(fd)
 
-    def spawn(self, args: list[str], stdin_text: str, pass_fds: tuple[int, ...]):
-        """Start a process; returns a Popen (pid, poll, send_signal, wait, kill)."""
+    def spawn(self, args: list[str], stdin_text: str, pass_fds: tuple[int, ...],
+              standby: bool = False):
+        """Start a process; returns a Popen (pid, poll, send_signal, wait, kill).
+        A standby keeps its stdin open: go() starts it, closing it dismisses it."""
         proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
                                 pass_fds=pass_fds, close_fds=True, text=True)
         proc.stdin.write(stdin_text)
-        proc.stdin.close()
+        if standby:
+            proc.stdin.flush()
+        else:
+            proc.stdin.close()
         return proc
+
+    def go(self, proc) -> bool:
+        """Tell a standby to take over; False if it is gone."""
+        try:
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+            return True
+        except (OSError, ValueError):        # BrokenPipeError; ValueError: closed
+            return False
 
 
 def compile_table(config: Config, interfaces: list[Interface], workers: list[Worker],
@@ -651,15 +672,50 @@ class Supervisor:
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid())
 
     def spawn_worker(self, w: Worker) -> None:
-        spec = self.worker_spec(w)
-        proc = self.ops.spawn(["-m", "xdpd.worker", w.name], spec.to_json() + "\n",
-                              spec.fds())
+        """Start w's process: its standby takes over if it has one, else a
+        fresh process.  Either maps the socket's rings and continues from the
+        commit record its predecessor left (fastpath.h)."""
+        standby, w.standby = w.standby, None
+        if standby is not None and standby.poll() is None and self.ops.go(standby):
+            proc, how = standby, "standby pid %d took over" % standby.pid
+        else:
+            if standby is not None:
+                self._reap_standby(w.name, standby)
+            spec = self.worker_spec(w)
+            proc = self.ops.spawn(["-m", "xdpd.worker", w.name],
+                                  spec.to_json() + "\ngo\n", spec.fds())
+            how = "spawned pid %d" % proc.pid
         with self.lock:
             w.proc = proc
             w.started_at = time.monotonic()
             w.started_wall = time.time()
+            w.standby_after = w.started_at
             w.state = WorkerState.STARTING   # STOPPED/BACKOFF -> STARTING: spawned
-        log.info("%s: spawned pid %d on CPU %d", w.name, proc.pid, w.plan.cpu)
+        log.info("%s: %s on CPU %d", w.name, how, w.plan.cpu)
+
+    def spawn_standby(self, w: Worker) -> None:
+        spec = self.worker_spec(w)
+        w.standby = self.ops.spawn(["-m", "xdpd.worker", w.name], spec.to_json() + "\n",
+                                   spec.fds(), standby=True)
+        log.debug("%s: standby pid %d", w.name, w.standby.pid)
+
+    def dismiss_standby(self, w: Worker) -> None:
+        """Stop w's standby (before its socket is closed: it holds the socket
+        too, and the kernel releases a queue only when the last holder goes)."""
+        standby, w.standby = w.standby, None
+        if standby is not None:
+            self._reap_standby(w.name, standby)
+
+    def _reap_standby(self, name: str, proc) -> None:
+        if proc.poll() is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("%s: standby pid %d did not exit", name, proc.pid)
 
     def _spawn_all(self) -> None:
         for w in self.workers:
@@ -667,6 +723,13 @@ class Supervisor:
 
     def _worker_reports(self, w: Worker) -> int:
         return self.umem.control.worker_liveness(w.id)[2]
+
+    def _reports_running(self, w: Worker) -> bool:
+        """w's current process (not a predecessor whose state is still in
+        shared memory) reports RUNNING."""
+        from . import _fastpath
+        _, pid, state, _ = self.umem.control.worker_liveness(w.id)
+        return w.proc is not None and pid == w.proc.pid and state == _fastpath.STATE_RUNNING
 
     def _wait_running(self, workers: list[Worker]) -> None:
         from . import _fastpath
@@ -677,7 +740,7 @@ class Supervisor:
                 if w.proc.poll() is not None:
                     raise SetupError(f"worker {w.name} exited with status {w.proc.returncode} "
                                      "during start-up; see its messages above")
-                if self._worker_reports(w) == _fastpath.STATE_RUNNING:
+                if self._reports_running(w):
                     w.state = WorkerState.RUNNING   # STARTING -> RUNNING: FILL primed
                     pending.remove(w)
             if pending and time.monotonic() > deadline:
@@ -789,6 +852,8 @@ class Supervisor:
         and in time for the next restart."""
         now = time.monotonic()
         due = [w.next_start - now for w in self.workers if w.state == WorkerState.BACKOFF]
+        if any(w.state == WorkerState.STARTING for w in self.workers):
+            due.append(0.01)                # RUNNING is seen soon after it is reported
         if self.notifier and self.notifier.watchdog_interval():
             due.append(self._next_watchdog - now)
         return max(0.0, min([0.5] + due))
@@ -821,19 +886,35 @@ class Supervisor:
             self._next_watchdog = now + min(0.1, self.notifier.watchdog_interval())
 
     def reap_workers(self) -> None:
+        """Collect dead workers (and dead standbys).  A worker that reached
+        RUNNING and lived QUICK_DEATH_S is restarted at once (by its standby);
+        one that died while starting, or right after, backs off, and after
+        len(BACKOFF_S) such deaths in a row is given up (FATAL)."""
         now = time.monotonic()
         for w in self.workers:
+            if w.standby is not None and w.standby.poll() is not None:
+                log.warning("%s: standby pid %d exited (status %s); another in %.0f s",
+                            w.name, w.standby.pid, w.standby.returncode, STANDBY_RETRY_S)
+                w.standby = None
+                w.standby_after = now + STANDBY_RETRY_S
             if w.proc is None or w.state == WorkerState.DRAINING or w.proc.poll() is None:
                 continue
             lived = now - w.started_at
             code = w.proc.returncode
+            booted = w.state == WorkerState.RUNNING or self._reports_running(w)
             with self.lock:
                 w.proc = None
-                w.quick_deaths = w.quick_deaths + 1 if lived < 5.0 else 0
+                quick = not booted or lived < QUICK_DEATH_S
+                w.quick_deaths = w.quick_deaths + 1 if quick else 0
                 if w.quick_deaths > len(BACKOFF_S):
                     w.state = WorkerState.FATAL   # BACKOFF -> FATAL: kept dying at start
-                    log.error("%s: died %d times within 5 s of starting; giving up on it "
-                              "(its queue falls back to the kernel)", w.name, w.quick_deaths)
+                    log.error("%s: died %d times in a row while starting (last status %s); "
+                              "giving up on it: its queue falls back to the kernel. See its "
+                              "messages above, fix the cause, then restart xdpd",
+                              w.name, w.quick_deaths, code)
+                    self.dismiss_standby(w)
+                    self._close_queues([w])   # the interface's fallback applies
+                    self.umem.control.mark_stopped(w.id)  # peers: egress_down
                     continue
                 w.state = WorkerState.BACKOFF     # RUNNING/STARTING -> BACKOFF: died
                 delay = BACKOFF_S[min(w.quick_deaths, len(BACKOFF_S)) - 1] if w.quick_deaths else 0
@@ -842,21 +923,25 @@ class Supervisor:
                         w.name, code, lived, delay)
 
     def replace_workers(self) -> None:
-        from . import _fastpath
         now = time.monotonic()
         for w in self.workers:
             if w.state == WorkerState.BACKOFF and now >= w.next_start:
                 w.restarts += 1
                 self.spawn_worker(w)
-            elif w.state == WorkerState.STARTING and \
-                    self._worker_reports(w) == _fastpath.STATE_RUNNING:
+            elif w.state == WorkerState.STARTING and self._reports_running(w):
                 w.state = WorkerState.RUNNING     # STARTING -> RUNNING
+            elif w.state == WorkerState.STARTING and now - w.started_at > START_TIMEOUT_S:
+                log.warning("%s: not running %.0f s after its start; killing it", w.name,
+                            START_TIMEOUT_S)
+                self.kill_worker(w, signal.SIGKILL)
             elif w.state == WorkerState.RUNNING:
                 beat = self.umem.control.worker_liveness(w.id)[0]
                 if beat and time.monotonic_ns() - beat > HEARTBEAT_TIMEOUT_S * 1e9:
                     log.warning("%s: no heartbeat for %.0f s; killing it", w.name,
                                 HEARTBEAT_TIMEOUT_S)
                     self.kill_worker(w, signal.SIGKILL)
+                elif w.standby is None and now >= w.standby_after:
+                    self.spawn_standby(w)
 
     def kill_worker(self, w: Worker, sig=signal.SIGTERM) -> None:
         if w.proc is not None and w.proc.poll() is None:
@@ -1034,6 +1119,7 @@ class Supervisor:
             w.state = WorkerState.STOPPED
             if w in self.workers:
                 self.workers.remove(w)
+        self.dismiss_standby(w)
         w.socket.close()
         try:
             self.umem.control.reset_worker(w.id)
@@ -1100,6 +1186,8 @@ class Supervisor:
                 "state": w.state.value,
                 "uptime_seconds": round(now - w.started_wall, 3) if running else None,
                 "restarts": w.restarts,
+                "standby_pid": (w.standby.pid if w.standby is not None
+                                and w.standby.poll() is None else None),
                 "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
                 "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
                 "drops": stats["drops"],
@@ -1143,6 +1231,7 @@ class Supervisor:
         self._close_queues(self.workers)
         for w in self.workers:
             self.kill_worker(w)
+            self.dismiss_standby(w)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for w in self.workers:
             if w.proc is None:

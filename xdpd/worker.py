@@ -7,6 +7,15 @@ eventfd.  The worker never sees the YAML and never creates kernel objects;
 it maps its rings and runs the C fast path in bounded bursts, so that
 signals and the parent-death check run in Python between bursts.
 
+Standby.  The spec line on stdin is followed by a line "go" when the
+worker is to run.  The supervisor starts a standby for each running worker
+ahead of time: it gets as far as it can without touching the socket (the
+interpreter, the extension, the control area, its CPU) and waits for "go",
+which the supervisor writes when the worker it stands by for has died.  It
+then maps the rings and continues from the commit record the dead worker
+left (fastpath.h), in milliseconds instead of an interpreter start.  EOF
+instead of "go" (the supervisor closed the pipe, or died) ends it.
+
 Removal by a reload is a two-step drain the supervisor drives, after it
 took the socket out of XSKMAP and no forwarding table names the worker as
 an egress any more:
@@ -129,20 +138,35 @@ def pin_to_cpu(cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})
 
 
-def run_worker(spec: WorkerSpec) -> int:
+def wait_for_go(spec: WorkerSpec, stdin) -> bool:
+    """A standby's wait: True on "go", False on EOF (dismissed).  Signals
+    keep their default action meanwhile: a standby holds nothing to undo."""
+    from . import _fastpath
+    _fastpath.set_proctitle(f"xdpd: standby {spec.name}")
+    line = stdin.readline()
+    if line.strip() == "go":
+        return True
+    if line:
+        log.error("%s: expected 'go' on stdin, got %r", spec.name, line[:40])
+    return False
+
+
+def run_worker(spec: WorkerSpec, stdin=None) -> int:
     from . import _fastpath
 
     die_with_parent(spec.parent_pid)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
+    pin_to_cpu(spec.cpu)
+    control = _fastpath.Control(spec.control_fd, spec.control_size)
+    if stdin is not None and not wait_for_go(spec, stdin):
+        control.close()
+        return exitcodes.OK
     _fastpath.set_proctitle(f"xdpd: worker {spec.name}")
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
     signal.signal(signal.SIGUSR1, stop)
     signal.signal(signal.SIGUSR2, stop)
-    pin_to_cpu(spec.cpu)
-
-    control = _fastpath.Control(spec.control_fd, spec.control_size)
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
                           busy_poll=spec.busy_poll)
@@ -184,7 +208,7 @@ def main() -> int:
         log.error("bad worker spec on stdin: %s", e)
         return exitcodes.WORKER_BOOT_FAILED
     try:
-        return run_worker(spec)
+        return run_worker(spec, sys.stdin)
     except OSError as e:
         log.error("%s: %s", spec.name, e)
         return exitcodes.WORKER_BOOT_FAILED

@@ -2,6 +2,7 @@
 import errno
 import itertools
 import json
+import time
 import os
 import shutil
 import subprocess
@@ -135,6 +136,7 @@ class FakeSocket:
 class FakeControl:
     def __init__(self, n):
         self.state = [_fastpath.STATE_NONE] * n
+        self.pid = [0] * n
 
     def set_worker(self, *a):
         pass
@@ -144,7 +146,10 @@ class FakeControl:
         return 1
 
     def worker_liveness(self, i):
-        return (0, 0, self.state[i], 1)
+        return (0, self.pid[i], self.state[i], 1)
+
+    def mark_stopped(self, i):
+        self.state[i] = _fastpath.STATE_STOPPED
 
     def reset_worker(self, i):
         self.state[i] = _fastpath.STATE_NONE
@@ -242,16 +247,28 @@ class FakeOps:
     def close_fd(self, fd):
         pass
 
-    def spawn(self, args, stdin_text, pass_fds):
-        spec = json.loads(stdin_text)
-        self.journal.append(("spawn", spec["netdev"], spec["queue"], spec["xsk_fd"]))
+    def spawn(self, args, stdin_text, pass_fds, standby=False):
+        spec = json.loads(stdin_text.splitlines()[0])
+        self.journal.append(("standby" if standby else "spawn", spec["netdev"], spec["queue"],
+                             spec["xsk_fd"]))
         proc = FakeProc(self, spec)
         self.procs.append(proc)
+        if not standby:
+            self._run(proc)
+        return proc
+
+    def go(self, proc):
+        self.journal.append(("go", proc.spec["netdev"], proc.spec["queue"]))
+        self._run(proc)
+        return True
+
+    def _run(self, proc):
+        """What a worker does once it runs: reports RUNNING, or dies at start."""
         if self.start_ok:
-            self.umem.control.state[spec["id"]] = _fastpath.STATE_RUNNING
+            self.umem.control.state[proc.spec["id"]] = _fastpath.STATE_RUNNING
+            self.umem.control.pid[proc.spec["id"]] = proc.pid
         else:
             proc.returncode = 3
-        return proc
 
 
 def started(config=CONFIG, **kw):
@@ -344,10 +361,63 @@ def test_dead_worker_is_replaced_on_the_same_socket():
     w.next_start = 0                            # backoff over
     ops.journal.clear()
     sup.replace_workers()
-    assert ops.journal == [("spawn", "in0", 1, fd)]
+    # no standby yet: a fresh process (the others get their standbys)
+    assert [e for e in ops.journal if e[0] != "standby"] == [("spawn", "in0", 1, fd)]
     assert w.restarts == 1 and w.state == WorkerState.STARTING
     sup.replace_workers()                       # it reports RUNNING in shared memory
     assert w.state == WorkerState.RUNNING
+    sup.stop()
+
+
+def test_a_worker_that_ran_is_replaced_at_once_by_its_standby():
+    sup, ops = started()
+    sup.replace_workers()                       # a standby per running worker
+    assert [e for e in ops.journal if e[0] == "standby"] == [
+        ("standby", w.plan.netdev, w.plan.queue, w.socket.fd) for w in sup.workers]
+    w = sup.workers[1]
+    standby = w.standby
+    w.started_at -= 10                          # it ran: not a start-up failure
+    w.proc.returncode = -9
+    sup.reap_workers()
+    assert w.state == WorkerState.BACKOFF and w.next_start <= time.monotonic()
+    ops.journal.clear()
+    sup.replace_workers()
+    assert ops.journal == [("go", "in0", 1)]    # no new interpreter, same socket
+    assert w.proc is standby and w.standby is None and w.restarts == 1
+    sup.replace_workers()                       # RUNNING
+    sup.replace_workers()                       # and a new standby behind it
+    assert w.state == WorkerState.RUNNING
+    assert ops.journal[-1] == ("standby", "in0", 1, w.socket.fd)
+    standbys = [x.standby for x in sup.workers]
+    sup.stop()
+    assert all(p.returncode is not None for p in standbys)   # none outlives stop
+
+
+def test_a_death_before_the_worker_reported_running_backs_off():
+    sup, ops = started()
+    w = sup.workers[0]
+    w.started_at -= 10
+    w.state = WorkerState.STARTING
+    ops.umem.control.pid[w.id] = 1              # RUNNING in shared memory, but a predecessor's
+    w.proc.returncode = 1
+    sup.reap_workers()
+    assert w.quick_deaths == 1 and w.next_start - time.monotonic() > BACKOFF_S[0] / 2
+    sup.stop()
+
+
+def test_a_standby_that_dies_is_replaced_after_a_pause():
+    sup, ops = started()
+    sup.replace_workers()
+    w = sup.workers[0]
+    w.standby.returncode = 1
+    sup.reap_workers()
+    assert w.standby is None and w.state == WorkerState.RUNNING
+    ops.journal.clear()
+    sup.replace_workers()
+    assert not [e for e in ops.journal if e[0] == "standby"]   # not at once
+    w.standby_after = 0
+    sup.replace_workers()
+    assert ops.journal == [("standby", "in0", 0, w.socket.fd)]
     sup.stop()
 
 
