@@ -46,6 +46,12 @@ def test_after_a_kill_workers_exit_and_the_next_start_removes_what_was_left(fres
         daemon.start()
         workers = daemon.worker_pids()
         assert len(workers) == 4, workers
+        # and their standbys, which must go too
+        standbys = poll_until(lambda: [w["standby_pid"] for w in daemon.status()["workers"]
+                                       if w["standby_pid"]] if all(
+            w["standby_pid"] for w in daemon.status()["workers"]) else None,
+            what="a standby for every worker")
+        workers.update({f"standby {pid}": pid for pid in standbys})
         record = runstate.read(daemon.record_path)
         ids = {a.netdev: a.prog_id for a in record.attachments}
         assert ids == {dev: xdp_prog_id(lab, dev) for dev in devs}

@@ -213,3 +213,32 @@ def test_a_worker_that_keeps_dying_at_start_is_given_up(lab, start_daemon):
     assert workers(d)[name]["standby_pid"] is None
     # the other workers go on
     assert all(w["state"] == "running" for n, w in workers(d).items() if n != name)
+
+
+def test_stop_under_load_is_clean(lab, start_daemon):
+    """Stop while packets flow: redirecting ends first (the queues fall back
+    to the kernel), then the workers, then the programs; nothing is left
+    and nothing complains."""
+    from integration_helpers import processes_in_netns, xdp_attached
+    d = start_daemon(config(lab))
+    standbys = poll(lambda: all(w["standby_pid"] for w in workers(d).values())
+                    and [w["standby_pid"] for w in workers(d).values()],
+                    what="standbys ready", every=0.05)
+    with CountingSink(lab.sink_ns, lab.SINK_DEV) as sink:
+        gen = start_generator(lab, RATE)
+        try:
+            poll(lambda: sink.read()["packets"] > 1000, what="traffic at the sink")
+            t0 = time.monotonic()
+            assert d.stop() == 0
+            took = time.monotonic() - t0
+        finally:
+            stop_generator(gen)
+    log = d.log()
+    assert "Traceback" not in log
+    for complaint in ("did not stop", "removing socket from XSKMAP failed", "WARNING"):
+        assert complaint not in log, complaint
+    assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
+    assert not xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
+    assert not processes_in_netns(lab.dut_ns)
+    assert not [p for p in standbys if os.path.exists(f"/proc/{p}")]
+    print(f"\nstopped under {RATE} pps in {took * 1e3:.0f} ms")
