@@ -314,11 +314,36 @@ def read_config_file(path: str) -> str:
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# The configuration is four levels deep (interfaces[0].queues[0]); PyYAML
+# composes nodes recursively, so a few hundred '[' would end in RecursionError.
+MAX_DEPTH = 32
+# No setting takes a number near 2**63; a bigger one would not even print
+# (Python refuses int/str conversions beyond 4300 digits).
+MAX_INT_BITS = 63
+
+_SCALAR_KINDS = {_INT_TAG: ("!!int", "an integer"), _FLOAT_TAG: ("!!float", "a number"),
+                 _BOOL_TAG: ("!!bool", "a boolean"), _TIMESTAMP_TAG: ("!!timestamp", "a date")}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# what datetime says about a date or time out of range, worth passing on
+_DATE_REASON = re.compile(r"\w+ (?:must be in|is out of range)[\w .]*")
+
+
+class _ContentError(yaml.MarkedYAMLError):
+    """Well-formed YAML the loader refuses, at its place in the file: a scalar
+    that is not what YAML reads it as, half a surrogate pair, deep nesting."""
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans and integers that reports duplicate keys."""
+    """SafeLoader with YAML 1.2 booleans and integers that reports duplicate keys.
+
+    Every failure comes out as a yaml.MarkedYAMLError, with the place in the
+    file: PyYAML's own scalar constructors raise ValueError, KeyError or
+    AttributeError on text like `!!int abc` or `2024-13-01`.
+    """
 
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL_TAG, _INT_TAG)]
@@ -328,8 +353,56 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str):
         super().__init__(stream)
         self.duplicate_keys: list[tuple[str, yaml.Mark, yaml.Mark]] = []
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _ContentError(None, None, f"nested more than {MAX_DEPTH} levels deep; "
+                                    "a configuration needs 4", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_scalar(self, node) -> str:
+        value = super().construct_scalar(node)
+        half = _SURROGATE.search(value)
+        if half:
+            raise _ContentError(None, None, _surrogate_problem(value, half.start()),
+                                node.start_mark)
+        return value
+
+    def construct_checked_scalar(self, node) -> Any:
+        """int, float, bool and timestamp: PyYAML's constructor, with its errors marked."""
+        tag, kind = _SCALAR_KINDS[node.tag]
+        if node.tag == _INT_TAG and len(node.value) > 2 * MAX_INT_BITS:
+            value = None      # too long to convert: Python's int() refuses past 4300 digits
+        else:
+            try:
+                value = yaml.SafeLoader.yaml_constructors[node.tag](self, node)
+            except (ValueError, LookupError, AttributeError) as exc:
+                raise _ContentError(None, None, self._not_a(node, tag, kind, exc),
+                                    node.start_mark) from None
+        if node.tag == _INT_TAG and (value is None or abs(value).bit_length() > MAX_INT_BITS):
+            raise _ContentError(None, None, f"{_clip(node.value)} is too large; no setting "
+                                f"takes a number beyond {MAX_INT_BITS} bits", node.start_mark)
+        return value
+
+    def _not_a(self, node, tag: str, kind: str, exc: Exception) -> str:
+        reason = _DATE_REASON.fullmatch(str(exc))
+        reason = f" ({reason.group()})" if reason else ""
+        text = _clip(node.value)
+        if node.style is None and \
+                self.resolve(yaml.ScalarNode, node.value, (True, False)) == node.tag:
+            # plain text that YAML took for a date: 2024-13-01
+            return (f"{text} reads as {kind} in YAML but is not a valid one{reason}; "
+                    "write it in quotes if it is text")
+        return f"{text} is tagged {tag} but is not {kind}{reason}; correct it or remove the tag"
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if not isinstance(node, yaml.MappingNode):  # `!!map [1]`: let PyYAML say so
+            return super().construct_mapping(node, deep)
         first_seen: dict[tuple[str, str], yaml.Mark] = {}
         for key_node, _ in node.value:
             # a merge key (<<) may legitimately repeat keys it brings in
@@ -346,7 +419,29 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_implicit_resolver(
     _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
-    _INT_TAG, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+    _INT_TAG, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F][0-9a-fA-F_]*)$"),
+    list("-+0123456789"))
+for _tag in _SCALAR_KINDS:
+    _Loader.add_constructor(_tag, _Loader.construct_checked_scalar)
+
+
+def _surrogate_problem(value: str, at: int) -> str:
+    """An escaped UTF-16 surrogate ("\\ud83d\\ude00", as JSON writes it): a
+    string with one can be neither encoded for a syscall nor printed."""
+    pair = value[at:at + 2]
+    escaped = "".join(f"\\u{ord(c):04x}" for c in pair)
+    if re.fullmatch("[\ud800-\udbff][\udc00-\udfff]", pair):  # YAML does not join a pair
+        joined = ord(pair.encode("utf-16-le", "surrogatepass").decode("utf-16-le"))
+        return (f"{escaped} in {_clip(value)} is a UTF-16 surrogate pair, which YAML does not "
+                f"join; write \\U{joined:08x} or the character itself")
+    return (f"{escaped[:6]} in {_clip(value)} is half of a UTF-16 surrogate pair, not a "
+            "character; remove it")
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """A piece of the file for a message: quoted, escaped, at most `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit - 3] + "...")
+
 
 _UNREADABLE = object()  # the text is not YAML at all: nothing more to check
 
@@ -356,31 +451,44 @@ def _load_yaml(text: str, errs: _Errors) -> Any:
     try:
         loader = _Loader(text)  # the reader rejects unprintable characters already here
         data = loader.get_single_data()
+    except _ContentError as exc:
+        errs.line(f"{_place(errs.source, text, exc.problem_mark.index)}: {exc.problem}")
+        return _UNREADABLE
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{errs.source}:{mark.line + 1}:{mark.column + 1}" if mark else errs.source
+        where = _place(errs.source, text, mark.index) if mark else errs.source
         problem = (exc.problem or exc.context or "cannot parse").removeprefix("but ")
         if exc.context and exc.context_mark and exc.problem:
-            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
+            problem += f" ({exc.context} at line {_line(text, exc.context_mark.index)})"
         errs.line(f"{where}: YAML syntax error: {problem}")
         return _UNREADABLE
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - text.rfind("\n", 0, exc.position)
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        errs.line(f"{errs.source}:{line}:{column}: YAML syntax error: unacceptable character "
-                  f"#x{code:04x}: {exc.reason}")
+        errs.line(f"{_place(errs.source, text, exc.position)}: YAML syntax error: unacceptable "
+                  f"character #x{code:04x}: {exc.reason}")
         return _UNREADABLE
     except yaml.YAMLError as exc:
-        errs.line(f"{errs.source}: YAML syntax error: {exc}")
+        errs.line(f"{errs.source}: YAML syntax error: {' '.join(str(exc).split())}")
         return _UNREADABLE
     finally:
         if loader is not None:
             loader.dispose()
     for key, mark, first in loader.duplicate_keys:
-        errs.line(f"{errs.source}:{mark.line + 1}:{mark.column + 1}: key {key!r} appears twice "
-                  f"in one mapping (first at line {first.line + 1}); keep one")
+        errs.line(f"{_place(errs.source, text, mark.index)}: key {key!r} appears twice "
+                  f"in one mapping (first at line {_line(text, first.index)}); keep one")
     return data
+
+
+# Lines as an editor, sed or grep count them: YAML also breaks lines at a lone
+# \r, NEL, U+2028 and U+2029, and its marks would point past the file's end.
+def _line(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _place(source: str, text: str, index: int) -> str:
+    """FILE:LINE:COLUMN for a character index into the text."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return f"{source}:{_line(text, index)}:{index - line_start + 1}"
 
 
 def _top_level(errs: _Errors, data: Any) -> dict | None:
@@ -447,7 +555,8 @@ def _interfaces(errs: _Errors, top: dict, suggested: set[str]
 
 def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, InterfaceConfig | None]:
     if not isinstance(item, dict):
-        hint = f"; write '- name: {item}'" if isinstance(item, str) else ""
+        printable = isinstance(item, str) and item.isprintable()
+        hint = f"; write '- name: {item}'" if printable else ""
         errs.at(path, f"expected a mapping, got {_got(item)}{hint}")
         return None, None
     before = len(errs)
@@ -647,7 +756,7 @@ def _check_keys(errs: _Errors, path: str, mapping: dict, allowed: tuple[str, ...
         # a key already present is no answer to "did you mean"
         unused = [k for k in allowed if k not in mapping]
         match = difflib.get_close_matches(key, unused, n=1) if isinstance(key, str) else []
-        where = _join(path, key if isinstance(key, str) else _show(key))
+        where = _join(path, _key(key))
         if match:
             errs.at(where, f"unknown key; did you mean '{match[0]}'?")
             suggested.add(match[0])
@@ -758,6 +867,9 @@ def _netdev_name(errs: _Errors, path: str, value: Any) -> str | None:
         # the kernel's dev_valid_name() rules
         errs.at(path, f"{_show(value)} is not a valid netdev name; it cannot be '.' or '..' "
                       "or contain '/', ':' or whitespace")
+    elif not value.isprintable():
+        # the kernel would stop at a NUL, and the name goes into log lines and metric labels
+        errs.at(path, f"{_show(value)} has a control character; a netdev name is printable text")
     else:
         return value
     return None
@@ -849,6 +961,8 @@ def _listen(errs: _Errors, path: str, value: Any) -> tuple[str, int] | None:
 
 
 def _is_ipv6(text: str) -> bool:
+    if not text.isprintable() or any(c.isspace() for c in text):  # the %scope may be anything
+        return False
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
@@ -892,6 +1006,17 @@ class _Errors:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(key: Any) -> str:
+    """A mapping key as a step of a YAML path: a plain word as it is, anything
+    else quoted, so that a key cannot break the line or pass for a path."""
+    if isinstance(key, str):
+        return key if _PLAIN_KEY.fullmatch(key) else repr(key)
+    return _show(key)
 
 
 def _one_of(allowed: tuple) -> str:

@@ -356,6 +356,58 @@ BAD_INPUT = [
         """,
          "xdpd.yaml: interfaces[0].name: 'veth/a' is not a valid netdev name; it cannot be "
          "'.' or '..' or contain '/', ':' or whitespace"),
+
+    # --- found by tests/unit/test_config_fuzz.py: each was a traceback, a message
+    # --- split over two lines or pointing nowhere, or a value accepted that cannot work
+    case("tagged-int-not-a-number", BASE + "workers:\n  batch_size: !!int abc\n",
+         "xdpd.yaml:8:15: 'abc' is tagged !!int but is not an integer; "
+         "correct it or remove the tag"),
+    case("tagged-float-empty", BASE + "workers:\n  batch_size: !!float ''\n",
+         "xdpd.yaml:8:15: '' is tagged !!float but is not a number; correct it or remove the tag"),
+    case("tagged-bool-not-a-boolean", BASE + "workers:\n  busy_poll: !!bool y\n",
+         "xdpd.yaml:8:14: 'y' is tagged !!bool but is not a boolean; "
+         "correct it or remove the tag"),
+    case("tagged-timestamp-not-a-date", BASE + "workers:\n  idle: !!timestamp never\n",
+         "xdpd.yaml:8:9: 'never' is tagged !!timestamp but is not a date; "
+         "correct it or remove the tag"),
+    case("plain-text-that-reads-as-a-bad-date", "interfaces:\n  - name: 2024-13-01\nforward: []\n",
+         "xdpd.yaml:2:11: '2024-13-01' reads as a date in YAML but is not a valid one "
+         "(month must be in 1..12); write it in quotes if it is text"),
+    case("hex-prefix-without-digits-is-text", BASE + "workers:\n  batch_size: 0x_\n",
+         "xdpd.yaml: workers.batch_size: expected an integer, got string '0x_'"),
+    case("number-too-long-to-convert", BASE + "workers:\n  batch_size: " + "9" * 5000 + "\n",
+         "xdpd.yaml:8:15: '9999999999999999999999999999999999999...' is too large; "
+         "no setting takes a number beyond 63 bits"),
+    case("hex-number-too-large-to-print", BASE + "umem:\n  spare_workers: 0x" + "f" * 5000 + "\n",
+         "xdpd.yaml:8:18: '0xfffffffffffffffffffffffffffffffffff...' is too large; "
+         "no setting takes a number beyond 63 bits"),
+    case("mapping-tag-on-a-list", BASE + "workers: !!map [1]\n",
+         "xdpd.yaml:7:10: YAML syntax error: expected a mapping node, but found sequence"),
+    case("nested-too-deep", BASE + "workers: " + "[" * 2000 + "\n",
+         "xdpd.yaml:7:41: nested more than 32 levels deep; a configuration needs 4"),
+    case("unknown-key-with-a-line-break", BASE + 'workers:\n  "batch\\nsize": 1\n',
+         "xdpd.yaml: workers.'batch\\nsize': unknown key; did you mean 'batch_size'?"),
+    case("unknown-key-with-an-escape-sequence", BASE + 'rings:\n  "\\e[31m": 1\n',
+         "xdpd.yaml: rings.'\\x1b[31m': unknown key; allowed keys: rx, tx, fill, completion"),
+    case("unknown-key-that-looks-like-a-path", BASE + 'rings:\n  "rx.tx": 1\n',
+         "xdpd.yaml: rings.'rx.tx': unknown key; allowed keys: rx, tx, fill, completion"),
+    case("interface-given-as-unprintable-string", 'interfaces:\n  - "\\x1eeth0"\nforward: []\n',
+         "xdpd.yaml: interfaces[0]: expected a mapping, got string '\\x1eeth0'"),
+    case("half-a-surrogate-pair", 'interfaces:\n  - name: "eth\\ud800"\nforward: []\n',
+         "xdpd.yaml:2:11: \\ud800 in 'eth\\ud800' is half of a UTF-16 surrogate pair, "
+         "not a character; remove it"),
+    case("escaped-surrogate-pair", BASE + 'control:\n  socket: "/run/\\ud83d\\ude00"\n',
+         "xdpd.yaml:8:11: \\ud83d\\ude00 in '/run/\\ud83d\\ude00' is a UTF-16 surrogate pair, "
+         "which YAML does not join; write \\U0001f600 or the character itself"),
+    case("lines-counted-as-an-editor-does", "forward: 'a\rb\rc'\ninterfaces: [\n",
+         "xdpd.yaml:3:1: YAML syntax error: expected the node content, but found "
+         "'<stream end>' (while parsing a flow node at line 3)"),
+    case("netdev-name-with-nul", 'interfaces:\n  - name: "eth\\0x"\nforward: []\n',
+         "xdpd.yaml: interfaces[0].name: 'eth\\x00x' has a control character; "
+         "a netdev name is printable text"),
+    case("listen-ipv6-scope-with-nul", BASE + 'metrics:\n  listen: "[fe80::1%\\0]:9464"\n',
+         "xdpd.yaml: metrics.listen: 'fe80::1%\\x00' in '[fe80::1%\\x00]:9464' is not an IPv6 "
+         "address; write HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464'"),
 ]
 
 
