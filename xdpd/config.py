@@ -33,8 +33,12 @@ would otherwise settle by keeping the last one without a word.
 from __future__ import annotations
 
 import difflib
+import grp
 import ipaddress
+import os
+import pwd
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -296,9 +300,12 @@ def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | 
 # --- reading the file ---------------------------------------------------------
 
 def read_config_file(path: str) -> str:
+    """The file's text, if only root and the user running xdpd can change it."""
     try:
         # bytes first: a decoding error then has its offset in the file, not in a chunk
         with open(path, "rb") as f:
+            # the file opened, not the name: a rename in between changes nothing
+            _check_writers(path, os.fstat(f.fileno()))
             data = f.read()
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file; check the path, or start from {EXAMPLE}"]) from None
@@ -310,6 +317,42 @@ def read_config_file(path: str) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} "
                            f"at offset {exc.start}); save it as UTF-8"]) from None
+
+
+def _check_writers(path: str, st: os.stat_result) -> None:
+    """Refuse a file that others can write: it says which programs run as root
+    on which netdevs and where the metrics listen, so whoever can change it
+    controls xdpd.  Root may own it, and so may the user running xdpd (a
+    check-config run unprivileged on one's own copy)."""
+    problems = []
+    mode = stat.S_IMODE(st.st_mode)
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        owners = "root" if me == 0 else f"root or {_user(me)}, who runs xdpd"
+        problems.append(f"{path}: owned by {_user(st.st_uid)}, who can change it; the owner "
+                        f"must be {owners}: run 'chown root: {path}'")
+    if mode & stat.S_IWOTH:
+        problems.append(f"{path}: every user can write it (mode {mode:04o}); "
+                        f"run 'chmod o-w {path}'")
+    if mode & stat.S_IWGRP and st.st_gid != 0:
+        problems.append(f"{path}: {_group(st.st_gid)} can write it (mode {mode:04o}); "
+                        f"run 'chmod g-w {path}' or 'chown root: {path}'")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _group(gid: int) -> str:
+    try:
+        return f"group {grp.getgrgid(gid).gr_name!r} (gid {gid})"
+    except KeyError:
+        return f"group gid {gid}"
 
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"

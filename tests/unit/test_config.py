@@ -15,7 +15,7 @@ import pytest
 from xdpd.config import (
     Config, ConfigError, ForwardRule, InterfaceConfig, MetricsConfig, RingsConfig,
     UmemConfig, WorkerPlan, WorkersConfig, check_host, format_cpulist, load_config,
-    parse_config, plan_workers,
+    parse_config, plan_workers, read_config_file,
 )
 from xdpd.netdev import Host, NetdevError, parse_cpulist
 
@@ -608,6 +608,77 @@ def test_load_checks_the_host_when_given_one(tmp_path):
         load_config(str(path), host=host)
     assert info.value.errors == [
         f"{path}: interfaces[1].name: netdev 'veth-b' not found; see 'ip link show'"]
+
+
+# --- who can write the file ---------------------------------------------------
+# The file decides what runs as root; a file others can change is refused by
+# run, check-config and reload alike (all read it with read_config_file).
+
+ROOT = os.geteuid() == 0
+NOBODY = 4000123             # a uid and gid that no system names
+
+
+def config_file(tmp_path, mode: int, uid: int | None = None, gid: int | None = None) -> str:
+    path = tmp_path / f"xdpd-{mode:o}.yaml"
+    path.write_text(BASE)
+    if uid is not None or gid is not None:
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    os.chmod(path, mode)
+    return str(path)
+
+
+def load_errors(path: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.errors
+
+
+def test_file_writable_by_everyone_is_refused(tmp_path):
+    path = config_file(tmp_path, 0o646)
+    errors = load_errors(path)
+    assert errors == [f"{path}: every user can write it (mode 0646); run 'chmod o-w {path}'"]
+    # read_config_file is what `xdpd reload --config` reads the file with
+    with pytest.raises(ConfigError) as info:
+        read_config_file(path)
+    assert info.value.errors == errors
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to give the file a group of another user")
+def test_file_writable_by_a_group_other_than_roots_is_refused(tmp_path):
+    path = config_file(tmp_path, 0o664, gid=NOBODY)
+    assert load_errors(path) == [
+        f"{path}: group gid {NOBODY} can write it (mode 0664); "
+        f"run 'chmod g-w {path}' or 'chown root: {path}'"]
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to give the file to root's group")
+def test_file_writable_by_roots_group_is_fine(tmp_path):
+    assert load_config(config_file(tmp_path, 0o664, uid=0, gid=0)).interfaces
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to give the file to another user")
+def test_file_owned_by_another_user_is_refused(tmp_path):
+    path = config_file(tmp_path, 0o644, uid=NOBODY, gid=0)
+    assert load_errors(path) == [
+        f"{path}: owned by uid {NOBODY}, who can change it; the owner must be root: "
+        f"run 'chown root: {path}'"]
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to give the file to another user")
+def test_file_with_every_problem_gets_every_message(tmp_path):
+    path = config_file(tmp_path, 0o666, uid=NOBODY, gid=NOBODY)
+    assert load_errors(path) == [
+        f"{path}: owned by uid {NOBODY}, who can change it; the owner must be root: "
+        f"run 'chown root: {path}'",
+        f"{path}: every user can write it (mode 0666); run 'chmod o-w {path}'",
+        f"{path}: group gid {NOBODY} can write it (mode 0666); "
+        f"run 'chmod g-w {path}' or 'chown root: {path}'"]
+
+
+def test_file_only_its_owner_can_write_is_fine(tmp_path):
+    # the user running xdpd may own it: check-config unprivileged on one's own copy
+    for mode in (0o644, 0o600, 0o400):
+        assert load_config(config_file(tmp_path, mode)).interfaces
 
 
 # --- host checks --------------------------------------------------------------
