@@ -47,6 +47,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -220,6 +221,24 @@ static int parse_params(PyObject *args, struct ctl_params *p)
 	if (p->nworkers == 0 || p->nworkers > FP_MAX_WORKERS) {
 		PyErr_Format(PyExc_ValueError, "nworkers %u out of range 1..%d",
 			     p->nworkers, FP_MAX_WORKERS);
+		return -1;
+	}
+	/* The descriptor checks (frame_ok()) find a frame's start by masking
+	 * and its home by a range compare: both need a power-of-two frame
+	 * size and at least one frame per worker.  A ring entry packs the
+	 * length into 16 bits and the address into 48. */
+	if (p->frame_size < 2048 || p->frame_size > 32768 ||
+	    (p->frame_size & (p->frame_size - 1))) {
+		PyErr_Format(PyExc_ValueError,
+			     "frame_size %u must be a power of two in 2048..32768", p->frame_size);
+		return -1;
+	}
+	if (p->frames_per_worker == 0) {
+		PyErr_SetString(PyExc_ValueError, "frames_per_worker must be positive");
+		return -1;
+	}
+	if ((uint64_t)p->nworkers * p->frames_per_worker * p->frame_size > RING_ADDR_MASK) {
+		PyErr_SetString(PyExc_ValueError, "UMEM larger than a ring entry can address (2^48 B)");
 		return -1;
 	}
 	if (p->ring_entries < p->frames_per_worker ||
@@ -690,6 +709,7 @@ struct ring {
 	uint32_t cached_cons;
 	void *map;
 	size_t map_len;
+	bool heap;		/* synthetic: malloc'ed, not mmap'ed */
 };
 
 /* Point r at a ring laid out as off says, in the mapping m of len bytes. */
@@ -724,13 +744,16 @@ static int ring_map(struct ring *r, int fd, const struct xdp_ring_offset *off,
 }
 
 /*
- * A synthetic ring: anonymous memory laid out like the kernel's (struct
+ * A synthetic ring: process memory laid out like the kernel's (struct
  * xdp_ring in net/xdp/xsk_queue.h: producer, consumer and flags each on a
  * cache line of its own with a padding line between, so the adjacent-line
  * prefetcher does not drag one side's index into the other's cache; the
  * descriptors from byte 320).  These are the offsets XDP_MMAP_OFFSETS
  * reports on x86-64.  Nothing in the kernel ever sets its need_wakeup
  * flag, so a port over synthetic rings never makes a syscall for them.
+ * It is a heap block of exactly the ring's length, not a mapping, so that
+ * under AddressSanitizer an access past its last descriptor hits a redzone
+ * instead of whatever mapping happens to follow.
  */
 static const struct xdp_ring_offset synth_ring_off = {
 	.producer = 0,
@@ -742,18 +765,22 @@ static const struct xdp_ring_offset synth_ring_off = {
 static int ring_synth(struct ring *r, uint32_t size, size_t desc_size, bool producer)
 {
 	size_t len = synth_ring_off.desc + (size_t)size * desc_size;
-	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	void *m;
+	int err = posix_memalign(&m, 4096, len);
 
-	if (m == MAP_FAILED)
-		return -errno;
+	if (err)
+		return -err;
+	memset(m, 0, len);		/* faulted in, as MAP_POPULATE would */
 	ring_setup(r, m, len, &synth_ring_off, size, producer);
+	r->heap = true;
 	return 0;
 }
 
 static void ring_unmap(struct ring *r)
 {
-	if (r->map)
+	if (r->map && r->heap)
+		free(r->map);
+	else if (r->map)
 		munmap(r->map, r->map_len);
 	r->map = NULL;
 }
@@ -825,6 +852,9 @@ typedef struct {
 	uint8_t *umem;
 	uint64_t umem_size;
 	uint64_t frame_mask;		/* ~(frame_size - 1) */
+	uint64_t home_span;		/* bytes of UMEM homed at one worker */
+	uint64_t home_base;		/* where ours start: id * home_span */
+	uint64_t frames_end;		/* nworkers * home_span: past every frame */
 	uint32_t frame_size;
 	uint32_t fpw;			/* frames per worker */
 	uint32_t batch;
@@ -944,11 +974,12 @@ static inline void redo_note_ring(PortObject *p, uint16_t word, uint32_t *shared
 /*
  * The end of an iteration (fastpath.h, "Crash consistency"): counts and
  * counters into the spare half of the commit record, every index this
- * iteration moved into the redo log, the commit point, then the indices
- * published.  Nothing the iteration did is visible to the kernel or a peer
- * before the commit point.
+ * iteration moved into the redo log, the commit point (port_commit_begin),
+ * then the indices published (port_commit_end).  Nothing the iteration
+ * did is visible to the kernel or a peer before the commit point.  Two
+ * halves only so that fuzz() can kill a port between them.
  */
-static void port_commit(PortObject *p)
+static inline void port_commit_begin(PortObject *p)
 {
 	struct fp_commit *c = &p->me->commit;
 	uint64_t seq = (c->word >> 1) + 1;	/* we are the only writer */
@@ -973,30 +1004,68 @@ static void port_commit(PortObject *p)
 	memcpy(&k->stats, &p->st, sizeof(p->st));
 	c->log_len = p->redo_len;
 	__atomic_store_n(&c->word, seq << 1 | 1, __ATOMIC_RELEASE);	/* commit point */
+}
+
+static inline void port_commit_end(PortObject *p)
+{
+	struct fp_commit *c = &p->me->commit;
+
 	redo_apply(p, p->redo_len);
-	__atomic_store_n(&c->word, seq << 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&c->word, c->word & ~1ULL, __ATOMIC_RELEASE);
 	p->redo_len = 0;
 }
 
+static void port_commit(PortObject *p)
+{
+	port_commit_begin(p);
+	port_commit_end(p);
+}
+
+/*
+ * The rule for our netdev, copied out of the active table.  The table is
+ * in memory every worker can write, so its numbers are bounded before
+ * they index anything: a count past its array stops at the array, an
+ * egress that names no worker makes the rule's packets egress_down
+ * (egress_running()).  Only when the generation moves: not per packet.
+ */
 static void port_load_rule(PortObject *p)
 {
-	uint32_t which = __atomic_load_n(&p->hdr->active_table, __ATOMIC_ACQUIRE);
+	uint32_t which = __atomic_load_n(&p->hdr->active_table, __ATOMIC_ACQUIRE) & 1;
 	struct fp_table *t = ctl_table(p->hdr, which);
+	uint32_t netdev = p->me->netdev;
 
 	p->generation = __atomic_load_n(&t->generation, __ATOMIC_ACQUIRE);
-	if (p->me->netdev < t->n_netdevs)
-		memcpy(&p->rule, &t->by_netdev[p->me->netdev], sizeof(p->rule));
+	if (netdev < t->n_netdevs && netdev < FP_MAX_NETDEVS)
+		memcpy(&p->rule, &t->by_netdev[netdev], sizeof(p->rule));
 	else
 		memset(&p->rule, 0, sizeof(p->rule));
+	if (p->rule.n_egress > FP_MAX_EGRESS)
+		p->rule.n_egress = FP_MAX_EGRESS;
 	p->egress = p->id;
 	if (p->rule.action == FP_ACT_FORWARD && p->rule.n_egress)
 		p->egress = p->rule.egress[p->me->queue % p->rule.n_egress];
 	__atomic_store_n(&p->me->table_generation, p->generation, __ATOMIC_RELEASE);
 }
 
+/* Only for an address below frames_end (two divisions: not per packet on
+ * the common path, where frame_mine() or frame_ok() answer). */
 static inline uint32_t home_of(PortObject *p, uint64_t addr)
 {
-	return (uint32_t)((addr / p->frame_size) / p->fpw);
+	return (uint32_t)(addr / p->home_span);
+}
+
+/* addr lies in a frame homed at worker `home`.  Worker w's frames are the
+ * bytes [w * home_span, (w + 1) * home_span) of the UMEM, all inside the
+ * mapping (port_open checked), so one unsigned compare also refuses an
+ * address below them, past them or past the UMEM. */
+static inline bool frame_homed(PortObject *p, uint64_t addr, uint32_t home)
+{
+	return addr - (uint64_t)home * p->home_span < p->home_span;
+}
+
+static inline bool frame_mine(PortObject *p, uint64_t addr)
+{
+	return addr - p->home_base < p->home_span;
 }
 
 /* Our own frame back on the free list.  A free list can hold all our
@@ -1011,10 +1080,11 @@ static inline void free_push(PortObject *p, uint64_t addr)
 	p->freelist[p->n_free++] = addr & p->frame_mask;
 }
 
-/* addr lies in a frame homed at worker `home`, and addr + len in that frame */
+/* addr lies in a frame homed at worker `home`, and addr + len in that frame
+ * (frame_size is a power of two: parse_params) */
 static inline bool frame_ok(PortObject *p, uint64_t addr, uint32_t len, uint32_t home)
 {
-	return addr < p->umem_size && home_of(p, addr) == home &&
+	return frame_homed(p, addr, home) &&
 	       (addr & (p->frame_size - 1)) + len <= p->frame_size;
 }
 
@@ -1064,14 +1134,13 @@ static uint32_t port_complete(PortObject *p)
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t addr = addrs[(p->comp.cached_cons + i) & p->comp.mask];
-		uint32_t home = addr < p->umem_size ? home_of(p, addr) : p->nworkers;
 
-		if (home == p->id) {
+		if (frame_mine(p, addr)) {
 			free_push(p, addr);
 			if (p->n_tx)
 				p->n_tx--;
-		} else if (home < p->nworkers) {
-			ret_push(p, home, addr);
+		} else if (addr < p->frames_end) {
+			ret_push(p, home_of(p, addr), addr);
 		} else {
 			p->st.bad_descs++;
 		}
@@ -1138,7 +1207,7 @@ static uint32_t port_take_handoffs(PortObject *p)
 			/* a worker lends only frames of its own */
 			if (!frame_ok(p, addr, len, w) || len < ETH_HLEN) {
 				p->st.bad_descs++;
-				if (addr < p->umem_size && home_of(p, addr) == w)
+				if (frame_homed(p, addr, w))
 					ret_push(p, w, addr);	/* its frame: back home */
 				continue;
 			}
@@ -1164,8 +1233,11 @@ static uint32_t port_take_handoffs(PortObject *p)
  * up on STOPPED, and then its packets are dropped as egress_down. */
 static inline bool egress_running(PortObject *p, uint32_t w)
 {
-	uint32_t state = __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED);
+	uint32_t state;
 
+	if (w >= p->nworkers)		/* a table naming no worker (port_load_rule) */
+		return false;
+	state = __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED);
 	return state == FP_STATE_RUNNING || state == FP_STATE_DRAINING ||
 	       state == FP_STATE_STARTING;
 }
@@ -1217,16 +1289,14 @@ static uint32_t port_receive(PortObject *p)
 		 * not ours to free or send */
 		if (!frame_ok(p, addr, len, p->id)) {
 			bad++;
-			if (addr < p->umem_size && home_of(p, addr) == p->id) {
+			if (frame_mine(p, addr)) {
 				free_push(p, addr);
-				p->n_rx--;
 				dropped++;
 			} else {
 				foreign++;
 			}
 			continue;
 		}
-		p->n_rx--;
 		p->st.rx_bytes += len;
 		if (action == FP_ACT_DROP) {
 			free_push(p, addr);
@@ -1262,6 +1332,15 @@ static uint32_t port_receive(PortObject *p)
 		}
 	}
 	p->rx.cached_cons += n;
+	/* Every frame of ours on the RX ring was given to the kernel (counted
+	 * in rx) by us; a kernel that hands back more than it was given must
+	 * not wrap the count. */
+	if (p->n_rx >= n - foreign) {
+		p->n_rx -= n - foreign;
+	} else {
+		bad += n - foreign - p->n_rx;
+		p->n_rx = 0;
+	}
 	p->st.rx_packets += n - foreign;
 	p->st.drops[FP_DROP_INVALID] += dropped;
 	p->st.drops[FP_DROP_TOO_LONG] += too_long;
@@ -1367,15 +1446,15 @@ static void port_wake_peers(PortObject *p)
 }
 
 /*
- * One turn of the worker's loop: steps 1-4 and the FILL top-up change
- * nothing anyone else can see; port_commit() publishes all of it at once
- * (with the counters: scrapes see them at most one batch old); then the
- * syscalls and wake-ups.  Port.run and microbench() both call this, so
- * the benchmark times exactly the code the workers run.
+ * Steps 1-4 and the FILL top-up: they change nothing anyone else can see
+ * (descriptors past producers, free-list pushes past the committed count,
+ * indices only noted) until port_commit().  Returns the frames moved;
+ * *filled: those given to the FILL ring.
  */
-static uint32_t port_step(PortObject *p)
+static inline __attribute__((always_inline)) uint32_t port_iterate(PortObject *p,
+								   uint32_t *filled)
 {
-	uint32_t work = 0, filled;
+	uint32_t work = 0;
 
 	if (__atomic_load_n(&p->hdr->generation, __ATOMIC_ACQUIRE) != p->generation)
 		port_load_rule(p);
@@ -1383,10 +1462,24 @@ static uint32_t port_step(PortObject *p)
 	work += port_take_returns(p);
 	work += port_take_handoffs(p);
 	work += port_receive(p);
-	filled = port_fill(p);
+	*filled = port_fill(p);
 	p->st.loops++;
 	if (work)
 		p->st.busy_loops++;
+	return work;
+}
+
+/*
+ * One turn of the worker's loop: port_iterate(), then port_commit()
+ * publishes all of it at once (with the counters: scrapes see them at
+ * most one batch old); then the syscalls and wake-ups.  Port.run,
+ * microbench() and fuzz() all call this, so the benchmark times and the
+ * fuzzer drives exactly the code the workers run.
+ */
+static uint32_t port_step(PortObject *p)
+{
+	uint32_t filled, work = port_iterate(p, &filled);
+
 	if (work || filled)
 		port_commit(p);
 	port_kick_tx(p);
@@ -1699,6 +1792,9 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->frame_size = c->hdr->frame_size;
 	p->frame_mask = ~((uint64_t)p->frame_size - 1);
 	p->fpw = c->hdr->frames_per_worker;
+	p->home_span = (uint64_t)p->fpw * p->frame_size;
+	p->home_base = id * p->home_span;
+	p->frames_end = n * p->home_span;
 	p->batch = cfg->batch;
 	p->spin = cfg->spin;
 	/* a synthetic port has no NAPI context to drive */
