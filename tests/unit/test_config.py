@@ -6,6 +6,7 @@ the real Host only look at the loopback device.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from textwrap import dedent
@@ -501,6 +502,13 @@ def test_every_value_set():
 def test_empty_sections_mean_defaults():
     config = parse(BASE + "workers:\numem:\nrings: {}\n")
     assert (config.workers, config.umem, config.rings) == (WorkersConfig(), UmemConfig(), RingsConfig())
+
+
+def test_metrics_listen_on_loopback_unless_configured():
+    # nothing outside the machine sees the metrics until an operator says so
+    for text in (BASE, BASE + "metrics:\n", BASE + "metrics: {}\n"):
+        assert parse(text).metrics.listen == ("127.0.0.1", 9464)
+    assert ipaddress.ip_address(MetricsConfig().listen[0]).is_loopback
 
 
 def test_listen_null_disables_metrics():
