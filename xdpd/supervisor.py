@@ -732,7 +732,6 @@ class Supervisor:
         return w.proc is not None and pid == w.proc.pid and state == _fastpath.STATE_RUNNING
 
     def _wait_running(self, workers: list[Worker]) -> None:
-        from . import _fastpath
         deadline = time.monotonic() + START_TIMEOUT_S
         pending = list(workers)
         while pending:

@@ -43,3 +43,30 @@ def poll_until(predicate, timeout: float = 10.0, what: str = "condition", every:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(every)
+
+
+def start_live_generator(lab, rate: int, cpu: int = 0) -> subprocess.Popen:
+    """The BPF live-frames generator from gen0, paced at `rate` pps until
+    stop_live_generator(); from CPU n the frames land on in0's rx queue n."""
+    import sys
+    from xdpd.traffic import child_env
+    cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
+           "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
+           "--rate", str(rate), "--seconds", "600", "--cpu", str(cpu)]
+    return lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     env=child_env())
+
+
+def stop_live_generator(proc: subprocess.Popen) -> int:
+    """SIGTERM; the generator prints what it sent and exits. Returns that."""
+    import signal
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err
+    return json.loads(out.decode().strip().splitlines()[-1])["sent"]

@@ -8,17 +8,13 @@ the UMEM's frames must add up on every scrape and all be home once the
 traffic stops, and the supervisor must end the storm with what it started
 with: open files, memfd mappings, threads, processes and worker slots.
 """
-import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 
-from integration_helpers import ROOT_ONLY, poll_until
+from integration_helpers import (ROOT_ONLY, poll_until, start_live_generator,
+                                 stop_live_generator)
 from xdpd.labxdp import CountingSink
-from xdpd.traffic import child_env
 
 pytestmark = ROOT_ONLY
 
@@ -84,29 +80,6 @@ def xdpd_processes(d) -> int:
     return len(d.worker_pids()) + (d.proc.poll() is None)
 
 
-def start_generator(lab, rate: int) -> subprocess.Popen:
-    """Live frames from CPU 0: on veth they land on in0's rx queue 0."""
-    cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
-           "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
-           "--rate", str(rate), "--seconds", "600", "--cpu", "0"]
-    return lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                     env=child_env())
-
-
-def stop_generator(proc: subprocess.Popen) -> int:
-    """SIGTERM; the generator prints what it sent so far and exits."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, err
-    return json.loads(out.decode().strip().splitlines()[-1])["sent"]
-
-
 class Ledger:
     """Counters that survive a worker's removal: the XDP program's verdicts
     (per interface) and the sink's count do; a removed worker's own
@@ -155,7 +128,7 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
     pids_at_start = d.worker_pids()
     durations: dict[str, list[float]] = {"rules": [], "remove": [], "add": []}
     with CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV]) as sink:
-        gen = start_generator(lab, RATE)
+        gen = start_live_generator(lab, RATE)
         try:
             led = Ledger(d, sink, lab)
             poll_until(lambda: sink.read()["packets"] > STEP, what="first packets at the sink")
@@ -179,7 +152,7 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
                            what=f"reload {n} ({what}): {key} moving")
             storm_s = time.monotonic() - t_start
         finally:
-            sent = stop_generator(gen)
+            sent = stop_live_generator(gen)
 
         def settled():
             m = led.scrape()

@@ -2,18 +2,16 @@
 socket by its standby, nothing is lost and every frame comes home; a hung
 worker is found by its heartbeat; a worker that keeps dying at start-up is
 given up and its queue falls back."""
-import json
 import os
 import random
 import signal
 import statistics
-import subprocess
-import sys
 import time
 
-from integration_helpers import ROOT_ONLY, poll_until as poll
+from integration_helpers import (ROOT_ONLY, poll_until as poll, start_live_generator,
+                                 stop_live_generator)
+from xdpd.labdaemon import forward_config
 from xdpd.labxdp import CountingSink
-from xdpd.traffic import child_env
 
 pytestmark = ROOT_ONLY
 
@@ -26,42 +24,7 @@ def config(lab) -> str:
     # workers on CPU 1, the generator (and the veth NAPI it schedules) on
     # CPU 0 (docs/PERFORMANCE.md: a worker sharing the generator's CPU lets
     # its RX ring overflow, fault or not)
-    return f"""interfaces:
-  - name: {lab.IN_DEV}
-    queues: all
-  - name: {lab.OUT_DEV}
-    queues: all
-forward:
-  - from: {lab.IN_DEV}
-    to: {lab.OUT_DEV}
-    set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"
-  - from: {lab.OUT_DEV}
-    action: drop
-workers:
-  cpus: [1]
-"""
-
-
-def start_generator(lab, rate: int, cpu: int = 0) -> subprocess.Popen:
-    """Live frames until SIGTERM; from CPU n they land on in0's rx queue n."""
-    cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
-           "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
-           "--rate", str(rate), "--seconds", "600", "--cpu", str(cpu)]
-    return lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                     env=child_env())
-
-
-def stop_generator(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, err
-    return json.loads(out.decode().strip().splitlines()[-1])["sent"]
+    return forward_config(lab, reverse="drop", extra="workers:\n  cpus: [1]\n")
 
 
 def workers(d) -> dict[str, dict]:
@@ -110,7 +73,7 @@ def test_twenty_kills_of_random_workers_under_load_lose_nothing(lab, start_daemo
     rng = random.Random(os.getpid())
     recoveries, victims = [], []
     with CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV]) as sink:
-        gen = start_generator(lab, RATE)
+        gen = start_live_generator(lab, RATE)
         try:
             poll(lambda: sink.read()["packets"] > 1000, what="traffic at the sink")
             for _ in range(KILLS):
@@ -134,7 +97,7 @@ def test_twenty_kills_of_random_workers_under_load_lose_nothing(lab, start_daemo
                        if w["name"] != victim["name"]}
                 assert now == others, "another worker was disturbed"
         finally:
-            sent = stop_generator(gen)
+            sent = stop_live_generator(gen)
         m = settle(d, sink, sent)
         assert_no_loss(m, sink, sent)
         delivered = sink.read()["packets"]
@@ -150,7 +113,7 @@ def test_a_hung_worker_is_found_and_replaced(lab, start_daemon):
     d = start_daemon(config(lab))
     name = f"{lab.IN_DEV}/q0"
     with CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV]) as sink:
-        gen = start_generator(lab, 5_000)
+        gen = start_live_generator(lab, 5_000)
         try:
             victim = poll(lambda: (w := workers(d)[name])["standby_pid"] and w,
                           what="a standby", every=0.05)
@@ -169,7 +132,7 @@ def test_a_hung_worker_is_found_and_replaced(lab, start_daemon):
             mark = sink.read()["packets"]
             poll(lambda: sink.read()["packets"] > mark + 100, what="forwarding again")
         finally:
-            sent = stop_generator(gen)
+            sent = stop_live_generator(gen)
         # while it hung its RX ring filled up and the kernel dropped the
         # rest (rx_ring_full): every packet is delivered or counted there
         m = poll(lambda: (m := d.scrape()) and sink.read()["packets"] +
@@ -225,14 +188,14 @@ def test_stop_under_load_is_clean(lab, start_daemon):
                     and [w["standby_pid"] for w in workers(d).values()],
                     what="standbys ready", every=0.05)
     with CountingSink(lab.sink_ns, lab.SINK_DEV) as sink:
-        gen = start_generator(lab, RATE)
+        gen = start_live_generator(lab, RATE)
         try:
             poll(lambda: sink.read()["packets"] > 1000, what="traffic at the sink")
             t0 = time.monotonic()
             assert d.stop() == 0
             took = time.monotonic() - t0
         finally:
-            stop_generator(gen)
+            stop_live_generator(gen)
     log = d.log()
     assert "Traceback" not in log
     for complaint in ("did not stop", "removing socket from XSKMAP failed", "WARNING"):
