@@ -135,7 +135,7 @@ def test_forwards_with_only_the_units_capabilities(lab):
         workers = {w["name"]: w["pid"] for w in d.status()["workers"]}
         assert len(workers) == 4, workers
         # the supervisor holds the unit's set and no more, the workers
-        # nothing at all (xdpd/privileges.py; tests/integration/test_privileges.py)
+        # nothing at all (xdpd/privileges.py; tests/integration/test_worker_privileges.py)
         eff, bnd = proc_caps(d.proc.pid)
         assert bnd == mask(caps + extra), hex(bnd)
         assert eff == bnd, hex(eff)
