@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""The C fast path under _fastpath.fuzz(), optionally built with AddressSanitizer.
+
+    make fuzz
+    python tests/fuzz_fastpath.py [--asan] [--steps 1000000] [--seeds 1-8]
+                                  [--modes lie,crash,lie+crash] [--json]
+
+Each seed runs every mode on one of a few geometries (workers, frames per
+worker, frame size, ring sizes, batch), chosen by the seed:
+
+  lie        the kernel and the peers lie (bad descriptors, addresses,
+             lengths, indices, tables): nothing may crash or touch memory
+             out of bounds
+  crash      well-behaved kernel and peers, ports killed at random points
+             of an iteration and replaced through port_recover(): every
+             frame and every packet accounted for exactly
+  lie+crash  both: recovery from whatever the liars left
+
+--asan builds _fastpath.c with -fsanitize=address,undefined into a temporary
+directory and runs the seeds in a child process that has the sanitizer
+runtime preloaded and imports that build instead of the installed one.  Any
+sanitizer report aborts the child; the exit status says whether it passed.
+tests/unit/test_fastpath_fuzz.py runs a short version of this.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "xdpd", "_fastpath.c")
+SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+
+# (workers, frames per worker, frame size, (rx, tx, fill, completion), batch).
+# Frames per worker not a multiple of 8 and an even number of workers leave
+# padding after the free lists and redo logs for ASan to poison.
+GEOMETRIES = [
+    (4, 60, 2048, (32, 32, 64, 64), 16),
+    (2, 37, 4096, (16, 64, 32, 128), 7),
+    (3, 64, 2048, (64, 16, 128, 16), 64),
+    (1, 50, 2048, (8, 8, 64, 8), 3),
+]
+MODES = {
+    "lie": {"misbehave": True},
+    "crash": {"crash_every": 40, "misbehave": False},
+    "lie+crash": {"crash_every": 40, "misbehave": True},
+}
+
+
+def sanitizer_runtime() -> str | None:
+    """The ASan runtime gcc links against, or None without gcc or libasan."""
+    gcc = shutil.which("gcc")
+    if not gcc:
+        return None
+    try:
+        path = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    # gcc echoes the bare name back when it has no such file
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def build(dest: str, flags: list[str] = SANITIZE, source: str = SOURCE) -> str:
+    """Compile the extension from source into dest, as setup.py does
+    (include dirs bpf/ and xdpd/, gnu11) but with flags; the .so's path."""
+    out = os.path.join(dest, "_fastpath" + sysconfig.get_config_var("EXT_SUFFIX"))
+    cmd = ["gcc", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra",
+           "-Wno-unused-parameter", *flags,
+           "-I", os.path.join(ROOT, "bpf"), "-I", os.path.join(ROOT, "xdpd"),
+           "-I", sysconfig.get_paths()["include"], source, "-o", out]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+def sanitizer_env(runtime: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = runtime
+    env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    return env
+
+
+def load(module_path: str | None):
+    """xdpd._fastpath: the given build in place of the installed one."""
+    sys.path.insert(0, ROOT)
+    if module_path:
+        loader = importlib.machinery.ExtensionFileLoader("xdpd._fastpath", module_path)
+        spec = importlib.util.spec_from_loader("xdpd._fastpath", loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+        import xdpd
+        sys.modules["xdpd._fastpath"] = mod
+        xdpd._fastpath = mod
+    from xdpd import _fastpath
+    return _fastpath
+
+
+def run_one(fastpath, seed: int, steps: int, mode: str) -> dict:
+    """One fuzz() run on a fresh control area and UMEM of the seed's geometry."""
+    from xdpd.shared_umem import Region
+
+    nworkers, fpw, frame_size, rings, batch = GEOMETRIES[seed % len(GEOMETRIES)]
+    entries = 1 << (fpw - 1).bit_length()
+    ctl_region = Region("fuzz-control",
+                        fastpath.control_size(nworkers, fpw, frame_size, entries))
+    # two frames past the last worker's: no code may touch them
+    umem = Region("fuzz-umem", (nworkers * fpw + 2) * frame_size)
+    ctl = fastpath.Control(ctl_region.fd, ctl_region.size)
+    try:
+        ctl.format(nworkers, fpw, frame_size, entries)
+        for w in range(nworkers):
+            ctl.set_worker(w, w % 2, w, 0)      # two netdevs, a rule each
+        t = time.monotonic()
+        r = fastpath.fuzz(ctl, umem.fd, umem.size, seed, steps, ring_sizes=rings,
+                          batch=batch, **MODES[mode])
+        r["seconds"] = round(time.monotonic() - t, 3)
+        r["mode"] = mode
+        return r
+    finally:
+        ctl.close()
+        ctl_region.close()
+        umem.close()
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds.extend(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def summary(results: list[dict]) -> dict:
+    exact = [r for r in results if r["exact"]]
+    return {
+        "runs": len(results),
+        "steps": sum(r["steps"] for r in results),
+        "seconds": round(sum(r["seconds"] for r in results), 1),
+        "crashes": sum(r["crashes"] for r in results),
+        "crashes_checked_exactly": sum(r["crashes"] for r in exact),
+        "scans": sum(r["scans"] for r in exact),
+        "packets_checked": sum(r["packets"] for r in exact),
+        "bad_descs_refused": sum(r["bad_descs"] for r in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1_000_000, help="steps per run")
+    ap.add_argument("--seeds", default="1-4", help="e.g. 1-8 or 3,5,9")
+    ap.add_argument("--modes", default=",".join(MODES), help="from: " + ", ".join(MODES))
+    ap.add_argument("--asan", action="store_true",
+                    help="build with AddressSanitizer and UBSan and run under them")
+    ap.add_argument("--module", help=argparse.SUPPRESS)     # the child's build
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        if m not in MODES:
+            ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
+
+    if args.asan:
+        runtime = sanitizer_runtime()
+        if not runtime:
+            print("fuzz_fastpath: --asan needs gcc and its libasan", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory(prefix="xdpd-asan-") as tmp:
+            t = time.monotonic()
+            module = build(tmp)
+            print(f"built {os.path.basename(module)} with {' '.join(SANITIZE)} "
+                  f"in {time.monotonic() - t:.1f} s", file=sys.stderr)
+            child = [sys.executable, os.path.abspath(__file__), "--module", module,
+                     "--steps", str(args.steps), "--seeds", args.seeds,
+                     "--modes", args.modes] + (["--json"] if args.json else [])
+            return subprocess.run(child, env=sanitizer_env(runtime)).returncode
+
+    fastpath = load(args.module)
+    results = []
+    for seed in parse_seeds(args.seeds):
+        for mode in modes:
+            r = run_one(fastpath, seed, args.steps, mode)
+            results.append(r)
+            if not args.json:
+                print(f"seed {seed:3} {mode:<9} {r['steps']:>9} steps {r['seconds']:7.2f} s  "
+                      f"crashes {r['crashes']:>6}  scans {r['scans']:>6}  "
+                      f"packets {r['packets']:>8}  bad_descs {r['bad_descs']:>9}", flush=True)
+    total = summary(results)
+    total["module"] = fastpath.__file__        # which build ran
+    if args.json:
+        json.dump({"summary": total, "runs": results}, sys.stdout, indent=2)
+        print()
+    else:
+        print(json.dumps(total))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

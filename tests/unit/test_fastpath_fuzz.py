@@ -1,0 +1,153 @@
+"""The fast path under _fastpath.fuzz(): lying kernels and peers, killed workers.
+
+fuzz() drives the workers' own loop step on synthetic rings with a seeded
+random schedule (see its docstring and tests/fuzz_fastpath.py).  Here: a
+short run of each mode on several seeds and geometries with its invariants
+(fuzz() itself raises on any accounting violation); the same runs in a
+build with AddressSanitizer and UBSan, in a child process; and a fast path
+broken on purpose, to show that the crash-injection check catches a
+recovery that loses its redo log.  `make fuzz` runs the long version.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from xdpd import _fastpath
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "tests", "fuzz_fastpath.py")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("fuzz_fastpath", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ff = _load_script()
+SEEDS = range(1, 9)             # two of each geometry
+STEPS = 100_000
+LIES = ("kernel_bad_rx", "kernel_bad_completion", "kernel_bad_index", "peer_bad_fwd",
+        "peer_bad_ret", "peer_bad_index", "bad_table", "bad_state")
+KILLS = ("before_commit", "at_commit_point", "commit_pending", "mid_redo", "after_commit")
+
+
+def geometry(seed):
+    nworkers, fpw, _, _, _ = ff.GEOMETRIES[seed % len(ff.GEOMETRIES)]
+    return nworkers, fpw
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lying_kernel_and_peers_are_refused_and_counted(seed):
+    r = ff.run_one(_fastpath, seed, STEPS, "lie")
+    assert r["steps"] == STEPS and r["misbehave"] and not r["exact"]
+    for lie in LIES:
+        assert r["actions"][lie] > 0, lie
+    assert r["actions"]["step"] > STEPS // 5
+    # what the guards refused shows in the counter the metrics export
+    assert r["bad_descs"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_killed_workers_lose_no_frame_and_no_packet(seed):
+    r = ff.run_one(_fastpath, seed, STEPS, "crash")
+    nworkers, fpw = geometry(seed)
+    assert r["exact"] and not r["misbehave"]
+    # crashes at every point of the commit, each checked by fuzz() itself
+    assert r["crashes"] == sum(r["kills"].values()) > 100
+    for kill in KILLS:
+        assert r["kills"][kill] > 0, kill
+    assert r["scans"] > 50
+    assert r["frames"] == nworkers * fpw
+    # after the settling every delivered packet was sent once or dropped
+    assert r["packets"] > 1000
+    assert r["transmitted"] + r["dropped"] == r["packets"]
+    assert r["transmitted"] > r["packets"] // 2
+    assert r["bad_descs"] == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_recovery_from_what_liars_left(seed):
+    r = ff.run_one(_fastpath, seed, STEPS, "lie+crash")
+    assert r["crashes"] > 100 and r["bad_descs"] > 0
+
+
+def test_a_run_without_lies_or_crashes_is_checked_exactly():
+    from xdpd.shared_umem import Region
+
+    ctl_region = Region("fuzz-control", _fastpath.control_size(2, 40, 2048, 64))
+    umem = Region("fuzz-umem", 80 * 2048)
+    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
+    try:
+        ctl.format(2, 40, 2048, 64)
+        ctl.set_worker(1, 1, 0, 0)
+        r = _fastpath.fuzz(ctl, umem.fd, umem.size, 7, STEPS, misbehave=False)
+        assert r["exact"] and r["crashes"] == 0 and r["frames"] == 80
+        assert r["transmitted"] + r["dropped"] == r["packets"] > 1000
+        # the area is left used: a second run must be refused
+        with pytest.raises(ValueError, match="format"):
+            _fastpath.fuzz(ctl, umem.fd, umem.size, 7, STEPS)
+    finally:
+        ctl.close()
+        ctl_region.close()
+        umem.close()
+
+
+def test_a_seed_reproduces_its_run():
+    a = ff.run_one(_fastpath, 5, STEPS, "lie+crash")
+    b = ff.run_one(_fastpath, 5, STEPS, "lie+crash")
+    c = ff.run_one(_fastpath, 6, STEPS, "lie+crash")
+    for r in (a, b, c):
+        r.pop("seconds")
+    assert a == b
+    assert a["actions"] != c["actions"]
+
+
+@pytest.fixture(scope="module")
+def gcc_and_libasan():
+    runtime = ff.sanitizer_runtime()
+    if not runtime:
+        pytest.skip("needs gcc and libasan (Debian: apt-get install gcc) to build the "
+                    "fast path with AddressSanitizer")
+    return runtime
+
+
+def test_fuzz_under_address_sanitizer(gcc_and_libasan, tmp_path):
+    module = ff.build(str(tmp_path))
+    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
+                        "--seeds", "1-4", "--json"],
+                       env=ff.sanitizer_env(gcc_and_libasan), capture_output=True,
+                       text=True, timeout=120)
+    assert "ERROR: AddressSanitizer" not in r.stderr, r.stderr[-4000:]
+    assert "runtime error" not in r.stderr, r.stderr[-4000:]
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout)
+    assert out["summary"]["module"] == module      # the instrumented build ran
+    assert out["summary"]["runs"] == 12 and out["summary"]["crashes_checked_exactly"] > 0
+
+
+# Recovery that ignores a pending commit: its redo log is never applied.
+MUTANT = ("\tif (word & 1) {\n\t\tuint32_t len = c->log_len;",
+          "\tif (0) {\n\t\tuint32_t len = c->log_len;")
+
+
+def test_crash_injection_catches_a_recovery_that_drops_the_redo_log(tmp_path):
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc to build a broken copy of the fast path")
+    src = open(ff.SOURCE).read()
+    assert src.count(MUTANT[0]) == 1, "port_recover() changed: update MUTANT to break it again"
+    path = tmp_path / "_fastpath.c"
+    path.write_text(src.replace(*MUTANT))
+    module = ff.build(str(tmp_path), ["-O1"], str(path))
+    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
+                        "--seeds", "1", "--modes", "crash"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "RuntimeError: fuzz seed 1, step " in r.stderr
+    assert "frame " in r.stderr.splitlines()[-1]
