@@ -157,7 +157,7 @@ def summary(results: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000, help="steps per run")
-    ap.add_argument("--seeds", default="1-4", help="e.g. 1-8 or 3,5,9")
+    ap.add_argument("--seeds", default="1-8", help="e.g. 1-8 or 3,5,9")
     ap.add_argument("--modes", default=",".join(MODES), help="from: " + ", ".join(MODES))
     ap.add_argument("--asan", action="store_true",
                     help="build with AddressSanitizer and UBSan and run under them")
