@@ -38,6 +38,8 @@
  * microbench() runs the same loop step on synthetic rings (in-process
  * memory laid out like the kernel's, no socket, no syscalls), with a small
  * kernel emulator feeding them: the loop's own cost, in ns per packet.
+ * fuzz() runs it on the same rings against a kernel and peers that lie,
+ * and kills ports mid-iteration, checking that nothing is lost.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1048,8 +1050,8 @@ static void port_load_rule(PortObject *p)
 	__atomic_store_n(&p->me->table_generation, p->generation, __ATOMIC_RELEASE);
 }
 
-/* Only for an address below frames_end (two divisions: not per packet on
- * the common path, where frame_mine() or frame_ok() answer). */
+/* Only for an address below frames_end (a division: not on the common
+ * path, where frame_mine() or frame_ok() answer with a compare). */
 static inline uint32_t home_of(PortObject *p, uint64_t addr)
 {
 	return (uint32_t)(addr / p->home_span);
