@@ -78,6 +78,12 @@ def sample(t: float, fwd: Xdpd, sink: CountingSink, gen: Generator) -> dict:
         s["errors"].append("xdpd is not running")
     for name, pid in sorted(d.worker_pids().items()):
         s["memory"][name] = memory(pid)
+    try:
+        for w in d.status()["workers"]:
+            if w["standby_pid"]:                # waiting to take over w
+                s["memory"][f"{w['name']} standby"] = memory(w["standby_pid"])
+    except (OSError, ValueError) as e:
+        s["errors"].append(f"status failed: {e}")
     if m is not None:
         loc = {k[0]: v for k, v in m.by("xdpd_umem_frames", "location").items()}
         s["frames"] = {k: int(loc.get(k, 0)) for k in LOCATIONS}
