@@ -32,9 +32,8 @@ business.
 from __future__ import annotations
 
 import ctypes
-import os
 
-from .oserrors import errname
+from .oserrors import CallError
 
 # <linux/prctl.h>
 PR_CAPBSET_DROP = 24
@@ -81,19 +80,9 @@ _libc.capset.argtypes = [ctypes.POINTER(CapUserHeader), ctypes.POINTER(CapUserDa
 _libc.capset.restype = ctypes.c_int
 
 
-class PrivilegeError(OSError):
+class PrivilegeError(CallError):
     """A step of dropping capabilities failed; errno is kept where the
     kernel gave one (None when the read-back found something left)."""
-
-    def __init__(self, err: int | None, what: str, hint: str = ""):
-        msg = f"{what} failed: {errname(err)} ({os.strerror(err)})" if err else what
-        if hint:
-            msg += f"; {hint}"
-        super().__init__(err, msg)
-        self.what = what
-
-    def __str__(self) -> str:
-        return self.strerror
 
 
 def _prctl(option: int, arg2: int, what: str, hint: str = "") -> None:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
 import socket
 import struct
 from dataclasses import dataclass
 
-from .oserrors import errname
+from .oserrors import CallError
 
 AF_XDP = 44
 SOL_XDP = 283
@@ -81,19 +80,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.bind.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
 
 
-class XskError(OSError):
+class XskError(CallError):
     """An AF_XDP socket call failed; errno is kept, the message says what was
     tried on what and, where there is one, the way out."""
-
-    def __init__(self, err: int, what: str, hint: str = ""):
-        msg = f"{what} failed: {errname(err)} ({os.strerror(err)})"
-        if hint:
-            msg += f"; {hint}"
-        super().__init__(err, msg)
-        self.what = what
-
-    def __str__(self) -> str:
-        return self.strerror
 
 
 @dataclass(frozen=True)
