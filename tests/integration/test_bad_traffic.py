@@ -264,6 +264,25 @@ def send(tx: socket.socket, frames: list[tuple[int, bytes]]) -> None:
         assert tx.send(f) == len(f)
 
 
+def send_through(lab, d, frames, run_id: int, expect: int, counter: tuple[str, str]):
+    """Send frames from gen0; wait until the metric counter (name, netdev)
+    counts them all and `expect` frames of this run are at the sink.
+    Returns (metrics, frames received)."""
+    got: list[bytes] = []
+    with lab_sockets(lab, [(open_tx, lab.gen_ns, lab.GEN_DEV),
+                           (open_rx, lab.sink_ns, lab.SINK_DEV)]) as (tx, rx):
+        send(tx, frames)
+        name, netdev = counter
+        m = d.wait_for(lambda m: m.value(name, netdev=netdev) >= len(frames), timeout=10)
+
+        def all_in():
+            got.extend(f for f in receive_all(rx) if f[6:8] == bytes((0x02, run_id)))
+            return len(got) >= expect
+        poll_until(all_in, timeout=10, what=f"{expect} frames at the sink")
+        assert socket_drops(rx) == 0
+    return m, got
+
+
 def assert_alive(d, pids: dict) -> None:
     assert d.proc.poll() is None, f"xdpd exited:\n{d.log()}"
     assert d.worker_pids() == pids, "a worker was replaced"
@@ -301,18 +320,8 @@ def test_awkward_frames_are_forwarded_byte_for_byte(lab, start_daemon):
     expected = {sink_mac + f[6:]: k for k, f in frames if KINDS[k][3]}
     total_bytes = sum(len(f) for _, f in frames)
     before = link_counters(lab, lab.sink_ns, lab.SINK_DEV)
-    got: list[bytes] = []
-    with lab_sockets(lab, [(open_tx, lab.gen_ns, lab.GEN_DEV),
-                           (open_rx, lab.sink_ns, lab.SINK_DEV)]) as (tx, rx):
-        send(tx, frames)
-        m = d.wait_for(lambda m: m.value("xdpd_tx_packets_total", netdev=lab.OUT_DEV)
-                       >= len(frames), timeout=10)
-
-        def all_in():
-            got.extend(f for f in receive_all(rx) if f[6:8] == bytes((0x02, run_id)))
-            return len(got) >= len(expected)
-        poll_until(all_in, timeout=10, what=f"{len(expected)} frames at the sink")
-        assert socket_drops(rx) == 0
+    m, got = send_through(lab, d, frames, run_id, len(expected),
+                          ("xdpd_tx_packets_total", lab.OUT_DEV))
 
     # every frame the sink's stack lets through arrived exactly once, as sent
     # but for the destination MAC
@@ -420,17 +429,8 @@ def test_frames_longer_than_the_egress_mtu_are_dropped_as_too_long(lab, start_da
         fits = [f for k, f in frames if kinds[k][3]]
         too_long = len(frames) - len(fits)
         sink_mac = mac(lab.MACS[lab.SINK_DEV])
-        got: list[bytes] = []
-        with lab_sockets(lab, [(open_tx, lab.gen_ns, lab.GEN_DEV),
-                               (open_rx, lab.sink_ns, lab.SINK_DEV)]) as (tx, rx):
-            send(tx, frames)
-            m = d.wait_for(lambda m: m.value("xdpd_rx_packets_total", netdev=lab.IN_DEV)
-                           >= len(frames), timeout=10)
-
-            def all_in():
-                got.extend(f for f in receive_all(rx) if f[6:8] == bytes((0x02, run_id)))
-                return len(got) >= len(fits)
-            poll_until(all_in, timeout=10, what=f"{len(fits)} frames at the sink")
+        m, got = send_through(lab, d, frames, run_id, len(fits),
+                              ("xdpd_rx_packets_total", lab.IN_DEV))
         m = d.scrape()
         assert drops(m) == {"too_long": too_long}
         assert m.value("xdpd_dropped_packets_total", netdev=lab.IN_DEV,
