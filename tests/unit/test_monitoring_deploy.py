@@ -256,7 +256,7 @@ def test_rules_group_and_alert_fields():
     found = alerts()
     for name in ("XdpdDown", "XdpdWorkerDown", "XdpdWorkerRestarting", "XdpdWorkerFatal",
                  "XdpdDropsRising", "XdpdKernelDropsRising", "XdpdFillRingStarved",
-                 "XdpdTrafficWithoutSocket", "XdpdReloadFailed"):
+                 "XdpdTrafficWithoutSocket", "XdpdReloadFailed", "XdpdBadDescriptors"):
         assert name in found
     for name, rule in found.items():
         assert "for" in rule, name
