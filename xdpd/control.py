@@ -102,7 +102,7 @@ class ControlServer:
 
     def __init__(self, path: str):
         self.path = path
-        self._made_dir = _make_private_dir(os.path.dirname(path) or ".")
+        self._made_dir = make_private_dir(os.path.dirname(path) or ".")
         _remove_stale(path)
         self.sock = socket.socket(socket.AF_UNIX,
                                   socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -171,7 +171,7 @@ class ControlServer:
                 pass                        # not empty, or systemd's RuntimeDirectory
 
 
-def _make_private_dir(d: str) -> bool:
+def make_private_dir(d: str) -> bool:
     """Create the socket's directory 0700 if missing; True if we made it.
     An existing directory others may write to is refused: they could
     replace our socket with theirs."""

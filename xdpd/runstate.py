@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from .control import _make_private_dir
+from .control import make_private_dir
 
 FORMAT = 1
 SUFFIX = ".attached.json"           # /run/xdpd/xdpd.sock -> /run/xdpd/xdpd.attached.json
@@ -75,7 +75,7 @@ def record_path(control_socket: str) -> str:
 def make_dir(path: str) -> bool:
     """Create the record's directory like the control socket's (0700; one
     others may write is refused).  True if it was created."""
-    return _make_private_dir(os.path.dirname(path) or ".")
+    return make_private_dir(os.path.dirname(path) or ".")
 
 
 def process_start_time(pid: int) -> int | None:

@@ -1,6 +1,8 @@
 """The supervisor: the only privileged, long-lived owner of kernel state.
 
 Start-up, in the order that never loses a packet that could be kept:
+  0. read the record of what a previous xdpd attached (runstate.py): refuse
+     if it still runs, else remove what it left attached;
   1. load one rr_redirect instance per netdev, mark the owned queues
      (no sockets yet, so the configured fallback applies), attach;
   2. create the shared UMEM + control area, the AF_XDP sockets (the first
@@ -10,13 +12,15 @@ Start-up, in the order that never loses a packet that could be kept:
      primed its FILL ring and reports RUNNING;
   4. only then put each socket into its queue's XSKMAP slot: packets flow.
 Stop runs the same steps backwards: stop redirecting first, then stop the
-workers, detach, close sockets, unmap.
+workers and their standbys, detach, close sockets, unmap.
 
 The loop: wait (signals via a self-pipe, the control socket) with a
-timeout, reap dead workers, replace dead or hung ones with backoff on the
-SAME socket (the kernel lets a fresh process map a bound socket's rings
-again), answer control requests, apply a reload (SIGHUP or `xdpd reload`),
-ping systemd's watchdog while every worker heartbeats, repeat.
+timeout, reap dead workers, replace dead or hung ones on the SAME socket
+(the kernel lets a fresh process map a bound socket's rings again) by their
+standby, at once after a worker ran, with backoff after a start-up
+failure, start standbys, answer control requests, apply a reload (SIGHUP or
+`xdpd reload`), ping systemd's watchdog while every worker heartbeats,
+repeat.
 
 Reload (reload.py computes the diff) in the order that keeps packets:
   1. new interfaces: program loaded and attached, queues owned (fallback);
@@ -472,6 +476,7 @@ class Supervisor:
     def _remove_interface(self, iface: Interface) -> None:
         try:
             iface.program.close()             # detaches only if still ours
+            log.info("%s: rr_redirect detached", iface.name)
         except OSError as e:
             log.warning("%s: %s", iface.name, e)
             self._detach_failed = (*self._detach_failed, iface)
@@ -481,7 +486,6 @@ class Supervisor:
             self._write_record()
         except SetupError as e:
             log.warning("%s", e)
-        log.info("%s: rr_redirect detached", iface.name)
 
     def interface(self, name: str) -> Interface:
         return next(i for i in self.interfaces if i.name == name)
