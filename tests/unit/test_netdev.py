@@ -41,3 +41,22 @@ def test_irq_cpus_prefer_the_effective_affinity(tmp_path):
 def test_parse_cpulist():
     assert parse_cpulist("0-2,5,7-8\n") == {0, 1, 2, 5, 7, 8}
     assert parse_cpulist("") == frozenset()
+
+
+def test_ethtool_reads_keep_errno_and_name_the_call():
+    import errno
+
+    import pytest
+
+    from xdpd.netdev import (NetdevError, ethtool_driver, ethtool_ntuple_rule_count,
+                             ethtool_rss_indirection)
+    for call, what in ((ethtool_rss_indirection, "GRXFHINDIR"),
+                       (ethtool_ntuple_rule_count, "GRXCLSRLCNT")):
+        with pytest.raises(NetdevError) as e:
+            call("lo")                       # loopback has no RSS and no ntuple
+        assert e.value.errno == errno.EOPNOTSUPP
+        assert str(e.value) == f"ethtool {what} on lo failed: EOPNOTSUPP"
+    with pytest.raises(NetdevError) as e:
+        ethtool_driver("nosuchdev0")
+    assert e.value.errno == errno.ENODEV
+    assert str(e.value) == "netdev 'nosuchdev0' not found; see 'ip link show'"
