@@ -5,6 +5,7 @@
     xdpd status [--json]            what runs, per interface and worker
     xdpd top                        live per-queue rates and drops
     xdpd check-config PATH          validate; print what would run
+    xdpd doctor [--json]            what keeps packets from xdpd, and the fix
     xdpd demo [--seconds N]         a veth lab, traffic, a report
 
 Anything an operator typed that is wrong ends in one precise message and a
@@ -78,6 +79,30 @@ def cmd_check_config(args) -> int:
     listen = config.metrics.listen
     print("metrics: " + (format_listen(listen) if listen else "disabled"))
     return exitcodes.OK
+
+
+def cmd_doctor(args) -> int:
+    import json
+    from .config import ConfigError, load_config
+    from .control import request
+    from .doctor import DoctorHost, diagnose, exit_code
+    if args.seconds < 0:
+        print("xdpd doctor: --seconds must be 0 or more", file=sys.stderr)
+        return exitcodes.USAGE
+    try:
+        # the schema only: what the host lacks is a finding, not a refusal
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return exitcodes.CONFIG
+    socket_path = args.socket or os.environ.get("XDPD_SOCKET") or config.control.socket
+    report = diagnose(config, DoctorHost(), lambda: request(socket_path, "status"),
+                      seconds=args.seconds)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.lines(verbose=args.verbose)))
+    return exit_code(report.findings)
 
 
 def cmd_run(args) -> int:
@@ -243,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration against this host")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
+
+    doctor = sub.add_parser("doctor", help="check the host, the steering and the running "
+                            "daemon; one finding and one fix per line")
+    doctor.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"YAML file (default {DEFAULT_CONFIG})")
+    doctor.add_argument("--socket", help="control socket (default: control.socket of the "
+                        "config)")
+    doctor.add_argument("--json", action="store_true", help="findings and the worst level, "
+                        "for programs")
+    doctor.add_argument("--seconds", type=float, default=2.0,
+                        help="time between the two status samples of the live checks")
+    doctor.add_argument("-v", "--verbose", action="store_true", help="also the ok findings")
+    doctor.set_defaults(func=cmd_doctor)
 
     demo = sub.add_parser("demo", help="forward traffic through a throw-away veth lab")
     demo.add_argument("--seconds", type=float, default=5.0)

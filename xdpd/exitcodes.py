@@ -12,6 +12,9 @@ SOFTWARE = 70          # EX_SOFTWARE: a bug
 NOPERM = 77            # EX_NOPERM: not root / missing capability
 UNAVAILABLE = 69       # EX_UNAVAILABLE: no xdpd answers on the control socket
 
+DOCTOR_WARNINGS = 6        # xdpd doctor: the worst finding is a warning
+DOCTOR_ERRORS = 7          # xdpd doctor: at least one error
+
 WORKER_BOOT_FAILED = 3     # a worker could not map its rings: do not count as a crash loop
 WORKER_ORPHANED = 4        # the supervisor died before the worker settled
 WORKER_PRIVILEGES = 5      # a worker could not drop its capabilities: it must not run with them

@@ -322,19 +322,9 @@ class Supervisor:
         """Warn about a worker pinned to the CPU that runs its queue's NAPI
         poll (the queue's IRQ CPU): the two take turns on one core, and a
         spinning or busy-polling worker starves the NAPI poll it waits for."""
-        warnings = []
-        w = self.config.workers
-        polling = w.idle == "spin" or w.busy_poll
-        for plan in plans:
-            cpus = self.host.queue_irq_cpus(plan.netdev, plan.queue)
-            if plan.cpu not in cpus:
-                continue
-            what = ("it spins, so the NAPI poll only runs when the scheduler preempts it "
-                    "and the rx ring overflows" if polling else
-                    "the worker and the NAPI poll take turns on one core")
-            warnings.append(f"{plan.name}: worker CPU {plan.cpu} also takes the queue's "
-                            f"interrupts (NAPI); {what}. Pin the worker elsewhere "
-                            "(workers.cpus) or move the IRQ (/proc/irq/N/smp_affinity_list)")
+        from .doctor import napi_placement
+        warnings = [f"{plan.name}: {finding}. {fix[0].upper()}{fix[1:]}"
+                    for plan, finding, fix in napi_placement(self.config, plans, self.host)]
         for text in warnings:
             log.warning("%s", text)
         return warnings
@@ -1168,6 +1158,20 @@ class Supervisor:
         return ((stats["rx_packets"] - rx) / dt, (stats["tx_packets"] - tx) / dt,
                 (sum(stats["drops"].values()) - drops) / dt)
 
+    @staticmethod
+    def _xdp_packets(iface: Interface) -> list[dict]:
+        """The XDP program's verdicts per rx queue, owned or not: traffic on
+        a queue xdpd does not own shows as `passed` (xdpd doctor reads it)."""
+        from .bpf import XDPD_MAX_QUEUES
+        out = []
+        for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
+            try:
+                st = iface.program.queue_stats(q)
+            except (OSError, AttributeError):
+                continue
+            out.append({"queue": q, **{v: st[v] for v in ("redirected", "passed", "no_socket")}})
+        return out
+
     def status(self) -> dict:
         """The answer to `xdpd status`; its JSON form is documented in the
         README (schema 1: keys are only ever added)."""
@@ -1196,6 +1200,7 @@ class Supervisor:
                 "drops": stats["drops"],
                 "rx_pps": round(rx_pps, 1), "tx_pps": round(tx_pps, 1),
                 "drop_pps": round(drop_pps, 1), "xsk": xsk,
+                "bad_descriptors": stats["bad_descs"],
                 "rings": self.umem.control.ring_use(w.id)})
         interfaces = []
         for i in sorted(self.interfaces, key=lambda i: i.name):
@@ -1204,7 +1209,8 @@ class Supervisor:
                 "socket_mode": "zero-copy" if self.zero_copy else "copy",
                 "queues": sorted(i.queues), "rx_queues": i.rx_queues,
                 "fallback": i.config.fallback if i.config else None,
-                "rule": describe_rule(self.config, i.name)})
+                "rule": describe_rule(self.config, i.name),
+                "xdp_packets": self._xdp_packets(i)})
         geo = self.umem.geometry
         return {
             "schema": STATUS_SCHEMA, "version": __version__, "pid": os.getpid(),

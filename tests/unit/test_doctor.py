@@ -1,0 +1,330 @@
+"""xdpd doctor: each check's findings (exact text) on a fake host and fake
+status samples; the report, the exit codes and the command's refusals."""
+from __future__ import annotations
+
+import errno
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from xdpd import exitcodes
+from xdpd.cli import main
+from xdpd.config import parse_config
+from xdpd.control import ControlError
+from xdpd.doctor import Finding, diagnose, exit_code, live_checks, rss_fix, static_checks
+from xdpd.netdev import NetdevError
+
+
+def unsupported(what):
+    return NetdevError(errno.EOPNOTSUPP, f"ethtool {what} failed: EOPNOTSUPP")
+
+
+@dataclass
+class FakeHost:
+    queues: dict = field(default_factory=lambda: {"in0": 2, "out0": 2})
+    drivers: dict = field(default_factory=lambda: {"in0": "veth", "out0": "veth"})
+    mtus: dict = field(default_factory=dict)
+    rss: dict = field(default_factory=dict)         # name -> table; absent: EOPNOTSUPP
+    ntuple: dict = field(default_factory=dict)      # name -> count; absent: EOPNOTSUPP
+    attached: dict = field(default_factory=dict)    # name -> "native" | "generic"
+    irq_cpus: dict = field(default_factory=dict)    # (name, queue) -> cpus
+    cpus: frozenset = frozenset({0, 1})
+
+    def netdev_exists(self, name):
+        return name in self.queues
+
+    def rx_queue_count(self, name):
+        return self.queues[name]
+
+    def online_cpus(self):
+        return self.cpus
+
+    def mtu(self, name):
+        return self.mtus.get(name, 1500)
+
+    def driver(self, name):
+        return self.drivers[name]
+
+    def rss_indirection(self, name):
+        if name not in self.rss:
+            raise unsupported("GRXFHINDIR")
+        return self.rss[name]
+
+    def ntuple_rule_count(self, name):
+        if name not in self.ntuple:
+            raise unsupported("GRXCLSRLCNT")
+        return self.ntuple[name]
+
+    def xdp_attached_mode(self, name):
+        return self.attached.get(name)
+
+    def queue_irq_cpus(self, name, queue):
+        return frozenset(self.irq_cpus.get((name, queue), ()))
+
+
+def config(in_queues="[0]", extra=""):
+    return parse_config(f"""\
+interfaces:
+  - name: in0
+    queues: {in_queues}
+  - name: out0
+forward:
+  - from: in0
+    to: out0
+{extra}""", source="xdpd.yaml")
+
+
+def by_check(findings, check, subject=None):
+    return [f.line() for f in findings
+            if f.check == check and (subject is None or f.subject == subject)]
+
+
+# --- static checks ------------------------------------------------------------
+
+def test_on_veth_with_nothing_attached_every_static_check_is_ok():
+    findings = static_checks(config(), FakeHost())
+    assert {f.level for f in findings} == {"ok"}
+    assert by_check(findings, "xdp_mode")[0] == (
+        "OK in0: native XDP untested (driver veth, nothing attached; doctor does not attach "
+        "to find out); xdp_mode: auto, 'xdpd run' logs the mode it gets")
+    assert by_check(findings, "zero_copy")[0] == (
+        "OK in0: copy mode: veth has no AF_XDP zero-copy (expected)")
+    assert by_check(findings, "channels") == [
+        "OK in0: owns queues 0 of 2; the kernel keeps queue 1",
+        "OK out0: all 2 rx queues owned"]
+    assert by_check(findings, "rss")[0] == (
+        "OK in0: no RSS indirection table (not supported by driver veth)")
+    assert by_check(findings, "ntuple")[0] == (
+        "OK in0: no ntuple filters (not supported by driver veth)")
+    assert by_check(findings, "mtu")[0] == (
+        "OK in0: MTU 1500 (+18 B headers) fits a 2048 B frame (1792 B after the 256 B "
+        "XDP headroom)")
+    assert by_check(findings, "napi") == ["OK workers: no worker on its queue's IRQ CPU (3 workers)"]
+    assert exit_code(findings) == exitcodes.OK
+
+
+def test_missing_netdev_and_queues_beyond_the_channel_count_are_errors():
+    host = FakeHost(queues={"in0": 2})
+    findings = static_checks(config("[0, 3]"), host)
+    assert by_check(findings, "netdev") == [
+        "ERROR out0: netdev 'out0' not found; see 'ip link show'; create it or remove it "
+        "from interfaces"]
+    assert by_check(findings, "channels") == [
+        "ERROR in0: configured queues 3 not on in0 (2 rx queues); raise the channel count "
+        "(ethtool -L in0 combined 4) or remove them from queues"]
+    assert by_check(findings, "napi") == []          # no worker plan for a broken config
+    assert exit_code(findings) == exitcodes.DOCTOR_ERRORS
+
+
+def test_attached_mode_and_the_running_daemons_mode_decide_native_xdp():
+    host = FakeHost(drivers={"in0": "ixgbe", "out0": "veth"}, attached={"in0": "generic"})
+    findings = static_checks(config(), host)
+    assert by_check(findings, "xdp_mode")[0] == (
+        "WARN in0: generic XDP (of the program attached now): driver ixgbe did not take a "
+        "native program; every packet costs an skb before XDP sees it; use a NIC whose "
+        "driver has native XDP, or set xdp_mode: generic to accept it")
+    status = {"interfaces": [
+        {"name": "in0", "xdp_mode": "native", "socket_mode": "copy", "rx_queues": 2,
+         "queues": [0]},
+        {"name": "out0", "xdp_mode": "native", "socket_mode": "copy", "rx_queues": 2,
+         "queues": [0, 1]}]}
+    findings = static_checks(config(), host, status)
+    assert by_check(findings, "xdp_mode")[0] == (
+        "OK in0: native XDP (in use by the running xdpd; driver ixgbe)")
+    assert by_check(findings, "zero_copy")[0] == (
+        "WARN in0: copy mode: driver ixgbe did not take zero-copy sockets; every packet is "
+        "copied into the UMEM; check the driver's AF_XDP zero-copy support and the xdpd "
+        "start log, or set zero_copy: off to accept copy mode")
+
+
+def test_channels_added_after_start_with_queues_all_warn():
+    status = {"interfaces": [
+        {"name": "in0", "xdp_mode": "native", "socket_mode": "copy", "rx_queues": 2,
+         "queues": [0, 1]},
+        {"name": "out0", "xdp_mode": "native", "socket_mode": "copy", "rx_queues": 2,
+         "queues": [0, 1]}]}
+    host = FakeHost(queues={"in0": 4, "out0": 2})
+    findings = static_checks(config("all"), host, status)
+    assert by_check(findings, "channels")[0] == (
+        "WARN in0: 4 rx queues now, 2 when xdpd started: queues 2-3 have no worker, the "
+        "kernel keeps their traffic; xdpd reload (queues: all owns them)")
+
+
+def test_rss_entries_on_unowned_queues_warn_with_the_ethtool_fix():
+    host = FakeHost(queues={"in0": 4, "out0": 2}, rss={"in0": [0, 1, 2, 3] * 32})
+    findings = static_checks(config("[0, 1]"), host)
+    assert by_check(findings, "rss", "in0") == [
+        "WARN in0: RSS table: 64 of 128 entries (50% of flows) point at queues 2-3, which "
+        "xdpd does not own: that traffic never reaches xdpd; ethtool -X in0 equal 2, or "
+        "add queues 2-3"]
+    host.rss["in0"] = [0, 1] * 64
+    assert by_check(static_checks(config("[0, 1]"), host), "rss", "in0") == [
+        "OK in0: RSS table: all 128 entries point at owned queues"]
+    assert rss_fix("in0", (1, 3), 4) == "ethtool -X in0 weight 0 1 0 1"
+
+
+def test_ntuple_rules_are_counted():
+    host = FakeHost(ntuple={"in0": 3, "out0": 0})
+    findings = static_checks(config(), host)
+    assert by_check(findings, "ntuple") == [
+        "OK in0: 3 ntuple rules (ethtool -n in0 lists them; the live check shows traffic a "
+        "rule sends to an unowned queue)",
+        "OK out0: no ntuple rules"]
+
+
+def test_a_jumbo_mtu_needs_4096_byte_frames_and_9000_fits_none():
+    host = FakeHost(mtus={"in0": 3000, "out0": 9000})
+    findings = static_checks(config(), host)
+    assert by_check(findings, "mtu") == [
+        "ERROR in0: MTU 3000 (+18 B headers = 3018 B) does not fit a 2048 B frame (1792 B "
+        "after the 256 B XDP headroom): longer packets are dropped by the kernel "
+        "(rx_dropped); umem.frame_size: 4096",
+        "ERROR out0: MTU 9000 (+18 B headers = 9018 B) does not fit a 2048 B frame (1792 B "
+        "after the 256 B XDP headroom): longer packets are dropped by the kernel "
+        "(rx_dropped); lower the MTU to 3822 (ip link set out0 mtu 3822); no frame size "
+        "holds 9018 B"]
+    ok = static_checks(config(extra="umem:\n  frame_size: 4096\n"), FakeHost(mtus={"in0": 3000}))
+    assert by_check(ok, "mtu")[0].startswith("OK in0: MTU 3000 (+18 B headers) fits a 4096 B")
+
+
+def test_a_worker_on_its_queues_irq_cpu_warns():
+    host = FakeHost(irq_cpus={("out0", 1): {1}})
+    findings = static_checks(config(extra="workers:\n  cpus: [1, 0]\n"), host)
+    assert by_check(findings, "napi") == [
+        "WARN out0/q1: worker CPU 1 also takes the queue's interrupts (NAPI); the worker and "
+        "the NAPI poll take turns on one core; pin the worker elsewhere (workers.cpus) or "
+        "move the IRQ (/proc/irq/N/smp_affinity_list)"]
+
+
+# --- live checks --------------------------------------------------------------
+
+def sample(uptime, verdicts, workers=None, owned=(0,)):
+    """A status answer: in0 with `owned` queues of 2; verdicts per queue as
+    (redirected, passed, no_socket); workers: name -> overrides."""
+    ws = []
+    for q in owned:
+        w = {"name": f"in0/q{q}", "state": "running", "restarts": 0, "bad_descriptors": 0,
+             "xsk": {"rx_dropped": 0, "rx_ring_full": 0, "rx_fill_ring_empty_descs": 0,
+                     "rx_invalid_descs": 0, "tx_invalid_descs": 0, "tx_ring_empty_descs": 0}}
+        for k, v in (workers or {}).get(w["name"], {}).items():
+            if k in w["xsk"]:
+                w["xsk"][k] = v
+            else:
+                w[k] = v
+        ws.append(w)
+    return {"pid": 42, "uptime_seconds": uptime, "workers": ws, "interfaces": [
+        {"name": "in0", "queues": list(owned), "rx_queues": 2, "fallback": "pass",
+         "xdp_mode": "native", "socket_mode": "copy",
+         "xdp_packets": [{"queue": q, "redirected": r, "passed": p, "no_socket": n}
+                         for q, (r, p, n) in enumerate(verdicts)]}]}
+
+
+def test_traffic_on_an_unowned_queue_is_reported_as_mis_steered():
+    before = sample(10.0, [(100, 0, 0), (0, 5, 0)])
+    after = sample(12.0, [(300, 0, 0), (0, 2005, 0)])
+    findings = live_checks(config(), before, after, 2.0)
+    assert by_check(findings, "steering") == [
+        "WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s), which xdpd does "
+        "not own; the kernel gets it; steer it to queues 0 (ethtool -X in0 equal 1, or an "
+        "ntuple rule) or add queue 1 to interfaces[in0].queues"]
+    assert exit_code(findings) == exitcodes.DOCTOR_WARNINGS
+
+
+def test_traffic_only_on_owned_queues_is_ok():
+    before = sample(10.0, [(100, 0, 0), (0, 5, 0)])
+    after = sample(12.0, [(5000, 0, 0), (0, 5, 0)])
+    findings = live_checks(config(), before, after, 2.0)
+    assert by_check(findings, "steering") == ["OK in0: traffic only on owned queues 0"]
+    assert exit_code(findings) == exitcodes.OK
+
+
+def test_an_owned_queue_without_a_socket_is_an_error():
+    before = sample(10.0, [(100, 0, 0), (0, 0, 0)])
+    after = sample(12.0, [(100, 0, 60), (0, 0, 0)], workers={"in0/q0": {"state": "fatal"}})
+    findings = live_checks(config(), before, after, 2.0)
+    assert by_check(findings, "steering") == [
+        "ERROR in0/q0: traffic on an owned queue with no socket (30 pkt/s; worker fatal): "
+        "fallback pass applies; see the worker finding and the xdpd log; xdpd restores the "
+        "socket when the worker runs again"]
+    assert by_check(findings, "workers") == [
+        "ERROR in0/q0: worker given up (fatal) after repeated start failures; its queue gets "
+        "the interface's fallback; see the xdpd log for the cause, fix it, restart xdpd"]
+    assert exit_code(findings) == exitcodes.DOCTOR_ERRORS
+
+
+def test_socket_drops_starvation_and_bad_descriptors():
+    before = sample(10.0, [(0, 0, 0), (0, 0, 0)])
+    after = sample(12.0, [(0, 0, 0), (0, 0, 0)], workers={"in0/q0": {
+        "rx_ring_full": 7, "rx_dropped": 3, "rx_fill_ring_empty_descs": 9,
+        "bad_descriptors": 1}})
+    findings = live_checks(config(), before, after, 2.0)
+    assert by_check(findings, "redirect") == [
+        "WARN in0/q0: RX ring full: the kernel dropped 7 packets in 2 s (XDP_STATISTICS "
+        "rx_ring_full); the worker is not keeping up: give it a CPU of its own "
+        "(workers.cpus), raise rings.rx, or spread the traffic over more queues",
+        "WARN in0/q0: the socket dropped 3 packets in 2 s (XDP_STATISTICS rx_dropped: "
+        "longer than a frame, or no free frame); see the mtu and fill_ring findings"]
+    assert by_check(findings, "fill_ring") == [
+        "WARN in0/q0: FILL ring ran empty 9 times in 2 s: packets arrived with no frame to "
+        "put them in; raise umem.frames_per_worker and rings.fill, or give the worker a CPU "
+        "of its own (workers.cpus)"]
+    assert by_check(findings, "descriptors") == [
+        "ERROR in0/q0: 0 descriptors the kernel refused, 1 xdpd refused, in 2 s: frames are "
+        "being lost; a bug: report it with 'xdpd status --json' and the log"]
+
+
+# --- the report and the command --------------------------------------------------
+
+def test_diagnose_takes_two_samples_the_daemons_clock_apart():
+    answers = iter([sample(10.0, [(0, 0, 0), (0, 0, 0)]),
+                    sample(13.0, [(0, 0, 0), (0, 3000, 0)])])
+    slept = []
+    report = diagnose(config(), FakeHost(), lambda: next(answers), seconds=2.0,
+                      sleep=slept.append)
+    assert slept == [2.0]
+    lines = report.lines()
+    assert lines[0].startswith("WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s)")
+    assert lines[-1] == "doctor: 0 errors, 1 warnings, 15 ok; live: 3.0 s sample of xdpd pid 42"
+    d = report.as_dict()
+    assert d["worst"] == "warn" and d["findings"][0]["check"] == "xdp_mode"
+
+
+def test_without_a_daemon_only_static_checks_run():
+    def ask():
+        raise ControlError("/run/x.sock: no such socket; is xdpd running?")
+    report = diagnose(config(), FakeHost(), ask, sleep=pytest.fail)
+    assert report.lines() == ["doctor: 0 errors, 0 warnings, 13 ok; live checks skipped: "
+                              "/run/x.sock: no such socket; is xdpd running?"]
+
+
+def test_the_command_gives_the_loaders_message_and_78(tmp_path, capsys):
+    path = tmp_path / "xdpd.yaml"
+    path.write_text("interfaces:\n  - name: in0\n    qeues: [0]\nforward: []\n")
+    path.chmod(0o600)
+    assert main(["doctor", "--config", str(path)]) == exitcodes.CONFIG
+    err = capsys.readouterr().err
+    assert "interfaces[0].qeues: unknown key; did you mean 'queues'?" in err
+    assert "Traceback" not in err
+    assert main(["doctor", "--config", str(tmp_path / "none.yaml")]) == exitcodes.CONFIG
+    assert main(["doctor", "--config", str(path), "--seconds", "-1"]) == exitcodes.USAGE
+
+
+def test_the_command_prints_json_and_exits_with_the_worst_level(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "xdpd.yaml"
+    path.write_text("interfaces:\n  - name: nosuchdev0\nforward: []\n")
+    path.chmod(0o600)
+    code = main(["doctor", "--config", str(path), "--socket", str(tmp_path / "no.sock"),
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == exitcodes.DOCTOR_ERRORS
+    assert out["worst"] == "error"
+    assert out["findings"] == [{"check": "netdev", "level": "error", "subject": "nosuchdev0",
+                                "finding": "netdev 'nosuchdev0' not found",
+                                "fix": "see 'ip link show'; create it or remove it from "
+                                       "interfaces"}]
+    assert out["live"].startswith("live checks skipped: ")
+
+
+def test_finding_line_without_a_fix():
+    assert Finding("x", "ok", "in0", "fine").line() == "OK in0: fine"

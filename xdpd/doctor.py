@@ -1,0 +1,541 @@
+"""`xdpd doctor`: what stands between the configuration and packets reaching
+xdpd, one finding and one fix per line.
+
+Design
+------
+A check is a function that returns findings; each finding names the check,
+a level (ok, warn, error), a subject (`in0`, `in0/q1`), what was found and
+the fix.  The worst level decides the exit code.  Two kinds of checks:
+
+* static, from the configuration and the host (no daemon needed): the XDP
+  mode, copy or zero-copy, the channel count against the configured queues,
+  the RSS indirection table against the owned queues, ntuple rules, the MTU
+  against the frame size, workers pinned on their queue's IRQ CPU;
+* live, when a daemon answers on the control socket: two `status` samples
+  N seconds apart, and the counters that rose between them: traffic on
+  queues without a socket (mis-steered, or an owned queue whose worker is
+  gone), socket drops, FILL-ring starvation, refused descriptors, and
+  workers that are not running.
+
+Doctor changes nothing.  In particular it does not attach a program to find
+out whether the driver has native XDP: attaching in native mode makes many
+drivers (i40e, ice, mlx5, ...) reconfigure their rings, a short outage on a
+production interface, and the answer is only needed when xdpd is about to
+attach anyway.  So native XDP is judged by what is attached: the mode a
+running xdpd got (`xdp_mode` in its status), else the mode of whatever
+program is attached to the netdev now, else it is reported as untested, with
+the driver's name, and `xdpd run` logs the mode it gets.
+
+The ethtool questions (driver, RSS table, ntuple rule count) are asked of
+the driver; a driver without the operation (EOPNOTSUPP, e.g. veth) is an ok
+finding saying so, not an error.
+"""
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import exitcodes
+
+LEVELS = ("ok", "warn", "error")
+
+# XDP_PACKET_HEADROOM: in copy mode the kernel writes a packet 256 bytes into
+# its frame, so a frame holds frame_size - 256 bytes of packet.
+XDP_HEADROOM = 256
+# Ethernet header and one VLAN tag on top of the MTU (as the too_long drop).
+L2_OVERHEAD = 18
+FRAME_SIZES = (2048, 4096)
+
+DEFAULT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    level: str          # ok | warn | error
+    subject: str        # "in0", "in0/q1", "xdpd"
+    finding: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.level.upper()} {self.subject}: {self.finding}"
+        return f"{text}; {self.fix}" if self.fix else text
+
+    def as_dict(self) -> dict:
+        return {"check": self.check, "level": self.level, "subject": self.subject,
+                "finding": self.finding, "fix": self.fix}
+
+
+def worst(findings: list[Finding]) -> str:
+    return max((f.level for f in findings), key=LEVELS.index, default="ok")
+
+
+def exit_code(findings: list[Finding]) -> int:
+    return {"ok": exitcodes.OK, "warn": exitcodes.DOCTOR_WARNINGS,
+            "error": exitcodes.DOCTOR_ERRORS}[worst(findings)]
+
+
+def queue_list(queues) -> str:
+    """0-1,3: the owned queues, short."""
+    from .config import format_cpulist
+    return format_cpulist(set(queues))
+
+
+# --- static checks ------------------------------------------------------------
+
+@dataclass
+class Netdev:
+    """What the static checks know about one configured interface."""
+    config: object              # InterfaceConfig
+    rx_queues: int
+    owned: tuple[int, ...]
+    driver: str
+    running: dict | None        # the daemon's status entry for it, if one runs
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def static_checks(config, host, status: dict | None = None) -> list[Finding]:
+    """Every static finding for `config` on `host`; `status` is a running
+    daemon's answer (or None) for what only it knows (the XDP mode it got)."""
+    findings: list[Finding] = []
+    running = {i["name"]: i for i in (status or {}).get("interfaces", [])}
+    netdevs: list[Netdev] = []
+    complete = True
+    for iface in config.interfaces:
+        nd = _netdev(iface, host, running.get(iface.name), findings)
+        if nd is None:
+            complete = False
+            continue
+        netdevs.append(nd)
+        for check in NETDEV_CHECKS:
+            findings += check(config, host, nd)
+        if any(f.check == "channels" and f.level == "error" and f.subject == nd.name
+               for f in findings):
+            complete = False
+    if complete:
+        findings += check_napi(config, host)
+    return findings
+
+
+def _netdev(iface, host, running, findings) -> Netdev | None:
+    name = iface.name
+    if not host.netdev_exists(name):
+        findings.append(Finding("netdev", "error", name, f"netdev {name!r} not found",
+                                "see 'ip link show'; create it or remove it from interfaces"))
+        return None
+    try:
+        count = host.rx_queue_count(name)
+    except OSError as e:
+        findings.append(Finding("netdev", "error", name, f"cannot count its rx queues: {e}",
+                                f"see 'ethtool -l {name}'"))
+        return None
+    try:
+        driver = host.driver(name)
+    except OSError:
+        driver = "unknown"
+    owned = tuple(range(count)) if iface.queues == "all" else tuple(iface.queues)
+    return Netdev(iface, count, owned, driver, running)
+
+
+def check_xdp_mode(config, host, nd: Netdev) -> list[Finding]:
+    wanted = nd.config.xdp_mode
+    if nd.running is not None:
+        mode = nd.running["xdp_mode"]
+        source = "in use by the running xdpd"
+    else:
+        mode = host.xdp_attached_mode(nd.name)
+        source = "of the program attached now"
+    if mode == "native":
+        return [Finding("xdp_mode", "ok", nd.name, f"native XDP ({source}; driver {nd.driver})")]
+    if mode == "generic":
+        if wanted == "generic":
+            return [Finding("xdp_mode", "ok", nd.name, f"generic XDP, as configured ({source})")]
+        return [Finding("xdp_mode", "warn", nd.name,
+                        f"generic XDP ({source}): driver {nd.driver} did not take a native "
+                        "program; every packet costs an skb before XDP sees it",
+                        "use a NIC whose driver has native XDP, or set xdp_mode: generic "
+                        "to accept it")]
+    return [Finding("xdp_mode", "ok", nd.name,
+                    f"native XDP untested (driver {nd.driver}, nothing attached; doctor does "
+                    f"not attach to find out); xdp_mode: {wanted}, 'xdpd run' logs the mode "
+                    "it gets")]
+
+
+def check_zero_copy(config, host, nd: Netdev) -> list[Finding]:
+    wanted = nd.config.zero_copy
+    if nd.driver == "veth":
+        return [Finding("zero_copy", "ok", nd.name,
+                        "copy mode: veth has no AF_XDP zero-copy (expected)")]
+    if nd.running is None:
+        return [Finding("zero_copy", "ok", nd.name,
+                        f"zero_copy: {wanted}; decided at start (driver {nd.driver})")]
+    mode = nd.running["socket_mode"]
+    if mode == "zero-copy":
+        return [Finding("zero_copy", "ok", nd.name, "zero-copy sockets")]
+    if wanted == "off" or any(i.zero_copy == "off" for i in config.interfaces):
+        return [Finding("zero_copy", "ok", nd.name,
+                        "copy mode, as configured (zero_copy: off on an interface makes "
+                        "every socket copy)")]
+    return [Finding("zero_copy", "warn", nd.name,
+                    f"copy mode: driver {nd.driver} did not take zero-copy sockets; every "
+                    "packet is copied into the UMEM",
+                    "check the driver's AF_XDP zero-copy support and the xdpd start log, "
+                    "or set zero_copy: off to accept copy mode")]
+
+
+def check_channels(config, host, nd: Netdev) -> list[Finding]:
+    name, count = nd.name, nd.rx_queues
+    missing = [q for q in nd.owned if q >= count]
+    if missing:
+        return [Finding("channels", "error", name,
+                        f"configured queues {queue_list(missing)} not on {name} "
+                        f"({count} rx queues)",
+                        f"raise the channel count (ethtool -L {name} combined "
+                        f"{max(missing) + 1}) or remove them from queues")]
+    if nd.running is not None:
+        started = nd.running["rx_queues"]
+        owned = set(nd.running["queues"])
+        if nd.config.queues == "all" and count > started:
+            new = [q for q in range(count) if q not in owned]
+            return [Finding("channels", "warn", name,
+                            f"{count} rx queues now, {started} when xdpd started: queues "
+                            f"{queue_list(new)} have no worker, the kernel keeps their traffic",
+                            "xdpd reload (queues: all owns them)")]
+    unowned = [q for q in range(count) if q not in nd.owned]
+    if not unowned:
+        return [Finding("channels", "ok", name, f"all {count} rx queues owned")]
+    # A list that leaves queues to the kernel is a choice (management traffic);
+    # whether traffic lands there is the RSS check's and the live check's job.
+    what = "queue" if len(unowned) == 1 else "queues"
+    return [Finding("channels", "ok", name,
+                    f"owns queues {queue_list(nd.owned)} of {count}; the kernel keeps "
+                    f"{what} {queue_list(unowned)}")]
+
+
+def check_rss(config, host, nd: Netdev) -> list[Finding]:
+    name = nd.name
+    try:
+        table = host.rss_indirection(name)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            return [Finding("rss", "ok", name,
+                            f"no RSS indirection table (not supported by driver {nd.driver})")]
+        return [Finding("rss", "warn", name, f"cannot read the RSS indirection table: {e}",
+                        f"see 'ethtool -x {name}'")]
+    if not table:
+        return [Finding("rss", "ok", name, f"no RSS indirection table (driver {nd.driver})")]
+    owned = set(nd.owned)
+    away = [q for q in table if q not in owned]
+    if not away:
+        return [Finding("rss", "ok", name,
+                        f"RSS table: all {len(table)} entries point at owned queues")]
+    share = 100.0 * len(away) / len(table)
+    queues = sorted(set(away))
+    return [Finding("rss", "warn", name,
+                    f"RSS table: {len(away)} of {len(table)} entries ({share:.0f}% of flows) "
+                    f"point at queues {queue_list(queues)}, which xdpd does not own: that "
+                    "traffic never reaches xdpd",
+                    f"{rss_fix(name, nd.owned, nd.rx_queues)}, or add queues "
+                    f"{queue_list(queues)}")]
+
+
+def rss_fix(name: str, owned, count: int) -> str:
+    """The ethtool command that spreads RSS over the owned queues only."""
+    if list(owned) == list(range(len(owned))):
+        return f"ethtool -X {name} equal {len(owned)}"
+    weights = " ".join("1" if q in set(owned) else "0" for q in range(count))
+    return f"ethtool -X {name} weight {weights}"
+
+
+def check_ntuple(config, host, nd: Netdev) -> list[Finding]:
+    name = nd.name
+    try:
+        rules = host.ntuple_rule_count(name)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            return [Finding("ntuple", "ok", name,
+                            f"no ntuple filters (not supported by driver {nd.driver})")]
+        return [Finding("ntuple", "warn", name, f"cannot count the ntuple rules: {e}",
+                        f"see 'ethtool -n {name}'")]
+    what = "1 ntuple rule" if rules == 1 else f"{rules} ntuple rules"
+    return [Finding("ntuple", "ok", name, f"{what} (ethtool -n {name} lists them; the live "
+                                           "check shows traffic a rule sends to an unowned "
+                                           "queue)" if rules else "no ntuple rules")]
+
+
+def check_mtu(config, host, nd: Netdev) -> list[Finding]:
+    name = nd.name
+    try:
+        mtu = host.mtu(name)
+    except OSError as e:
+        return [Finding("mtu", "warn", name, f"cannot read the MTU: {e}", "")]
+    frame = config.umem.frame_size
+    room = frame - XDP_HEADROOM
+    need = mtu + L2_OVERHEAD
+    if need <= room:
+        return [Finding("mtu", "ok", name,
+                        f"MTU {mtu} (+{L2_OVERHEAD} B headers) fits a {frame} B frame "
+                        f"({room} B after the {XDP_HEADROOM} B XDP headroom)")]
+    fits = [f for f in FRAME_SIZES if mtu + L2_OVERHEAD <= f - XDP_HEADROOM]
+    fix = (f"umem.frame_size: {fits[0]}" if fits else
+           f"lower the MTU to {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD} "
+           f"(ip link set {name} mtu {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD}); "
+           f"no frame size holds {need} B")
+    return [Finding("mtu", "error", name,
+                    f"MTU {mtu} (+{L2_OVERHEAD} B headers = {need} B) does not fit a {frame} B "
+                    f"frame ({room} B after the {XDP_HEADROOM} B XDP headroom): longer "
+                    "packets are dropped by the kernel (rx_dropped)", fix)]
+
+
+NETDEV_CHECKS: tuple[Callable, ...] = (check_xdp_mode, check_zero_copy, check_channels,
+                                       check_rss, check_ntuple, check_mtu)
+
+
+def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
+    """(plan, finding, fix) per worker pinned to the CPU that runs its
+    queue's NAPI poll (the queue's IRQ CPU): the two take turns on one core,
+    and a spinning or busy-polling worker starves the NAPI poll it waits for.
+    The supervisor logs these at start; doctor reports them."""
+    w = config.workers
+    polling = w.idle == "spin" or w.busy_poll
+    out = []
+    for plan in plans:
+        if plan.cpu not in host.queue_irq_cpus(plan.netdev, plan.queue):
+            continue
+        what = ("it spins, so the NAPI poll only runs when the scheduler preempts it "
+                "and the rx ring overflows" if polling else
+                "the worker and the NAPI poll take turns on one core")
+        out.append((plan, f"worker CPU {plan.cpu} also takes the queue's interrupts (NAPI); "
+                          f"{what}",
+                    "pin the worker elsewhere (workers.cpus) or move the IRQ "
+                    "(/proc/irq/N/smp_affinity_list)"))
+    return out
+
+
+def check_napi(config, host) -> list[Finding]:
+    from .config import plan_workers
+    plans = plan_workers(config, host)
+    bad = napi_placement(config, plans, host)
+    findings = [Finding("napi", "warn", plan.name, finding, fix) for plan, finding, fix in bad]
+    if plans and not bad:
+        findings.append(Finding("napi", "ok", "workers",
+                                f"no worker on its queue's IRQ CPU ({len(plans)} workers)"))
+    return findings
+
+
+# --- live checks --------------------------------------------------------------
+
+def live_checks(config, before: dict, after: dict, seconds: float) -> list[Finding]:
+    """Findings from two status samples `seconds` apart."""
+    findings: list[Finding] = []
+    findings += check_workers(after)
+    findings += check_steering(before, after, seconds)
+    findings += check_sockets(before, after, seconds)
+    return findings
+
+
+def _by(items: list[dict], key: str) -> dict:
+    return {i[key]: i for i in items}
+
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f} pkt/s" if seconds > 0 else f"{n} packets"
+
+
+def check_workers(status: dict) -> list[Finding]:
+    findings = []
+    for w in status.get("workers", []):
+        state = w["state"]
+        if state == "running":
+            continue
+        if state == "fatal":
+            findings.append(Finding("workers", "error", w["name"],
+                                    "worker given up (fatal) after repeated start failures; "
+                                    "its queue gets the interface's fallback",
+                                    "see the xdpd log for the cause, fix it, restart xdpd"))
+        else:
+            findings.append(Finding("workers", "warn", w["name"],
+                                    f"worker {state} (restarts: {w['restarts']})",
+                                    "run doctor again; if it stays, see the xdpd log"))
+    running = sum(w["state"] == "running" for w in status.get("workers", []))
+    if running and running == len(status.get("workers", [])):
+        findings.append(Finding("workers", "ok", "workers", f"all {running} workers running"))
+    return findings
+
+
+def _verdict_deltas(before: dict, after: dict) -> dict[str, dict[int, dict[str, int]]]:
+    """{netdev: {queue: {verdict: rise}}} from the status' xdp_packets."""
+    old = _by(before.get("interfaces", []), "name")
+    out: dict[str, dict[int, dict[str, int]]] = {}
+    for iface in after.get("interfaces", []):
+        prev = {q["queue"]: q for q in old.get(iface["name"], {}).get("xdp_packets", [])}
+        per_queue = {}
+        for q in iface.get("xdp_packets", []):
+            p = prev.get(q["queue"], {})
+            per_queue[q["queue"]] = {v: q[v] - p.get(v, 0)
+                                     for v in ("redirected", "passed", "no_socket")}
+        out[iface["name"]] = per_queue
+    return out
+
+
+def check_steering(before: dict, after: dict, seconds: float) -> list[Finding]:
+    findings = []
+    deltas = _verdict_deltas(before, after)
+    workers = _by(after.get("workers", []), "name")
+    for iface in after.get("interfaces", []):
+        name = iface["name"]
+        owned = iface["queues"]
+        if "xdp_packets" not in iface:
+            continue
+        bad = False
+        for q, d in sorted(deltas.get(name, {}).items()):
+            if q not in owned and d["passed"] > 0:
+                bad = True
+                findings.append(Finding(
+                    "steering", "warn", f"{name}/q{q}",
+                    f"mis-steered: traffic on {name} queue {q} ({_rate(d['passed'], seconds)}), "
+                    "which xdpd does not own; the kernel gets it",
+                    f"steer it to queues {queue_list(owned)} "
+                    f"({rss_fix(name, owned, iface['rx_queues'])}, or an ntuple rule) "
+                    f"or add queue {q} to interfaces[{name}].queues"))
+            elif q in owned and d["no_socket"] > 0:
+                bad = True
+                w = workers.get(f"{name}/q{q}", {})
+                findings.append(Finding(
+                    "steering", "error", f"{name}/q{q}",
+                    f"traffic on an owned queue with no socket ({_rate(d['no_socket'], seconds)}; "
+                    f"worker {w.get('state', 'missing')}): fallback {iface.get('fallback')} "
+                    "applies",
+                    "see the worker finding and the xdpd log; xdpd restores the socket when "
+                    "the worker runs again"))
+        if not bad:
+            findings.append(Finding("steering", "ok", name,
+                                    f"traffic only on owned queues {queue_list(owned)}"))
+    return findings
+
+
+def check_sockets(before: dict, after: dict, seconds: float) -> list[Finding]:
+    findings = []
+    old = _by(before.get("workers", []), "name")
+    for w in after.get("workers", []):
+        p = old.get(w["name"])
+        if p is None:
+            continue
+        name = w["name"]
+
+        def rise(key: str, where: str = "xsk") -> int:
+            return max(0, w.get(where, {}).get(key, 0) - p.get(where, {}).get(key, 0)) \
+                if where else max(0, w.get(key, 0) - p.get(key, 0))
+
+        dropped, full = rise("rx_dropped"), rise("rx_ring_full")
+        empty = rise("rx_fill_ring_empty_descs")
+        invalid = rise("rx_invalid_descs") + rise("tx_invalid_descs")
+        bad = rise("bad_descriptors", where="")
+        if full:
+            findings.append(Finding(
+                "redirect", "warn", name,
+                f"RX ring full: the kernel dropped {full} packets in {seconds:g} s "
+                "(XDP_STATISTICS rx_ring_full)",
+                "the worker is not keeping up: give it a CPU of its own (workers.cpus), "
+                "raise rings.rx, or spread the traffic over more queues"))
+        if dropped:
+            findings.append(Finding(
+                "redirect", "warn", name,
+                f"the socket dropped {dropped} packets in {seconds:g} s "
+                "(XDP_STATISTICS rx_dropped: longer than a frame, or no free frame)",
+                "see the mtu and fill_ring findings"))
+        if empty:
+            findings.append(Finding(
+                "fill_ring", "warn", name,
+                f"FILL ring ran empty {empty} times in {seconds:g} s: packets arrived with "
+                "no frame to put them in",
+                "raise umem.frames_per_worker and rings.fill, or give the worker a CPU "
+                "of its own (workers.cpus)"))
+        if invalid or bad:
+            findings.append(Finding(
+                "descriptors", "error", name,
+                f"{invalid} descriptors the kernel refused, {bad} xdpd refused, in "
+                f"{seconds:g} s: frames are being lost",
+                "a bug: report it with 'xdpd status --json' and the log"))
+    if not findings and after.get("workers"):
+        findings.append(Finding("sockets", "ok", "workers",
+                                "no socket drops, FILL-ring starvation or bad descriptors"))
+    return findings
+
+
+# --- running it ----------------------------------------------------------------
+
+class DoctorHost:
+    """The real host plus what only doctor asks: the XDP mode attached now."""
+
+    def __init__(self, host=None):
+        from .netdev import Host
+        self._host = host or Host()
+
+    def __getattr__(self, name):
+        return getattr(self._host, name)
+
+    def xdp_attached_mode(self, name: str) -> str | None:
+        from .bpf import query_xdp
+        try:
+            return query_xdp(self._host.ifindex(name))["mode"]
+        except OSError:
+            return None
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    live: str               # what the live part did, in words
+
+    @property
+    def worst(self) -> str:
+        return worst(self.findings)
+
+    def lines(self, verbose: bool = False) -> list[str]:
+        out = [f.line() for f in self.findings if verbose or f.level != "ok"]
+        counts = {lv: sum(f.level == lv for f in self.findings) for lv in LEVELS}
+        out.append(f"doctor: {counts['error']} errors, {counts['warn']} warnings, "
+                   f"{counts['ok']} ok; {self.live}")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"worst": self.worst, "live": self.live,
+                "findings": [f.as_dict() for f in self.findings]}
+
+
+def diagnose(config, host, ask: Callable[[], dict] | None, seconds: float = DEFAULT_SECONDS,
+             sleep: Callable[[float], None] = time.sleep) -> Report:
+    """Static checks, then live ones if ask() (one `status` request) answers.
+    ask raises ControlError when no daemon answers."""
+    from .control import ControlError
+    before = None
+    live = "no daemon asked"
+    if ask is not None:
+        try:
+            before = ask()
+        except ControlError as e:
+            live = f"live checks skipped: {e}"
+    findings = static_checks(config, host, before)
+    if before is not None:
+        sleep(seconds)
+        try:
+            after = ask()
+        except ControlError as e:
+            findings.append(Finding("daemon", "error", "xdpd",
+                                    f"stopped answering during the sample: {e}",
+                                    "see the xdpd log"))
+            return Report(findings, "live checks cut short")
+        # the daemon's own clock: the time between the two samples
+        took = after.get("uptime_seconds", 0) - before.get("uptime_seconds", 0)
+        if took <= 0:
+            took = seconds
+        findings += live_checks(config, before, after, took)
+        live = f"live: {took:.1f} s sample of xdpd pid {after.get('pid')}"
+    return Report(findings, live)
+
