@@ -33,6 +33,7 @@ finding saying so, not an error.
 from __future__ import annotations
 
 import errno
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -330,11 +331,13 @@ def check_napi(config, host) -> list[Finding]:
 
 # --- live checks --------------------------------------------------------------
 
-def live_checks(config, before: dict, after: dict, seconds: float) -> list[Finding]:
-    """Findings from two status samples `seconds` apart."""
+def live_checks(config, before: dict, after: dict, seconds: float,
+                host=None) -> list[Finding]:
+    """Findings from two status samples `seconds` apart; `host` (optional)
+    says which steering tools a fix may name."""
     findings: list[Finding] = []
     findings += check_workers(after)
-    findings += check_steering(before, after, seconds)
+    findings += check_steering(before, after, seconds, config, host)
     findings += check_sockets(before, after, seconds)
     return findings
 
@@ -383,7 +386,34 @@ def _verdict_deltas(before: dict, after: dict) -> dict[str, dict[int, dict[str, 
     return out
 
 
-def check_steering(before: dict, after: dict, seconds: float) -> list[Finding]:
+def steering_tools(host, name: str, owned, count: int) -> list[str]:
+    """The ways this driver offers to steer traffic to the owned queues:
+    the RSS table (if readable) and ntuple rules (if countable)."""
+    if host is None:
+        return []
+    tools = []
+    try:
+        host.rss_indirection(name)
+        tools.append(rss_fix(name, owned, count))
+    except OSError:
+        pass
+    try:
+        host.ntuple_rule_count(name)
+        tools.append(f"an ntuple rule: ethtool -N {name} flow-type ... action {min(owned)}")
+    except OSError:
+        pass
+    return tools
+
+
+def _queues_key(config, name: str) -> str:
+    for i, iface in enumerate(getattr(config, "interfaces", ())):
+        if iface.name == name:
+            return f"interfaces[{i}].queues"
+    return f"the queues of {name}"
+
+
+def check_steering(before: dict, after: dict, seconds: float, config=None,
+                   host=None) -> list[Finding]:
     findings = []
     deltas = _verdict_deltas(before, after)
     workers = _by(after.get("workers", []), "name")
@@ -396,13 +426,14 @@ def check_steering(before: dict, after: dict, seconds: float) -> list[Finding]:
         for q, d in sorted(deltas.get(name, {}).items()):
             if q not in owned and d["passed"] > 0:
                 bad = True
+                tools = steering_tools(host, name, owned, iface["rx_queues"]) if owned else []
+                how = f" ({'; or '.join(tools)})" if tools else ""
                 findings.append(Finding(
                     "steering", "warn", f"{name}/q{q}",
                     f"mis-steered: traffic on {name} queue {q} ({_rate(d['passed'], seconds)}), "
                     "which xdpd does not own; the kernel gets it",
-                    f"steer it to queues {queue_list(owned)} "
-                    f"({rss_fix(name, owned, iface['rx_queues'])}, or an ntuple rule) "
-                    f"or add queue {q} to interfaces[{name}].queues"))
+                    f"steer it to queues {queue_list(owned)}{how} or add queue {q} to "
+                    f"{_queues_key(config, name)}"))
             elif q in owned and d["no_socket"] > 0:
                 bad = True
                 w = workers.get(f"{name}/q{q}", {})
@@ -428,14 +459,13 @@ def check_sockets(before: dict, after: dict, seconds: float) -> list[Finding]:
             continue
         name = w["name"]
 
-        def rise(key: str, where: str = "xsk") -> int:
-            return max(0, w.get(where, {}).get(key, 0) - p.get(where, {}).get(key, 0)) \
-                if where else max(0, w.get(key, 0) - p.get(key, 0))
+        def rise(key: str) -> int:          # an XDP_STATISTICS counter
+            return max(0, w.get("xsk", {}).get(key, 0) - p.get("xsk", {}).get(key, 0))
 
         dropped, full = rise("rx_dropped"), rise("rx_ring_full")
         empty = rise("rx_fill_ring_empty_descs")
         invalid = rise("rx_invalid_descs") + rise("tx_invalid_descs")
-        bad = rise("bad_descriptors", where="")
+        bad = max(0, w.get("bad_descriptors", 0) - p.get("bad_descriptors", 0))
         if full:
             findings.append(Finding(
                 "redirect", "warn", name,
@@ -466,6 +496,18 @@ def check_sockets(before: dict, after: dict, seconds: float) -> list[Finding]:
         findings.append(Finding("sockets", "ok", "workers",
                                 "no socket drops, FILL-ring starvation or bad descriptors"))
     return findings
+
+
+def check_same_file(config, status: dict) -> list[Finding]:
+    """The static checks judged the file doctor read; say so when the
+    daemon runs another one."""
+    running = (status.get("config") or {}).get("path")
+    if not running or not os.path.isabs(running) or \
+            os.path.realpath(running) == os.path.realpath(config.source):
+        return []
+    return [Finding("config", "warn", "xdpd",
+                    f"the running xdpd uses {running}, the static checks read {config.source}",
+                    f"xdpd doctor --config {running}")]
 
 
 # --- running it ----------------------------------------------------------------
@@ -535,7 +577,8 @@ def diagnose(config, host, ask: Callable[[], dict] | None, seconds: float = DEFA
         took = after.get("uptime_seconds", 0) - before.get("uptime_seconds", 0)
         if took <= 0:
             took = seconds
-        findings += live_checks(config, before, after, took)
+        findings += live_checks(config, before, after, took, host)
+        findings += check_same_file(config, after)
         live = f"live: {took:.1f} s sample of xdpd pid {after.get('pid')}"
     return Report(findings, live)
 

@@ -75,10 +75,10 @@ def test_doctor_reports_traffic_on_a_queue_xdpd_does_not_own(lab, start_daemon):
     assert len(warnings) == 1, r.stdout
     assert warnings[0].startswith(
         f"WARN {lab.IN_DEV}/q1: mis-steered: traffic on {lab.IN_DEV} queue 1 (")
+    # veth has neither an RSS table nor ntuple filters: no ethtool command
     assert warnings[0].endswith(
-        f"which xdpd does not own; the kernel gets it; steer it to queues 0 "
-        f"(ethtool -X {lab.IN_DEV} equal 1, or an ntuple rule) or add queue 1 to "
-        f"interfaces[{lab.IN_DEV}].queues")
+        "which xdpd does not own; the kernel gets it; steer it to queues 0 or add queue 1 "
+        "to interfaces[0].queues")
     assert f"OK {lab.IN_DEV}: native XDP (in use by the running xdpd; driver veth)" in r.stdout
     assert "Traceback" not in r.stderr
 

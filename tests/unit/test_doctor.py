@@ -12,7 +12,7 @@ from xdpd import exitcodes
 from xdpd.cli import main
 from xdpd.config import parse_config
 from xdpd.control import ControlError
-from xdpd.doctor import Finding, diagnose, exit_code, live_checks, rss_fix, static_checks
+from xdpd.doctor import Finding, check_same_file, diagnose, exit_code, live_checks, rss_fix, static_checks
 from xdpd.netdev import NetdevError
 
 
@@ -223,12 +223,19 @@ def sample(uptime, verdicts, workers=None, owned=(0,)):
 def test_traffic_on_an_unowned_queue_is_reported_as_mis_steered():
     before = sample(10.0, [(100, 0, 0), (0, 5, 0)])
     after = sample(12.0, [(300, 0, 0), (0, 2005, 0)])
-    findings = live_checks(config(), before, after, 2.0)
+    findings = live_checks(config(), before, after, 2.0, FakeHost())
     assert by_check(findings, "steering") == [
         "WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s), which xdpd does "
-        "not own; the kernel gets it; steer it to queues 0 (ethtool -X in0 equal 1, or an "
-        "ntuple rule) or add queue 1 to interfaces[in0].queues"]
+        "not own; the kernel gets it; steer it to queues 0 or add queue 1 to "
+        "interfaces[0].queues"]
     assert exit_code(findings) == exitcodes.DOCTOR_WARNINGS
+    # a driver with an RSS table and ntuple filters: the fix names both
+    host = FakeHost(rss={"in0": [0, 1] * 64}, ntuple={"in0": 0})
+    assert by_check(live_checks(config(), before, after, 2.0, host), "steering") == [
+        "WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s), which xdpd does "
+        "not own; the kernel gets it; steer it to queues 0 (ethtool -X in0 equal 1; or an "
+        "ntuple rule: ethtool -N in0 flow-type ... action 0) or add queue 1 to "
+        "interfaces[0].queues"]
 
 
 def test_traffic_only_on_owned_queues_is_ok():
@@ -324,6 +331,14 @@ def test_the_command_prints_json_and_exits_with_the_worst_level(tmp_path, capsys
                                 "fix": "see 'ip link show'; create it or remove it from "
                                        "interfaces"}]
     assert out["live"].startswith("live checks skipped: ")
+
+
+def test_a_daemon_running_another_file_is_a_warning():
+    st = {"config": {"path": "/etc/xdpd/other.yaml", "generation": 1}}
+    assert [f.line() for f in check_same_file(config(), st)] == [
+        "WARN xdpd: the running xdpd uses /etc/xdpd/other.yaml, the static checks read "
+        "xdpd.yaml; xdpd doctor --config /etc/xdpd/other.yaml"]
+    assert check_same_file(config(), {"config": {"path": "xdpd.yaml"}}) == []
 
 
 def test_finding_line_without_a_fix():
