@@ -446,7 +446,7 @@ def check_steering(before: dict, after: dict, seconds: float, config=None,
                     "the worker runs again"))
         if not bad:
             findings.append(Finding("steering", "ok", name,
-                                    f"traffic only on owned queues {queue_list(owned)}"))
+                                    "no traffic on queues xdpd does not own, none on owned queues without a socket"))
     return findings
 
 
@@ -530,6 +530,10 @@ class DoctorHost:
             return None
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 @dataclass
 class Report:
     findings: list[Finding]
@@ -542,8 +546,8 @@ class Report:
     def lines(self, verbose: bool = False) -> list[str]:
         out = [f.line() for f in self.findings if verbose or f.level != "ok"]
         counts = {lv: sum(f.level == lv for f in self.findings) for lv in LEVELS}
-        out.append(f"doctor: {counts['error']} errors, {counts['warn']} warnings, "
-                   f"{counts['ok']} ok; {self.live}")
+        out.append(f"doctor: {_count(counts['error'], 'error')}, "
+                   f"{_count(counts['warn'], 'warning')}, {counts['ok']} ok; {self.live}")
         return out
 
     def as_dict(self) -> dict:

@@ -242,7 +242,7 @@ def test_traffic_only_on_owned_queues_is_ok():
     before = sample(10.0, [(100, 0, 0), (0, 5, 0)])
     after = sample(12.0, [(5000, 0, 0), (0, 5, 0)])
     findings = live_checks(config(), before, after, 2.0)
-    assert by_check(findings, "steering") == ["OK in0: traffic only on owned queues 0"]
+    assert by_check(findings, "steering") == ["OK in0: no traffic on queues xdpd does not own, none on owned queues without a socket"]
     assert exit_code(findings) == exitcodes.OK
 
 
@@ -292,7 +292,7 @@ def test_diagnose_takes_two_samples_the_daemons_clock_apart():
     assert slept == [2.0]
     lines = report.lines()
     assert lines[0].startswith("WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s)")
-    assert lines[-1] == "doctor: 0 errors, 1 warnings, 15 ok; live: 3.0 s sample of xdpd pid 42"
+    assert lines[-1] == "doctor: 0 errors, 1 warning, 15 ok; live: 3.0 s sample of xdpd pid 42"
     d = report.as_dict()
     assert d["worst"] == "warn" and d["findings"][0]["check"] == "xdp_mode"
 
