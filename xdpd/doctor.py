@@ -105,18 +105,15 @@ def static_checks(config, host, status: dict | None = None) -> list[Finding]:
     daemon's answer (or None) for what only it knows (the XDP mode it got)."""
     findings: list[Finding] = []
     running = {i["name"]: i for i in (status or {}).get("interfaces", [])}
-    netdevs: list[Netdev] = []
-    complete = True
+    complete = True         # every netdev and queue there: workers can be planned
     for iface in config.interfaces:
         nd = _netdev(iface, host, running.get(iface.name), findings)
         if nd is None:
             complete = False
             continue
-        netdevs.append(nd)
         for check in NETDEV_CHECKS:
             findings += check(config, host, nd)
-        if any(f.check == "channels" and f.level == "error" and f.subject == nd.name
-               for f in findings):
+        if any(q >= nd.rx_queues for q in nd.owned):
             complete = False
     if complete:
         findings += check_napi(config, host)
@@ -576,6 +573,12 @@ def diagnose(config, host, ask: Callable[[], dict] | None, seconds: float = DEFA
             findings.append(Finding("daemon", "error", "xdpd",
                                     f"stopped answering during the sample: {e}",
                                     "see the xdpd log"))
+            return Report(findings, "live checks cut short")
+        if after.get("pid") != before.get("pid"):
+            findings.append(Finding("daemon", "warn", "xdpd",
+                                    f"restarted during the sample (pid {before.get('pid')} "
+                                    f"-> {after.get('pid')})",
+                                    "run doctor again; if it keeps happening, see the xdpd log"))
             return Report(findings, "live checks cut short")
         # the daemon's own clock: the time between the two samples
         took = after.get("uptime_seconds", 0) - before.get("uptime_seconds", 0)

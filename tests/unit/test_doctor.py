@@ -297,6 +297,17 @@ def test_diagnose_takes_two_samples_the_daemons_clock_apart():
     assert d["worst"] == "warn" and d["findings"][0]["check"] == "xdp_mode"
 
 
+def test_a_daemon_restarted_between_the_samples_cuts_the_live_checks_short():
+    second = sample(1.0, [(0, 0, 0), (0, 0, 0)])
+    second["pid"] = 43
+    answers = iter([sample(10.0, [(0, 0, 0), (0, 0, 0)]), second])
+    report = diagnose(config(), FakeHost(), lambda: next(answers), sleep=lambda s: None)
+    assert report.lines() == [
+        "WARN xdpd: restarted during the sample (pid 42 -> 43); run doctor again; if it "
+        "keeps happening, see the xdpd log",
+        "doctor: 0 errors, 1 warning, 13 ok; live checks cut short"]
+
+
 def test_without_a_daemon_only_static_checks_run():
     def ask():
         raise ControlError("/run/x.sock: no such socket; is xdpd running?")
