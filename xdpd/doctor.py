@@ -466,20 +466,20 @@ def check_sockets(before: dict, after: dict, seconds: float) -> list[Finding]:
         if full:
             findings.append(Finding(
                 "redirect", "warn", name,
-                f"RX ring full: the kernel dropped {full} packets in {seconds:g} s "
+                f"RX ring full: the kernel dropped {full} packets in {seconds:.1f} s "
                 "(XDP_STATISTICS rx_ring_full)",
                 "the worker is not keeping up: give it a CPU of its own (workers.cpus), "
                 "raise rings.rx, or spread the traffic over more queues"))
         if dropped:
             findings.append(Finding(
                 "redirect", "warn", name,
-                f"the socket dropped {dropped} packets in {seconds:g} s "
+                f"the socket dropped {dropped} packets in {seconds:.1f} s "
                 "(XDP_STATISTICS rx_dropped: longer than a frame, or no free frame)",
                 "see the mtu and fill_ring findings"))
         if empty:
             findings.append(Finding(
                 "fill_ring", "warn", name,
-                f"FILL ring ran empty {empty} times in {seconds:g} s: packets arrived with "
+                f"FILL ring ran empty {empty} times in {seconds:.1f} s: packets arrived with "
                 "no frame to put them in",
                 "raise umem.frames_per_worker and rings.fill, or give the worker a CPU "
                 "of its own (workers.cpus)"))
@@ -487,7 +487,7 @@ def check_sockets(before: dict, after: dict, seconds: float) -> list[Finding]:
             findings.append(Finding(
                 "descriptors", "error", name,
                 f"{invalid} descriptors the kernel refused, {bad} xdpd refused, in "
-                f"{seconds:g} s: frames are being lost",
+                f"{seconds:.1f} s: frames are being lost",
                 "a bug: report it with 'xdpd status --json' and the log"))
     if not findings and after.get("workers"):
         findings.append(Finding("sockets", "ok", "workers",

@@ -103,3 +103,33 @@ def test_doctor_is_quiet_when_traffic_lands_on_the_owned_queue(lab, start_daemon
     assert [q["queue"] for q in in0["xdp_packets"]] == [0, 1]
     assert in0["xdp_packets"][0]["redirected"] > 0
     assert all(w["bad_descriptors"] == 0 for w in status["workers"])
+
+
+def test_doctor_reports_a_stalled_worker_as_socket_drops(lab, start_daemon):
+    """A worker stopped (SIGSTOP, shorter than the 5 s hang limit) while
+    traffic arrives on its queue: the kernel finds its RX ring full."""
+    import os
+    import signal
+    d = start_daemon(only_queue_0(lab))
+    pid = d.worker_pids()[f"{lab.IN_DEV}/q0"]
+
+    def ring_full() -> int:
+        st = d.status()
+        return [w for w in st["workers"] if w["name"] == f"{lab.IN_DEV}/q0"][0]["xsk"][
+            "rx_ring_full"]
+
+    gen = start_live_generator(lab, rate=5000, cpu=0)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            poll(lambda: ring_full() > 0, timeout=3, what="rx_ring_full rising")
+            r = doctor(lab, d)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        stop_live_generator(gen)
+    print(f"\n$ xdpd doctor   # worker {lab.IN_DEV}/q0 stopped under traffic\n"
+          + r.stdout + r.stderr + f"(exit {r.returncode})")
+    assert r.returncode == exitcodes.DOCTOR_WARNINGS, r.stdout + r.stderr
+    assert f"WARN {lab.IN_DEV}/q0: RX ring full: the kernel dropped " in r.stdout
+    assert "mis-steered" not in r.stdout

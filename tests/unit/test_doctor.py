@@ -267,17 +267,17 @@ def test_socket_drops_starvation_and_bad_descriptors():
         "bad_descriptors": 1}})
     findings = live_checks(config(), before, after, 2.0)
     assert by_check(findings, "redirect") == [
-        "WARN in0/q0: RX ring full: the kernel dropped 7 packets in 2 s (XDP_STATISTICS "
+        "WARN in0/q0: RX ring full: the kernel dropped 7 packets in 2.0 s (XDP_STATISTICS "
         "rx_ring_full); the worker is not keeping up: give it a CPU of its own "
         "(workers.cpus), raise rings.rx, or spread the traffic over more queues",
-        "WARN in0/q0: the socket dropped 3 packets in 2 s (XDP_STATISTICS rx_dropped: "
+        "WARN in0/q0: the socket dropped 3 packets in 2.0 s (XDP_STATISTICS rx_dropped: "
         "longer than a frame, or no free frame); see the mtu and fill_ring findings"]
     assert by_check(findings, "fill_ring") == [
-        "WARN in0/q0: FILL ring ran empty 9 times in 2 s: packets arrived with no frame to "
+        "WARN in0/q0: FILL ring ran empty 9 times in 2.0 s: packets arrived with no frame to "
         "put them in; raise umem.frames_per_worker and rings.fill, or give the worker a CPU "
         "of its own (workers.cpus)"]
     assert by_check(findings, "descriptors") == [
-        "ERROR in0/q0: 0 descriptors the kernel refused, 1 xdpd refused, in 2 s: frames are "
+        "ERROR in0/q0: 0 descriptors the kernel refused, 1 xdpd refused, in 2.0 s: frames are "
         "being lost; a bug: report it with 'xdpd status --json' and the log"]
 
 
