@@ -1167,7 +1167,7 @@ class Supervisor:
         for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
             try:
                 st = iface.program.queue_stats(q)
-            except (OSError, AttributeError):
+            except OSError:         # the map read failed: leave the queue out
                 continue
             out.append({"queue": q, **{v: st[v] for v in ("redirected", "passed", "no_socket")}})
         return out
