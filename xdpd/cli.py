@@ -185,6 +185,8 @@ def format_status(st: dict) -> str:
         queues = ",".join(map(str, i["queues"])) + f" of {i['rx_queues']}"
         lines.append(f"{i['name']:<16}{i['xdp_mode']:<9}{i['socket_mode']:<11}{queues:<12}"
                      f"{i['rule']}")
+        for m in i.get("pass_to_kernel", []):
+            lines.append(f"{'':<16}pass to kernel: {m}")
     lines.append("")
     lines.append(f"{'WORKER':<16}{'STATE':<10}{'CPU':>4}{'PID':>9}{'UPTIME':>9}"
                  f"{'RX pps':>12}{'TX pps':>12}{'DROP pps':>10}{'DROPS':>12}{'RESTARTS':>9}")
