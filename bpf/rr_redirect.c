@@ -271,8 +271,8 @@ int rr_redirect(struct xdp_md *ctx)
 	 */
 	pc = bpf_map_lookup_elem(&prog_conf, &zero);
 	if (pc) {
-		first = pc->pass_rules_first;
-		nr = pc->nr_pass_rules;
+		first = *(volatile __u32 *)&pc->pass_rules_first;
+		nr = *(volatile __u32 *)&pc->nr_pass_rules;
 		if (nr && pass_by_rule(ctx, first, nr)) {
 			stats->pass_rule++;
 			return XDP_PASS;

@@ -68,6 +68,10 @@ def cmd_check_config(args) -> int:
         else:
             what = f"forward to {rule.to}"
         print(f"  {p.name:<20} cpu {p.cpu:<3} {what}")
+    for iface in config.interfaces:
+        if iface.pass_to_kernel:
+            print(f"pass to kernel on {iface.name}: "
+                  + "; ".join(m.describe() for m in iface.pass_to_kernel))
     r = config.rings
     ring_bytes = (r.rx + r.tx) * 16 + (r.fill + r.completion) * 8   # descriptors
     print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB "

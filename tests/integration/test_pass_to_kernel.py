@@ -60,6 +60,18 @@ def prog_id(lab, ns: str, dev: str) -> int:
     return info["xdp"]["prog"]["id"]
 
 
+def test_check_config_lists_the_rules(lab, tmp_path):
+    path = tmp_path / "xdpd.yaml"
+    owned = f"  - name: {lab.IN_DEV}\n    queues: all\n"
+    path.write_text(forward_config(lab).replace(owned, owned + RULES, 1))
+    out = subprocess.run(lab.nsenter(lab.dut_ns) + [sys.executable, "-m", "xdpd",
+                         "check-config", str(path)], capture_output=True, text=True,
+                         env=child_env(), timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert f"pass to kernel on {lab.IN_DEV}: arp; icmp\n" in out.stdout
+    assert f"pass to kernel on {lab.OUT_DEV}" not in out.stdout
+
+
 def test_arp_and_icmp_stay_with_the_kernel_until_a_reload_removes_the_rule(lab, start_daemon):
     lab.run(lab.gen_ns, "ip", "addr", "add", f"{GEN_ADDR}/24", "dev", lab.GEN_DEV)
     lab.run(lab.dut_ns, "ip", "addr", "add", f"{DUT_ADDR}/24", "dev", lab.IN_DEV)
