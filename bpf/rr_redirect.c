@@ -6,10 +6,20 @@
  * (the AF_XDP socket of the rx queue it arrived on) or does it stay with the
  * kernel.  The kernel only delivers a redirected frame to a socket bound to
  * the same (netdev, queue) it arrived on, so the rx queue index is the whole
- * key; nothing here parses the packet.
+ * key for where a redirected packet goes.
  *
  *  - A queue xdpd does not own is passed, so management traffic (ssh,
  *    ARP, routing daemons) that the NIC steers to other queues keeps working.
+ *  - A packet on an owned queue that matches one of the netdev's pass
+ *    rules (pass_to_kernel in the config: keep ARP and ssh with the host)
+ *    is passed and counted as pass_rule.  Only then is the packet parsed:
+ *    Ethernet, up to two VLAN tags (802.1Q or 802.1ad), IPv4 (options
+ *    skipped by IHL) or the fixed IPv6 header (extension headers are not
+ *    walked: behind one, ip_proto is the extension's and there are no
+ *    ports), and the TCP/UDP ports of an unfragmented or first-fragment
+ *    packet.  A field the packet is too short to carry is not known, and a
+ *    rule that needs it does not match.  With no rules (the default) none
+ *    of this runs.
  *  - An owned queue with a socket in xsks is redirected to it.
  *  - An owned queue without a socket (its worker is being restarted, or the
  *    supervisor is between tearing down and re-creating the socket) gets the
@@ -27,6 +37,11 @@
  * empty) shows up in the socket's XDP_STATISTICS, not here.
  */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "rr_redirect.h"
@@ -55,12 +70,183 @@ struct {
 	__type(value, struct xdpd_queue_stats);
 } queue_stats SEC(".maps");
 
+/* two sets of pass rules; prog_conf says which is active and how long */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * XDPD_MAX_PASS_RULES);
+	__type(key, __u32);
+	__type(value, struct xdpd_match);
+} pass_rules SEC(".maps");
+
+/* the netdev's settings that are not per queue (one entry) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdpd_prog_conf);
+} prog_conf SEC(".maps");
+
+/* 802.1Q / 802.1ad tag, after the MAC addresses (not in the uapi headers) */
+struct vlan_tag {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
+/* what parsing learnt of a packet; "have" has the XDPD_MATCH_* bit of every
+ * field that was there to read */
+struct pkt_info {
+	__u32 have;
+	__be16 ethertype;
+	__u16 vlan;
+	__u8 ip_proto;
+	__be16 src_port;
+	__be16 dst_port;
+	__be32 src[4];
+	__be32 dst[4];
+};
+
+static __always_inline int is_vlan(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+static __always_inline void pkt_parse(void *data, void *data_end,
+				      struct pkt_info *pi)
+{
+	struct ethhdr *eth = data;
+	struct vlan_tag *tag;
+	__be16 *ports;
+	__be16 proto;
+	void *l3, *l4;
+	int i;
+
+	if ((void *)(eth + 1) > data_end)
+		return;
+	proto = eth->h_proto;
+	l3 = eth + 1;
+	if (!is_vlan(proto))
+		pi->have |= XDPD_MATCH_UNTAGGED;
+	for (i = 0; i < 2 && is_vlan(proto); i++) {
+		tag = l3;
+		if ((void *)(tag + 1) > data_end)
+			return;
+		if (i == 0) {
+			pi->vlan = bpf_ntohs(tag->tci) & 0x0fff;
+			pi->have |= XDPD_MATCH_VLAN;
+		}
+		proto = tag->encap_proto;
+		l3 = tag + 1;
+	}
+	if (is_vlan(proto))		/* a third tag: not parsed further */
+		return;
+	pi->ethertype = proto;
+	pi->have |= XDPD_MATCH_ETHERTYPE;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = l3;
+		__u32 ihl;
+
+		if ((void *)(iph + 1) > data_end)
+			return;
+		ihl = iph->ihl * 4;
+		if (ihl < sizeof(*iph))
+			return;
+		pi->src[0] = iph->saddr;
+		pi->dst[0] = iph->daddr;
+		pi->ip_proto = iph->protocol;
+		pi->have |= XDPD_MATCH_SRC | XDPD_MATCH_DST | XDPD_MATCH_IP_PROTO;
+		if (iph->frag_off & bpf_htons(0x1fff))	/* no L4 header here */
+			return;
+		l4 = l3 + ihl;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		__builtin_memcpy(pi->src, &ip6->saddr, sizeof(pi->src));
+		__builtin_memcpy(pi->dst, &ip6->daddr, sizeof(pi->dst));
+		pi->ip_proto = ip6->nexthdr;
+		pi->have |= XDPD_MATCH_SRC | XDPD_MATCH_DST | XDPD_MATCH_IP_PROTO;
+		l4 = ip6 + 1;
+	} else {
+		return;
+	}
+
+	if (pi->ip_proto != IPPROTO_TCP && pi->ip_proto != IPPROTO_UDP)
+		return;
+	ports = l4;		/* source and destination lead both headers */
+	if ((void *)(ports + 2) > data_end)
+		return;
+	pi->src_port = ports[0];
+	pi->dst_port = ports[1];
+	pi->have |= XDPD_MATCH_SRC_PORT | XDPD_MATCH_DST_PORT;
+}
+
+static __always_inline int prefix_matches(const __be32 *addr, const __be32 *net,
+					  const __be32 *mask)
+{
+	int i;
+
+	for (i = 0; i < 4; i++)
+		if ((addr[i] & mask[i]) != net[i])
+			return 0;
+	return 1;
+}
+
+static __always_inline int rule_matches(const struct xdpd_match *r,
+					const struct pkt_info *pi)
+{
+	__u32 f = r->fields;
+
+	/* an unused slot, or a rule on a field this packet does not have */
+	if (!f || (f & ~pi->have))
+		return 0;
+	if ((f & XDPD_MATCH_ETHERTYPE) && r->ethertype != pi->ethertype)
+		return 0;
+	if ((f & XDPD_MATCH_VLAN) && r->vlan != pi->vlan)
+		return 0;
+	if ((f & XDPD_MATCH_IP_PROTO) && r->ip_proto != pi->ip_proto)
+		return 0;
+	if ((f & XDPD_MATCH_SRC_PORT) && r->src_port != pi->src_port)
+		return 0;
+	if ((f & XDPD_MATCH_DST_PORT) && r->dst_port != pi->dst_port)
+		return 0;
+	if ((f & XDPD_MATCH_SRC) && !prefix_matches(pi->src, r->src, r->src_mask))
+		return 0;
+	if ((f & XDPD_MATCH_DST) && !prefix_matches(pi->dst, r->dst, r->dst_mask))
+		return 0;
+	return 1;
+}
+
+/* does the packet match one of the active pass rules? */
+static __always_inline int pass_by_rule(struct xdp_md *ctx, __u32 first, __u32 nr)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct pkt_info pi = {};
+	struct xdpd_match *r;
+	__u32 i, key;
+
+	pkt_parse(data, data_end, &pi);
+	for (i = 0; i < XDPD_MAX_PASS_RULES && i < nr; i++) {
+		key = first + i;
+		r = bpf_map_lookup_elem(&pass_rules, &key);
+		if (!r)
+			return 0;
+		if (rule_matches(r, &pi))
+			return 1;
+	}
+	return 0;
+}
+
 SEC("xdp")
 int rr_redirect(struct xdp_md *ctx)
 {
 	__u32 q = ctx->rx_queue_index;
 	struct xdpd_queue_conf *conf;
 	struct xdpd_queue_stats *stats;
+	struct xdpd_prog_conf *pc;
+	__u32 zero = 0, first, nr;
 	long act;
 
 	/* beyond the maps: no counter to bump, leave it to the kernel */
@@ -76,6 +262,21 @@ int rr_redirect(struct xdp_md *ctx)
 	if (!conf->owned) {
 		stats->passed++;
 		return XDP_PASS;
+	}
+
+	/*
+	 * Read the active set once: the supervisor switches sets with one
+	 * store of this entry and zeroes the unused slots of each set, so a
+	 * packet that sees a stale count still only sees rules of one set.
+	 */
+	pc = bpf_map_lookup_elem(&prog_conf, &zero);
+	if (pc) {
+		first = *(volatile __u32 *)&pc->pass_rules_first;
+		nr = *(volatile __u32 *)&pc->nr_pass_rules;
+		if (nr && pass_by_rule(ctx, first, nr)) {
+			stats->pass_rule++;
+			return XDP_PASS;
+		}
 	}
 
 	/*

@@ -12,6 +12,52 @@
 /* rx queues per netdev the program knows about; higher queues are passed. */
 #define XDPD_MAX_QUEUES 256
 
+/*
+ * Match rules per netdev for packets that stay with the kernel on owned
+ * queues ("pass_to_kernel" in the config).  pass_rules holds two sets of
+ * this many; prog_conf names the active one, so a reload writes the other
+ * set and switches with one store.
+ */
+#define XDPD_MAX_PASS_RULES 16
+
+/* xdpd_match.fields: which fields of a rule must match */
+#define XDPD_MATCH_ETHERTYPE	(1U << 0)	/* after up to two VLAN tags */
+#define XDPD_MATCH_VLAN		(1U << 1)	/* outer tag's VLAN id */
+#define XDPD_MATCH_UNTAGGED	(1U << 2)	/* no 802.1Q/802.1ad tag */
+#define XDPD_MATCH_IP_PROTO	(1U << 3)	/* IPv4 protocol / IPv6 next header */
+#define XDPD_MATCH_SRC		(1U << 4)	/* src & src_mask == src */
+#define XDPD_MATCH_DST		(1U << 5)
+#define XDPD_MATCH_SRC_PORT	(1U << 6)	/* TCP or UDP */
+#define XDPD_MATCH_DST_PORT	(1U << 7)
+
+/*
+ * pass_rules value.  A rule with fields == 0 never matches (unused slots
+ * are zeroed).  Addresses, masks, ports and the ethertype are in network
+ * byte order; an IPv4 address is word 0, words 1-3 zero in address and
+ * mask.  A rule with SRC or DST also has ETHERTYPE set to the prefix's
+ * family, so the program compares IPv4 words with IPv4 words.
+ */
+struct xdpd_match {
+	__u32 fields;		/* XDPD_MATCH_* */
+	__be16 ethertype;
+	__u16 vlan;		/* VLAN id, 0-4095, host byte order */
+	__u8 ip_proto;
+	__u8 pad;
+	__be16 src_port;
+	__be16 dst_port;
+	__u16 pad2;
+	__be32 src[4];
+	__be32 src_mask[4];
+	__be32 dst[4];
+	__be32 dst_mask[4];
+};
+
+/* prog_conf value (a single entry): per netdev, written by the supervisor */
+struct xdpd_prog_conf {
+	__u32 pass_rules_first;	/* 0 or XDPD_MAX_PASS_RULES: the active set */
+	__u32 nr_pass_rules;	/* rules in it; 0: no parsing at all */
+};
+
 /* queue_conf value: written by the supervisor, read per packet. */
 struct xdpd_queue_conf {
 	__u32 owned;	/* 1: xdpd owns this queue, redirect to its socket */
@@ -23,6 +69,7 @@ struct xdpd_queue_stats {
 	__u64 redirected;	/* handed to the queue's AF_XDP socket */
 	__u64 passed;		/* queue not owned: left to the kernel */
 	__u64 no_socket;	/* owned, but no socket in xsks: fallback applied */
+	__u64 pass_rule;	/* owned, but matched a pass rule: to the kernel */
 };
 
 #endif /* XDPD_RR_REDIRECT_H */

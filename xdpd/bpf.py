@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import platform
+import sys
 import threading
 
 from .oserrors import errname
@@ -34,6 +35,17 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
 
 # bpf/rr_redirect.h
 XDPD_MAX_QUEUES = 256
+XDPD_MAX_PASS_RULES = 16
+XDPD_MATCH_ETHERTYPE = 1 << 0
+XDPD_MATCH_VLAN = 1 << 1
+XDPD_MATCH_UNTAGGED = 1 << 2
+XDPD_MATCH_IP_PROTO = 1 << 3
+XDPD_MATCH_SRC = 1 << 4
+XDPD_MATCH_DST = 1 << 5
+XDPD_MATCH_SRC_PORT = 1 << 6
+XDPD_MATCH_DST_PORT = 1 << 7
+
+_ETH_P_IP, _ETH_P_IPV6 = 0x0800, 0x86DD
 
 PROG_NAME = "rr_redirect"
 OBJECT_NAME = "rr_redirect.bpf.o"
@@ -123,12 +135,98 @@ class XdpdQueueStats(ctypes.Structure):
     #         __u64 redirected;
     #         __u64 passed;
     #         __u64 no_socket;
+    #         __u64 pass_rule;
     # };
     _fields_ = [
         ("redirected", ctypes.c_uint64),
         ("passed", ctypes.c_uint64),
         ("no_socket", ctypes.c_uint64),
+        ("pass_rule", ctypes.c_uint64),
     ]
+
+
+class XdpdMatch(ctypes.Structure):
+    # struct xdpd_match {
+    #         __u32 fields;
+    #         __be16 ethertype;
+    #         __u16 vlan;
+    #         __u8 ip_proto;
+    #         __u8 pad;
+    #         __be16 src_port;
+    #         __be16 dst_port;
+    #         __u16 pad2;
+    #         __be32 src[4];
+    #         __be32 src_mask[4];
+    #         __be32 dst[4];
+    #         __be32 dst_mask[4];
+    # };
+    _fields_ = [
+        ("fields", ctypes.c_uint32),
+        ("ethertype", ctypes.c_uint16),
+        ("vlan", ctypes.c_uint16),
+        ("ip_proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("src_port", ctypes.c_uint16),
+        ("dst_port", ctypes.c_uint16),
+        ("pad2", ctypes.c_uint16),
+        ("src", ctypes.c_uint32 * 4),
+        ("src_mask", ctypes.c_uint32 * 4),
+        ("dst", ctypes.c_uint32 * 4),
+        ("dst_mask", ctypes.c_uint32 * 4),
+    ]
+
+
+class XdpdProgConf(ctypes.Structure):
+    # struct xdpd_prog_conf {
+    #         __u32 pass_rules_first;
+    #         __u32 nr_pass_rules;
+    # };
+    _fields_ = [
+        ("pass_rules_first", ctypes.c_uint32),
+        ("nr_pass_rules", ctypes.c_uint32),
+    ]
+
+
+def _be16(n: int) -> int:
+    """n as the u16 whose memory holds n in network byte order."""
+    return int.from_bytes(n.to_bytes(2, "big"), sys.byteorder)
+
+
+def _words(packed: bytes) -> list[int]:
+    """16 bytes (an address, zero-padded) as four u32 in memory order."""
+    packed = packed.ljust(16, b"\0")
+    return list((ctypes.c_uint32 * 4).from_buffer_copy(packed))
+
+
+def match_to_c(match) -> XdpdMatch:
+    """A config Match (any object with its attributes) as the program's
+    struct xdpd_match.  A prefix also sets the ethertype of its family."""
+    r = XdpdMatch()
+    if match.ethertype is not None:
+        r.fields |= XDPD_MATCH_ETHERTYPE
+        r.ethertype = _be16(match.ethertype)
+    if match.vlan == "none":
+        r.fields |= XDPD_MATCH_UNTAGGED
+    elif match.vlan is not None:
+        r.fields |= XDPD_MATCH_VLAN
+        r.vlan = match.vlan
+    if match.ip_proto is not None:
+        r.fields |= XDPD_MATCH_IP_PROTO
+        r.ip_proto = match.ip_proto
+    for key, bit in (("src_port", XDPD_MATCH_SRC_PORT), ("dst_port", XDPD_MATCH_DST_PORT)):
+        port = getattr(match, key)
+        if port is not None:
+            r.fields |= bit
+            setattr(r, key, _be16(port))
+    for key, bit in (("src", XDPD_MATCH_SRC), ("dst", XDPD_MATCH_DST)):
+        net = getattr(match, key)
+        if net is None:
+            continue
+        r.fields |= bit | XDPD_MATCH_ETHERTYPE
+        r.ethertype = _be16(_ETH_P_IP if net.version == 4 else _ETH_P_IPV6)
+        getattr(r, key)[:] = _words(net.network_address.packed)
+        getattr(r, key + "_mask")[:] = _words(net.netmask.packed)
+    return r
 
 
 class XdpMd(ctypes.Structure):
@@ -488,6 +586,8 @@ class XdpProgram:
         self.ifname = ""
         self.mode = None                # "native" | "generic" while attached
         self._xsks_fd = self._conf_fd = self._stats_fd = -1
+        self._rules_fd = self._prog_conf_fd = -1
+        self._pass_rules_first = 0      # the active set (prog_conf starts zeroed)
 
     @classmethod
     def load(cls, path: str | None = None, name: str = "") -> "XdpProgram":
@@ -518,7 +618,8 @@ class XdpProgram:
                 raise _error(errno.ENOENT, f"{what}: no program {PROG_NAME}")
             self.prog_fd = lib.bpf_program__fd(prog)
             for attr, map_name in (("_xsks_fd", "xsks"), ("_conf_fd", "queue_conf"),
-                                   ("_stats_fd", "queue_stats")):
+                                   ("_stats_fd", "queue_stats"), ("_rules_fd", "pass_rules"),
+                                   ("_prog_conf_fd", "prog_conf")):
                 fd = lib.bpf_object__find_map_fd_by_name(obj, map_name.encode())
                 if fd < 0:
                     raise _error(-fd, f"{what}: find map {map_name}")
@@ -656,6 +757,34 @@ class XdpProgram:
             raise _error(-ret, f"set queue_conf[{queue}]{self._where()}",
                          self._queue_hint(-ret))
 
+    def set_pass_rules(self, matches) -> None:
+        """Packets on owned queues matching any of `matches` (config Match
+        objects, at most XDPD_MAX_PASS_RULES) are passed to the kernel.
+        Writes the inactive set of pass_rules in full (unused slots zeroed:
+        they never match), then switches prog_conf to it in one update, so
+        a packet sees the old rules or the new ones, never a mix."""
+        matches = list(matches)
+        if len(matches) > XDPD_MAX_PASS_RULES:
+            raise ValueError(f"{len(matches)} pass rules: {PROG_NAME} takes at most "
+                             f"{XDPD_MAX_PASS_RULES}")
+        self._check_open()
+        lib = _libbpf()
+        first = XDPD_MAX_PASS_RULES if self._pass_rules_first == 0 else 0
+        for i in range(XDPD_MAX_PASS_RULES):
+            key = ctypes.c_uint32(first + i)
+            val = match_to_c(matches[i]) if i < len(matches) else XdpdMatch()
+            ret = lib.bpf_map_update_elem(self._rules_fd, ctypes.byref(key),
+                                          ctypes.byref(val), BPF_ANY)
+            if ret < 0:
+                raise _error(-ret, f"set pass_rules[{first + i}]{self._where()}", _hint(-ret))
+        key = ctypes.c_uint32(0)
+        conf = XdpdProgConf(pass_rules_first=first, nr_pass_rules=len(matches))
+        ret = lib.bpf_map_update_elem(self._prog_conf_fd, ctypes.byref(key),
+                                      ctypes.byref(conf), BPF_ANY)
+        if ret < 0:
+            raise _error(-ret, f"set prog_conf{self._where()}", _hint(-ret))
+        self._pass_rules_first = first
+
     def set_socket(self, queue: int, xsk_fd: int) -> None:
         """xsks[queue] = the AF_XDP socket bound to that rx queue."""
         self._check_open()
@@ -756,6 +885,7 @@ class XdpProgram:
             _libbpf().bpf_object__close(self._obj)
             self._obj = None
             self.prog_fd = self._xsks_fd = self._conf_fd = self._stats_fd = -1
+            self._rules_fd = self._prog_conf_fd = -1
 
     def __enter__(self) -> "XdpProgram":
         return self

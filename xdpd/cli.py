@@ -69,6 +69,10 @@ def cmd_check_config(args) -> int:
         else:
             what = f"forward to {rule.to}"
         print(f"  {p.name:<20} cpu {p.cpu:<3} {what}")
+    for iface in config.interfaces:
+        if iface.pass_to_kernel:
+            print(f"pass to kernel on {iface.name}: "
+                  + "; ".join(m.describe() for m in iface.pass_to_kernel))
     r = config.rings
     ring_bytes = (r.rx + r.tx) * 16 + (r.fill + r.completion) * 8   # descriptors
     print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB "
@@ -210,6 +214,8 @@ def format_status(st: dict) -> str:
         queues = ",".join(map(str, i["queues"])) + f" of {i['rx_queues']}"
         lines.append(f"{i['name']:<16}{i['xdp_mode']:<9}{i['socket_mode']:<11}{queues:<12}"
                      f"{i['rule']}")
+        for m in i.get("pass_to_kernel", []):
+            lines.append(f"{'':<16}pass to kernel: {m}")
     lines.append("")
     lines.append(f"{'WORKER':<16}{'STATE':<10}{'CPU':>4}{'PID':>9}{'UPTIME':>9}"
                  f"{'RX pps':>12}{'TX pps':>12}{'DROP pps':>10}{'DROPS':>12}{'RESTARTS':>9}")

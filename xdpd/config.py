@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not need
     from xdpd.netdev import HostFacts
 
 __all__ = [
-    "Config", "ConfigError", "ForwardRule", "InterfaceConfig", "MetricsConfig",
+    "Config", "ConfigError", "ForwardRule", "InterfaceConfig", "Match", "MetricsConfig",
     "RingsConfig", "UmemConfig", "WorkerPlan", "WorkersConfig",
     "check_host", "load_config", "parse_config", "plan_workers",
 ]
@@ -66,6 +66,10 @@ ACTIONS = ("forward", "drop")
 IDLE = ("sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
 FRAME_SIZES = (2048, 4096)
+
+# Match rules per interface in `pass_to_kernel` (XDPD_MAX_PASS_RULES in
+# bpf/rr_redirect.h: the XDP program tries at most this many per packet).
+MAX_PASS_RULES = 16
 
 EXAMPLE = "config/xdpd.yaml"
 MAC_EXAMPLE = "02:00:00:00:00:04"
@@ -91,6 +95,61 @@ class InterfaceConfig:
     xdp_mode: str = "auto"      # native | generic | auto
     zero_copy: str = "auto"     # on | off | auto
     fallback: str = "pass"      # verdict for an owned queue whose socket is gone
+    # packets on owned queues that match any of these stay with the kernel
+    pass_to_kernel: tuple[Match, ...] = ()
+
+
+# Names a match accepts for ethertype and ip_proto, and the numbers they stand for.
+ETHERTYPES = {"arp": 0x0806, "ipv4": 0x0800, "ipv6": 0x86DD}
+IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+# 802.1Q and 802.1ad: tags, not the ethertype of what a packet carries
+VLAN_ETHERTYPES = (0x8100, 0x88A8)
+MAX_VLAN = 4095
+VLAN_NONE = "none"
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a packet must look like; every field given must match, None is
+    "any".  One model for every place a config selects packets.
+
+    ethertype is what the packet carries after up to two VLAN tags; vlan is
+    the id in the outer tag, or VLAN_NONE for an untagged packet.  A src/dst
+    prefix implies the ethertype of its family; ports are TCP's or UDP's."""
+    ethertype: int | None = None
+    vlan: int | Literal["none"] | None = None
+    ip_proto: int | None = None
+    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+
+    def describe(self) -> str:
+        """The match in words, for `xdpd status` and the log."""
+        names = {v: k for k, v in ETHERTYPES.items()}
+        protos = {v: k for k, v in IP_PROTOS.items()}
+        words = []
+        if self.ethertype is not None:
+            words.append(names.get(self.ethertype, f"ethertype 0x{self.ethertype:04x}"))
+        if self.vlan == VLAN_NONE:
+            words.append("untagged")
+        elif self.vlan is not None:
+            words.append(f"vlan {self.vlan}")
+        if self.ip_proto is not None:
+            words.append(protos.get(self.ip_proto, f"ip proto {self.ip_proto}"))
+        for key in ("src", "dst", "src_port", "dst_port"):
+            value = getattr(self, key)
+            if value is not None:
+                words.append(f"{key.replace('_', ' ')} {value}")
+        return " ".join(words)
+
+    @property
+    def family_ethertype(self) -> int | None:
+        """The ethertype a src/dst prefix implies (IPv4 or IPv6), else None."""
+        prefix = self.src or self.dst
+        if prefix is None:
+            return None
+        return ETHERTYPES["ipv4"] if prefix.version == 4 else ETHERTYPES["ipv6"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +238,8 @@ class WorkerPlan:
 
 
 _TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics", "control")
-_INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback")
+_INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback", "pass_to_kernel")
+_MATCH_KEYS = ("ethertype", "vlan", "ip_proto", "src", "dst", "src_port", "dst_port")
 _RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
                  "busy_poll_budget", "tx_budget")
@@ -615,12 +675,172 @@ def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, Interfa
     xdp_mode = _choice(errs, f"{path}.xdp_mode", item.get("xdp_mode", defaults.xdp_mode), XDP_MODES)
     zero_copy = _choice(errs, f"{path}.zero_copy", item.get("zero_copy", defaults.zero_copy), ZERO_COPY)
     fallback = _choice(errs, f"{path}.fallback", item.get("fallback", defaults.fallback), FALLBACKS)
+    pass_to_kernel = _pass_to_kernel(errs, f"{path}.pass_to_kernel", item.get("pass_to_kernel", []))
     if len(errs) > before:
         return name, None
     if queues != "all":
         queues = tuple(sorted(queues))  # the order of queues carries no meaning
     return name, InterfaceConfig(name=name, queues=queues, xdp_mode=xdp_mode,
-                                 zero_copy=zero_copy, fallback=fallback)
+                                 zero_copy=zero_copy, fallback=fallback,
+                                 pass_to_kernel=pass_to_kernel)
+
+
+def _pass_to_kernel(errs: _Errors, path: str, value: Any) -> tuple[Match, ...] | None:
+    """A list of at most MAX_PASS_RULES matches; empty (or null) means none."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        errs.at(path, f"expected a list of matches, got {_got(value)}; e.g. "
+                      "'- {ip_proto: tcp, dst_port: 22}'")
+        return None
+    if len(value) > MAX_PASS_RULES:
+        errs.at(path, f"{len(value)} entries; the XDP program takes at most {MAX_PASS_RULES} "
+                      "per interface: merge entries (a prefix covers several addresses)")
+        return None
+    matches = [_match(errs, f"{path}[{i}]", item) for i, item in enumerate(value)]
+    return None if None in matches else tuple(matches)
+
+
+# --- match: which packets a rule applies to -------------------------------------
+
+def _match(errs: _Errors, path: str, item: Any) -> Match | None:
+    """A match mapping: every field optional, at least one given, all given
+    must hold.  Fields that contradict each other (a packet could never
+    match) are errors, so a rule that cannot fire is not silently kept."""
+    fields_ = _one_of(_MATCH_KEYS)
+    if not isinstance(item, dict):
+        errs.at(path, f"expected a mapping with one or more of {fields_}, got {_got(item)}")
+        return None
+    if not item:
+        errs.at(path, f"empty match would take every packet; give one or more of {fields_}")
+        return None
+    before = len(errs)
+    _check_keys(errs, path, item, _MATCH_KEYS)
+    got = {}
+    if "ethertype" in item:
+        got["ethertype"] = _ethertype(errs, f"{path}.ethertype", item["ethertype"])
+    if "vlan" in item:
+        got["vlan"] = _vlan(errs, f"{path}.vlan", item["vlan"])
+    if "ip_proto" in item:
+        got["ip_proto"] = _named_number(errs, f"{path}.ip_proto", item["ip_proto"],
+                                        IP_PROTOS, 0, 255)
+    for key in ("src", "dst"):
+        if key in item:
+            got[key] = _prefix(errs, f"{path}.{key}", item[key])
+    for key in ("src_port", "dst_port"):
+        if key in item:
+            got[key] = _int_in(errs, f"{path}.{key}", item[key], 0, 65535)
+    if len(errs) > before:
+        return None
+    match = Match(**got)
+    _check_match(errs, path, match)
+    return match if len(errs) == before else None
+
+
+def _check_match(errs: _Errors, path: str, m: Match) -> None:
+    ip = (ETHERTYPES["ipv4"], ETHERTYPES["ipv6"])
+    if m.src is not None and m.dst is not None and m.src.version != m.dst.version:
+        errs.at(f"{path}.dst", f"IPv{m.dst.version} prefix {m.dst} with IPv{m.src.version} "
+                               f"src {m.src}; a packet has one family, use two entries")
+        return
+    family = m.family_ethertype
+    if family is not None and m.ethertype is not None and m.ethertype != family:
+        key = "src" if m.src is not None else "dst"
+        errs.at(f"{path}.ethertype", f"{_ethertype_word(m.ethertype)} with {key} "
+                                     f"{getattr(m, key)}; remove ethertype (the prefix "
+                                     "implies its family)")
+        return
+    needs_ip = [k for k in ("ip_proto", "src_port", "dst_port") if getattr(m, k) is not None]
+    if needs_ip and m.ethertype is not None and m.ethertype not in ip:
+        errs.at(f"{path}.ethertype", f"{_ethertype_word(m.ethertype)} with {needs_ip[0]}; "
+                                     f"{needs_ip[0]} needs ipv4 or ipv6, or no ethertype")
+        return
+    icmp = {4: IP_PROTOS["icmpv6"], 6: IP_PROTOS["icmp"]}    # the other family's ICMP
+    version = {ETHERTYPES["ipv4"]: 4, ETHERTYPES["ipv6"]: 6}.get(family or m.ethertype)
+    if version and m.ip_proto == icmp[version]:
+        errs.at(f"{path}.ip_proto", f"{_proto_word(m.ip_proto)} with IPv{version}; use "
+                                    f"ip_proto {'icmp' if version == 4 else 'icmpv6'}")
+        return
+    ports = [k for k in ("src_port", "dst_port") if getattr(m, k) is not None]
+    if ports and m.ip_proto is not None and m.ip_proto not in (IP_PROTOS["tcp"], IP_PROTOS["udp"]):
+        errs.at(f"{path}.{ports[0]}", f"ports are TCP's or UDP's, not ip_proto "
+                                      f"{_proto_word(m.ip_proto)}; use ip_proto tcp or udp, "
+                                      "or leave ip_proto out (either)")
+
+
+def _ethertype_word(value: int) -> str:
+    names = {v: k for k, v in ETHERTYPES.items()}
+    return f"ethertype {names.get(value, f'0x{value:04x}')}"
+
+
+def _proto_word(value: int) -> str:
+    names = {v: k for k, v in IP_PROTOS.items()}
+    return names.get(value, str(value))
+
+
+def _named_number(errs: _Errors, path: str, value: Any, names: dict[str, int], lowest: int,
+                  highest: int, hex_: bool = False) -> int | None:
+    """A name from `names` or a number in lowest..highest."""
+    def show(n):
+        return f"0x{n:04x}" if hex_ else str(n)
+    allowed = f"{_one_of(tuple(names))} or a number from {show(lowest)} to {show(highest)}"
+    if isinstance(value, str):
+        if value in names:
+            return names[value]
+        errs.at(path, f"{_show(value)} is not allowed; use {allowed}")
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        errs.at(path, f"expected {allowed}, got {_got(value)}")
+        return None
+    if not lowest <= value <= highest:
+        errs.at(path, f"{show(value) if value >= 0 else value} is out of range; use {allowed}")
+        return None
+    return value
+
+
+def _ethertype(errs: _Errors, path: str, value: Any) -> int | None:
+    n = _named_number(errs, path, value, ETHERTYPES, 0x0600, 0xFFFF, hex_=True)
+    if n in VLAN_ETHERTYPES:
+        errs.at(path, f"0x{n:04x} is a VLAN tag, not what a packet carries; match tags with "
+                      "'vlan: ID' (ethertype is what follows the tags)")
+        return None
+    return n
+
+
+def _vlan(errs: _Errors, path: str, value: Any) -> int | str | None:
+    if value == VLAN_NONE:
+        return VLAN_NONE
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_VLAN:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        errs.at(path, f"{value} is out of range; use a VLAN id from 0 to {MAX_VLAN}, "
+                      f"or '{VLAN_NONE}' for untagged packets")
+    else:
+        errs.at(path, f"expected a VLAN id from 0 to {MAX_VLAN} or '{VLAN_NONE}' for "
+                      f"untagged packets, got {_got(value)}")
+    return None
+
+
+def _prefix(errs: _Errors, path: str, value: Any
+            ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """An IPv4 or IPv6 prefix; a bare address is a /32 or /128."""
+    example = "e.g. 10.0.0.0/8 or 2001:db8::/32"
+    if not isinstance(value, str):
+        errs.at(path, f"expected an IPv4 or IPv6 prefix ({example}), got {_got(value)}")
+        return None
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        errs.at(path, f"{_show(value)} is not an IPv4 or IPv6 prefix; write ADDRESS/LENGTH, "
+                      f"{example}")
+        return None
+    errs.at(path, f"{_show(value)} has host bits set; write {loose} for the network, or "
+                  f"{value.split('/')[0]} for that address alone")
+    return None
 
 
 def _forward(errs: _Errors, top: dict, names: list[str] | None, suggested: set[str]
@@ -1088,6 +1308,8 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
         text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+        if "\n" in text:      # a string with a line break: YAML folds it over lines
+            text = repr(value)
         return text if len(text) <= 40 else text[:37] + "..."
     return str(value)
 

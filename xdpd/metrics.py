@@ -43,7 +43,7 @@ XSK_STATISTICS = {
 }
 RINGS = ("rx", "tx", "fill", "completion")
 WORKER_STATES = ("starting", "running", "draining", "backoff", "fatal", "stopped")
-XDP_VERDICTS = ("redirected", "passed", "no_socket")
+XDP_VERDICTS = ("redirected", "passed", "no_socket", "pass_rule")
 
 
 class XdpdCollector:

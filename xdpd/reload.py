@@ -9,7 +9,8 @@ Live:
   - forwarding rules: a new table, switched between two batches;
   - interfaces and queues added: new sockets and workers, then XSKMAP;
   - interfaces and queues removed: out of XSKMAP, drained, stopped;
-  - an interface's `fallback`.
+  - an interface's `fallback` and `pass_to_kernel` (map writes; the XDP
+    program stays attached).
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
 interface's `xdp_mode` / `zero_copy`.
@@ -45,12 +46,14 @@ class ReloadPlan:
     add_workers: list[WorkerPlan] = field(default_factory=list)
     remove_workers: list[str] = field(default_factory=list)        # worker names
     fallback_changes: list[InterfaceConfig] = field(default_factory=list)
+    pass_rule_changes: list[InterfaceConfig] = field(default_factory=list)
     rules_changed: bool = False
 
     @property
     def empty(self) -> bool:
         return not (self.add_interfaces or self.remove_interfaces or self.add_workers or
-                    self.remove_workers or self.fallback_changes or self.rules_changed)
+                    self.remove_workers or self.fallback_changes or
+                    self.pass_rule_changes or self.rules_changed)
 
     def summary(self) -> list[str]:
         """One line per change, for the log and the reload answer."""
@@ -60,6 +63,9 @@ class ReloadPlan:
         lines += [f"worker {p.name} added (CPU {p.cpu})" for p in self.add_workers]
         lines += [f"worker {n} removed" for n in self.remove_workers]
         lines += [f"{i.name}: fallback {i.fallback}" for i in self.fallback_changes]
+        lines += [f"{i.name}: pass_to_kernel: "
+                  + ("; ".join(m.describe() for m in i.pass_to_kernel) or "none")
+                  for i in self.pass_rule_changes]
         if self.rules_changed:
             lines.append("forwarding rules changed")
         return lines
@@ -99,6 +105,8 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
                                 f"{getattr(iface, key)!r}: {why}")
         if before.fallback != iface.fallback:
             plan.fallback_changes.append(iface)
+        if before.pass_to_kernel != iface.pass_to_kernel:
+            plan.pass_rule_changes.append(iface)
     plan.remove_interfaces = [n for n in old_ifaces if n not in new_ifaces]
 
     running = {p.name for p in old_plans}

@@ -4,7 +4,8 @@ Start-up, in the order that never loses a packet that could be kept:
   0. read the record of what a previous xdpd attached (runstate.py): refuse
      if it still runs, else remove what it left attached;
   1. load one rr_redirect instance per netdev, mark the owned queues
-     (no sockets yet, so the configured fallback applies), attach;
+     (no sockets yet, so the configured fallback applies), write the
+     pass_to_kernel rules, attach;
   2. create the shared UMEM + control area, the AF_XDP sockets (the first
      registers the UMEM, the rest share it with their own FILL/COMPLETION
      pair), the forwarding table;
@@ -23,10 +24,12 @@ failure, start standbys, answer control requests, apply a reload (SIGHUP or
 repeat.
 
 Reload (reload.py computes the diff) in the order that keeps packets:
-  1. new interfaces: program loaded and attached, queues owned (fallback);
+  1. new interfaces: program loaded and attached, queues owned (fallback),
+     pass rules written;
   2. new workers: sockets bound to the shared UMEM in free slots, spawned,
      RUNNING;
-  3. the new forwarding table, in which removed workers are no egress;
+  3. changed fallbacks and pass_to_kernel rules (map writes, no reattach);
+     the new forwarding table, in which removed workers are no egress;
      every worker switches between two batches and acknowledges it;
   4. new sockets into XSKMAP: their queues flow;
   5. removed queues: disowned and out of XSKMAP (the kernel takes them
@@ -453,6 +456,8 @@ class Supervisor:
             self.interfaces.append(iface)
         for q in queues:
             prog.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+        if iface_cfg.pass_to_kernel:
+            prog.set_pass_rules(iface_cfg.pass_to_kernel)
         self._write_record()                  # before the attach: a kill in between is covered
         try:
             iface.xdp_mode = prog.attach(ifindex, iface_cfg.name, iface_cfg.xdp_mode)
@@ -1033,6 +1038,12 @@ class Supervisor:
             iface.config = iface_cfg
             for q in iface.queues:
                 iface.program.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+        for iface_cfg in plan.pass_rule_changes:
+            # the program stays attached: the new rule set replaces the old
+            # in one map update (bpf.py, set_pass_rules)
+            iface = self.interface(iface_cfg.name)
+            iface.config = iface_cfg
+            iface.program.set_pass_rules(iface_cfg.pass_to_kernel)
         removed = set(plan.remove_workers)
         removing = [w for w in self.workers if w.name in removed]
         self.config = new
@@ -1169,7 +1180,7 @@ class Supervisor:
                 st = iface.program.queue_stats(q)
             except OSError:         # the map read failed: leave the queue out
                 continue
-            out.append({"queue": q, **{v: st[v] for v in ("redirected", "passed", "no_socket")}})
+            out.append({"queue": q, **st})      # every verdict counter of the map
         return out
 
     def status(self) -> dict:
@@ -1209,6 +1220,8 @@ class Supervisor:
                 "socket_mode": "zero-copy" if self.zero_copy else "copy",
                 "queues": sorted(i.queues), "rx_queues": i.rx_queues,
                 "fallback": i.config.fallback if i.config else None,
+                "pass_to_kernel": ([m.describe() for m in i.config.pass_to_kernel]
+                                   if i.config else []),
                 "rule": describe_rule(self.config, i.name),
                 "xdp_packets": self._xdp_packets(i)})
         geo = self.umem.geometry

@@ -7,6 +7,7 @@ veth, so ctx->rx_queue_index is what a real packet would carry.
 """
 import ctypes
 import errno
+import ipaddress
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 
 from xdpd import bpf
 from xdpd.bpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
+from xdpd.config import Match
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AF_XDP = 44
@@ -145,7 +147,7 @@ def test_queue_beyond_maps_is_passed_uncounted(rr_object, make_lab):
             prog.set_socket(q, s.fileno())
         verdict = prog.test_run(udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
         assert verdict == XDP_PASS
-        zero = {"redirected": 0, "passed": 0, "no_socket": 0}
+        zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
         assert prog.queue_stats(0) == zero
         assert prog.queue_stats(bpf.XDPD_MAX_QUEUES - 1) == zero
 
@@ -164,7 +166,8 @@ def test_socket_cleared_applies_fallback(prog, lab):
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(1, s.fileno())
         assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
-    assert prog.queue_stats(1) == {"redirected": 2, "passed": 0, "no_socket": 1}
+    assert prog.queue_stats(1) == {"redirected": 2, "passed": 0, "no_socket": 1,
+                                   "pass_rule": 0}
 
 
 @pytest.mark.root
@@ -177,6 +180,196 @@ def test_closed_socket_leaves_xsks(prog, lab):
     s.close()
     assert prog.test_run(udp4(), lab.ifindex, 2) == XDP_PASS
     assert prog.queue_stats(2)["no_socket"] == 1
+
+
+# --- pass rules: which packets on owned queues stay with the kernel ------------
+
+def frame(ethertype: int, payload: bytes, vlans: tuple = (), tpids: tuple = ()) -> bytes:
+    """Ethernet, the given VLAN ids as tags (outer first; TPID 0x8100 unless
+    tpids says otherwise), then ethertype and payload."""
+    tags = b"".join(struct.pack("!HH", (tpids[i] if i < len(tpids) else 0x8100), vid)
+                    for i, vid in enumerate(vlans))
+    return MAC_B + MAC_A + tags + struct.pack("!H", ethertype) + payload
+
+
+def ports(sport: int, dport: int, proto: int) -> bytes:
+    if proto == 6:      # TCP: ports, seq, ack, offset 5, SYN
+        return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, 0x02, 1024, 0, 0)
+    return struct.pack("!HHHH", sport, dport, 8, 0)
+
+
+def ip4(proto: int, l4: bytes, src="10.0.0.1", dst="10.0.0.2", options=b"",
+        frag_off=0) -> bytes:
+    ihl = 5 + len(options) // 4
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + len(l4), 1, frag_off,
+                      64, proto, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    return frame(0x0800, hdr + options + l4)[14:]
+
+
+def ip6(nexthdr: int, l4: bytes, src="2001:db8::1", dst="2001:db8:1::2") -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, len(l4), nexthdr, 64,
+                       socket.inet_pton(socket.AF_INET6, src),
+                       socket.inet_pton(socket.AF_INET6, dst)) + l4
+
+
+def tcp4(dport=5000, sport=40000, **kw) -> bytes:
+    return frame(0x0800, ip4(6, ports(sport, dport, 6), **kw))
+
+
+def udp6(dport=5000, sport=4000, **kw) -> bytes:
+    return frame(0x86DD, ip6(17, ports(sport, dport, 17), **kw))
+
+
+def M(**kw) -> Match:
+    """A Match as the config loader would make it."""
+    for key in ("src", "dst"):
+        if key in kw:
+            kw[key] = ipaddress.ip_network(kw[key])
+    return Match(**kw)
+
+
+ARP, IPV4, IPV6 = 0x0806, 0x0800, 0x86DD
+SSH = M(ip_proto=6, dst_port=22)
+KEEP_HOST = [M(ethertype=ARP), SSH]
+
+
+@dataclass
+class RuleCase:
+    desc: str
+    packet: bytes
+    rules: list
+    passed: bool                # True: XDP_PASS as pass_rule; False: redirected
+
+
+RULE_CASES = [
+    RuleCase("no rules: ARP is redirected as before", arp_request(), [], False),
+    RuleCase("ARP passed by an ethertype rule", arp_request(), KEEP_HOST, True),
+    RuleCase("SSH (tcp dst 22) passed", tcp4(dport=22), KEEP_HOST, True),
+    RuleCase("other TCP redirected", tcp4(dport=23), KEEP_HOST, False),
+    RuleCase("UDP to port 22 is not tcp dst 22", frame(IPV4, ip4(17, ports(1, 22, 17))),
+             KEEP_HOST, False),
+    RuleCase("ports without ip_proto: UDP matches", frame(IPV4, ip4(17, ports(1, 53, 17))),
+             [M(dst_port=53)], True),
+    RuleCase("IPv4 options are skipped by IHL", tcp4(dport=22, options=b"\x01" * 8),
+             [SSH], True),
+    RuleCase("a later fragment has no ports: not matched",
+             tcp4(dport=22, frag_off=0x0010), [SSH], False),
+    RuleCase("a first fragment has ports: matched", tcp4(dport=22, frag_off=0x2000),
+             [SSH], True),
+    RuleCase("src prefix match", tcp4(src="192.168.7.9"), [M(src="192.168.0.0/16")], True),
+    RuleCase("src prefix miss", tcp4(src="192.169.7.9"), [M(src="192.168.0.0/16")], False),
+    RuleCase("dst host address", tcp4(dst="10.0.0.2"), [M(dst="10.0.0.2")], True),
+    RuleCase("IPv4 prefix never matches an IPv6 packet", udp6(), [M(src="0.0.0.0/0")], False),
+    RuleCase("IPv6 prefix and port", udp6(dport=546), [M(dst="2001:db8:1::/48", dst_port=546)],
+             True),
+    RuleCase("IPv6 prefix, other port", udp6(dport=547), [M(dst="2001:db8:1::/48", dst_port=546)],
+             False),
+    RuleCase("IPv6 prefix miss in the last word", udp6(dst="2001:db8:1::3"),
+             [M(dst="2001:db8:1::2")], False),
+    RuleCase("IPv6 src ::/0 takes every IPv6 packet", udp6(), [M(src="::/0")], True),
+    RuleCase("icmpv6 by ip_proto", frame(IPV6, ip6(58, b"\x80\0\0\0" + bytes(4))),
+             [M(ip_proto=58)], True),
+    RuleCase("extension header: ip_proto is the extension's, no ports",
+             frame(IPV6, ip6(0, bytes([17, 0]) + bytes(6) + ports(1, 53, 17))),
+             [M(dst_port=53)], False),
+    RuleCase("VLAN-tagged matched by its id", frame(ARP, arp_request()[14:], vlans=(100,)),
+             [M(vlan=100)], True),
+    RuleCase("VLAN-tagged, other id", frame(ARP, arp_request()[14:], vlans=(101,)),
+             [M(vlan=100)], False),
+    RuleCase("ethertype is what follows the tag", frame(ARP, arp_request()[14:], vlans=(5,)),
+             [M(ethertype=ARP)], True),
+    RuleCase("QinQ (802.1ad outer): outer id and inner payload",
+             frame(IPV4, ip4(6, ports(1, 22, 6)), vlans=(300, 7), tpids=(0x88A8, 0x8100)),
+             [M(vlan=300, ip_proto=6, dst_port=22)], True),
+    RuleCase("QinQ: the inner id is not the vlan",
+             frame(IPV4, ip4(6, ports(1, 22, 6)), vlans=(300, 7), tpids=(0x88A8, 0x8100)),
+             [M(vlan=7)], False),
+    RuleCase("three tags: nothing past them is read",
+             frame(ARP, arp_request()[14:], vlans=(1, 2, 3)), [M(ethertype=ARP)], False),
+    RuleCase("three tags: the outer id still matches",
+             frame(ARP, arp_request()[14:], vlans=(1, 2, 3)), [M(vlan=1)], True),
+    RuleCase("untagged matched by vlan none", tcp4(), [M(vlan="none")], True),
+    RuleCase("tagged is not vlan none", frame(ARP, arp_request()[14:], vlans=(1,)),
+             [M(vlan="none")], False),
+    RuleCase("every field of a rule must match",
+             tcp4(dport=22, src="10.1.2.3"), [M(ip_proto=6, dst_port=22, src="10.2.0.0/16")],
+             False),
+    RuleCase("any rule may match: the last one does", tcp4(dport=8080),
+             [M(ethertype=ARP)] * 15 + [M(dst_port=8080)], True),
+    # truncated headers: a field that is not in the frame never matches
+    RuleCase("truncated VLAN tag: no id", MAC_B + MAC_A + b"\x81\x00\x00",
+             [M(vlan=0)], False),
+    RuleCase("truncated IPv4 header: no addresses", tcp4()[:14 + 19],
+             [M(src="0.0.0.0/0")], False),
+    RuleCase("truncated IPv4 header: ethertype known", tcp4()[:14 + 19],
+             [M(ethertype=IPV4)], True),
+    RuleCase("IHL below 5: not read as IPv4", frame(IPV4, b"\x44" + ip4(6, b"")[1:]),
+             [M(ip_proto=6)], False),
+    RuleCase("IHL past the frame: no ports", tcp4(dport=22, options=b"\x01" * 40)[:14 + 20 + 40 + 3],
+             [SSH], False),
+    RuleCase("truncated TCP ports: protocol matches, ports do not", tcp4(dport=22)[:14 + 20 + 3],
+             [SSH], False),
+    RuleCase("truncated TCP ports, protocol only", tcp4(dport=22)[:14 + 20 + 3],
+             [M(ip_proto=6)], True),
+    RuleCase("truncated IPv6 header", udp6()[:14 + 39], [M(ethertype=IPV6, ip_proto=17)], False),
+    RuleCase("bare Ethernet header", runt(), [M(vlan="none", ethertype=0x88B5)], True),
+]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", RULE_CASES, ids=[c.desc for c in RULE_CASES])
+def test_pass_rules(prog, lab, case):
+    prog.set_queue(1, True, "drop")
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(1, s.fileno())
+        prog.set_pass_rules(case.rules)
+        verdict = prog.test_run(case.packet, lab.ifindex, 1, repeat=3)
+    assert verdict == (XDP_PASS if case.passed else XDP_REDIRECT), case.desc
+    counter = "pass_rule" if case.passed else "redirected"
+    assert prog.queue_stats(1) == {**ZERO_STATS, counter: 3}, case.desc
+
+
+ZERO_STATS = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
+
+
+@pytest.mark.root
+def test_pass_rules_only_on_owned_queues_and_before_the_socket(prog, lab):
+    """An unowned queue is passed as 'passed', rules or not; on an owned
+    queue a rule wins over the socket's absence (fallback drop)."""
+    prog.set_pass_rules(KEEP_HOST)
+    prog.set_queue(2, True, "drop")
+    assert prog.test_run(arp_request(), lab.ifindex, 0) == XDP_PASS
+    assert prog.test_run(arp_request(), lab.ifindex, 2) == XDP_PASS
+    assert prog.test_run(tcp4(), lab.ifindex, 2) == XDP_DROP
+    assert prog.queue_stats(0) == {**ZERO_STATS, "passed": 1}
+    assert prog.queue_stats(2) == {**ZERO_STATS, "pass_rule": 1, "no_socket": 1}
+
+
+@pytest.mark.root
+def test_pass_rules_replaced_and_removed(prog, lab):
+    """What a reload does: each call replaces the whole list."""
+    prog.set_queue(1, True, "drop")
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(1, s.fileno())
+        run = lambda pkt: prog.test_run(pkt, lab.ifindex, 1)   # noqa: E731
+        prog.set_pass_rules([M(ethertype=ARP), SSH, M(dst_port=80)])
+        assert [run(arp_request()), run(tcp4(dport=80))] == [XDP_PASS, XDP_PASS]
+        prog.set_pass_rules([SSH])          # fewer: the old third rule is gone too
+        assert [run(arp_request()), run(tcp4(dport=80)), run(tcp4(dport=22))] == \
+            [XDP_REDIRECT, XDP_REDIRECT, XDP_PASS]
+        prog.set_pass_rules([])
+        assert run(tcp4(dport=22)) == XDP_REDIRECT
+    with pytest.raises(ValueError):
+        prog.set_pass_rules([SSH] * 17)
+
+
+def test_match_to_c_fields():
+    r = bpf.match_to_c(M(src="10.0.0.0/8", dst_port=22, vlan=4095))
+    assert r.fields == (bpf.XDPD_MATCH_SRC | bpf.XDPD_MATCH_ETHERTYPE |
+                        bpf.XDPD_MATCH_DST_PORT | bpf.XDPD_MATCH_VLAN)
+    assert bytes(r)[4:6] == b"\x08\x00" and r.vlan == 4095
+    assert bytes(r.src)[:4] == bytes([10, 0, 0, 0]) and bytes(r.src_mask) == b"\xff" + bytes(15)
+    assert bpf.match_to_c(M(vlan="none")).fields == bpf.XDPD_MATCH_UNTAGGED
 
 
 # --- map and test-run errors ---------------------------------------------------
@@ -418,7 +611,23 @@ int main(void)
 	OFF(xdpd_queue_conf, owned); OFF(xdpd_queue_conf, fallback);
 	SIZE(xdpd_queue_stats);
 	OFF(xdpd_queue_stats, redirected); OFF(xdpd_queue_stats, passed);
-	OFF(xdpd_queue_stats, no_socket);
+	OFF(xdpd_queue_stats, no_socket); OFF(xdpd_queue_stats, pass_rule);
+	printf("XDPD_MAX_PASS_RULES %d\n", XDPD_MAX_PASS_RULES);
+	printf("XDPD_MATCH_ETHERTYPE %u\n", XDPD_MATCH_ETHERTYPE);
+	printf("XDPD_MATCH_VLAN %u\n", XDPD_MATCH_VLAN);
+	printf("XDPD_MATCH_UNTAGGED %u\n", XDPD_MATCH_UNTAGGED);
+	printf("XDPD_MATCH_IP_PROTO %u\n", XDPD_MATCH_IP_PROTO);
+	printf("XDPD_MATCH_SRC %u\n", XDPD_MATCH_SRC);
+	printf("XDPD_MATCH_DST %u\n", XDPD_MATCH_DST);
+	printf("XDPD_MATCH_SRC_PORT %u\n", XDPD_MATCH_SRC_PORT);
+	printf("XDPD_MATCH_DST_PORT %u\n", XDPD_MATCH_DST_PORT);
+	SIZE(xdpd_match);
+	OFF(xdpd_match, fields); OFF(xdpd_match, ethertype); OFF(xdpd_match, vlan);
+	OFF(xdpd_match, ip_proto); OFF(xdpd_match, pad); OFF(xdpd_match, src_port);
+	OFF(xdpd_match, dst_port); OFF(xdpd_match, pad2); OFF(xdpd_match, src);
+	OFF(xdpd_match, src_mask); OFF(xdpd_match, dst); OFF(xdpd_match, dst_mask);
+	SIZE(xdpd_prog_conf);
+	OFF(xdpd_prog_conf, pass_rules_first); OFF(xdpd_prog_conf, nr_pass_rules);
 	SIZE(xdp_md);
 	OFF(xdp_md, data); OFF(xdp_md, data_end); OFF(xdp_md, data_meta);
 	OFF(xdp_md, ingress_ifindex); OFF(xdp_md, rx_queue_index);
@@ -452,6 +661,8 @@ int main(void)
 LAYOUTS = {
     "xdpd_queue_conf": (bpf.XdpdQueueConf, False),
     "xdpd_queue_stats": (bpf.XdpdQueueStats, False),
+    "xdpd_match": (bpf.XdpdMatch, False),
+    "xdpd_prog_conf": (bpf.XdpdProgConf, False),
     "xdp_md": (bpf.XdpMd, False),
     "bpf_prog_info": (bpf.BpfProgInfo, True),
     "bpf_xdp_attach_opts": (bpf.BpfXdpAttachOpts, False),
@@ -496,3 +707,13 @@ def test_ctypes_layout_matches_c(c_layout, cname):
 
 def test_max_queues_matches_header(c_layout):
     assert bpf.XDPD_MAX_QUEUES == c_layout[("XDPD_MAX_QUEUES",)]
+
+
+def test_match_constants_match_header(c_layout):
+    from xdpd import config
+    names = [k[0] for k in c_layout if k[0].startswith("XDPD_MATCH_")]
+    assert len(names) == 8
+    for name in names:
+        assert getattr(bpf, name) == c_layout[(name,)], name
+    assert bpf.XDPD_MAX_PASS_RULES == c_layout[("XDPD_MAX_PASS_RULES",)]
+    assert config.MAX_PASS_RULES == bpf.XDPD_MAX_PASS_RULES

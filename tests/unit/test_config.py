@@ -68,7 +68,7 @@ BAD_INPUT = [
         forward: []
         """,
          "xdpd.yaml: interfaces[0].mtu: unknown key; allowed keys: "
-         "name, queues, xdp_mode, zero_copy, fallback"),
+         "name, queues, xdp_mode, zero_copy, fallback, pass_to_kernel"),
     case("unknown-key-in-section", BASE + "workers:\n  batch: 32\n",
          "xdpd.yaml: workers.batch: unknown key; did you mean 'batch_size'?"),
     case("unknown-key-in-rule", """\
@@ -429,6 +429,8 @@ def test_shipped_example_parses():
     with open(SHIPPED, encoding="utf-8") as f:
         config = parse_config(f.read(), source="xdpd.yaml")
     assert [i.name for i in config.interfaces] == ["veth-a", "veth-b"]
+    assert [m.describe() for m in config.interfaces[0].pass_to_kernel] == [
+        "arp", "tcp dst port 22"]
     assert config.forward[0] == ForwardRule(
         index=0, from_="veth-a", action="forward", to="veth-b",
         set_dst_mac=bytes.fromhex("020000000004"), set_src_mac=bytes.fromhex("020000000003"),
@@ -834,3 +836,109 @@ def test_real_host_missing_netdev():
 def test_real_host_passes_check_host():
     config = parse("interfaces:\n  - name: lo\n    queues: [0]\nforward: []\n")
     check_host(config, Host())
+
+
+# --- pass_to_kernel: match rules --------------------------------------------------
+
+def with_pass_rules(entries: str) -> str:
+    """BASE with `pass_to_kernel` on veth-a; entries: the YAML list, flow style."""
+    return BASE.replace("  - name: veth-a\n",
+                        f"  - name: veth-a\n    pass_to_kernel: {entries}\n")
+
+
+P = "xdpd.yaml: interfaces[0].pass_to_kernel"
+
+BAD_MATCHES = [
+    case("not-a-list", with_pass_rules("{ethertype: arp}"),
+         f"{P}: expected a list of matches, got mapping {{ethertype: arp}}; e.g. "
+         "'- {ip_proto: tcp, dst_port: 22}'"),
+    case("too-many", with_pass_rules("[" + ", ".join(f"{{dst_port: {p}}}" for p in range(17)) + "]"),
+         f"{P}: 17 entries; the XDP program takes at most 16 per interface: merge entries "
+         "(a prefix covers several addresses)"),
+    case("entry-not-a-mapping", with_pass_rules("[arp]"),
+         f"{P}[0]: expected a mapping with one or more of ethertype, vlan, ip_proto, src, dst, "
+         "src_port or dst_port, got string 'arp'"),
+    case("empty-entry", with_pass_rules("[{}]"),
+         f"{P}[0]: empty match would take every packet; give one or more of ethertype, vlan, "
+         "ip_proto, src, dst, src_port or dst_port"),
+    case("unknown-key", with_pass_rules("[{dport: 22}]"),
+         f"{P}[0].dport: unknown key; did you mean 'dst_port'?"),
+    case("ethertype-word", with_pass_rules("[{ethertype: ip}]"),
+         f"{P}[0].ethertype: 'ip' is not allowed; use arp, ipv4 or ipv6 or a number from "
+         "0x0600 to 0xffff"),
+    case("ethertype-too-small", with_pass_rules("[{ethertype: 0x05ff}]"),
+         f"{P}[0].ethertype: 0x05ff is out of range; use arp, ipv4 or ipv6 or a number from "
+         "0x0600 to 0xffff"),
+    case("ethertype-vlan-tag", with_pass_rules("[{ethertype: 0x8100}]"),
+         f"{P}[0].ethertype: 0x8100 is a VLAN tag, not what a packet carries; match tags "
+         "with 'vlan: ID' (ethertype is what follows the tags)"),
+    case("vlan-out-of-range", with_pass_rules("[{vlan: 4096}]"),
+         f"{P}[0].vlan: 4096 is out of range; use a VLAN id from 0 to 4095, or 'none' for "
+         "untagged packets"),
+    case("vlan-word", with_pass_rules("[{vlan: untagged}]"),
+         f"{P}[0].vlan: expected a VLAN id from 0 to 4095 or 'none' for untagged packets, "
+         "got string 'untagged'"),
+    case("ip-proto-out-of-range", with_pass_rules("[{ip_proto: 256}]"),
+         f"{P}[0].ip_proto: 256 is out of range; use tcp, udp, icmp or icmpv6 or a number "
+         "from 0 to 255"),
+    case("ip-proto-bool", with_pass_rules("[{ip_proto: true}]"),
+         f"{P}[0].ip_proto: expected tcp, udp, icmp or icmpv6 or a number from 0 to 255, "
+         "got boolean true"),
+    case("prefix-host-bits", with_pass_rules("[{src: 10.0.0.1/8}]"),
+         f"{P}[0].src: '10.0.0.1/8' has host bits set; write 10.0.0.0/8 for the network, "
+         "or 10.0.0.1 for that address alone"),
+    case("prefix-junk", with_pass_rules("[{dst: 10.0.0.0/33}]"),
+         f"{P}[0].dst: '10.0.0.0/33' is not an IPv4 or IPv6 prefix; write ADDRESS/LENGTH, "
+         "e.g. 10.0.0.0/8 or 2001:db8::/32"),
+    case("prefix-number", with_pass_rules("[{dst: 10}]"),
+         f"{P}[0].dst: expected an IPv4 or IPv6 prefix (e.g. 10.0.0.0/8 or 2001:db8::/32), "
+         "got integer 10"),
+    case("port-out-of-range", with_pass_rules("[{dst_port: 65536}]"),
+         f"{P}[0].dst_port: 65536 is out of range; use 0 to 65535"),
+    case("families-differ", with_pass_rules("[{src: 10.0.0.0/8, dst: '2001:db8::/32'}]"),
+         f"{P}[0].dst: IPv6 prefix 2001:db8::/32 with IPv4 src 10.0.0.0/8; a packet has "
+         "one family, use two entries"),
+    case("ethertype-against-prefix", with_pass_rules("[{ethertype: ipv6, src: 10.0.0.0/8}]"),
+         f"{P}[0].ethertype: ethertype ipv6 with src 10.0.0.0/8; remove ethertype (the "
+         "prefix implies its family)"),
+    case("arp-with-port", with_pass_rules("[{ethertype: arp, dst_port: 22}]"),
+         f"{P}[0].ethertype: ethertype arp with dst_port; dst_port needs ipv4 or ipv6, or "
+         "no ethertype"),
+    case("icmp-of-the-other-family", with_pass_rules("[{ip_proto: icmp, dst: '2001:db8::/32'}]"),
+         f"{P}[0].ip_proto: icmp with IPv6; use ip_proto icmpv6"),
+    case("ports-of-icmp", with_pass_rules("[{ip_proto: icmp, src_port: 7}]"),
+         f"{P}[0].src_port: ports are TCP's or UDP's, not ip_proto icmp; use ip_proto tcp "
+         "or udp, or leave ip_proto out (either)"),
+    case("every-entry-reported", with_pass_rules("[{vlan: -1}, {ethertype: arp}, {src_port: x}]"),
+         f"{P}[0].vlan: -1 is out of range; use a VLAN id from 0 to 4095, or 'none' for "
+         "untagged packets",
+         f"{P}[2].src_port: expected an integer, got string 'x'"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD_MATCHES)
+def test_bad_match_gets_exact_messages(text, expected):
+    assert errors_of(text) == expected
+
+
+def test_pass_to_kernel_model():
+    from xdpd.config import Match
+    config = parse(with_pass_rules(
+        "[{ethertype: arp}, {ip_proto: tcp, dst_port: 22}, {ethertype: 0x88cc}, "
+        "{vlan: 100, src: 10.0.0.0/8, src_port: 53}, {vlan: none, dst: '2001:db8::1'}]"))
+    net = ipaddress.ip_network
+    rules = config.interfaces[0].pass_to_kernel
+    assert rules == (Match(ethertype=0x0806), Match(ip_proto=6, dst_port=22),
+                     Match(ethertype=0x88CC),
+                     Match(vlan=100, src=net("10.0.0.0/8"), src_port=53),
+                     Match(vlan="none", dst=net("2001:db8::1/128")))
+    assert [m.describe() for m in rules] == [
+        "arp", "tcp dst port 22", "ethertype 0x88cc",
+        "vlan 100 src 10.0.0.0/8 src port 53", "untagged dst 2001:db8::1/128"]
+    assert config.interfaces[1].pass_to_kernel == ()
+    # an empty list (or null) is no rules, as if the key were absent
+    assert parse(with_pass_rules("[]")).interfaces[0].pass_to_kernel == ()
+    assert parse(with_pass_rules("null")).interfaces[0].pass_to_kernel == ()
+    assert len(parse(with_pass_rules(
+        "[" + ", ".join(f"{{dst_port: {p}}}" for p in range(16)) + "]"
+    )).interfaces[0].pass_to_kernel) == 16

@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xdpd.config import (
-    ConfigError, _CONTROL_KEYS, _INTERFACE_KEYS, _Loader, _METRICS_KEYS, _RINGS_KEYS,
+    ConfigError, _CONTROL_KEYS, _INTERFACE_KEYS, _MATCH_KEYS, _Loader, _METRICS_KEYS, _RINGS_KEYS,
     _RULE_KEYS, _TOP_KEYS, _UMEM_KEYS, _WORKERS_KEYS, load_config, plan_workers,
 )
 
@@ -109,7 +109,7 @@ def check_accepted(config) -> None:
 
 _NO_DOCUMENT = object()
 _MISSING = object()
-SCHEMA_KEYS = frozenset(_TOP_KEYS + _INTERFACE_KEYS + _RULE_KEYS + _WORKERS_KEYS + _UMEM_KEYS
+SCHEMA_KEYS = frozenset(_TOP_KEYS + _INTERFACE_KEYS + _MATCH_KEYS + _RULE_KEYS + _WORKERS_KEYS + _UMEM_KEYS
                         + _RINGS_KEYS + _METRICS_KEYS + _CONTROL_KEYS)
 SCHEMA_KEYS_LIST = sorted(SCHEMA_KEYS)
 
@@ -299,6 +299,8 @@ VALID = {
     "xdp_mode": _scalars(["native", "generic", "auto"]),
     "zero_copy": _scalars(["on", "off", "auto"]),
     "fallback": _scalars(["pass", "drop"]),
+    "pass_to_kernel": _scalars(["[]", "[{ethertype: arp}]", "[{ip_proto: tcp, dst_port: 22}]",
+                                "[{vlan: none, src: 10.0.0.0/8}, {dst: '2001:db8::/32'}]"]),
     "from": _scalars(["veth-a", "veth-b"]),
     "to": _scalars(["veth-a", "veth-b"]),
     "action": _scalars(["forward"]),
@@ -328,6 +330,10 @@ PLAUSIBLE = {
     "xdp_mode": _scalars(["native", "generic", "auto", "Native", "skb", "on"]),
     "zero_copy": _scalars(["on", "off", "auto", "true", "false", "yes"]),
     "fallback": _scalars(["pass", "drop", "PASS", "forward"]),
+    "pass_to_kernel": _scalars(["[]", "{}", "[{}]", "[arp]", "[{ethertype: 0x8100}]",
+                                "[{vlan: 4096}]", "[{ip_proto: icmp, dst_port: 1}]",
+                                "[{src: 10.0.0.1/8}]", "[{src: '::/0', dst: 0.0.0.0/0}]",
+                                "[{dport: 22}]", "[{vlan: '\\e[0m'}]", "null"]),
     "from": _scalars(["veth-a", "veth-b", "eth0", "eth9", "1234"]),
     "to": _scalars(["veth-a", "veth-b", "eth0", "eth9", "1234"]),
     "action": _scalars(["forward", "drop", "pass", "Drop"]),

@@ -73,6 +73,19 @@ def test_fallback_change_is_live():
     assert [i.name for i in plan.fallback_changes] == ["in0"]
 
 
+def test_pass_to_kernel_change_is_live():
+    with_rules = BASE.replace("queues: [0]\n  - name: out0",
+                              "queues: [0]\n    pass_to_kernel: [{ethertype: arp}, "
+                              "{ip_proto: tcp, dst_port: 22}]\n  - name: out0")
+    plan = change(BASE, with_rules)
+    assert [i.name for i in plan.pass_rule_changes] == ["in0"]
+    assert not (plan.add_workers or plan.remove_workers or plan.fallback_changes)
+    assert plan.summary() == ["in0: pass_to_kernel: arp; tcp dst port 22"]
+    plan = change(with_rules, BASE)
+    assert plan.summary() == ["in0: pass_to_kernel: none"]
+    assert change(with_rules, with_rules).empty
+
+
 @pytest.mark.parametrize("extra, words", [
     ("umem:\n  frame_size: 4096\n", ["umem.frame_size: 2048 -> 4096", "registered"]),
     ("rings:\n  rx: 1024\n", ["rings.rx: 2048 -> 1024", "bound"]),

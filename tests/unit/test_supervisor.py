@@ -81,6 +81,10 @@ class FakeProgram:
     def set_queue(self, q, owned, fallback="pass"):
         self.journal.append(("set_queue", self.netdev, q, owned, fallback))
 
+    def set_pass_rules(self, matches):
+        self.journal.append(("set_pass_rules", self.netdev,
+                             tuple(m.describe() for m in matches)))
+
     def attach(self, ifindex, ifname, mode):
         self.journal.append(("attach", ifname, mode))
         return "native"
@@ -92,7 +96,7 @@ class FakeProgram:
         self.journal.append(("clear_socket", self.netdev, q))
 
     def queue_stats(self, q):
-        return {"redirected": 0, "passed": 0, "no_socket": 0}
+        return {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
 
     def close(self):
         self.journal.append(("detach", self.netdev))
@@ -673,3 +677,24 @@ def test_reload_keeps_the_record_to_what_is_attached():
         ("out0", ops.programs["out0"].prog_id, "native")]
     sup.stop()
     assert not os.path.exists(RECORD)
+
+
+PASS_RULES = "    pass_to_kernel: [{ethertype: arp}, {ip_proto: tcp, dst_port: 22}]\n"
+
+
+def test_pass_rules_are_written_before_the_attach_and_changed_live():
+    sup, ops = started(CONFIG.replace("  - name: in0\n", "  - name: in0\n" + PASS_RULES))
+    j = ops.journal
+    rules_at = j.index(("set_pass_rules", "in0", ("arp", "tcp dst port 22")))
+    assert rules_at < j.index(("attach", "in0", "auto"))
+    assert not [e for e in j if e[0] == "set_pass_rules" and e[1] == "out0"]
+    prog_id = ops.programs["in0"].prog_id
+
+    del j[:]
+    ok, result, error = sup.reload(text=CONFIG)
+    assert ok, error
+    assert ("set_pass_rules", "in0", ()) in j
+    assert not [e for e in j if e[0] in ("attach", "detach", "spawn", "clear_socket")]
+    assert ops.programs["in0"].prog_id == prog_id
+    assert sup.interface("in0").config.pass_to_kernel == ()
+    sup.stop()
