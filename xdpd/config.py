@@ -1266,6 +1266,8 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
         text = yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+        if "\n" in text:   # a string with a line break folds over lines: one line per message
+            text = repr(value)
         return text if len(text) <= 40 else text[:37] + "..."
     return str(value)
 
