@@ -9,7 +9,9 @@ Live:
   - forwarding rules: a new table, switched between two batches;
   - interfaces and queues added: new sockets and workers, then XSKMAP;
   - interfaces and queues removed: out of XSKMAP, drained, stopped;
-  - an interface's `fallback`.
+  - an interface's `fallback`;
+  - an interface's `steering.rss_queues` and `steering.flows` (only the
+    rules that differ are removed or inserted).
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
 interface's `xdp_mode` / `zero_copy`.
@@ -32,6 +34,8 @@ FIXED_INTERFACE_KEYS = {
     "xdp_mode": "the XDP program stays attached in the mode it was attached in",
     "zero_copy": "all sockets share one UMEM and so one copy/zero-copy mode",
 }
+CHANNELS_WHY = ("the channel count is the queue count the running workers and sockets "
+                "were set up on")
 
 
 class Refused(Exception):
@@ -45,12 +49,14 @@ class ReloadPlan:
     add_workers: list[WorkerPlan] = field(default_factory=list)
     remove_workers: list[str] = field(default_factory=list)        # worker names
     fallback_changes: list[InterfaceConfig] = field(default_factory=list)
+    steering_changes: list[InterfaceConfig] = field(default_factory=list)   # the new config
     rules_changed: bool = False
 
     @property
     def empty(self) -> bool:
         return not (self.add_interfaces or self.remove_interfaces or self.add_workers or
-                    self.remove_workers or self.fallback_changes or self.rules_changed)
+                    self.remove_workers or self.fallback_changes or self.steering_changes or
+                    self.rules_changed)
 
     def summary(self) -> list[str]:
         """One line per change, for the log and the reload answer."""
@@ -60,6 +66,7 @@ class ReloadPlan:
         lines += [f"worker {p.name} added (CPU {p.cpu})" for p in self.add_workers]
         lines += [f"worker {n} removed" for n in self.remove_workers]
         lines += [f"{i.name}: fallback {i.fallback}" for i in self.fallback_changes]
+        lines += [f"{i.name}: steering changed" for i in self.steering_changes]
         if self.rules_changed:
             lines.append("forwarding rules changed")
         return lines
@@ -99,6 +106,11 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
                                 f"{getattr(iface, key)!r}: {why}")
         if before.fallback != iface.fallback:
             plan.fallback_changes.append(iface)
+        if before.steering.channels != iface.steering.channels:
+            refusals.append(f"interface {name}: steering.channels {before.steering.channels!r} "
+                            f"-> {iface.steering.channels!r}: {CHANNELS_WHY}")
+        elif before.steering != iface.steering:
+            plan.steering_changes.append(iface)
     plan.remove_interfaces = [n for n in old_ifaces if n not in new_ifaces]
 
     running = {p.name for p in old_plans}

@@ -102,10 +102,10 @@ def check_steering(config: Config, nic: Ethtool) -> None:
                                   f"(see 'ethtool -l {name}'); use {most} or fewer")
         if s.rss_queues is not None:
             _supported(errors, f"{path}.rss_queues", nic, name, nic.get_indirection,
-                       "an RSS indirection table", "ETHTOOL_GRXFHINDIR", "rss_queues")
+                       "RSS indirection table", "ETHTOOL_GRXFHINDIR", "rss_queues")
         if s.flows:
             _supported(errors, f"{path}.flows", nic, name, nic.rule_count,
-                       "ntuple flow rules", "ETHTOOL_GRXCLSRLCNT", "flows")
+                       "ntuple filters", "ETHTOOL_GRXCLSRLCNT", "flows")
     if errors:
         raise ConfigError(errors)
 

@@ -167,10 +167,10 @@ def test_check_names_interface_driver_and_feature():
     assert info.value.errors == [
         "xdpd.yaml: interfaces[0].steering.channels: 8 but in0 (driver veth) has at most "
         "4 rx channels (see 'ethtool -l in0'); use 4 or fewer",
-        "xdpd.yaml: interfaces[0].steering.rss_queues: in0 (driver veth) has no an RSS "
+        "xdpd.yaml: interfaces[0].steering.rss_queues: in0 (driver veth) has no RSS "
         "indirection table: ETHTOOL_GRXFHINDIR answered EOPNOTSUPP; remove rss_queues or use "
         "a NIC that has them",
-        "xdpd.yaml: interfaces[0].steering.flows: in0 (driver veth) has no ntuple flow rules: "
+        "xdpd.yaml: interfaces[0].steering.flows: in0 (driver veth) has no ntuple filters: "
         "ETHTOOL_GRXCLSRLCNT answered EOPNOTSUPP; remove flows or use a NIC that has them"]
 
 
