@@ -295,10 +295,16 @@ class Supervisor:
         from .steering import check_steering
         if any(not i.steering.empty for i in self.config.interfaces):
             check_steering(self.config, self.ops.ethtool())
-        plans = plan_workers(self.config, self.host)
-        self._check_napi_placement(plans)
+        plans: list[WorkerPlan] = []
+
+        def plan() -> None:
+            # after the steering: a dead xdpd's channel counts are undone and
+            # this config's set, so `queues: all` counts the queues there are
+            plans[:] = plan_workers(self.config, self.host)
+            self._check_napi_placement(plans)
+
         try:
-            for step in (self._remove_what_a_dead_xdpd_left, self._apply_steering,
+            for step in (self._remove_what_a_dead_xdpd_left, self._apply_steering, plan,
                          lambda: self._load_programs(plans),
                          lambda: self._create_umem_and_sockets(plans),
                          self._write_table, self._spawn_all,
