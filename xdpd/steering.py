@@ -46,7 +46,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from . import runstate
-from .config import Config, ConfigError, FlowRule, InterfaceConfig, SteeringConfig
+from .config import Config, ConfigError, FlowRule, InterfaceConfig
 from .ethtool import RX_CLS_LOC_ANY, Channels, Ethtool, EthtoolError, FlowSpec
 from .oserrors import errname
 
@@ -387,11 +387,6 @@ def describe_flow(rule: FlowRule) -> str:
         if getattr(rule, key) is not None:
             parts.append(f"{key} {getattr(rule, key)}")
     return " ".join(parts) + f" -> queue {rule.queue}"
-
-
-def steering_changes(old: SteeringConfig, new: SteeringConfig) -> list[str]:
-    """The keys that differ, for the reload summary."""
-    return [k for k in ("channels", "rss_queues", "flows") if getattr(old, k) != getattr(new, k)]
 
 
 def _counts(ch: Channels) -> list[int]:

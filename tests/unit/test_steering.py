@@ -2,7 +2,6 @@
 injectable send), the journal, undo at stop and after a crash."""
 import errno
 import ipaddress
-import json
 import logging
 import struct
 from textwrap import dedent
