@@ -146,3 +146,21 @@ def test_after_a_kill_the_next_start_restores_the_channels(lab):
                    what="a worker on every queue of in0 and out0")
         assert daemon.stop() == 0
         assert channels(lab, lab.IN_DEV) == (QUEUES, QUEUES)
+
+
+def test_a_reload_adding_flows_on_veth_is_invalid_and_changes_nothing(lab):
+    from xdpd.control import ControlError
+    with LabDaemon(lab, steered_config(lab, "channels: 2")) as daemon:
+        daemon.start()
+        new = steered_config(lab, "channels: 2\nflows:\n  - {type: tcp4, dst_port: 80, queue: 0}")
+        try:
+            answer = daemon.reload(new)
+        except ControlError as e:
+            answer = {"message": str(e)}
+        assert ("interfaces[0].steering.flows: in0 (driver veth) has no ntuple filters: "
+                "ETHTOOL_GRXCLSRLCNT answered EOPNOTSUPP") in answer["message"], answer
+        status = daemon.status()
+        assert status["last_reload"]["result"] == "invalid"
+        assert channels(lab, lab.IN_DEV) == (2, 2)
+        assert daemon.stop() == 0
+        assert channels(lab, lab.IN_DEV) == (QUEUES, QUEUES)

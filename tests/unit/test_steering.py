@@ -318,3 +318,22 @@ def test_reload_changes_only_what_differs(tmp_path):
 
 def test_journal_path_is_beside_the_socket():
     assert journal_path("/run/xdpd/xdpd.sock") == "/run/xdpd/xdpd.steering.json"
+
+
+def test_channel_requests():
+    nic = FakeNic(driver="veth", combined=None, rx_tx=(4, 4))
+    e = Ethtool(nic)
+    assert e.get_channels("in0").rx_queues == 4
+    e.set_channels("in0", 2, 2, 0, 0)
+    assert sent(nic, "ETHTOOL_GCHANNELS") == [struct.pack("=9I", 0x3C, *[0] * 8)]
+    assert sent(nic, "ETHTOOL_SCHANNELS") == [struct.pack("=9I", 0x3D, 0, 0, 0, 0, 2, 2, 0, 0)]
+
+
+def test_rule_locations_asks_with_the_count_and_table_size():
+    nic = FakeNic(ntuple=16)
+    nic.rules = {3: bytes(168), 9: bytes(168)}
+    assert Ethtool(nic).rule_locations("eth0") == [3, 9]
+    [req] = sent(nic, "ETHTOOL_GRXCLSRLALL")
+    assert len(req) == 192 + 2 * 4
+    assert struct.unpack_from("=IIQ", req) == (0x30, 0, 16)
+    assert struct.unpack_from("=I", req, 184)[0] == 2                # rule_cnt
