@@ -11,9 +11,11 @@ send for RSS and ntuple, which no veth can take.
 
 Why the ioctl and not ethtool netlink: ntuple rules (ETHTOOL_SRXCLSRLINS)
 and the plain RSS indirection table exist only as ioctls; the kernel has no
-netlink message for either.  Channels do have one (ETHTOOL_MSG_CHANNELS_SET),
-but one path for all three keeps one injectable layer and one error shape,
-and the ioctl is what netdev.py already uses to read channel counts.  The
+netlink message for either, and pyroute2 has neither (its IoctlEthtool has
+channels only, on a socket of its own that a test cannot stand in for).
+Channels do have a netlink message (ETHTOOL_MSG_CHANNELS_SET), but one path
+for all three keeps one injectable layer and one error shape, and the ioctl
+is what netdev.py already uses to read channel counts.  The
 ioctl is answered in the caller's network namespace, like netlink.
 
 Errors are CallError (oserrors.py): `ETHTOOL_SRXCLSRLINS on eth1 (driver

@@ -41,6 +41,7 @@ log of the next start cannot name it, but `ethtool -n` shows it.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -142,7 +143,6 @@ def read_journal(path: str) -> tuple[runstate.Owner, list[NetdevSteering]] | Non
             data = f.read()
     except FileNotFoundError:
         return None
-    import json
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
