@@ -58,9 +58,12 @@ def steered_config(lab, steering: str) -> str:
         f"  - name: {lab.IN_DEV}\n    queues: all\n    steering:\n{lines}", 1)
 
 
-def test_channels_are_set_at_start_and_restored_at_stop(lab):
+@pytest.mark.parametrize("as_unit", [False, True], ids=["root", "unit-capabilities"])
+def test_channels_are_set_at_start_and_restored_at_stop(lab, as_unit):
+    from test_crash_recovery import unit_capabilities
     assert channels(lab, lab.IN_DEV) == (QUEUES, QUEUES)
-    with LabDaemon(lab, steered_config(lab, "channels: 2")) as daemon:
+    wrap = unit_capabilities() if as_unit else []
+    with LabDaemon(lab, steered_config(lab, "channels: 2"), wrap=wrap) as daemon:
         daemon.start()
         assert channels(lab, lab.IN_DEV) == (2, 2)
         workers = sorted(w["name"] for w in daemon.status()["workers"])
