@@ -14,7 +14,7 @@ Live:
     rules that differ are removed or inserted).
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
-interface's `xdp_mode` / `zero_copy`.
+interface's `xdp_mode` / `zero_copy` / `steering.channels`.
 """
 from __future__ import annotations
 
