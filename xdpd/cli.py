@@ -53,6 +53,10 @@ def cmd_check_config(args) -> int:
     host = Host()
     try:
         config = load_config(args.path, host)
+        if any(not i.steering.empty for i in config.interfaces):
+            from .ethtool import Ethtool
+            from .steering import check_steering
+            check_steering(config, Ethtool())
     except ConfigError as e:
         print(e, file=sys.stderr)
         return exitcodes.CONFIG
@@ -80,6 +84,18 @@ def cmd_check_config(args) -> int:
           f"{geo.control_size() / 2**20:.1f} MiB; rings {ring_bytes / 2**10:.0f} KiB per socket")
     print("per-worker memory: logged at start (rss, unique); shared regions are mapped "
           "by every worker")
+    for iface in config.interfaces:
+        s = iface.steering
+        if s.empty:
+            continue
+        from .steering import describe_flow
+        what = []
+        if s.channels is not None:
+            what.append(f"{s.channels} channels")
+        if s.rss_queues is not None:
+            what.append("RSS over queues " + ",".join(map(str, s.rss_queues)))
+        what += [describe_flow(rule) for rule in s.flows]
+        print(f"steering {iface.name}: " + "; ".join(what))
     listen = config.metrics.listen
     print("metrics: " + (format_listen(listen) if listen else "disabled"))
     return exitcodes.OK

@@ -48,8 +48,8 @@ if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not need
     from xdpd.netdev import HostFacts
 
 __all__ = [
-    "Config", "ConfigError", "ForwardRule", "InterfaceConfig", "Match", "MetricsConfig",
-    "RingsConfig", "UmemConfig", "WorkerPlan", "WorkersConfig",
+    "Config", "ConfigError", "FlowRule", "ForwardRule", "InterfaceConfig", "Match",
+    "MetricsConfig", "RingsConfig", "SteeringConfig", "UmemConfig", "WorkerPlan", "WorkersConfig",
     "check_host", "load_config", "parse_config", "plan_workers",
 ]
 
@@ -89,6 +89,29 @@ class ConfigError(Exception):
 # --- the frozen model ---------------------------------------------------------
 
 @dataclass(frozen=True)
+class FlowRule:
+    """One ntuple rule (`ethtool -N NAME flow-type ...`): matching packets go to `queue`."""
+    type: str                   # tcp4 | udp4 | tcp6 | udp6
+    queue: int
+    src_ip: str | None = None   # compressed text form (ipaddress), None: any
+    dst_ip: str | None = None
+    src_port: int | None = None
+    dst_port: int | None = None
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """What xdpd asks the NIC for at start (steering.py) and undoes at stop."""
+    channels: int | None = None             # `ethtool -L NAME combined N` (or rx/tx N)
+    rss_queues: tuple[int, ...] | None = None   # RSS indirection over these queues only
+    flows: tuple[FlowRule, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.channels is None and self.rss_queues is None and not self.flows
+
+
+@dataclass(frozen=True)
 class InterfaceConfig:
     name: str
     queues: Literal["all"] | tuple[int, ...] = "all"  # explicit queues are ascending
@@ -97,6 +120,7 @@ class InterfaceConfig:
     fallback: str = "pass"      # verdict for an owned queue whose socket is gone
     # packets on owned queues that match any of these stay with the kernel
     pass_to_kernel: tuple[Match, ...] = ()
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
 
 
 # Names a match accepts for ethertype and ip_proto, and the numbers they stand for.
@@ -238,8 +262,14 @@ class WorkerPlan:
 
 
 _TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics", "control")
-_INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback", "pass_to_kernel")
+_INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback", "pass_to_kernel",
+                   "steering")
 _MATCH_KEYS = ("ethertype", "vlan", "ip_proto", "src", "dst", "src_port", "dst_port")
+_STEERING_KEYS = ("channels", "rss_queues", "flows")
+_FLOW_KEYS = ("type", "src_ip", "dst_ip", "src_port", "dst_port", "queue")
+FLOW_TYPES = ("tcp4", "udp4", "tcp6", "udp6")
+# ETHTOOL_SCHANNELS takes a __u32; no NIC has more queues than the XDP program keeps
+MAX_CHANNELS = MAX_QUEUE + 1
 _RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
                  "busy_poll_budget", "tx_budget")
@@ -336,12 +366,28 @@ def _check_netdev(errs: _Errors, path: str, iface: InterfaceConfig, host: HostFa
     if not host.netdev_exists(name):
         errs.at(f"{path}.name", f"netdev {name!r} not found; see 'ip link show'")
         return
-    if iface.queues == "all":
+    steering = iface.steering
+    if steering.channels is not None:
+        # the queues are checked against the channels at parse time, the
+        # channels against the driver's maximum by steering.check_steering()
+        return
+    if iface.queues == "all" and steering.rss_queues is None and not steering.flows:
         return
     try:
         count = host.rx_queue_count(name)
     except OSError as exc:  # the netdev went away between the two questions
         errs.at(f"{path}.queues", f"cannot count the rx queues of {name}: {exc}")
+        return
+    if iface.queues == "all":
+        # steering refers to queues that 'all' means on this host
+        owned = range(count)
+        if steering.rss_queues is not None:
+            _owned_refs(errs, f"{path}.steering.rss_queues", steering.rss_queues, owned, name)
+        for j, rule in enumerate(steering.flows):
+            if rule.queue not in owned:
+                errs.at(f"{path}.steering.flows[{j}].queue", f"queue {rule.queue} is not "
+                        f"owned by {name} (owned: {_queue_text(owned)}); steer only to "
+                        "queues xdpd serves")
         return
     missing = [q for q in iface.queues if q >= count]
     if missing:
@@ -353,6 +399,10 @@ def _check_netdev(errs: _Errors, path: str, iface: InterfaceConfig, host: HostFa
 
 def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | range:
     if iface.queues == "all":
+        # with steering.channels, the count xdpd sets at start, not the one now:
+        # planning does not depend on whether the channels are set yet
+        if iface.steering.channels is not None:
+            return range(iface.steering.channels)
         return range(host.rx_queue_count(iface.name))
     return iface.queues
 
@@ -676,13 +726,14 @@ def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, Interfa
     zero_copy = _choice(errs, f"{path}.zero_copy", item.get("zero_copy", defaults.zero_copy), ZERO_COPY)
     fallback = _choice(errs, f"{path}.fallback", item.get("fallback", defaults.fallback), FALLBACKS)
     pass_to_kernel = _pass_to_kernel(errs, f"{path}.pass_to_kernel", item.get("pass_to_kernel", []))
+    steering = _steering(errs, f"{path}.steering", item.get("steering"), queues, name)
     if len(errs) > before:
         return name, None
     if queues != "all":
         queues = tuple(sorted(queues))  # the order of queues carries no meaning
     return name, InterfaceConfig(name=name, queues=queues, xdp_mode=xdp_mode,
                                  zero_copy=zero_copy, fallback=fallback,
-                                 pass_to_kernel=pass_to_kernel)
+                                 pass_to_kernel=pass_to_kernel, steering=steering)
 
 
 def _pass_to_kernel(errs: _Errors, path: str, value: Any) -> tuple[Match, ...] | None:
@@ -841,6 +892,134 @@ def _prefix(errs: _Errors, path: str, value: Any
     errs.at(path, f"{_show(value)} has host bits set; write {loose} for the network, or "
                   f"{value.split('/')[0]} for that address alone")
     return None
+
+
+def _steering(errs: _Errors, path: str, value: Any, queues: Any, name: str | None
+              ) -> SteeringConfig | None:
+    """`steering:` of one interface.  Queues it names must be owned queues:
+    steering traffic to a queue no worker serves would only move it past xdpd."""
+    if value is None:
+        return SteeringConfig()
+    if not isinstance(value, dict):
+        errs.at(path, f"expected a mapping with channels, rss_queues or flows, got {_got(value)}")
+        return None
+    before = len(errs)
+    _check_keys(errs, path, value, _STEERING_KEYS)
+    channels = None
+    if "channels" in value:
+        channels = _int_in(errs, f"{path}.channels", value["channels"], 1, MAX_CHANNELS)
+    # the queues this interface will own: "all" means every channel there will be
+    if queues == "all":
+        owned = range(channels) if channels is not None else None
+    else:
+        owned = queues
+    dev = name or "the interface"
+    if channels is not None and queues not in ("all", None) and max(queues) >= channels:
+        missing = [q for q in queues if q >= channels]
+        errs.at(f"{path}.channels", f"{channels} channels leave out owned "
+                f"{'queue' if len(missing) == 1 else 'queues'} {', '.join(map(str, missing))} "
+                f"(queues number from 0); raise channels to {max(queues) + 1} or drop "
+                f"{'that queue' if len(missing) == 1 else 'those queues'} from "
+                f"{path.rsplit('.', 1)[0]}.queues")
+    rss_queues = None
+    if "rss_queues" in value:
+        rss_queues = _id_list(errs, f"{path}.rss_queues", value["rss_queues"], keyword="all",
+                              noun="queue", highest=MAX_QUEUE)
+        if rss_queues == "all":
+            errs.at(f"{path}.rss_queues", "'all' is not allowed here; list the queues RSS "
+                    "spreads over, e.g. [0, 1], or leave rss_queues out to keep the NIC's table")
+            rss_queues = None
+        elif rss_queues is not None:
+            _owned_refs(errs, f"{path}.rss_queues", rss_queues, owned, dev)
+    flows: list[FlowRule] = []
+    if "flows" in value:
+        raw = value["flows"]
+        if not isinstance(raw, list) or not raw:
+            errs.at(f"{path}.flows", f"expected a non-empty list of rules such as "
+                    f"'- {{type: udp4, dst_port: 4789, queue: 0}}', got {_got(raw)}")
+        else:
+            for i, item in enumerate(raw):
+                rule = _flow(errs, f"{path}.flows[{i}]", item, owned, dev)
+                if rule is not None:
+                    if rule in flows:
+                        errs.at(f"{path}.flows[{i}]", f"the same rule as {path}.flows"
+                                f"[{flows.index(rule)}]; list each rule once")
+                    flows.append(rule)
+    if len(errs) > before:
+        return None
+    return SteeringConfig(channels=channels, rss_queues=rss_queues, flows=tuple(flows))
+
+
+def _owned_refs(errs: _Errors, path: str, refs: tuple[int, ...], owned, dev: str) -> None:
+    if owned is None:
+        return                  # queues: all, channels unchanged: checked on the host
+    for i, q in enumerate(refs):
+        if q not in owned:
+            errs.at(f"{path}[{i}]", f"queue {q} is not owned by {dev} (owned: {_queue_text(owned)}); "
+                    "steer only to queues xdpd serves")
+
+
+def _queue_text(owned) -> str:
+    owned = list(owned)
+    if len(owned) > 2 and owned == list(range(owned[0], owned[-1] + 1)):
+        return f"{owned[0]}-{owned[-1]}"
+    return ", ".join(map(str, owned))
+
+
+def _flow(errs: _Errors, path: str, item: Any, owned, dev: str) -> FlowRule | None:
+    if not isinstance(item, dict):
+        errs.at(path, f"expected a mapping such as '{{type: udp4, dst_port: 4789, queue: 0}}', "
+                      f"got {_got(item)}")
+        return None
+    before = len(errs)
+    suggested = _check_keys(errs, path, item, _FLOW_KEYS)
+    kind = None
+    if "type" in item:
+        kind = _choice(errs, f"{path}.type", item["type"], FLOW_TYPES)
+    elif "type" not in suggested:
+        errs.at(f"{path}.type", f"required key missing; use {_one_of(FLOW_TYPES)}")
+    queue = None
+    if "queue" in item:
+        queue = _int_in(errs, f"{path}.queue", item["queue"], 0, MAX_QUEUE)
+        if queue is not None and owned is not None and queue not in owned:
+            errs.at(f"{path}.queue", f"queue {queue} is not owned by {dev} (owned: "
+                    f"{_queue_text(owned)}); steer only to queues xdpd serves")
+    elif "queue" not in suggested:
+        errs.at(f"{path}.queue", "required key missing; give the rx queue the flow goes to")
+    version = 6 if kind in ("tcp6", "udp6") else 4
+    ips = {}
+    for key in ("src_ip", "dst_ip"):
+        if key in item:
+            ips[key] = _ip(errs, f"{path}.{key}", item[key], version if kind else None)
+    ports = {}
+    for key in ("src_port", "dst_port"):
+        if key in item:
+            ports[key] = _int_in(errs, f"{path}.{key}", item[key], 0, 65535)
+    if not ips and not ports and not (set(item) - set(_FLOW_KEYS)):
+        errs.at(path, "no match field; give at least one of src_ip, dst_ip, src_port, "
+                      "dst_port (a rule matching every packet of a type is what RSS is for)")
+    if len(errs) > before:
+        return None
+    return FlowRule(type=kind, queue=queue, **ips, **ports)
+
+
+def _ip(errs: _Errors, path: str, value: Any, version: int | None) -> str | None:
+    """A host address of the rule's IP version, in the form ipaddress prints."""
+    if not isinstance(value, str):
+        errs.at(path, f"expected an IP address in quotes, got {_got(value)}")
+        return None
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        errs.at(path, f"{_show(value)} is not an IP address; write one host address, e.g. "
+                      f"{'192.0.2.1' if version != 6 else '2001:db8::1'} (no prefix length)")
+        return None
+    if version is not None and addr.version != version:
+        want = "tcp6 or udp6" if addr.version == 6 else "tcp4 or udp4"
+        errs.at(path, f"{_show(value)} is an IPv{addr.version} address but the rule's type is "
+                      f"IPv{version}; use type {want}")
+        return None
+    return str(addr)
 
 
 def _forward(errs: _Errors, top: dict, names: list[str] | None, suggested: set[str]

@@ -11,9 +11,11 @@ Live:
   - interfaces and queues removed: out of XSKMAP, drained, stopped;
   - an interface's `fallback` and `pass_to_kernel` (map writes; the XDP
     program stays attached).
+  - an interface's `steering.rss_queues` and `steering.flows` (only the
+    rules that differ are removed or inserted).
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
-interface's `xdp_mode` / `zero_copy`.
+interface's `xdp_mode` / `zero_copy` / `steering.channels`.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ FIXED_INTERFACE_KEYS = {
     "xdp_mode": "the XDP program stays attached in the mode it was attached in",
     "zero_copy": "all sockets share one UMEM and so one copy/zero-copy mode",
 }
+CHANNELS_WHY = ("the channel count is the queue count the running workers and sockets "
+                "were set up on")
 
 
 class Refused(Exception):
@@ -47,13 +51,14 @@ class ReloadPlan:
     remove_workers: list[str] = field(default_factory=list)        # worker names
     fallback_changes: list[InterfaceConfig] = field(default_factory=list)
     pass_rule_changes: list[InterfaceConfig] = field(default_factory=list)
+    steering_changes: list[InterfaceConfig] = field(default_factory=list)   # the new config
     rules_changed: bool = False
 
     @property
     def empty(self) -> bool:
         return not (self.add_interfaces or self.remove_interfaces or self.add_workers or
                     self.remove_workers or self.fallback_changes or
-                    self.pass_rule_changes or self.rules_changed)
+                    self.pass_rule_changes or self.steering_changes or self.rules_changed)
 
     def summary(self) -> list[str]:
         """One line per change, for the log and the reload answer."""
@@ -66,6 +71,7 @@ class ReloadPlan:
         lines += [f"{i.name}: pass_to_kernel: "
                   + ("; ".join(m.describe() for m in i.pass_to_kernel) or "none")
                   for i in self.pass_rule_changes]
+        lines += [f"{i.name}: steering changed" for i in self.steering_changes]
         if self.rules_changed:
             lines.append("forwarding rules changed")
         return lines
@@ -107,6 +113,11 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
             plan.fallback_changes.append(iface)
         if before.pass_to_kernel != iface.pass_to_kernel:
             plan.pass_rule_changes.append(iface)
+        if before.steering.channels != iface.steering.channels:
+            refusals.append(f"interface {name}: steering.channels {before.steering.channels!r} "
+                            f"-> {iface.steering.channels!r}: {CHANNELS_WHY}")
+        elif before.steering != iface.steering:
+            plan.steering_changes.append(iface)
     plan.remove_interfaces = [n for n in old_ifaces if n not in new_ifaces]
 
     running = {p.name for p in old_plans}

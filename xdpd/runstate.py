@@ -152,8 +152,14 @@ def write(path: str, record: Record) -> None:
            "boot_id": record.owner.boot_id,
            "netdevs": [{"name": a.netdev, "ifindex": a.ifindex, "prog_id": a.prog_id,
                         "xdp_mode": a.xdp_mode} for a in record.attachments]}
+    write_json(path, doc)
+
+
+def write_json(path: str, doc: dict) -> None:
+    """Replace the JSON file at path with `doc`, atomically (0600): a
+    reader sees the old file or the new one.  Also for steering's journal."""
     data = (json.dumps(doc, indent=1) + "\n").encode()
-    tmp = path + ".tmp"                 # one writer per record: its owner
+    tmp = path + ".tmp"                 # one writer per file: its owner
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     try:

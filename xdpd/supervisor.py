@@ -2,7 +2,10 @@
 
 Start-up, in the order that never loses a packet that could be kept:
   0. read the record of what a previous xdpd attached (runstate.py): refuse
-     if it still runs, else remove what it left attached;
+     if it still runs, else remove what it left attached, and undo the
+     steering its journal names (steering.py); then apply this config's
+     steering (channels, RSS, ntuple rules), since the channels are the
+     queues the programs and sockets use;
   1. load one rr_redirect instance per netdev, mark the owned queues
      (no sockets yet, so the configured fallback applies), write the
      pass_to_kernel rules, attach;
@@ -13,7 +16,7 @@ Start-up, in the order that never loses a packet that could be kept:
      primed its FILL ring and reports RUNNING;
   4. only then put each socket into its queue's XSKMAP slot: packets flow.
 Stop runs the same steps backwards: stop redirecting first, then stop the
-workers and their standbys, detach, close sockets, unmap.
+workers and their standbys, detach, undo the steering, close sockets, unmap.
 
 The loop: wait (signals via a self-pipe, the control socket) with a
 timeout, reap dead workers, replace dead or hung ones on the SAME socket
@@ -36,6 +39,11 @@ Reload (reload.py computes the diff) in the order that keeps packets:
      back), their workers drained in two steps (worker.py), stopped, their
      sockets closed and slots reset;
   6. removed interfaces detached; the final table.
+Steering of a new interface is applied before step 1; that of an interface
+that stays changes after step 2 (a new rule may send a flow to a queue
+added there; until step 4 it gets the fallback) and so before step 5 (a
+rule for a queue being removed goes first); that of a removed interface is
+undone after step 6.
 """
 from __future__ import annotations
 
@@ -167,6 +175,11 @@ class SystemOps:
         from .bpf import detach_xdp
         detach_xdp(ifindex, mode, prog_id)
 
+    def ethtool(self):
+        """The ethtool requests steering makes (ethtool.Ethtool)."""
+        from .ethtool import Ethtool
+        return Ethtool()
+
     def process_memory(self, pid: int) -> dict[str, int] | None:
         """Resident (rss) and unique (uss: not shared with any other process)
         bytes of a process; None if it is gone."""
@@ -245,6 +258,7 @@ class Supervisor:
     _record_owner = None                # runstate.Owner: this process
     _record_dir_made = False
     _detach_failed: tuple = ()          # Interfaces still attached after stop: kept on record
+    steering = None                     # steering.Steering: what this xdpd changed on NICs
 
     def __init__(self, config: Config, ops: SystemOps | None = None, notifier=None):
         self.config = config
@@ -281,10 +295,19 @@ class Supervisor:
         """Set everything up, in order; on any failure, or a stop requested
         meanwhile (checked between steps, see install_signal_handlers),
         undo what was done and raise."""
-        plans = plan_workers(self.config, self.host)
-        self._check_napi_placement(plans)
+        from .steering import check_steering
+        if any(not i.steering.empty for i in self.config.interfaces):
+            check_steering(self.config, self.ops.ethtool())
+        plans: list[WorkerPlan] = []
+
+        def plan() -> None:
+            # after the steering: a dead xdpd's channel counts are undone and
+            # this config's set, so `queues: all` counts the queues there are
+            plans[:] = plan_workers(self.config, self.host)
+            self._check_napi_placement(plans)
+
         try:
-            for step in (self._remove_what_a_dead_xdpd_left,
+            for step in (self._remove_what_a_dead_xdpd_left, self._apply_steering, plan,
                          lambda: self._load_programs(plans),
                          lambda: self._create_umem_and_sockets(plans),
                          self._write_table, self._spawn_all,
@@ -367,6 +390,31 @@ class Supervisor:
                     self._remove_left_program(a, owner.pid)
         runstate.remove(path)
         self._record_path, self._record_owner = path, runstate.Owner.me()
+        self._undo_what_a_dead_xdpd_steered()
+
+    def _undo_what_a_dead_xdpd_steered(self) -> None:
+        """Undo the steering a killed xdpd's journal names (steering.py:
+        only what is still as it set it), then keep a journal of our own."""
+        from . import steering
+        path = steering.journal_path(self.config.control.socket)
+        nic = self.ops.ethtool()
+        try:
+            steering.recover(path, nic)
+        except steering.SteeringError as e:
+            raise SetupError(str(e), exitcodes.CONFIG) from None
+        except OSError as e:
+            raise SetupError(f"undo the steering in {path}: {e}") from None
+        self.steering = steering.Steering(nic, path, self._record_owner)
+
+    def _apply_steering(self, ifaces=None) -> None:
+        from .steering import SteeringError
+        for iface_cfg in self.config.interfaces if ifaces is None else ifaces:
+            if iface_cfg.steering.empty:
+                continue
+            try:
+                self.steering.apply(iface_cfg)
+            except SteeringError as e:
+                raise SetupError(f"steering of {iface_cfg.name}: {e}") from None
 
     def _remove_left_program(self, a, pid: int) -> None:
         """Detach a dead xdpd's program from its netdev if it is still there."""
@@ -965,6 +1013,9 @@ class Supervisor:
                 text = read_config_file(source)
             new = parse_config(text, source=source)
             check_host(new, self.host)
+            if any(not i.steering.empty for i in new.interfaces):
+                from .steering import check_steering
+                check_steering(new, self.ops.ethtool())
             plan = self._plan_reload(new)
             changes = plan.summary()
             if plan.empty and self._egress_mtus() != self.mtus:
@@ -1016,6 +1067,7 @@ class Supervisor:
         added: list[Worker] = []
         # 1-2: everything new, undone if any step fails
         try:
+            self._apply_steering(plan.add_interfaces)
             for iface_cfg in plan.add_interfaces:
                 queues = [p.queue for p in plan.add_workers if p.netdev == iface_cfg.name]
                 added_ifaces.append(self._add_interface(iface_cfg, queues))
@@ -1029,8 +1081,11 @@ class Supervisor:
             for w in added:
                 self.spawn_worker(w)
             self._wait_running(added)
+            self._update_steering(old, plan.steering_changes)
         except BaseException:
             self._undo_additions(added, added_ifaces)
+            for iface_cfg in plan.add_interfaces:
+                self.steering.undo(iface_cfg.name)
             raise
         # 3-4: the switch
         for iface_cfg in plan.fallback_changes:
@@ -1054,8 +1109,19 @@ class Supervisor:
             self._drain(removing)
         for name in plan.remove_interfaces:
             self._remove_interface(self.interface(name))
+            self.steering.undo(name)
         if removing or plan.remove_interfaces:
             self._write_table()
+
+    def _update_steering(self, old: Config, changed: list[InterfaceConfig]) -> None:
+        """Only what differs (steering.Steering.update); a failure is
+        reported, what was changed stays on the journal."""
+        from .steering import SteeringError
+        for iface_cfg in changed:
+            try:
+                self.steering.update(old.interface(iface_cfg.name), iface_cfg)
+            except SteeringError as e:
+                raise SetupError(f"steering of {iface_cfg.name}: {e}") from None
 
     def _undo_additions(self, added: list[Worker], added_ifaces: list[Interface]) -> None:
         for w in added:
@@ -1274,6 +1340,8 @@ class Supervisor:
                 self._detach_failed = (*self._detach_failed, iface)
         with self.lock:
             self.interfaces = []
+        if self.steering is not None:
+            self.steering.undo_all()              # after the detach: queues may go away
         self._close_record()
         for w in self.workers:
             w.socket.close()

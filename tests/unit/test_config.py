@@ -68,7 +68,7 @@ BAD_INPUT = [
         forward: []
         """,
          "xdpd.yaml: interfaces[0].mtu: unknown key; allowed keys: "
-         "name, queues, xdp_mode, zero_copy, fallback, pass_to_kernel"),
+         "name, queues, xdp_mode, zero_copy, fallback, pass_to_kernel, steering"),
     case("unknown-key-in-section", BASE + "workers:\n  batch: 32\n",
          "xdpd.yaml: workers.batch: unknown key; did you mean 'batch_size'?"),
     case("unknown-key-in-rule", """\
@@ -942,3 +942,123 @@ def test_pass_to_kernel_model():
     assert len(parse(with_pass_rules(
         "[" + ", ".join(f"{{dst_port: {p}}}" for p in range(16)) + "]"
     )).interfaces[0].pass_to_kernel) == 16
+
+
+# --- steering -----------------------------------------------------------------
+
+STEER = """\
+interfaces:
+  - name: eth0
+    queues: {queues}
+    steering:
+{steering}
+forward: []
+"""
+
+
+def steer(steering: str, queues: str = "[0, 1]") -> str:
+    return STEER.format(queues=queues, steering=dedent(steering).rstrip().replace("\n", "\n      ")
+                        .join(["      ", ""]))
+
+
+STEERING_BAD = [
+    case("steering-unknown-key", steer("chanels: 4"),
+         "xdpd.yaml: interfaces[0].steering.chanels: unknown key; did you mean 'channels'?"),
+    case("steering-not-a-mapping", STEER.format(queues="[0]", steering="      - 4"),
+         "xdpd.yaml: interfaces[0].steering: expected a mapping with channels, rss_queues or "
+         "flows, got list [4]"),
+    case("channels-zero", steer("channels: 0"),
+         "xdpd.yaml: interfaces[0].steering.channels: 0 is out of range; use 1 to 256"),
+    case("channels-leave-out-owned-queues", steer("channels: 1"),
+         "xdpd.yaml: interfaces[0].steering.channels: 1 channels leave out owned queue 1 "
+         "(queues number from 0); raise channels to 2 or drop that queue from "
+         "interfaces[0].queues"),
+    case("rss-queue-not-owned", steer("rss_queues: [1, 3]"),
+         "xdpd.yaml: interfaces[0].steering.rss_queues[1]: queue 3 is not owned by eth0 "
+         "(owned: 0, 1); steer only to queues xdpd serves"),
+    case("rss-queue-beyond-channels", steer("channels: 4\nrss_queues: [4]", queues="all"),
+         "xdpd.yaml: interfaces[0].steering.rss_queues[0]: queue 4 is not owned by eth0 "
+         "(owned: 0-3); steer only to queues xdpd serves"),
+    case("rss-all", steer("rss_queues: all"),
+         "xdpd.yaml: interfaces[0].steering.rss_queues: 'all' is not allowed here; list the "
+         "queues RSS spreads over, e.g. [0, 1], or leave rss_queues out to keep the NIC's table"),
+    case("rss-twice", steer("rss_queues: [0, 0]"),
+         "xdpd.yaml: interfaces[0].steering.rss_queues[1]: queue 0 is listed twice "
+         "(also interfaces[0].steering.rss_queues[0]); list each queue once"),
+    case("flows-empty", steer("flows: []"),
+         "xdpd.yaml: interfaces[0].steering.flows: expected a non-empty list of rules such as "
+         "'- {type: udp4, dst_port: 4789, queue: 0}', got list []"),
+    case("flow-unknown-key", steer("flows:\n  - {type: udp4, dst_prot: 53, queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].dst_prot: unknown key; "
+         "did you mean 'dst_port'?"),
+    case("flow-missing-type-and-queue", steer("flows:\n  - {dst_port: 53}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].type: required key missing; "
+         "use tcp4, udp4, tcp6 or udp6",
+         "xdpd.yaml: interfaces[0].steering.flows[0].queue: required key missing; "
+         "give the rx queue the flow goes to"),
+    case("flow-bad-type", steer("flows:\n  - {type: sctp4, dst_port: 53, queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].type: 'sctp4' is not allowed; "
+         "use tcp4, udp4, tcp6 or udp6"),
+    case("flow-no-match", steer("flows:\n  - {type: udp4, queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0]: no match field; give at least one of "
+         "src_ip, dst_ip, src_port, dst_port (a rule matching every packet of a type is what "
+         "RSS is for)"),
+    case("flow-queue-not-owned", steer("flows:\n  - {type: tcp4, dst_port: 80, queue: 5}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].queue: queue 5 is not owned by eth0 "
+         "(owned: 0, 1); steer only to queues xdpd serves"),
+    case("flow-port-range", steer("flows:\n  - {type: tcp4, dst_port: 65536, queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].dst_port: 65536 is out of range; "
+         "use 0 to 65535"),
+    case("flow-ip-version", steer("flows:\n  - {type: udp4, dst_ip: '2001:db8::1', queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].dst_ip: '2001:db8::1' is an IPv6 address "
+         "but the rule's type is IPv4; use type tcp6 or udp6"),
+    case("flow-ip-prefix", steer("flows:\n  - {type: udp4, src_ip: 10.0.0.0/8, queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[0].src_ip: '10.0.0.0/8' is not an IP "
+         "address; write one host address, e.g. 192.0.2.1 (no prefix length)"),
+    case("flow-twice", steer("flows:\n  - {type: udp4, dst_port: 53, queue: 0}\n"
+                             "  - {type: udp4, dst_port: 53, queue: 0}"),
+         "xdpd.yaml: interfaces[0].steering.flows[1]: the same rule as "
+         "interfaces[0].steering.flows[0]; list each rule once"),
+]
+
+
+@pytest.mark.parametrize("text, expected", STEERING_BAD)
+def test_steering_bad_input_gets_exact_messages(text, expected):
+    assert errors_of(text) == expected
+
+
+def test_steering_every_key():
+    from xdpd.config import FlowRule, SteeringConfig
+    config = parse(steer("""\
+        channels: 4
+        rss_queues: [2, 1]
+        flows:
+          - {type: udp4, dst_port: 4789, queue: 3}
+          - {type: tcp6, src_ip: '2001:DB8::1', dst_ip: '2001:db8::2', src_port: 1, queue: 0}
+        """, queues="all"))
+    assert config.interfaces[0].steering == SteeringConfig(
+        channels=4, rss_queues=(2, 1),
+        flows=(FlowRule(type="udp4", queue=3, dst_port=4789),
+               FlowRule(type="tcp6", queue=0, src_ip="2001:db8::1", dst_ip="2001:db8::2",
+                        src_port=1)))
+
+
+def test_steering_absent_is_empty():
+    assert parse(BASE).interfaces[0].steering.empty
+
+
+def test_channels_plan_the_workers_whatever_the_count_now():
+    config = parse(steer("channels: 3", queues="all"))
+    host = FakeHost(queues={"eth0": 8})
+    check_host(config, host)
+    assert [p.name for p in plan_workers(config, host)] == ["eth0/q0", "eth0/q1", "eth0/q2"]
+
+
+def test_steering_queues_of_all_checked_on_the_host():
+    text = steer("rss_queues: [0, 2]\nflows:\n  - {type: udp4, dst_port: 53, queue: 3}",
+                 queues="all")
+    assert host_errors(text, FakeHost(queues={"eth0": 2})) == [
+        "xdpd.yaml: interfaces[0].steering.rss_queues[1]: queue 2 is not owned by eth0 "
+        "(owned: 0, 1); steer only to queues xdpd serves",
+        "xdpd.yaml: interfaces[0].steering.flows[0].queue: queue 3 is not owned by eth0 "
+        "(owned: 0, 1); steer only to queues xdpd serves"]

@@ -120,3 +120,24 @@ def test_new_interface_must_match_the_running_socket_mode():
     new = BASE.replace("forward:", "  - name: in1\n    zero_copy: 'on'\nforward:")
     with pytest.raises(Refused, match="zero_copy on but the running sockets are in copy"):
         change(BASE, new)
+
+
+def steered(steering: str) -> str:
+    return BASE.replace("queues: [0]\n  - name: out0",
+                        "queues: [0]\n    steering:\n" + steering + "  - name: out0")
+
+
+def test_steering_flows_and_rss_change_live():
+    old = steered("      flows:\n        - {type: udp4, dst_port: 53, queue: 0}\n")
+    new = steered("      rss_queues: [0]\n")
+    plan = change(old, new)
+    assert [i.name for i in plan.steering_changes] == ["in0"]
+    assert plan.summary() == ["in0: steering changed"]
+    assert not plan.add_workers and not plan.remove_workers
+
+
+def test_steering_channels_are_refused_live():
+    with pytest.raises(Refused) as info:
+        change(steered("      channels: 2\n"), steered("      channels: 1\n"))
+    assert ("interface in0: steering.channels 2 -> 1: the channel count is the queue count "
+            "the running workers and sockets were set up on") in str(info.value)

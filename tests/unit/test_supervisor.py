@@ -10,9 +10,11 @@ import sys
 import tempfile
 
 import pytest
+from test_steering import FakeNic
 
 from xdpd import _fastpath, exitcodes, runstate
 from xdpd.config import parse_config
+from xdpd.ethtool import Ethtool
 from xdpd.shared_umem import UmemGeometry
 from xdpd.supervisor import BACKOFF_S, SetupError, Supervisor, WorkerState
 from xdpd.xsk import XskError
@@ -215,6 +217,10 @@ class FakeOps:
         self.programs = {}
         self.busy_binds = 0
         self.xdp = {}               # ifindex -> {"native": prog id, "generic": prog id}
+        self.nic = FakeNic(driver_picks=True)   # every netdev's ethtool answers
+
+    def ethtool(self):
+        return Ethtool(self.nic)
 
     def query_xdp(self, ifindex):
         ids = self.xdp.get(ifindex, {})
@@ -698,3 +704,79 @@ def test_pass_rules_are_written_before_the_attach_and_changed_live():
     assert ops.programs["in0"].prog_id == prog_id
     assert sup.interface("in0").config.pass_to_kernel == ()
     sup.stop()
+
+
+# --- steering -----------------------------------------------------------------
+
+STEERED = CONFIG.replace("  - name: in0\n", """  - name: in0
+    steering:
+      channels: 2
+      flows:
+        - {type: udp4, dst_port: 53, queue: 1}
+""")
+JOURNAL = os.path.join(RUN_DIR, "xdpd.steering.json")
+
+
+def test_steering_is_applied_before_the_programs_and_undone_after_the_detach():
+    sup, ops = started(STEERED)
+    calls = [e for e in ops.nic.requests if e[1] in ("ETHTOOL_SCHANNELS", "ETHTOOL_SRXCLSRLINS")]
+    assert [c[1] for c in calls] == ["ETHTOOL_SCHANNELS", "ETHTOOL_SRXCLSRLINS"]
+    assert ops.nic.combined == 2 and len(ops.nic.rules) == 1
+    assert os.path.exists(JOURNAL)
+    first_attach = kinds(ops.journal).index("attach")
+    assert sup.workers and first_attach >= 0
+    sup.stop()
+    assert ops.nic.combined == 4 and ops.nic.rules == {}
+    assert not os.path.exists(JOURNAL)
+    assert not os.path.exists(RUN_DIR)
+
+
+def test_a_dead_xdpds_steering_is_undone_at_start():
+    sup, ops = started(STEERED)
+    os.rename(JOURNAL, JOURNAL + ".kept")       # a kill: the journal stays, nothing undone
+    sup.steering = None
+    sup.stop()
+    os.rename(JOURNAL + ".kept", JOURNAL)
+    doc = json.load(open(JOURNAL))
+    doc["pid"], doc["start_time"] = 1, 1          # not this process: its owner is dead
+    with open(JOURNAL, "w") as f:
+        json.dump(doc, f)
+    assert ops.nic.combined == 2 and len(ops.nic.rules) == 1
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    sup.start()
+    assert ops.nic.combined == 4 and ops.nic.rules == {}
+    assert not os.path.exists(JOURNAL)
+    sup.stop()
+
+
+def test_steering_the_driver_cannot_do_is_a_config_error_before_anything_is_done():
+    from xdpd.config import ConfigError
+    ops = FakeOps()
+    ops.nic = FakeNic(driver="veth", combined=None, rx_tx=(4, 4), ntuple=0)
+    sup = Supervisor(parse_config(STEERED, "xdpd.yaml"), ops)
+    with pytest.raises(ConfigError) as info:
+        sup.start()
+    assert info.value.errors == [
+        "xdpd.yaml: interfaces[0].steering.flows: in0 (driver veth) has no ntuple filters: "
+        "ETHTOOL_GRXCLSRLCNT answered EOPNOTSUPP; remove flows or use a NIC that has them"]
+    assert ops.journal == []
+
+
+def test_reload_changes_flows_live_and_refuses_channels():
+    sup, ops = started(STEERED)
+    new = STEERED.replace("dst_port: 53, queue: 1", "dst_port: 54, queue: 0")
+    ok, result, _ = sup.reload("xdpd.yaml", new)
+    assert ok and result["changes"] == ["in0: steering changed"], result
+    [spec] = ops.nic.rules.values()
+    assert struct_port(spec) == 54
+    ok, result, _ = sup.reload("xdpd.yaml", new.replace("channels: 2", "channels: 1"))
+    assert not ok and result["result"] == "refused"
+    assert "interface in0: steering.channels 2 -> 1: the channel count is the queue count" \
+        in result["message"]
+    sup.stop()
+    assert ops.nic.rules == {}
+
+
+def struct_port(spec: bytes) -> int:
+    import struct
+    return struct.unpack_from("!H", spec, 4 + 10)[0]
