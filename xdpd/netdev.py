@@ -145,14 +145,19 @@ class Host:
         run its NAPI poll; empty where the netdev has no per-queue IRQ."""
         return queue_irq_cpus(name, queue)
 
+    # ethtool reads for `xdpd doctor`: EthtoolError (an OSError) keeps the
+    # kernel's errno, EOPNOTSUPP where the driver lacks the operation
     def driver(self, name: str) -> str:
-        return ethtool_driver(name)
+        from .ethtool import Ethtool
+        return Ethtool().driver(name)
 
     def rss_indirection(self, name: str) -> list[int]:
-        return ethtool_rss_indirection(name)
+        from .ethtool import Ethtool
+        return Ethtool().get_indirection(name)
 
     def ntuple_rule_count(self, name: str) -> int:
-        return ethtool_ntuple_rule_count(name)
+        from .ethtool import Ethtool
+        return Ethtool().rule_count(name)[0]
 
 
 # Per-queue IRQ names drivers register, as /proc/interrupts shows them:
@@ -257,92 +262,6 @@ def _ethtool_rx_channels(name: str) -> int | None:
     rx_count, combined_count = fields[5], fields[8]
     # a driver may report only maximums; zero is no answer, not a count
     return (rx_count + combined_count) or None
-
-
-# --- read-only ethtool ioctls ---------------------------------------------------
-# Each raises NetdevError with the kernel's errno (EOPNOTSUPP: the driver
-# does not implement the operation).  Small on purpose, to merge into the
-# steering module's ethtool wrappers later.
-
-ETHTOOL_GDRVINFO = 0x03
-ETHTOOL_GRXCLSRLCNT = 0x2E
-ETHTOOL_GRXFHINDIR = 0x38
-
-# struct ethtool_drvinfo {
-#         __u32   cmd;
-#         char    driver[32];
-#         char    version[32];
-#         char    fw_version[ETHTOOL_FWVERS_LEN];         /* 32 */
-#         char    bus_info[ETHTOOL_BUSINFO_LEN];          /* 32 */
-#         char    erom_version[ETHTOOL_EROMVERS_LEN];     /* 32 */
-#         char    reserved2[12];
-#         __u32   n_priv_flags, n_stats, testinfo_len, eedump_len, regdump_len;
-# };                                                      /* 196 bytes */
-_ETHTOOL_DRVINFO = struct.Struct("I32s32s32s32s32s12s5I")
-
-# struct ethtool_rxfh_indir {
-#         __u32   cmd;
-#         __u32   size;           /* in: 0 asks for the size; out: entries */
-#         __u32   ring_index[];
-# };
-_ETHTOOL_RXFH_INDIR = struct.Struct("II")
-
-# struct ethtool_rxnfc {
-#         __u32                           cmd;            /* offset 0 */
-#         __u32                           flow_type;
-#         __u64                           data;           /* 8: rule table size */
-#         struct ethtool_rx_flow_spec     fs;             /* 16, 168 bytes */
-#         union {
-#                 __u32                   rule_cnt;       /* 184: rules defined */
-#                 __u32                   rss_context;
-#         };
-#         __u32                           rule_locs[];
-# };                                                      /* 192 bytes */
-_ETHTOOL_RXNFC_SIZE = 192
-_RXNFC_RULE_CNT = 184
-
-
-def _ethtool(name: str, buf, what: str) -> None:
-    """SIOCETHTOOL on `name` with buf (a ctypes buffer, cmd first)."""
-    ifreq = _IFREQ.pack(name.encode(), ctypes.addressof(buf)).ljust(_IFREQ_SIZE, b"\0")
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
-    except OSError as exc:
-        if exc.errno == errno.ENODEV:
-            raise _not_found(name) from None
-        code = ("EOPNOTSUPP" if exc.errno == errno.EOPNOTSUPP
-                else errno.errorcode.get(exc.errno, str(exc.errno)))
-        raise NetdevError(exc.errno, f"ethtool {what} on {name} failed: {code}") from None
-
-
-def ethtool_driver(name: str) -> str:
-    """The driver's name (what `ethtool -i` prints as driver)."""
-    buf = ctypes.create_string_buffer(_ETHTOOL_DRVINFO.size)
-    struct.pack_into("I", buf, 0, ETHTOOL_GDRVINFO)
-    _ethtool(name, buf, "GDRVINFO")
-    return _ETHTOOL_DRVINFO.unpack_from(buf.raw)[1].split(b"\0")[0].decode(errors="replace")
-
-
-def ethtool_rss_indirection(name: str) -> list[int]:
-    """The RSS indirection table (`ethtool -x`): the rx queue of each entry."""
-    head = ctypes.create_string_buffer(_ETHTOOL_RXFH_INDIR.pack(ETHTOOL_GRXFHINDIR, 0))
-    _ethtool(name, head, "GRXFHINDIR")
-    size = _ETHTOOL_RXFH_INDIR.unpack_from(head.raw)[1]
-    if size == 0:
-        return []
-    buf = ctypes.create_string_buffer(_ETHTOOL_RXFH_INDIR.size + 4 * size)
-    _ETHTOOL_RXFH_INDIR.pack_into(buf, 0, ETHTOOL_GRXFHINDIR, size)
-    _ethtool(name, buf, "GRXFHINDIR")
-    return list(struct.unpack_from(f"{size}I", buf.raw, _ETHTOOL_RXFH_INDIR.size))
-
-
-def ethtool_ntuple_rule_count(name: str) -> int:
-    """Flow steering (ntuple) rules defined (`ethtool -n` counts them)."""
-    buf = ctypes.create_string_buffer(_ETHTOOL_RXNFC_SIZE)
-    struct.pack_into("I", buf, 0, ETHTOOL_GRXCLSRLCNT)
-    _ethtool(name, buf, "GRXCLSRLCNT")
-    return struct.unpack_from("I", buf.raw, _RXNFC_RULE_CNT)[0]
 
 
 def _netlink_link(name: str):
