@@ -110,14 +110,24 @@ static __always_inline int is_vlan(__be16 proto)
 	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
 }
 
-static __always_inline void pkt_parse(void *data, void *data_end,
+/*
+ * The L4 header sits at a variable offset (behind IPv4 options), and a
+ * packet pointer plus a variable is refused by the verifier to a loader
+ * without CAP_PERFMON ("pointer arithmetic with it prohibited for !root",
+ * its Spectre v1 sanitation) - and the systemd unit grants none.  So the
+ * headers before it are walked with constant-offset pointers while l3_off
+ * counts the same bytes as a plain number, and the ports are copied out
+ * with bpf_xdp_load_bytes() at l3_off + ihl.
+ */
+static __always_inline void pkt_parse(struct xdp_md *ctx, void *data, void *data_end,
 				      struct pkt_info *pi)
 {
 	struct ethhdr *eth = data;
 	struct vlan_tag *tag;
-	__be16 *ports;
+	__be16 ports[2];
 	__be16 proto;
-	void *l3, *l4;
+	__u32 l3_off = sizeof(*eth), l4_off;
+	void *l3;
 	int i;
 
 	if ((void *)(eth + 1) > data_end)
@@ -136,6 +146,7 @@ static __always_inline void pkt_parse(void *data, void *data_end,
 		}
 		proto = tag->encap_proto;
 		l3 = tag + 1;
+		l3_off += sizeof(*tag);
 	}
 	if (is_vlan(proto))		/* a third tag: not parsed further */
 		return;
@@ -157,7 +168,7 @@ static __always_inline void pkt_parse(void *data, void *data_end,
 		pi->have |= XDPD_MATCH_SRC | XDPD_MATCH_DST | XDPD_MATCH_IP_PROTO;
 		if (iph->frag_off & bpf_htons(0x1fff))	/* no L4 header here */
 			return;
-		l4 = l3 + ihl;
+		l4_off = l3_off + ihl;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 
@@ -167,15 +178,16 @@ static __always_inline void pkt_parse(void *data, void *data_end,
 		__builtin_memcpy(pi->dst, &ip6->daddr, sizeof(pi->dst));
 		pi->ip_proto = ip6->nexthdr;
 		pi->have |= XDPD_MATCH_SRC | XDPD_MATCH_DST | XDPD_MATCH_IP_PROTO;
-		l4 = ip6 + 1;
+		l4_off = l3_off + sizeof(*ip6);
 	} else {
 		return;
 	}
 
 	if (pi->ip_proto != IPPROTO_TCP && pi->ip_proto != IPPROTO_UDP)
 		return;
-	ports = l4;		/* source and destination lead both headers */
-	if ((void *)(ports + 2) > data_end)
+	/* source and destination ports lead both headers; a packet cut
+	 * before them makes the copy fail */
+	if (bpf_xdp_load_bytes(ctx, l4_off, ports, sizeof(ports)))
 		return;
 	pi->src_port = ports[0];
 	pi->dst_port = ports[1];
@@ -227,7 +239,7 @@ static __always_inline int pass_by_rule(struct xdp_md *ctx, __u32 first, __u32 n
 	struct xdpd_match *r;
 	__u32 i, key;
 
-	pkt_parse(data, data_end, &pi);
+	pkt_parse(ctx, data, data_end, &pi);
 	for (i = 0; i < XDPD_MAX_PASS_RULES && i < nr; i++) {
 		key = first + i;
 		r = bpf_map_lookup_elem(&pass_rules, &key);
