@@ -70,6 +70,9 @@ FRAME_SIZES = (2048, 4096)
 # Match rules per interface in `pass_to_kernel` (XDPD_MAX_PASS_RULES in
 # bpf/rr_redirect.h: the XDP program tries at most this many per packet).
 MAX_PASS_RULES = 16
+# Forward rules per ingress interface (FP_MAX_RULES in xdpd/fastpath.h: the
+# fast path tries at most this many per packet, first match wins).
+MAX_FORWARD_RULES = 16
 
 EXAMPLE = "config/xdpd.yaml"
 MAC_EXAMPLE = "02:00:00:00:00:04"
@@ -185,6 +188,7 @@ class ForwardRule:
     set_dst_mac: bytes | None = None
     set_src_mac: bytes | None = None
     swap_macs: bool = False
+    match: Match | None = None  # None: every packet from `from_`
 
 
 @dataclass(frozen=True)
@@ -249,8 +253,13 @@ class Config:
         raise KeyError(f"netdev {name!r} is not configured")
 
     def rule_for(self, netdev: str) -> ForwardRule | None:
-        """The rule for packets arriving on `netdev`: the first that matches."""
+        """The first rule for packets arriving on `netdev`."""
         return next((rule for rule in self.forward if rule.from_ == netdev), None)
+
+    def rules_for(self, netdev: str) -> tuple[ForwardRule, ...]:
+        """The rules for packets arriving on `netdev`, in the file's order:
+        the fast path takes the first whose match the packet fits."""
+        return tuple(rule for rule in self.forward if rule.from_ == netdev)
 
 
 @dataclass(frozen=True)
@@ -270,7 +279,7 @@ _FLOW_KEYS = ("type", "src_ip", "dst_ip", "src_port", "dst_port", "queue")
 FLOW_TYPES = ("tcp4", "udp4", "tcp6", "udp6")
 # ETHTOOL_SCHANNELS takes a __u32; no NIC has more queues than the XDP program keeps
 MAX_CHANNELS = MAX_QUEUE + 1
-_RULE_KEYS = ("from", "to", "action", "set_dst_mac", "set_src_mac", "swap_macs")
+_RULE_KEYS = ("from", "to", "action", "match", "set_dst_mac", "set_src_mac", "swap_macs")
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
                  "busy_poll_budget", "tx_budget")
 _UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages", "spare_workers")
@@ -1035,7 +1044,32 @@ def _forward(errs: _Errors, top: dict, names: list[str] | None, suggested: set[s
         return None
     # An empty list is valid: every packet is dropped and counted as no_rule.
     rules = [_rule(errs, f"forward[{i}]", i, item, names) for i, item in enumerate(raw)]
-    return None if None in rules else tuple(rules)
+    if None in rules:
+        return None
+    _check_rule_order(errs, rules)
+    return tuple(rules)
+
+
+def _check_rule_order(errs: _Errors, rules: list[ForwardRule]) -> None:
+    """Rules sharing a `from` are tried in order, first match wins: a rule
+    after one without a match (which takes every packet) can never fire,
+    and the fast path tries at most MAX_FORWARD_RULES per interface."""
+    catch_all: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for rule in rules:
+        path = f"forward[{rule.index}]"
+        count[rule.from_] = count.get(rule.from_, 0) + 1
+        if count[rule.from_] == MAX_FORWARD_RULES + 1:
+            errs.at(f"{path}.from", f"more than {MAX_FORWARD_RULES} rules from "
+                                    f"{rule.from_!r}; the fast path tries at most "
+                                    f"{MAX_FORWARD_RULES} per interface: merge rules "
+                                    "(a prefix covers several addresses)")
+        if rule.from_ in catch_all:
+            errs.at(path, f"never used: forward[{catch_all[rule.from_]}] already takes every "
+                          f"packet from {rule.from_!r}; give that rule a 'match', or move "
+                          "this one before it")
+        elif rule.match is None:
+            catch_all[rule.from_] = rule.index
 
 
 def _rule(errs: _Errors, path: str, index: int, item: Any, names: list[str] | None
@@ -1057,11 +1091,12 @@ def _rule(errs: _Errors, path: str, index: int, item: Any, names: list[str] | No
     swap = _bool(errs, f"{path}.swap_macs", item.get("swap_macs", False))
     if target is not None and swap is not None:
         _check_rewrites(errs, path, item, target[0], swap)
+    match = _match(errs, f"{path}.match", item["match"]) if "match" in item else None
     if len(errs) > before:
         return None
     action, to = target
     return ForwardRule(index=index, from_=from_, action=action, to=to,
-                       set_dst_mac=dst, set_src_mac=src, swap_macs=swap)
+                       set_dst_mac=dst, set_src_mac=src, swap_macs=swap, match=match)
 
 
 def _rule_target(errs: _Errors, path: str, item: dict, names: list[str] | None,

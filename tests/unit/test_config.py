@@ -14,7 +14,7 @@ from textwrap import dedent
 import pytest
 
 from xdpd.config import (
-    Config, ConfigError, ForwardRule, InterfaceConfig, MetricsConfig, RingsConfig,
+    Config, ConfigError, ForwardRule, InterfaceConfig, Match, MetricsConfig, RingsConfig,
     UmemConfig, WorkerPlan, WorkersConfig, check_host, format_cpulist, load_config,
     parse_config, plan_workers, read_config_file,
 )
@@ -219,6 +219,22 @@ BAD_INPUT = [
          "name the egress interface, e.g. 'to: eth1'"),
     case("rule-unknown-action", BASE + "  - from: veth-b\n    action: reject\n",
          "xdpd.yaml: forward[1].action: 'reject' is not allowed; use forward or drop"),
+    case("rule-never-used", BASE + "  - from: veth-a\n    action: drop\n",
+         "xdpd.yaml: forward[1]: never used: forward[0] already takes every packet from "
+         "'veth-a'; give that rule a 'match', or move this one before it"),
+    case("rule-match-bad-field", BASE + "    match: {ip_proto: udp, dst_port: 70000}\n",
+         "xdpd.yaml: forward[0].match.dst_port: 70000 is out of range; use 0 to 65535"),
+    case("rule-match-unknown-key", BASE + "    match: {dport: 53}\n",
+         "xdpd.yaml: forward[0].match.dport: unknown key; did you mean 'dst_port'?"),
+    case("rule-match-empty", BASE + "    match: {}\n",
+         "xdpd.yaml: forward[0].match: empty match would take every packet; give one or more "
+         "of ethertype, vlan, ip_proto, src, dst, src_port or dst_port"),
+    case("rules-too-many-per-interface",
+         "interfaces: [{name: veth-a}]\nforward:\n"
+         + "".join(f"  - {{from: veth-a, action: drop, match: {{dst_port: {p}}}}}\n"
+                   for p in range(17)),
+         "xdpd.yaml: forward[16].from: more than 16 rules from 'veth-a'; the fast path tries "
+         "at most 16 per interface: merge rules (a prefix covers several addresses)"),
     case("rule-not-a-mapping", BASE + "  - veth-b\n",
          "xdpd.yaml: forward[1]: expected a mapping with 'from' and 'to' or 'action: drop', "
          "got string 'veth-b'"),
@@ -527,16 +543,34 @@ def test_unquoted_mac_that_yaml_1_1_reads_as_a_number():
     assert config.forward[0].set_dst_mac == bytes.fromhex("123456000001")
 
 
-def test_rules_hairpin_repeats_and_empty_list_are_allowed():
+def test_rules_hairpin_and_empty_list_are_allowed():
     config = parse("""\
         interfaces: [{name: veth-a}, {name: veth-b}]
         forward:
           - {from: veth-a, to: veth-a}
-          - {from: veth-a, action: drop}
         """)
     assert config.rule_for("veth-a") == ForwardRule(0, "veth-a", "forward", "veth-a")
     assert config.rule_for("veth-b") is None  # dropped as no_rule at run time
     assert parse("interfaces: [{name: veth-a}]\nforward: []\n").forward == ()
+
+
+def test_rules_with_match_share_a_from_in_file_order():
+    config = parse("""\
+        interfaces: [{name: veth-a}, {name: veth-b}]
+        forward:
+          - {from: veth-a, to: veth-b, match: {ip_proto: udp, dst_port: 53},
+             set_dst_mac: "02:00:00:00:00:04"}
+          - {from: veth-b, to: veth-a}
+          - {from: veth-a, action: drop, match: {src: 10.0.0.0/8}}
+          - {from: veth-a, action: drop}
+        """)
+    rules = config.rules_for("veth-a")
+    assert [r.index for r in rules] == [0, 2, 3]
+    assert rules[0].match == Match(ip_proto=17, dst_port=53)
+    assert rules[0].match.describe() == "udp dst port 53"
+    assert rules[1].match.describe() == "src 10.0.0.0/8"
+    assert rules[2].match is None
+    assert config.rule_for("veth-a") is rules[0]
 
 
 def test_action_forward_with_to():
