@@ -22,6 +22,10 @@ Scenarios (the forwarding table decides them, as the supervisor writes it):
            which transmits it, with MAC rewrite; frames go home through the
            return ring.  Both ports share the core: Mpps per core for the pair.
   drop     one worker, a drop rule
+  match    one worker, three rules with matches (udp dst port 53: drop;
+           udp dst port 9 from 198.18.0.0/15: forward to itself with
+           set_dst_mac + set_src_mac; the rest: drop): every packet parsed
+           and tried against two rules, the second taking it
 
 Every UMEM frame holds an Ethernet/IPv4/UDP packet of --size bytes (without
 FCS) at copy mode's 256-byte headroom.  The clock is read around each loop
@@ -31,6 +35,7 @@ printed under the table, and it is part of the fast-path figure.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import statistics
@@ -40,7 +45,8 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from xdpd import _fastpath  # noqa: E402
-from xdpd.config import RingsConfig, UmemConfig, WorkersConfig  # noqa: E402
+from xdpd.bpf import match_to_c  # noqa: E402
+from xdpd.config import Match, RingsConfig, UmemConfig, WorkersConfig  # noqa: E402
 from xdpd.shared_umem import SharedUmem, UmemGeometry  # noqa: E402
 
 DST_MAC = bytes.fromhex("02000000aa02")     # what set_dst_mac writes
@@ -67,6 +73,19 @@ def _forward(egress: list[int], **macs) -> dict:
     return rule
 
 
+def match_bytes(**fields) -> bytes:
+    """A config Match as the fast path's struct fp_match."""
+    return bytes(match_to_c(Match(**fields)))
+
+
+MATCH_RULES = [
+    {"action": "drop", "id": 0, "match": match_bytes(ip_proto=17, dst_port=53)},
+    {**_forward([0], set_dst_mac=DST_MAC, set_src_mac=SRC_MAC), "id": 1,
+     "match": match_bytes(ip_proto=17, dst_port=9,
+                          src=ipaddress.ip_network("198.18.0.0/15"))},
+    {"action": "drop", "id": 2},
+]
+
 SCENARIOS = {s.name: s for s in (
     Scenario("io", 1, [_forward([0])], (0,), "forward, frames untouched"),
     Scenario("mac", 1, [_forward([0], set_dst_mac=DST_MAC, set_src_mac=SRC_MAC)], (0,),
@@ -75,6 +94,7 @@ SCENARIOS = {s.name: s for s in (
     Scenario("handoff", 2, [_forward([1], set_dst_mac=DST_MAC, set_src_mac=SRC_MAC), None],
              (0,), "worker 0 -> worker 1 -> home, MAC rewrite; both on one core"),
     Scenario("drop", 1, [{"action": "drop"}], (0,), "a drop rule"),
+    Scenario("match", 1, [MATCH_RULES], (0,), "three rules with matches, the second forwards"),
 )}
 
 

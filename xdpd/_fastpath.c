@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 #include <linux/if_xdp.h>
 
 #include "fastpath.h"
@@ -382,6 +384,7 @@ static int mac_from_obj(PyObject *o, uint8_t *mac)
 
 /* Fill one rule from a dict:
  *   {"action": "forward"|"drop"|None, "egress": [worker ids],
+ *    "match": bytes (struct fp_match)|None, "id": int (index in `forward`),
  *    "set_dst_mac": bytes|None, "set_src_mac": bytes|None, "swap_macs": bool,
  *    "max_len": int|None (longest frame the egress takes; frames longer are
  *    dropped as too_long)} */
@@ -456,6 +459,27 @@ static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 	o = PyDict_GetItemString(d, "swap_macs");
 	if (o && PyObject_IsTrue(o))
 		r->mac_flags |= FP_MAC_SWAP;
+	o = PyDict_GetItemString(d, "match");
+	if (o && o != Py_None) {
+		char *buf;
+		Py_ssize_t len;
+
+		if (PyBytes_AsStringAndSize(o, &buf, &len) < 0)
+			return -1;
+		if (len != sizeof(r->match)) {
+			PyErr_Format(PyExc_ValueError, "match must be %zu bytes", sizeof(r->match));
+			return -1;
+		}
+		memcpy(&r->match, buf, sizeof(r->match));
+	}
+	o = PyDict_GetItemString(d, "id");
+	if (o && o != Py_None) {
+		unsigned long v = PyLong_AsUnsignedLong(o);
+
+		if (PyErr_Occurred())
+			return -1;
+		r->id = (uint32_t)v;
+	}
 	o = PyDict_GetItemString(d, "max_len");
 	if (o && o != Py_None) {
 		unsigned long v = PyLong_AsUnsignedLong(o);
@@ -471,7 +495,49 @@ static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 	return 0;
 }
 
-/* write_table(rules: list indexed by netdev, each a dict or None) -> generation
+/* A netdev's rules: None (none), one rule dict, or a list of at most
+ * FP_MAX_RULES rule dicts, tried in order. */
+static int netdev_from_obj(PyObject *o, struct fp_netdev *nd, uint32_t nworkers)
+{
+	PyObject *seq;
+	Py_ssize_t n;
+
+	memset(nd, 0, sizeof(*nd));
+	if (o == Py_None)
+		return 0;
+	if (PyDict_Check(o)) {
+		nd->n_rules = 1;
+		return rule_from_dict(o, &nd->rules[0], nworkers);
+	}
+	seq = PySequence_Fast(o, "a netdev's rules must be a dict, a list of dicts or None");
+	if (!seq)
+		return -1;
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n > FP_MAX_RULES) {
+		Py_DECREF(seq);
+		PyErr_Format(PyExc_ValueError, "at most %d rules per netdev", FP_MAX_RULES);
+		return -1;
+	}
+	for (Py_ssize_t k = 0; k < n; k++) {
+		PyObject *d = PySequence_Fast_GET_ITEM(seq, k);
+
+		if (!PyDict_Check(d)) {
+			Py_DECREF(seq);
+			PyErr_SetString(PyExc_TypeError, "rule must be a dict");
+			return -1;
+		}
+		if (rule_from_dict(d, &nd->rules[k], nworkers)) {
+			Py_DECREF(seq);
+			return -1;
+		}
+	}
+	nd->n_rules = (uint32_t)n;
+	Py_DECREF(seq);
+	return 0;
+}
+
+/* write_table(rules: list indexed by netdev, each None, a rule dict or a
+ * list of rule dicts) -> generation
  * Writes the inactive table, then makes it the active one.  Workers switch
  * between two iterations; the caller must not write again until every
  * running worker reports the new generation (table_generation). */
@@ -498,8 +564,8 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 	t = ctl_table(self->hdr, next);
 	memset(t, 0, sizeof(*t));
 	for (Py_ssize_t i = 0; i < n; i++) {
-		if (rule_from_dict(PySequence_Fast_GET_ITEM(seq, i), &t->by_netdev[i],
-				   self->hdr->nworkers)) {
+		if (netdev_from_obj(PySequence_Fast_GET_ITEM(seq, i), &t->by_netdev[i],
+				    self->hdr->nworkers)) {
 			Py_DECREF(seq);
 			return NULL;
 		}
@@ -549,6 +615,41 @@ static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
 	if (ctl_counts(self->hdr, i, &c))
 		return PyErr_Format(PyExc_TimeoutError, "worker %u counters kept changing", i);
 	return stats_dict(&c.stats);
+}
+
+/* rule_stats(i) -> (packets, bytes): lists of FP_MAX_RULES counters, by
+ * position in worker i's netdev's rule list (one consistent set). */
+static PyObject *Control_rule_stats(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_counts c;
+	PyObject *pk, *by;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	if (ctl_counts(self->hdr, i, &c))
+		return PyErr_Format(PyExc_TimeoutError, "worker %u counters kept changing", i);
+	pk = PyList_New(FP_MAX_RULES);
+	by = PyList_New(FP_MAX_RULES);
+	if (!pk || !by)
+		goto fail;
+	for (int k = 0; k < FP_MAX_RULES; k++) {
+		PyObject *a = PyLong_FromUnsignedLongLong(c.stats.rule_packets[k]);
+		PyObject *b = PyLong_FromUnsignedLongLong(c.stats.rule_bytes[k]);
+
+		if (!a || !b) {
+			Py_XDECREF(a);
+			Py_XDECREF(b);
+			goto fail;
+		}
+		PyList_SET_ITEM(pk, k, a);
+		PyList_SET_ITEM(by, k, b);
+	}
+	return Py_BuildValue("(NN)", pk, by);
+fail:
+	Py_XDECREF(pk);
+	Py_XDECREF(by);
+	return NULL;
 }
 
 /* worker_frames(i) -> {"free", "rx", "tx", "handoff"}: one consistent set. */
@@ -671,6 +772,8 @@ static PyMethodDef Control_methods[] = {
 	 "write_table(rules_by_netdev) -> generation"},
 	{"worker_stats", (PyCFunction)Control_worker_stats, METH_VARARGS, NULL},
 	{"worker_frames", (PyCFunction)Control_worker_frames, METH_VARARGS, NULL},
+	{"rule_stats", (PyCFunction)Control_rule_stats, METH_VARARGS,
+	 "rule_stats(i) -> (packets, bytes) by position in the netdev's rule list"},
 	{"worker_liveness", (PyCFunction)Control_worker_liveness, METH_VARARGS, NULL},
 	{"generation", (PyCFunction)Control_generation, METH_NOARGS, NULL},
 	{"ring_use", (PyCFunction)Control_ring_use, METH_VARARGS,
@@ -880,10 +983,15 @@ typedef struct {
 	struct fp_redo *redo;		/* our redo log in the control area */
 	uint32_t redo_len;
 	bool fill_kick;			/* the FILL ring wants a recvfrom() */
-	/* the rule in force, copied out of the active table */
+	/* the rules in force, copied out of the active table */
 	uint64_t generation;
-	struct fp_rule rule;
+	struct fp_rule rule;		/* rules[0], or no rule: the common case */
 	uint32_t egress;		/* worker id chosen from rule.egress */
+	bool classify;			/* several rules or a match: parse each packet */
+	uint32_t n_rules;
+	struct fp_rule rules[FP_MAX_RULES];
+	uint32_t rule_egress[FP_MAX_RULES];	/* worker id chosen for each */
+	uint32_t *fwd_pending;		/* fwd ring entries written, not yet published */
 	/* counters kept locally, published once per iteration */
 	struct fp_stats st;
 } PortObject;
@@ -903,7 +1011,9 @@ static void port_unmap(PortObject *p)
 	PyMem_Free(p->fwd_in);
 	PyMem_Free(p->wake);
 	PyMem_Free(p->ret_pending);
+	PyMem_Free(p->fwd_pending);
 	p->ret_pending = NULL;
+	p->fwd_pending = NULL;
 	p->peer_efd = NULL;
 	p->fwd_in = NULL;
 	p->wake = NULL;
@@ -1024,29 +1134,72 @@ static void port_commit(PortObject *p)
 	port_commit_end(p);
 }
 
+/* FNV-1a over what makes a rule list the same list for its counters:
+ * every rule but its egress workers (those move with reloads that add or
+ * remove queues; the rule stays the rule). */
+static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ n;
+
+	for (uint32_t k = 0; k < n; k++) {
+		const uint8_t *b = (const uint8_t *)&rules[k];
+
+		for (size_t i = 0; i < offsetof(struct fp_rule, n_egress); i++)
+			h = (h ^ b[i]) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
 /*
- * The rule for our netdev, copied out of the active table.  The table is
+ * The rules for our netdev, copied out of the active table.  The table is
  * in memory every worker can write, so its numbers are bounded before
  * they index anything: a count past its array stops at the array, an
  * egress that names no worker makes the rule's packets egress_down
  * (egress_running()).  Only when the generation moves: not per packet.
+ * A netdev with no rule, or one rule without a match (the common case),
+ * takes port_receive's path that parses nothing; anything else is
+ * classified packet by packet (port_receive_rules).  The rule counters
+ * start again from zero when the list differs from the one they count
+ * for (a replacement worker continues them: rule_sig is committed).
  */
 static void port_load_rule(PortObject *p)
 {
 	uint32_t which = __atomic_load_n(&p->hdr->active_table, __ATOMIC_ACQUIRE) & 1;
 	struct fp_table *t = ctl_table(p->hdr, which);
 	uint32_t netdev = p->me->netdev;
+	uint64_t sig;
 
 	p->generation = __atomic_load_n(&t->generation, __ATOMIC_ACQUIRE);
-	if (netdev < t->n_netdevs && netdev < FP_MAX_NETDEVS)
-		memcpy(&p->rule, &t->by_netdev[netdev], sizeof(p->rule));
+	p->n_rules = 0;
+	if (netdev < t->n_netdevs && netdev < FP_MAX_NETDEVS) {
+		struct fp_netdev *nd = &t->by_netdev[netdev];
+
+		p->n_rules = __atomic_load_n(&nd->n_rules, __ATOMIC_RELAXED);
+		if (p->n_rules > FP_MAX_RULES)
+			p->n_rules = FP_MAX_RULES;
+		memcpy(p->rules, nd->rules, p->n_rules * sizeof(p->rules[0]));
+	}
+	for (uint32_t k = 0; k < p->n_rules; k++) {
+		struct fp_rule *r = &p->rules[k];
+
+		if (r->n_egress > FP_MAX_EGRESS)
+			r->n_egress = FP_MAX_EGRESS;
+		p->rule_egress[k] = p->id;
+		if (r->action == FP_ACT_FORWARD && r->n_egress)
+			p->rule_egress[k] = r->egress[p->me->queue % r->n_egress];
+	}
+	if (p->n_rules)
+		memcpy(&p->rule, &p->rules[0], sizeof(p->rule));
 	else
 		memset(&p->rule, 0, sizeof(p->rule));
-	if (p->rule.n_egress > FP_MAX_EGRESS)
-		p->rule.n_egress = FP_MAX_EGRESS;
-	p->egress = p->id;
-	if (p->rule.action == FP_ACT_FORWARD && p->rule.n_egress)
-		p->egress = p->rule.egress[p->me->queue % p->rule.n_egress];
+	p->egress = p->n_rules ? p->rule_egress[0] : p->id;
+	p->classify = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
+	sig = rules_sig(p->rules, p->n_rules);
+	if (sig != p->st.rule_sig) {
+		p->st.rule_sig = sig;
+		memset(p->st.rule_packets, 0, sizeof(p->st.rule_packets));
+		memset(p->st.rule_bytes, 0, sizeof(p->st.rule_bytes));
+	}
 	__atomic_store_n(&p->me->table_generation, p->generation, __ATOMIC_RELEASE);
 }
 
@@ -1091,9 +1244,9 @@ static inline bool frame_ok(PortObject *p, uint64_t addr, uint32_t len, uint32_t
 	       (addr & (p->frame_size - 1)) + len <= p->frame_size;
 }
 
-static inline void rewrite_macs(PortObject *p, uint8_t *pkt)
+static inline void rewrite_macs(const struct fp_rule *r, uint8_t *pkt)
 {
-	uint32_t f = p->rule.mac_flags;
+	uint32_t f = r->mac_flags;
 
 	if (f & FP_MAC_SWAP) {
 		uint8_t tmp[ETH_ALEN];
@@ -1104,9 +1257,9 @@ static inline void rewrite_macs(PortObject *p, uint8_t *pkt)
 		return;
 	}
 	if (f & FP_MAC_SET_DST)
-		memcpy(pkt, p->rule.dst_mac, ETH_ALEN);
+		memcpy(pkt, r->dst_mac, ETH_ALEN);
 	if (f & FP_MAC_SET_SRC)
-		memcpy(pkt + ETH_ALEN, p->rule.src_mac, ETH_ALEN);
+		memcpy(pkt + ETH_ALEN, r->src_mac, ETH_ALEN);
 }
 
 /* entries on a shared ring, never more than it can hold (a peer that
@@ -1245,6 +1398,270 @@ static inline bool egress_running(PortObject *p, uint32_t w)
 	       state == FP_STATE_STARTING;
 }
 
+/*
+ * What a rule's match can compare, read from the frame (the same fields,
+ * the same way, as pkt_parse() in bpf/rr_redirect.c): up to two VLAN tags,
+ * IPv4 (IHL-aware) or the fixed IPv6 header, TCP/UDP ports of unfragmented
+ * or first fragments.  Every read is checked against len; a field the
+ * frame is too short to carry is not in `have` and never matches.
+ */
+struct pkt_info {
+	uint32_t have;			/* FP_MATCH_* present */
+	uint16_t ethertype;		/* network byte order */
+	uint16_t vlan;
+	uint8_t ip_proto;
+	uint16_t src_port, dst_port;	/* network byte order */
+	uint32_t src[4], dst[4];
+};
+
+static inline uint16_t get16(const uint8_t *b)
+{
+	uint16_t v;
+
+	memcpy(&v, b, sizeof(v));
+	return v;
+}
+
+static inline bool is_vlan(uint16_t proto_be)
+{
+	return proto_be == htons(0x8100) || proto_be == htons(0x88a8);
+}
+
+static void pkt_parse(const uint8_t *pkt, uint32_t len, struct pkt_info *pi)
+{
+	uint32_t off = ETH_HLEN, l4;
+	uint16_t proto;
+
+	memset(pi, 0, sizeof(*pi));
+	if (len < ETH_HLEN)
+		return;
+	proto = get16(pkt + 12);
+	if (!is_vlan(proto))
+		pi->have |= FP_MATCH_UNTAGGED;
+	for (int i = 0; i < 2 && is_vlan(proto); i++) {
+		if (len < off + 4)
+			return;
+		if (i == 0) {
+			pi->vlan = ntohs(get16(pkt + off)) & 0x0fff;
+			pi->have |= FP_MATCH_VLAN;
+		}
+		proto = get16(pkt + off + 2);
+		off += 4;
+	}
+	if (is_vlan(proto))		/* a third tag: not parsed further */
+		return;
+	pi->ethertype = proto;
+	pi->have |= FP_MATCH_ETHERTYPE;
+	if (proto == htons(0x0800)) {
+		const uint8_t *ip = pkt + off;
+		uint32_t ihl;
+
+		if (len < off + 20)
+			return;
+		ihl = (ip[0] & 0x0f) * 4;
+		if (ihl < 20)
+			return;
+		memcpy(&pi->src[0], ip + 12, 4);
+		memcpy(&pi->dst[0], ip + 16, 4);
+		pi->ip_proto = ip[9];
+		pi->have |= FP_MATCH_SRC | FP_MATCH_DST | FP_MATCH_IP_PROTO;
+		if (get16(ip + 6) & htons(0x1fff))	/* not the first fragment */
+			return;
+		l4 = off + ihl;
+	} else if (proto == htons(0x86dd)) {
+		const uint8_t *ip6 = pkt + off;
+
+		if (len < off + 40)
+			return;
+		memcpy(pi->src, ip6 + 8, 16);
+		memcpy(pi->dst, ip6 + 24, 16);
+		pi->ip_proto = ip6[6];
+		pi->have |= FP_MATCH_SRC | FP_MATCH_DST | FP_MATCH_IP_PROTO;
+		l4 = off + 40;
+	} else {
+		return;
+	}
+	if (pi->ip_proto != 6 && pi->ip_proto != 17)
+		return;
+	if (len < l4 + 4)
+		return;
+	pi->src_port = get16(pkt + l4);
+	pi->dst_port = get16(pkt + l4 + 2);
+	pi->have |= FP_MATCH_SRC_PORT | FP_MATCH_DST_PORT;
+}
+
+static inline bool prefix_matches(const uint32_t *addr, const uint32_t *net,
+				  const uint32_t *mask)
+{
+	for (int i = 0; i < 4; i++)
+		if ((addr[i] & mask[i]) != net[i])
+			return false;
+	return true;
+}
+
+/* fields 0 takes every packet (unlike the XDP program's unused slots) */
+static bool match_fits(const struct fp_match *m, const struct pkt_info *pi)
+{
+	uint32_t f = m->fields;
+
+	if (f & ~pi->have)
+		return false;
+	if ((f & FP_MATCH_ETHERTYPE) && m->ethertype != pi->ethertype)
+		return false;
+	if ((f & FP_MATCH_VLAN) && m->vlan != pi->vlan)
+		return false;
+	if ((f & FP_MATCH_IP_PROTO) && m->ip_proto != pi->ip_proto)
+		return false;
+	if ((f & FP_MATCH_SRC_PORT) && m->src_port != pi->src_port)
+		return false;
+	if ((f & FP_MATCH_DST_PORT) && m->dst_port != pi->dst_port)
+		return false;
+	if ((f & FP_MATCH_SRC) && !prefix_matches(pi->src, m->src, m->src_mask))
+		return false;
+	if ((f & FP_MATCH_DST) && !prefix_matches(pi->dst, m->dst, m->dst_mask))
+		return false;
+	return true;
+}
+
+/* The first of our rules the packet fits; n_rules: none. */
+static inline uint32_t port_classify(PortObject *p, const uint8_t *pkt, uint32_t len)
+{
+	struct pkt_info pi;
+
+	pkt_parse(pkt, len, &pi);
+	for (uint32_t k = 0; k < p->n_rules; k++)
+		if (match_fits(&p->rules[k].match, &pi))
+			return k;
+	return p->n_rules;
+}
+
+/*
+ * 4, with several rules or a match: each packet classified, then dropped
+ * or sent where its rule says.  Packets of one batch may go to different
+ * egresses, so room is checked per packet against the egress its rule
+ * chose: the first packet with no room stops the batch and stays on the
+ * RX ring with everything behind it (back-pressure, never a drop).  As in
+ * port_receive, every index move is only noted (fwd ring producers in
+ * fwd_pending) and published at commit.
+ */
+static uint32_t port_receive_rules(PortObject *p)
+{
+	uint32_t n, i, bad = 0, foreign = 0, tx_room;
+	struct xdp_desc *rxd = p->rx.descs;
+	uint32_t mask = p->hdr->ring_entries - 1;
+
+	n = ring_cons_avail(&p->rx, p->batch);
+	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
+	if (!n)
+		return 0;
+	tx_room = ring_prod_free(&p->tx, n);
+	for (i = 0; i < n; i++) {
+		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
+		uint64_t addr = d->addr;
+		uint32_t len = d->len, k, e;
+		const struct fp_rule *r;
+		uint8_t *pkt;
+
+		if (!frame_ok(p, addr, len, p->id)) {
+			bad++;
+			if (frame_mine(p, addr)) {
+				free_push(p, addr);
+				p->st.drops[FP_DROP_INVALID]++;
+			} else {
+				foreign++;
+			}
+			continue;
+		}
+		pkt = p->umem + addr;
+		k = port_classify(p, pkt, len);
+		if (k == p->n_rules) {
+			p->st.rx_bytes += len;
+			free_push(p, addr);
+			p->st.drops[FP_DROP_NO_RULE]++;
+			continue;
+		}
+		r = &p->rules[k];
+		e = p->rule_egress[k];
+		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN &&
+		    (!r->max_len || len <= r->max_len) && egress_running(p, e)) {
+			if (e == p->id) {
+				if (!tx_room)
+					break;		/* stays on the RX ring */
+			} else {
+				uint32_t room = hring_free(p->fwd_out[e], p->hdr->ring_entries);
+
+				if (room > p->hdr->ring_entries)
+					room = 0;	/* a peer's garbage index */
+				if (p->fwd_pending[e] >= room)
+					break;
+			}
+		}
+		p->st.rx_bytes += len;
+		p->st.rule_packets[k]++;
+		p->st.rule_bytes[k] += len;
+		if (r->action != FP_ACT_FORWARD) {
+			free_push(p, addr);
+			p->st.drops[r->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE]++;
+			continue;
+		}
+		if (len < ETH_HLEN) {
+			free_push(p, addr);
+			p->st.drops[FP_DROP_INVALID]++;
+			continue;
+		}
+		if (r->max_len && len > r->max_len) {
+			free_push(p, addr);
+			p->st.drops[FP_DROP_TOO_LONG]++;
+			continue;
+		}
+		if (!egress_running(p, e)) {
+			free_push(p, addr);
+			p->st.drops[FP_DROP_EGRESS_DOWN]++;
+			continue;
+		}
+		rewrite_macs(r, pkt);
+		if (e == p->id) {
+			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
+						[p->tx.cached_prod++ & p->tx.mask];
+
+			t->addr = addr;
+			t->len = len;
+			t->options = 0;
+			tx_room--;
+			p->n_tx++;
+			p->tx_inflight++;
+			p->st.tx_packets++;
+			p->st.tx_bytes += len;
+		} else {
+			struct fp_ring *out = p->fwd_out[e];
+
+			out->slots[(out->prod + p->fwd_pending[e]++) & mask] =
+				addr | (uint64_t)len << RING_LEN_SHIFT;
+			p->n_handoff++;
+			p->st.handoff_out++;
+		}
+	}
+	p->rx.cached_cons += i;
+	if (p->n_rx >= i - foreign) {
+		p->n_rx -= i - foreign;
+	} else {
+		bad += i - foreign - p->n_rx;
+		p->n_rx = 0;
+	}
+	p->st.rx_packets += i - foreign;
+	p->st.bad_descs += bad;
+	for (uint32_t k = 0; k < p->n_rules; k++) {
+		uint32_t e = p->rule_egress[k];
+
+		if (e < p->nworkers && p->fwd_pending[e]) {
+			redo_note(p, FP_REDO_FWD_OUT_PROD, e, p->fwd_out[e]->prod + p->fwd_pending[e]);
+			p->fwd_pending[e] = 0;
+			p->wake[e] = 1;
+		}
+	}
+	return i;
+}
+
 /* 4. our RX ring */
 static uint32_t port_receive(PortObject *p)
 {
@@ -1255,8 +1672,11 @@ static uint32_t port_receive(PortObject *p)
 	uint32_t mask = p->hdr->ring_entries - 1;
 	uint32_t action = p->rule.action;
 	uint32_t max_len = p->rule.max_len ? p->rule.max_len : UINT32_MAX;
+	uint64_t rx_bytes0 = p->st.rx_bytes;
 	int reason = -1;
 
+	if (p->classify)
+		return port_receive_rules(p);
 	if (action == FP_ACT_FORWARD) {
 		if (p->egress == p->id) {
 			want = ring_prod_free(&p->tx, want);
@@ -1316,7 +1736,7 @@ static uint32_t port_receive(PortObject *p)
 			too_long++;
 			continue;
 		}
-		rewrite_macs(p, p->umem + addr);
+		rewrite_macs(&p->rule, p->umem + addr);
 		if (!out) {
 			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
 						[p->tx.cached_prod++ & p->tx.mask];
@@ -1335,6 +1755,10 @@ static uint32_t port_receive(PortObject *p)
 		}
 	}
 	p->rx.cached_cons += n;
+	if (p->n_rules) {		/* one rule, no match: it takes them all */
+		p->st.rule_packets[0] += n - bad;
+		p->st.rule_bytes[0] += p->st.rx_bytes - rx_bytes0;
+	}
 	/* Every frame of ours on the RX ring was given to the kernel (counted
 	 * in rx) by us; a kernel that hands back more than it was given must
 	 * not wrap the count. */
@@ -1833,7 +2257,8 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->fwd_in = PyMem_Calloc(4 * (size_t)n, sizeof(struct fp_ring *));
 	p->wake = PyMem_Calloc(n, 1);
 	p->ret_pending = PyMem_Calloc(n, sizeof(uint32_t));
-	if (!p->peer_efd || !p->fwd_in || !p->wake || !p->ret_pending) {
+	p->fwd_pending = PyMem_Calloc(n, sizeof(uint32_t));
+	if (!p->peer_efd || !p->fwd_in || !p->wake || !p->ret_pending || !p->fwd_pending) {
 		Py_XDECREF(seq);
 		PyErr_NoMemory();
 		return -1;
@@ -2798,6 +3223,42 @@ static uint32_t fz_complete(struct fuzz *fz, uint32_t x, uint32_t max)
 	return n;
 }
 
+/* A random rule: no rule (action NONE), drop or forward; with `match`,
+ * a match on a few bits of the frame (a frame's bytes are random). */
+static void fz_rule(struct fuzz *fz, struct fp_rule *r, bool match)
+{
+	uint32_t what = fz_below(fz, 16);
+
+	r->id = fz_below(fz, 64);
+	if (match && fz_below(fz, 4)) {
+		r->match.fields = 1U << fz_below(fz, 8);
+		r->match.ethertype = fz_below(fz, 2) ? htons(0x0800) : (uint16_t)fz_rand(fz);
+		r->match.vlan = (uint16_t)fz_below(fz, 4);
+		r->match.ip_proto = fz_below(fz, 2) ? 17 : (uint8_t)fz_rand(fz);
+		r->match.src_port = (uint16_t)fz_below(fz, 4);
+		r->match.dst_port = (uint16_t)fz_below(fz, 4);
+		r->match.src_mask[0] = r->match.dst_mask[0] = htonl(0xff000000);
+		r->match.src[0] = r->match.dst[0] = htonl(fz_below(fz, 4) << 24);
+	}
+	if (what == 0)
+		return;					/* no rule */
+	if (what == 1) {
+		r->action = FP_ACT_DROP;
+		return;
+	}
+	r->action = FP_ACT_FORWARD;
+	r->n_egress = 1 + fz_below(fz, fz->n < 4 ? fz->n : 4);
+	for (uint32_t e = 0; e < r->n_egress; e++)
+		r->egress[e] = (uint16_t)fz_below(fz, fz->n);
+	r->mac_flags = fz_below(fz, 8);
+	for (int i = 0; i < ETH_ALEN; i++) {
+		r->dst_mac[i] = (uint8_t)fz_rand(fz);
+		r->src_mac[i] = (uint8_t)fz_rand(fz);
+	}
+	if (!fz_below(fz, 8))
+		r->max_len = ETH_HLEN + fz_below(fz, fz->fs);
+}
+
 /* A forwarding table as the supervisor writes one (Control.write_table). */
 static void fz_table(struct fuzz *fz)
 {
@@ -2807,26 +3268,13 @@ static void fz_table(struct fuzz *fz)
 
 	memset(t->by_netdev, 0, fz->ndevs * sizeof(t->by_netdev[0]));
 	for (uint32_t nd = 0; nd < fz->ndevs; nd++) {
-		struct fp_rule *r = &t->by_netdev[nd];
-		uint32_t what = fz_below(fz, 16);
+		/* mostly one rule without a match (port_receive); sometimes a
+		 * list with matches on the frame's random bytes (port_receive_rules) */
+		uint32_t nr = fz_below(fz, 4) ? 1 : 1 + fz_below(fz, FP_MAX_RULES);
 
-		if (what == 0)
-			continue;			/* no rule */
-		if (what == 1) {
-			r->action = FP_ACT_DROP;
-			continue;
-		}
-		r->action = FP_ACT_FORWARD;
-		r->n_egress = 1 + fz_below(fz, fz->n < 4 ? fz->n : 4);
-		for (uint32_t e = 0; e < r->n_egress; e++)
-			r->egress[e] = (uint16_t)fz_below(fz, fz->n);
-		r->mac_flags = fz_below(fz, 8);
-		for (int i = 0; i < ETH_ALEN; i++) {
-			r->dst_mac[i] = (uint8_t)fz_rand(fz);
-			r->src_mac[i] = (uint8_t)fz_rand(fz);
-		}
-		if (!fz_below(fz, 8))
-			r->max_len = ETH_HLEN + fz_below(fz, fz->fs);
+		t->by_netdev[nd].n_rules = nr;
+		for (uint32_t k = 0; k < nr; k++)
+			fz_rule(fz, &t->by_netdev[nd].rules[k], nr > 1);
 	}
 	t->n_netdevs = fz->ndevs;
 	t->generation = h->generation + 1;
@@ -3040,8 +3488,13 @@ static void fz_lie_table(struct fuzz *fz)
 
 	t->n_netdevs = fz_below(fz, 2) ? fz->ndevs : (uint32_t)fz_rand(fz);
 	for (uint32_t nd = 0; nd < fz->ndevs; nd++) {
-		struct fp_rule *r = &t->by_netdev[nd];
+		struct fp_netdev *ndv = &t->by_netdev[nd];
+		struct fp_rule *r = &ndv->rules[fz_below(fz, FP_MAX_RULES)];
 
+		ndv->n_rules = fz_below(fz, 2) ? 1 + fz_below(fz, FP_MAX_RULES)
+					       : (uint32_t)fz_rand(fz);
+		if (fz_below(fz, 2))
+			r->match.fields = (uint32_t)fz_rand(fz);
 		r->action = fz_below(fz, 2) ? FP_ACT_FORWARD : (uint32_t)fz_rand(fz);
 		r->mac_flags = (uint32_t)fz_rand(fz);
 		r->max_len = fz_below(fz, 2) ? 0 : (uint32_t)fz_rand(fz);

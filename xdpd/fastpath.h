@@ -68,12 +68,15 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		4	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
-					 * 4: commit record, too_long, bad_descs */
+#define FP_VERSION		5	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+					 * 4: commit record, too_long, bad_descs;
+					 * 5: rules per netdev with matches, rule counters */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
 #define FP_MAX_EGRESS		256	/* egress workers (queues) per netdev */
+#define FP_MAX_RULES		16	/* forward rules per ingress netdev
+					 * (config.MAX_FORWARD_RULES) */
 
 #define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
 
@@ -128,6 +131,13 @@ struct fp_stats {
 	uint64_t bad_descs;	/* descriptors refused: an address outside the
 				 * UMEM or not the frame's owner's, a length past
 				 * its frame (from the kernel or a peer worker) */
+	/* Per rule of our netdev's list (by position): packets the rule
+	 * took (first match), whatever then became of them, and their bytes.
+	 * Committed with the rest, so a replacement continues them; zeroed
+	 * when the list changes (rule_sig, see port_load_rule). */
+	uint64_t rule_sig;
+	uint64_t rule_packets[FP_MAX_RULES];
+	uint64_t rule_bytes[FP_MAX_RULES];
 };
 
 /* Where a worker's frames are (see "Frame ownership"). */
@@ -205,7 +215,40 @@ struct fp_ring {
 	FP_ALIGNED uint64_t slots[];
 };
 
+/* fp_match.fields: which fields a rule compares (XDPD_MATCH_* in
+ * bpf/rr_redirect.h, the same bits and layout as struct xdpd_match, so the
+ * supervisor writes both from one encoder). */
+enum fp_match_fields {
+	FP_MATCH_ETHERTYPE = 1 << 0,	/* after up to two VLAN tags */
+	FP_MATCH_VLAN      = 1 << 1,	/* outer tag's VLAN id */
+	FP_MATCH_UNTAGGED  = 1 << 2,	/* no 802.1Q/802.1ad tag */
+	FP_MATCH_IP_PROTO  = 1 << 3,	/* IPv4 protocol / IPv6 next header */
+	FP_MATCH_SRC       = 1 << 4,	/* src & src_mask == src */
+	FP_MATCH_DST       = 1 << 5,
+	FP_MATCH_SRC_PORT  = 1 << 6,	/* TCP or UDP */
+	FP_MATCH_DST_PORT  = 1 << 7,
+};
+
+/* Ethertype, ports and addresses in network byte order; an IPv4 address is
+ * word 0, words 1-3 zero.  fields == 0: the rule takes every packet. */
+struct fp_match {
+	uint32_t fields;		/* enum fp_match_fields */
+	uint16_t ethertype;
+	uint16_t vlan;			/* host byte order */
+	uint8_t ip_proto;
+	uint8_t pad;
+	uint16_t src_port;
+	uint16_t dst_port;
+	uint16_t pad2;
+	uint32_t src[4];
+	uint32_t src_mask[4];
+	uint32_t dst[4];
+	uint32_t dst_mask[4];
+};
+
 struct fp_rule {
+	struct fp_match match;
+	uint32_t id;			/* its index in the config's `forward` */
 	uint32_t action;		/* enum fp_action */
 	uint32_t mac_flags;		/* enum fp_mac_flags */
 	uint8_t dst_mac[6];
@@ -215,11 +258,19 @@ struct fp_rule {
 	uint16_t egress[FP_MAX_EGRESS];	/* worker ids; pick by ingress queue */
 };
 
+/* An ingress netdev's rules, tried in order: the first that matches wins;
+ * none: dropped as no_rule. */
+struct fp_netdev {
+	uint32_t n_rules;
+	uint32_t pad;
+	struct fp_rule rules[FP_MAX_RULES];
+};
+
 struct fp_table {
 	uint64_t generation;
 	uint32_t n_netdevs;
 	uint32_t pad;
-	struct fp_rule by_netdev[FP_MAX_NETDEVS];	/* by ingress netdev */
+	struct fp_netdev by_netdev[FP_MAX_NETDEVS];	/* by ingress netdev */
 };
 
 struct fp_header {

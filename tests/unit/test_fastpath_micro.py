@@ -6,6 +6,7 @@ every frame is where the control area says, and that the frames carry what
 the rule asked for.  No timing is asserted.
 """
 import importlib.util
+import ipaddress
 import json
 import mmap
 import os
@@ -122,6 +123,91 @@ def test_drop_rule_drops_every_packet_untouched():
     assert w["tx_packets"] == 0
     assert_frames_settled(frames)
     assert assert_macs(r, packets, r["frame"][:12]) == 0
+
+
+def test_first_matching_rule_takes_every_packet_and_counts_it():
+    r, frames, packets = run("match")
+    n = SETUP.packets
+    assert r["transmitted"] == n and r["dropped"] == 0
+    (w,) = r["workers"]
+    assert w["rx_packets"] == w["tx_packets"] == n
+    assert sum(w["drops"].values()) == 0
+    assert_frames_settled(frames)
+    assert assert_macs(r, packets, bench.DST_MAC + bench.SRC_MAC) >= SETUP.batch
+
+
+def run_rules(table, nworkers=1, setup=SETUP):
+    """A one-off scenario: the result, and worker 0's rule counters."""
+    scenario = bench.Scenario("rules", nworkers, table, (0,), "test")
+    umem = bench.prepare(scenario, setup)
+    try:
+        r = bench.run_once(umem, scenario, setup)
+        packets, bytes_ = umem.control.rule_stats(0)
+        frames = [umem.control.worker_frames(w) for w in range(nworkers)]
+    finally:
+        umem.close()
+    assert_frames_settled(frames, setup)
+    return r, packets, bytes_
+
+
+M = bench.match_bytes
+DROP_RULE = {"action": "drop"}
+
+
+@pytest.mark.parametrize("rules, taken_by, outcome", [
+    # the emulated packets: UDP 198.18.0.1:1024 -> 198.19.0.1:9, untagged
+    ([{**DROP_RULE, "match": M(dst_port=9)}, bench._forward([0])], 0, "rule"),
+    ([{**DROP_RULE, "match": M(dst_port=10)}, bench._forward([0])], 1, "sent"),
+    ([bench._forward([0], match=M(src=ipaddress.ip_network("198.18.0.0/16"))),
+      DROP_RULE], 0, "sent"),
+    ([bench._forward([0], match=M(vlan=5)), DROP_RULE], 1, "rule"),
+    ([bench._forward([0], match=M(vlan="none", ethertype=0x0800, src_port=1024))], 0, "sent"),
+    ([bench._forward([0], match=M(ip_proto=6))], None, "no_rule"),
+    ([bench._forward([0], match=M(dst=ipaddress.ip_network("2001:db8::/32")))],
+     None, "no_rule"),
+], ids=["drop-first", "second-forwards", "src-prefix", "vlan-misses", "untagged-port",
+        "nothing-fits", "other-family"])
+def test_first_match_wins_and_its_rule_counts(rules, taken_by, outcome):
+    n = SETUP.packets
+    r, packets, bytes_ = run_rules([rules])
+    (w,) = r["workers"]
+    if outcome == "sent":
+        assert r["transmitted"] == w["tx_packets"] == n
+    else:
+        assert w["drops"][outcome] == n and r["transmitted"] == 0
+    expect = [0] * 16
+    if taken_by is not None:
+        expect[taken_by] = n
+    assert packets == expect
+    assert bytes_ == [p * SETUP.size for p in expect]
+
+
+def test_a_match_hands_packets_to_another_worker():
+    n = SETUP.packets
+    table = [[{**DROP_RULE, "match": M(dst_port=53)},
+              bench._forward([1], match=M(dst_port=9), set_dst_mac=bench.DST_MAC)], None]
+    r, packets, _ = run_rules(table, nworkers=2)
+    w0, w1 = r["workers"]
+    assert w0["handoff_out"] == w1["handoff_in"] == w1["tx_packets"] == n
+    assert packets[:2] == [0, n]
+
+
+def test_one_rule_without_a_match_counts_as_rule_0():
+    r, packets, bytes_ = run_rules([bench._forward([0])])
+    assert packets[0] == SETUP.packets and bytes_[0] == SETUP.packets * SETUP.size
+    assert sum(packets) == SETUP.packets
+
+
+def test_write_table_refuses_more_rules_than_fit_and_bad_matches():
+    scenario = bench.SCENARIOS["io"]
+    umem = bench.prepare(scenario, SETUP)
+    try:
+        with pytest.raises(ValueError, match="at most 16 rules per netdev"):
+            umem.control.write_table([[DROP_RULE] * 17])
+        with pytest.raises(ValueError, match="match must be 80 bytes"):
+            umem.control.write_table([[{**DROP_RULE, "match": b"x"}]])
+    finally:
+        umem.close()
 
 
 def test_odd_sizes_and_batches_are_accounted_exactly():
