@@ -42,6 +42,9 @@ XDPD_METRICS: dict[str, str] = {
     "xdpd_worker_start_time_seconds": "gauge",
     "xdpd_ring_used_entries": "gauge",
     "xdpd_ring_size_entries": "gauge",
+    # per worker and forward rule (its index in `forward`)
+    "xdpd_rule_packets_total": "counter",
+    "xdpd_rule_bytes_total": "counter",
     # the AF_XDP socket's XDP_STATISTICS, per worker
     "xdpd_xsk_rx_dropped_packets_total": "counter",
     "xdpd_xsk_rx_invalid_descriptors_total": "counter",
@@ -90,6 +93,8 @@ XDPD_METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "xdpd_worker_start_time_seconds": _QUEUE,
     "xdpd_ring_used_entries": _QUEUE + ("ring",),
     "xdpd_ring_size_entries": _QUEUE + ("ring",),
+    "xdpd_rule_packets_total": _QUEUE + ("rule",),
+    "xdpd_rule_bytes_total": _QUEUE + ("rule",),
     "xdpd_xsk_rx_dropped_packets_total": _QUEUE,
     "xdpd_xsk_rx_invalid_descriptors_total": _QUEUE,
     "xdpd_xsk_tx_invalid_descriptors_total": _QUEUE,

@@ -24,6 +24,7 @@ from prometheus_client.exposition import MetricsHandler
 
 from . import __version__
 from .bpf import XDPD_MAX_QUEUES
+from .supervisor import worker_rule_counts
 
 log = logging.getLogger("xdpd.metrics")
 
@@ -60,20 +61,21 @@ class XdpdCollector:
             interfaces = list(sup.interfaces)
             procs = {w.id: w.proc for w in workers}
             umem = sup.umem
+            config = getattr(sup, "config", None)
         if umem is None:
             return
 
         info = GaugeMetricFamily("xdpd_build_info", "xdpd version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        yield from self._workers(workers, procs, umem)
+        yield from self._workers(workers, procs, umem, config)
         yield from self._interfaces(interfaces, sup.zero_copy)
         yield from self._umem(umem, len(sup.free_slots))
         yield from self._reloads(sup)
         yield GaugeMetricFamily("xdpd_ready", "1 once every worker is forwarding",
                                 value=1 if sup.ready else 0)
 
-    def _workers(self, workers, procs, umem) -> Iterator:
+    def _workers(self, workers, procs, umem, config=None) -> Iterator:
         rx_p = CounterMetricFamily("xdpd_rx_packets", "Packets received from the queue's AF_XDP socket", labels=QUEUE_LABELS)
         rx_b = CounterMetricFamily("xdpd_rx_bytes", "Bytes received from the queue's AF_XDP socket", labels=QUEUE_LABELS)
         tx_p = CounterMetricFamily("xdpd_tx_packets", "Packets put on the queue's AF_XDP TX ring", labels=QUEUE_LABELS)
@@ -105,6 +107,13 @@ class XdpdCollector:
                                       labels=QUEUE_LABELS + ["ring"])
         ring_size = GaugeMetricFamily("xdpd_ring_size_entries", "Size of the socket's ring",
                                       labels=QUEUE_LABELS + ["ring"])
+        rule_p = CounterMetricFamily("xdpd_rule_packets", "Packets a forward rule took (the "
+                                     "first whose match fits), by its index in `forward`; "
+                                     "zeroed when the interface's rules change",
+                                     labels=QUEUE_LABELS + ["rule"])
+        rule_b = CounterMetricFamily("xdpd_rule_bytes", "Bytes of the packets a forward rule "
+                                     "took, by its index in `forward`",
+                                     labels=QUEUE_LABELS + ["rule"])
         xsk = {name: CounterMetricFamily(metric, f"AF_XDP socket XDP_STATISTICS {name}: {help}",
                                          labels=QUEUE_LABELS)
                for name, (metric, help) in XSK_STATISTICS.items()}
@@ -135,6 +144,9 @@ class XdpdCollector:
                 if times is not None:
                     cpu.add_metric(labels + ["user"], times[0])
                     cpu.add_metric(labels + ["system"], times[1])
+            for rule, packets, bytes_ in worker_rule_counts(config, umem.control, w):
+                rule_p.add_metric(labels + [str(rule.index)], packets)
+                rule_b.add_metric(labels + [str(rule.index)], bytes_)
             for ring, n in umem.control.ring_use(w.id).items():
                 ring_used.add_metric(labels + [ring], n)
                 if ring in sizes:
@@ -145,7 +157,7 @@ class XdpdCollector:
             except OSError as e:
                 log.debug("%s: %s", w.name, e)
         yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, bad, up, state,
-                    started, restarts, cpu, ring_used, ring_size)
+                    started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
         yield from xsk.values()
 
     def _interfaces(self, interfaces, zero_copy: bool) -> Iterator:

@@ -222,32 +222,39 @@ class SystemOps:
 def compile_table(config: Config, interfaces: list[Interface], workers: list[Worker],
                   old_config: Config | None = None,
                   exclude: frozenset[int] = frozenset(),
-                  mtus: dict[str, int] | None = None) -> list[dict | None]:
+                  mtus: dict[str, int] | None = None) -> list[list[dict] | None]:
     """The YAML rules as the flat table the fast path reads, indexed by
-    the netdev index each worker was given (holes: None).  `mtus` (by
-    netdev) limits the frame length a forward rule lets through.
+    the netdev index each worker was given (holes: None): per ingress
+    netdev its rules in the file's order, each with its match (struct
+    fp_match) and its index in `forward` (the metrics' rule label).
+    `mtus` (by netdev) limits the frame length a forward rule lets through.
 
-    During a reload, an interface being removed keeps its rule, egress and
+    During a reload, an interface being removed keeps its rules, egress and
     all, from old_config (what its worker still has on the RX ring goes
     where it always went); in the new rules the workers in `exclude` (being
     removed) are nobody's egress."""
+    from .bpf import match_to_c
     names = {i.name for i in config.interfaces}
-    table: list[dict | None] = [None] * (max((i.index for i in interfaces), default=-1) + 1)
+    table: list[list[dict] | None] = \
+        [None] * (max((i.index for i in interfaces), default=-1) + 1)
     for iface in interfaces:
         source = config if iface.name in names else old_config
-        rule = source.rule_for(iface.name) if source else None
-        if rule is None:
+        rules = source.rules_for(iface.name) if source else ()
+        if not rules:
             continue                        # counted as no_rule
-        if rule.action == "drop":
-            table[iface.index] = {"action": "drop"}
-            continue
         gone = exclude if source is config else frozenset()
-        egress = [w.id for w in workers if w.plan.netdev == rule.to and w.id not in gone]
-        mtu = (mtus or {}).get(rule.to)
-        table[iface.index] = {"action": "forward", "egress": egress,
-                              "set_dst_mac": rule.set_dst_mac,
-                              "set_src_mac": rule.set_src_mac, "swap_macs": rule.swap_macs,
-                              "max_len": mtu + L2_OVERHEAD if mtu else None}
+        compiled = []
+        for rule in rules:
+            entry = {"action": rule.action, "id": rule.index,
+                     "match": bytes(match_to_c(rule.match)) if rule.match else None}
+            if rule.action == "forward":
+                mtu = (mtus or {}).get(rule.to)
+                entry.update(
+                    egress=[w.id for w in workers if w.plan.netdev == rule.to and w.id not in gone],
+                    set_dst_mac=rule.set_dst_mac, set_src_mac=rule.set_src_mac,
+                    swap_macs=rule.swap_macs, max_len=mtu + L2_OVERHEAD if mtu else None)
+            compiled.append(entry)
+        table[iface.index] = compiled
     return table
 
 
@@ -1254,6 +1261,7 @@ class Supervisor:
         README (schema 1: keys are only ever added)."""
         now = time.time()
         workers = []
+        rules: dict[int, dict] = {}     # by index in `forward`, summed over workers
         for w in sorted(self.workers, key=lambda w: (w.plan.netdev, w.plan.queue)):
             stats = self.umem.control.worker_stats(w.id)
             rx_pps, tx_pps, drop_pps = self._rates(w, stats)
@@ -1279,6 +1287,13 @@ class Supervisor:
                 "drop_pps": round(drop_pps, 1), "xsk": xsk,
                 "bad_descriptors": stats["bad_descs"],
                 "rings": self.umem.control.ring_use(w.id)})
+            for rule, packets, bytes_ in worker_rule_counts(self.config, self.umem.control, w):
+                entry = rules.setdefault(rule.index, {
+                    "index": rule.index, "from": rule.from_,
+                    "match": rule.match.describe() if rule.match else None,
+                    "action": rule.action, "to": rule.to, "packets": 0, "bytes": 0})
+                entry["packets"] += packets
+                entry["bytes"] += bytes_
         interfaces = []
         for i in sorted(self.interfaces, key=lambda i: i.name):
             interfaces.append({
@@ -1301,7 +1316,8 @@ class Supervisor:
                      "worker_slots": geo.nworkers,
                      "worker_slots_used": geo.nworkers - len(self.free_slots),
                      "frames_by_location": self.umem.frame_locations()},
-            "interfaces": interfaces, "workers": workers}
+            "interfaces": interfaces, "workers": workers,
+            "rules": [rules[i] for i in sorted(rules)]}
 
     # -- stop -------------------------------------------------------------
 
@@ -1356,11 +1372,29 @@ class Supervisor:
         self.ready = False
 
 
+def worker_rule_counts(config, control, worker) -> list[tuple]:
+    """(rule, packets, bytes) for each rule of the worker's netdev, in order:
+    the fast path counts by position in that list (rule_stats)."""
+    if config is None:
+        return []
+    rules = config.rules_for(worker.plan.netdev)
+    if not rules:
+        return []
+    packets, bytes_ = control.rule_stats(worker.id)
+    return [(rule, packets[k], bytes_[k]) for k, rule in enumerate(rules)]
+
+
 def describe_rule(config: Config, netdev: str) -> str:
-    """A rule in words, for `xdpd status`."""
-    rule = config.rule_for(netdev)
-    if rule is None:
+    """The rules for `netdev` in words, for `xdpd status`: one, or several
+    ("udp dst port 53: forward to eth1; drop"), tried in that order."""
+    rules = config.rules_for(netdev)
+    if not rules:
         return "drop (no rule)"
+    return "; ".join((f"{r.match.describe()}: " if r.match else "") + _describe_action(r)
+                     for r in rules)
+
+
+def _describe_action(rule) -> str:
     if rule.action == "drop":
         return "drop"
     what = [f"forward to {rule.to}"]

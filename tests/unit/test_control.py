@@ -1,4 +1,6 @@
 """The shared control area and the rule compiler, without a kernel."""
+import sys
+
 import pytest
 
 from xdpd import _fastpath
@@ -74,14 +76,36 @@ forward:
     workers = [Worker(i, WorkerPlan(n, q, 0, f"{n}/q{q}"), "abc".index(n), socket=None)
                for i, (n, q) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0)])]
     table = compile_table(config, ifaces, workers)
-    assert table[0] == {"action": "forward", "egress": [2, 3],
-                        "set_dst_mac": bytes.fromhex("020000000004"),
-                        "set_src_mac": None, "swap_macs": False, "max_len": None}
-    assert table[1] == {"action": "drop"}
+    assert table[0] == [{"action": "forward", "id": 0, "match": None, "egress": [2, 3],
+                         "set_dst_mac": bytes.fromhex("020000000004"),
+                         "set_src_mac": None, "swap_macs": False, "max_len": None}]
+    assert table[1] == [{"action": "drop", "id": 1, "match": None}]
     assert table[2] is None        # no rule: dropped as no_rule
     # the egress MTU limits the frame length: + Ethernet header + one VLAN tag
     table = compile_table(config, ifaces, workers, mtus={"a": 9000, "b": 1280})
-    assert table[0]["max_len"] == 1280 + 18
+    assert table[0][0]["max_len"] == 1280 + 18
+
+
+def test_compile_table_lists_a_netdevs_rules_in_order_with_their_matches(control):
+    from xdpd.bpf import XDPD_MATCH_DST_PORT, XDPD_MATCH_IP_PROTO, XdpdMatch
+    config = parse_config("""
+interfaces: [{name: a}, {name: b}]
+forward:
+  - {from: b, action: drop}
+  - {from: a, to: b, match: {ip_proto: udp, dst_port: 4789}}
+  - {from: a, action: drop}
+""")
+    ifaces = [Interface(n, i, 10 + i, program=None) for i, n in enumerate("ab")]
+    workers = [Worker(i, WorkerPlan(n, 0, 0, f"{n}/q0"), "ab".index(n), socket=None)
+               for i, n in enumerate("ab")]
+    rules = compile_table(config, ifaces, workers)[0]
+    assert [(r["id"], r["action"]) for r in rules] == [(1, "forward"), (2, "drop")]
+    assert rules[0]["egress"] == [1] and rules[1]["match"] is None
+    m = XdpdMatch.from_buffer_copy(rules[0]["match"])
+    assert m.fields == XDPD_MATCH_IP_PROTO | XDPD_MATCH_DST_PORT
+    assert m.ip_proto == 17
+    assert m.dst_port == int.from_bytes((4789).to_bytes(2, "big"), sys.byteorder)  # network order
+    assert control.write_table(compile_table(config, ifaces, workers)) == 1
 
 
 def test_hugepages_auto_uses_huge_pages_when_free_else_says_why():
