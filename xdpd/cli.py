@@ -65,13 +65,10 @@ def cmd_check_config(args) -> int:
     print(f"{args.path}: OK")
     print(f"workers: {len(plans)}")
     for p in plans:
-        rule = config.rule_for(p.netdev)
-        if rule is None:
-            what = "drop (no rule)"
-        elif rule.action == "drop":
-            what = "drop"
-        else:
-            what = f"forward to {rule.to}"
+        rules = config.rules_for(p.netdev)
+        what = "; ".join((f"{r.match.describe()}: " if r.match else "")
+                         + ("drop" if r.action == "drop" else f"forward to {r.to}")
+                         for r in rules) or "drop (no rule)"
         print(f"  {p.name:<20} cpu {p.cpu:<3} {what}")
     for iface in config.interfaces:
         if iface.pass_to_kernel:

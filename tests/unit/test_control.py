@@ -134,3 +134,26 @@ def test_hugepages_on_without_free_huge_pages_names_the_sysctl():
         SharedUmem(geo, "on")
     assert "umem.hugepages is on but huge pages are not available" in str(info.value)
     assert "sysctl vm.nr_hugepages=8192" in str(info.value)
+
+
+def test_rules_in_words_and_their_counters_by_forward_index():
+    from types import SimpleNamespace
+
+    from xdpd.supervisor import describe_rule, worker_rule_counts
+    config = parse_config("""
+interfaces: [{name: a}, {name: b}]
+forward:
+  - {from: b, action: drop}
+  - {from: a, to: b, match: {ip_proto: udp, dst_port: 53}, set_dst_mac: "02:00:00:00:00:04"}
+  - {from: a, action: drop}
+""")
+    assert describe_rule(config, "a") == \
+        "udp dst port 53: forward to b, dst MAC 02:00:00:00:00:04; drop"
+    assert describe_rule(config, "b") == "drop"
+
+    class Control:
+        def rule_stats(self, i):
+            return [7, 3] + [0] * 14, [700, 300] + [0] * 14
+    worker = SimpleNamespace(id=0, plan=WorkerPlan("a", 0, 0, "a/q0"))
+    assert [(r.index, p, b) for r, p, b in worker_rule_counts(config, Control(), worker)] == \
+        [(1, 7, 700), (2, 3, 300)]
