@@ -22,6 +22,9 @@
  *      forwarded (own TX ring, or the fwd ring of the egress worker).  We
  *      take no more than the egress side has room for, so a full egress
  *      leaves packets in the RX ring (back-pressure) instead of dropping.
+ *      With several rules or a match, each packet is parsed and takes the
+ *      first rule it fits; room is then checked per packet, on the egress
+ *      of its rule (port_receive_rules).
  *   5. TX kick if the TX ring says it needs one (need_wakeup); in copy
  *      mode the kernel transmits in sendto() context.  With busy polling,
  *      a sendto() whenever the kernel has not taken all of the TX ring.
@@ -3839,6 +3842,25 @@ static int fz_scan(struct fuzz *fz)
 				(unsigned long long)m->tx, (unsigned long long)m->handoff, fz->fpw,
 				(unsigned long long)c[FZ_FREE], (unsigned long long)c[FZ_RX],
 				(unsigned long long)c[FZ_TX], (unsigned long long)c[FZ_HANDOFF]);
+			goto out;
+		}
+	}
+	/* a rule counts only packets its worker received (and starts again
+	 * from zero when the rules change): never more, killed or not */
+	for (uint32_t w = 0; w < fz->n; w++) {
+		struct fp_counts k;
+		uint64_t pk = 0, by = 0;
+
+		ctl_counts(fz->h, w, &k);
+		for (int r = 0; r < FP_MAX_RULES; r++) {
+			pk += k.stats.rule_packets[r];
+			by += k.stats.rule_bytes[r];
+		}
+		if (pk > k.stats.rx_packets || by > k.stats.rx_bytes) {
+			fz_fail(fz, "worker %u's rules counted %llu packets, %llu bytes; it received "
+				"%llu, %llu", w, (unsigned long long)pk, (unsigned long long)by,
+				(unsigned long long)k.stats.rx_packets,
+				(unsigned long long)k.stats.rx_bytes);
 			goto out;
 		}
 	}
