@@ -136,6 +136,14 @@ def test_first_matching_rule_takes_every_packet_and_counts_it():
     assert assert_macs(r, packets, bench.DST_MAC + bench.SRC_MAC) >= SETUP.batch
 
 
+@pytest.mark.parametrize("name", ["match", "io"])
+def test_a_tx_ring_smaller_than_a_batch_holds_packets_back_never_drops(name):
+    setup = replace(SETUP, packets=20_000, rings=(512, 16, 1024, 2048))
+    r, frames, _ = run(name, setup)
+    assert r["transmitted"] == 20_000 and r["dropped"] == 0
+    assert_frames_settled(frames, setup)
+
+
 def run_rules(table, nworkers=1, setup=SETUP):
     """A one-off scenario: the result, and worker 0's rule counters."""
     scenario = bench.Scenario("rules", nworkers, table, (0,), "test")
