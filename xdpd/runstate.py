@@ -102,18 +102,28 @@ def owner_alive(owner: Owner, start_time_of=process_start_time, current_boot=boo
     return start_time_of(owner.pid) == owner.start_time
 
 
-def read(path: str) -> Record | None:
-    """The record at path; None if there is none.  RecordError if the file
-    is not a record; OSError if it cannot be read."""
+def read_document(path: str, format_: str) -> dict | None:
+    """The JSON object at path if its "format" is format_; None if there is
+    no file.  ValueError if it is something else (JSON, encoding or format);
+    OSError if it cannot be read.  For the record and the steering journal."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return None
+    doc = json.loads(data)          # json.JSONDecodeError, UnicodeDecodeError: ValueError
+    if not isinstance(doc, dict) or doc.get("format") != format_:
+        raise ValueError(f"expected format {format_}")
+    return doc
+
+
+def read(path: str) -> Record | None:
+    """The record at path; None if there is none.  RecordError if the file
+    is not a record; OSError if it cannot be read."""
     try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"expected format {FORMAT}")
+        doc = read_document(path, FORMAT)
+        if doc is None:
+            return None
         owner = Owner(_int(doc, "pid"), _int(doc, "start_time"), _str(doc, "boot_id"))
         netdevs = doc.get("netdevs")
         if not isinstance(netdevs, list):

@@ -41,7 +41,6 @@ log of the next start cannot name it, but `ethtool -n` shows it.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -139,14 +138,9 @@ class NetdevSteering:
 
 def read_journal(path: str) -> tuple[runstate.Owner, list[NetdevSteering]] | None:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"expected format {FORMAT}")
+        doc = runstate.read_document(path, FORMAT)
+        if doc is None:
+            return None
         owner = runstate.Owner(doc["pid"], doc["start_time"], doc["boot_id"])
         netdevs = []
         for n in doc["netdevs"]:
