@@ -389,8 +389,10 @@ static int mac_from_obj(PyObject *o, uint8_t *mac)
  *   {"action": "forward"|"drop"|None, "egress": [worker ids],
  *    "match": bytes (struct fp_match)|None, "id": int (index in `forward`),
  *    "set_dst_mac": bytes|None, "set_src_mac": bytes|None, "swap_macs": bool,
- *    "max_len": int|None (longest frame the egress takes; frames longer are
- *    dropped as too_long)} */
+ *    "push_vlan": int|None (VLAN id 0..4095), "vlan_proto": int (TPID of the
+ *    pushed tag, 0x8100 or 0x88a8; default 0x8100), "pop_vlan": bool,
+ *    "max_len": int|None (longest frame the egress takes, after a push or
+ *    pop; frames longer are dropped as too_long)} */
 static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 {
 	PyObject *o;
@@ -462,6 +464,43 @@ static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 	o = PyDict_GetItemString(d, "swap_macs");
 	if (o && PyObject_IsTrue(o))
 		r->mac_flags |= FP_MAC_SWAP;
+	o = PyDict_GetItemString(d, "push_vlan");
+	if (o && o != Py_None) {
+		unsigned long v = PyLong_AsUnsignedLong(o), tpid = 0x8100;
+		PyObject *proto;
+
+		if (PyErr_Occurred())
+			return -1;
+		if (v > 4095) {
+			PyErr_SetString(PyExc_ValueError, "push_vlan out of range 0..4095");
+			return -1;
+		}
+		proto = PyDict_GetItemString(d, "vlan_proto");
+		if (proto && proto != Py_None) {
+			tpid = PyLong_AsUnsignedLong(proto);
+			if (PyErr_Occurred())
+				return -1;
+			if (tpid != 0x8100 && tpid != 0x88a8) {
+				PyErr_SetString(PyExc_ValueError, "vlan_proto must be 0x8100 or 0x88a8");
+				return -1;
+			}
+		}
+		r->vlan_op = FP_VLAN_PUSH;
+		r->vlan_tpid = htons((uint16_t)tpid);
+		r->vlan_tci = htons((uint16_t)v);
+	}
+	o = PyDict_GetItemString(d, "pop_vlan");
+	if (o && PyObject_IsTrue(o)) {
+		if (r->vlan_op == FP_VLAN_PUSH) {
+			PyErr_SetString(PyExc_ValueError, "push_vlan and pop_vlan in one rule");
+			return -1;
+		}
+		r->vlan_op = FP_VLAN_POP;
+	}
+	if (r->vlan_op != FP_VLAN_NONE && r->action != FP_ACT_FORWARD) {
+		PyErr_SetString(PyExc_ValueError, "push_vlan/pop_vlan on a rule that does not forward");
+		return -1;
+	}
 	o = PyDict_GetItemString(d, "match");
 	if (o && o != Py_None) {
 		char *buf;
@@ -1160,8 +1199,10 @@ static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
  * egress that names no worker makes the rule's packets egress_down
  * (egress_running()).  Only when the generation moves: not per packet.
  * A netdev with no rule, or one rule without a match (the common case),
- * takes port_receive's path that parses nothing; anything else is
- * classified packet by packet (port_receive_rules).  The rule counters
+ * takes port_receive's path that parses nothing; anything else, and any
+ * rule that pushes or pops a VLAN tag (the packet's address and length
+ * change: kept off the common path), is classified packet by packet
+ * (port_receive_rules).  The rule counters
  * start again from zero when the list differs from the one they count
  * for (a replacement worker continues them: rule_sig is committed).
  */
@@ -1182,9 +1223,12 @@ static void port_load_rule(PortObject *p)
 			p->n_rules = FP_MAX_RULES;
 		memcpy(p->rules, nd->rules, p->n_rules * sizeof(p->rules[0]));
 	}
+	p->classify = false;
 	for (uint32_t k = 0; k < p->n_rules; k++) {
 		struct fp_rule *r = &p->rules[k];
 
+		if (r->vlan_op != FP_VLAN_NONE)
+			p->classify = true;
 		if (r->n_egress > FP_MAX_EGRESS)
 			r->n_egress = FP_MAX_EGRESS;
 		p->rule_egress[k] = p->id;
@@ -1196,7 +1240,8 @@ static void port_load_rule(PortObject *p)
 	else
 		memset(&p->rule, 0, sizeof(p->rule));
 	p->egress = p->n_rules ? p->rule_egress[0] : p->id;
-	p->classify = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
+	p->classify = p->classify || p->n_rules > 1 ||
+		      (p->n_rules == 1 && p->rule.match.fields);
 	sig = rules_sig(p->rules, p->n_rules);
 	if (sig != p->st.rule_sig) {
 		p->st.rule_sig = sig;
@@ -1430,6 +1475,48 @@ static inline bool is_vlan(uint16_t proto_be)
 	return proto_be == htons(0x8100) || proto_be == htons(0x88a8);
 }
 
+/*
+ * A rule's VLAN action, in two steps so that nothing is written before the
+ * packet is known to leave: vlan_delta() says by how much the length will
+ * change (max_len is judged on the length the egress gets), vlan_apply()
+ * moves the MACs and the packet's start.  A push needs 4 bytes before the
+ * packet inside its frame: the kernel puts packets XDP_PACKET_HEADROOM
+ * (256) bytes in, so only a descriptor no kernel writes lacks them, and
+ * that packet is dropped as invalid.  A pop on an untagged packet (or one
+ * too short to hold a whole tag) changes nothing: a rule that must see a
+ * tag says so in its match (vlan: ID).
+ */
+#define VLAN_HLEN	4
+#define VLAN_NO_ROOM	INT32_MIN
+
+static inline int32_t vlan_delta(PortObject *p, const struct fp_rule *r,
+				 uint64_t addr, const uint8_t *pkt, uint32_t len)
+{
+	if (r->vlan_op == FP_VLAN_PUSH)
+		return (addr & (p->frame_size - 1)) >= VLAN_HLEN ? VLAN_HLEN : VLAN_NO_ROOM;
+	if (r->vlan_op == FP_VLAN_POP && len >= ETH_HLEN + VLAN_HLEN &&
+	    is_vlan(get16(pkt + 2 * ETH_ALEN)))
+		return -VLAN_HLEN;
+	return 0;
+}
+
+/* delta from vlan_delta(), not VLAN_NO_ROOM; the packet is at *addr */
+static inline void vlan_apply(const struct fp_rule *r, uint8_t *umem, uint64_t *addr,
+			      int32_t delta)
+{
+	uint8_t *pkt = umem + *addr;
+
+	if (delta > 0) {
+		memmove(pkt - VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN, &r->vlan_tpid, 2);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN + 2, &r->vlan_tci, 2);
+		*addr -= VLAN_HLEN;
+	} else if (delta < 0) {
+		memmove(pkt + VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		*addr += VLAN_HLEN;
+	}
+}
+
 static void pkt_parse(const uint8_t *pkt, uint32_t len, struct pkt_info *pi)
 {
 	uint32_t off = ETH_HLEN, l4;
@@ -1561,8 +1648,9 @@ static uint32_t port_receive_rules(PortObject *p)
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
 		uint64_t addr = d->addr;
-		uint32_t len = d->len, k, e;
+		uint32_t len = d->len, k, e, out_len;
 		const struct fp_rule *r;
+		int32_t delta = 0;
 		uint8_t *pkt;
 
 		if (!frame_ok(p, addr, len, p->id)) {
@@ -1585,8 +1673,11 @@ static uint32_t port_receive_rules(PortObject *p)
 		}
 		r = &p->rules[k];
 		e = p->rule_egress[k];
-		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN &&
-		    (!r->max_len || len <= r->max_len) && egress_running(p, e)) {
+		if (r->vlan_op != FP_VLAN_NONE && len >= ETH_HLEN)
+			delta = vlan_delta(p, r, addr, pkt, len);
+		out_len = len + (delta == VLAN_NO_ROOM ? 0 : delta);
+		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN && delta != VLAN_NO_ROOM &&
+		    (!r->max_len || out_len <= r->max_len) && egress_running(p, e)) {
 			if (e == p->id) {
 				if (!tx_room)
 					break;		/* stays on the RX ring */
@@ -1607,12 +1698,12 @@ static uint32_t port_receive_rules(PortObject *p)
 			p->st.drops[r->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE]++;
 			continue;
 		}
-		if (len < ETH_HLEN) {
+		if (len < ETH_HLEN || delta == VLAN_NO_ROOM) {
 			free_push(p, addr);
 			p->st.drops[FP_DROP_INVALID]++;
 			continue;
 		}
-		if (r->max_len && len > r->max_len) {
+		if (r->max_len && out_len > r->max_len) {
 			free_push(p, addr);
 			p->st.drops[FP_DROP_TOO_LONG]++;
 			continue;
@@ -1623,6 +1714,10 @@ static uint32_t port_receive_rules(PortObject *p)
 			continue;
 		}
 		rewrite_macs(r, pkt);
+		if (delta) {
+			vlan_apply(r, p->umem, &addr, delta);
+			len = out_len;
+		}
 		if (e == p->id) {
 			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
 						[p->tx.cached_prod++ & p->tx.mask];
