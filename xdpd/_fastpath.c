@@ -2884,7 +2884,7 @@ out:
  *     descriptors taken (sent), completions handed back;
  *   - a random port's loop step: port_step(), the workers' own;
  *   - a new forwarding table: forward to random egress lists, drop, no
- *     rule, MAC rewrites, max_len;
+ *     rule, MAC rewrites, VLAN push and pop, max_len;
  *   - with misbehave: the kernel lying (RX descriptors and completions
  *     with addresses of our frames at any offset, of another worker's,
  *     past the frames, past the UMEM, of frames it was given or holds
@@ -2994,6 +2994,7 @@ enum fz_loc {
 enum { FZ_FREE, FZ_RX, FZ_TX, FZ_HANDOFF };	/* struct fp_frames, in order */
 
 struct fz_pkt {
+	uint64_t addr;		/* where it was delivered */
 	uint16_t len;
 	uint8_t sent;
 	uint32_t seen;		/* the fz_scan() pass that last found it in flight */
@@ -3026,6 +3027,8 @@ struct fuzz {
 	uint64_t actions[FZ__MAX], kills[FZ_KILL__MAX], scans;
 	/* fz_scan() */
 	uint32_t *where;
+	uint64_t *last_id;	/* by frame: the packet last delivered into it (the
+				 * only one whose id there is not stale) */
 	uint64_t (*cnt)[4];
 	uint32_t pass;
 	uint64_t on_rx, on_fwd, on_tx;		/* packets on their way */
@@ -3211,7 +3214,10 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 		if (base < fz->frames_end) {
 			uint8_t *pkt = p->umem + addr;
 
+			uint16_t type = htons(fz_below(fz, 2) ? 0x0800 : 0x8100);
+
 			memcpy(pkt, emu_macs, sizeof(emu_macs));
+			memcpy(pkt + 2 * ETH_ALEN, &type, sizeof(type));	/* for pop_vlan */
 			if (fz->exact) {
 				uint64_t id = ++fz->n_pkts;
 
@@ -3224,9 +3230,11 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 					fz->pkts = m;
 					fz->cap_pkts = cap;
 				}
-				fz->pkts[id - 1] = (struct fz_pkt){ .len = (uint16_t)len };
+				fz->pkts[id - 1] = (struct fz_pkt){ .addr = addr,
+								    .len = (uint16_t)len };
 				fz->bytes_delivered += len;
 				memcpy(pkt + FZ_ID_OFF, &id, sizeof(id));
+				fz->last_id[base / fz->fs] = id;
 			}
 		}
 		d->addr = addr;
@@ -3237,24 +3245,55 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 	return n;
 }
 
+/*
+ * The packet an exact run delivered whose bytes start at addr (in a frame):
+ * where it was delivered (*shift 0), or 4 bytes on for a pushed tag
+ * (*shift 4: its id 4 bytes further from addr) or 4 back for a popped one
+ * (*shift -4).  Its id, 0: none.
+ */
+static uint64_t fz_find(struct fuzz *fz, uint64_t addr, int32_t *shift)
+{
+	static const int32_t shifts[] = { 0, VLAN_HLEN, -VLAN_HLEN };
+	uint64_t off = addr & (fz->fs - 1), id;
+
+	if (addr >= fz->frames_end)
+		return 0;
+	for (size_t i = 0; i < sizeof(shifts) / sizeof(shifts[0]); i++) {
+		int64_t at = (int64_t)off + FZ_ID_OFF + shifts[i];
+
+		if (at < 0 || at + 8 > fz->fs)
+			continue;
+		memcpy(&id, fz->ports[0]->umem + addr + FZ_ID_OFF + shifts[i], sizeof(id));
+		if (id && id == fz->last_id[addr / fz->fs] &&
+		    fz->pkts[id - 1].addr == addr + shifts[i]) {
+			*shift = shifts[i];
+			return id;
+		}
+	}
+	return 0;
+}
+
 /* The packet an exact run delivered as this TX descriptor, sent now. */
 static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d)
 {
 	uint64_t id, off = d->addr & (fz->fs - 1);
 	struct fz_pkt *pk;
+	int32_t shift = 0;
 
-	if (d->addr >= fz->frames_end || off + d->len > fz->fs || off + FZ_ID_ROOM > fz->fs)
+	/* the id's room is fz_find()'s to check: a popped packet's id lies 4
+	 * bytes nearer its start */
+	if (d->addr >= fz->frames_end || off + d->len > fz->fs)
 		return fz_fail(fz, "worker %u's TX ring holds addr %#llx len %u: not a packet "
 			       "the kernel delivered", x, (unsigned long long)d->addr, d->len);
-	memcpy(&id, fz->ports[x]->umem + d->addr + FZ_ID_OFF, sizeof(id));
-	if (id == 0 || id > fz->n_pkts)
+	id = fz_find(fz, d->addr, &shift);
+	if (id == 0)
 		return fz_fail(fz, "worker %u's TX ring holds addr %#llx: no packet was "
 			       "delivered there", x, (unsigned long long)d->addr);
 	pk = &fz->pkts[id - 1];
 	if (pk->sent)
 		return fz_fail(fz, "packet %llu sent twice (again by worker %u, addr %#llx)",
 			       (unsigned long long)id, x, (unsigned long long)d->addr);
-	if (pk->len != d->len)
+	if ((uint32_t)(pk->len + shift) != d->len)
 		return fz_fail(fz, "packet %llu delivered with %u bytes, sent by worker %u "
 			       "with %u", (unsigned long long)id, pk->len, x, d->len);
 	pk->sent = 1;
@@ -3355,6 +3394,9 @@ static void fz_rule(struct fuzz *fz, struct fp_rule *r, bool match)
 	}
 	if (!fz_below(fz, 8))
 		r->max_len = ETH_HLEN + fz_below(fz, fz->fs);
+	r->vlan_op = fz_below(fz, 4) % 3;		/* none half the time, push, pop */
+	r->vlan_tpid = htons(fz_below(fz, 2) ? 0x8100 : 0x88a8);
+	r->vlan_tci = (uint16_t)fz_rand(fz);
 }
 
 /* A forwarding table as the supervisor writes one (Control.write_table). */
@@ -3595,6 +3637,9 @@ static void fz_lie_table(struct fuzz *fz)
 			r->match.fields = (uint32_t)fz_rand(fz);
 		r->action = fz_below(fz, 2) ? FP_ACT_FORWARD : (uint32_t)fz_rand(fz);
 		r->mac_flags = (uint32_t)fz_rand(fz);
+		r->vlan_op = fz_below(fz, 2) ? fz_below(fz, 3) : (uint32_t)fz_rand(fz);
+		r->vlan_tpid = (uint16_t)fz_rand(fz);
+		r->vlan_tci = (uint16_t)fz_rand(fz);
 		r->max_len = fz_below(fz, 2) ? 0 : (uint32_t)fz_rand(fz);
 		r->n_egress = fz_below(fz, 2) ? 1 + fz_below(fz, FP_MAX_EGRESS)
 					      : (uint32_t)fz_rand(fz);
@@ -3749,14 +3794,15 @@ static int fz_in_flight(struct fuzz *fz, uint64_t addr, uint32_t len, uint32_t l
 {
 	uint64_t id;
 	struct fz_pkt *pk;
+	int32_t shift = 0;
 	char l1[80];
 
-	memcpy(&id, fz->ports[0]->umem + addr + FZ_ID_OFF, sizeof(id));
-	if (id == 0 || id > fz->n_pkts)
+	id = fz_find(fz, addr, &shift);
+	if (id == 0)
 		return fz_fail(fz, "%s holds addr %#llx: no packet was delivered there",
 			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)addr);
 	pk = &fz->pkts[id - 1];
-	if (pk->sent || pk->seen == fz->pass || pk->len != len)
+	if (pk->sent || pk->seen == fz->pass || (uint32_t)(pk->len + shift) != len)
 		return fz_fail(fz, "%s holds packet %llu (%u bytes), which is %s",
 			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)id, len,
 			       pk->sent ? "sent already" : pk->seen == fz->pass ?
@@ -4289,8 +4335,9 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	fz.k = PyMem_Calloc(fz.n, sizeof(*fz.k));
 	fz.dead = PyMem_Calloc(fz.n, sizeof(*fz.dead));
 	fz.where = PyMem_Calloc(fz.nframes, sizeof(*fz.where));
+	fz.last_id = PyMem_Calloc(fz.nframes, sizeof(*fz.last_id));
 	fz.cnt = PyMem_Calloc(fz.n, sizeof(*fz.cnt));
-	if (!fz.k || !fz.dead || !fz.where || !fz.cnt) {
+	if (!fz.k || !fz.dead || !fz.where || !fz.last_id || !fz.cnt) {
 		PyErr_NoMemory();
 		goto out;
 	}
@@ -4345,6 +4392,7 @@ out:
 	PyMem_Free(fz.k);
 	PyMem_Free(fz.dead);
 	PyMem_Free(fz.where);
+	PyMem_Free(fz.last_id);
 	PyMem_Free(fz.cnt);
 	PyMem_Free(fz.pkts);
 	return result;
