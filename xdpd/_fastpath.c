@@ -1029,7 +1029,9 @@ typedef struct {
 	uint64_t generation;
 	struct fp_rule rule;		/* rules[0], or no rule: the common case */
 	uint32_t egress;		/* worker id chosen from rule.egress */
-	bool classify;			/* several rules or a match: parse each packet */
+	bool classify;			/* several rules, a match or a VLAN action:
+					 * port_receive_rules */
+	bool parse;			/* several rules or a match: parse each packet */
 	uint32_t n_rules;
 	struct fp_rule rules[FP_MAX_RULES];
 	uint32_t rule_egress[FP_MAX_RULES];	/* worker id chosen for each */
@@ -1240,8 +1242,8 @@ static void port_load_rule(PortObject *p)
 	else
 		memset(&p->rule, 0, sizeof(p->rule));
 	p->egress = p->n_rules ? p->rule_egress[0] : p->id;
-	p->classify = p->classify || p->n_rules > 1 ||
-		      (p->n_rules == 1 && p->rule.match.fields);
+	p->parse = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
+	p->classify = p->classify || p->parse;
 	sig = rules_sig(p->rules, p->n_rules);
 	if (sig != p->st.rule_sig) {
 		p->st.rule_sig = sig;
@@ -1664,7 +1666,7 @@ static uint32_t port_receive_rules(PortObject *p)
 			continue;
 		}
 		pkt = p->umem + addr;
-		k = port_classify(p, pkt, len);
+		k = p->parse ? port_classify(p, pkt, len) : 0;	/* one rule takes all */
 		if (k == p->n_rules) {
 			p->st.rx_bytes += len;
 			free_push(p, addr);
