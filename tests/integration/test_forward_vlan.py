@@ -75,3 +75,21 @@ def test_pop_vlan_removes_the_outer_tag_and_leaves_untagged_frames_alone(lab, st
     popped = sum(f[12:14] in (b"\x81\x00", b"\x88\xa8") for f in sent)
     assert popped == 3 * len(sent) // 6
     assert m.value("xdpd_tx_bytes_total", netdev=lab.OUT_DEV) == sum(map(len, sent)) - 4 * popped
+
+
+def test_an_802_1ad_push_and_the_mtu_judged_after_it(lab, start_daemon):
+    """The egress takes MTU + 18 bytes: a full 1500 MTU frame with a tag
+    already on it, pushed again, is 1522 bytes and dropped as too_long."""
+    d = start_daemon(vlan_config(lab, "push_vlan: 4095\n    vlan_proto: 802.1ad"))
+    fits = UNTAGGED[:1] + TAGGED[:1]
+    long = [("802.1Q 1518 B: MTU + tag", None,
+             size(tag(0x8100, 100, typed(0x0800, UDP64)), 1518), True)]
+    frames = build(fits + long, 0xC3, mac(lab.MACS[lab.IN_DEV]))
+    sent = [f for k, f in frames if k < len(fits)]
+    m, got = send_through(lab, d, frames, 0xC3, len(sent),
+                          ("xdpd_rx_packets_total", lab.IN_DEV))
+    sink = mac(lab.MACS[lab.SINK_DEV])
+    assert sorted(got) == sorted(sink + f[6:12] + tag(0x88A8, 4095, f[12:]) for f in sent)
+    m = d.wait_for(lambda m: m.value("xdpd_tx_packets_total", netdev=lab.OUT_DEV) >= len(sent))
+    assert m.value("xdpd_dropped_packets_total", netdev=lab.IN_DEV, reason="too_long") == \
+        len(frames) - len(sent)
