@@ -1137,3 +1137,21 @@ def test_vlan_actions_parse():
                     match=Match(vlan=5)),
         ForwardRule(2, "veth-b", "forward", "veth-a", pop_vlan=True),
     )
+
+
+def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from xdpd.cli import cmd_check_config
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(dedent("""\
+        interfaces: [{name: lo}]
+        forward:
+          - {from: lo, to: lo, match: {vlan: none}, push_vlan: 100}
+          - {from: lo, to: lo, pop_vlan: true, swap_macs: true}
+        metrics: {listen: null}
+        """))
+    path.chmod(0o600)
+    assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
+    assert "untagged: forward to lo, push vlan 100; forward to lo, swap MACs, pop vlan" in \
+        capsys.readouterr().out
