@@ -95,6 +95,8 @@ SCENARIOS = {s.name: s for s in (
              (0,), "worker 0 -> worker 1 -> home, MAC rewrite; both on one core"),
     Scenario("drop", 1, [{"action": "drop"}], (0,), "a drop rule"),
     Scenario("match", 1, [MATCH_RULES], (0,), "three rules with matches, the second forwards"),
+    Scenario("vlan", 1, [_forward([0], set_dst_mac=DST_MAC, set_src_mac=SRC_MAC, push_vlan=100)],
+             (0,), "forward, MAC rewrite + push_vlan (the per-packet rule path)"),
 )}
 
 

@@ -389,8 +389,10 @@ static int mac_from_obj(PyObject *o, uint8_t *mac)
  *   {"action": "forward"|"drop"|None, "egress": [worker ids],
  *    "match": bytes (struct fp_match)|None, "id": int (index in `forward`),
  *    "set_dst_mac": bytes|None, "set_src_mac": bytes|None, "swap_macs": bool,
- *    "max_len": int|None (longest frame the egress takes; frames longer are
- *    dropped as too_long)} */
+ *    "push_vlan": int|None (VLAN id 0..4095), "vlan_proto": int (TPID of the
+ *    pushed tag, 0x8100 or 0x88a8; default 0x8100), "pop_vlan": bool,
+ *    "max_len": int|None (longest frame the egress takes, after a push or
+ *    pop; frames longer are dropped as too_long)} */
 static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 {
 	PyObject *o;
@@ -462,6 +464,43 @@ static int rule_from_dict(PyObject *d, struct fp_rule *r, uint32_t nworkers)
 	o = PyDict_GetItemString(d, "swap_macs");
 	if (o && PyObject_IsTrue(o))
 		r->mac_flags |= FP_MAC_SWAP;
+	o = PyDict_GetItemString(d, "push_vlan");
+	if (o && o != Py_None) {
+		unsigned long v = PyLong_AsUnsignedLong(o), tpid = 0x8100;
+		PyObject *proto;
+
+		if (PyErr_Occurred())
+			return -1;
+		if (v > 4095) {
+			PyErr_SetString(PyExc_ValueError, "push_vlan out of range 0..4095");
+			return -1;
+		}
+		proto = PyDict_GetItemString(d, "vlan_proto");
+		if (proto && proto != Py_None) {
+			tpid = PyLong_AsUnsignedLong(proto);
+			if (PyErr_Occurred())
+				return -1;
+			if (tpid != 0x8100 && tpid != 0x88a8) {
+				PyErr_SetString(PyExc_ValueError, "vlan_proto must be 0x8100 or 0x88a8");
+				return -1;
+			}
+		}
+		r->vlan_op = FP_VLAN_PUSH;
+		r->vlan_tpid = htons((uint16_t)tpid);
+		r->vlan_tci = htons((uint16_t)v);
+	}
+	o = PyDict_GetItemString(d, "pop_vlan");
+	if (o && PyObject_IsTrue(o)) {
+		if (r->vlan_op == FP_VLAN_PUSH) {
+			PyErr_SetString(PyExc_ValueError, "push_vlan and pop_vlan in one rule");
+			return -1;
+		}
+		r->vlan_op = FP_VLAN_POP;
+	}
+	if (r->vlan_op != FP_VLAN_NONE && r->action != FP_ACT_FORWARD) {
+		PyErr_SetString(PyExc_ValueError, "push_vlan/pop_vlan on a rule that does not forward");
+		return -1;
+	}
 	o = PyDict_GetItemString(d, "match");
 	if (o && o != Py_None) {
 		char *buf;
@@ -990,7 +1029,9 @@ typedef struct {
 	uint64_t generation;
 	struct fp_rule rule;		/* rules[0], or no rule: the common case */
 	uint32_t egress;		/* worker id chosen from rule.egress */
-	bool classify;			/* several rules or a match: parse each packet */
+	bool classify;			/* several rules, a match or a VLAN action:
+					 * port_receive_rules */
+	bool parse;			/* several rules or a match: parse each packet */
 	uint32_t n_rules;
 	struct fp_rule rules[FP_MAX_RULES];
 	uint32_t rule_egress[FP_MAX_RULES];	/* worker id chosen for each */
@@ -1160,8 +1201,10 @@ static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
  * egress that names no worker makes the rule's packets egress_down
  * (egress_running()).  Only when the generation moves: not per packet.
  * A netdev with no rule, or one rule without a match (the common case),
- * takes port_receive's path that parses nothing; anything else is
- * classified packet by packet (port_receive_rules).  The rule counters
+ * takes port_receive's path that parses nothing; anything else, and any
+ * rule that pushes or pops a VLAN tag (the packet's address and length
+ * change: kept off the common path), is classified packet by packet
+ * (port_receive_rules).  The rule counters
  * start again from zero when the list differs from the one they count
  * for (a replacement worker continues them: rule_sig is committed).
  */
@@ -1182,9 +1225,12 @@ static void port_load_rule(PortObject *p)
 			p->n_rules = FP_MAX_RULES;
 		memcpy(p->rules, nd->rules, p->n_rules * sizeof(p->rules[0]));
 	}
+	p->classify = false;
 	for (uint32_t k = 0; k < p->n_rules; k++) {
 		struct fp_rule *r = &p->rules[k];
 
+		if (r->vlan_op != FP_VLAN_NONE)
+			p->classify = true;
 		if (r->n_egress > FP_MAX_EGRESS)
 			r->n_egress = FP_MAX_EGRESS;
 		p->rule_egress[k] = p->id;
@@ -1196,7 +1242,8 @@ static void port_load_rule(PortObject *p)
 	else
 		memset(&p->rule, 0, sizeof(p->rule));
 	p->egress = p->n_rules ? p->rule_egress[0] : p->id;
-	p->classify = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
+	p->parse = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
+	p->classify = p->classify || p->parse;
 	sig = rules_sig(p->rules, p->n_rules);
 	if (sig != p->st.rule_sig) {
 		p->st.rule_sig = sig;
@@ -1430,6 +1477,48 @@ static inline bool is_vlan(uint16_t proto_be)
 	return proto_be == htons(0x8100) || proto_be == htons(0x88a8);
 }
 
+/*
+ * A rule's VLAN action, in two steps so that nothing is written before the
+ * packet is known to leave: vlan_delta() says by how much the length will
+ * change (max_len is judged on the length the egress gets), vlan_apply()
+ * moves the MACs and the packet's start.  A push needs 4 bytes before the
+ * packet inside its frame: the kernel puts packets XDP_PACKET_HEADROOM
+ * (256) bytes in, so only a descriptor no kernel writes lacks them, and
+ * that packet is dropped as invalid.  A pop on an untagged packet (or one
+ * too short to hold a whole tag) changes nothing: a rule that must see a
+ * tag says so in its match (vlan: ID).
+ */
+#define VLAN_HLEN	4
+#define VLAN_NO_ROOM	INT32_MIN
+
+static inline int32_t vlan_delta(PortObject *p, const struct fp_rule *r,
+				 uint64_t addr, const uint8_t *pkt, uint32_t len)
+{
+	if (r->vlan_op == FP_VLAN_PUSH)
+		return (addr & (p->frame_size - 1)) >= VLAN_HLEN ? VLAN_HLEN : VLAN_NO_ROOM;
+	if (r->vlan_op == FP_VLAN_POP && len >= ETH_HLEN + VLAN_HLEN &&
+	    is_vlan(get16(pkt + 2 * ETH_ALEN)))
+		return -VLAN_HLEN;
+	return 0;
+}
+
+/* delta from vlan_delta(), not VLAN_NO_ROOM; the packet is at *addr */
+static inline void vlan_apply(const struct fp_rule *r, uint8_t *umem, uint64_t *addr,
+			      int32_t delta)
+{
+	uint8_t *pkt = umem + *addr;
+
+	if (delta > 0) {
+		memmove(pkt - VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN, &r->vlan_tpid, 2);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN + 2, &r->vlan_tci, 2);
+		*addr -= VLAN_HLEN;
+	} else if (delta < 0) {
+		memmove(pkt + VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		*addr += VLAN_HLEN;
+	}
+}
+
 static void pkt_parse(const uint8_t *pkt, uint32_t len, struct pkt_info *pi)
 {
 	uint32_t off = ETH_HLEN, l4;
@@ -1561,8 +1650,9 @@ static uint32_t port_receive_rules(PortObject *p)
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
 		uint64_t addr = d->addr;
-		uint32_t len = d->len, k, e;
+		uint32_t len = d->len, k, e, out_len;
 		const struct fp_rule *r;
+		int32_t delta = 0;
 		uint8_t *pkt;
 
 		if (!frame_ok(p, addr, len, p->id)) {
@@ -1576,7 +1666,7 @@ static uint32_t port_receive_rules(PortObject *p)
 			continue;
 		}
 		pkt = p->umem + addr;
-		k = port_classify(p, pkt, len);
+		k = p->parse ? port_classify(p, pkt, len) : 0;	/* one rule takes all */
 		if (k == p->n_rules) {
 			p->st.rx_bytes += len;
 			free_push(p, addr);
@@ -1585,8 +1675,11 @@ static uint32_t port_receive_rules(PortObject *p)
 		}
 		r = &p->rules[k];
 		e = p->rule_egress[k];
-		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN &&
-		    (!r->max_len || len <= r->max_len) && egress_running(p, e)) {
+		if (r->vlan_op != FP_VLAN_NONE && len >= ETH_HLEN)
+			delta = vlan_delta(p, r, addr, pkt, len);
+		out_len = len + (delta == VLAN_NO_ROOM ? 0 : delta);
+		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN && delta != VLAN_NO_ROOM &&
+		    (!r->max_len || out_len <= r->max_len) && egress_running(p, e)) {
 			if (e == p->id) {
 				if (!tx_room)
 					break;		/* stays on the RX ring */
@@ -1607,12 +1700,12 @@ static uint32_t port_receive_rules(PortObject *p)
 			p->st.drops[r->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE]++;
 			continue;
 		}
-		if (len < ETH_HLEN) {
+		if (len < ETH_HLEN || delta == VLAN_NO_ROOM) {
 			free_push(p, addr);
 			p->st.drops[FP_DROP_INVALID]++;
 			continue;
 		}
-		if (r->max_len && len > r->max_len) {
+		if (r->max_len && out_len > r->max_len) {
 			free_push(p, addr);
 			p->st.drops[FP_DROP_TOO_LONG]++;
 			continue;
@@ -1623,6 +1716,10 @@ static uint32_t port_receive_rules(PortObject *p)
 			continue;
 		}
 		rewrite_macs(r, pkt);
+		if (delta) {
+			vlan_apply(r, p->umem, &addr, delta);
+			len = out_len;
+		}
 		if (e == p->id) {
 			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
 						[p->tx.cached_prod++ & p->tx.mask];
@@ -2789,7 +2886,7 @@ out:
  *     descriptors taken (sent), completions handed back;
  *   - a random port's loop step: port_step(), the workers' own;
  *   - a new forwarding table: forward to random egress lists, drop, no
- *     rule, MAC rewrites, max_len;
+ *     rule, MAC rewrites, VLAN push and pop, max_len;
  *   - with misbehave: the kernel lying (RX descriptors and completions
  *     with addresses of our frames at any offset, of another worker's,
  *     past the frames, past the UMEM, of frames it was given or holds
@@ -2899,6 +2996,7 @@ enum fz_loc {
 enum { FZ_FREE, FZ_RX, FZ_TX, FZ_HANDOFF };	/* struct fp_frames, in order */
 
 struct fz_pkt {
+	uint64_t addr;		/* where it was delivered */
 	uint16_t len;
 	uint8_t sent;
 	uint32_t seen;		/* the fz_scan() pass that last found it in flight */
@@ -2931,6 +3029,8 @@ struct fuzz {
 	uint64_t actions[FZ__MAX], kills[FZ_KILL__MAX], scans;
 	/* fz_scan() */
 	uint32_t *where;
+	uint64_t *last_id;	/* by frame: the packet last delivered into it (the
+				 * only one whose id there is not stale) */
 	uint64_t (*cnt)[4];
 	uint32_t pass;
 	uint64_t on_rx, on_fwd, on_tx;		/* packets on their way */
@@ -3116,7 +3216,10 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 		if (base < fz->frames_end) {
 			uint8_t *pkt = p->umem + addr;
 
+			uint16_t type = htons(fz_below(fz, 2) ? 0x0800 : 0x8100);
+
 			memcpy(pkt, emu_macs, sizeof(emu_macs));
+			memcpy(pkt + 2 * ETH_ALEN, &type, sizeof(type));	/* for pop_vlan */
 			if (fz->exact) {
 				uint64_t id = ++fz->n_pkts;
 
@@ -3129,9 +3232,11 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 					fz->pkts = m;
 					fz->cap_pkts = cap;
 				}
-				fz->pkts[id - 1] = (struct fz_pkt){ .len = (uint16_t)len };
+				fz->pkts[id - 1] = (struct fz_pkt){ .addr = addr,
+								    .len = (uint16_t)len };
 				fz->bytes_delivered += len;
 				memcpy(pkt + FZ_ID_OFF, &id, sizeof(id));
+				fz->last_id[base / fz->fs] = id;
 			}
 		}
 		d->addr = addr;
@@ -3142,24 +3247,55 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 	return n;
 }
 
+/*
+ * The packet an exact run delivered whose bytes start at addr (in a frame):
+ * where it was delivered (*shift 0), or 4 bytes on for a pushed tag
+ * (*shift 4: its id 4 bytes further from addr) or 4 back for a popped one
+ * (*shift -4).  Its id, 0: none.
+ */
+static uint64_t fz_find(struct fuzz *fz, uint64_t addr, int32_t *shift)
+{
+	static const int32_t shifts[] = { 0, VLAN_HLEN, -VLAN_HLEN };
+	uint64_t off = addr & (fz->fs - 1), id;
+
+	if (addr >= fz->frames_end)
+		return 0;
+	for (size_t i = 0; i < sizeof(shifts) / sizeof(shifts[0]); i++) {
+		int64_t at = (int64_t)off + FZ_ID_OFF + shifts[i];
+
+		if (at < 0 || at + 8 > fz->fs)
+			continue;
+		memcpy(&id, fz->ports[0]->umem + addr + FZ_ID_OFF + shifts[i], sizeof(id));
+		if (id && id == fz->last_id[addr / fz->fs] &&
+		    fz->pkts[id - 1].addr == addr + shifts[i]) {
+			*shift = shifts[i];
+			return id;
+		}
+	}
+	return 0;
+}
+
 /* The packet an exact run delivered as this TX descriptor, sent now. */
 static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d)
 {
 	uint64_t id, off = d->addr & (fz->fs - 1);
 	struct fz_pkt *pk;
+	int32_t shift = 0;
 
-	if (d->addr >= fz->frames_end || off + d->len > fz->fs || off + FZ_ID_ROOM > fz->fs)
+	/* the id's room is fz_find()'s to check: a popped packet's id lies 4
+	 * bytes nearer its start */
+	if (d->addr >= fz->frames_end || off + d->len > fz->fs)
 		return fz_fail(fz, "worker %u's TX ring holds addr %#llx len %u: not a packet "
 			       "the kernel delivered", x, (unsigned long long)d->addr, d->len);
-	memcpy(&id, fz->ports[x]->umem + d->addr + FZ_ID_OFF, sizeof(id));
-	if (id == 0 || id > fz->n_pkts)
+	id = fz_find(fz, d->addr, &shift);
+	if (id == 0)
 		return fz_fail(fz, "worker %u's TX ring holds addr %#llx: no packet was "
 			       "delivered there", x, (unsigned long long)d->addr);
 	pk = &fz->pkts[id - 1];
 	if (pk->sent)
 		return fz_fail(fz, "packet %llu sent twice (again by worker %u, addr %#llx)",
 			       (unsigned long long)id, x, (unsigned long long)d->addr);
-	if (pk->len != d->len)
+	if ((uint32_t)(pk->len + shift) != d->len)
 		return fz_fail(fz, "packet %llu delivered with %u bytes, sent by worker %u "
 			       "with %u", (unsigned long long)id, pk->len, x, d->len);
 	pk->sent = 1;
@@ -3260,6 +3396,9 @@ static void fz_rule(struct fuzz *fz, struct fp_rule *r, bool match)
 	}
 	if (!fz_below(fz, 8))
 		r->max_len = ETH_HLEN + fz_below(fz, fz->fs);
+	r->vlan_op = fz_below(fz, 4) % 3;		/* none half the time, push, pop */
+	r->vlan_tpid = htons(fz_below(fz, 2) ? 0x8100 : 0x88a8);
+	r->vlan_tci = (uint16_t)fz_rand(fz);
 }
 
 /* A forwarding table as the supervisor writes one (Control.write_table). */
@@ -3500,6 +3639,9 @@ static void fz_lie_table(struct fuzz *fz)
 			r->match.fields = (uint32_t)fz_rand(fz);
 		r->action = fz_below(fz, 2) ? FP_ACT_FORWARD : (uint32_t)fz_rand(fz);
 		r->mac_flags = (uint32_t)fz_rand(fz);
+		r->vlan_op = fz_below(fz, 2) ? fz_below(fz, 3) : (uint32_t)fz_rand(fz);
+		r->vlan_tpid = (uint16_t)fz_rand(fz);
+		r->vlan_tci = (uint16_t)fz_rand(fz);
 		r->max_len = fz_below(fz, 2) ? 0 : (uint32_t)fz_rand(fz);
 		r->n_egress = fz_below(fz, 2) ? 1 + fz_below(fz, FP_MAX_EGRESS)
 					      : (uint32_t)fz_rand(fz);
@@ -3654,14 +3796,15 @@ static int fz_in_flight(struct fuzz *fz, uint64_t addr, uint32_t len, uint32_t l
 {
 	uint64_t id;
 	struct fz_pkt *pk;
+	int32_t shift = 0;
 	char l1[80];
 
-	memcpy(&id, fz->ports[0]->umem + addr + FZ_ID_OFF, sizeof(id));
-	if (id == 0 || id > fz->n_pkts)
+	id = fz_find(fz, addr, &shift);
+	if (id == 0)
 		return fz_fail(fz, "%s holds addr %#llx: no packet was delivered there",
 			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)addr);
 	pk = &fz->pkts[id - 1];
-	if (pk->sent || pk->seen == fz->pass || pk->len != len)
+	if (pk->sent || pk->seen == fz->pass || (uint32_t)(pk->len + shift) != len)
 		return fz_fail(fz, "%s holds packet %llu (%u bytes), which is %s",
 			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)id, len,
 			       pk->sent ? "sent already" : pk->seen == fz->pass ?
@@ -4194,8 +4337,9 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	fz.k = PyMem_Calloc(fz.n, sizeof(*fz.k));
 	fz.dead = PyMem_Calloc(fz.n, sizeof(*fz.dead));
 	fz.where = PyMem_Calloc(fz.nframes, sizeof(*fz.where));
+	fz.last_id = PyMem_Calloc(fz.nframes, sizeof(*fz.last_id));
 	fz.cnt = PyMem_Calloc(fz.n, sizeof(*fz.cnt));
-	if (!fz.k || !fz.dead || !fz.where || !fz.cnt) {
+	if (!fz.k || !fz.dead || !fz.where || !fz.last_id || !fz.cnt) {
 		PyErr_NoMemory();
 		goto out;
 	}
@@ -4250,6 +4394,7 @@ out:
 	PyMem_Free(fz.k);
 	PyMem_Free(fz.dead);
 	PyMem_Free(fz.where);
+	PyMem_Free(fz.last_id);
 	PyMem_Free(fz.cnt);
 	PyMem_Free(fz.pkts);
 	return result;

@@ -50,6 +50,7 @@ def cmd_check_config(args) -> int:
     from .config import ConfigError, load_config, plan_workers
     from .netdev import Host
     from .shared_umem import UmemGeometry
+    from .supervisor import describe_rule
     host = Host()
     try:
         config = load_config(args.path, host)
@@ -65,11 +66,7 @@ def cmd_check_config(args) -> int:
     print(f"{args.path}: OK")
     print(f"workers: {len(plans)}")
     for p in plans:
-        rules = config.rules_for(p.netdev)
-        what = "; ".join((f"{r.match.describe()}: " if r.match else "")
-                         + ("drop" if r.action == "drop" else f"forward to {r.to}")
-                         for r in rules) or "drop (no rule)"
-        print(f"  {p.name:<20} cpu {p.cpu:<3} {what}")
+        print(f"  {p.name:<20} cpu {p.cpu:<3} {describe_rule(config, p.netdev)}")
     for iface in config.interfaces:
         if iface.pass_to_kernel:
             print(f"pass to kernel on {iface.name}: "

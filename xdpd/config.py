@@ -189,6 +189,9 @@ class ForwardRule:
     set_src_mac: bytes | None = None
     swap_macs: bool = False
     match: Match | None = None  # None: every packet from `from_`
+    push_vlan: int | None = None    # VLAN id of a tag pushed after the MACs
+    vlan_proto: str = "802.1q"      # of the pushed tag: 802.1q | 802.1ad
+    pop_vlan: bool = False          # remove the outer tag (untagged: unchanged)
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,10 @@ _FLOW_KEYS = ("type", "src_ip", "dst_ip", "src_port", "dst_port", "queue")
 FLOW_TYPES = ("tcp4", "udp4", "tcp6", "udp6")
 # ETHTOOL_SCHANNELS takes a __u32; no NIC has more queues than the XDP program keeps
 MAX_CHANNELS = MAX_QUEUE + 1
-_RULE_KEYS = ("from", "to", "action", "match", "set_dst_mac", "set_src_mac", "swap_macs")
+_RULE_KEYS = ("from", "to", "action", "match", "set_dst_mac", "set_src_mac", "swap_macs",
+              "push_vlan", "vlan_proto", "pop_vlan")
+# the TPID of a pushed tag, by the name a rule gives it
+VLAN_PROTOS = {"802.1q": 0x8100, "802.1ad": 0x88a8}
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
                  "busy_poll_budget", "tx_budget")
 _UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages", "spare_workers")
@@ -1091,12 +1097,47 @@ def _rule(errs: _Errors, path: str, index: int, item: Any, names: list[str] | No
     swap = _bool(errs, f"{path}.swap_macs", item.get("swap_macs", False))
     if target is not None and swap is not None:
         _check_rewrites(errs, path, item, target[0], swap)
+    push, proto, pop = _vlan_action(errs, path, item, target[0] if target else None)
     match = _match(errs, f"{path}.match", item["match"]) if "match" in item else None
     if len(errs) > before:
         return None
     action, to = target
     return ForwardRule(index=index, from_=from_, action=action, to=to,
-                       set_dst_mac=dst, set_src_mac=src, swap_macs=swap, match=match)
+                       set_dst_mac=dst, set_src_mac=src, swap_macs=swap, match=match,
+                       push_vlan=push, vlan_proto=proto, pop_vlan=pop)
+
+
+def _vlan_action(errs: _Errors, path: str, item: dict, action: str | None
+                 ) -> tuple[int | None, str, bool]:
+    """(push_vlan, vlan_proto, pop_vlan): push a tag or pop the outer one,
+    not both, and only on a rule that forwards."""
+    push = proto = None
+    if "push_vlan" in item:
+        value = item["push_vlan"]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_VLAN:
+            push = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            errs.at(f"{path}.push_vlan", f"{value} is out of range; use a VLAN id from 0 "
+                                         f"to {MAX_VLAN}")
+        else:
+            errs.at(f"{path}.push_vlan", f"expected a VLAN id from 0 to {MAX_VLAN}, "
+                                         f"got {_got(value)}")
+    if "vlan_proto" in item:
+        proto = _choice(errs, f"{path}.vlan_proto", item["vlan_proto"], tuple(VLAN_PROTOS))
+        if proto is not None and "push_vlan" not in item:
+            errs.at(f"{path}.vlan_proto", f"{_show(proto)} without push_vlan; vlan_proto is "
+                                          "the type of a pushed tag: add 'push_vlan: ID' or "
+                                          "remove vlan_proto")
+    pop = _bool(errs, f"{path}.pop_vlan", item.get("pop_vlan", False))
+    if pop and "push_vlan" in item:
+        errs.at(f"{path}.pop_vlan", "true cannot be combined with push_vlan; a rule pushes "
+                                    "a tag or pops the outer one, not both")
+    if action == "drop":
+        for key in ("push_vlan", "vlan_proto") + (("pop_vlan",) if pop else ()):
+            if key in item:
+                errs.at(f"{path}.{key}", f"a drop rule rewrites nothing; remove {key}, "
+                                         "or forward with 'to: <interface>'")
+    return push, proto or "802.1q", bool(pop)
 
 
 def _rule_target(errs: _Errors, path: str, item: dict, names: list[str] | None,

@@ -68,9 +68,10 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		5	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		6	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
-					 * 5: rules per netdev with matches, rule counters */
+					 * 5: rules per netdev with matches, rule counters;
+					 * 6: fp_rule.vlan_op, VLAN push/pop */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -100,6 +101,13 @@ enum fp_mac_flags {
 	FP_MAC_SET_DST = 1 << 0,
 	FP_MAC_SET_SRC = 1 << 1,
 	FP_MAC_SWAP    = 1 << 2,
+};
+
+/* What a forward rule does to the outer VLAN tag, after any MAC rewrite. */
+enum fp_vlan_op {
+	FP_VLAN_NONE,
+	FP_VLAN_PUSH,		/* insert vlan_tpid + vlan_tci after the MACs */
+	FP_VLAN_POP,		/* remove the outer tag; untagged: unchanged */
 };
 
 /* Worker states as the worker itself reports them. */
@@ -253,7 +261,11 @@ struct fp_rule {
 	uint32_t mac_flags;		/* enum fp_mac_flags */
 	uint8_t dst_mac[6];
 	uint8_t src_mac[6];
-	uint32_t max_len;		/* longest frame the egress takes; 0: any */
+	uint32_t vlan_op;		/* enum fp_vlan_op */
+	uint16_t vlan_tpid;		/* FP_VLAN_PUSH: 0x8100|0x88a8, network order */
+	uint16_t vlan_tci;		/* FP_VLAN_PUSH: VLAN id, network order */
+	uint32_t max_len;		/* longest frame the egress takes, after
+					 * a push or pop; 0: any */
 	uint32_t n_egress;		/* workers owning the egress netdev's queues */
 	uint16_t egress[FP_MAX_EGRESS];	/* worker ids; pick by ingress queue */
 };

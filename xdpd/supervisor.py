@@ -60,7 +60,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, exitcodes
-from .config import (Config, ConfigError, InterfaceConfig, WorkerPlan, WorkersConfig,
+from .config import (VLAN_PROTOS, Config, ConfigError, InterfaceConfig, WorkerPlan,
+                     WorkersConfig,
                      check_host, parse_config, plan_workers, read_config_file)
 from .oserrors import errname
 
@@ -252,7 +253,9 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
                 entry.update(
                     egress=[w.id for w in workers if w.plan.netdev == rule.to and w.id not in gone],
                     set_dst_mac=rule.set_dst_mac, set_src_mac=rule.set_src_mac,
-                    swap_macs=rule.swap_macs, max_len=mtu + L2_OVERHEAD if mtu else None)
+                    swap_macs=rule.swap_macs, max_len=mtu + L2_OVERHEAD if mtu else None,
+                    push_vlan=rule.push_vlan, vlan_proto=VLAN_PROTOS[rule.vlan_proto],
+                    pop_vlan=rule.pop_vlan)
             compiled.append(entry)
         table[iface.index] = compiled
     return table
@@ -1404,4 +1407,9 @@ def _describe_action(rule) -> str:
         what.append("dst MAC " + rule.set_dst_mac.hex(":"))
     if rule.set_src_mac:
         what.append("src MAC " + rule.set_src_mac.hex(":"))
+    if rule.push_vlan is not None:
+        what.append(f"push vlan {rule.push_vlan}"
+                    + (f" ({rule.vlan_proto})" if rule.vlan_proto != "802.1q" else ""))
+    if rule.pop_vlan:
+        what.append("pop vlan")
     return ", ".join(what)

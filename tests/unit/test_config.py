@@ -247,6 +247,34 @@ BAD_INPUT = [
          "xdpd.yaml: forward[1].set_src_mac: a drop rule rewrites nothing; "
          "remove set_src_mac, or forward with 'to: <interface>'"),
 
+    # --- VLAN push/pop
+    case("push-vlan-out-of-range", BASE + "    push_vlan: 4096\n",
+         "xdpd.yaml: forward[0].push_vlan: 4096 is out of range; use a VLAN id from 0 to 4095"),
+    case("push-vlan-not-a-number", BASE + "    push_vlan: '100'\n",
+         "xdpd.yaml: forward[0].push_vlan: expected a VLAN id from 0 to 4095, got string '100'"),
+    case("push-vlan-true", BASE + "    push_vlan: true\n",
+         "xdpd.yaml: forward[0].push_vlan: expected a VLAN id from 0 to 4095, got boolean true"),
+    case("vlan-proto-unknown", BASE + "    push_vlan: 100\n    vlan_proto: qinq\n",
+         "xdpd.yaml: forward[0].vlan_proto: 'qinq' is not allowed; use 802.1q or 802.1ad"),
+    case("vlan-proto-without-push", BASE + "    vlan_proto: 802.1ad\n",
+         "xdpd.yaml: forward[0].vlan_proto: '802.1ad' without push_vlan; vlan_proto is the "
+         "type of a pushed tag: add 'push_vlan: ID' or remove vlan_proto"),
+    case("push-and-pop", BASE + "    push_vlan: 100\n    pop_vlan: true\n",
+         "xdpd.yaml: forward[0].pop_vlan: true cannot be combined with push_vlan; a rule "
+         "pushes a tag or pops the outer one, not both"),
+    case("pop-vlan-not-a-bool", BASE + "    pop_vlan: 1\n",
+         "xdpd.yaml: forward[0].pop_vlan: expected true or false, got integer 1"),
+    case("drop-rule-with-push", BASE + "  - from: veth-b\n    action: drop\n"
+                                       "    push_vlan: 7\n",
+         "xdpd.yaml: forward[1].push_vlan: a drop rule rewrites nothing; "
+         "remove push_vlan, or forward with 'to: <interface>'"),
+    case("drop-rule-with-pop", BASE + "  - from: veth-b\n    action: drop\n"
+                                      "    pop_vlan: true\n",
+         "xdpd.yaml: forward[1].pop_vlan: a drop rule rewrites nothing; "
+         "remove pop_vlan, or forward with 'to: <interface>'"),
+    case("push-vlan-misspelt", BASE + "    push_vlna: 5\n",
+         "xdpd.yaml: forward[0].push_vlna: unknown key; did you mean 'push_vlan'?"),
+
     # --- MAC addresses
     case("mac-five-pairs", BASE + "    set_dst_mac: '02:00:00:00:04'\n",
          "xdpd.yaml: forward[0].set_dst_mac: '02:00:00:00:04' is not a MAC address; "
@@ -1096,3 +1124,34 @@ def test_steering_queues_of_all_checked_on_the_host():
         "(owned: 0, 1); steer only to queues xdpd serves",
         "xdpd.yaml: interfaces[0].steering.flows[0].queue: queue 3 is not owned by eth0 "
         "(owned: 0, 1); steer only to queues xdpd serves"]
+
+
+def test_vlan_actions_parse():
+    config = parse(BASE + "    push_vlan: 100\n  - from: veth-b\n    to: veth-a\n"
+                          "    push_vlan: 0\n    vlan_proto: 802.1ad\n"
+                          "    match: {vlan: 5}\n  - from: veth-b\n    to: veth-a\n"
+                          "    pop_vlan: true\n")
+    assert config.forward == (
+        ForwardRule(0, "veth-a", "forward", "veth-b", push_vlan=100),
+        ForwardRule(1, "veth-b", "forward", "veth-a", push_vlan=0, vlan_proto="802.1ad",
+                    match=Match(vlan=5)),
+        ForwardRule(2, "veth-b", "forward", "veth-a", pop_vlan=True),
+    )
+
+
+def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from xdpd.cli import cmd_check_config
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(dedent("""\
+        interfaces: [{name: lo}]
+        forward:
+          - {from: lo, to: lo, match: {vlan: none}, push_vlan: 100}
+          - {from: lo, to: lo, pop_vlan: true, swap_macs: true}
+        metrics: {listen: null}
+        """))
+    path.chmod(0o600)
+    assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
+    assert "untagged: forward to lo, push vlan 100; forward to lo, swap MACs, pop vlan" in \
+        capsys.readouterr().out

@@ -78,12 +78,44 @@ forward:
     table = compile_table(config, ifaces, workers)
     assert table[0] == [{"action": "forward", "id": 0, "match": None, "egress": [2, 3],
                          "set_dst_mac": bytes.fromhex("020000000004"),
-                         "set_src_mac": None, "swap_macs": False, "max_len": None}]
+                         "set_src_mac": None, "swap_macs": False, "max_len": None,
+                         "push_vlan": None, "vlan_proto": 0x8100, "pop_vlan": False}]
     assert table[1] == [{"action": "drop", "id": 1, "match": None}]
     assert table[2] is None        # no rule: dropped as no_rule
     # the egress MTU limits the frame length: + Ethernet header + one VLAN tag
     table = compile_table(config, ifaces, workers, mtus={"a": 9000, "b": 1280})
     assert table[0][0]["max_len"] == 1280 + 18
+
+
+def test_compile_table_carries_vlan_actions_and_status_names_them(control):
+    from xdpd.supervisor import describe_rule
+    config = parse_config("""
+interfaces: [{name: a}, {name: b}]
+forward:
+  - {from: a, to: b, push_vlan: 100}
+  - {from: b, to: a, match: {vlan: 5}, pop_vlan: true}
+  - {from: b, to: a, push_vlan: 7, vlan_proto: 802.1ad, swap_macs: true}
+""")
+    ifaces = [Interface(n, i, 10 + i, program=None) for i, n in enumerate("ab")]
+    workers = [Worker(i, WorkerPlan(n, 0, 0, f"{n}/q0"), "ab".index(n), socket=None)
+               for i, n in enumerate("ab")]
+    table = compile_table(config, ifaces, workers)
+    assert [(r["push_vlan"], r["vlan_proto"], r["pop_vlan"]) for r in table[0] + table[1]] == \
+        [(100, 0x8100, False), (None, 0x8100, True), (7, 0x88a8, False)]
+    assert control.write_table(table) == 1
+    assert describe_rule(config, "a") == "forward to b, push vlan 100"
+    assert describe_rule(config, "b") == \
+        "vlan 5: forward to a, pop vlan; forward to a, swap MACs, push vlan 7 (802.1ad)"
+
+
+@pytest.mark.parametrize("rule, error", [
+    ({"push_vlan": 4096}, "push_vlan out of range 0..4095"),
+    ({"push_vlan": 1, "vlan_proto": 0x0800}, "vlan_proto must be 0x8100 or 0x88a8"),
+    ({"push_vlan": 1, "pop_vlan": True}, "push_vlan and pop_vlan in one rule"),
+], ids=["id", "proto", "both"])
+def test_the_fast_path_refuses_a_bad_vlan_action(control, rule, error):
+    with pytest.raises(ValueError, match=error):
+        control.write_table([[{"action": "forward", "egress": [0], **rule}]])
 
 
 def test_compile_table_lists_a_netdevs_rules_in_order_with_their_matches(control):

@@ -150,4 +150,5 @@ def test_crash_injection_catches_a_recovery_that_drops_the_redo_log(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "RuntimeError: fuzz seed 1, step " in r.stderr
-    assert "frame " in r.stderr.splitlines()[-1]
+    # caught by the frame accounting (where a frame is, or a worker's counts)
+    assert "frame" in r.stderr.splitlines()[-1]

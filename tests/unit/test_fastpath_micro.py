@@ -305,3 +305,56 @@ def test_script_prints_json():
     for r in rows.values():
         assert len(r["mpps"]) == 2 and r["mpps_min"] <= r["mpps_median"] <= r["mpps_max"]
         assert all(run["packets"] == 5000 for run in r["runs"])
+
+
+def run_vlan(table, nworkers=1, setup=SETUP):
+    """A one-off scenario: the result, and the bytes just before each of
+    worker 0's packets and its first 16 (where a pushed tag lands)."""
+    scenario = bench.Scenario("vlan", nworkers, table, (0,), "test")
+    umem = bench.prepare(scenario, setup)
+    try:
+        r = bench.run_once(umem, scenario, setup)
+        frames = [umem.control.worker_frames(w) for w in range(nworkers)]
+        with mmap.mmap(umem.umem.fd, umem.umem.size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            heads = [m[at - 4:at + 16] for at in
+                     (f * setup.frame_size + r["headroom"] for f in range(setup.frames_per_worker))]
+    finally:
+        umem.close()
+    assert_frames_settled(frames, setup)
+    return r, heads
+
+
+@pytest.mark.parametrize("egress, proto", [(0, 0x8100), (1, 0x88a8)], ids=["tx", "handoff"])
+def test_a_pushed_tag_makes_every_packet_4_bytes_longer(egress, proto):
+    """Sent from 4 bytes before where the kernel put it: the TX descriptor
+    and the handoff entry carry the new address, and the frame still goes
+    home by its masked address (frames settled)."""
+    n = SETUP.packets
+    r, heads = run_vlan([[bench._forward([egress], push_vlan=100, vlan_proto=proto)], None],
+                        nworkers=2)
+    w0, w1 = r["workers"]
+    tx = (w0, w1)[egress]
+    assert r["transmitted"] == tx["tx_packets"] == n and r["dropped"] == 0
+    assert w0["rx_bytes"] == n * SETUP.size and tx["tx_bytes"] == n * (SETUP.size + 4)
+    ethertype = r["frame"][12:14]
+    for head in heads:
+        # MACs moved 4 bytes forward, then TPID and TCI, then the ethertype
+        assert head[12:16] == proto.to_bytes(2, "big") + (100).to_bytes(2, "big")
+        assert head[16:18] == ethertype
+
+
+def test_max_len_is_judged_after_the_push():
+    n = SETUP.packets
+    r, _ = run_vlan([[bench._forward([0], push_vlan=5, max_len=SETUP.size + 3)]])
+    (w,) = r["workers"]
+    assert w["drops"]["too_long"] == n and r["transmitted"] == 0
+    r, _ = run_vlan([[bench._forward([0], push_vlan=5, max_len=SETUP.size + 4)]])
+    assert r["transmitted"] == n
+
+
+def test_pop_leaves_an_untagged_packet_as_it_is():
+    n = SETUP.packets
+    r, heads = run_vlan([[bench._forward([0], pop_vlan=True)]])
+    (w,) = r["workers"]
+    assert r["transmitted"] == n and w["tx_bytes"] == n * SETUP.size
+    assert all(head[4:] == r["frame"][:16] for head in heads)
