@@ -215,16 +215,23 @@ def check_channels(config, host, nd: Netdev) -> list[Finding]:
                     f"{what} {queue_list(unowned)}")]
 
 
+def _unreadable(check: str, nd: Netdev, e: OSError, what: str, lacks: str,
+                flag: str) -> list[Finding]:
+    """A failed ethtool read: a driver without the operation is fine (ok,
+    said so), any other failure a warning pointing at the ethtool command."""
+    if e.errno == errno.EOPNOTSUPP:
+        return [Finding(check, "ok", nd.name, f"{lacks} (not supported by driver {nd.driver})")]
+    return [Finding(check, "warn", nd.name, f"cannot {what}: {e}",
+                    f"see 'ethtool {flag} {nd.name}'")]
+
+
 def check_rss(config, host, nd: Netdev) -> list[Finding]:
     name = nd.name
     try:
         table = host.rss_indirection(name)
     except OSError as e:
-        if e.errno == errno.EOPNOTSUPP:
-            return [Finding("rss", "ok", name,
-                            f"no RSS indirection table (not supported by driver {nd.driver})")]
-        return [Finding("rss", "warn", name, f"cannot read the RSS indirection table: {e}",
-                        f"see 'ethtool -x {name}'")]
+        return _unreadable("rss", nd, e, "read the RSS indirection table",
+                           "no RSS indirection table", "-x")
     if not table:
         return [Finding("rss", "ok", name, f"no RSS indirection table (driver {nd.driver})")]
     owned = set(nd.owned)
@@ -255,11 +262,7 @@ def check_ntuple(config, host, nd: Netdev) -> list[Finding]:
     try:
         rules = host.ntuple_rule_count(name)
     except OSError as e:
-        if e.errno == errno.EOPNOTSUPP:
-            return [Finding("ntuple", "ok", name,
-                            f"no ntuple filters (not supported by driver {nd.driver})")]
-        return [Finding("ntuple", "warn", name, f"cannot count the ntuple rules: {e}",
-                        f"see 'ethtool -n {name}'")]
+        return _unreadable("ntuple", nd, e, "count the ntuple rules", "no ntuple filters", "-n")
     what = "1 ntuple rule" if rules == 1 else f"{rules} ntuple rules"
     return [Finding("ntuple", "ok", name, f"{what} (ethtool -n {name} lists them; the live "
                                            "check shows traffic a rule sends to an unowned "
