@@ -105,8 +105,12 @@ def load(module_path: str | None):
     return _fastpath
 
 
-def run_one(fastpath, seed: int, steps: int, mode: str) -> dict:
-    """One fuzz() run on a fresh control area and UMEM of the seed's geometry."""
+def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1) -> dict:
+    """One fuzz() run on a fresh control area and UMEM of the seed's geometry.
+
+    fanout > 1: the workers in groups of that many (the last one maybe
+    smaller) sharing a queue: the first of each owns the FILL and
+    COMPLETION rings, the others receive into its frames."""
     from xdpd.shared_umem import Region
 
     nworkers, fpw, frame_size, rings, batch = GEOMETRIES[seed % len(GEOMETRIES)]
@@ -119,12 +123,18 @@ def run_one(fastpath, seed: int, steps: int, mode: str) -> dict:
     try:
         ctl.format(nworkers, fpw, frame_size, entries)
         for w in range(nworkers):
-            ctl.set_worker(w, w % 2, w, 0)      # two netdevs, a rule each
+            owner = w - w % fanout
+            group = range(owner, min(owner + fanout, nworkers))
+            queue = owner // fanout
+            # two netdevs, a rule each
+            ctl.set_worker(w, queue % 2, queue, 0, lane=w, owner=owner,
+                           members=[m for m in group if m != w] if w == owner else ())
         t = time.monotonic()
         r = fastpath.fuzz(ctl, umem.fd, umem.size, seed, steps, ring_sizes=rings,
                           batch=batch, **MODES[mode])
         r["seconds"] = round(time.monotonic() - t, 3)
         r["mode"] = mode
+        r["fanout"] = fanout
         return r
     finally:
         ctl.close()
@@ -159,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1_000_000, help="steps per run")
     ap.add_argument("--seeds", default="1-8", help="e.g. 1-8 or 3,5,9")
     ap.add_argument("--modes", default=",".join(MODES), help="from: " + ", ".join(MODES))
+    ap.add_argument("--fanout", type=int, default=1,
+                    help="workers per queue (groups sharing FILL/COMPLETION rings)")
     ap.add_argument("--asan", action="store_true",
                     help="build with AddressSanitizer and UBSan and run under them")
     ap.add_argument("--module", help=argparse.SUPPRESS)     # the child's build
@@ -181,14 +193,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"in {time.monotonic() - t:.1f} s", file=sys.stderr)
             child = [sys.executable, os.path.abspath(__file__), "--module", module,
                      "--steps", str(args.steps), "--seeds", args.seeds,
-                     "--modes", args.modes] + (["--json"] if args.json else [])
+                     "--modes", args.modes, "--fanout", str(args.fanout)] + \
+                (["--json"] if args.json else [])
             return subprocess.run(child, env=sanitizer_env(runtime)).returncode
 
     fastpath = load(args.module)
     results = []
     for seed in parse_seeds(args.seeds):
         for mode in modes:
-            r = run_one(fastpath, seed, args.steps, mode)
+            r = run_one(fastpath, seed, args.steps, mode, args.fanout)
             results.append(r)
             if not args.json:
                 print(f"seed {seed:3} {mode:<9} {r['steps']:>9} steps {r['seconds']:7.2f} s  "

@@ -196,6 +196,9 @@ static void ctl_reset_slot(struct fp_header *h, uint32_t i)
 	memset(&wk->commit, 0, sizeof(wk->commit));
 	wk->commit.counts[0].frames.free = h->frames_per_worker;
 	memset(&wk->ring_use, 0, sizeof(wk->ring_use));
+	wk->owner = i;			/* alone on its queue until set_worker() */
+	wk->n_members = 0;
+	wk->lane = 0;
 	wk->heartbeat_ns = 0;
 	wk->pid = 0;
 	wk->table_generation = 0;
@@ -348,23 +351,64 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* set_worker(i, netdev_index, queue, ifindex) */
-static PyObject *Control_set_worker(ControlObject *self, PyObject *args)
+/* set_worker(i, netdev_index, queue, ifindex, lane=queue, owner=i, members=()):
+ * before worker i starts.  owner: the worker with the queue's FILL and
+ * COMPLETION rings (i itself unless i is a fanout member); members: for an
+ * owner, the other workers on its queue (fastpath.h, "Fanout"). */
+static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObject *kw)
 {
-	unsigned int i, netdev, queue, ifindex;
+	static char *kwlist[] = {"i", "netdev", "queue", "ifindex", "lane", "owner",
+				 "members", NULL};
+	unsigned int i, netdev, queue, ifindex, lane = UINT32_MAX, owner = UINT32_MAX;
+	PyObject *members = NULL, *seq;
+	uint16_t ids[FP_MAX_FANOUT];
+	Py_ssize_t n = 0;
 	struct fp_worker *w;
 
-	if (!PyArg_ParseTuple(args, "IIII", &i, &netdev, &queue, &ifindex))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "IIII|IIO", kwlist, &i, &netdev, &queue,
+					 &ifindex, &lane, &owner, &members))
 		return NULL;
 	if (ctl_check_worker(self, i))
 		return NULL;
 	if (netdev >= FP_MAX_NETDEVS)
 		return PyErr_Format(PyExc_ValueError, "netdev index %u >= %d", netdev,
 				    FP_MAX_NETDEVS);
+	if (owner == UINT32_MAX)
+		owner = i;
+	if (owner >= self->hdr->nworkers)
+		return PyErr_Format(PyExc_ValueError, "owner %u: no such worker slot", owner);
+	if (members && members != Py_None) {
+		seq = PySequence_Fast(members, "members must be a sequence of worker ids");
+		if (!seq)
+			return NULL;
+		n = PySequence_Fast_GET_SIZE(seq);
+		if (n >= FP_MAX_FANOUT || (n && owner != i)) {
+			Py_DECREF(seq);
+			return PyErr_Format(PyExc_ValueError, "%zd members: only an owner has "
+					    "them, at most %d", n, FP_MAX_FANOUT - 1);
+		}
+		for (Py_ssize_t k = 0; k < n; k++) {
+			long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+
+			if (id < 0 || id >= (long)self->hdr->nworkers || id == (long)i) {
+				Py_DECREF(seq);
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError, "member %ld: not another "
+						     "worker slot", id);
+				return NULL;
+			}
+			ids[k] = (uint16_t)id;
+		}
+		Py_DECREF(seq);
+	}
 	w = ctl_worker(self->hdr, i);
 	w->netdev = netdev;
 	w->queue = queue;
 	w->ifindex = ifindex;
+	w->lane = lane == UINT32_MAX ? queue : lane;
+	w->owner = owner;
+	memcpy(w->members, ids, n * sizeof(ids[0]));
+	w->n_members = (uint32_t)n;
 	Py_RETURN_NONE;
 }
 
@@ -808,8 +852,9 @@ static PyObject *Control_close(ControlObject *self, PyObject *noargs)
 static PyMethodDef Control_methods[] = {
 	{"format", (PyCFunction)Control_format, METH_VARARGS,
 	 "format(nworkers, frames_per_worker, frame_size, ring_entries)"},
-	{"set_worker", (PyCFunction)Control_set_worker, METH_VARARGS,
-	 "set_worker(i, netdev_index, queue, ifindex)"},
+	{"set_worker", (PyCFunction)(void (*)(void))Control_set_worker,
+	 METH_VARARGS | METH_KEYWORDS,
+	 "set_worker(i, netdev, queue, ifindex, lane=queue, owner=i, members=())"},
 	{"write_table", (PyCFunction)Control_write_table, METH_VARARGS,
 	 "write_table(rules_by_netdev) -> generation"},
 	{"worker_stats", (PyCFunction)Control_worker_stats, METH_VARARGS, NULL},
@@ -924,6 +969,21 @@ static int ring_synth(struct ring *r, uint32_t size, size_t desc_size, bool prod
 	return 0;
 }
 
+/*
+ * A ring a fanout member does not have (FILL, COMPLETION: the owner's):
+ * never an entry, never room, its words never written (nothing is ever
+ * produced or consumed on it, so no index of it moves).
+ */
+static uint32_t ring_none_words[3];
+
+static void ring_none(struct ring *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->producer = &ring_none_words[0];
+	r->consumer = &ring_none_words[1];
+	r->flags = &ring_none_words[2];
+}
+
 static void ring_unmap(struct ring *r)
 {
 	if (r->map && r->heap)
@@ -1014,9 +1074,16 @@ typedef struct {
 	uint64_t *freelist;
 	/* our frame counts (fastpath.h, "Frame ownership") */
 	uint64_t n_free, n_rx, n_tx, n_handoff;
-	/* descriptors on our TX ring (ours and borrowed) not yet back from
-	 * the COMPLETION ring: a draining worker waits for 0 */
-	uint64_t tx_inflight;
+	/* fanout (fastpath.h, "Fanout"): whose frames arrive on our RX ring
+	 * (the owner: ourselves unless a member), our members if we own a
+	 * group, and the group counters committed with our counts */
+	uint32_t owner;
+	uint64_t rx_base;		/* owner * home_span */
+	bool member;			/* no FILL or COMPLETION ring of our own */
+	uint32_t n_members;
+	uint32_t members[FP_MAX_FANOUT];
+	struct fp_fanout fan;
+	uint64_t members_sent;		/* owner: its members' tx_packets, last sync */
 	/* per-peer ring pointers */
 	struct fp_ring **fwd_in, **fwd_out, **ret_in, **ret_out;
 	uint8_t *wake;			/* peers to wake after this iteration */
@@ -1159,6 +1226,7 @@ static inline void port_commit_begin(PortObject *p)
 	k->frames.tx = p->n_tx;
 	k->frames.handoff = p->n_handoff;
 	memcpy(&k->stats, &p->st, sizeof(p->st));
+	k->fanout = p->fan;
 	c->log_len = p->redo_len;
 	__atomic_store_n(&c->word, seq << 1 | 1, __ATOMIC_RELEASE);	/* commit point */
 }
@@ -1192,6 +1260,20 @@ static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
 			h = (h ^ b[i]) * 0x100000001b3ULL;
 	}
 	return h;
+}
+
+/*
+ * Worker w sends out of our own queue's fanout group (or is us).  We send
+ * such packets ourselves: every socket of the group transmits on the same
+ * queue, and a frame of the owner's may only complete on the owner's
+ * COMPLETION ring as one the group sent as its own (fastpath.h, "Fanout"),
+ * never as one lent inside the group.
+ */
+static inline bool same_group(PortObject *p, uint32_t w)
+{
+	return w == p->id || (w < p->nworkers &&
+			      __atomic_load_n(&ctl_worker(p->hdr, w)->owner, __ATOMIC_RELAXED) ==
+			      p->owner);
 }
 
 /*
@@ -1235,7 +1317,8 @@ static void port_load_rule(PortObject *p)
 			r->n_egress = FP_MAX_EGRESS;
 		p->rule_egress[k] = p->id;
 		if (r->action == FP_ACT_FORWARD && r->n_egress)
-			p->rule_egress[k] = r->egress[p->me->queue % r->n_egress];
+			p->rule_egress[k] = same_group(p, r->egress[p->me->lane % r->n_egress]) ?
+					    p->id : r->egress[p->me->lane % r->n_egress];
 	}
 	if (p->n_rules)
 		memcpy(&p->rule, &p->rules[0], sizeof(p->rule));
@@ -1274,6 +1357,12 @@ static inline bool frame_mine(PortObject *p, uint64_t addr)
 	return addr - p->home_base < p->home_span;
 }
 
+/* a frame of the worker whose frames arrive on our RX ring (the owner) */
+static inline bool frame_rx_home(PortObject *p, uint64_t addr)
+{
+	return addr - p->rx_base < p->home_span;
+}
+
 /* Our own frame back on the free list.  A free list can hold all our
  * frames and no more: a push past that means a frame came back twice
  * (someone else's bug); it is refused and counted, never written. */
@@ -1284,6 +1373,18 @@ static inline void free_push(PortObject *p, uint64_t addr)
 		return;
 	}
 	p->freelist[p->n_free++] = addr & p->frame_mask;
+}
+
+/* A received frame we let go of (a drop): our free list, or, for a fanout
+ * member, back to the owner whose frame it is. */
+static inline void ret_push(PortObject *p, uint32_t home, uint64_t addr);
+
+static inline void rx_drop(PortObject *p, uint64_t addr)
+{
+	if (p->member)
+		ret_push(p, p->owner, addr);
+	else
+		free_push(p, addr);
 }
 
 /* addr lies in a frame homed at worker `home`, and addr + len in that frame
@@ -1332,6 +1433,88 @@ static inline void ret_push(PortObject *p, uint32_t home, uint64_t addr)
 	p->wake[home] = 1;
 }
 
+/*
+ * An owner takes in its fanout members' counters (fastpath.h, "Fanout"):
+ * the frames they received since the last look move from rx to handoff,
+ * those of them they put on their own TX rings from handoff to tx, where
+ * our COMPLETION ring gives them back.  Each member's counters are read
+ * from one committed half of its record (retried while it commits over
+ * it; after a few tries, left for the next look).  A count beyond what we
+ * gave out is a lie, counted as bad descriptors, never a wrapped count.
+ */
+static void port_sync_members(PortObject *p)
+{
+	uint64_t rx = 0, tx = 0, sent = 0, d;
+
+	for (uint32_t k = 0; k < p->n_members; k++) {
+		struct fp_commit *c = &ctl_worker(p->hdr, p->members[k])->commit;
+		int tries;
+
+		for (tries = 0; tries < 8; tries++) {
+			uint64_t w = __atomic_load_n(&c->word, __ATOMIC_ACQUIRE);
+			const struct fp_counts *m = &c->counts[(w >> 1) & 1];
+			uint64_t a = __atomic_load_n(&m->fanout.took_rx, __ATOMIC_RELAXED);
+			uint64_t b = __atomic_load_n(&m->fanout.took_tx, __ATOMIC_RELAXED);
+			uint64_t n = __atomic_load_n(&m->stats.tx_packets, __ATOMIC_RELAXED);
+
+			__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			if ((__atomic_load_n(&c->word, __ATOMIC_RELAXED) >> 1) == (w >> 1)) {
+				rx += a;
+				tx += b;
+				sent += n;
+				break;
+			}
+		}
+		if (tries == 8)
+			return;
+	}
+	p->members_sent = sent;
+	if (rx > p->fan.seen_rx) {
+		d = rx - p->fan.seen_rx;
+		if (d > p->n_rx) {
+			p->st.bad_descs += d - p->n_rx;
+			d = p->n_rx;
+		}
+		p->n_rx -= d;
+		p->n_handoff += d;
+	}
+	if (tx > p->fan.seen_tx) {
+		d = tx - p->fan.seen_tx;
+		if (d > p->n_handoff) {
+			p->st.bad_descs += d - p->n_handoff;
+			d = p->n_handoff;
+		}
+		p->n_handoff -= d;
+		p->n_tx += d;
+	}
+	p->fan.seen_rx = rx;
+	p->fan.seen_tx = tx;
+}
+
+/* Whose frames worker w lends: its own, or a fanout member its owner's
+ * (the slot is the supervisor's to write: a bad value is taken as w). */
+static inline uint32_t lender_home(PortObject *p, uint32_t w)
+{
+	uint32_t o = __atomic_load_n(&ctl_worker(p->hdr, w)->owner, __ATOMIC_RELAXED);
+
+	return o < p->nworkers ? o : w;
+}
+
+/*
+ * Descriptors put on our TX ring that the wire still has: for a fanout
+ * member, those the kernel has not taken yet (their completions reach the
+ * owner); for anyone else, everything sent (ours, borrowed, and our
+ * members') less every completion.  A draining worker waits for 0.
+ */
+static uint64_t port_tx_inflight(PortObject *p)
+{
+	uint64_t sent = p->st.tx_packets + p->members_sent;
+
+	if (p->member)
+		return p->tx.cached_prod - load_acquire(p->tx.consumer);
+	return sent > p->fan.completed ? sent - p->fan.completed : 0;
+}
+
 /* 1. our COMPLETION ring */
 static uint32_t port_complete(PortObject *p)
 {
@@ -1343,6 +1526,8 @@ static uint32_t port_complete(PortObject *p)
 
 		if (frame_mine(p, addr)) {
 			free_push(p, addr);
+			if (!p->n_tx && p->n_members)
+				port_sync_members(p);	/* a member's send, not yet seen */
 			if (p->n_tx)
 				p->n_tx--;
 		} else if (addr < p->frames_end) {
@@ -1351,7 +1536,7 @@ static uint32_t port_complete(PortObject *p)
 			p->st.bad_descs++;
 		}
 	}
-	p->tx_inflight = p->tx_inflight > n ? p->tx_inflight - n : 0;
+	p->fan.completed += n;
 	p->comp.cached_cons += n;
 	return n;
 }
@@ -1372,6 +1557,8 @@ static uint32_t port_take_returns(PortObject *p)
 		for (uint32_t i = 0; i < n; i++) {
 			uint64_t addr = r->slots[(cons + i) & mask];
 
+			if (!p->n_handoff && p->n_members)
+				port_sync_members(p);	/* a member's drop, not yet seen */
 			if (frame_ok(p, addr, 0, p->id) && p->n_handoff) {
 				free_push(p, addr);
 				p->n_handoff--;
@@ -1394,10 +1581,11 @@ static uint32_t port_take_handoffs(PortObject *p)
 
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		struct fp_ring *r = p->fwd_in[w];
-		uint32_t n, room, cons, sent = 0;
+		uint32_t n, room, cons, sent = 0, home;
 
 		if (w == p->id || !(n = hring_take(p, r)))
 			continue;
+		home = lender_home(p, w);
 		room = ring_prod_free(&p->tx, n);
 		if (n > room)
 			n = room;
@@ -1410,11 +1598,12 @@ static uint32_t port_take_handoffs(PortObject *p)
 			uint32_t len = (uint32_t)(e >> RING_LEN_SHIFT);
 			struct xdp_desc *d;
 
-			/* a worker lends only frames of its own */
-			if (!frame_ok(p, addr, len, w) || len < ETH_HLEN) {
+			/* a worker lends only frames of its own (a fanout
+			 * member: its owner's) */
+			if (!frame_ok(p, addr, len, home) || len < ETH_HLEN) {
 				p->st.bad_descs++;
-				if (frame_homed(p, addr, w))
-					ret_push(p, w, addr);	/* its frame: back home */
+				if (frame_homed(p, addr, home))
+					ret_push(p, home, addr);	/* back home */
 				continue;
 			}
 			d = &txd[(p->tx.cached_prod + sent++) & p->tx.mask];
@@ -1424,7 +1613,6 @@ static uint32_t port_take_handoffs(PortObject *p)
 			p->st.tx_bytes += len;
 		}
 		p->tx.cached_prod += sent;
-		p->tx_inflight += sent;
 		redo_note(p, FP_REDO_FWD_IN_CONS, w, cons + n);
 		p->st.tx_packets += sent;
 		p->st.handoff_in += sent;
@@ -1655,10 +1843,10 @@ static uint32_t port_receive_rules(PortObject *p)
 		int32_t delta = 0;
 		uint8_t *pkt;
 
-		if (!frame_ok(p, addr, len, p->id)) {
+		if (!frame_ok(p, addr, len, p->owner)) {
 			bad++;
-			if (frame_mine(p, addr)) {
-				free_push(p, addr);
+			if (frame_rx_home(p, addr)) {
+				rx_drop(p, addr);
 				p->st.drops[FP_DROP_INVALID]++;
 			} else {
 				foreign++;
@@ -1669,7 +1857,7 @@ static uint32_t port_receive_rules(PortObject *p)
 		k = p->parse ? port_classify(p, pkt, len) : 0;	/* one rule takes all */
 		if (k == p->n_rules) {
 			p->st.rx_bytes += len;
-			free_push(p, addr);
+			rx_drop(p, addr);
 			p->st.drops[FP_DROP_NO_RULE]++;
 			continue;
 		}
@@ -1696,22 +1884,22 @@ static uint32_t port_receive_rules(PortObject *p)
 		p->st.rule_packets[k]++;
 		p->st.rule_bytes[k] += len;
 		if (r->action != FP_ACT_FORWARD) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			p->st.drops[r->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE]++;
 			continue;
 		}
 		if (len < ETH_HLEN || delta == VLAN_NO_ROOM) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			p->st.drops[FP_DROP_INVALID]++;
 			continue;
 		}
 		if (r->max_len && out_len > r->max_len) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			p->st.drops[FP_DROP_TOO_LONG]++;
 			continue;
 		}
 		if (!egress_running(p, e)) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			p->st.drops[FP_DROP_EGRESS_DOWN]++;
 			continue;
 		}
@@ -1728,8 +1916,10 @@ static uint32_t port_receive_rules(PortObject *p)
 			t->len = len;
 			t->options = 0;
 			tx_room--;
-			p->n_tx++;
-			p->tx_inflight++;
+			if (p->member)
+				p->fan.took_tx++;	/* the owner's frame */
+			else
+				p->n_tx++;
 			p->st.tx_packets++;
 			p->st.tx_bytes += len;
 		} else {
@@ -1737,12 +1927,15 @@ static uint32_t port_receive_rules(PortObject *p)
 
 			out->slots[(out->prod + p->fwd_pending[e]++) & mask] =
 				addr | (uint64_t)len << RING_LEN_SHIFT;
-			p->n_handoff++;
+			if (!p->member)
+				p->n_handoff++;
 			p->st.handoff_out++;
 		}
 	}
 	p->rx.cached_cons += i;
-	if (p->n_rx >= i - foreign) {
+	if (p->member) {
+		p->fan.took_rx += i - foreign;
+	} else if (p->n_rx >= i - foreign) {
 		p->n_rx -= i - foreign;
 	} else {
 		bad += i - foreign - p->n_rx;
@@ -1810,10 +2003,10 @@ static uint32_t port_receive(PortObject *p)
 
 		/* the kernel fills only frames we gave it: anything else is
 		 * not ours to free or send */
-		if (!frame_ok(p, addr, len, p->id)) {
+		if (!frame_ok(p, addr, len, p->owner)) {
 			bad++;
-			if (frame_mine(p, addr)) {
-				free_push(p, addr);
+			if (frame_rx_home(p, addr)) {
+				rx_drop(p, addr);
 				dropped++;
 			} else {
 				foreign++;
@@ -1822,17 +2015,17 @@ static uint32_t port_receive(PortObject *p)
 		}
 		p->st.rx_bytes += len;
 		if (action == FP_ACT_DROP) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			p->st.drops[reason]++;
 			continue;
 		}
 		if (len < ETH_HLEN) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			dropped++;
 			continue;
 		}
 		if (len > max_len) {
-			free_push(p, addr);
+			rx_drop(p, addr);
 			too_long++;
 			continue;
 		}
@@ -1844,13 +2037,16 @@ static uint32_t port_receive(PortObject *p)
 			t->addr = addr;
 			t->len = len;
 			t->options = 0;
-			p->n_tx++;
-			p->tx_inflight++;
+			if (p->member)
+				p->fan.took_tx++;	/* the owner's frame */
+			else
+				p->n_tx++;
 			p->st.tx_packets++;
 			p->st.tx_bytes += len;
 		} else {
 			out->slots[out_prod++ & mask] = addr | (uint64_t)len << RING_LEN_SHIFT;
-			p->n_handoff++;
+			if (!p->member)
+				p->n_handoff++;
 			p->st.handoff_out++;
 		}
 	}
@@ -1861,8 +2057,11 @@ static uint32_t port_receive(PortObject *p)
 	}
 	/* Every frame of ours on the RX ring was given to the kernel (counted
 	 * in rx) by us; a kernel that hands back more than it was given must
-	 * not wrap the count. */
-	if (p->n_rx >= n - foreign) {
+	 * not wrap the count.  A fanout member's are the owner's, which it
+	 * counts for it (fastpath.h, "Fanout"). */
+	if (p->member) {
+		p->fan.took_rx += n - foreign;
+	} else if (p->n_rx >= n - foreign) {
 		p->n_rx -= n - foreign;
 	} else {
 		bad += n - foreign - p->n_rx;
@@ -1985,6 +2184,8 @@ static inline __attribute__((always_inline)) uint32_t port_iterate(PortObject *p
 
 	if (__atomic_load_n(&p->hdr->generation, __ATOMIC_ACQUIRE) != p->generation)
 		port_load_rule(p);
+	if (p->n_members)
+		port_sync_members(p);
 	work += port_complete(p);
 	work += port_take_returns(p);
 	work += port_take_handoffs(p);
@@ -2083,7 +2284,7 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 		} else if (!p->spin && ++idle > 8) {
 			/* Frames still out in the kernel's TX path, or lent to
 			 * a peer, come back without waking us: look again soon. */
-			int ms = (p->n_tx || p->n_handoff) ? 1 :
+			int ms = (p->n_tx || p->n_handoff || port_tx_inflight(p)) ? 1 :
 				 (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
 
 			port_commit(p);		/* the counters, fresh for a scrape */
@@ -2138,8 +2339,10 @@ static PyObject *Port_drained(PortObject *p, PyObject *noargs)
 		PyErr_SetString(PyExc_ValueError, "port is closed");
 		return NULL;
 	}
+	if (p->n_members)
+		port_sync_members(p);
 	if (ring_cons_avail(&p->rx, 1) || ring_cons_avail(&p->comp, 1) ||
-	    p->tx_inflight || p->n_handoff)
+	    port_tx_inflight(p) || p->n_handoff)
 		Py_RETURN_FALSE;
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		if (w != p->id && (hring_avail(p->fwd_in[w]) || hring_avail(p->ret_in[w])))
@@ -2191,11 +2394,17 @@ static int map_xsk_rings(PortObject *p, int fd)
 
 	if (getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen))
 		return -errno;
-	err = ring_map(&p->fill, fd, &off.fr, p->fill.size, sizeof(uint64_t),
-		       XDP_UMEM_PGOFF_FILL_RING, true);
-	if (!err)
-		err = ring_map(&p->comp, fd, &off.cr, p->comp.size, sizeof(uint64_t),
-			       XDP_UMEM_PGOFF_COMPLETION_RING, false);
+	if (p->member) {	/* the owner's socket has the queue's FILL and COMPLETION */
+		ring_none(&p->fill);
+		ring_none(&p->comp);
+		err = 0;
+	} else {
+		err = ring_map(&p->fill, fd, &off.fr, p->fill.size, sizeof(uint64_t),
+			       XDP_UMEM_PGOFF_FILL_RING, true);
+		if (!err)
+			err = ring_map(&p->comp, fd, &off.cr, p->comp.size, sizeof(uint64_t),
+				       XDP_UMEM_PGOFF_COMPLETION_RING, false);
+	}
 	if (!err)
 		err = ring_map(&p->rx, fd, &off.rx, p->rx.size, sizeof(struct xdp_desc),
 			       XDP_PGOFF_RX_RING, false);
@@ -2207,10 +2416,16 @@ static int map_xsk_rings(PortObject *p, int fd)
 
 static int synth_rings(PortObject *p)
 {
-	int err = ring_synth(&p->fill, p->fill.size, sizeof(uint64_t), true);
+	int err = 0;
 
-	if (!err)
-		err = ring_synth(&p->comp, p->comp.size, sizeof(uint64_t), false);
+	if (p->member) {
+		ring_none(&p->fill);
+		ring_none(&p->comp);
+	} else {
+		err = ring_synth(&p->fill, p->fill.size, sizeof(uint64_t), true);
+		if (!err)
+			err = ring_synth(&p->comp, p->comp.size, sizeof(uint64_t), false);
+	}
 	if (!err)
 		err = ring_synth(&p->rx, p->rx.size, sizeof(struct xdp_desc), false);
 	if (!err)
@@ -2228,11 +2443,15 @@ static int synth_adopt(PortObject *p, PortObject *old)
 	struct ring *from[4] = { &old->fill, &old->comp, &old->rx, &old->tx };
 	struct ring *to[4] = { &p->fill, &p->comp, &p->rx, &p->tx };
 
-	for (int i = 0; i < 4; i++) {
+	for (int i = p->member ? 2 : 0; i < 4; i++) {
 		if (!from[i]->map || !from[i]->heap || from[i]->size != to[i]->size)
 			return -EINVAL;
 	}
-	for (int i = 0; i < 4; i++) {
+	if (p->member) {
+		ring_none(&p->fill);
+		ring_none(&p->comp);
+	}
+	for (int i = p->member ? 2 : 0; i < 4; i++) {
 		/* FILL and TX are the producer side */
 		ring_setup(to[i], from[i]->map, from[i]->map_len, &synth_ring_off, to[i]->size,
 			   to[i] == &p->fill || to[i] == &p->tx);
@@ -2287,9 +2506,7 @@ static void port_recover(PortObject *p)
 	p->n_tx = k->frames.tx;
 	p->n_handoff = k->frames.handoff;
 	memcpy(&p->st, &k->stats, sizeof(p->st));
-	/* every descriptor we put on the TX ring comes back exactly once on
-	 * the COMPLETION ring, also the ones the kernel still holds in skbs */
-	p->tx_inflight = (uint32_t)(*p->tx.producer - *p->comp.consumer);
+	p->fan = k->fanout;
 }
 
 /*
@@ -2316,11 +2533,16 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
 		return -1;
 	}
-	if (!is_pow2(cfg->rx) || !is_pow2(cfg->tx) || !is_pow2(cfg->fill) || !is_pow2(cfg->comp)) {
+	n = c->hdr->nworkers;
+	p->owner = __atomic_load_n(&ctl_worker(c->hdr, id)->owner, __ATOMIC_RELAXED);
+	if (p->owner >= n)
+		p->owner = id;
+	p->member = p->owner != id;
+	if (!is_pow2(cfg->rx) || !is_pow2(cfg->tx) ||
+	    (!p->member && (!is_pow2(cfg->fill) || !is_pow2(cfg->comp)))) {
 		PyErr_SetString(PyExc_ValueError, "ring sizes must be powers of two");
 		return -1;
 	}
-	n = c->hdr->nworkers;
 	if (cfg->umem_size < (uint64_t)n * c->hdr->frames_per_worker * c->hdr->frame_size) {
 		PyErr_SetString(PyExc_ValueError, "UMEM smaller than the control area's frames");
 		return -1;
@@ -2347,6 +2569,19 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->fpw = c->hdr->frames_per_worker;
 	p->home_span = (uint64_t)p->fpw * p->frame_size;
 	p->home_base = id * p->home_span;
+	p->rx_base = p->owner * p->home_span;
+	p->n_members = 0;
+	if (!p->member) {
+		struct fp_worker *me = ctl_worker(c->hdr, id);
+		uint32_t m = me->n_members < FP_MAX_FANOUT ? me->n_members : FP_MAX_FANOUT - 1;
+
+		for (uint32_t k = 0; k < m; k++) {
+			uint32_t w = me->members[k];
+
+			if (w < n && w != id)
+				p->members[p->n_members++] = w;
+		}
+	}
 	p->frames_end = n * p->home_span;
 	p->batch = cfg->batch;
 	p->spin = cfg->spin;
@@ -3141,12 +3376,24 @@ static void fz_poison_port(struct fuzz *fz, PortObject *p, bool on)
 /* ---- the kernel, behaving ---- */
 
 /* FILL buffers into the kernel's hands. */
+/* The port whose FILL and COMPLETION rings serve x's socket: x, or the
+ * owner of x's fanout group (its emulated kernel side is the group's). */
+static inline uint32_t fz_owner(struct fuzz *fz, uint32_t x)
+{
+	return fz->ports[x]->owner;
+}
+
 static uint32_t fz_take_fill(struct fuzz *fz, uint32_t x, uint32_t max)
 {
-	struct ring *fq = &fz->ports[x]->fill;
-	struct fz_kernel *k = &fz->k[x];
+	struct ring *fq;
+	struct fz_kernel *k;
+
+	x = fz_owner(fz, x);
+	fq = &fz->ports[x]->fill;
+	k = &fz->k[x];
 	const uint64_t *a = fq->descs;
 	uint32_t cons = *fq->consumer, avail = load_acquire(fq->producer) - cons, n;
+
 
 	if (avail > fq->size) {
 		if (fz->exact)
@@ -3175,7 +3422,7 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 {
 	PortObject *p = fz->ports[x];
 	struct ring *rx = &p->rx;
-	struct fz_kernel *k = &fz->k[x];
+	struct fz_kernel *k = &fz->k[fz_owner(fz, x)];	/* the group's FILL buffers */
 	struct xdp_desc *rxd = rx->descs;
 	uint32_t prod = *rx->producer, used = prod - load_acquire(rx->consumer), n;
 
@@ -3308,7 +3555,7 @@ static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d)
 static uint32_t fz_send(struct fuzz *fz, uint32_t x, uint32_t max)
 {
 	struct ring *tx = &fz->ports[x]->tx;
-	struct fz_kernel *k = &fz->k[x];
+	struct fz_kernel *k = &fz->k[fz_owner(fz, x)];	/* completes on the owner's */
 	const struct xdp_desc *txd = tx->descs;
 	uint32_t cons = *tx->consumer, avail = load_acquire(tx->producer) - cons, n;
 
@@ -3336,8 +3583,8 @@ static uint32_t fz_send(struct fuzz *fz, uint32_t x, uint32_t max)
 /* Sent frames back on the COMPLETION ring, in any order. */
 static uint32_t fz_complete(struct fuzz *fz, uint32_t x, uint32_t max)
 {
-	struct ring *cq = &fz->ports[x]->comp;
-	struct fz_kernel *k = &fz->k[x];
+	struct ring *cq = &fz->ports[fz_owner(fz, x)]->comp;
+	struct fz_kernel *k = &fz->k[fz_owner(fz, x)];
 	uint64_t *a = cq->descs;
 	uint32_t prod = *cq->producer, used = prod - load_acquire(cq->consumer), n;
 
@@ -3513,7 +3760,7 @@ static void fz_lie_rx(struct fuzz *fz, uint32_t x)
 
 static void fz_lie_comp(struct fuzz *fz, uint32_t x)
 {
-	struct ring *cq = &fz->ports[x]->comp;
+	struct ring *cq = &fz->ports[fz_owner(fz, x)]->comp;
 	uint64_t *a = cq->descs;
 	uint32_t prod = *cq->producer, n = 1 + fz_below(fz, 4);
 
@@ -3538,7 +3785,7 @@ static void fz_resync(struct ring *r, bool kernel_produces)
 
 static void fz_lie_index(struct fuzz *fz, uint32_t x)
 {
-	PortObject *p = fz->ports[x];
+	PortObject *p = fz->ports[x], *o = fz->ports[fz_owner(fz, x)];
 	struct ring *r;
 
 	switch (fz_below(fz, 8)) {
@@ -3547,11 +3794,11 @@ static void fz_lie_index(struct fuzz *fz, uint32_t x)
 		store_release(r->producer, *r->producer + fz_jump(fz, r->size));
 		break;
 	case 1:
-		r = &p->comp;
+		r = &o->comp;
 		store_release(r->producer, *r->producer + fz_jump(fz, r->size));
 		break;
 	case 2:
-		r = &p->fill;
+		r = &o->fill;
 		store_release(r->consumer, *r->consumer + fz_jump(fz, r->size));
 		break;
 	case 3:
@@ -3559,13 +3806,13 @@ static void fz_lie_index(struct fuzz *fz, uint32_t x)
 		store_release(r->consumer, *r->consumer + fz_jump(fz, r->size));
 		break;
 	case 4:		/* need_wakeup: the port makes a syscall on fd -1 */
-		r = fz_below(fz, 2) ? &p->fill : &p->tx;
+		r = fz_below(fz, 2) ? &o->fill : &p->tx;
 		*r->flags ^= XDP_RING_NEED_WAKEUP;
 		break;
 	default:	/* back in step */
 		fz_resync(&p->rx, true);
-		fz_resync(&p->comp, true);
-		fz_resync(&p->fill, false);
+		fz_resync(&o->comp, true);
+		fz_resync(&o->fill, false);
 		fz_resync(&p->tx, false);
 	}
 }
@@ -3762,17 +4009,17 @@ static int fz_place(struct fuzz *fz, uint64_t addr, uint32_t loc)
 		break;
 	case FZ_LOC_FILL:
 	case FZ_LOC_KFILL:
-	case FZ_LOC_RX:
-		cat = FZ_RX, want = a;
+	case FZ_LOC_RX:			/* a fanout member's: its owner's frames */
+		cat = FZ_RX, want = fz_owner(fz, a);
 		break;
-	case FZ_LOC_FWD:		/* lent by a */
-		cat = FZ_HANDOFF, want = a;
+	case FZ_LOC_FWD:		/* lent by a (a member lends its owner's) */
+		cat = FZ_HANDOFF, want = fz_owner(fz, a);
 		break;
 	case FZ_LOC_RET:		/* on its way home to b */
 		cat = FZ_HANDOFF, want = b;
 		break;
-	default:			/* a's TX path: a's own, or borrowed */
-		cat = home == a ? FZ_TX : FZ_HANDOFF, want = home;
+	default:			/* a's TX path: its group's own, or borrowed */
+		cat = home == fz_owner(fz, a) ? FZ_TX : FZ_HANDOFF, want = home;
 	}
 	if (home != want)
 		return fz_fail(fz, "%s holds frame %llu, which is worker %u's",
@@ -3971,6 +4218,32 @@ static int fz_scan(struct fuzz *fz)
 			"kernel), frame %llu (worker %llu's) first", (unsigned long long)missing,
 			(unsigned long long)first, (unsigned long long)(first / fz->fpw));
 		goto out;
+	}
+	/* An owner counts its members' use of its frames when it next looks
+	 * (port_sync_members): until then, what they took is still rx to
+	 * it, and what they sent of it still handoff. */
+	for (uint32_t w = 0; w < fz->n; w++) {
+		struct fp_counts k;
+		uint64_t lag_rx, lag_tx;
+
+		if (fz_owner(fz, w) == w)
+			continue;
+		ctl_counts(fz->h, w, &k);
+		lag_rx = k.fanout.took_rx;
+		lag_tx = k.fanout.took_tx;
+		fz->cnt[fz_owner(fz, w)][FZ_RX] += lag_rx;
+		fz->cnt[fz_owner(fz, w)][FZ_HANDOFF] += lag_tx - lag_rx;
+		fz->cnt[fz_owner(fz, w)][FZ_TX] -= lag_tx;
+	}
+	for (uint32_t w = 0; w < fz->n; w++) {
+		struct fp_counts k;
+
+		if (!fz->ports[w]->n_members)
+			continue;
+		ctl_counts(fz->h, w, &k);
+		fz->cnt[w][FZ_RX] -= k.fanout.seen_rx;
+		fz->cnt[w][FZ_HANDOFF] += k.fanout.seen_rx - k.fanout.seen_tx;
+		fz->cnt[w][FZ_TX] += k.fanout.seen_tx;
 	}
 	for (uint32_t w = 0; w < fz->n; w++) {
 		const uint64_t *c = fz->cnt[w];

@@ -56,6 +56,24 @@
  * A slot is given back (reset_worker) only after its worker drained: no
  * frame of it anywhere else, no ring to or from it holding anything.
  *
+ * Fanout.  Several workers may share one (netdev, queue): their sockets are
+ * bound to the same queue and the XDP program spreads the queue's packets
+ * across them.  The kernel gives such sockets one FILL and one COMPLETION
+ * ring between them (one buffer pool per queue), and those rings are
+ * single-producer single-consumer too, so one worker, the group's owner,
+ * maps and drives them; the others (members) map only their RX and TX
+ * rings.  So every frame a member receives is the owner's, lent to it by
+ * the kernel, and every frame a member transmits completes on the owner's
+ * COMPLETION ring.  The owner's accounting stays exact with two counters
+ * per member (struct fp_fanout): frames it received (rx -> handoff at the
+ * owner) and, of those, frames it put on its own TX ring (handoff -> tx);
+ * the owner adds up its members' committed counters before it takes
+ * returns and completions, and again when a return or completion finds
+ * its count at zero (it may have raced ahead of the member's commit it
+ * follows from).  A member gives an owner's frame back on its ret ring
+ * (a drop), or lends it on like any other frame; its own slot's frames
+ * stay on its free list.
+ *
  * Every ring here is single-producer single-consumer: ring (i, j) is written
  * only by worker i and read only by worker j.  Ring entries pack a UMEM
  * address and a length: addr | len << 48.  Each ring has as many slots as a
@@ -68,16 +86,19 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		6	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		7	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
-					 * 6: fp_rule.vlan_op, VLAN push/pop */
+					 * 6: fp_rule.vlan_op, VLAN push/pop;
+					 * 7: fanout groups, fp_worker.lane */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
 #define FP_MAX_EGRESS		256	/* egress workers (queues) per netdev */
 #define FP_MAX_RULES		16	/* forward rules per ingress netdev
 					 * (config.MAX_FORWARD_RULES) */
+#define FP_MAX_FANOUT		16	/* workers sharing one queue (config.MAX_FANOUT,
+					 * XDPD_MAX_FANOUT in bpf/rr_redirect.h) */
 
 #define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
 
@@ -156,9 +177,26 @@ struct fp_frames {
 	uint64_t handoff;
 };
 
+/*
+ * A fanout group's frame traffic (see "Fanout" above).  A member counts
+ * the owner's frames it took off its RX ring, and of those the ones it
+ * put on its own TX ring (their completions reach the owner's COMPLETION
+ * ring); the owner counts how much of its members' counts it has moved
+ * between its own locations, and every COMPLETION entry it consumed.
+ * Committed with the rest: a replacement on either side continues them.
+ */
+struct fp_fanout {
+	uint64_t took_rx;	/* member: owner's frames received */
+	uint64_t took_tx;	/* member: of those, put on its own TX ring */
+	uint64_t seen_rx;	/* owner: sum of its members' took_rx accounted */
+	uint64_t seen_tx;	/* owner: sum of its members' took_tx accounted */
+	uint64_t completed;	/* COMPLETION ring entries consumed, ever */
+};
+
 struct fp_counts {
 	struct fp_frames frames;
 	struct fp_stats stats;
+	struct fp_fanout fanout;
 };
 
 /* One index update in a redo log: the word (FP_REDO_*, peer) and its value. */
@@ -194,7 +232,11 @@ struct fp_worker {
 	uint32_t netdev;	/* index into the table's by_netdev[] */
 	uint32_t queue;
 	uint32_t ifindex;
-	uint32_t pad0;
+	uint32_t lane;		/* picks this worker's egress: queue * fanout + member */
+	uint32_t owner;		/* the worker with the queue's FILL and COMPLETION
+				 * rings: itself, unless a fanout member */
+	uint32_t n_members;	/* owner of a fanout group: its other members */
+	uint16_t members[FP_MAX_FANOUT];
 
 	/* liveness: written by the worker */
 	FP_ALIGNED uint64_t heartbeat_ns;	/* CLOCK_MONOTONIC */

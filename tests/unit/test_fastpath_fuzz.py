@@ -78,6 +78,79 @@ def test_recovery_from_what_liars_left(seed):
     assert r["crashes"] > 100 and r["bad_descs"] > 0
 
 
+# Fanout: groups of workers on one queue, the first of each owning the FILL
+# and COMPLETION rings (fastpath.h, "Fanout"); geometries with 1 to 4
+# workers give groups of 2 and 3, and a lone worker.
+@pytest.mark.parametrize("fanout", (2, 3))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fanout_members_lose_no_frame_and_no_packet(seed, fanout):
+    r = ff.run_one(_fastpath, seed, STEPS, "crash", fanout)
+    nworkers, fpw = geometry(seed)
+    assert r["exact"] and r["fanout"] == fanout
+    assert r["crashes"] > 100 and r["scans"] > 50
+    assert r["frames"] == nworkers * fpw
+    assert r["transmitted"] + r["dropped"] == r["packets"] > 1000
+    assert r["bad_descs"] == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fanout_groups_under_lies(seed):
+    r = ff.run_one(_fastpath, seed, STEPS, "lie+crash", 2)
+    assert r["crashes"] > 100 and r["bad_descs"] > 0
+
+
+def test_fanout_members_receive_into_the_owners_frames():
+    """Members take packets off their RX rings, send and hand off; their
+    own slot's frames never leave its free list; the owner's counts end
+    with every frame back (fuzz() checked every step in between)."""
+    from xdpd.shared_umem import Region
+
+    n, fpw, fs, entries = 4, 60, 2048, 64
+    ctl_region = Region("fuzz-control", _fastpath.control_size(n, fpw, fs, entries))
+    umem = Region("fuzz-umem", (n * fpw + 2) * fs)
+    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
+    try:
+        ctl.format(n, fpw, fs, entries)
+        for w in range(n):
+            owner = w - w % 2
+            ctl.set_worker(w, owner // 2, owner // 2, 0, lane=w, owner=owner,
+                           members=[owner + 1] if w == owner else ())
+        r = _fastpath.fuzz(ctl, umem.fd, umem.size, 3, STEPS, ring_sizes=(32, 32, 64, 64),
+                           batch=16, crash_every=40, misbehave=False)
+        assert r["exact"] and r["packets"] > 1000
+        for member in (1, 3):
+            s = ctl.worker_stats(member)
+            assert s["rx_packets"] > 1000 and s["tx_packets"] > 1000
+            assert ctl.worker_frames(member) == {"free": fpw, "rx": 0, "tx": 0, "handoff": 0}
+        for owner in (0, 2):
+            f = ctl.worker_frames(owner)
+            assert f["tx"] == f["handoff"] == 0 and f["free"] + f["rx"] == fpw
+    finally:
+        ctl.close()
+        ctl_region.close()
+        umem.close()
+
+
+def test_set_worker_refuses_a_group_that_cannot_be():
+    from xdpd.shared_umem import Region
+
+    ctl_region = Region("fuzz-control", _fastpath.control_size(3, 8, 2048, 8))
+    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
+    try:
+        ctl.format(3, 8, 2048, 8)
+        with pytest.raises(ValueError, match="owner 3: no such worker slot"):
+            ctl.set_worker(1, 0, 0, 0, owner=3)
+        with pytest.raises(ValueError, match="member 0: not another worker slot"):
+            ctl.set_worker(0, 0, 0, 0, members=[0])
+        with pytest.raises(ValueError, match="only an owner has them"):
+            ctl.set_worker(1, 0, 0, 0, owner=0, members=[2])
+        with pytest.raises(ValueError, match="at most 15"):
+            ctl.set_worker(0, 0, 0, 0, members=[1] * 16)
+    finally:
+        ctl.close()
+        ctl_region.close()
+
+
 def test_a_run_without_lies_or_crashes_is_checked_exactly():
     from xdpd.shared_umem import Region
 
@@ -130,6 +203,14 @@ def test_fuzz_under_address_sanitizer(gcc_and_libasan, tmp_path):
     out = json.loads(r.stdout)
     assert out["summary"]["module"] == module      # the instrumented build ran
     assert out["summary"]["runs"] == 12 and out["summary"]["crashes_checked_exactly"] > 0
+    # and with fanout groups (members without FILL or COMPLETION rings)
+    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
+                        "--seeds", "1-4", "--fanout", "2", "--json"],
+                       env=ff.sanitizer_env(gcc_and_libasan), capture_output=True,
+                       text=True, timeout=120)
+    assert "ERROR: AddressSanitizer" not in r.stderr, r.stderr[-4000:]
+    assert "runtime error" not in r.stderr, r.stderr[-4000:]
+    assert r.returncode == 0, r.stderr[-4000:]
 
 
 # Recovery that ignores a pending commit: its redo log is never applied.
@@ -152,3 +233,25 @@ def test_crash_injection_catches_a_recovery_that_drops_the_redo_log(tmp_path):
     assert "RuntimeError: fuzz seed 1, step " in r.stderr
     # caught by the frame accounting (where a frame is, or a worker's counts)
     assert "frame" in r.stderr.splitlines()[-1]
+
+
+# A fanout member that forwards a frame of its owner to another worker of
+# its own group: it would complete on the owner's COMPLETION ring as sent
+# by the owner while the owner counts it lent.
+GROUP_MUTANT = ("same_group(p, r->egress[p->me->lane % r->n_egress]) ?",
+                "0 ?")
+
+
+def test_crash_injection_catches_a_frame_lent_inside_its_group(tmp_path):
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc to build a broken copy of the fast path")
+    src = open(ff.SOURCE).read()
+    assert src.count(GROUP_MUTANT[0]) == 1, "port_load_rule() changed: update GROUP_MUTANT"
+    path = tmp_path / "_fastpath.c"
+    path.write_text(src.replace(*GROUP_MUTANT))
+    module = ff.build(str(tmp_path), ["-O1"], str(path))
+    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
+                        "--seeds", "1", "--modes", "crash", "--fanout", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "committed free" in r.stderr.splitlines()[-1]
