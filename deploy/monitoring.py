@@ -24,7 +24,7 @@ from typing import Iterator
 import yaml
 
 XDPD_METRICS: dict[str, str] = {
-    # per worker (netdev, queue)
+    # per worker (netdev, queue, member: 0 unless the queue has fanout)
     "xdpd_rx_packets_total": "counter",
     "xdpd_rx_bytes_total": "counter",
     "xdpd_tx_packets_total": "counter",

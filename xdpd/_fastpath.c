@@ -2309,7 +2309,9 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
  * drained() -> True when this worker holds nothing another worker or the
  * wire still waits for: nothing on its RX ring or its incoming handoff
  * rings, every descriptor it put on its TX ring completed (borrowed frames
- * are home again), and every frame it lent out returned.  Frames on its
+ * are home again), and every frame it lent out returned.  A fanout member:
+ * every descriptor on its TX ring taken by the kernel (the owner sees the
+ * completions); an owner: its members stopped and all they sent completed.  Frames on its
  * FILL ring stay: they die with the socket and come back when the slot is
  * reset.  A worker being removed by a reload (its socket out of XSKMAP,
  * no table names it as egress any more) loops until this holds.
@@ -2338,6 +2340,15 @@ static PyObject *Port_drained(PortObject *p, PyObject *noargs)
 	if (!p->umem) {
 		PyErr_SetString(PyExc_ValueError, "port is closed");
 		return NULL;
+	}
+	/* an owner outlives its members: what they still send completes on
+	 * our COMPLETION ring, and only we give those frames back */
+	for (uint32_t k = 0; k < p->n_members; k++) {
+		uint32_t st = __atomic_load_n(&ctl_worker(p->hdr, p->members[k])->state,
+					      __ATOMIC_ACQUIRE);
+
+		if (st != FP_STATE_STOPPED && st != FP_STATE_NONE)
+			Py_RETURN_FALSE;
 	}
 	if (p->n_members)
 		port_sync_members(p);

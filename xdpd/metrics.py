@@ -29,6 +29,8 @@ from .supervisor import worker_rule_counts
 log = logging.getLogger("xdpd.metrics")
 
 QUEUE_LABELS = ["netdev", "queue"]
+# a worker: its queue, and which of the queue's fanout workers (0 without fanout)
+WORKER_LABELS = QUEUE_LABELS + ["member"]
 # XDP_STATISTICS field -> (metric, what it counts)
 XSK_STATISTICS = {
     "rx_dropped": ("xdpd_xsk_rx_dropped_packets",
@@ -44,7 +46,7 @@ XSK_STATISTICS = {
 }
 RINGS = ("rx", "tx", "fill", "completion")
 WORKER_STATES = ("starting", "running", "draining", "backoff", "fatal", "stopped")
-XDP_VERDICTS = ("redirected", "passed", "no_socket", "pass_rule")
+XDP_VERDICTS = ("redirected", "passed", "no_socket", "pass_rule", "fanout_to_owner")
 
 
 class XdpdCollector:
@@ -76,51 +78,51 @@ class XdpdCollector:
                                 value=1 if sup.ready else 0)
 
     def _workers(self, workers, procs, umem, config=None) -> Iterator:
-        rx_p = CounterMetricFamily("xdpd_rx_packets", "Packets received from the queue's AF_XDP socket", labels=QUEUE_LABELS)
-        rx_b = CounterMetricFamily("xdpd_rx_bytes", "Bytes received from the queue's AF_XDP socket", labels=QUEUE_LABELS)
-        tx_p = CounterMetricFamily("xdpd_tx_packets", "Packets put on the queue's AF_XDP TX ring", labels=QUEUE_LABELS)
-        tx_b = CounterMetricFamily("xdpd_tx_bytes", "Bytes put on the queue's AF_XDP TX ring", labels=QUEUE_LABELS)
+        rx_p = CounterMetricFamily("xdpd_rx_packets", "Packets received from the queue's AF_XDP socket", labels=WORKER_LABELS)
+        rx_b = CounterMetricFamily("xdpd_rx_bytes", "Bytes received from the queue's AF_XDP socket", labels=WORKER_LABELS)
+        tx_p = CounterMetricFamily("xdpd_tx_packets", "Packets put on the queue's AF_XDP TX ring", labels=WORKER_LABELS)
+        tx_b = CounterMetricFamily("xdpd_tx_bytes", "Bytes put on the queue's AF_XDP TX ring", labels=WORKER_LABELS)
         drops = CounterMetricFamily("xdpd_dropped_packets", "Packets dropped by xdpd's workers, by reason",
-                                    labels=QUEUE_LABELS + ["reason"])
+                                    labels=WORKER_LABELS + ["reason"])
         handoff = CounterMetricFamily("xdpd_handoff_packets", "Packets passed to the worker of the egress queue",
-                                      labels=QUEUE_LABELS)
+                                      labels=WORKER_LABELS)
         kicks = CounterMetricFamily("xdpd_tx_wakeups", "sendto() calls made to start transmission",
-                                    labels=QUEUE_LABELS)
+                                    labels=WORKER_LABELS)
         sleeps = CounterMetricFamily("xdpd_worker_sleeps", "Times a worker blocked waiting for packets",
-                                     labels=QUEUE_LABELS)
+                                     labels=WORKER_LABELS)
         polls = CounterMetricFamily("xdpd_busy_polls", "recvfrom()/sendto() calls made to "
-                                    "busy-poll the queue (workers.busy_poll)", labels=QUEUE_LABELS)
+                                    "busy-poll the queue (workers.busy_poll)", labels=WORKER_LABELS)
         bad = CounterMetricFamily("xdpd_bad_descriptors", "Descriptors a worker refused: an "
                                   "address outside the UMEM or not its owner's, a length "
                                   "past the frame, a frame returned twice",
-                                  labels=QUEUE_LABELS)
-        up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=QUEUE_LABELS)
+                                  labels=WORKER_LABELS)
+        up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=WORKER_LABELS)
         state = GaugeMetricFamily("xdpd_worker_state", "1 for the worker's current state",
-                                  labels=QUEUE_LABELS + ["state"])
+                                  labels=WORKER_LABELS + ["state"])
         started = GaugeMetricFamily("xdpd_worker_start_time_seconds", "Unix time the worker's "
-                                    "current process was started", labels=QUEUE_LABELS)
-        restarts = CounterMetricFamily("xdpd_worker_restarts", "Worker processes replaced", labels=QUEUE_LABELS)
+                                    "current process was started", labels=WORKER_LABELS)
+        restarts = CounterMetricFamily("xdpd_worker_restarts", "Worker processes replaced", labels=WORKER_LABELS)
         cpu = CounterMetricFamily("xdpd_worker_cpu_seconds", "CPU time of the worker's current "
-                                  "process, by mode", labels=QUEUE_LABELS + ["mode"])
+                                  "process, by mode", labels=WORKER_LABELS + ["mode"])
         ring_used = GaugeMetricFamily("xdpd_ring_used_entries", "Entries on the socket's ring "
                                       "(as of the worker's last pause, at most 200 ms old)",
-                                      labels=QUEUE_LABELS + ["ring"])
+                                      labels=WORKER_LABELS + ["ring"])
         ring_size = GaugeMetricFamily("xdpd_ring_size_entries", "Size of the socket's ring",
-                                      labels=QUEUE_LABELS + ["ring"])
+                                      labels=WORKER_LABELS + ["ring"])
         rule_p = CounterMetricFamily("xdpd_rule_packets", "Packets a forward rule took (the "
                                      "first whose match fits), by its index in `forward`; "
                                      "zeroed when the interface's rules change",
-                                     labels=QUEUE_LABELS + ["rule"])
+                                     labels=WORKER_LABELS + ["rule"])
         rule_b = CounterMetricFamily("xdpd_rule_bytes", "Bytes of the packets a forward rule "
                                      "took, by its index in `forward`",
-                                     labels=QUEUE_LABELS + ["rule"])
+                                     labels=WORKER_LABELS + ["rule"])
         xsk = {name: CounterMetricFamily(metric, f"AF_XDP socket XDP_STATISTICS {name}: {help}",
-                                         labels=QUEUE_LABELS)
+                                         labels=WORKER_LABELS)
                for name, (metric, help) in XSK_STATISTICS.items()}
         r = getattr(self.sup, "ring_sizes", None)
         sizes = {ring: getattr(r, ring) for ring in RINGS} if r else {}
         for w in workers:
-            labels = [w.plan.netdev, str(w.plan.queue)]
+            labels = [w.plan.netdev, str(w.plan.queue), str(w.plan.member)]
             s = umem.control.worker_stats(w.id)
             rx_p.add_metric(labels, s["rx_packets"])
             rx_b.add_metric(labels, s["rx_bytes"])

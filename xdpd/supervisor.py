@@ -513,7 +513,7 @@ class Supervisor:
         with self.lock:
             self.interfaces.append(iface)
         for q in queues:
-            prog.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+            self._own_queue(iface, q)
         if iface_cfg.pass_to_kernel:
             prog.set_pass_rules(iface_cfg.pass_to_kernel)
         self._write_record()                  # before the attach: a kill in between is covered
@@ -542,6 +542,14 @@ class Supervisor:
 
     def interface(self, name: str) -> Interface:
         return next(i for i in self.interfaces if i.name == name)
+
+    @staticmethod
+    def _own_queue(iface: Interface, queue: int) -> None:
+        """queue_conf for an owned queue: its fallback, and how many sockets
+        share it (fanout) and how the program spreads packets over them."""
+        cfg = iface.config
+        iface.program.set_queue(queue, owned=True, fallback=cfg.fallback, fanout=cfg.fanout,
+                                spread=cfg.fanout_spread)
 
     def _zero_copy_choices(self) -> list[bool]:
         # Copy vs zero-copy is a property of the shared UMEM (the kernel makes
@@ -587,23 +595,44 @@ class Supervisor:
         self.zero_copy = choices[n]
         for wid, (plan, sock) in enumerate(zip(plans, sockets)):
             self._add_worker(wid, plan, sock)
+        self._link_groups(self.workers)
         self.free_slots = list(range(len(plans), slots))
         self.eventfds = [self.ops.eventfd() for _ in range(slots)]
 
     def _add_worker(self, wid: int, plan: WorkerPlan, sock) -> Worker:
         iface = self.interface(plan.netdev)
         w = Worker(wid, plan, iface.index, sock)
-        self.umem.control.set_worker(wid, iface.index, plan.queue, iface.ifindex)
         with self.lock:
             self.workers.append(w)
         return w
 
+    def group(self, w: Worker) -> list[Worker]:
+        """The workers sharing w's queue (fanout), the owner first; [w] alone
+        without fanout."""
+        return sorted((x for x in self.workers if x.plan.netdev == w.plan.netdev and
+                       x.plan.queue == w.plan.queue), key=lambda x: x.plan.member)
+
+    def _link_groups(self, workers: list[Worker]) -> None:
+        """Tell the fast path each new worker's place (before it starts):
+        its lane (which egress it picks), and in a fanout group the owner
+        (FILL and COMPLETION rings) and, to the owner, its members."""
+        for w in workers:
+            group = self.group(w)
+            owner = group[0]
+            members = [x.id for x in group[1:]] if w is owner else []
+            self.umem.control.set_worker(w.id, w.netdev_index, w.plan.queue,
+                                         self.interface(w.plan.netdev).ifindex,
+                                         lane=w.plan.lane, owner=owner.id, members=members)
+
     def _bind_sockets(self, plans, zero_copy: bool) -> list:
         sockets: list = []
+        owners: dict[tuple[str, int], object] = {}
         try:
             for plan in plans:
+                owner = owners.get((plan.netdev, plan.queue)) if plan.member else None
                 sockets.append(self._bound_socket(plan, zero_copy,
-                                                  sockets[0] if sockets else None))
+                                                  owner or (sockets[0] if sockets else None)))
+                owners.setdefault((plan.netdev, plan.queue), sockets[-1])
         except BaseException:
             for s in sockets:
                 s.close()
@@ -611,7 +640,11 @@ class Supervisor:
         return sockets
 
     def _setup_socket(self, sock, zero_copy: bool, shared_with) -> None:
-        sock.set_rings(self.ring_sizes)
+        # a fanout member binds to its owner's socket (same netdev and
+        # queue): it shares the owner's FILL and COMPLETION rings
+        same_queue = shared_with is not None and (shared_with.netdev, shared_with.queue) == \
+            (sock.netdev, sock.queue)
+        sock.set_rings(self.ring_sizes, fill_completion=not same_queue)
         sock.bind(zero_copy=zero_copy, shared_with=shared_with)
         self._set_tx_budget(sock, first=shared_with is None)
         if self.config.workers.busy_poll:
@@ -620,7 +653,12 @@ class Supervisor:
 
     def _new_socket(self, plan: WorkerPlan):
         """A socket for a worker a reload adds: bound with XDP_SHARED_UMEM
-        to any running socket (the UMEM lives as long as one does)."""
+        to any running socket (the UMEM lives as long as one does), a
+        fanout member to its owner's, added just before it."""
+        owner = next((w.socket for w in self.workers if w.plan.netdev == plan.netdev and
+                      w.plan.queue == plan.queue and w.plan.member == 0), None)
+        if plan.member and owner is not None:
+            return self._bound_socket(plan, self.zero_copy, owner)
         return self._bound_socket(plan, self.zero_copy, self.workers[0].socket)
 
     def _bound_socket(self, plan: WorkerPlan, zero_copy: bool, shared_with):
@@ -726,7 +764,7 @@ class Supervisor:
             batch_size=self.config.workers.batch_size,
             spin=self.config.workers.idle == "spin",
             busy_poll=self.config.workers.busy_poll,
-            budget_us=WORKER_BUDGET_US, parent_pid=os.getpid())
+            budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name)
 
     def spawn_worker(self, w: Worker) -> None:
         """Start w's process: its standby takes over if it has one, else a
@@ -810,7 +848,8 @@ class Supervisor:
     def _open_queues(self, workers: list[Worker]) -> None:
         """Socket into XSKMAP: from here on the queue's packets go to its worker."""
         for w in workers:
-            self.interface(w.plan.netdev).program.set_socket(w.plan.queue, w.socket.fd)
+            self.interface(w.plan.netdev).program.set_socket(w.plan.queue, w.socket.fd,
+                                                             member=w.plan.member)
 
     def _close_queues(self, workers: list[Worker], disown: bool = False) -> None:
         """Socket out of XSKMAP; with disown, the queue is no longer xdpd's
@@ -820,7 +859,7 @@ class Supervisor:
             try:
                 if disown:
                     iface.program.set_queue(w.plan.queue, owned=False)
-                iface.program.clear_socket(w.plan.queue)
+                iface.program.clear_socket(w.plan.queue, member=w.plan.member)
             except OSError as e:
                 log.warning("%s: removing socket from XSKMAP failed: %s", w.name, e)
 
@@ -955,6 +994,9 @@ class Supervisor:
                 w.standby_after = now + STANDBY_RETRY_S
             if w.proc is None or w.state == WorkerState.DRAINING or w.proc.poll() is None:
                 continue
+            if w.state == WorkerState.FATAL:    # a member stopped with its owner
+                w.proc = None
+                continue
             lived = now - w.started_at
             code = w.proc.returncode
             booted = w.state == WorkerState.RUNNING or self._reports_running(w)
@@ -969,8 +1011,19 @@ class Supervisor:
                               "messages above, fix the cause, then restart xdpd",
                               w.name, w.quick_deaths, code)
                     self.dismiss_standby(w)
-                    self._close_queues([w])   # the interface's fallback applies
-                    self.umem.control.mark_stopped(w.id)  # peers: egress_down
+                    # without its owner a fanout group has no FILL ring to
+                    # receive into and no COMPLETION ring to send with
+                    gone = self.group(w) if w.plan.member == 0 else [w]
+                    if len(gone) > 1:
+                        log.error("%s: its fanout members %s stop receiving and sending "
+                                  "with it", w.name, ", ".join(x.name for x in gone[1:]))
+                    self._close_queues(gone)    # the interface's fallback applies
+                    for x in gone:
+                        self.umem.control.mark_stopped(x.id)    # peers: egress_down
+                    for x in gone[1:]:
+                        x.state = WorkerState.FATAL
+                        self.dismiss_standby(x)
+                        self.kill_worker(x)
                     continue
                 w.state = WorkerState.BACKOFF     # RUNNING/STARTING -> BACKOFF: died
                 delay = BACKOFF_S[min(w.quick_deaths, len(BACKOFF_S)) - 1] if w.quick_deaths else 0
@@ -1083,11 +1136,12 @@ class Supervisor:
                 added_ifaces.append(self._add_interface(iface_cfg, queues))
             for p in plan.add_workers:
                 iface = self.interface(p.netdev)
-                if iface not in added_ifaces:
-                    iface.program.set_queue(p.queue, owned=True, fallback=iface.config.fallback)
+                if iface not in added_ifaces and p.queue not in iface.queues:
+                    self._own_queue(iface, p.queue)
                     iface.queues.append(p.queue)
                 sock = self._new_socket(p)
                 added.append(self._add_worker(self.free_slots.pop(0), p, sock))
+            self._link_groups(added)
             for w in added:
                 self.spawn_worker(w)
             self._wait_running(added)
@@ -1102,7 +1156,7 @@ class Supervisor:
             iface = self.interface(iface_cfg.name)
             iface.config = iface_cfg
             for q in iface.queues:
-                iface.program.set_queue(q, owned=True, fallback=iface_cfg.fallback)
+                self._own_queue(iface, q)
         for iface_cfg in plan.pass_rule_changes:
             # the program stays attached: the new rule set replaces the old
             # in one map update (bpf.py, set_pass_rules)
@@ -1265,7 +1319,8 @@ class Supervisor:
         now = time.time()
         workers = []
         rules: dict[int, dict] = {}     # by index in `forward`, summed over workers
-        for w in sorted(self.workers, key=lambda w: (w.plan.netdev, w.plan.queue)):
+        for w in sorted(self.workers, key=lambda w: (w.plan.netdev, w.plan.queue,
+                                                     w.plan.member)):
             stats = self.umem.control.worker_stats(w.id)
             rx_pps, tx_pps, drop_pps = self._rates(w, stats)
             try:
@@ -1277,7 +1332,7 @@ class Supervisor:
                                                         WorkerState.DRAINING)
             workers.append({
                 "name": w.name, "netdev": w.plan.netdev, "queue": w.plan.queue,
-                "cpu": w.plan.cpu, "pid": w.proc.pid if running else None,
+                "member": w.plan.member, "cpu": w.plan.cpu, "pid": w.proc.pid if running else None,
                 "state": w.state.value,
                 "uptime_seconds": round(now - w.started_wall, 3) if running else None,
                 "restarts": w.restarts,
@@ -1304,6 +1359,8 @@ class Supervisor:
                 "socket_mode": "zero-copy" if self.zero_copy else "copy",
                 "queues": sorted(i.queues), "rx_queues": i.rx_queues,
                 "fallback": i.config.fallback if i.config else None,
+                "fanout": i.config.fanout if i.config else 1,
+                "fanout_spread": i.config.fanout_spread if i.config else None,
                 "pass_to_kernel": ([m.describe() for m in i.config.pass_to_kernel]
                                    if i.config else []),
                 "rule": describe_rule(self.config, i.name),

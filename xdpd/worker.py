@@ -66,10 +66,11 @@ class WorkerSpec:
     busy_poll: bool
     budget_us: int
     parent_pid: int
+    name: str = ""              # the plan's: netdev/qN, netdev/qN.M with fanout
 
-    @property
-    def name(self) -> str:
-        return f"{self.netdev}/q{self.queue}"
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.netdev}/q{self.queue}")
 
     def fds(self) -> tuple[int, ...]:
         return (self.xsk_fd, self.umem_fd, self.control_fd, *self.eventfds)

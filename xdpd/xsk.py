@@ -141,13 +141,17 @@ class XdpSocket:
         _setsockopt(self._sock, XDP_UMEM_REG, reg,
                     f"register UMEM ({length} bytes, {frame_size}-byte frames) on {self.name}")
 
-    def set_rings(self, sizes: RingSizes) -> None:
+    def set_rings(self, sizes: RingSizes, *, fill_completion: bool = True) -> None:
+        """fill_completion=False: a socket that will share the FILL and
+        COMPLETION rings of another socket on the same (netdev, queue)
+        (a fanout member): the kernel refuses a pair of its own there."""
         # FILL/COMPLETION first: each (netdev, queue) of a shared UMEM needs
         # its own pair, and the kernel checks for it at bind time.
-        for opt, size, ring in ((XDP_UMEM_FILL_RING, sizes.fill, "FILL"),
-                                (XDP_UMEM_COMPLETION_RING, sizes.completion, "COMPLETION"),
-                                (XDP_RX_RING, sizes.rx, "RX"),
-                                (XDP_TX_RING, sizes.tx, "TX")):
+        rings = ((XDP_UMEM_FILL_RING, sizes.fill, "FILL"),
+                 (XDP_UMEM_COMPLETION_RING, sizes.completion, "COMPLETION"),
+                 (XDP_RX_RING, sizes.rx, "RX"),
+                 (XDP_TX_RING, sizes.tx, "TX"))
+        for opt, size, ring in rings[0 if fill_completion else 2:]:
             _setsockopt(self._sock, opt, size, f"set {ring} ring size {size} on {self.name}")
 
     def bind(self, *, zero_copy: bool, shared_with: "XdpSocket | None" = None) -> None:

@@ -80,8 +80,9 @@ class FakeProgram:
         self.journal, self.netdev = journal, netdev
         self.prog_id = next(self.ids)
 
-    def set_queue(self, q, owned, fallback="pass"):
-        self.journal.append(("set_queue", self.netdev, q, owned, fallback))
+    def set_queue(self, q, owned, fallback="pass", fanout=1, spread="flow_hash"):
+        extra = (fanout, spread) if fanout != 1 else ()
+        self.journal.append(("set_queue", self.netdev, q, owned, fallback, *extra))
 
     def set_pass_rules(self, matches):
         self.journal.append(("set_pass_rules", self.netdev,
@@ -91,11 +92,11 @@ class FakeProgram:
         self.journal.append(("attach", ifname, mode))
         return "native"
 
-    def set_socket(self, q, fd):
-        self.journal.append(("set_socket", self.netdev, q))
+    def set_socket(self, q, fd, member=0):
+        self.journal.append(("set_socket", self.netdev, q, *((member,) if member else ())))
 
-    def clear_socket(self, q):
-        self.journal.append(("clear_socket", self.netdev, q))
+    def clear_socket(self, q, member=0):
+        self.journal.append(("clear_socket", self.netdev, q, *((member,) if member else ())))
 
     def queue_stats(self, q):
         return {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
@@ -113,8 +114,9 @@ class FakeSocket:
     def register_umem(self, addr, length, frame_size):
         self.ops.journal.append(("register_umem", self.netdev, self.queue))
 
-    def set_rings(self, sizes):
-        pass
+    def set_rings(self, sizes, fill_completion=True):
+        if not fill_completion:     # a fanout member: its owner's FILL and COMPLETION
+            self.ops.journal.append(("rings_without_fill", self.netdev, self.queue))
 
     def set_tx_budget(self, budget):
         self.ops.journal.append(("tx_budget", self.netdev, self.queue, budget))
@@ -143,9 +145,11 @@ class FakeControl:
     def __init__(self, n):
         self.state = [_fastpath.STATE_NONE] * n
         self.pid = [0] * n
+        self.places = {}            # worker id -> what set_worker() said
 
-    def set_worker(self, *a):
-        pass
+    def set_worker(self, i, netdev, queue, ifindex, lane=None, owner=None, members=()):
+        self.places[i] = {"lane": queue if lane is None else lane,
+                          "owner": i if owner is None else owner, "members": list(members)}
 
     def write_table(self, table):
         self.table = table
