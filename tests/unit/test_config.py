@@ -1262,3 +1262,28 @@ def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
     assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
     assert "untagged: forward to lo, push vlan 100; forward to lo, swap MACs, pop vlan" in \
         capsys.readouterr().out
+
+
+def test_check_config_shows_fanout_members_and_spread(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from xdpd.cli import cmd_check_config
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(dedent("""\
+        interfaces:
+          - {name: lo, queues: [0], fanout: 2, fanout_spread: round_robin}
+        forward: []
+        workers: {cpus: [0]}
+        metrics: {listen: null}
+        """))
+    path.chmod(0o600)
+    assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "workers: 2" in out
+    assert [line.split()[0] for line in out if line.startswith("  lo/")] == ["lo/q0.0", "lo/q0.1"]
+    assert ("fanout lo: 2 workers per queue (round_robin); member 0 has the queue's FILL "
+            "and COMPLETION rings and its 4096 frames serve all 2 RX rings") in out
+    path.write_text(path.read_text().replace("fanout: 2, ", ""))
+    assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "fanout lo: 1 (fanout_spread round_robin unused without fanout)" in out
