@@ -468,7 +468,7 @@ def _check_worker_count(errs: _Errors, config: Config, host: HostFacts) -> None:
         elif host.netdev_exists(iface.name):
             try:
                 queues = host.rx_queue_count(iface.name)
-            except OSError:     # reported by _check_netdev, or gone since
+            except OSError:     # the netdev went away meanwhile: nothing to count
                 continue
         else:
             continue
