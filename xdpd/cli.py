@@ -47,7 +47,7 @@ def need_root(what: str) -> int | None:
 
 
 def cmd_check_config(args) -> int:
-    from .config import ConfigError, load_config, plan_workers
+    from .config import ConfigError, InterfaceConfig, load_config, plan_workers
     from .netdev import Host
     from .shared_umem import UmemGeometry
     from .supervisor import describe_rule
@@ -68,6 +68,14 @@ def cmd_check_config(args) -> int:
     for p in plans:
         print(f"  {p.name:<20} cpu {p.cpu:<3} {describe_rule(config, p.netdev)}")
     for iface in config.interfaces:
+        if iface.fanout > 1:
+            print(f"fanout {iface.name}: {iface.fanout} workers per queue "
+                  f"({iface.fanout_spread}); member 0 has the queue's FILL and COMPLETION "
+                  f"rings and its {config.umem.frames_per_worker} frames serve all "
+                  f"{iface.fanout} RX rings")
+        elif iface.fanout_spread != InterfaceConfig(name="").fanout_spread:
+            print(f"fanout {iface.name}: 1 (fanout_spread {iface.fanout_spread} unused "
+                  "without fanout)")
         if iface.pass_to_kernel:
             print(f"pass to kernel on {iface.name}: "
                   + "; ".join(m.describe() for m in iface.pass_to_kernel))

@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not need
 __all__ = [
     "Config", "ConfigError", "FlowRule", "ForwardRule", "InterfaceConfig", "Match",
     "MetricsConfig", "RingsConfig", "SteeringConfig", "UmemConfig", "WorkerPlan", "WorkersConfig",
-    "check_host", "load_config", "parse_config", "plan_workers",
+    "check_host", "load_config", "parse_config", "plan_workers", "worker_name",
 ]
 
 # The XDP program keeps per-queue state for queues 0..255 (XDPD_MAX_QUEUES in
@@ -62,6 +62,9 @@ MAX_NETDEV_NAME = 15
 XDP_MODES = ("native", "generic", "auto")
 ZERO_COPY = ("on", "off", "auto")
 FALLBACKS = ("pass", "drop")
+# How the XDP program spreads a queue's packets over its fanout members:
+# flow_hash keeps each flow on one member and so in order; round_robin does not
+FANOUT_SPREADS = ("flow_hash", "round_robin")
 ACTIONS = ("forward", "drop")
 IDLE = ("sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
@@ -73,6 +76,12 @@ MAX_PASS_RULES = 16
 # Forward rules per ingress interface (FP_MAX_RULES in xdpd/fastpath.h: the
 # fast path tries at most this many per packet, first match wins).
 MAX_FORWARD_RULES = 16
+# Sockets (workers) sharing one rx queue: XDPD_MAX_FANOUT in bpf/rr_redirect.h
+# and FP_MAX_FANOUT in xdpd/fastpath.h.
+MAX_FANOUT = 16
+# Worker slots in the control area, spare ones included (FP_MAX_WORKERS in
+# xdpd/fastpath.h).
+MAX_WORKERS = 256
 
 EXAMPLE = "config/xdpd.yaml"
 MAC_EXAMPLE = "02:00:00:00:00:04"
@@ -124,6 +133,11 @@ class InterfaceConfig:
     # packets on owned queues that match any of these stay with the kernel
     pass_to_kernel: tuple[Match, ...] = ()
     steering: SteeringConfig = field(default_factory=SteeringConfig)
+    # workers (AF_XDP sockets) sharing each owned queue: member 0, the owner,
+    # has the queue's FILL and COMPLETION rings and the others receive into
+    # its frames; the XDP program spreads the queue's packets over them
+    fanout: int = 1
+    fanout_spread: str = "flow_hash"    # flow_hash | round_robin; unused at fanout 1
 
 
 # Names a match accepts for ethertype and ip_proto, and the numbers they stand for.
@@ -270,12 +284,34 @@ class WorkerPlan:
     netdev: str
     queue: int
     cpu: int
-    name: str                   # f"{netdev}/q{queue}", the worker's name everywhere
+    name: str                   # worker_name(...): the worker's name everywhere
+    member: int = 0             # of the sockets sharing the queue; 0 is the owner
+    fanout: int = 1             # the interface's fanout: members on this queue
+
+    @property
+    def lane(self) -> int:
+        """Distinct per (queue, member) on the netdev; the fast path picks an
+        egress worker with it."""
+        return self.queue * self.fanout + self.member
+
+    @property
+    def owner_name(self) -> str:
+        """The name of member 0 of this queue: the worker whose FILL and
+        COMPLETION rings serve the whole queue (this one when member is 0)."""
+        return worker_name(self.netdev, self.queue, 0, self.fanout)
+
+
+def worker_name(netdev: str, queue: int, member: int = 0, fanout: int = 1) -> str:
+    """`in0/q0` without fanout; with fanout every member, owner included, is
+    numbered: `in0/q0.0`, `in0/q0.1`, ..."""
+    if fanout == 1:
+        return f"{netdev}/q{queue}"
+    return f"{netdev}/q{queue}.{member}"
 
 
 _TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics", "control")
 _INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback", "pass_to_kernel",
-                   "steering")
+                   "steering", "fanout", "fanout_spread")
 _MATCH_KEYS = ("ethertype", "vlan", "ip_proto", "src", "dst", "src_port", "dst_port")
 _STEERING_KEYS = ("channels", "rss_queues", "flows")
 _FLOW_KEYS = ("type", "src_ip", "dst_ip", "src_port", "dst_port", "queue")
@@ -343,24 +379,30 @@ def check_host(config: Config, host: HostFacts) -> None:
             if cpu not in online:
                 errs.at(f"workers.cpus[{i}]",
                         f"CPU {cpu} is not online (online: {format_cpulist(online)})")
+    _check_worker_count(errs, config, host)
     errs.raise_if_any()
 
 
 def plan_workers(config: Config, host: HostFacts) -> tuple[WorkerPlan, ...]:
-    """One worker per owned (netdev, queue), pinned round-robin over the CPUs.
+    """One worker per owned (netdev, queue, fanout member), pinned
+    round-robin over the CPUs.
 
-    Order: interfaces as in the file, queues ascending; call check_host first.
+    Order: interfaces as in the file, queues ascending, members ascending
+    (the owner first), so the members of a queue land on different CPUs
+    where there are enough; call check_host first.
     """
     if config.workers.cpus == "auto":
         cpus = sorted(host.online_cpus())
     else:
         cpus = list(config.workers.cpus)
-    slots = [(iface.name, queue)
+    slots = [(iface, queue, member)
              for iface in config.interfaces
-             for queue in _owned_queues(iface, host)]
-    return tuple(WorkerPlan(netdev=netdev, queue=queue, cpu=cpus[i % len(cpus)],
-                            name=f"{netdev}/q{queue}")
-                 for i, (netdev, queue) in enumerate(slots))
+             for queue in _owned_queues(iface, host)
+             for member in range(iface.fanout)]
+    return tuple(WorkerPlan(netdev=iface.name, queue=queue, cpu=cpus[i % len(cpus)],
+                            name=worker_name(iface.name, queue, member, iface.fanout),
+                            member=member, fanout=iface.fanout)
+                 for i, (iface, queue, member) in enumerate(slots))
 
 
 def format_cpulist(cpus: frozenset[int] | set[int]) -> str:
@@ -410,6 +452,36 @@ def _check_netdev(errs: _Errors, path: str, iface: InterfaceConfig, host: HostFa
         have = "1 rx queue" if count == 1 else f"{count} rx queues"
         errs.at(f"{path}.queues", f"{what} {', '.join(map(str, missing))} not on {name} "
                                   f"({have}; see 'ethtool -l {name}')")
+
+
+def _check_worker_count(errs: _Errors, config: Config, host: HostFacts) -> None:
+    """Workers (each queue's fanout members) and spare slots must fit the
+    control area's MAX_WORKERS.  An interface whose queues cannot be counted
+    here (its netdev missing: reported already) counts for none, so what is
+    reported is a total the file needs at least."""
+    counts = []
+    for iface in config.interfaces:
+        if iface.queues != "all":
+            queues = len(iface.queues)
+        elif iface.steering.channels is not None:
+            queues = iface.steering.channels
+        elif host.netdev_exists(iface.name):
+            try:
+                queues = host.rx_queue_count(iface.name)
+            except OSError:     # the netdev went away meanwhile: nothing to count
+                continue
+        else:
+            continue
+        counts.append((iface, queues))
+    workers = sum(queues * iface.fanout for iface, queues in counts)
+    spare = config.umem.spare_workers
+    if workers + spare <= MAX_WORKERS:
+        return
+    each = "; ".join(f"{iface.name}: {queues} {'queue' if queues == 1 else 'queues'} "
+                     f"x fanout {iface.fanout}" for iface, queues in counts)
+    errs.at("interfaces", f"{workers} workers ({each}) and umem.spare_workers {spare} need "
+            f"{workers + spare} worker slots, more than the {MAX_WORKERS} xdpd has; lower "
+            "an interface's fanout, own fewer queues or lower umem.spare_workers")
 
 
 def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | range:
@@ -740,6 +812,10 @@ def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, Interfa
     xdp_mode = _choice(errs, f"{path}.xdp_mode", item.get("xdp_mode", defaults.xdp_mode), XDP_MODES)
     zero_copy = _choice(errs, f"{path}.zero_copy", item.get("zero_copy", defaults.zero_copy), ZERO_COPY)
     fallback = _choice(errs, f"{path}.fallback", item.get("fallback", defaults.fallback), FALLBACKS)
+    fanout = _int_in(errs, f"{path}.fanout", item.get("fanout", defaults.fanout), 1, MAX_FANOUT)
+    # with fanout 1 the spread is unused, and harmless: accepted as written
+    fanout_spread = _choice(errs, f"{path}.fanout_spread",
+                            item.get("fanout_spread", defaults.fanout_spread), FANOUT_SPREADS)
     pass_to_kernel = _pass_to_kernel(errs, f"{path}.pass_to_kernel", item.get("pass_to_kernel", []))
     steering = _steering(errs, f"{path}.steering", item.get("steering"), queues, name)
     if len(errs) > before:
@@ -748,7 +824,8 @@ def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, Interfa
         queues = tuple(sorted(queues))  # the order of queues carries no meaning
     return name, InterfaceConfig(name=name, queues=queues, xdp_mode=xdp_mode,
                                  zero_copy=zero_copy, fallback=fallback,
-                                 pass_to_kernel=pass_to_kernel, steering=steering)
+                                 pass_to_kernel=pass_to_kernel, steering=steering,
+                                 fanout=fanout, fanout_spread=fanout_spread)
 
 
 def _pass_to_kernel(errs: _Errors, path: str, value: Any) -> tuple[Match, ...] | None:

@@ -1,5 +1,6 @@
 """What a reload would change: the diff between the running configuration
-and a new one, keyed by worker identity (netdev/queue).
+and a new one, keyed by worker identity: the worker's name (netdev/queue,
+or netdev/queue.member on an interface with fanout).
 
 Pure: no kernel calls, so the rules for what may change live are unit
 tested on their own.  The supervisor applies the result (supervisor.py,
@@ -8,14 +9,16 @@ Supervisor.reload); the order it applies it in is what keeps packets.
 Live:
   - forwarding rules: a new table, switched between two batches;
   - interfaces and queues added: new sockets and workers, then XSKMAP;
-  - interfaces and queues removed: out of XSKMAP, drained, stopped;
-  - an interface's `fallback` and `pass_to_kernel` (map writes; the XDP
-    program stays attached).
+  - interfaces and queues removed: out of XSKMAP, drained, stopped; on an
+    interface with fanout, a queue comes and goes with all its members;
+  - an interface's `fallback`, `fanout_spread` (the queues' config in the
+    XDP program) and `pass_to_kernel` (map writes; the program stays
+    attached).
   - an interface's `steering.rss_queues` and `steering.flows` (only the
     rules that differ are removed or inserted).
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
-interface's `xdp_mode` / `zero_copy` / `steering.channels`.
+interface's `xdp_mode` / `zero_copy` / `steering.channels` / `fanout`.
 """
 from __future__ import annotations
 
@@ -37,6 +40,11 @@ FIXED_INTERFACE_KEYS = {
 }
 CHANNELS_WHY = ("the channel count is the queue count the running workers and sockets "
                 "were set up on")
+FANOUT_WHY = ("the sockets sharing a queue are bound together: the owner's FILL and "
+              "COMPLETION rings serve them all")
+# An interface's keys that are its queues' config in the XDP program: a
+# change is a map write, live.
+QUEUE_CONF_KEYS = ("fallback", "fanout_spread")
 
 
 class Refused(Exception):
@@ -49,7 +57,9 @@ class ReloadPlan:
     remove_interfaces: list[str] = field(default_factory=list)
     add_workers: list[WorkerPlan] = field(default_factory=list)
     remove_workers: list[str] = field(default_factory=list)        # worker names
-    fallback_changes: list[InterfaceConfig] = field(default_factory=list)
+    # interfaces whose QUEUE_CONF_KEYS changed (the new config), and which keys
+    queue_conf_changes: list[InterfaceConfig] = field(default_factory=list)
+    queue_conf_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pass_rule_changes: list[InterfaceConfig] = field(default_factory=list)
     steering_changes: list[InterfaceConfig] = field(default_factory=list)   # the new config
     rules_changed: bool = False
@@ -57,7 +67,7 @@ class ReloadPlan:
     @property
     def empty(self) -> bool:
         return not (self.add_interfaces or self.remove_interfaces or self.add_workers or
-                    self.remove_workers or self.fallback_changes or
+                    self.remove_workers or self.queue_conf_changes or
                     self.pass_rule_changes or self.steering_changes or self.rules_changed)
 
     def summary(self) -> list[str]:
@@ -67,7 +77,10 @@ class ReloadPlan:
         lines += [f"interface {n} removed" for n in self.remove_interfaces]
         lines += [f"worker {p.name} added (CPU {p.cpu})" for p in self.add_workers]
         lines += [f"worker {n} removed" for n in self.remove_workers]
-        lines += [f"{i.name}: fallback {i.fallback}" for i in self.fallback_changes]
+        lines += [f"{i.name}: " + ", ".join(
+                      f"{key} {getattr(i, key)}"
+                      for key in self.queue_conf_keys.get(i.name, QUEUE_CONF_KEYS))
+                  for i in self.queue_conf_changes]
         lines += [f"{i.name}: pass_to_kernel: "
                   + ("; ".join(m.describe() for m in i.pass_to_kernel) or "none")
                   for i in self.pass_rule_changes]
@@ -93,6 +106,7 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
             refusals.append(f"{'; '.join(changed)}: {why}")
 
     plan = ReloadPlan()
+    refanned: set[str] = set()      # interfaces whose fanout change is refused
     old_ifaces = {i.name: i for i in old.interfaces}
     new_ifaces = {i.name: i for i in new.interfaces}
     for name, iface in new_ifaces.items():
@@ -109,8 +123,16 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
             if getattr(before, key) != getattr(iface, key):
                 refusals.append(f"interface {name}: {key} {getattr(before, key)!r} -> "
                                 f"{getattr(iface, key)!r}: {why}")
-        if before.fallback != iface.fallback:
-            plan.fallback_changes.append(iface)
+        if before.fanout != iface.fanout:
+            refusals.append(f"interface {name}: fanout {before.fanout} -> {iface.fanout}: "
+                            f"{FANOUT_WHY}; remove {name} in one reload and add it back "
+                            "in the next")
+            refanned.add(name)
+        queue_conf = tuple(key for key in QUEUE_CONF_KEYS
+                           if getattr(before, key) != getattr(iface, key))
+        if queue_conf:
+            plan.queue_conf_changes.append(iface)
+            plan.queue_conf_keys[name] = queue_conf
         if before.pass_to_kernel != iface.pass_to_kernel:
             plan.pass_rule_changes.append(iface)
         if before.steering.channels != iface.steering.channels:
@@ -124,9 +146,12 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
     wanted = {p.name for p in new_plans}
     plan.add_workers = [p for p in new_plans if p.name not in running]
     plan.remove_workers = [p.name for p in old_plans if p.name not in wanted]
-    if len(plan.add_workers) > free_slots:
-        refusals.append(f"{len(plan.add_workers)} workers to add "
-                        f"({', '.join(p.name for p in plan.add_workers)}) but only "
+    # a refused fanout change renames its interface's workers: not also a
+    # shortage of slots
+    adding = [p for p in plan.add_workers if p.netdev not in refanned]
+    if len(adding) > free_slots:
+        refusals.append(f"{len(adding)} workers to add "
+                        f"({', '.join(p.name for p in adding)}) but only "
                         f"{free_slots} free worker slots: raise umem.spare_workers (now "
                         f"{old.umem.spare_workers}) and restart, or remove queues in one "
                         "reload and add them in the next")

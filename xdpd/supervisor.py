@@ -1152,7 +1152,7 @@ class Supervisor:
                 self.steering.undo(iface_cfg.name)
             raise
         # 3-4: the switch
-        for iface_cfg in plan.fallback_changes:
+        for iface_cfg in plan.queue_conf_changes:
             iface = self.interface(iface_cfg.name)
             iface.config = iface_cfg
             for q in iface.queues:

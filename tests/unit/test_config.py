@@ -68,7 +68,8 @@ BAD_INPUT = [
         forward: []
         """,
          "xdpd.yaml: interfaces[0].mtu: unknown key; allowed keys: "
-         "name, queues, xdp_mode, zero_copy, fallback, pass_to_kernel, steering"),
+         "name, queues, xdp_mode, zero_copy, fallback, pass_to_kernel, steering, fanout, "
+         "fanout_spread"),
     case("unknown-key-in-section", BASE + "workers:\n  batch: 32\n",
          "xdpd.yaml: workers.batch: unknown key; did you mean 'batch_size'?"),
     case("unknown-key-in-rule", """\
@@ -182,6 +183,24 @@ BAD_INPUT = [
          "xdpd.yaml: interfaces[0].zero_copy: expected on, off or auto, got boolean true"),
     case("fallback", "interfaces:\n  - name: veth-a\n    fallback: reject\nforward: []\n",
          "xdpd.yaml: interfaces[0].fallback: 'reject' is not allowed; use pass or drop"),
+    case("fanout-spread", "interfaces:\n  - name: veth-a\n    fanout_spread: random\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fanout_spread: 'random' is not allowed; use flow_hash or "
+         "round_robin"),
+    case("fanout-spread-not-a-word",
+         "interfaces:\n  - name: veth-a\n    fanout_spread: [flow_hash]\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fanout_spread: expected flow_hash or round_robin, "
+         "got list [flow_hash]"),
+    case("fanout-zero", "interfaces:\n  - name: veth-a\n    fanout: 0\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fanout: 0 is out of range; use 1 to 16"),
+    case("fanout-above-max", "interfaces:\n  - name: veth-a\n    fanout: 17\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fanout: 17 is out of range; use 1 to 16"),
+    case("fanout-word", "interfaces:\n  - name: veth-a\n    fanout: auto\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fanout: expected an integer, got string 'auto'"),
+    case("fanout-and-spread-both-wrong",
+         "interfaces:\n  - name: veth-a\n    fanout: 2.0\n    fanout_spread: hash\nforward: []\n",
+         "xdpd.yaml: interfaces[0].fanout: expected an integer, got float 2.0",
+         "xdpd.yaml: interfaces[0].fanout_spread: 'hash' is not allowed; use flow_hash or "
+         "round_robin"),
     case("idle", BASE + "workers:\n  idle: poll\n",
          "xdpd.yaml: workers.idle: 'poll' is not allowed; use sleep or spin"),
     case("busy-poll-word", BASE + "workers:\n  busy_poll: on\n",
@@ -495,7 +514,8 @@ def test_defaults():
     config = parse(BASE)
     assert config.interfaces == (InterfaceConfig("veth-a"), InterfaceConfig("veth-b"))
     assert config.interfaces[0] == InterfaceConfig(
-        name="veth-a", queues="all", xdp_mode="auto", zero_copy="auto", fallback="pass")
+        name="veth-a", queues="all", xdp_mode="auto", zero_copy="auto", fallback="pass",
+        fanout=1, fanout_spread="flow_hash")
     assert config.workers == WorkersConfig(cpus="auto", batch_size=64, idle="sleep")
     assert config.umem == UmemConfig(frame_size=2048, frames_per_worker=4096, hugepages="auto")
     assert config.rings == RingsConfig(rx=2048, tx=2048, fill=4096, completion=4096)
@@ -511,6 +531,8 @@ def test_every_value_set():
             xdp_mode: native
             zero_copy: off
             fallback: drop
+            fanout: 16
+            fanout_spread: round_robin
         forward:
           - from: eth1
             to: eth1
@@ -535,7 +557,8 @@ def test_every_value_set():
           listen: "[::1]:0"
         """)
     # zero_copy: off is the word, not YAML 1.1's boolean; queues come out ascending
-    assert config.interfaces == (InterfaceConfig("eth1", (0, 1, 3), "native", "off", "drop"),)
+    assert config.interfaces == (InterfaceConfig("eth1", (0, 1, 3), "native", "off", "drop",
+                                                 fanout=16, fanout_spread="round_robin"),)
     assert config.forward == (ForwardRule(0, "eth1", "forward", "eth1", swap_macs=True),)
     assert config.workers == WorkersConfig(cpus=(3, 1), batch_size=1024, idle="spin",
                                            busy_poll=True, busy_poll_usecs=50,
@@ -868,6 +891,90 @@ def test_plan_explicit_cpus_and_queue_lists():
     )
 
 
+def test_plan_fanout_members_of_a_queue_owner_first_on_different_cpus():
+    config = parse("""\
+        interfaces:
+          - name: in0
+            queues: [1, 0]
+            fanout: 3
+          - name: out0
+            queues: [0]
+        forward: []
+        """)
+    host = FakeHost(queues={"in0": 2, "out0": 1}, cpus=frozenset(range(4)))
+    assert plan_workers(config, host) == (
+        WorkerPlan("in0", 0, 0, "in0/q0.0", member=0, fanout=3),
+        WorkerPlan("in0", 0, 1, "in0/q0.1", member=1, fanout=3),
+        WorkerPlan("in0", 0, 2, "in0/q0.2", member=2, fanout=3),
+        WorkerPlan("in0", 1, 3, "in0/q1.0", member=0, fanout=3),
+        WorkerPlan("in0", 1, 0, "in0/q1.1", member=1, fanout=3),
+        WorkerPlan("in0", 1, 1, "in0/q1.2", member=2, fanout=3),
+        WorkerPlan("out0", 0, 2, "out0/q0"),
+    )
+
+
+def test_plan_lanes_and_owners():
+    config = parse("interfaces:\n  - name: in0\n    queues: all\n    fanout: 2\nforward: []\n")
+    plans = plan_workers(config, FakeHost(queues={"in0": 3}))
+    # one lane per (queue, member): no two workers of a netdev share one
+    assert [p.lane for p in plans] == [0, 1, 2, 3, 4, 5]
+    assert [p.owner_name for p in plans] == ["in0/q0.0", "in0/q0.0", "in0/q1.0", "in0/q1.0",
+                                             "in0/q2.0", "in0/q2.0"]
+    # without fanout: the lane is the queue, and a worker owns its queue
+    single = WorkerPlan("in0", 5, 0, "in0/q5")
+    assert (single.member, single.fanout, single.lane, single.owner_name) == (0, 1, 5, "in0/q5")
+
+
+def test_fanout_spread_without_fanout_is_accepted_and_unused():
+    config = parse("interfaces:\n  - name: in0\n    fanout_spread: round_robin\nforward: []\n")
+    assert config.interfaces[0].fanout_spread == "round_robin"
+    assert [p.name for p in plan_workers(config, FakeHost(queues={"in0": 1}))] == ["in0/q0"]
+
+
+def test_worker_slots_fit_the_control_area_with_fanout():
+    text = """\
+        interfaces:
+          - name: in0
+            fanout: 16
+          - name: out0
+            queues: [0, 1]
+            fanout: 2
+          - name: eth9
+        forward: []
+        """
+    host = FakeHost(queues={"in0": 16, "out0": 4})
+    # eth9 is missing: it counts for none, and is reported on its own
+    assert host_errors(text, host) == [
+        "xdpd.yaml: interfaces[2].name: netdev 'eth9' not found; see 'ip link show'",
+        "xdpd.yaml: interfaces: 260 workers (in0: 16 queues x fanout 16; out0: 2 queues "
+        "x fanout 2) and umem.spare_workers 2 need 262 worker slots, more than the 256 "
+        "xdpd has; lower an interface's fanout, own fewer queues or lower "
+        "umem.spare_workers"]
+    # 16 x 16 fills every slot: no room for spare ones, unless there are none
+    text = "interfaces:\n  - name: in0\n    fanout: 16\nforward: []\n"
+    assert host_errors(text, FakeHost(queues={"in0": 16})) == [
+        "xdpd.yaml: interfaces: 256 workers (in0: 16 queues x fanout 16) and "
+        "umem.spare_workers 2 need 258 worker slots, more than the 256 xdpd has; lower an "
+        "interface's fanout, own fewer queues or lower umem.spare_workers"]
+    check_host(parse(text + "umem:\n  spare_workers: 0\n"), FakeHost(queues={"in0": 16}))
+
+
+def test_worker_slots_counted_with_the_channels_xdpd_sets():
+    text = """\
+        interfaces:
+          - name: in0
+            fanout: 8
+            steering:
+              channels: 32
+        forward: []
+        """
+    # the 32 channels, not the 1 queue there is now
+    assert host_errors(text, FakeHost(queues={"in0": 1})) == [
+        "xdpd.yaml: interfaces: 256 workers (in0: 32 queues x fanout 8) and "
+        "umem.spare_workers 2 need 258 worker slots, more than the 256 xdpd has; lower an "
+        "interface's fanout, own fewer queues or lower umem.spare_workers"]
+
+
 def test_cpulist_round_trip():
     assert format_cpulist({0, 1, 2, 3, 6, 8, 9}) == "0-3,6,8-9"
     assert parse_cpulist("0-3,6,8-9\n") == frozenset({0, 1, 2, 3, 6, 8, 9})
@@ -1155,3 +1262,28 @@ def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
     assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
     assert "untagged: forward to lo, push vlan 100; forward to lo, swap MACs, pop vlan" in \
         capsys.readouterr().out
+
+
+def test_check_config_shows_fanout_members_and_spread(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from xdpd.cli import cmd_check_config
+    path = tmp_path / "xdpd.yaml"
+    path.write_text(dedent("""\
+        interfaces:
+          - {name: lo, queues: [0], fanout: 2, fanout_spread: round_robin}
+        forward: []
+        workers: {cpus: [0]}
+        metrics: {listen: null}
+        """))
+    path.chmod(0o600)
+    assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "workers: 2" in out
+    assert [line.split()[0] for line in out if line.startswith("  lo/")] == ["lo/q0.0", "lo/q0.1"]
+    assert ("fanout lo: 2 workers per queue (round_robin); member 0 has the queue's FILL "
+            "and COMPLETION rings and its 4096 frames serve all 2 RX rings") in out
+    path.write_text(path.read_text().replace("fanout: 2, ", ""))
+    assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "fanout lo: 1 (fanout_spread round_robin unused without fanout)" in out

@@ -1,7 +1,7 @@
 """What a reload may change live, and what it refuses (xdpd/reload.py)."""
 import pytest
 
-from xdpd.config import WorkerPlan, parse_config
+from xdpd.config import parse_config, plan_workers
 from xdpd.reload import Refused, diff
 
 BASE = """
@@ -19,10 +19,22 @@ forward:
 """
 
 
+class OneCpuHost:
+    """Every netdev has 4 rx queues; one CPU."""
+
+    def netdev_exists(self, name):
+        return True
+
+    def rx_queue_count(self, name):
+        return 4
+
+    def online_cpus(self):
+        return frozenset({0})
+
+
 def plans(text):
     config = parse_config(text)
-    return config, [WorkerPlan(i.name, q, 0, f"{i.name}/q{q}")
-                    for i in config.interfaces for q in i.queues]
+    return config, list(plan_workers(config, OneCpuHost()))
 
 
 def change(old_text, new_text, free_slots=2, zero_copy=False):
@@ -70,7 +82,9 @@ forward:
 def test_fallback_change_is_live():
     plan = change(BASE, BASE.replace("queues: [0]\n  - name: out0",
                                      "queues: [0]\n    fallback: drop\n  - name: out0"))
-    assert [i.name for i in plan.fallback_changes] == ["in0"]
+    assert [i.name for i in plan.queue_conf_changes] == ["in0"]
+    assert plan.summary() == ["in0: fallback drop"]
+    assert not (plan.add_workers or plan.remove_workers or plan.rules_changed)
 
 
 def test_pass_to_kernel_change_is_live():
@@ -79,7 +93,7 @@ def test_pass_to_kernel_change_is_live():
                               "{ip_proto: tcp, dst_port: 22}]\n  - name: out0")
     plan = change(BASE, with_rules)
     assert [i.name for i in plan.pass_rule_changes] == ["in0"]
-    assert not (plan.add_workers or plan.remove_workers or plan.fallback_changes)
+    assert not (plan.add_workers or plan.remove_workers or plan.queue_conf_changes)
     assert plan.summary() == ["in0: pass_to_kernel: arp; tcp dst port 22"]
     plan = change(with_rules, BASE)
     assert plan.summary() == ["in0: pass_to_kernel: none"]
@@ -141,3 +155,66 @@ def test_steering_channels_are_refused_live():
         change(steered("      channels: 2\n"), steered("      channels: 1\n"))
     assert ("interface in0: steering.channels 2 -> 1: the channel count is the queue count "
             "the running workers and sockets were set up on") in str(info.value)
+
+
+# --- fanout -------------------------------------------------------------------
+
+def fanned(fanout: int, queues: str = "[0]", spread: str = "") -> str:
+    extra = f"    fanout_spread: {spread}\n" if spread else ""
+    return BASE.replace("queues: [0]\n  - name: out0",
+                        f"queues: {queues}\n    fanout: {fanout}\n{extra}  - name: out0")
+
+
+def test_fanout_of_a_running_interface_is_refused_with_what_to_do():
+    with pytest.raises(Refused) as info:
+        # 4 workers renamed (in0/q0 -> in0/q0.0 ...) would not fit 2 free slots either:
+        # the fanout is the one refusal
+        change(BASE, fanned(4), free_slots=2)
+    assert str(info.value) == (
+        "cannot apply live: interface in0: fanout 1 -> 4: the sockets sharing a queue are "
+        "bound together: the owner's FILL and COMPLETION rings serve them all; remove in0 "
+        "in one reload and add it back in the next; the running configuration stays; "
+        "restart xdpd (systemctl restart xdpd) to apply such changes")
+    with pytest.raises(Refused, match="interface in0: fanout 4 -> 2: "):
+        change(fanned(4), fanned(2))
+
+
+def test_fanout_spread_change_is_live():
+    plan = change(fanned(4), fanned(4, spread="round_robin"))
+    assert [i.name for i in plan.queue_conf_changes] == ["in0"]
+    assert plan.queue_conf_changes[0].fanout_spread == "round_robin"
+    assert plan.summary() == ["in0: fanout_spread round_robin"]
+    assert not (plan.add_workers or plan.remove_workers or plan.rules_changed)
+
+
+def test_fallback_and_fanout_spread_changed_together_on_one_line():
+    new = fanned(2, spread="round_robin").replace("fanout: 2\n", "fanout: 2\n    fallback: drop\n")
+    plan = change(fanned(2), new)
+    assert plan.summary() == ["in0: fallback drop, fanout_spread round_robin"]
+
+
+def test_an_interface_added_with_fanout_adds_every_member():
+    new = BASE.replace("forward:", "  - name: in1\n    queues: [0, 2]\n    fanout: 3\nforward:")
+    plan = change(BASE, new, free_slots=6)
+    assert [i.name for i in plan.add_interfaces] == ["in1"]
+    assert [(p.name, p.queue, p.member, p.fanout) for p in plan.add_workers] == [
+        ("in1/q0.0", 0, 0, 3), ("in1/q0.1", 0, 1, 3), ("in1/q0.2", 0, 2, 3),
+        ("in1/q2.0", 2, 0, 3), ("in1/q2.1", 2, 1, 3), ("in1/q2.2", 2, 2, 3)]
+    with pytest.raises(Refused, match="6 workers to add .* but only 5 free worker slots"):
+        change(BASE, new, free_slots=5)
+
+
+def test_a_queue_of_a_fanout_interface_comes_and_goes_with_all_its_members():
+    plan = change(fanned(3, "[0, 1]"), fanned(3, "[0]"))
+    assert plan.remove_workers == ["in0/q1.0", "in0/q1.1", "in0/q1.2"]
+    assert not plan.add_workers
+    plan = change(fanned(2, "[0]"), fanned(2, "[0, 3]"))
+    assert [p.name for p in plan.add_workers] == ["in0/q3.0", "in0/q3.1"]
+    assert plan.summary() == ["worker in0/q3.0 added (CPU 0)", "worker in0/q3.1 added (CPU 0)"]
+
+
+def test_an_interface_removed_takes_all_its_members():
+    plan = change(fanned(2, "[0, 1]"), BASE.replace("  - name: in0\n    queues: [0]\n", "")
+                  .replace("  - from: in0\n    to: out0\n    set_dst_mac: \"02:00:00:00:00:04\"\n", ""))
+    assert plan.remove_interfaces == ["in0"]
+    assert plan.remove_workers == ["in0/q0.0", "in0/q0.1", "in0/q1.0", "in0/q1.1"]
