@@ -784,3 +784,72 @@ def test_reload_changes_flows_live_and_refuses_channels():
 def struct_port(spec: bytes) -> int:
     import struct
     return struct.unpack_from("!H", spec, 4 + 10)[0]
+
+
+FANOUT = CONFIG.replace("  - name: in0\n", "  - name: in0\n    fanout: 2\n"
+                        "    fanout_spread: round_robin\n")
+
+
+def test_fanout_members_share_their_owners_socket_and_slot_in_xskmap():
+    sup, ops = started(FANOUT)
+    names = [w.name for w in sup.workers]
+    assert names == ["in0/q0.0", "in0/q0.1", "in0/q1.0", "in0/q1.1", "out0/q0", "out0/q1"]
+    by = {w.name: w for w in sup.workers}
+    # the last round of binds (auto tried zero-copy first): a member binds to
+    # its owner's socket without a FILL/COMPLETION pair of its own
+    last = max(i for i, e in enumerate(ops.journal) if e[0] == "register_umem")
+    binds = [e for e in ops.journal[last:] if e[0] == "bind"]
+    first = sup.workers[0].socket.fd
+    assert [b[4] for b in binds] == [None, first, first, by["in0/q1.0"].socket.fd, first, first]
+    assert [e[1:] for e in ops.journal[last:] if e[0] == "rings_without_fill"] == \
+        [("in0", 0), ("in0", 1)]
+    # the fast path learns each worker's owner, members and lane
+    places = ops.umem.control.places
+    assert places[by["in0/q0.0"].id] == {"lane": 0, "owner": by["in0/q0.0"].id,
+                                         "members": [by["in0/q0.1"].id]}
+    assert places[by["in0/q1.1"].id] == {"lane": 3, "owner": by["in0/q1.0"].id, "members": []}
+    assert places[by["out0/q1"].id] == {"lane": 1, "owner": by["out0/q1"].id, "members": []}
+    # the queue's sockets in XSKMAP, each in its member's slot
+    assert ("set_socket", "in0", 1, 1) in ops.journal and ("set_socket", "in0", 1) in ops.journal
+    assert ("set_queue", "in0", 0, True, "pass", 2, "round_robin") in ops.journal
+    assert ("set_queue", "out0", 0, True, "pass") in ops.journal
+    sup.stop()
+    assert ("clear_socket", "in0", 1, 1) in ops.journal
+
+
+def test_an_owner_given_up_takes_its_fanout_members_with_it():
+    sup, ops = started(FANOUT)
+    owner, member = sup.workers[0], sup.workers[1]
+    for _ in range(len(BACKOFF_S) + 1):
+        owner.proc.returncode = 1
+        sup.reap_workers()
+        if owner.state == WorkerState.FATAL:
+            break
+        owner.next_start = 0
+        sup.replace_workers()
+    assert owner.state == member.state == WorkerState.FATAL
+    assert ("clear_socket", "in0", 0) in ops.journal and ("clear_socket", "in0", 0, 1) in ops.journal
+    assert ops.umem.control.state[member.id] == _fastpath.STATE_STOPPED
+    if member.proc is not None:
+        member.proc.returncode = 0              # it stopped (SIGTERM): not restarted
+    sup.reap_workers()
+    sup.replace_workers()
+    assert member.state == WorkerState.FATAL and member.proc is None
+    sup.stop()
+
+
+def test_a_member_given_up_leaves_its_owner_running():
+    sup, ops = started(FANOUT)
+    owner, member = sup.workers[0], sup.workers[1]
+    for _ in range(len(BACKOFF_S) + 1):
+        member.proc.returncode = 1
+        sup.reap_workers()
+        if member.state == WorkerState.FATAL:
+            break
+        member.next_start = 0
+        sup.replace_workers()
+    assert member.state == WorkerState.FATAL and owner.state == WorkerState.RUNNING
+    # out of its slot: the program sends its share to the owner
+    assert ("clear_socket", "in0", 0, 1) in ops.journal
+    assert ("clear_socket", "in0", 0) not in ops.journal
+    sup.stop()
