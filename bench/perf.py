@@ -5,6 +5,7 @@
     python bench/perf.py [--seconds 10] [--runs 3] [--warmup 2] [--size 64]
                          [--queues 1] [--modes io,mac] [--peers xdpd,testpmd,kernel]
                          [--gen-cpu 0] [--fwd-cpu 1] [--xdpd-set workers.batch_size=128]
+                         [--fanout 1,2]
 
     gen0 --> in0 [forwarder] out0 --> sink0
     (gen ns)     (dut ns)             (sink ns)
@@ -24,6 +25,9 @@ placement and the same generator:
            lcore on --fwd-cpu, its main lcore on --gen-cpu
   kernel   the lab's ceiling: an XDP program on in0 redirecting to out0
            through a DEVMAP, no user space at all
+With --fanout 1,2,... xdpd runs once per value, every queue of in0 and
+out0 shared by that many workers (named xdpd-fN in the table); spread
+them over CPUs with --xdpd-set workers.cpus=[0,1].
 Modes: io (forward untouched) and mac (rewrite destination and source MAC;
 testpmd's `mac` forwarding mode, xdpd's set_dst_mac + set_src_mac).
 
@@ -160,7 +164,7 @@ class Generator:
 
 # --- forwarders -----------------------------------------------------------------
 
-def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str]) -> str:
+def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1) -> str:
     rewrite = (f'    set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"\n'
                f'    set_src_mac: "{lab.MACS[lab.OUT_DEV]}"\n' if mode == "mac" else "")
     back = (f'    set_dst_mac: "{lab.MACS[lab.GEN_DEV]}"\n'
@@ -174,19 +178,20 @@ def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str]) -> str:
         sections.setdefault(section, {})[name] = value
     extra = "".join(f"{s}:\n" + "".join(f"  {k}: {v}\n" for k, v in kv.items())
                     for s, kv in sections.items())
-    return (f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: native\n"
-            f"  - name: {lab.OUT_DEV}\n    xdp_mode: native\n"
+    share = f"    fanout: {fanout}\n" if fanout > 1 else ""
+    return (f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: native\n{share}"
+            f"  - name: {lab.OUT_DEV}\n    xdp_mode: native\n{share}"
             f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n{rewrite}"
             f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n{back}"
             f"metrics:\n  listen: \"127.0.0.1:{METRICS_PORT}\"\n{extra}")
 
 
 class Xdpd:
-    name = "xdpd"
-
-    def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str]):
+    def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1):
         self.lab = lab
-        self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets), port=METRICS_PORT)
+        self.name = "xdpd" if fanout == 1 else f"xdpd-f{fanout}"
+        self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets, fanout),
+                                port=METRICS_PORT)
 
     def start(self) -> None:
         self.daemon.start()
@@ -331,8 +336,9 @@ def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
 
 
 def make_forwarder(peer: str, lab: Lab, mode: str, args):
-    if peer == "xdpd":
-        return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set)
+    if peer.startswith("xdpd"):
+        fanout = int(peer[len("xdpd-f"):]) if peer != "xdpd" else 1
+        return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set, fanout)
     if peer == "testpmd":
         return Testpmd(lab, mode, args.fwd_cpu, args.gen_cpu, args.queues)
     return Kernel(lab, mode)
@@ -383,6 +389,13 @@ def report(trials: list[Trial], args) -> dict:
             parts.append(f"xdpd/testpmd = {ratio:.2f}")
         if x and k:
             parts.append(f"xdpd/kernel ceiling = {x['delivered_pps'] / max(k['delivered_pps'], 1):.2f}")
+        for peer in args.peers:
+            f = summary.get(f"{mode}/{peer}")
+            if peer.startswith("xdpd-f") and f:
+                for base, other in (("xdpd", x), ("testpmd", t)):
+                    if other:
+                        parts.append(f"{peer}/{base} = "
+                                     f"{f['delivered_pps'] / max(other['delivered_pps'], 1):.2f}")
         if parts:
             print(f"{mode}: " + ", ".join(parts))
     mem = {}
@@ -410,16 +423,27 @@ def main() -> int:
     ap.add_argument("--fwd-cpu", type=int, default=1)
     ap.add_argument("--xdpd-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override an xdpd setting, e.g. workers.batch_size=128")
+    ap.add_argument("--fanout", default="1", metavar="N[,N...]",
+                    help="run xdpd with every queue shared by N workers, once per N")
     ap.add_argument("--json", metavar="FILE", help="also write the trials and summary here")
     args = ap.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
     args.peers = [p for p in args.peers.split(",") if p]
+    try:
+        fanouts = [int(f) for f in args.fanout.split(",") if f]
+    except ValueError:
+        ap.error(f"--fanout: {args.fanout!r}: expected numbers such as 1,2")
+    if not fanouts or any(not 1 <= f <= 16 for f in fanouts):
+        ap.error(f"--fanout: {args.fanout!r}: each between 1 and 16")
     for m in args.modes:
         if m not in MODES:
             ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
     for p in args.peers:
         if p not in PEERS:
             ap.error(f"--peers: {p!r} is not one of {', '.join(PEERS)}")
+    # xdpd once per fanout, in its place in the list: xdpd, xdpd-f2, ...
+    args.peers = [name for p in args.peers for name in
+                  ([f"xdpd-f{f}" if f > 1 else "xdpd" for f in fanouts] if p == "xdpd" else [p])]
     if os.geteuid() != 0:
         print("bench/perf.py needs root (network namespaces, XDP)", file=sys.stderr)
         return 77
