@@ -147,7 +147,8 @@ def test_queue_beyond_maps_is_passed_uncounted(rr_object, make_lab):
             prog.set_socket(q, s.fileno())
         verdict = prog.test_run(udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
         assert verdict == XDP_PASS
-        zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
+        zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
+                "fanout_to_owner": 0}
         assert prog.queue_stats(0) == zero
         assert prog.queue_stats(bpf.XDPD_MAX_QUEUES - 1) == zero
 
@@ -167,7 +168,7 @@ def test_socket_cleared_applies_fallback(prog, lab):
         prog.set_socket(1, s.fileno())
         assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
     assert prog.queue_stats(1) == {"redirected": 2, "passed": 0, "no_socket": 1,
-                                   "pass_rule": 0}
+                                   "pass_rule": 0, "fanout_to_owner": 0}
 
 
 @pytest.mark.root
@@ -329,7 +330,8 @@ def test_pass_rules(prog, lab, case):
     assert prog.queue_stats(1) == {**ZERO_STATS, counter: 3}, case.desc
 
 
-ZERO_STATS = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
+ZERO_STATS = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
+              "fanout_to_owner": 0}
 
 
 @pytest.mark.root
@@ -607,11 +609,16 @@ LAYOUT_C = r"""
 int main(void)
 {
 	printf("XDPD_MAX_QUEUES %d\n", XDPD_MAX_QUEUES);
+	printf("XDPD_MAX_FANOUT %d\n", XDPD_MAX_FANOUT);
+	printf("XDPD_SPREAD_FLOW_HASH %d\n", XDPD_SPREAD_FLOW_HASH);
+	printf("XDPD_SPREAD_ROUND_ROBIN %d\n", XDPD_SPREAD_ROUND_ROBIN);
 	SIZE(xdpd_queue_conf);
 	OFF(xdpd_queue_conf, owned); OFF(xdpd_queue_conf, fallback);
+	OFF(xdpd_queue_conf, fanout); OFF(xdpd_queue_conf, spread);
 	SIZE(xdpd_queue_stats);
 	OFF(xdpd_queue_stats, redirected); OFF(xdpd_queue_stats, passed);
 	OFF(xdpd_queue_stats, no_socket); OFF(xdpd_queue_stats, pass_rule);
+	OFF(xdpd_queue_stats, fanout_to_owner);
 	printf("XDPD_MAX_PASS_RULES %d\n", XDPD_MAX_PASS_RULES);
 	printf("XDPD_MATCH_ETHERTYPE %u\n", XDPD_MATCH_ETHERTYPE);
 	printf("XDPD_MATCH_VLAN %u\n", XDPD_MATCH_VLAN);
@@ -707,6 +714,14 @@ def test_ctypes_layout_matches_c(c_layout, cname):
 
 def test_max_queues_matches_header(c_layout):
     assert bpf.XDPD_MAX_QUEUES == c_layout[("XDPD_MAX_QUEUES",)]
+
+
+def test_fanout_constants_match_header(c_layout):
+    assert bpf.XDPD_MAX_FANOUT == c_layout[("XDPD_MAX_FANOUT",)]
+    assert bpf.XDPD_SPREAD_FLOW_HASH == c_layout[("XDPD_SPREAD_FLOW_HASH",)]
+    assert bpf.XDPD_SPREAD_ROUND_ROBIN == c_layout[("XDPD_SPREAD_ROUND_ROBIN",)]
+    assert bpf.SPREADS == {"flow_hash": bpf.XDPD_SPREAD_FLOW_HASH,
+                           "round_robin": bpf.XDPD_SPREAD_ROUND_ROBIN}
 
 
 def test_match_constants_match_header(c_layout):
