@@ -12,14 +12,14 @@
  *    ARP, routing daemons) that the NIC steers to other queues keeps working.
  *  - A packet on an owned queue that matches one of the netdev's pass
  *    rules (pass_to_kernel in the config: keep ARP and ssh with the host)
- *    is passed and counted as pass_rule.  Only then is the packet parsed:
- *    Ethernet, up to two VLAN tags (802.1Q or 802.1ad), IPv4 (options
- *    skipped by IHL) or the fixed IPv6 header (extension headers are not
- *    walked: behind one, ip_proto is the extension's and there are no
- *    ports), and the TCP/UDP ports of an unfragmented or first-fragment
- *    packet.  A field the packet is too short to carry is not known, and a
- *    rule that needs it does not match.  With no rules (the default) none
- *    of this runs.
+ *    is passed and counted as pass_rule.  Only then (and for the flow
+ *    hash below, one parse for both) is the packet parsed: Ethernet, up
+ *    to two VLAN tags (802.1Q or 802.1ad), IPv4 (options skipped by IHL)
+ *    or the fixed IPv6 header (extension headers are not walked: behind
+ *    one, ip_proto is the extension's and there are no ports), and the
+ *    TCP/UDP ports of an unfragmented or first-fragment packet.  A field the packet is too short to carry is not known, and a
+ *    rule that needs it does not match.  With no rules and no flow hash
+ *    (the default) none of this runs.
  *  - An owned queue with one socket (fanout 1, the default) is redirected
  *    to xsks[q].  With fanout N > 1 (N sockets bound to the same queue,
  *    member m at xsks[q + m * XDPD_MAX_QUEUES]) a slot 0..N-1 is picked:
@@ -30,10 +30,11 @@
  *    behind the fixed one) only addresses and protocol, since later
  *    fragments carry no ports and every fragment of a datagram must meet in
  *    one socket to be reassembled; for anything else the MAC addresses and
- *    the ethertype.  A member slot without a socket (that member is being
- *    restarted or was given up) sends the packet to the owner, counted as
- *    redirected and fanout_to_owner.
- *  - An owned queue without a socket (its worker is being restarted, or the
+ *    the ethertype after the VLAN tags.  A member slot without a socket
+ *    (that member is being restarted or was given up) sends the packet to
+ *    the owner, counted as redirected and fanout_to_owner.
+ *  - An owned queue without a socket (with fanout: neither in the picked
+ *    slot nor in the owner's; its worker is being restarted, or the
  *    supervisor is between tearing down and re-creating the socket) gets the
  *    queue's configured fallback: XDP_PASS (traffic falls back to the kernel
  *    stack) or XDP_DROP (nothing unexpected reaches the kernel).  The
