@@ -393,7 +393,8 @@ int rr_redirect(struct xdp_md *ctx)
 		}
 		if (hashed)
 			slot = ((__u64)flow_hash(&pi) * fanout) >> 32;
-	} else if (fanout > 1) {
+	}
+	if (fanout > 1 && !hashed) {
 		next = bpf_map_lookup_elem(&rr_next, &q);
 		if (next) {
 			slot = *next < fanout ? *next : 0;

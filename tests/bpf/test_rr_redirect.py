@@ -10,12 +10,14 @@ import ctypes
 import errno
 import ipaddress
 import logging
+import mmap
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -691,6 +693,24 @@ def test_pass_rules_come_before_the_fanout(prog, lab):
 
 
 @pytest.mark.root
+def test_fanout_spreads_the_same_with_pass_rules(prog, lab):
+    """Rules that a packet does not match change nothing in its slot: the
+    flow hash picks the same, and round robin still cycles."""
+    flows = [udp4_flow(sport=10000 + i) for i in range(32)]
+    without = picked_slots(prog, lab, flows, 4)
+    prog.set_pass_rules(KEEP_HOST)
+    assert picked_slots(prog, lab, flows, 4) == without
+    prog.set_queue(FQ, True, "drop", fanout=4, spread="round_robin")
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(FQ, s.fileno(), member=1)
+        before = prog.queue_stats(FQ)
+        prog.test_run(udp4(), lab.ifindex, FQ, repeat=4 * 5)
+        after = prog.queue_stats(FQ)
+    assert {k: after[k] - before[k] for k in after} == \
+        {**ZERO_STATS, "redirected": 5, "no_socket": 15}
+
+
+@pytest.mark.root
 def test_fanout_slots_of_queues_do_not_mix(prog, lab):
     """Member 1 of queue 1 is xsks[257]: queue 2's member 1 (xsks[258]) or
     queue 1's owner does not stand in for it."""
@@ -742,6 +762,94 @@ def test_fanout_argument_errors(prog, lab):
         assert str(e.value).startswith(f"put socket fd {fd} into xsks[3] (queue 3) of xdpa "
                                        "failed: EOPNOTSUPP")
     prog.clear_socket(3, member=15)             # nothing there: not an error
+
+
+# --- fanout with real sockets: which one the kernel delivers to ---------------
+#
+# N AF_XDP sockets bound to queue 0 of a one-queue veth (the owner registers
+# the UMEM, the members share it), the program attached, frames sent into
+# the peer.  The FILL ring stays empty, so every frame redirected to a
+# socket is dropped there and counted in that socket's own rx_dropped: the
+# count says which socket the kernel delivered it to.
+
+@contextlib.contextmanager
+def live_fanout(rr_object, make_lab, fanout: int):
+    from xdpd import xsk
+    with make_lab(1) as lab, bpf.XdpProgram.load(rr_object, name=lab.ifname) as prog:
+        prog.attach(lab.ifindex, lab.ifname, "native")
+        # the peer's own IPv6 and ARP chatter stays out of the counts
+        prog.set_pass_rules([M(ethertype=IPV6), M(ethertype=ARP)])
+        size = 16 * 4096
+        area = mmap.mmap(-1, size)
+        base = ctypes.c_char.from_buffer(area)
+        socks = [xsk.XdpSocket(lab.ifname, lab.ifindex, 0) for _ in range(fanout)]
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            socks[0].register_umem(ctypes.addressof(base), size, 4096)
+            socks[0].set_rings(xsk.RingSizes(16, 16, 16, 16))
+            socks[0].bind(zero_copy=False)
+            for s in socks[1:]:         # same (netdev, queue): the owner's FILL ring
+                s._sock.setsockopt(xsk.SOL_XDP, xsk.XDP_RX_RING, 16)
+                s.bind(zero_copy=False, shared_with=socks[0])
+            tx.bind((lab.peer, 0))
+            yield lab, prog, socks, tx
+        finally:
+            tx.close()
+            for s in socks:
+                s.close()
+            del base
+            area.close()
+
+
+def delivered(socks, tx, frames) -> list:
+    """Frames each socket received (and dropped) while `frames` were sent."""
+    before = [s.statistics()["rx_dropped"] for s in socks]
+    for f in frames:
+        tx.send(f)
+    for _ in range(400):
+        got = [s.statistics()["rx_dropped"] - b for s, b in zip(socks, before)]
+        if sum(got) >= len(frames):
+            break
+        time.sleep(0.005)
+    return got
+
+
+@pytest.mark.root
+def test_live_flow_hash_delivers_to_the_picked_socket(rr_object, make_lab):
+    """Each flow reaches the member socket the test runs say it picks."""
+    fanout = 4
+    flows = [udp4_flow(sport=20000 + i) for i in range(32)]
+    with live_fanout(rr_object, make_lab, fanout) as (lab, prog, socks, tx), \
+            bpf.XdpProgram.load(rr_object, name="model") as model:
+        slots = picked_slots(model, lab, flows, fanout)
+        prog.set_queue(0, True, "drop", fanout=fanout)
+        for m, s in enumerate(socks):
+            prog.set_socket(0, s.fd, member=m)
+        before = prog.queue_stats(0)
+        for flow, slot in zip(flows, slots):
+            expect = [0] * fanout
+            expect[slot] = 2
+            assert delivered(socks, tx, [flow, flow]) == expect
+        assert prog.queue_stats(0)["redirected"] - before["redirected"] == 2 * len(flows)
+
+
+@pytest.mark.root
+def test_live_round_robin_and_a_missing_member(rr_object, make_lab):
+    """Round robin gives each socket its turn; a member's socket leaving
+    xsks sends its turns to the owner."""
+    fanout, rounds = 4, 8
+    with live_fanout(rr_object, make_lab, fanout) as (lab, prog, socks, tx), on_one_cpu():
+        prog.set_queue(0, True, "drop", fanout=fanout, spread="round_robin")
+        for m, s in enumerate(socks):
+            prog.set_socket(0, s.fd, member=m)
+        before = prog.queue_stats(0)
+        assert delivered(socks, tx, [udp4()] * (fanout * rounds)) == [rounds] * fanout
+        prog.clear_socket(0, member=2)
+        assert delivered(socks, tx, [udp4()] * (fanout * rounds)) == \
+            [2 * rounds, rounds, 0, rounds]
+        after = prog.queue_stats(0)
+    assert after["redirected"] - before["redirected"] == 2 * fanout * rounds
+    assert after["fanout_to_owner"] - before["fanout_to_owner"] == rounds
 
 
 # --- map and test-run errors ---------------------------------------------------
