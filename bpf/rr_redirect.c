@@ -397,6 +397,7 @@ int rr_redirect(struct xdp_md *ctx)
 	if (fanout > 1 && !hashed) {
 		next = bpf_map_lookup_elem(&rr_next, &q);
 		if (next) {
+			/* past a fanout that shrank: start over */
 			slot = *next < fanout ? *next : 0;
 			*next = slot + 1 < fanout ? slot + 1 : 0;
 		}
@@ -404,7 +405,8 @@ int rr_redirect(struct xdp_md *ctx)
 
 	/*
 	 * Every socket in the queue's slots is bound to this same (netdev,
-	 * queue), as the kernel requires of a redirect target.
+	 * queue), as the kernel requires of a redirect target: it drops a
+	 * frame redirected to a socket of another queue.
 	 *
 	 * On a miss the helper returns the flags' low bits; anything but
 	 * XDP_DROP means XDP_PASS, so a bad conf value cannot become a
