@@ -13,6 +13,17 @@
 #define XDPD_MAX_QUEUES 256
 
 /*
+ * AF_XDP sockets bound to one (netdev, rx queue) ("fanout" in the config).
+ * Socket m of queue q sits at xsks[q + m * XDPD_MAX_QUEUES]: m 0, the owner,
+ * at the queue's own index, so fanout 1 keys xsks by queue alone.
+ */
+#define XDPD_MAX_FANOUT 16
+
+/* xdpd_queue_conf.spread: how packets are spread over a queue's sockets */
+#define XDPD_SPREAD_FLOW_HASH	0	/* a hash of the flow: each flow keeps its order */
+#define XDPD_SPREAD_ROUND_ROBIN	1	/* per-CPU counter: even load, no flow order */
+
+/*
  * Match rules per netdev for packets that stay with the kernel on owned
  * queues ("pass_to_kernel" in the config).  pass_rules holds two sets of
  * this many; prog_conf names the active one, so a reload writes the other
@@ -62,6 +73,8 @@ struct xdpd_prog_conf {
 struct xdpd_queue_conf {
 	__u32 owned;	/* 1: xdpd owns this queue, redirect to its socket */
 	__u32 fallback;	/* verdict when owned but no socket: XDP_PASS or XDP_DROP */
+	__u32 fanout;	/* sockets on the queue; 0 or 1: one (the owner) */
+	__u32 spread;	/* XDPD_SPREAD_*, with fanout > 1 */
 };
 
 /* queue_stats value: per CPU, summed by user space. */
@@ -70,6 +83,7 @@ struct xdpd_queue_stats {
 	__u64 passed;		/* queue not owned: left to the kernel */
 	__u64 no_socket;	/* owned, but no socket in xsks: fallback applied */
 	__u64 pass_rule;	/* owned, but matched a pass rule: to the kernel */
+	__u64 fanout_to_owner;	/* member's slot empty: to the owner (also redirected) */
 };
 
 #endif /* XDPD_RR_REDIRECT_H */

@@ -35,6 +35,9 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
 
 # bpf/rr_redirect.h
 XDPD_MAX_QUEUES = 256
+XDPD_MAX_FANOUT = 16
+XDPD_SPREAD_FLOW_HASH = 0
+XDPD_SPREAD_ROUND_ROBIN = 1
 XDPD_MAX_PASS_RULES = 16
 XDPD_MATCH_ETHERTYPE = 1 << 0
 XDPD_MATCH_VLAN = 1 << 1
@@ -70,6 +73,9 @@ _MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 _IP_LINK_XDP_WORD = {"native": "xdp", "generic": "xdpgeneric", "offload": "xdpoffload"}
 
 _FALLBACKS = {"pass": XDP_PASS, "drop": XDP_DROP}
+
+# spread names as the config spells them -> xdpd_queue_conf.spread
+SPREADS = {"flow_hash": XDPD_SPREAD_FLOW_HASH, "round_robin": XDPD_SPREAD_ROUND_ROBIN}
 
 BPF_ANY = 0
 
@@ -123,10 +129,14 @@ class XdpdQueueConf(ctypes.Structure):
     # struct xdpd_queue_conf {
     #         __u32 owned;
     #         __u32 fallback;
+    #         __u32 fanout;
+    #         __u32 spread;
     # };
     _fields_ = [
         ("owned", ctypes.c_uint32),
         ("fallback", ctypes.c_uint32),
+        ("fanout", ctypes.c_uint32),
+        ("spread", ctypes.c_uint32),
     ]
 
 
@@ -136,12 +146,14 @@ class XdpdQueueStats(ctypes.Structure):
     #         __u64 passed;
     #         __u64 no_socket;
     #         __u64 pass_rule;
+    #         __u64 fanout_to_owner;
     # };
     _fields_ = [
         ("redirected", ctypes.c_uint64),
         ("passed", ctypes.c_uint64),
         ("no_socket", ctypes.c_uint64),
         ("pass_rule", ctypes.c_uint64),
+        ("fanout_to_owner", ctypes.c_uint64),
     ]
 
 
@@ -743,14 +755,24 @@ class XdpProgram:
         where = self.ifname or self.name
         return f" of {where}" if where else ""
 
-    def set_queue(self, queue: int, owned: bool, fallback: str = "pass") -> None:
-        """queue_conf[queue]: owned -> redirect to the queue's socket; when
-        the socket is missing apply fallback ("pass" or "drop")."""
+    def set_queue(self, queue: int, owned: bool, fallback: str = "pass",
+                  fanout: int = 1, spread: str = "flow_hash") -> None:
+        """queue_conf[queue]: owned -> redirect to the queue's socket, or
+        with fanout > 1 to one of its `fanout` sockets, picked by `spread`
+        ("flow_hash" or "round_robin"); when the picked member's socket is
+        missing the owner's (member 0) takes the packet, and when that is
+        missing too apply fallback ("pass" or "drop")."""
         if fallback not in _FALLBACKS:
             raise ValueError(f"fallback {fallback!r}: expected pass or drop")
+        if spread not in SPREADS:
+            raise ValueError(f"spread {spread!r}: expected flow_hash or round_robin")
+        if isinstance(fanout, bool) or not isinstance(fanout, int) or \
+                not 1 <= fanout <= XDPD_MAX_FANOUT:
+            raise ValueError(f"fanout {fanout!r}: expected 1..{XDPD_MAX_FANOUT}")
         self._check_open()
         key = ctypes.c_uint32(queue)
-        val = XdpdQueueConf(owned=1 if owned else 0, fallback=_FALLBACKS[fallback])
+        val = XdpdQueueConf(owned=1 if owned else 0, fallback=_FALLBACKS[fallback],
+                            fanout=fanout, spread=SPREADS[spread])
         ret = _libbpf().bpf_map_update_elem(self._conf_fd, ctypes.byref(key),
                                             ctypes.byref(val), BPF_ANY)
         if ret < 0:
@@ -785,10 +807,30 @@ class XdpProgram:
             raise _error(-ret, f"set prog_conf{self._where()}", _hint(-ret))
         self._pass_rules_first = first
 
-    def set_socket(self, queue: int, xsk_fd: int) -> None:
-        """xsks[queue] = the AF_XDP socket bound to that rx queue."""
+    def _xsks_key(self, queue: int, member: int, what: str) -> tuple[int, str]:
+        """The xsks key of a queue's fanout member, and how messages name
+        it.  what: the action, for the error of a queue beyond the map (its
+        key would be another queue's member slot, so the kernel cannot
+        refuse it as it refuses such a queue elsewhere)."""
+        if isinstance(member, bool) or not isinstance(member, int) or \
+                not 0 <= member < XDPD_MAX_FANOUT:
+            raise ValueError(f"fanout member {member!r} of queue {queue}: expected "
+                             f"0..{XDPD_MAX_FANOUT - 1}")
+        if not 0 <= queue < XDPD_MAX_QUEUES:
+            raise _error(errno.E2BIG, f"{what} xsks (queue {queue}){self._where()}",
+                         self._queue_hint(errno.E2BIG))
+        key = queue + member * XDPD_MAX_QUEUES
+        if member:
+            return key, f"xsks[{key}] (queue {queue}, fanout member {member})"
+        return key, f"xsks[{key}] (queue {queue})"
+
+    def set_socket(self, queue: int, xsk_fd: int, member: int = 0) -> None:
+        """The AF_XDP socket bound to that rx queue into xsks, as the
+        queue's fanout member `member` (0: the owner, the only one without
+        fanout)."""
         self._check_open()
-        key = ctypes.c_uint32(queue)
+        key_val, name = self._xsks_key(queue, member, f"put socket fd {xsk_fd} into")
+        key = ctypes.c_uint32(key_val)
         val = ctypes.c_uint32(xsk_fd)
         ret = _libbpf().bpf_map_update_elem(self._xsks_fd, ctypes.byref(key),
                                             ctypes.byref(val), BPF_ANY)
@@ -799,16 +841,20 @@ class XdpProgram:
                 hint = f"fd {xsk_fd} is not an AF_XDP socket"
             elif err == errno.EBADF:
                 hint = f"fd {xsk_fd} is not open"
-            raise _error(err, f"put socket fd {xsk_fd} into xsks[{queue}]"
+            raise _error(err, f"put socket fd {xsk_fd} into {name}"
                          f"{self._where()}", hint)
 
-    def clear_socket(self, queue: int) -> None:
-        """Remove xsks[queue]; the queue's fallback applies from now on."""
+    def clear_socket(self, queue: int, member: int = 0) -> None:
+        """Remove a socket of the queue from xsks: the owner's (member 0) ->
+        the queue's fallback applies from now on (to a member's packets
+        too, unless its own socket is there); a member's -> its packets go
+        to the owner."""
         self._check_open()
-        key = ctypes.c_uint32(queue)
+        key_val, name = self._xsks_key(queue, member, "clear")
+        key = ctypes.c_uint32(key_val)
         ret = _libbpf().bpf_map_delete_elem(self._xsks_fd, ctypes.byref(key))
         if ret < 0 and -ret != errno.ENOENT:
-            raise _error(-ret, f"clear xsks[{queue}]{self._where()}",
+            raise _error(-ret, f"clear {name}{self._where()}",
                          self._queue_hint(-ret))
 
     def queue_stats(self, queue: int) -> dict[str, int]:

@@ -5,16 +5,19 @@ queue it arrives on, the queue configuration and the expected verdict and
 counter.  Test runs pass ingress_ifindex/rx_queue_index of a real multi-queue
 veth, so ctx->rx_queue_index is what a real packet would carry.
 """
+import contextlib
 import ctypes
 import errno
 import ipaddress
 import logging
+import mmap
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -147,7 +150,8 @@ def test_queue_beyond_maps_is_passed_uncounted(rr_object, make_lab):
             prog.set_socket(q, s.fileno())
         verdict = prog.test_run(udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
         assert verdict == XDP_PASS
-        zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
+        zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
+                "fanout_to_owner": 0}
         assert prog.queue_stats(0) == zero
         assert prog.queue_stats(bpf.XDPD_MAX_QUEUES - 1) == zero
 
@@ -167,7 +171,7 @@ def test_socket_cleared_applies_fallback(prog, lab):
         prog.set_socket(1, s.fileno())
         assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
     assert prog.queue_stats(1) == {"redirected": 2, "passed": 0, "no_socket": 1,
-                                   "pass_rule": 0}
+                                   "pass_rule": 0, "fanout_to_owner": 0}
 
 
 @pytest.mark.root
@@ -329,7 +333,8 @@ def test_pass_rules(prog, lab, case):
     assert prog.queue_stats(1) == {**ZERO_STATS, counter: 3}, case.desc
 
 
-ZERO_STATS = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
+ZERO_STATS = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
+              "fanout_to_owner": 0}
 
 
 @pytest.mark.root
@@ -370,6 +375,481 @@ def test_match_to_c_fields():
     assert bytes(r)[4:6] == b"\x08\x00" and r.vlan == 4095
     assert bytes(r.src)[:4] == bytes([10, 0, 0, 0]) and bytes(r.src_mask) == b"\xff" + bytes(15)
     assert bpf.match_to_c(M(vlan="none")).fields == bpf.XDPD_MATCH_UNTAGGED
+
+
+# --- fanout: several sockets on one queue ---------------------------------------
+#
+# A test run does not deliver the frame, so which member slot the program
+# picked shows in what it found there: with an (unbound) socket in member
+# k's slot only, a frame is redirected exactly when it picked k, and falls
+# back (no_socket) otherwise, the owner's slot being empty too.  A frame no
+# member k >= 1 takes picked the owner, slot 0; with a socket in the owner's
+# slot only, every frame is redirected, and fanout_to_owner counts those
+# that had picked another slot.
+
+FQ = 0                                  # the queue the fanout tests run on
+
+
+def picked_slots(prog, lab, packets, fanout, queue=FQ):
+    """The member slot the flow hash picks for each packet (0..fanout-1),
+    checked both ways: through the members' slots and through the owner's."""
+    prog.set_queue(queue, True, "drop", fanout=fanout, spread="flow_hash")
+    slots = [0] * len(packets)
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        for k in range(1, fanout):
+            prog.set_socket(queue, s.fileno(), member=k)
+            for i, pkt in enumerate(packets):
+                verdict = prog.test_run(pkt, lab.ifindex, queue)
+                assert verdict in (XDP_REDIRECT, XDP_DROP)
+                if verdict == XDP_REDIRECT:
+                    assert slots[i] == 0, f"packet {i} picked slots {slots[i]} and {k}"
+                    slots[i] = k
+            prog.clear_socket(queue, member=k)
+        prog.set_socket(queue, s.fileno())
+        for i, pkt in enumerate(packets):
+            before = prog.queue_stats(queue)["fanout_to_owner"]
+            assert prog.test_run(pkt, lab.ifindex, queue) == XDP_REDIRECT
+            to_owner = prog.queue_stats(queue)["fanout_to_owner"] - before
+            assert to_owner == (1 if slots[i] else 0), f"packet {i}: slot {slots[i]}"
+        prog.clear_socket(queue)
+    return slots
+
+
+def udp4_flow(sport=4000, dport=5000, src="10.0.0.1", dst="10.0.0.2", payload=b"x" * 18):
+    return frame(IPV4, ip4(17, ports(sport, dport, 17) + payload, src=src, dst=dst))
+
+
+def udp6_flow(sport=4000, dport=5000, payload=b"x" * 18, **kw):
+    return frame(IPV6, ip6(17, ports(sport, dport, 17) + payload, **kw))
+
+
+def ip4_fragments(sport: int, src="10.0.0.1", dst="10.0.0.2") -> list:
+    """One UDP datagram in three IPv4 fragments: the first (MF, offset 0)
+    carries the UDP header and its ports, the later ones payload only."""
+    l4 = ports(sport, 5000, 17) + bytes(40)
+    first = ip4(17, l4[:24], src=src, dst=dst, frag_off=0x2000)
+    middle = ip4(17, l4[24:40], src=src, dst=dst, frag_off=0x2000 | 3)
+    last = ip4(17, l4[40:], src=src, dst=dst, frag_off=5)
+    return [frame(IPV4, f) for f in (first, middle, last)]
+
+
+def ip6_fragments(sport: int, src="2001:db8::1") -> list:
+    """The same in IPv6: a fragment header (next header 44) behind the
+    fixed one, the first fragment then the UDP header."""
+    l4 = ports(sport, 5000, 17) + bytes(40)
+    out = []
+    for off, chunk, more in ((0, l4[:24], 1), (3, l4[24:40], 1), (5, l4[40:], 0)):
+        fh = struct.pack("!BBHI", 17, 0, off << 3 | more, 0x1234)
+        out.append(frame(IPV6, ip6(44, fh + chunk, src=src)))
+    return out
+
+
+def arp_from(mac: bytes, ip="10.0.0.1") -> bytes:
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, socket.inet_aton(ip),
+                      bytes(6), socket.inet_aton("10.0.0.2"))
+    return b"\xff" * 6 + mac + b"\x08\x06" + arp + bytes(18)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("fanout", [2, 4])
+def test_flow_hash_keeps_a_flow_on_one_slot(prog, lab, fanout):
+    """Same addresses, protocol and ports: the same slot, whatever the
+    payload, its length or the packet's other header fields."""
+    flows = [dict(sport=sp, dport=dp) for sp, dp in ((4000, 5000), (4001, 5000),
+                                                     (53, 33000), (40000, 443))]
+    packets, owner = [], []
+    for i, f in enumerate(flows):
+        for payload in (b"", b"a" * 18, bytes(range(200)), b"xdpd" * 100):
+            packets += [udp4_flow(**f, payload=payload), udp6_flow(**f, payload=payload),
+                        frame(IPV4, ip4(6, ports(f["sport"], f["dport"], 6) + payload))]
+            owner += [(i, "udp4"), (i, "udp6"), (i, "tcp4")]
+    slots = picked_slots(prog, lab, packets, fanout)
+    by_flow = {}
+    for key, slot in zip(owner, slots):
+        by_flow.setdefault(key, set()).add(slot)
+    assert all(len(s) == 1 for s in by_flow.values()), by_flow
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("fanout", [2, 4])
+def test_flow_hash_spreads_flows_over_every_slot(prog, lab, fanout, family):
+    """256 flows that differ in the UDP source port only: every slot gets
+    some, none more than twice its share."""
+    make = udp4_flow if family == "ipv4" else udp6_flow
+    slots = picked_slots(prog, lab, [make(sport=10000 + i) for i in range(256)], fanout)
+    counts = [slots.count(k) for k in range(fanout)]
+    assert min(counts) > 0 and max(counts) <= 2 * 256 // fanout, counts
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("fragments", [ip4_fragments, ip6_fragments],
+                         ids=["ipv4", "ipv6"])
+def test_flow_hash_keeps_the_fragments_of_a_datagram_together(prog, lab, fragments):
+    """Later fragments carry no ports, so no fragment is hashed by its
+    ports, the first included: every fragment of a datagram picks the same
+    slot (the addresses' and protocol's), whatever its ports."""
+    fanout = 4
+    pairs = [("10.0.0.%d" % i, "2001:db8::%x" % i) for i in range(1, 33)]
+    packets, datagram = [], []
+    for i, (src4, src6) in enumerate(pairs):
+        for sport in (4000, 4001, 60000):
+            frags = (ip4_fragments(sport, src=src4) if fragments is ip4_fragments
+                     else ip6_fragments(sport, src=src6))
+            packets += frags
+            datagram += [i] * len(frags)
+    slots = picked_slots(prog, lab, packets, fanout)
+    by_source = {}
+    for i, slot in zip(datagram, slots):
+        by_source.setdefault(i, set()).add(slot)
+    assert all(len(s) == 1 for s in by_source.values()), by_source
+    # and the addresses still spread: fragments are not all on one slot
+    assert len(set(slots)) == fanout
+
+
+@pytest.mark.root
+def test_flow_hash_of_non_ip_frames(prog, lab):
+    """ARP and other non-IP frames hash their MAC addresses and ethertype:
+    the same frame always picks the same slot, different senders spread,
+    and a bare Ethernet header is handled."""
+    fanout = 4
+    macs = [bytes([2, 0, 0, 0, 1, i]) for i in range(64)]
+    packets = [arp_from(m) for m in macs] + [arp_from(m, ip="10.9.9.9") for m in macs]
+    packets += [runt(), runt(), frame(0x88B5, b"", vlans=(10, 20, 30))]
+    slots = picked_slots(prog, lab, packets, fanout)
+    # the sender's IP is not hashed, its MAC is
+    assert slots[:64] == slots[64:128]
+    assert len(set(slots[:64])) == fanout
+    assert slots[128] == slots[129]
+
+
+def _run_each(prog, lab, n, packet=None, queue=FQ):
+    return [prog.test_run(packet or udp4(), lab.ifindex, queue) for _ in range(n)]
+
+
+@contextlib.contextmanager
+def on_one_cpu():
+    """The round-robin counter is per CPU: keep this thread's test runs on
+    one CPU so they see one counter."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("fanout", [2, 3, 4, 16])
+def test_round_robin_cycles_through_the_slots(prog, lab, fanout):
+    """With a socket in member k's slot only, exactly every fanout-th frame
+    (the same flow every time) is redirected; over all k every frame is."""
+    rounds = 3
+    hits = set()
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s, on_one_cpu():
+        prog.set_queue(FQ, True, "drop", fanout=fanout, spread="round_robin")
+        for k in range(1, fanout):
+            prog.set_socket(FQ, s.fileno(), member=k)
+            verdicts = _run_each(prog, lab, fanout * rounds)
+            at = [i for i, v in enumerate(verdicts) if v == XDP_REDIRECT]
+            assert len(at) == rounds and at == list(range(at[0], fanout * rounds, fanout)), \
+                (k, verdicts)
+            hits.add(at[0] % fanout)
+            prog.clear_socket(FQ, member=k)
+        # the slots follow each other: member k's turns come k - 1 frames
+        # after member 1's (each k ran after fanout * rounds frames)
+        assert len(hits) == fanout - 1
+        prog.set_socket(FQ, s.fileno())                 # the owner alone
+        before = prog.queue_stats(FQ)
+        assert _run_each(prog, lab, fanout * rounds) == [XDP_REDIRECT] * (fanout * rounds)
+        after = prog.queue_stats(FQ)
+    assert after["fanout_to_owner"] - before["fanout_to_owner"] == (fanout - 1) * rounds
+    assert after["redirected"] - before["redirected"] == fanout * rounds
+
+
+@pytest.mark.root
+def test_round_robin_in_one_test_run(prog, lab):
+    """A repeated test run stays on one CPU: of 4 * 25 frames, each member
+    slot gets 25."""
+    prog.set_queue(FQ, True, "pass", fanout=4, spread="round_robin")
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(FQ, s.fileno(), member=2)
+        prog.test_run(udp4(), lab.ifindex, FQ, repeat=100)
+    assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 25, "no_socket": 75}
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("fallback,verdict", [("pass", XDP_PASS), ("drop", XDP_DROP)])
+def test_missing_member_goes_to_the_owner(prog, lab, fallback, verdict):
+    """A member being restarted: its share goes to the owner, counted as
+    fanout_to_owner; without the owner too, the fallback applies."""
+    socks = [socket.socket(AF_XDP, socket.SOCK_RAW) for _ in range(4)]
+    try:
+        prog.set_queue(FQ, True, fallback, fanout=4, spread="round_robin")
+        for m, s in enumerate(socks):
+            prog.set_socket(FQ, s.fileno(), member=m)
+        with on_one_cpu():
+            assert _run_each(prog, lab, 8) == [XDP_REDIRECT] * 8
+            assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 8}
+            prog.clear_socket(FQ, member=2)
+            assert _run_each(prog, lab, 8) == [XDP_REDIRECT] * 8
+            assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 16,
+                                            "fanout_to_owner": 2}
+            prog.clear_socket(FQ)                       # the owner too
+            verdicts = _run_each(prog, lab, 8)
+        assert sorted(verdicts) == sorted([XDP_REDIRECT] * 4 + [verdict] * 4)
+        assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 20,
+                                        "fanout_to_owner": 2, "no_socket": 4}
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.root
+def test_missing_member_goes_to_the_owner_with_flow_hash(prog, lab):
+    """The same with the flow hash: a flow whose member is gone lands on
+    the owner; without the owner either, on the fallback."""
+    flows = [udp4_flow(sport=10000 + i) for i in range(64)]
+    slots = picked_slots(prog, lab, flows, 4)
+    gone = [p for p, k in zip(flows, slots) if k == 3]
+    assert gone
+    prog.set_queue(FQ, True, "drop", fanout=4)
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        before = prog.queue_stats(FQ)
+        prog.set_socket(FQ, s.fileno())
+        assert [prog.test_run(p, lab.ifindex, FQ) for p in gone] == [XDP_REDIRECT] * len(gone)
+        prog.clear_socket(FQ)
+        assert [prog.test_run(p, lab.ifindex, FQ) for p in gone] == [XDP_DROP] * len(gone)
+        after = prog.queue_stats(FQ)
+    n = len(gone)
+    assert {k: after[k] - before[k] for k in after} == \
+        {**ZERO_STATS, "redirected": n, "fanout_to_owner": n, "no_socket": n}
+
+
+@pytest.mark.root
+def test_fanout_one_uses_the_owner_only(prog, lab):
+    """fanout 1, the default: member slots are never looked at, nothing is
+    counted as fanout_to_owner."""
+    socks = [socket.socket(AF_XDP, socket.SOCK_RAW) for _ in range(2)]
+    try:
+        prog.set_queue(FQ, True, "drop")
+        prog.set_socket(FQ, socks[1].fileno(), member=1)
+        for spread in ("flow_hash", "round_robin"):
+            prog.set_queue(FQ, True, "drop", fanout=1, spread=spread)
+            assert _run_each(prog, lab, 4, udp4_flow(sport=1)) == [XDP_DROP] * 4
+        prog.set_socket(FQ, socks[0].fileno())
+        assert prog.test_run(udp4(), lab.ifindex, FQ, repeat=5) == XDP_REDIRECT
+        assert prog.queue_stats(FQ) == {**ZERO_STATS, "no_socket": 8, "redirected": 5}
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _write_queue_conf(prog, queue, **fields):
+    """queue_conf[queue] as given, past set_queue's checks: what a bad
+    value in the map makes the program do."""
+    key = ctypes.c_uint32(queue)
+    val = bpf.XdpdQueueConf(**fields)
+    assert bpf._libbpf().bpf_map_update_elem(prog._conf_fd, ctypes.byref(key),
+                                             ctypes.byref(val), bpf.BPF_ANY) == 0
+
+
+@pytest.mark.root
+def test_fanout_beyond_the_map_is_clamped(prog, lab):
+    """A fanout above XDPD_MAX_FANOUT in the map acts as XDPD_MAX_FANOUT:
+    no key beyond the queue's own slots is looked at."""
+    n = bpf.XDPD_MAX_FANOUT
+    _write_queue_conf(prog, FQ, owned=1, fallback=XDP_DROP, fanout=1000,
+                      spread=bpf.XDPD_SPREAD_ROUND_ROBIN)
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(FQ, s.fileno(), member=n - 1)
+        prog.test_run(udp4(), lab.ifindex, FQ, repeat=3 * n)
+    assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 3, "no_socket": 3 * n - 3}
+
+
+@pytest.mark.root
+def test_fanout_zero_in_the_map_is_one(prog, lab):
+    _write_queue_conf(prog, FQ, owned=1, fallback=XDP_DROP, fanout=0)
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(FQ, s.fileno())
+        assert prog.test_run(udp4(), lab.ifindex, FQ, repeat=3) == XDP_REDIRECT
+    assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 3}
+
+
+@pytest.mark.root
+def test_pass_rules_come_before_the_fanout(prog, lab):
+    """With rules and a flow hash the packet is parsed once for both; a
+    rule's packet stays with the kernel whatever slot it would pick."""
+    prog.set_pass_rules(KEEP_HOST)
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        for m in range(4):
+            prog.set_socket(FQ, s.fileno(), member=m)
+        for spread in ("flow_hash", "round_robin"):
+            prog.set_queue(FQ, True, "drop", fanout=4, spread=spread)
+            assert prog.test_run(arp_request(), lab.ifindex, FQ, repeat=4) == XDP_PASS
+            assert prog.test_run(tcp4(dport=22), lab.ifindex, FQ, repeat=4) == XDP_PASS
+            assert prog.test_run(tcp4(dport=80), lab.ifindex, FQ, repeat=4) == XDP_REDIRECT
+    assert prog.queue_stats(FQ) == {**ZERO_STATS, "pass_rule": 16, "redirected": 8}
+
+
+@pytest.mark.root
+def test_fanout_spreads_the_same_with_pass_rules(prog, lab):
+    """Rules that a packet does not match change nothing in its slot: the
+    flow hash picks the same, and round robin still cycles."""
+    flows = [udp4_flow(sport=10000 + i) for i in range(32)]
+    without = picked_slots(prog, lab, flows, 4)
+    prog.set_pass_rules(KEEP_HOST)
+    assert picked_slots(prog, lab, flows, 4) == without
+    prog.set_queue(FQ, True, "drop", fanout=4, spread="round_robin")
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_socket(FQ, s.fileno(), member=1)
+        before = prog.queue_stats(FQ)
+        prog.test_run(udp4(), lab.ifindex, FQ, repeat=4 * 5)
+        after = prog.queue_stats(FQ)
+    assert {k: after[k] - before[k] for k in after} == \
+        {**ZERO_STATS, "redirected": 5, "no_socket": 15}
+
+
+@pytest.mark.root
+def test_fanout_slots_of_queues_do_not_mix(prog, lab):
+    """Member 1 of queue 1 is xsks[257]: queue 2's member 1 (xsks[258]) or
+    queue 1's owner does not stand in for it."""
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        prog.set_queue(1, True, "drop", fanout=2, spread="round_robin")
+        prog.set_socket(2, s.fileno(), member=1)
+        prog.test_run(udp4(), lab.ifindex, 1, repeat=4)
+        assert prog.queue_stats(1) == {**ZERO_STATS, "no_socket": 4}
+        prog.set_socket(1, s.fileno(), member=1)
+        prog.test_run(udp4(), lab.ifindex, 1, repeat=4)
+        assert prog.queue_stats(1) == {**ZERO_STATS, "no_socket": 6, "redirected": 2}
+
+
+@pytest.mark.root
+def test_fanout_argument_errors(prog, lab):
+    for fanout in (0, bpf.XDPD_MAX_FANOUT + 1, -1, True, "4", 2.0):
+        with pytest.raises(ValueError) as e:
+            prog.set_queue(0, True, fanout=fanout)
+        assert str(e.value) == f"fanout {fanout!r}: expected 1..16"
+    with pytest.raises(ValueError) as e:
+        prog.set_queue(0, True, spread="hash")
+    assert str(e.value) == "spread 'hash': expected flow_hash or round_robin"
+    with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
+        for member in (-1, bpf.XDPD_MAX_FANOUT, None):
+            with pytest.raises(ValueError) as e:
+                prog.set_socket(3, s.fileno(), member=member)
+            assert str(e.value) == f"fanout member {member!r} of queue 3: expected 0..15"
+            with pytest.raises(ValueError):
+                prog.clear_socket(3, member=member)
+        # a queue beyond the map would alias another queue's member slot
+        with pytest.raises(bpf.BpfError) as e:
+            prog.set_socket(bpf.XDPD_MAX_QUEUES, s.fileno())
+        assert e.value.errno == errno.E2BIG
+        assert str(e.value) == (f"put socket fd {s.fileno()} into xsks (queue 256) of xdpa "
+                                "failed: E2BIG; rr_redirect handles rx queues 0..255")
+        with pytest.raises(bpf.BpfError) as e:
+            prog.clear_socket(bpf.XDPD_MAX_QUEUES, member=1)
+        assert str(e.value) == ("clear xsks (queue 256) of xdpa failed: E2BIG; "
+                                "rr_redirect handles rx queues 0..255")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        fd = udp.fileno()
+        with pytest.raises(bpf.BpfError) as e:
+            prog.set_socket(3, fd, member=1)
+        assert str(e.value) == (f"put socket fd {fd} into xsks[259] (queue 3, fanout "
+                                f"member 1) of xdpa failed: EOPNOTSUPP; fd {fd} is not "
+                                "an AF_XDP socket")
+        with pytest.raises(bpf.BpfError) as e:
+            prog.set_socket(3, fd)
+        assert str(e.value).startswith(f"put socket fd {fd} into xsks[3] (queue 3) of xdpa "
+                                       "failed: EOPNOTSUPP")
+    prog.clear_socket(3, member=15)             # nothing there: not an error
+
+
+# --- fanout with real sockets: which one the kernel delivers to ---------------
+#
+# N AF_XDP sockets bound to queue 0 of a one-queue veth (the owner registers
+# the UMEM, the members share it), the program attached, frames sent into
+# the peer.  The FILL ring stays empty, so every frame redirected to a
+# socket is dropped there and counted in that socket's own rx_dropped: the
+# count says which socket the kernel delivered it to.
+
+@contextlib.contextmanager
+def live_fanout(rr_object, make_lab, fanout: int):
+    from xdpd import xsk
+    with make_lab(1) as lab, bpf.XdpProgram.load(rr_object, name=lab.ifname) as prog:
+        prog.attach(lab.ifindex, lab.ifname, "native")
+        # the peer's own IPv6 and ARP chatter stays out of the counts
+        prog.set_pass_rules([M(ethertype=IPV6), M(ethertype=ARP)])
+        size = 16 * 4096
+        area = mmap.mmap(-1, size)
+        base = ctypes.c_char.from_buffer(area)
+        socks = [xsk.XdpSocket(lab.ifname, lab.ifindex, 0) for _ in range(fanout)]
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            socks[0].register_umem(ctypes.addressof(base), size, 4096)
+            socks[0].set_rings(xsk.RingSizes(16, 16, 16, 16))
+            socks[0].bind(zero_copy=False)
+            for s in socks[1:]:         # same (netdev, queue): the owner's FILL ring
+                s._sock.setsockopt(xsk.SOL_XDP, xsk.XDP_RX_RING, 16)
+                s.bind(zero_copy=False, shared_with=socks[0])
+            tx.bind((lab.peer, 0))
+            yield lab, prog, socks, tx
+        finally:
+            tx.close()
+            for s in socks:
+                s.close()
+            del base
+            area.close()
+
+
+def delivered(socks, tx, frames) -> list:
+    """Frames each socket received (and dropped) while `frames` were sent."""
+    before = [s.statistics()["rx_dropped"] for s in socks]
+    for f in frames:
+        tx.send(f)
+    for _ in range(400):
+        got = [s.statistics()["rx_dropped"] - b for s, b in zip(socks, before)]
+        if sum(got) >= len(frames):
+            break
+        time.sleep(0.005)
+    return got
+
+
+@pytest.mark.root
+def test_live_flow_hash_delivers_to_the_picked_socket(rr_object, make_lab):
+    """Each flow reaches the member socket the test runs say it picks."""
+    fanout = 4
+    flows = [udp4_flow(sport=20000 + i) for i in range(32)]
+    with live_fanout(rr_object, make_lab, fanout) as (lab, prog, socks, tx), \
+            bpf.XdpProgram.load(rr_object, name="model") as model:
+        slots = picked_slots(model, lab, flows, fanout)
+        prog.set_queue(0, True, "drop", fanout=fanout)
+        for m, s in enumerate(socks):
+            prog.set_socket(0, s.fd, member=m)
+        before = prog.queue_stats(0)
+        for flow, slot in zip(flows, slots):
+            expect = [0] * fanout
+            expect[slot] = 2
+            assert delivered(socks, tx, [flow, flow]) == expect
+        assert prog.queue_stats(0)["redirected"] - before["redirected"] == 2 * len(flows)
+
+
+@pytest.mark.root
+def test_live_round_robin_and_a_missing_member(rr_object, make_lab):
+    """Round robin gives each socket its turn; a member's socket leaving
+    xsks sends its turns to the owner."""
+    fanout, rounds = 4, 8
+    with live_fanout(rr_object, make_lab, fanout) as (lab, prog, socks, tx), on_one_cpu():
+        prog.set_queue(0, True, "drop", fanout=fanout, spread="round_robin")
+        for m, s in enumerate(socks):
+            prog.set_socket(0, s.fd, member=m)
+        before = prog.queue_stats(0)
+        assert delivered(socks, tx, [udp4()] * (fanout * rounds)) == [rounds] * fanout
+        prog.clear_socket(0, member=2)
+        assert delivered(socks, tx, [udp4()] * (fanout * rounds)) == \
+            [2 * rounds, rounds, 0, rounds]
+        after = prog.queue_stats(0)
+    assert after["redirected"] - before["redirected"] == 2 * fanout * rounds
+    assert after["fanout_to_owner"] - before["fanout_to_owner"] == rounds
 
 
 # --- map and test-run errors ---------------------------------------------------
@@ -607,11 +1087,16 @@ LAYOUT_C = r"""
 int main(void)
 {
 	printf("XDPD_MAX_QUEUES %d\n", XDPD_MAX_QUEUES);
+	printf("XDPD_MAX_FANOUT %d\n", XDPD_MAX_FANOUT);
+	printf("XDPD_SPREAD_FLOW_HASH %d\n", XDPD_SPREAD_FLOW_HASH);
+	printf("XDPD_SPREAD_ROUND_ROBIN %d\n", XDPD_SPREAD_ROUND_ROBIN);
 	SIZE(xdpd_queue_conf);
 	OFF(xdpd_queue_conf, owned); OFF(xdpd_queue_conf, fallback);
+	OFF(xdpd_queue_conf, fanout); OFF(xdpd_queue_conf, spread);
 	SIZE(xdpd_queue_stats);
 	OFF(xdpd_queue_stats, redirected); OFF(xdpd_queue_stats, passed);
 	OFF(xdpd_queue_stats, no_socket); OFF(xdpd_queue_stats, pass_rule);
+	OFF(xdpd_queue_stats, fanout_to_owner);
 	printf("XDPD_MAX_PASS_RULES %d\n", XDPD_MAX_PASS_RULES);
 	printf("XDPD_MATCH_ETHERTYPE %u\n", XDPD_MATCH_ETHERTYPE);
 	printf("XDPD_MATCH_VLAN %u\n", XDPD_MATCH_VLAN);
@@ -707,6 +1192,14 @@ def test_ctypes_layout_matches_c(c_layout, cname):
 
 def test_max_queues_matches_header(c_layout):
     assert bpf.XDPD_MAX_QUEUES == c_layout[("XDPD_MAX_QUEUES",)]
+
+
+def test_fanout_constants_match_header(c_layout):
+    assert bpf.XDPD_MAX_FANOUT == c_layout[("XDPD_MAX_FANOUT",)]
+    assert bpf.XDPD_SPREAD_FLOW_HASH == c_layout[("XDPD_SPREAD_FLOW_HASH",)]
+    assert bpf.XDPD_SPREAD_ROUND_ROBIN == c_layout[("XDPD_SPREAD_ROUND_ROBIN",)]
+    assert bpf.SPREADS == {"flow_hash": bpf.XDPD_SPREAD_FLOW_HASH,
+                           "round_robin": bpf.XDPD_SPREAD_ROUND_ROBIN}
 
 
 def test_match_constants_match_header(c_layout):
