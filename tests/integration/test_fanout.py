@@ -73,6 +73,8 @@ def test_flow_hash_spreads_a_queue_over_its_workers_and_keeps_each_flow_in_order
     rx = rx_by_worker(m, lab.IN_DEV)
     assert sum(rx.values()) == N
     busy = {q for (q, _), v in rx.items() if v}
+    print(f"\n{N} packets, {FLOWS} flows; received by in0's workers (queue, member): "
+          f"{dict(sorted(rx.items()))}")
     assert busy, rx
     for q in busy:                  # both of a busy queue's workers took a fair share
         total = rx[(q, "0")] + rx[(q, "1")]
@@ -103,6 +105,7 @@ def test_round_robin_is_set_live_and_fanout_itself_is_refused(lab, start_daemon)
     a, b = rx[("0", "0")], rx[("0", "1")]
     # one flow, both workers: alternately (one counter per CPU the
     # generator ran on, so at most a few apart)
+    print(f"\nround robin, one flow, {sent} packets: in0/q0.0 {a:.0f}, in0/q0.1 {b:.0f}")
     assert a + b == sent and abs(a - b) <= 8, rx
     assert_every_frame_counted(m)
 
