@@ -380,8 +380,9 @@ def _verdict_deltas(before: dict, after: dict) -> dict[str, dict[int, dict[str, 
         per_queue = {}
         for q in iface.get("xdp_packets", []):
             p = prev.get(q["queue"], {})
-            per_queue[q["queue"]] = {v: q[v] - p.get(v, 0)
-                                     for v in ("redirected", "passed", "no_socket")}
+            per_queue[q["queue"]] = {v: q.get(v, 0) - p.get(v, 0)
+                                     for v in ("redirected", "passed", "no_socket",
+                                               "fanout_to_owner")}
         out[iface["name"]] = per_queue
     return out
 
@@ -416,7 +417,9 @@ def check_steering(before: dict, after: dict, seconds: float, config=None,
                    host=None) -> list[Finding]:
     findings = []
     deltas = _verdict_deltas(before, after)
-    workers = _by(after.get("workers", []), "name")
+    queue_workers: dict[tuple[str, int], list[dict]] = {}
+    for w in after.get("workers", []):
+        queue_workers.setdefault((w["netdev"], w["queue"]), []).append(w)
     for iface in after.get("interfaces", []):
         name = iface["name"]
         owned = iface["queues"]
@@ -436,7 +439,8 @@ def check_steering(before: dict, after: dict, seconds: float, config=None,
                     f"{_queues_key(config, name)}"))
             elif q in owned and d["no_socket"] > 0:
                 bad = True
-                w = workers.get(f"{name}/q{q}", {})
+                w = min(queue_workers.get((name, q), []),    # the owner, with fanout
+                        key=lambda w: w.get("member", 0), default={})
                 findings.append(Finding(
                     "steering", "error", f"{name}/q{q}",
                     f"traffic on an owned queue with no socket ({_rate(d['no_socket'], seconds)}; "
@@ -444,6 +448,17 @@ def check_steering(before: dict, after: dict, seconds: float, config=None,
                     "applies",
                     "see the worker finding and the xdpd log; xdpd restores the socket when "
                     "the worker runs again"))
+            elif q in owned and d["fanout_to_owner"] > 0:
+                bad = True
+                gone = [f"{w['name']} ({w['state']})" for w in queue_workers.get((name, q), [])
+                        if w.get("member", 0) and w["state"] != "running"]
+                findings.append(Finding(
+                    "steering", "warn", f"{name}/q{q}",
+                    f"fanout: {_rate(d['fanout_to_owner'], seconds)} of the queue's traffic "
+                    "goes to its owner because a member has no socket"
+                    + (f": {', '.join(gone)}" if gone else ""),
+                    "see the worker finding and the xdpd log; the member's share returns to "
+                    "it when it runs again"))
         if not bad:
             findings.append(Finding("steering", "ok", name,
                                     "no traffic on queues xdpd does not own, none on owned queues without a socket"))

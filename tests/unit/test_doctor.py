@@ -204,7 +204,8 @@ def sample(uptime, verdicts, workers=None, owned=(0,)):
     (redirected, passed, no_socket); workers: name -> overrides."""
     ws = []
     for q in owned:
-        w = {"name": f"in0/q{q}", "state": "running", "restarts": 0, "bad_descriptors": 0,
+        w = {"name": f"in0/q{q}", "netdev": "in0", "queue": q, "member": 0,
+             "state": "running", "restarts": 0, "bad_descriptors": 0,
              "xsk": {"rx_dropped": 0, "rx_ring_full": 0, "rx_fill_ring_empty_descs": 0,
                      "rx_invalid_descs": 0, "tx_invalid_descs": 0, "tx_ring_empty_descs": 0}}
         for k, v in (workers or {}).get(w["name"], {}).items():
@@ -258,6 +259,20 @@ def test_an_owned_queue_without_a_socket_is_an_error():
         "ERROR in0/q0: worker given up (fatal) after repeated start failures; its queue gets "
         "the interface's fallback; see the xdpd log for the cause, fix it, restart xdpd"]
     assert exit_code(findings) == exitcodes.DOCTOR_ERRORS
+
+
+def test_a_fanout_member_without_a_socket_sends_its_share_to_the_owner():
+    before = sample(10.0, [(100, 0, 0), (0, 0, 0)])
+    after = sample(12.0, [(900, 0, 0), (0, 0, 0)])
+    after["workers"].append(dict(after["workers"][0], name="in0/q0.1", member=1,
+                                 state="fatal"))
+    after["workers"][0]["name"] = "in0/q0.0"
+    after["interfaces"][0]["xdp_packets"][0]["fanout_to_owner"] = 400
+    findings = live_checks(config(), before, after, 2.0)
+    assert by_check(findings, "steering") == [
+        "WARN in0/q0: fanout: 200 pkt/s of the queue's traffic goes to its owner because a "
+        "member has no socket: in0/q0.1 (fatal); see the worker finding and the xdpd log; "
+        "the member's share returns to it when it runs again"]
 
 
 def test_socket_drops_starvation_and_bad_descriptors():
