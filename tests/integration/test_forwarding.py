@@ -187,9 +187,10 @@ def test_unowned_queue_stays_with_the_kernel(lab, start_daemon):
     assert passed > 0 and redirected > 0
     assert passed + redirected == n
     assert got["received"] == redirected          # only queue 0's packets were forwarded
-    assert m.samples["xdpd_rx_packets_total"] == [({"netdev": "in0", "queue": "0"}, redirected),
-                                                  ({"netdev": "out0", "queue": "0"}, 0.0),
-                                                  ({"netdev": "out0", "queue": "1"}, 0.0)]
+    assert m.samples["xdpd_rx_packets_total"] == [
+        ({"netdev": "in0", "queue": "0", "member": "0"}, redirected),
+        ({"netdev": "out0", "queue": "0", "member": "0"}, 0.0),
+        ({"netdev": "out0", "queue": "1", "member": "0"}, 0.0)]
 
 
 def test_sigterm_during_start_up_undoes_what_was_set_up(lab, tmp_path):
