@@ -74,9 +74,11 @@ bench: build bench-deps
 soak: build
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
-# The C fast path alone on synthetic rings: Mpps per core.
+# The C fast path alone on synthetic rings: Mpps per core; then the XDP
+# program alone (root): ns per packet by what it does (rules, fanout).
 bench-micro: build
 	$(PY) bench/fastpath_micro.py
+	$(PY) bench/xdp_program.py
 
 # The C fast path built with AddressSanitizer and UBSan, fuzzed on synthetic
 # rings (lying kernel and peers, workers killed mid-commit): 8 seeds x 3

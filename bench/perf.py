@@ -5,7 +5,7 @@
     python bench/perf.py [--seconds 10] [--runs 3] [--warmup 2] [--size 64]
                          [--queues 1] [--modes io,mac] [--peers xdpd,testpmd,kernel]
                          [--gen-cpu 0] [--fwd-cpu 1] [--xdpd-set workers.batch_size=128]
-                         [--fanout 1,2]
+                         [--fanout 1,2] [--fanout-spread flow_hash]
 
     gen0 --> in0 [forwarder] out0 --> sink0
     (gen ns)     (dut ns)             (sink ns)
@@ -164,7 +164,8 @@ class Generator:
 
 # --- forwarders -----------------------------------------------------------------
 
-def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1) -> str:
+def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1,
+                spread: str = "flow_hash") -> str:
     rewrite = (f'    set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"\n'
                f'    set_src_mac: "{lab.MACS[lab.OUT_DEV]}"\n' if mode == "mac" else "")
     back = (f'    set_dst_mac: "{lab.MACS[lab.GEN_DEV]}"\n'
@@ -178,7 +179,7 @@ def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1)
         sections.setdefault(section, {})[name] = value
     extra = "".join(f"{s}:\n" + "".join(f"  {k}: {v}\n" for k, v in kv.items())
                     for s, kv in sections.items())
-    share = f"    fanout: {fanout}\n" if fanout > 1 else ""
+    share = f"    fanout: {fanout}\n    fanout_spread: {spread}\n" if fanout > 1 else ""
     return (f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: native\n{share}"
             f"  - name: {lab.OUT_DEV}\n    xdp_mode: native\n{share}"
             f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n{rewrite}"
@@ -187,10 +188,11 @@ def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1)
 
 
 class Xdpd:
-    def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1):
+    def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1,
+                 spread: str = "flow_hash"):
         self.lab = lab
         self.name = "xdpd" if fanout == 1 else f"xdpd-f{fanout}"
-        self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets, fanout),
+        self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets, fanout, spread),
                                 port=METRICS_PORT)
 
     def start(self) -> None:
@@ -338,7 +340,7 @@ def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
 def make_forwarder(peer: str, lab: Lab, mode: str, args):
     if peer.startswith("xdpd"):
         fanout = int(peer[len("xdpd-f"):]) if peer != "xdpd" else 1
-        return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set, fanout)
+        return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set, fanout, args.fanout_spread)
     if peer == "testpmd":
         return Testpmd(lab, mode, args.fwd_cpu, args.gen_cpu, args.queues)
     return Kernel(lab, mode)
@@ -425,6 +427,7 @@ def main() -> int:
                     help="override an xdpd setting, e.g. workers.batch_size=128")
     ap.add_argument("--fanout", default="1", metavar="N[,N...]",
                     help="run xdpd with every queue shared by N workers, once per N")
+    ap.add_argument("--fanout-spread", default="flow_hash", choices=("flow_hash", "round_robin"))
     ap.add_argument("--json", metavar="FILE", help="also write the trials and summary here")
     args = ap.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]

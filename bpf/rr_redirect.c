@@ -145,6 +145,21 @@ static __always_inline int is_vlan(__be16 proto)
  * counts the same bytes as a plain number, and the ports are copied out
  * with bpf_xdp_load_bytes() at l3_off + ihl.
  */
+/* TCP/UDP ports: source and destination lead both headers; a packet cut
+ * before them has none */
+static __always_inline void read_ports(void *l4, void *data_end, struct pkt_info *pi)
+{
+	__be16 *ports = l4;
+
+	if (pi->ip_proto != IPPROTO_TCP && pi->ip_proto != IPPROTO_UDP)
+		return;
+	if ((void *)(ports + 2) > data_end)
+		return;
+	pi->src_port = ports[0];
+	pi->dst_port = ports[1];
+	pi->have |= XDPD_MATCH_SRC_PORT | XDPD_MATCH_DST_PORT;
+}
+
 static __always_inline void pkt_parse(struct xdp_md *ctx, void *data, void *data_end,
 				      struct pkt_info *pi)
 {
@@ -199,6 +214,10 @@ static __always_inline void pkt_parse(struct xdp_md *ctx, void *data, void *data
 		if (iph->frag_off & bpf_htons(0x1fff))	/* no L4 header here */
 			return;
 		l4_off = l3_off + ihl;
+		if (ihl == sizeof(*iph)) {	/* no options: ports at a fixed offset */
+			read_ports(iph + 1, data_end, pi);
+			return;
+		}
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 
@@ -210,15 +229,18 @@ static __always_inline void pkt_parse(struct xdp_md *ctx, void *data, void *data
 		pi->have |= XDPD_MATCH_SRC | XDPD_MATCH_DST | XDPD_MATCH_IP_PROTO;
 		if (ip6->nexthdr == IPPROTO_FRAGMENT)
 			pi->frag = 1;
-		l4_off = l3_off + sizeof(*ip6);
+		read_ports(ip6 + 1, data_end, pi);
+		return;
 	} else {
 		return;
 	}
 
+	/* IPv4 with options: the ports' offset varies, and reading them in
+	 * place would need the verifier's variable-offset packet access
+	 * (CAP_PERFMON, which the unit does not grant): copied by the helper,
+	 * which fails for a packet cut before them */
 	if (pi->ip_proto != IPPROTO_TCP && pi->ip_proto != IPPROTO_UDP)
 		return;
-	/* source and destination ports lead both headers; a packet cut
-	 * before them makes the copy fail */
 	if (bpf_xdp_load_bytes(ctx, l4_off, ports, sizeof(ports)))
 		return;
 	pi->src_port = ports[0];
@@ -312,9 +334,13 @@ static __always_inline __u32 flow_hash(const struct pkt_info *pi)
 
 	if (pi->have & XDPD_MATCH_SRC) {
 		/* IPv4 or IPv6: an IPv4 address is word 0, the rest zero */
-		for (i = 0; i < 4; i++) {
-			h = hash_word(h, pi->src[i]);
-			h = hash_word(h, pi->dst[i]);
+		h = hash_word(h, pi->src[0]);
+		h = hash_word(h, pi->dst[0]);
+		if (pi->ethertype == bpf_htons(ETH_P_IPV6)) {
+			for (i = 1; i < 4; i++) {
+				h = hash_word(h, pi->src[i]);
+				h = hash_word(h, pi->dst[i]);
+			}
 		}
 		h = hash_word(h, pi->ip_proto);
 		/* later fragments have no ports: the first one must not use them */

@@ -886,6 +886,11 @@ class XdpProgram:
         """Run the program on data with BPF_PROG_TEST_RUN; returns its
         verdict.  ingress_ifindex must name a netdev in this thread's netns
         with more than rx_queue_index rx queues (or be 0 with queue 0)."""
+        return self.timed_run(data, ingress_ifindex, rx_queue_index, repeat)[0]
+
+    def timed_run(self, data: bytes, ingress_ifindex: int = 0, rx_queue_index: int = 0,
+                  repeat: int = 1) -> tuple[int, int]:
+        """test_run(), and the kernel's average time per repetition in ns."""
         self._check_open()
         buf = ctypes.create_string_buffer(bytes(data), len(data))
         ctx = XdpMd(data=0, data_end=len(data), data_meta=0,
@@ -912,7 +917,7 @@ class XdpProgram:
                 hint = "ingress_ifindex must be a netdev in this network namespace"
             raise _error(err, f"test run of {PROG_NAME} (ifindex "
                          f"{ingress_ifindex}, rx queue {rx_queue_index})", hint)
-        return opts.retval
+        return opts.retval, opts.duration
 
     # --- lifetime ----------------------------------------------------------
 
