@@ -1379,9 +1379,9 @@ static inline void free_push(PortObject *p, uint64_t addr)
  * member, back to the owner whose frame it is. */
 static inline void ret_push(PortObject *p, uint32_t home, uint64_t addr);
 
-static inline void rx_drop(PortObject *p, uint64_t addr)
+static inline void rx_drop(PortObject *p, const bool member, uint64_t addr)
 {
-	if (p->member)
+	if (member)
 		ret_push(p, p->owner, addr);
 	else
 		free_push(p, addr);
@@ -1824,7 +1824,8 @@ static inline uint32_t port_classify(PortObject *p, const uint8_t *pkt, uint32_t
  * port_receive, every index move is only noted (fwd ring producers in
  * fwd_pending) and published at commit.
  */
-static uint32_t port_receive_rules(PortObject *p)
+static inline __attribute__((always_inline)) uint32_t
+port_receive_rules_as(PortObject *p, const bool member)
 {
 	uint32_t n, i, bad = 0, foreign = 0, tx_room;
 	struct xdp_desc *rxd = p->rx.descs;
@@ -1846,7 +1847,7 @@ static uint32_t port_receive_rules(PortObject *p)
 		if (!frame_ok(p, addr, len, p->owner)) {
 			bad++;
 			if (frame_rx_home(p, addr)) {
-				rx_drop(p, addr);
+				rx_drop(p, member, addr);
 				p->st.drops[FP_DROP_INVALID]++;
 			} else {
 				foreign++;
@@ -1857,7 +1858,7 @@ static uint32_t port_receive_rules(PortObject *p)
 		k = p->parse ? port_classify(p, pkt, len) : 0;	/* one rule takes all */
 		if (k == p->n_rules) {
 			p->st.rx_bytes += len;
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			p->st.drops[FP_DROP_NO_RULE]++;
 			continue;
 		}
@@ -1884,22 +1885,22 @@ static uint32_t port_receive_rules(PortObject *p)
 		p->st.rule_packets[k]++;
 		p->st.rule_bytes[k] += len;
 		if (r->action != FP_ACT_FORWARD) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			p->st.drops[r->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE]++;
 			continue;
 		}
 		if (len < ETH_HLEN || delta == VLAN_NO_ROOM) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			p->st.drops[FP_DROP_INVALID]++;
 			continue;
 		}
 		if (r->max_len && out_len > r->max_len) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			p->st.drops[FP_DROP_TOO_LONG]++;
 			continue;
 		}
 		if (!egress_running(p, e)) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			p->st.drops[FP_DROP_EGRESS_DOWN]++;
 			continue;
 		}
@@ -1916,7 +1917,7 @@ static uint32_t port_receive_rules(PortObject *p)
 			t->len = len;
 			t->options = 0;
 			tx_room--;
-			if (p->member)
+			if (member)
 				p->fan.took_tx++;	/* the owner's frame */
 			else
 				p->n_tx++;
@@ -1927,13 +1928,13 @@ static uint32_t port_receive_rules(PortObject *p)
 
 			out->slots[(out->prod + p->fwd_pending[e]++) & mask] =
 				addr | (uint64_t)len << RING_LEN_SHIFT;
-			if (!p->member)
+			if (!member)
 				p->n_handoff++;
 			p->st.handoff_out++;
 		}
 	}
 	p->rx.cached_cons += i;
-	if (p->member) {
+	if (member) {
 		p->fan.took_rx += i - foreign;
 	} else if (p->n_rx >= i - foreign) {
 		p->n_rx -= i - foreign;
@@ -1956,7 +1957,8 @@ static uint32_t port_receive_rules(PortObject *p)
 }
 
 /* 4. our RX ring */
-static uint32_t port_receive(PortObject *p)
+static inline __attribute__((always_inline)) uint32_t
+port_receive_as(PortObject *p, const bool member)
 {
 	uint32_t want = p->batch, n, dropped = 0, too_long = 0, bad = 0, foreign = 0;
 	struct xdp_desc *rxd = p->rx.descs;
@@ -1969,7 +1971,7 @@ static uint32_t port_receive(PortObject *p)
 	int reason = -1;
 
 	if (p->classify)
-		return port_receive_rules(p);
+		return port_receive_rules_as(p, member);
 	if (action == FP_ACT_FORWARD) {
 		if (p->egress == p->id) {
 			want = ring_prod_free(&p->tx, want);
@@ -2006,7 +2008,7 @@ static uint32_t port_receive(PortObject *p)
 		if (!frame_ok(p, addr, len, p->owner)) {
 			bad++;
 			if (frame_rx_home(p, addr)) {
-				rx_drop(p, addr);
+				rx_drop(p, member, addr);
 				dropped++;
 			} else {
 				foreign++;
@@ -2015,17 +2017,17 @@ static uint32_t port_receive(PortObject *p)
 		}
 		p->st.rx_bytes += len;
 		if (action == FP_ACT_DROP) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			p->st.drops[reason]++;
 			continue;
 		}
 		if (len < ETH_HLEN) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			dropped++;
 			continue;
 		}
 		if (len > max_len) {
-			rx_drop(p, addr);
+			rx_drop(p, member, addr);
 			too_long++;
 			continue;
 		}
@@ -2037,7 +2039,7 @@ static uint32_t port_receive(PortObject *p)
 			t->addr = addr;
 			t->len = len;
 			t->options = 0;
-			if (p->member)
+			if (member)
 				p->fan.took_tx++;	/* the owner's frame */
 			else
 				p->n_tx++;
@@ -2045,7 +2047,7 @@ static uint32_t port_receive(PortObject *p)
 			p->st.tx_bytes += len;
 		} else {
 			out->slots[out_prod++ & mask] = addr | (uint64_t)len << RING_LEN_SHIFT;
-			if (!p->member)
+			if (!member)
 				p->n_handoff++;
 			p->st.handoff_out++;
 		}
@@ -2059,7 +2061,7 @@ static uint32_t port_receive(PortObject *p)
 	 * in rx) by us; a kernel that hands back more than it was given must
 	 * not wrap the count.  A fanout member's are the owner's, which it
 	 * counts for it (fastpath.h, "Fanout"). */
-	if (p->member) {
+	if (member) {
 		p->fan.took_rx += n - foreign;
 	} else if (p->n_rx >= n - foreign) {
 		p->n_rx -= n - foreign;
@@ -2076,6 +2078,13 @@ static uint32_t port_receive(PortObject *p)
 		p->wake[p->egress] = 1;
 	}
 	return n;
+}
+
+/* The receive paths compiled twice, so that a worker that is not a fanout
+ * member pays no per-packet test for being one. */
+static uint32_t port_receive(PortObject *p)
+{
+	return p->member ? port_receive_as(p, true) : port_receive_as(p, false);
 }
 
 /*
