@@ -4742,7 +4742,51 @@ static PyObject *fp_set_proctitle(PyObject *self, PyObject *args)
 	Py_RETURN_TRUE;
 }
 
+/*
+ * classify(frame, matches) -> index of the first match (struct fp_match
+ * bytes, as bpf.match_to_c() writes them) the frame fits, or len(matches):
+ * the workers' own parser and matcher (port_classify's), on one frame, so
+ * that tests hold it to the same tables as the XDP program's.
+ */
+static PyObject *fp_classify(PyObject *self, PyObject *args)
+{
+	Py_buffer frame;
+	PyObject *matches, *seq;
+	struct pkt_info pi;
+	Py_ssize_t n, k;
+
+	if (!PyArg_ParseTuple(args, "y*O", &frame, &matches))
+		return NULL;
+	seq = PySequence_Fast(matches, "matches must be a sequence of bytes");
+	if (!seq) {
+		PyBuffer_Release(&frame);
+		return NULL;
+	}
+	n = PySequence_Fast_GET_SIZE(seq);
+	pkt_parse(frame.buf, (uint32_t)frame.len, &pi);
+	for (k = 0; k < n; k++) {
+		PyObject *m = PySequence_Fast_GET_ITEM(seq, k);
+		struct fp_match fm;
+
+		if (!PyBytes_Check(m) || PyBytes_GET_SIZE(m) != sizeof(fm)) {
+			PyErr_Format(PyExc_ValueError, "match %zd: expected %zu bytes of struct "
+				     "fp_match", k, sizeof(fm));
+			break;
+		}
+		memcpy(&fm, PyBytes_AS_STRING(m), sizeof(fm));
+		if (match_fits(&fm, &pi))
+			break;
+	}
+	Py_DECREF(seq);
+	PyBuffer_Release(&frame);
+	if (PyErr_Occurred())
+		return NULL;
+	return PyLong_FromSsize_t(k);
+}
+
 static PyMethodDef fp_methods[] = {
+	{"classify", fp_classify, METH_VARARGS,
+	 "classify(frame, matches) -> index of the first fp_match the frame fits, or len(matches)"},
 	{"control_size", fp_control_size, METH_VARARGS,
 	 "control_size(nworkers, frames_per_worker, frame_size, ring_entries) -> bytes"},
 	{"set_proctitle", fp_set_proctitle, METH_VARARGS, NULL},

@@ -337,6 +337,28 @@ ZERO_STATS = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
               "fanout_to_owner": 0}
 
 
+@pytest.mark.parametrize("case", RULE_CASES, ids=[c.desc for c in RULE_CASES])
+def test_the_fast_path_parser_reads_every_frame_as_the_xdp_program_does(case):
+    """Forward rules' matches are judged by the workers' C parser, pass
+    rules by the XDP program's: one Match, one meaning.  The same frames
+    (VLAN and QinQ tags, IPv4 options and fragments, IPv6, truncated
+    headers) and rules: the fast path's first fitting rule is one exactly
+    when the program passes the frame by a rule."""
+    from xdpd import _fastpath
+    matches = [bytes(bpf.match_to_c(m)) for m in case.rules]
+    first = _fastpath.classify(case.packet, matches)
+    assert (first < len(matches)) == case.passed, case.desc
+    if case.passed:     # and it is a rule that fits the frame on its own
+        assert _fastpath.classify(case.packet, [matches[first]]) == 0
+
+
+def test_classify_refuses_what_is_not_a_match():
+    from xdpd import _fastpath
+    with pytest.raises(ValueError, match="match 0: expected"):
+        _fastpath.classify(tcp4(), [b"short"])
+    assert _fastpath.classify(tcp4(), []) == 0
+
+
 @pytest.mark.root
 def test_pass_rules_only_on_owned_queues_and_before_the_socket(prog, lab):
     """An unowned queue is passed as 'passed', rules or not; on an owned
