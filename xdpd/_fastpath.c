@@ -3403,17 +3403,13 @@ static inline uint32_t fz_owner(struct fuzz *fz, uint32_t x)
 	return fz->ports[x]->owner;
 }
 
-static uint32_t fz_take_fill(struct fuzz *fz, uint32_t x, uint32_t max)
+static uint32_t fz_take_fill(struct fuzz *fz, uint32_t member, uint32_t max)
 {
-	struct ring *fq;
-	struct fz_kernel *k;
-
-	x = fz_owner(fz, x);
-	fq = &fz->ports[x]->fill;
-	k = &fz->k[x];
+	uint32_t x = fz_owner(fz, member);	/* the group's FILL ring is the owner's */
+	struct ring *fq = &fz->ports[x]->fill;
+	struct fz_kernel *k = &fz->k[x];
 	const uint64_t *a = fq->descs;
 	uint32_t cons = *fq->consumer, avail = load_acquire(fq->producer) - cons, n;
-
 
 	if (avail > fq->size) {
 		if (fz->exact)

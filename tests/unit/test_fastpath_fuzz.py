@@ -8,6 +8,7 @@ build with AddressSanitizer and UBSan, in a child process; and a fast path
 broken on purpose, to show that the crash-injection check catches a
 recovery that loses its redo log.  `make fuzz` runs the long version.
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -99,18 +100,29 @@ def test_fanout_groups_under_lies(seed):
     assert r["crashes"] > 100 and r["bad_descs"] > 0
 
 
+@contextlib.contextmanager
+def control_area(n: int, fpw: int, fs: int, entries: int):
+    """(control area formatted for n workers, a UMEM for their frames)."""
+    from xdpd.shared_umem import Region
+
+    ctl_region = Region("fuzz-control", _fastpath.control_size(n, fpw, fs, entries))
+    umem = Region("fuzz-umem", n * fpw * fs)
+    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
+    try:
+        ctl.format(n, fpw, fs, entries)
+        yield ctl, umem
+    finally:
+        ctl.close()
+        ctl_region.close()
+        umem.close()
+
+
 def test_fanout_members_receive_into_the_owners_frames():
     """Members take packets off their RX rings, send and hand off; their
     own slot's frames never leave its free list; the owner's counts end
     with every frame back (fuzz() checked every step in between)."""
-    from xdpd.shared_umem import Region
-
-    n, fpw, fs, entries = 4, 60, 2048, 64
-    ctl_region = Region("fuzz-control", _fastpath.control_size(n, fpw, fs, entries))
-    umem = Region("fuzz-umem", (n * fpw + 2) * fs)
-    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
-    try:
-        ctl.format(n, fpw, fs, entries)
+    n, fpw = 4, 60
+    with control_area(n, fpw, 2048, 64) as (ctl, umem):
         for w in range(n):
             owner = w - w % 2
             ctl.set_worker(w, owner // 2, owner // 2, 0, lane=w, owner=owner,
@@ -125,19 +137,10 @@ def test_fanout_members_receive_into_the_owners_frames():
         for owner in (0, 2):
             f = ctl.worker_frames(owner)
             assert f["tx"] == f["handoff"] == 0 and f["free"] + f["rx"] == fpw
-    finally:
-        ctl.close()
-        ctl_region.close()
-        umem.close()
 
 
 def test_set_worker_refuses_a_group_that_cannot_be():
-    from xdpd.shared_umem import Region
-
-    ctl_region = Region("fuzz-control", _fastpath.control_size(3, 8, 2048, 8))
-    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
-    try:
-        ctl.format(3, 8, 2048, 8)
+    with control_area(3, 8, 2048, 8) as (ctl, _):
         with pytest.raises(ValueError, match="owner 3: no such worker slot"):
             ctl.set_worker(1, 0, 0, 0, owner=3)
         with pytest.raises(ValueError, match="member 0: not another worker slot"):
@@ -146,19 +149,10 @@ def test_set_worker_refuses_a_group_that_cannot_be():
             ctl.set_worker(1, 0, 0, 0, owner=0, members=[2])
         with pytest.raises(ValueError, match="at most 15"):
             ctl.set_worker(0, 0, 0, 0, members=[1] * 16)
-    finally:
-        ctl.close()
-        ctl_region.close()
 
 
 def test_a_run_without_lies_or_crashes_is_checked_exactly():
-    from xdpd.shared_umem import Region
-
-    ctl_region = Region("fuzz-control", _fastpath.control_size(2, 40, 2048, 64))
-    umem = Region("fuzz-umem", 80 * 2048)
-    ctl = _fastpath.Control(ctl_region.fd, ctl_region.size)
-    try:
-        ctl.format(2, 40, 2048, 64)
+    with control_area(2, 40, 2048, 64) as (ctl, umem):
         ctl.set_worker(1, 1, 0, 0)
         r = _fastpath.fuzz(ctl, umem.fd, umem.size, 7, STEPS, misbehave=False)
         assert r["exact"] and r["crashes"] == 0 and r["frames"] == 80
@@ -166,10 +160,6 @@ def test_a_run_without_lies_or_crashes_is_checked_exactly():
         # the area is left used: a second run must be refused
         with pytest.raises(ValueError, match="format"):
             _fastpath.fuzz(ctl, umem.fd, umem.size, 7, STEPS)
-    finally:
-        ctl.close()
-        ctl_region.close()
-        umem.close()
 
 
 def test_a_seed_reproduces_its_run():
@@ -197,20 +187,35 @@ def test_fuzz_under_address_sanitizer(gcc_and_libasan, tmp_path):
                         "--seeds", "1-4", "--json"],
                        env=ff.sanitizer_env(gcc_and_libasan), capture_output=True,
                        text=True, timeout=120)
-    assert "ERROR: AddressSanitizer" not in r.stderr, r.stderr[-4000:]
-    assert "runtime error" not in r.stderr, r.stderr[-4000:]
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert_clean_run(r)
     out = json.loads(r.stdout)
     assert out["summary"]["module"] == module      # the instrumented build ran
     assert out["summary"]["runs"] == 12 and out["summary"]["crashes_checked_exactly"] > 0
     # and with fanout groups (members without FILL or COMPLETION rings)
-    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
-                        "--seeds", "1-4", "--fanout", "2", "--json"],
-                       env=ff.sanitizer_env(gcc_and_libasan), capture_output=True,
-                       text=True, timeout=120)
+    assert_clean_run(subprocess.run(
+        [sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS), "--seeds", "1-4",
+         "--fanout", "2", "--json"],
+        env=ff.sanitizer_env(gcc_and_libasan), capture_output=True, text=True, timeout=120))
+
+
+def assert_clean_run(r: subprocess.CompletedProcess) -> None:
     assert "ERROR: AddressSanitizer" not in r.stderr, r.stderr[-4000:]
     assert "runtime error" not in r.stderr, r.stderr[-4000:]
     assert r.returncode == 0, r.stderr[-4000:]
+
+
+def run_mutant(tmp_path, mutant: tuple[str, str], where: str, *args: str):
+    """The fuzz script on a copy of the fast path with mutant applied."""
+    if not shutil.which("gcc"):
+        pytest.skip("needs gcc to build a broken copy of the fast path")
+    src = open(ff.SOURCE).read()
+    assert src.count(mutant[0]) == 1, f"{where} changed: update the mutant to break it again"
+    path = tmp_path / "_fastpath.c"
+    path.write_text(src.replace(*mutant))
+    module = ff.build(str(tmp_path), ["-O1"], str(path))
+    return subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
+                           "--seeds", "1", "--modes", "crash", *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 # Recovery that ignores a pending commit: its redo log is never applied.
@@ -219,16 +224,7 @@ MUTANT = ("\tif (word & 1) {\n\t\tuint32_t len = c->log_len;",
 
 
 def test_crash_injection_catches_a_recovery_that_drops_the_redo_log(tmp_path):
-    if not shutil.which("gcc"):
-        pytest.skip("needs gcc to build a broken copy of the fast path")
-    src = open(ff.SOURCE).read()
-    assert src.count(MUTANT[0]) == 1, "port_recover() changed: update MUTANT to break it again"
-    path = tmp_path / "_fastpath.c"
-    path.write_text(src.replace(*MUTANT))
-    module = ff.build(str(tmp_path), ["-O1"], str(path))
-    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
-                        "--seeds", "1", "--modes", "crash"],
-                       capture_output=True, text=True, timeout=120)
+    r = run_mutant(tmp_path, MUTANT, "port_recover()")
     assert r.returncode != 0
     assert "RuntimeError: fuzz seed 1, step " in r.stderr
     # caught by the frame accounting (where a frame is, or a worker's counts)
@@ -243,15 +239,6 @@ GROUP_MUTANT = ("same_group(p, r->egress[p->me->lane % r->n_egress]) ?",
 
 
 def test_crash_injection_catches_a_frame_lent_inside_its_group(tmp_path):
-    if not shutil.which("gcc"):
-        pytest.skip("needs gcc to build a broken copy of the fast path")
-    src = open(ff.SOURCE).read()
-    assert src.count(GROUP_MUTANT[0]) == 1, "port_load_rule() changed: update GROUP_MUTANT"
-    path = tmp_path / "_fastpath.c"
-    path.write_text(src.replace(*GROUP_MUTANT))
-    module = ff.build(str(tmp_path), ["-O1"], str(path))
-    r = subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
-                        "--seeds", "1", "--modes", "crash", "--fanout", "2"],
-                       capture_output=True, text=True, timeout=120)
+    r = run_mutant(tmp_path, GROUP_MUTANT, "port_load_rule()", "--fanout", "2")
     assert r.returncode != 0
     assert "committed free" in r.stderr.splitlines()[-1]

@@ -435,9 +435,8 @@ def test_a_standby_that_dies_is_replaced_after_a_pause():
     sup.stop()
 
 
-def test_worker_that_keeps_dying_at_start_is_given_up():
-    sup, ops = started()
-    w = sup.workers[2]
+def die_at_start_until_given_up(sup, w):
+    """w dies right after each start until the supervisor gives up on it."""
     for _ in range(len(BACKOFF_S) + 1):
         w.proc.returncode = 1
         sup.reap_workers()
@@ -445,6 +444,12 @@ def test_worker_that_keeps_dying_at_start_is_given_up():
             break
         w.next_start = 0
         sup.replace_workers()
+
+
+def test_worker_that_keeps_dying_at_start_is_given_up():
+    sup, ops = started()
+    w = sup.workers[2]
+    die_at_start_until_given_up(sup, w)
     assert w.state == WorkerState.FATAL
     assert w.restarts == len(BACKOFF_S)
     sup.stop()
@@ -820,13 +825,7 @@ def test_fanout_members_share_their_owners_socket_and_slot_in_xskmap():
 def test_an_owner_given_up_takes_its_fanout_members_with_it():
     sup, ops = started(FANOUT)
     owner, member = sup.workers[0], sup.workers[1]
-    for _ in range(len(BACKOFF_S) + 1):
-        owner.proc.returncode = 1
-        sup.reap_workers()
-        if owner.state == WorkerState.FATAL:
-            break
-        owner.next_start = 0
-        sup.replace_workers()
+    die_at_start_until_given_up(sup, owner)
     assert owner.state == member.state == WorkerState.FATAL
     assert ("clear_socket", "in0", 0) in ops.journal and ("clear_socket", "in0", 0, 1) in ops.journal
     assert ops.umem.control.state[member.id] == _fastpath.STATE_STOPPED
@@ -841,13 +840,7 @@ def test_an_owner_given_up_takes_its_fanout_members_with_it():
 def test_a_member_given_up_leaves_its_owner_running():
     sup, ops = started(FANOUT)
     owner, member = sup.workers[0], sup.workers[1]
-    for _ in range(len(BACKOFF_S) + 1):
-        member.proc.returncode = 1
-        sup.reap_workers()
-        if member.state == WorkerState.FATAL:
-            break
-        member.next_start = 0
-        sup.replace_workers()
+    die_at_start_until_given_up(sup, member)
     assert member.state == WorkerState.FATAL and owner.state == WorkerState.RUNNING
     # out of its slot: the program sends its share to the owner
     assert ("clear_socket", "in0", 0, 1) in ops.journal
