@@ -82,10 +82,12 @@ bench-micro: build
 
 # The C fast path built with AddressSanitizer and UBSan, fuzzed on synthetic
 # rings (lying kernel and peers, workers killed mid-commit): 8 seeds x 3
-# modes x 1 M steps, under a minute; not part of `make test` (a short run
-# is).  make fuzz FUZZ_ARGS="--seeds 1-40 --steps 5000000"
+# modes x 1 M steps, alone and in fanout groups of 2, about a minute; not
+# part of `make test` (a short run is).
+# make fuzz FUZZ_ARGS="--seeds 1-40 --steps 5000000"
 fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan $(FUZZ_ARGS)
+	$(PY) tests/fuzz_fastpath.py --asan --fanout 2 $(FUZZ_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache
