@@ -14,22 +14,31 @@ of JSON:
     <- {"ok": false, "error": "...", "result": {...}}
 
 The supervisor serves it from its main loop (a request is handled between
-two turns of worker supervision, never concurrently with one), so a slow
-client gets a short read deadline rather than a thread.
+two turns of worker supervision, never concurrently with one), without
+ever waiting for a client: connections are read and written as they
+become ready, each with one deadline for its whole exchange (see
+ControlServer).  No client, slow or many, can delay the reaping and
+replacement of workers by more than the handling of a few requests.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import json
 import logging
 import os
+import selectors
 import socket
 import stat
+import time
 
 log = logging.getLogger("xdpd.control")
 
 MAX_REQUEST = 4 << 20          # a reload carries the YAML text
-READ_TIMEOUT_S = 2.0           # for the request line, on the server side
+REQUEST_TIMEOUT_S = 2.0        # server side: from accept to the answer's last byte
+MAX_CLIENTS = 32               # connections open at once; more are told "busy"
+MAX_REQUESTS_PER_SERVE = 8     # answered per serve(): the loop supervises between
+ACCEPT_PAUSE_S = 0.1           # no accepting this long after EMFILE (no busy spin)
 RELOAD_TIMEOUT_S = 120.0       # a reload may drain and start workers
 
 
@@ -96,12 +105,38 @@ def _read_line(s: socket.socket) -> bytes:
 
 # -- server ----------------------------------------------------------------
 
-class ControlServer:
-    """The listening socket; the supervisor polls fileno() and calls
-    handle_one() when it is readable."""
+class _Client:
+    """One accepted connection: its request bytes so far, then its answer."""
 
-    def __init__(self, path: str):
+    __slots__ = ("sock", "deadline", "inbuf", "outbuf")
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock = sock
+        self.deadline = deadline        # one for the whole request and answer
+        self.inbuf = bytearray()
+        self.outbuf = b""
+
+
+class ControlServer:
+    """The listening socket and its connections, served without blocking.
+
+    A client can hold nothing of the supervisor's loop: the server never
+    waits for a client.  It owns an epoll set (selectors) of the listener
+    and every connection; fileno() is that set's descriptor, so the loop's
+    select() wakes when any of them is ready, and serve() then does what
+    is ready without blocking: accepts, reads what arrived, answers a
+    complete request (handler(request) runs on the loop: status is cheap,
+    a reload is the loop's business anyway), writes what the peer takes.
+    Each connection gets one deadline, REQUEST_TIMEOUT_S from its accept,
+    for its whole request and answer: a client that sends one byte a
+    second is closed at the deadline, not served for ever.  At most
+    MAX_CLIENTS connections are open; more are answered "busy" and closed.
+    At most MAX_REQUESTS_PER_SERVE requests are answered per serve(), so
+    the loop reaps and replaces workers between bursts of clients."""
+
+    def __init__(self, path: str, clock=time.monotonic):
         self.path = path
+        self.clock = clock
         self._made_dir = make_private_dir(os.path.dirname(path) or ".")
         _remove_stale(path)
         self.sock = socket.socket(socket.AF_UNIX,
@@ -112,53 +147,159 @@ class ControlServer:
                 self.sock.bind(path)
             finally:
                 os.umask(old)
-            self.sock.listen(8)
+            self.sock.listen(64)
         except OSError:
             self.sock.close()
             raise
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.sock, selectors.EVENT_READ, None)
+        self.clients: dict[int, _Client] = {}
+        self.ready: collections.deque[_Client] = collections.deque()  # complete requests
+        self._accept_paused_until = 0.0     # after EMFILE: let descriptors free up
+        self.errors = 0                     # accept/read failures (logged, counted)
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.sel.fileno()
 
-    def handle_one(self, handler) -> None:
-        """Accept a connection, read its request, answer with handler(request).
+    def next_deadline(self) -> float | None:
+        """When serve() has something to do without any I/O (a request
+        waiting, a connection expiring, the listener to resume): the
+        loop's select() must wake by then."""
+        if self.ready:
+            return self.clock()
+        times = [c.deadline for c in self.clients.values()]
+        if self._accept_paused_until:
+            times.append(self._accept_paused_until)
+        return min(times) if times else None
 
-        handler returns (ok, result, error); anything unexpected is an
-        error answer, never an exception out of the supervisor's loop."""
-        try:
-            conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        with conn:
-            conn.setblocking(True)
-            conn.settimeout(READ_TIMEOUT_S)
+    def serve(self, handler) -> int:
+        """Do what is ready, without blocking; returns requests answered.
+
+        handler(request) returns (ok, result, error); anything unexpected is
+        an error answer, never an exception out of the supervisor's loop."""
+        now = self.clock()
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            self.sel.register(self.sock, selectors.EVENT_READ, None)
+        for key, events in self.sel.select(0):
+            if key.data is None:
+                self._accept(now)
+            elif events & selectors.EVENT_READ:
+                self._read(key.data)
+            elif events & selectors.EVENT_WRITE:
+                self._write(key.data)
+        answered = 0
+        while self.ready and answered < MAX_REQUESTS_PER_SERVE:
+            self._answer(self.ready.popleft(), handler)
+            answered += 1
+        for c in [c for c in self.clients.values() if c.deadline <= now]:
+            log.debug("control client closed: no whole request and answer within %.0f s",
+                      REQUEST_TIMEOUT_S)
+            self._close(c)
+        return answered
+
+    def _accept(self, now: float) -> None:
+        while True:
             try:
-                data = _read_line(conn)
-                req = json.loads(data)
-                if not isinstance(req, dict) or not isinstance(req.get("command"), str):
-                    raise ValueError("expected {\"command\": ...}")
-            except (OSError, ValueError) as e:
-                self._answer(conn, {"ok": False, "error": f"bad request: {e}"})
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
                 return
+            except OSError as e:            # EMFILE, ENFILE, ENOBUFS: pause, do not spin
+                self.errors += 1
+                log.warning("control socket: accept failed: %s; pausing it for %.1f s",
+                            e.strerror or e, ACCEPT_PAUSE_S)
+                self.sel.unregister(self.sock)
+                self._accept_paused_until = now + ACCEPT_PAUSE_S
+                return
+            conn.setblocking(False)
+            if len(self.clients) >= MAX_CLIENTS:
+                try:
+                    conn.send(json.dumps({"ok": False, "error": "busy: too many control "
+                                          "clients at once; try again"}).encode() + b"\n")
+                except OSError:
+                    pass
+                conn.close()
+                continue
+            c = _Client(conn, now + REQUEST_TIMEOUT_S)
+            self.clients[conn.fileno()] = c
+            self.sel.register(conn, selectors.EVENT_READ, c)
+            self._read(c)                   # the request is usually there already
+
+    def _read(self, c: _Client) -> None:
+        while True:
             try:
-                ok, result, error = handler(req)
-            except Exception as e:                  # a bug: answer it, keep running
-                log.exception("control request %r failed", req.get("command"))
-                ok, result, error = False, None, f"internal error: {e}"
-            answer = {"ok": ok, "result": result}
-            if not ok:
-                answer["error"] = error
-            self._answer(conn, answer)
+                chunk = c.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(c)
+                return
+            c.inbuf += chunk
+            if not chunk or b"\n" in chunk or len(c.inbuf) > MAX_REQUEST:
+                self.sel.unregister(c.sock)     # complete: nothing more is read
+                self.ready.append(c)
+                return
+
+    def _answer(self, c: _Client, handler) -> None:
+        answer = self._handle(bytes(c.inbuf), handler)
+        c.inbuf = bytearray()
+        try:
+            c.outbuf = json.dumps(answer).encode() + b"\n"
+        except (TypeError, ValueError) as e:        # a result that is not JSON: a bug
+            log.error("control answer not serialisable: %s", e)
+            c.outbuf = json.dumps({"ok": False, "error": f"internal error: {e}"}).encode() + b"\n"
+        self.sel.register(c.sock, selectors.EVENT_WRITE, c)
+        self._write(c)
 
     @staticmethod
-    def _answer(conn: socket.socket, answer: dict) -> None:
+    def _handle(data: bytes, handler) -> dict:
+        if len(data) > MAX_REQUEST:
+            return {"ok": False, "error": f"bad request: longer than {MAX_REQUEST} bytes"}
         try:
-            conn.settimeout(READ_TIMEOUT_S)
-            conn.sendall(json.dumps(answer).encode() + b"\n")
+            req = json.loads(data)
+            if not isinstance(req, dict) or not isinstance(req.get("command"), str):
+                raise ValueError("expected {\"command\": ...}")
+        except (ValueError, RecursionError) as e:   # RecursionError: nested too deep
+            return {"ok": False, "error": f"bad request: {str(e)[:200]}"}
+        try:
+            ok, result, error = handler(req)
+        except Exception as e:                  # a bug: answer it, keep running
+            log.exception("control request %r failed", req.get("command"))
+            ok, result, error = False, None, f"internal error: {e}"
+        answer = {"ok": ok, "result": result}
+        if not ok:
+            answer["error"] = error
+        return answer
+
+    def _write(self, c: _Client) -> None:
+        try:
+            sent = c.sock.send(c.outbuf)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError as e:
             log.debug("control client went away: %s", e)
+            self._close(c)
+            return
+        c.outbuf = c.outbuf[sent:]
+        if not c.outbuf:
+            self._close(c)
+
+    def _close(self, c: _Client) -> None:
+        try:
+            self.sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
+        self.clients.pop(c.sock.fileno(), None)
+        try:
+            self.ready.remove(c)
+        except ValueError:
+            pass
+        c.sock.close()
 
     def close(self) -> None:
+        for c in list(self.clients.values()):
+            self._close(c)
+        self.sel.close()
         self.sock.close()
         try:
             os.unlink(self.path)

@@ -1,4 +1,5 @@
 """The control socket: one JSON request, one JSON answer (xdpd/control.py)."""
+import json
 import os
 import socket
 import stat
@@ -6,6 +7,7 @@ import threading
 
 import pytest
 
+from xdpd import control
 from xdpd.control import ControlError, ControlServer, request
 
 
@@ -27,8 +29,8 @@ def server(tmp_path):
     def loop():
         import select
         while not stop.is_set():
-            if select.select([srv], [], [], 0.05)[0]:
-                srv.handle_one(handler)
+            select.select([srv], [], [], 0.05)
+            srv.serve(handler)
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
@@ -99,3 +101,102 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
     os.chmod(d, 0o777)
     with pytest.raises(OSError, match="writable by other users"):
         ControlServer(str(d / "xdpd.sock"))
+
+
+# -- no client can hold the supervisor's loop -------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def direct(tmp_path):
+    """A server driven by hand, as the supervisor's loop drives it, on a
+    clock the test moves."""
+    clock = Clock()
+    srv = ControlServer(str(tmp_path / "run" / "xdpd.sock"), clock=clock)
+    yield srv, clock
+    srv.close()
+
+
+def ask(path: str, body: bytes) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(body)
+    return s
+
+
+def echo(req):
+    return True, {"echo": req["command"]}, None
+
+
+def test_a_client_that_sends_nothing_never_blocks_serve_and_is_closed_at_its_deadline(direct):
+    import time
+    srv, clock = direct
+    idle = ask(srv.path, b'{"command": "st')        # half a request, then silence
+    t0 = time.monotonic()
+    for _ in range(20):
+        assert srv.serve(echo) == 0
+    assert time.monotonic() - t0 < 0.5              # not one blocking read
+    assert srv.next_deadline() == clock.now + control.REQUEST_TIMEOUT_S
+    # a well-behaved client beside it is answered at once
+    good = ask(srv.path, b'{"command": "status"}\n')
+    assert srv.serve(echo) == 1
+    assert json.loads(good.recv(4096)) == {"ok": True, "result": {"echo": "status"}}
+    # one byte at a time does not extend the deadline: one per request
+    clock.now += control.REQUEST_TIMEOUT_S - 0.1
+    idle.sendall(b"a")
+    srv.serve(echo)
+    clock.now += 0.2
+    srv.serve(echo)
+    assert idle.recv(4096) == b""                   # closed by the server
+    assert not srv.clients
+
+
+def test_deeply_nested_json_is_a_bad_request_not_a_dead_loop(direct):
+    srv, _ = direct
+    s = ask(srv.path, b"[" * 100_000 + b"\n")
+    assert srv.serve(echo) == 1
+    answer = json.loads(s.recv(4096))
+    assert answer["ok"] is False and answer["error"].startswith("bad request")
+    s = ask(srv.path, b'{"command": "status"}\n')
+    assert srv.serve(echo) == 1 and json.loads(s.recv(4096))["ok"]
+
+
+def test_many_clients_are_answered_a_few_per_serve_and_the_surplus_is_told_busy(direct):
+    srv, _ = direct
+    socks = [ask(srv.path, b'{"command": "status"}\n')
+             for _ in range(control.MAX_CLIENTS + 5)]
+    answered = srv.serve(echo)
+    assert answered == control.MAX_REQUESTS_PER_SERVE      # the loop gets a turn
+    while srv.serve(echo):
+        pass
+    answers = [json.loads(s.recv(4096)) for s in socks]
+    assert sum(a["ok"] for a in answers) == control.MAX_CLIENTS
+    busy = [a for a in answers if not a["ok"]]
+    assert len(busy) == 5 and all(a["error"].startswith("busy") for a in busy)
+    assert not srv.clients
+
+
+def test_a_request_larger_than_the_limit_is_refused(direct):
+    srv, _ = direct
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(srv.path)
+    s.setblocking(False)
+    sent = 0
+    blob = b"x" * 65536
+    while sent <= control.MAX_REQUEST:
+        try:
+            sent += s.send(blob)
+        except BlockingIOError:
+            srv.serve(echo)
+    s.setblocking(True)
+    while srv.serve(echo) == 0:
+        pass
+    answer = json.loads(s.recv(4096))
+    assert answer == {"ok": False,
+                      "error": f"bad request: longer than {control.MAX_REQUEST} bytes"}
