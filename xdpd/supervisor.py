@@ -201,14 +201,49 @@ class SystemOps:
               standby: bool = False):
         """Start a process; returns a Popen (pid, poll, send_signal, wait, kill).
         A standby keeps its stdin open: go() starts it, closing it dismisses it."""
-        proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
-                                pass_fds=pass_fds, close_fds=True, text=True)
+        ready_r = ready_w = None
+        if standby:                     # it says on this pipe when it waits for "go"
+            ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            args = [*args, "--ready-fd", str(ready_w)]
+            pass_fds = (*pass_fds, ready_w)
+        try:
+            proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
+                                    pass_fds=pass_fds, close_fds=True, text=True)
+        except BaseException:
+            if ready_r is not None:
+                os.close(ready_r)
+            raise
+        finally:
+            if ready_w is not None:
+                os.close(ready_w)
+        proc.ready_fd = ready_r
+        proc.ready = not standby
         proc.stdin.write(stdin_text)
         if standby:
             proc.stdin.flush()
         else:
             proc.stdin.close()
         return proc
+
+    def standby_ready(self, proc) -> bool:
+        """Whether a standby got as far as waiting for "go" (it wrote a line
+        on its ready pipe); until then "go" waits behind its start-up."""
+        if not proc.ready and proc.ready_fd is not None:
+            try:
+                proc.ready = bool(os.read(proc.ready_fd, 64))
+            except BlockingIOError:
+                return False
+            except OSError:
+                pass
+            os.close(proc.ready_fd)         # the line, or EOF: it died before it
+            proc.ready_fd = None
+        return proc.ready
+
+    def release(self, proc) -> None:
+        """Close what spawn() kept for a process that is gone."""
+        if getattr(proc, "ready_fd", None) is not None:
+            os.close(proc.ready_fd)
+            proc.ready_fd = None
 
     def go(self, proc) -> bool:
         """Tell a standby to take over; False if it is gone."""
@@ -771,8 +806,13 @@ class Supervisor:
         fresh process.  Either maps the socket's rings and continues from the
         commit record its predecessor left (fastpath.h)."""
         standby, w.standby = w.standby, None
+        ready = standby is not None and self.ops.standby_ready(standby)
         if standby is not None and standby.poll() is None and self.ops.go(standby):
-            proc, how = standby, "standby pid %d took over" % standby.pid
+            self.ops.release(standby)
+            proc = standby
+            # a standby still starting up is still the quickest way back
+            how = "standby pid %d took over%s" % (
+                standby.pid, "" if ready else " (it was still starting: a delay)")
         else:
             if standby is not None:
                 self._reap_standby(w.name, standby)
@@ -802,6 +842,7 @@ class Supervisor:
             self._reap_standby(w.name, standby)
 
     def _reap_standby(self, name: str, proc) -> None:
+        self.ops.release(proc)
         if proc.poll() is None:
             try:
                 proc.kill()
@@ -922,7 +963,7 @@ class Supervisor:
         self.install_signal_handlers()
         waitables = [self._wake_r] + ([self.control] if self.control else [])
         while not self._stop:
-            readable, _, _ = select.select(waitables, [], [], self._next_timeout())
+            select.select(waitables, [], [], self._next_timeout())
             try:
                 while os.read(self._wake_r, 64):
                     pass
@@ -937,8 +978,8 @@ class Supervisor:
                 ok, result, error = self.reload()
                 if not ok:
                     log.error("reload (SIGHUP) not applied: %s", error)
-            if self.control is not None and self.control in readable:
-                self.control.handle_one(self.handle_request)
+            if self.control is not None:
+                self.control.serve(self.handle_request)
             self._sample_counters()
             self._watchdog()
 
@@ -951,6 +992,8 @@ class Supervisor:
             due.append(0.01)                # RUNNING is seen soon after it is reported
         if self.notifier and self.notifier.watchdog_interval():
             due.append(self._next_watchdog - now)
+        if self.control is not None and (t := self.control.next_deadline()) is not None:
+            due.append(t - now)             # a request read, a connection expiring
         return max(0.0, min([0.5] + due))
 
     def all_heartbeating(self) -> bool:
@@ -990,6 +1033,7 @@ class Supervisor:
             if w.standby is not None and w.standby.poll() is not None:
                 log.warning("%s: standby pid %d exited (status %s); another in %.0f s",
                             w.name, w.standby.pid, w.standby.returncode, STANDBY_RETRY_S)
+                self.ops.release(w.standby)
                 w.standby = None
                 w.standby_after = now + STANDBY_RETRY_S
             if w.proc is None or w.state == WorkerState.DRAINING or w.proc.poll() is None:
@@ -1338,6 +1382,8 @@ class Supervisor:
                 "restarts": w.restarts,
                 "standby_pid": (w.standby.pid if w.standby is not None
                                 and w.standby.poll() is None else None),
+                "standby_ready": (w.standby is not None and w.standby.poll() is None
+                                  and self.ops.standby_ready(w.standby)),
                 "rx_packets": stats["rx_packets"], "tx_packets": stats["tx_packets"],
                 "rx_bytes": stats["rx_bytes"], "tx_bytes": stats["tx_bytes"],
                 "drops": stats["drops"],

@@ -142,8 +142,6 @@ def pin_to_cpu(cpu: int) -> None:
 def wait_for_go(spec: WorkerSpec, stdin) -> bool:
     """A standby's wait: True on "go", False on EOF (dismissed).  Signals
     keep their default action meanwhile: a standby holds nothing to undo."""
-    from . import _fastpath
-    _fastpath.set_proctitle(f"xdpd: standby {spec.name}")
     line = stdin.readline()
     if line.strip() == "go":
         return True
@@ -152,13 +150,20 @@ def wait_for_go(spec: WorkerSpec, stdin) -> bool:
     return False
 
 
-def run_worker(spec: WorkerSpec, stdin=None) -> int:
+def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int:
     from . import _fastpath
 
     die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
     pin_to_cpu(spec.cpu)
     control = _fastpath.Control(spec.control_fd, spec.control_size)
+    if ready_fd is not None:            # a standby: ready for "go" from here on
+        _fastpath.set_proctitle(f"xdpd: standby {spec.name}")
+        try:
+            os.write(ready_fd, b"ready\n")
+        except OSError:
+            pass                        # the supervisor went away: stdin says so too
+        os.close(ready_fd)
     if stdin is not None and not wait_for_go(spec, stdin):
         control.close()
         return exitcodes.OK
@@ -208,8 +213,11 @@ def main() -> int:
     except (ValueError, TypeError, KeyError) as e:
         log.error("bad worker spec on stdin: %s", e)
         return exitcodes.WORKER_BOOT_FAILED
+    ready_fd = None
+    if "--ready-fd" in sys.argv[1:-1]:      # a standby (SystemOps.spawn)
+        ready_fd = int(sys.argv[sys.argv.index("--ready-fd") + 1])
     try:
-        return run_worker(spec, sys.stdin)
+        return run_worker(spec, sys.stdin, ready_fd)
     except OSError as e:
         log.error("%s: %s", spec.name, e)
         return exitcodes.WORKER_BOOT_FAILED

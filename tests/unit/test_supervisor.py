@@ -271,6 +271,12 @@ class FakeOps:
             self._run(proc)
         return proc
 
+    def standby_ready(self, proc):
+        return getattr(proc, "ready", True)
+
+    def release(self, proc):
+        pass
+
     def go(self, proc):
         self.journal.append(("go", proc.spec["netdev"], proc.spec["queue"]))
         self._run(proc)
@@ -405,6 +411,22 @@ def test_a_worker_that_ran_is_replaced_at_once_by_its_standby():
     standbys = [x.standby for x in sup.workers]
     sup.stop()
     assert all(p.returncode is not None for p in standbys)   # none outlives stop
+
+
+def test_a_standby_still_starting_still_takes_over_and_the_log_says_so(caplog):
+    sup, ops = started()
+    sup.replace_workers()
+    w = sup.workers[0]
+    standby = w.standby
+    standby.ready = False                       # its interpreter still starting
+    w.started_at -= 10
+    w.proc.returncode = -9
+    sup.reap_workers()
+    with caplog.at_level("INFO"):
+        sup.replace_workers()
+    assert w.proc is standby                    # quicker than a fresh interpreter
+    assert "still starting: a delay" in caplog.text
+    sup.stop()
 
 
 def test_a_death_before_the_worker_reported_running_backs_off():
