@@ -19,17 +19,12 @@ import os
 import sys
 
 from . import __version__, exitcodes
+from .logs import LEVELS, parse_level, setup_logging
 
 log = logging.getLogger("xdpd")
 
 DEFAULT_CONFIG = "/etc/xdpd/xdpd.yaml"
 DEFAULT_SOCKET = os.environ.get("XDPD_SOCKET", "/run/xdpd/xdpd.sock")
-
-
-def setup_logging(level: str) -> None:
-    # No timestamps and no log file: systemd's journal adds both.
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
 
 
 def format_listen(listen: tuple[str, int]) -> str:
@@ -262,8 +257,8 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xdpd", description="AF_XDP packet forwarding daemon")
     p.add_argument("--version", action="version", version=f"xdpd {__version__}")
-    p.add_argument("--log-level", default=os.environ.get("XDPD_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, type=str.lower, choices=LEVELS,
+                   help="default: XDPD_LOG_LEVEL, else info")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
@@ -314,8 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = args.log_level
+    if level is None:
+        env = os.environ.get("XDPD_LOG_LEVEL")
+        level = parse_level(env) if env is not None else "info"
+        if level is None:
+            parser.error(f"XDPD_LOG_LEVEL={env[:40]!r} is not a log level; "
+                         f"use one of {', '.join(LEVELS)} (or unset it)")
+    os.environ["XDPD_LOG_LEVEL"] = level        # what the workers log at
+    setup_logging(level)
     try:
         return args.func(args)
     except KeyboardInterrupt:

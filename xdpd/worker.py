@@ -40,6 +40,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from . import exitcodes, privileges
+from .logs import parse_level, setup_logging
 
 log = logging.getLogger("xdpd.worker")
 
@@ -206,8 +207,8 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("XDPD_LOG_LEVEL", "INFO"),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # the supervisor's command line checked and exported the level
+    setup_logging(parse_level(os.environ.get("XDPD_LOG_LEVEL")) or "info")
     try:
         spec = WorkerSpec.from_json(sys.stdin.readline())
     except (ValueError, TypeError, KeyError) as e:
