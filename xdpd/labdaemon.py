@@ -7,7 +7,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -17,6 +16,7 @@ from collections import defaultdict
 from prometheus_client.parser import text_string_to_metric_families
 
 from .lab import pids_in_netns
+from .isolated import python_argv
 from .traffic import child_env
 
 CLONE_NEWNET = 0x40000000
@@ -88,11 +88,15 @@ class LabDaemon:
     """`xdpd run` in the lab's dut namespace, on a config written for it."""
 
     def __init__(self, lab, config_yaml: str, port: int = 9464, log_path: str | None = None,
-                 wrap: list[str] | None = None):
+                 wrap: list[str] | None = None, command: list[str] | None = None,
+                 cwd: str | None = None):
         self.lab = lab
         self.port = port
         # a command prefix for `xdpd run` (setpriv, strace) inside the namespace
         self.wrap = list(wrap or [])
+        # `xdpd` itself (default: this package, isolated), and where it starts
+        self.command = list(command) if command else python_argv("xdpd")
+        self.cwd = cwd
         self._dir = tempfile.TemporaryDirectory(prefix="xdpd-lab-")
         self.config_path = os.path.join(self._dir.name, "xdpd.yaml")
         # every lab daemon has a control socket of its own
@@ -106,8 +110,8 @@ class LabDaemon:
         try:
             self.proc = self.lab.popen(
                 self.lab.dut_ns,
-                [*self.wrap, sys.executable, "-m", "xdpd", "run", "--config", self.config_path],
-                stdout=log, stderr=subprocess.STDOUT, env=child_env())
+                [*self.wrap, *self.command, "run", "--config", self.config_path],
+                stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=self.cwd)
         finally:
             log.close()
         self.wait_ready(ready_timeout)

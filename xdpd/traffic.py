@@ -47,6 +47,7 @@ import sys
 import time
 from typing import NamedTuple
 
+from .isolated import python_argv
 from .oserrors import errname
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
@@ -548,7 +549,7 @@ def child_env() -> dict[str, str]:
 
 
 def traffic_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "xdpd.traffic", *args]
+    return python_argv("xdpd.traffic", *args)
 
 
 def _ns_prefix(lab, ns: str | None) -> list[str]:
