@@ -30,7 +30,9 @@ import os
 import selectors
 import socket
 import stat
+import struct
 import time
+import typing
 
 log = logging.getLogger("xdpd.control")
 
@@ -108,13 +110,37 @@ def _read_line(s: socket.socket) -> bytes:
 class _Client:
     """One accepted connection: its request bytes so far, then its answer."""
 
-    __slots__ = ("sock", "deadline", "inbuf", "outbuf")
+    __slots__ = ("sock", "deadline", "inbuf", "outbuf", "peer")
 
-    def __init__(self, sock: socket.socket, deadline: float):
+    def __init__(self, sock: socket.socket, deadline: float, peer: "Peer"):
         self.sock = sock
         self.deadline = deadline        # one for the whole request and answer
         self.inbuf = bytearray()
         self.outbuf = b""
+        self.peer = peer
+
+
+class Peer(typing.NamedTuple):
+    """The connecting process, as the kernel saw it at connect()
+    (SO_PEERCRED: struct ucred { pid_t pid; uid_t uid; gid_t gid; })."""
+    pid: int
+    uid: int
+    gid: int
+
+
+_UCRED = struct.Struct("iII")
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    return Peer(*_UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               _UCRED.size)))
+
+
+def root_only(peer: Peer, command: str) -> str | None:
+    """The default policy: only root may ask anything."""
+    if peer.uid != 0:
+        return f"permission denied: uid {peer.uid} is not root"
+    return None
 
 
 class ControlServer:
@@ -134,9 +160,11 @@ class ControlServer:
     At most MAX_REQUESTS_PER_SERVE requests are answered per serve(), so
     the loop reaps and replaces workers between bursts of clients."""
 
-    def __init__(self, path: str, clock=time.monotonic):
+    def __init__(self, path: str, clock=time.monotonic, authorize=root_only):
         self.path = path
         self.clock = clock
+        # authorize(peer, command) -> None, or why the peer may not ask it
+        self.authorize = authorize
         self._made_dir = make_private_dir(os.path.dirname(path) or ".")
         _remove_stale(path)
         self.sock = socket.socket(socket.AF_UNIX,
@@ -220,7 +248,12 @@ class ControlServer:
                     pass
                 conn.close()
                 continue
-            c = _Client(conn, now + REQUEST_TIMEOUT_S)
+            try:
+                peer = peer_of(conn)
+            except OSError:
+                conn.close()
+                continue
+            c = _Client(conn, now + REQUEST_TIMEOUT_S, peer)
             self.clients[conn.fileno()] = c
             self.sel.register(conn, selectors.EVENT_READ, c)
             self._read(c)                   # the request is usually there already
@@ -241,7 +274,7 @@ class ControlServer:
                 return
 
     def _answer(self, c: _Client, handler) -> None:
-        answer = self._handle(bytes(c.inbuf), handler)
+        answer = self._handle(bytes(c.inbuf), handler, c.peer, self.authorize)
         c.inbuf = bytearray()
         try:
             c.outbuf = json.dumps(answer).encode() + b"\n"
@@ -252,7 +285,7 @@ class ControlServer:
         self._write(c)
 
     @staticmethod
-    def _handle(data: bytes, handler) -> dict:
+    def _handle(data: bytes, handler, peer: Peer, authorize) -> dict:
         if len(data) > MAX_REQUEST:
             return {"ok": False, "error": f"bad request: longer than {MAX_REQUEST} bytes"}
         try:
@@ -261,6 +294,15 @@ class ControlServer:
                 raise ValueError("expected {\"command\": ...}")
         except (ValueError, RecursionError) as e:   # RecursionError: nested too deep
             return {"ok": False, "error": f"bad request: {str(e)[:200]}"}
+        try:
+            refused = authorize(peer, req["command"])
+        except Exception as e:                  # a bug in the policy: refuse
+            log.exception("control peer check failed")
+            refused = f"internal error: {e}"
+        if refused:
+            log.warning("control request %r from pid %d (uid %d) refused: %s",
+                        req["command"][:40], peer.pid, peer.uid, refused)
+            return {"ok": False, "error": refused}
         try:
             ok, result, error = handler(req)
         except Exception as e:                  # a bug: answer it, keep running
@@ -316,18 +358,47 @@ def make_private_dir(d: str) -> bool:
     """Create the socket's directory 0700 if missing; True if we made it.
     An existing directory others may write to is refused: they could
     replace our socket with theirs."""
+    _check_parents(d)
     try:
         os.mkdir(d, 0o700)
         return True
     except FileExistsError:
         pass
-    st = os.stat(d)
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(errno.ELOOP, f"control.socket: {d} is a symbolic link; give the "
+                      "socket a real directory only root can write (e.g. /run/xdpd)")
     if not stat.S_ISDIR(st.st_mode):
         raise OSError(errno.ENOTDIR, f"control.socket: {d} is not a directory")
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise OSError(errno.EPERM, f"control.socket: {d} is writable by other users; "
                       "use a directory only root can write (e.g. /run/xdpd)")
     return False
+
+
+def _check_parents(d: str) -> None:
+    """Every directory above d, as the path names it, is one that only root
+    (or we) can change: owned by root or us, and writable by others only
+    with the sticky bit (like /tmp, where others cannot rename our entry).
+    A symbolic link on the way must be root's or ours too; the directory it
+    lies in was checked just before.  Otherwise someone else could swap the
+    directory under the socket for one of theirs."""
+    me = os.geteuid()
+    parts = os.path.abspath(d).split(os.sep)[1:-1]
+    prefix = ""
+    for part in parts:
+        prefix += os.sep + part
+        lst = os.lstat(prefix)
+        if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (0, me):
+            raise OSError(errno.EPERM, f"control.socket: {prefix} is a symbolic link owned "
+                          f"by uid {lst.st_uid}; use a path only root controls")
+        st = os.stat(prefix)
+        if st.st_uid not in (0, me):
+            raise OSError(errno.EPERM, f"control.socket: {prefix} is owned by uid "
+                          f"{st.st_uid}; use a path only root controls (e.g. /run/xdpd)")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise OSError(errno.EPERM, f"control.socket: {prefix} is writable by other "
+                          "users; use a path only root controls (e.g. /run/xdpd)")
 
 
 def _remove_stale(path: str) -> None:
@@ -343,10 +414,17 @@ def _remove_stale(path: str) -> None:
     probe.settimeout(1.0)
     try:
         probe.connect(path)
-    except OSError:                     # refused (nobody listens) or gone
+    except ConnectionRefusedError:      # nobody listens: a dead xdpd's
         if os.path.lexists(path):
             os.unlink(path)
         return
+    except FileNotFoundError:           # gone meanwhile
+        return
+    except OSError as e:                # a full backlog (a busy live one), no access, ...
+        raise OSError(e.errno or errno.EADDRINUSE,
+                      f"control.socket: {path} exists and cannot be probed "
+                      f"({e.strerror or e}): it may belong to a running xdpd; "
+                      "stop it, or remove the file if you know it is stale") from None
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, f"control.socket: {path} is in use by another "

@@ -200,3 +200,75 @@ def test_a_request_larger_than_the_limit_is_refused(direct):
     answer = json.loads(s.recv(4096))
     assert answer == {"ok": False,
                       "error": f"bad request: longer than {control.MAX_REQUEST} bytes"}
+
+
+def test_the_peer_is_checked_with_its_kernel_credentials_before_the_handler(tmp_path):
+    seen = []
+
+    def authorize(peer, command):
+        seen.append(peer)
+        return "permission denied: not you" if command == "reload" else None
+
+    srv = ControlServer(str(tmp_path / "run" / "xdpd.sock"), authorize=authorize)
+    handled = []
+    try:
+        for command in ("reload", "status"):
+            s = ask(srv.path, json.dumps({"command": command}).encode() + b"\n")
+            assert srv.serve(lambda req: handled.append(req) or (True, {}, None)) == 1
+            answers = json.loads(s.recv(4096))
+            assert answers["ok"] is (command == "status"), answers
+    finally:
+        srv.close()
+    assert [r["command"] for r in handled] == ["status"]      # the refused one never ran
+    assert seen[0] == (os.getpid(), os.geteuid(), os.getegid())
+
+
+def test_root_only_refuses_other_users():
+    from xdpd.control import Peer, root_only
+    assert root_only(Peer(1, 0, 0), "status") is None
+    assert root_only(Peer(1, 1000, 0), "status") == "permission denied: uid 1000 is not root"
+
+
+def test_a_live_socket_with_a_full_backlog_is_not_taken_for_stale(tmp_path):
+    path = str(tmp_path / "xdpd.sock")
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(path)
+    live.listen(0)                      # never accepts: its backlog fills
+    waiting = []
+    try:
+        for _ in range(4):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            waiting.append(s)
+        with pytest.raises(OSError, match="cannot be probed"):
+            ControlServer(path)
+        assert os.path.exists(path)     # left for its owner
+    finally:
+        for s in waiting:
+            s.close()
+        live.close()
+
+
+def test_a_symlinked_socket_directory_is_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        ControlServer(str(tmp_path / "link" / "xdpd.sock"))
+
+
+def test_a_parent_others_can_write_is_refused_unless_sticky(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)             # others could swap our directory for theirs
+    with pytest.raises(OSError, match=f"{shared} is writable by other users"):
+        ControlServer(str(shared / "run" / "xdpd.sock"))
+    assert not (shared / "run").exists()
+    os.chmod(shared, 0o1777)            # like /tmp: they cannot rename our entry
+    srv = ControlServer(str(shared / "run" / "xdpd.sock"))
+    srv.close()
