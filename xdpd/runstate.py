@@ -124,7 +124,7 @@ def read(path: str) -> Record | None:
         doc = read_document(path, FORMAT)
         if doc is None:
             return None
-        owner = Owner(_int(doc, "pid"), _int(doc, "start_time"), _str(doc, "boot_id"))
+        owner = owner_of(doc)
         netdevs = doc.get("netdevs")
         if not isinstance(netdevs, list):
             raise ValueError("'netdevs' is not a list")
@@ -140,6 +140,19 @@ def read(path: str) -> Record | None:
     except ValueError as e:              # json.JSONDecodeError and UnicodeDecodeError too
         raise RecordError(f"{path}: not an xdpd record ({e})") from None
     return Record(owner, tuple(attachments))
+
+
+def owner_of(doc: dict) -> Owner:
+    """The document's owner, checked field by field (ValueError)."""
+    return Owner(_int(doc, "pid"), _int(doc, "start_time"), _str(doc, "boot_id"))
+
+
+def quarantine(path: str) -> str:
+    """Move a file that is not what it claims aside (PATH.invalid, replacing
+    an older one), for an operator to look at; returns the new name."""
+    bad = path + ".invalid"
+    os.replace(path, bad)
+    return bad
 
 
 def _int(doc: dict, key: str) -> int:

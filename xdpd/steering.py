@@ -141,14 +141,16 @@ def read_journal(path: str) -> tuple[runstate.Owner, list[NetdevSteering]] | Non
         doc = runstate.read_document(path, FORMAT)
         if doc is None:
             return None
-        owner = runstate.Owner(doc["pid"], doc["start_time"], doc["boot_id"])
+        owner = runstate.owner_of(doc)
         netdevs = []
         for n in doc["netdevs"]:
+            if not isinstance(n, dict) or not isinstance(n.get("rules", []), list):
+                raise ValueError("a netdev entry is not an object with a list of rules")
             rules = [{"location": int(r["location"]), "flow": dict(r["flow"]),
                       "match": str(r["match"])} for r in n.get("rules", [])]
             netdevs.append(NetdevSteering(str(n["name"]), _pair(n.get("channels")),
                                           _pair(n.get("rss")), rules))
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise JournalError(f"{path}: not an xdpd steering journal ({e!r})") from None
     return owner, netdevs
 
@@ -357,8 +359,13 @@ def recover(path: str, nic: Ethtool, owner_alive=runstate.owner_alive,
     try:
         found = read_journal(path)
     except JournalError as e:
-        log.warning("%s; removed, nothing undone", e)
-        runstate.remove(path)
+        try:
+            bad = runstate.quarantine(path)
+        except OSError as err:
+            raise SteeringError(f"{e}; moving it aside failed: {err.strerror or err}; "
+                                "remove it by hand") from None
+        log.warning("%s; moved to %s, nothing undone: check the NIC's channels, RSS and "
+                    "ntuple rules by hand (ethtool -l, -x, -n)", e, bad)
         return
     if found is None:
         return

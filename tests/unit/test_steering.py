@@ -2,7 +2,9 @@
 injectable send), the journal, undo at stop and after a crash."""
 import errno
 import ipaddress
+import json
 import logging
+import os
 import struct
 from textwrap import dedent
 
@@ -337,3 +339,38 @@ def test_rule_locations_asks_with_the_count_and_table_size():
     assert len(req) == 192 + 2 * 4
     assert struct.unpack_from("=IIQ", req) == (0x30, 0, 16)
     assert struct.unpack_from("=I", req, 184)[0] == 2                # rule_cnt
+
+
+FOREIGN_JOURNALS = {
+    "not JSON": "{oops",
+    "another format": json.dumps({"format": "something-else/1"}),
+    "pid a string": {"pid": "4242"},
+    "pid negative": {"pid": -1},
+    "boot id a number": {"boot_id": 7},
+    "netdevs an object": {"netdevs": {"in0": {}}},
+    "a netdev a list": {"netdevs": [["in0"]]},
+    "rules an object": {"netdevs": [{"name": "in0", "rules": {"a": 1}}]},
+    "channels a list": {"netdevs": [{"name": "in0", "channels": [1, 2]}]},
+    "a rule without location": {"netdevs": [{"name": "in0", "rules": [{"flow": {}}]}]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN_JOURNALS))
+def test_a_corrupt_or_foreign_journal_is_moved_aside_with_a_message(tmp_path, caplog, case):
+    nic = FakeNic(indir=4, driver_picks=True)
+    path = crashed(tmp_path, nic)
+    with open(path) as f:
+        good = json.load(f)
+    bad = FOREIGN_JOURNALS[case]
+    text = bad if isinstance(bad, str) else json.dumps({**good, **bad})
+    with open(path, "w") as f:
+        f.write(text)
+    before = len(nic.requests)
+    with caplog.at_level(logging.WARNING):
+        recover(path, Ethtool(nic), owner_alive=lambda o: False, current_boot=lambda: "boot-a")
+    assert len(nic.requests) == before                  # nothing undone on its word
+    assert not os.path.exists(path)
+    with open(path + ".invalid") as f:
+        assert f.read() == text                          # kept for the operator
+    assert any("not an xdpd steering journal" in m and "moved to" in m and
+               "ethtool" in m for m in caplog.messages), caplog.messages
