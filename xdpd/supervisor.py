@@ -54,15 +54,15 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import __version__, exitcodes
 from .config import (VLAN_PROTOS, Config, ConfigError, InterfaceConfig, WorkerPlan,
                      WorkersConfig,
                      check_host, parse_config, plan_workers, read_config_file)
+from .isolated import python_argv
 from .oserrors import errname
 
 log = logging.getLogger("xdpd.supervisor")
@@ -191,6 +191,17 @@ class SystemOps:
             return None
         return {"rss": info.rss, "uss": info.uss}
 
+    def process_lineage(self, pid: int) -> list[int] | None:
+        """pid and its ancestors' pids; None if pid is gone (or 0: not in
+        our pid namespace)."""
+        import psutil
+        if pid <= 0:
+            return None
+        try:
+            return [pid, *(p.pid for p in psutil.Process(pid).parents())]
+        except (psutil.Error, OSError):
+            return None
+
     def eventfd(self) -> int:
         return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
@@ -199,15 +210,17 @@ class SystemOps:
 
     def spawn(self, args: list[str], stdin_text: str, pass_fds: tuple[int, ...],
               standby: bool = False):
-        """Start a process; returns a Popen (pid, poll, send_signal, wait, kill).
-        A standby keeps its stdin open: go() starts it, closing it dismisses it."""
+        """Start `python -m MODULE ARGS...` (args: [MODULE, *ARGS]), isolated
+        from the current directory and PYTHON* variables (isolated.py);
+        returns a Popen (pid, poll, send_signal, wait, kill).  A standby
+        keeps its stdin open: go() starts it, closing it dismisses it."""
         ready_r = ready_w = None
         if standby:                     # it says on this pipe when it waits for "go"
             ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             args = [*args, "--ready-fd", str(ready_w)]
             pass_fds = (*pass_fds, ready_w)
         try:
-            proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE,
+            proc = subprocess.Popen(python_argv(*args), stdin=subprocess.PIPE,
                                     pass_fds=pass_fds, close_fds=True, text=True)
         except BaseException:
             if ready_r is not None:
@@ -416,7 +429,13 @@ class Supervisor:
         try:
             record = runstate.read(path)
         except runstate.RecordError as e:
-            log.warning("%s; removed, nothing detached", e)
+            try:
+                bad = runstate.quarantine(path)
+            except OSError as err:
+                raise SetupError(f"{e}; moving it aside failed: {errname(err.errno)}; "
+                                 "remove it by hand") from None
+            log.warning("%s; moved to %s, nothing detached: check 'ip link' for XDP "
+                        "programs an earlier xdpd may have left", e, bad)
             record = None
         except OSError as e:
             raise SetupError(f"read {path} failed: {errname(e.errno)}") from None
@@ -817,7 +836,7 @@ class Supervisor:
             if standby is not None:
                 self._reap_standby(w.name, standby)
             spec = self.worker_spec(w)
-            proc = self.ops.spawn(["-m", "xdpd.worker", w.name],
+            proc = self.ops.spawn(["xdpd.worker", w.name],
                                   spec.to_json() + "\ngo\n", spec.fds())
             how = "spawned pid %d" % proc.pid
         with self.lock:
@@ -830,7 +849,7 @@ class Supervisor:
 
     def spawn_standby(self, w: Worker) -> None:
         spec = self.worker_spec(w)
-        w.standby = self.ops.spawn(["-m", "xdpd.worker", w.name], spec.to_json() + "\n",
+        w.standby = self.ops.spawn(["xdpd.worker", w.name], spec.to_json() + "\n",
                                    spec.fds(), standby=True)
         log.debug("%s: standby pid %d", w.name, w.standby.pid)
 
@@ -908,7 +927,7 @@ class Supervisor:
         from .control import ControlServer
         path = self.config.control.socket
         try:
-            self.control = ControlServer(path)
+            self.control = ControlServer(path, authorize=self.authorize_peer)
         except OSError as e:
             raise SetupError(f"control.socket {path}: {e.strerror or e}",
                              exitcodes.CONFIG) from None
@@ -1119,6 +1138,9 @@ class Supervisor:
             if text is None:
                 text = read_config_file(source)
             new = parse_config(text, source=source)
+            # `xdpd reload --config X` applies X once: the daemon's own file
+            # stays the one a later reload (or SIGHUP) reads
+            new = replace(new, source=self.config.source)
             check_host(new, self.host)
             if any(not i.steering.empty for i in new.interfaces):
                 from .steering import check_steering
@@ -1310,6 +1332,22 @@ class Supervisor:
         self._samples.pop(w.id, None)
 
     # -- control requests and status -------------------------------------------
+
+    def authorize_peer(self, peer, command: str) -> str | None:
+        """Who may use the control socket: root, and never a worker or a
+        process a worker started (a worker is uid 0 without capabilities;
+        through `reload` with config_text it could skip the file checks)."""
+        from .control import root_only
+        refused = root_only(peer, command)
+        if refused:
+            return refused
+        ours = {p.pid for w in self.workers for p in (w.proc, w.standby) if p is not None}
+        lineage = self.ops.process_lineage(peer.pid)
+        if lineage is None:
+            return f"permission denied: pid {peer.pid} is gone or not visible"
+        if ours & set(lineage):
+            return f"permission denied: pid {peer.pid} is an xdpd worker or its child"
+        return None
 
     def handle_request(self, req: dict) -> tuple[bool, dict | None, str | None]:
         command = req.get("command")

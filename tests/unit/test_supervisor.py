@@ -222,6 +222,7 @@ class FakeOps:
         self.busy_binds = 0
         self.xdp = {}               # ifindex -> {"native": prog id, "generic": prog id}
         self.nic = FakeNic(driver_picks=True)   # every netdev's ethtool answers
+        self.lineage = {}           # pid -> [pid, parent, ...] for peer checks
 
     def ethtool(self):
         return Ethtool(self.nic)
@@ -270,6 +271,9 @@ class FakeOps:
         if not standby:
             self._run(proc)
         return proc
+
+    def process_lineage(self, pid):
+        return self.lineage.get(pid, [pid, 1])
 
     def standby_ready(self, proc):
         return getattr(proc, "ready", True)
@@ -426,6 +430,22 @@ def test_a_standby_still_starting_still_takes_over_and_the_log_says_so(caplog):
         sup.replace_workers()
     assert w.proc is standby                    # quicker than a fresh interpreter
     assert "still starting: a delay" in caplog.text
+    sup.stop()
+
+
+def test_the_control_socket_refuses_non_root_workers_and_their_children():
+    from xdpd.control import Peer
+    sup, ops = started()
+    sup.replace_workers()                       # standbys too
+    w = sup.workers[0]
+    assert sup.authorize_peer(Peer(4242, 0, 0), "reload") is None      # root's shell
+    assert "not root" in sup.authorize_peer(Peer(4242, 1000, 1000), "status")
+    assert "is an xdpd worker" in sup.authorize_peer(Peer(w.proc.pid, 0, 0), "reload")
+    assert "is an xdpd worker" in sup.authorize_peer(Peer(w.standby.pid, 0, 0), "status")
+    ops.lineage[777] = [777, w.proc.pid, 1]     # a process a worker forked
+    assert "is an xdpd worker or its child" in sup.authorize_peer(Peer(777, 0, 0), "reload")
+    ops.lineage[778] = None                     # gone before it was checked
+    assert "gone" in sup.authorize_peer(Peer(778, 0, 0), "status")
     sup.stop()
 
 
@@ -651,7 +671,7 @@ def test_a_record_from_an_earlier_boot_detaches_nothing(caplog):
     sup.stop()
 
 
-def test_an_unreadable_record_is_removed_and_nothing_is_detached(caplog):
+def test_an_unreadable_record_is_moved_aside_and_nothing_is_detached(caplog):
     os.makedirs(RUN_DIR, mode=0o700)
     with open(RECORD, "w") as f:
         f.write("{not json")
@@ -661,9 +681,12 @@ def test_an_unreadable_record_is_removed_and_nothing_is_detached(caplog):
         sup.start()
     assert "detach_xdp" not in kinds(ops.journal)
     assert any(r.getMessage().startswith(f"{RECORD}: not an xdpd record (") and
-               r.getMessage().endswith("; removed, nothing detached") for r in caplog.records)
+               f"; moved to {RECORD}.invalid, nothing detached" in r.getMessage()
+               for r in caplog.records)
     sup.stop()
     assert not os.path.exists(RECORD)
+    with open(RECORD + ".invalid") as f:
+        assert f.read() == "{not json"
 
 
 def test_a_program_that_would_not_detach_stays_on_record():
@@ -714,6 +737,17 @@ def test_reload_keeps_the_record_to_what_is_attached():
         ("out0", ops.programs["out0"].prog_id, "native")]
     sup.stop()
     assert not os.path.exists(RECORD)
+
+
+def test_reload_from_another_file_applies_it_once(tmp_path):
+    sup, ops = started()
+    other = tmp_path / "other.yaml"
+    other.write_text(CONFIG.replace("02:00:00:00:00:04", "02:00:00:00:00:05"))
+    ok, result, error = sup.reload(str(other))
+    assert ok and result["result"] == "applied", error
+    assert sup.last_reload["source"] == str(other)
+    assert sup.config.source == "xdpd.yaml"     # still the daemon's own file
+    sup.stop()
 
 
 PASS_RULES = "    pass_to_kernel: [{ethertype: arp}, {ip_proto: tcp, dst_port: 22}]\n"
