@@ -192,8 +192,8 @@ class SystemOps:
         return {"rss": info.rss, "uss": info.uss}
 
     def process_lineage(self, pid: int) -> list[int] | None:
-        """pid and its ancestors' pids; None if pid is gone (or 0: not in
-        our pid namespace)."""
+        """pid and its ancestors' pids; None if they cannot be read (pid
+        gone, hidden by hidepid=, or 0: not in our pid namespace)."""
         import psutil
         if pid <= 0:
             return None
@@ -1007,8 +1007,10 @@ class Supervisor:
         and in time for the next restart."""
         now = time.monotonic()
         due = [w.next_start - now for w in self.workers if w.state == WorkerState.BACKOFF]
-        if any(w.state == WorkerState.STARTING for w in self.workers):
-            due.append(0.01)                # RUNNING is seen soon after it is reported
+        if any(w.state == WorkerState.STARTING or
+               (w.standby is not None and not self.ops.standby_ready(w.standby))
+               for w in self.workers):
+            due.append(0.01)                # RUNNING (a standby's ready) is seen soon
         if self.notifier and self.notifier.watchdog_interval():
             due.append(self._next_watchdog - now)
         if self.control is not None and (t := self.control.next_deadline()) is not None:
@@ -1114,6 +1116,8 @@ class Supervisor:
                     self.kill_worker(w, signal.SIGKILL)
                 elif w.standby is None and now >= w.standby_after:
                     self.spawn_standby(w)
+            if w.standby is not None:
+                self.ops.standby_ready(w.standby)   # reads its ready pipe once, closes it
 
     def kill_worker(self, w: Worker, sig=signal.SIGTERM) -> None:
         if w.proc is not None and w.proc.poll() is None:
@@ -1336,15 +1340,17 @@ class Supervisor:
     def authorize_peer(self, peer, command: str) -> str | None:
         """Who may use the control socket: root, and never a worker or a
         process a worker started (a worker is uid 0 without capabilities;
-        through `reload` with config_text it could skip the file checks)."""
+        through `reload` with config_text it could skip the file checks).
+        A peer's ancestors are read from /proc where the supervisor can
+        see them: under the unit's ProtectProc=ptraceable it sees its own
+        descendants (same uid, no capabilities more than its own) but not
+        an operator's shell, which is then judged by its uid alone."""
         from .control import root_only
         refused = root_only(peer, command)
         if refused:
             return refused
         ours = {p.pid for w in self.workers for p in (w.proc, w.standby) if p is not None}
-        lineage = self.ops.process_lineage(peer.pid)
-        if lineage is None:
-            return f"permission denied: pid {peer.pid} is gone or not visible"
+        lineage = self.ops.process_lineage(peer.pid) or [peer.pid]
         if ours & set(lineage):
             return f"permission denied: pid {peer.pid} is an xdpd worker or its child"
         return None

@@ -132,6 +132,9 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
         try:
             led = Ledger(d, sink, lab)
             poll_until(lambda: sink.read()["packets"] > STEP, what="first packets at the sink")
+            # the steady state: every standby started (its ready pipe read and closed)
+            poll_until(lambda: all(w["standby_ready"] for w in d.status()["workers"]),
+                       what="every standby ready")
             before = {**supervisor_resources(pid), "processes": xdpd_processes(d),
                       "slots_used": led.scrape().value("xdpd_worker_slots_used")}
 
