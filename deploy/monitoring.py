@@ -68,6 +68,7 @@ XDPD_METRICS: dict[str, str] = {
     "xdpd_config_generation": "gauge",
     "xdpd_last_reload_success_timestamp_seconds": "gauge",
     "xdpd_last_reload_successful": "gauge",
+    "xdpd_internal_errors_total": "counter",
     # the supervisor process (prometheus_client's ProcessCollector)
     "process_cpu_seconds_total": "counter",
     "process_resident_memory_bytes": "gauge",
@@ -114,6 +115,7 @@ XDPD_METRIC_LABELS: dict[str, tuple[str, ...]] = {
     "xdpd_config_generation": (),
     "xdpd_last_reload_success_timestamp_seconds": (),
     "xdpd_last_reload_successful": (),
+    "xdpd_internal_errors_total": ("where",),
     "process_cpu_seconds_total": (),
     "process_resident_memory_bytes": (),
     "process_start_time_seconds": (),

@@ -122,6 +122,24 @@ def cmd_doctor(args) -> int:
     return exit_code(report.findings)
 
 
+FD_LIMIT = 65536
+
+
+def raise_fd_limit() -> None:
+    """Descriptor headroom for the supervisor: its sockets, memfds, eventfds,
+    pipes to standbys and clients (metrics and control connections are
+    capped, so these are margin, not a defence).  The soft limit goes up to
+    FD_LIMIT, within the hard limit (the unit's LimitNOFILE=)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = FD_LIMIT if hard == resource.RLIM_INFINITY else min(FD_LIMIT, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, want, e)
+
+
 def cmd_run(args) -> int:
     from .bpf import BpfError
     from .config import ConfigError, load_config
@@ -137,6 +155,7 @@ def cmd_run(args) -> int:
         for line in str(e).splitlines():
             log.error("%s", line)
         return exitcodes.CONFIG
+    raise_fd_limit()
     from .sdnotify import Notifier
     sup = Supervisor(config, notifier=Notifier.from_env())
     # Before start(): SIGTERM's default action would kill xdpd mid-way with

@@ -59,9 +59,17 @@ def request(socket_path: str, command: str, timeout: float = 5.0, **args) -> dic
     body = json.dumps({"command": command, **args}).encode() + b"\n"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     try:
         try:
-            s.connect(socket_path)
+            while True:
+                try:
+                    s.connect(socket_path)
+                    break
+                except BlockingIOError:     # its backlog is full right now: busy, not gone
+                    if time.monotonic() > deadline:
+                        raise socket.timeout() from None
+                    time.sleep(0.01)
         except FileNotFoundError:
             raise ControlError(f"{socket_path}: no such socket; is xdpd running? "
                                "(control.socket in its config names the socket)") from None
@@ -156,7 +164,9 @@ class ControlServer:
     Each connection gets one deadline, REQUEST_TIMEOUT_S from its accept,
     for its whole request and answer: a client that sends one byte a
     second is closed at the deadline, not served for ever.  At most
-    MAX_CLIENTS connections are open; more are answered "busy" and closed.
+    MAX_CLIENTS connections are open: a new one takes the place of the
+    oldest that has not sent a whole request yet, and only when every open
+    one has (they are being answered) is it told "busy" and closed.
     At most MAX_REQUESTS_PER_SERVE requests are answered per serve(), so
     the loop reaps and replaces workers between bursts of clients."""
 
@@ -241,6 +251,8 @@ class ControlServer:
                 return
             conn.setblocking(False)
             if len(self.clients) >= MAX_CLIENTS:
+                self._evict_one_idle()
+            if len(self.clients) >= MAX_CLIENTS:
                 try:
                     conn.send(json.dumps({"ok": False, "error": "busy: too many control "
                                           "clients at once; try again"}).encode() + b"\n")
@@ -257,6 +269,18 @@ class ControlServer:
             self.clients[conn.fileno()] = c
             self.sel.register(conn, selectors.EVENT_READ, c)
             self._read(c)                   # the request is usually there already
+
+    def _evict_one_idle(self) -> None:
+        """Make room for a new connection by closing the oldest one that has
+        not sent a whole request yet: a real client sends its request right
+        after connecting, so only idle or trickling ones are ever closed,
+        and holding every slot open does not lock out the next `xdpd
+        status`."""
+        idle = [c for c in self.clients.values() if not c.outbuf and c not in self.ready]
+        if idle:
+            oldest = min(idle, key=lambda c: c.deadline)
+            log.debug("control client closed to make room: no whole request yet")
+            self._close(oldest)
 
     def _read(self, c: _Client) -> None:
         while True:

@@ -11,9 +11,12 @@ counters, drops as one metric with a bounded `reason` label.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import sys
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from typing import Iterator
 
@@ -76,6 +79,12 @@ class XdpdCollector:
         yield from self._reloads(sup)
         yield GaugeMetricFamily("xdpd_ready", "1 once every worker is forwarding",
                                 value=1 if sup.ready else 0)
+        errors = CounterMetricFamily("xdpd_internal_errors", "Operations of the supervisor "
+                                     "that failed and were retried (spawn, accept, watchdog, "
+                                     "...), by where", labels=["where"])
+        for where, n in sorted(sup.internal_errors.items()):
+            errors.add_metric([where], n)
+        yield errors
 
     def _workers(self, workers, procs, umem, config=None) -> Iterator:
         rx_p = CounterMetricFamily("xdpd_rx_packets", "Packets received from the queue's AF_XDP socket", labels=WORKER_LABELS)
@@ -221,6 +230,84 @@ def process_cpu_times(pid: int) -> tuple[float, float] | None:
     return t.user, t.system
 
 
+class BoundedServer(ThreadingHTTPServer):
+    """The scrape endpoint, bounded so that no client can exhaust the
+    supervisor: at most MAX_CONNECTIONS at once (more are closed at
+    accept), each with a read timeout of READ_TIMEOUT_S and a deadline of
+    CONNECTION_DEADLINE_S from its accept (a slow-loris client sending a
+    byte a second is cut off there), a backlog of LISTEN_BACKLOG, and an
+    accept that fails for want of descriptors (EMFILE, ENFILE) pauses the
+    thread for ACCEPT_PAUSE_S instead of spinning.  Everything runs on the
+    metrics thread; the supervisor's loop never waits for it.  Failures
+    are counted in the supervisor's internal errors (where="metrics")."""
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG = 64
+    MAX_CONNECTIONS = 16
+    READ_TIMEOUT_S = 5.0
+    CONNECTION_DEADLINE_S = 10.0
+    ACCEPT_PAUSE_S = 0.1
+
+    def __init__(self, address, handler, note_error=lambda where, e: None):
+        self.note_error = note_error
+        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
+        self._open: dict[socket.socket, float] = {}     # connection -> its deadline
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self.note_error("metrics", e)
+                time.sleep(self.ACCEPT_PAUSE_S)
+            raise                           # socketserver drops this request
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: Prometheus retries next scrape
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic() + self.CONNECTION_DEADLINE_S
+        try:
+            super().process_request(request, client_address)
+        except BaseException as e:          # no thread (EAGAIN, ENOMEM)
+            self._done(request)
+            self.note_error("metrics", e)
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request) -> None:
+        with self._open_lock:
+            if self._open.pop(request, None) is not None:
+                self._slots.release()
+
+    def service_actions(self):
+        """Called by serve_forever() about every poll interval: cut off
+        connections past their deadline (their handler's read then ends)."""
+        now = time.monotonic()
+        with self._open_lock:
+            late = [c for c, deadline in self._open.items() if deadline <= now]
+        for c in late:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        # a client that went away or timed out: not worth a traceback
+        log.debug("metrics client %s: %s", client_address, sys.exc_info()[1])
+
+    def open_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
+
 def serve(supervisor, host: str, port: int) -> ThreadingHTTPServer:
     """Serve /metrics from a daemon thread; the caller shuts it down."""
     registry = CollectorRegistry(auto_describe=False)
@@ -228,14 +315,16 @@ def serve(supervisor, host: str, port: int) -> ThreadingHTTPServer:
     ProcessCollector(registry=registry)     # the supervisor's own process_* metrics
     handler = MetricsHandler.factory(registry)
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
+    class Server(BoundedServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     class Quiet(handler):
+        timeout = BoundedServer.READ_TIMEOUT_S          # per read of the request
+
         def log_message(self, fmt, *args):   # no access log on stderr
             pass
 
-    server = Server((host, port), Quiet)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    server = Server((host, port), Quiet, note_error=supervisor.note_internal_error)
+    threading.Thread(target=server.serve_forever, args=(0.2,), name="metrics",
+                     daemon=True).start()
     return server

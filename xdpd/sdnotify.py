@@ -49,6 +49,13 @@ class Notifier:
     def __init__(self, address: str | bytes | None, watchdog_usec: int | None = None):
         self._address = address
         self._watchdog_usec = watchdog_usec if watchdog_usec and watchdog_usec > 0 else None
+        self.last_error: OSError | None = None
+        # one socket for the daemon's life, made now: a watchdog ping must
+        # not need a free descriptor when descriptors have run out
+        self._sock: socket.socket | None = None
+        if address is not None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.settimeout(SEND_TIMEOUT_S)
 
     @classmethod
     def from_env(cls, environ: MutableMapping[str, str] | None = None) -> "Notifier":
@@ -107,21 +114,22 @@ class Notifier:
     def status(self, text: str) -> None:
         self._send(None, text)
 
-    def watchdog(self) -> None:
-        self._send("WATCHDOG=1", None)
+    def watchdog(self) -> bool:
+        """False if the ping could not be sent (last_error says why)."""
+        return self._send("WATCHDOG=1", None)
 
-    def _send(self, state: str | None, status: str | None, *extra: str) -> None:
+    def _send(self, state: str | None, status: str | None, *extra: str) -> bool:
         if self._address is None:
-            return
+            return True
         lines = [line for line in (state, *extra) if line]
         if status is not None:
             # one line: a newline would end STATUS= and start a new assignment
             lines.append("STATUS=" + " ".join(status.splitlines()))
         message = "\n".join(lines).encode()
         try:
-            with socket.socket(socket.AF_UNIX,
-                               socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.settimeout(SEND_TIMEOUT_S)
-                sock.sendto(message, self._address)
+            self._sock.sendto(message, self._address)
         except OSError as e:
             log.debug("sd_notify %r to %r not sent: %s", message, self._address, e)
+            self.last_error = e
+            return False
+        return True

@@ -79,6 +79,9 @@ DRAIN_TIMEOUT_S = 5.0               # per drain step of a removed worker
 REBIND_TIMEOUT_S = 2.0              # a just-closed queue's socket is released async
 WATCHDOG_FRESH_S = 1.0              # heartbeats older than this stop the watchdog
 RATE_WINDOW_S = 1.0                 # status rates: over about this long
+SPAWN_RETRY_S = 0.5                 # a spawn the OS refused (EMFILE, EAGAIN) is retried
+ERROR_LOG_S = 10.0                  # an internal error is logged at most this often
+LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 STATUS_SCHEMA = 1
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
@@ -346,6 +349,11 @@ class Supervisor:
         self._reload_requested = False
         self._next_watchdog = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # failures the daemon survives, by where (xdpd_internal_errors_total);
+        # also counted from the metrics thread, hence the lock
+        self.internal_errors: dict[str, int] = {}
+        self._errors_lock = threading.Lock()
+        self._errors_logged: dict[str, tuple[float, int]] = {}  # where -> (when, count)
 
     # -- start-up ---------------------------------------------------------
 
@@ -978,29 +986,64 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self.request_reload)
         signal.signal(signal.SIGCHLD, self._on_sigchld)
 
+    def note_internal_error(self, where: str, e: BaseException) -> None:
+        """Count a failure the daemon survives; log it, at most once per
+        ERROR_LOG_S for each `where` (with how many there were since)."""
+        now = time.monotonic()
+        with self._errors_lock:
+            self.internal_errors[where] = self.internal_errors.get(where, 0) + 1
+            total = self.internal_errors[where]
+            last, logged = self._errors_logged.get(where, (-ERROR_LOG_S, 0))
+            if now - last < ERROR_LOG_S:
+                return
+            self._errors_logged[where] = (now, total)
+        reason = (f"{errname(e.errno)}: {e.strerror}" if isinstance(e, OSError) and e.errno
+                  else repr(e))
+        log.warning("%s failed: %s (%d such failures so far, %d since the last message); "
+                    "retrying", where, reason, total, total - logged)
+
     def run_forever(self) -> None:
         self.install_signal_handlers()
         waitables = [self._wake_r] + ([self.control] if self.control else [])
         while not self._stop:
-            select.select(waitables, [], [], self._next_timeout())
             try:
-                while os.read(self._wake_r, 64):
+                select.select(waitables, [], [], self._next_timeout())
+                try:
+                    while os.read(self._wake_r, 64):
+                        pass
+                except BlockingIOError:
                     pass
-            except BlockingIOError:
-                pass
-            if self._stop:
-                break
-            self.reap_workers()
-            self.replace_workers()
-            if self._reload_requested:
-                self._reload_requested = False
-                ok, result, error = self.reload()
-                if not ok:
-                    log.error("reload (SIGHUP) not applied: %s", error)
-            if self.control is not None:
-                self.control.serve(self.handle_request)
-            self._sample_counters()
-            self._watchdog()
+                if self._stop:
+                    break
+                self._turn()
+            except OSError as e:
+                # nothing the OS refuses (no descriptors, no memory) ends the
+                # daemon: count it, breathe, go round again
+                self.note_internal_error("loop", e)
+                time.sleep(LOOP_ERROR_PAUSE_S)
+
+    def _turn(self) -> None:
+        """One turn of the loop: supervise, then serve; each step on its own,
+        so that one failing does not starve the others."""
+        for where, step in (("reap", self.reap_workers), ("replace", self.replace_workers),
+                            ("reload", self._reload_if_requested),
+                            ("control", self._serve_control),
+                            ("sample", self._sample_counters), ("watchdog", self._watchdog)):
+            try:
+                step()
+            except OSError as e:
+                self.note_internal_error(where, e)
+
+    def _reload_if_requested(self) -> None:
+        if self._reload_requested:
+            self._reload_requested = False
+            ok, result, error = self.reload()
+            if not ok:
+                log.error("reload (SIGHUP) not applied: %s", error)
+
+    def _serve_control(self) -> None:
+        if self.control is not None:
+            self.control.serve(self.handle_request)
 
     def _next_timeout(self) -> float:
         """Wake at least every 0.5 s (counters for the rates, the watchdog),
@@ -1038,7 +1081,8 @@ class Supervisor:
         if now < self._next_watchdog:
             return
         if self.all_heartbeating():
-            self.notifier.watchdog()
+            if not self.notifier.watchdog():
+                self.note_internal_error("watchdog", self.notifier.last_error)
             self._next_watchdog = now + self.notifier.watchdog_interval()
         else:
             # look again soon, so the ping resumes as soon as all beat again
@@ -1100,8 +1144,13 @@ class Supervisor:
         now = time.monotonic()
         for w in self.workers:
             if w.state == WorkerState.BACKOFF and now >= w.next_start:
+                try:
+                    self.spawn_worker(w)
+                except OSError as e:            # EMFILE, EAGAIN, ENOMEM: not its fault
+                    self.note_internal_error("spawn", e)
+                    w.next_start = now + SPAWN_RETRY_S
+                    continue
                 w.restarts += 1
-                self.spawn_worker(w)
             elif w.state == WorkerState.STARTING and self._reports_running(w):
                 w.state = WorkerState.RUNNING     # STARTING -> RUNNING
             elif w.state == WorkerState.STARTING and now - w.started_at > START_TIMEOUT_S:
@@ -1115,7 +1164,11 @@ class Supervisor:
                                 HEARTBEAT_TIMEOUT_S)
                     self.kill_worker(w, signal.SIGKILL)
                 elif w.standby is None and now >= w.standby_after:
-                    self.spawn_standby(w)
+                    try:
+                        self.spawn_standby(w)
+                    except OSError as e:
+                        self.note_internal_error("spawn_standby", e)
+                        w.standby_after = now + STANDBY_RETRY_S
             if w.standby is not None:
                 self.ops.standby_ready(w.standby)   # reads its ready pipe once, closes it
 

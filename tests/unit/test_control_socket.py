@@ -167,6 +167,20 @@ def test_deeply_nested_json_is_a_bad_request_not_a_dead_loop(direct):
     assert srv.serve(echo) == 1 and json.loads(s.recv(4096))["ok"]
 
 
+def test_idle_connections_holding_every_slot_do_not_lock_out_a_real_client(direct):
+    srv, _ = direct
+    idle = [ask(srv.path, b"") for _ in range(control.MAX_CLIENTS * 2)]
+    srv.serve(echo)
+    assert len(srv.clients) == control.MAX_CLIENTS
+    good = ask(srv.path, b'{"command": "status"}\n')
+    while srv.serve(echo) == 0:
+        pass
+    assert json.loads(good.recv(4096)) == {"ok": True, "result": {"echo": "status"}}
+    assert len(srv.clients) <= control.MAX_CLIENTS
+    for s in idle:
+        s.close()
+
+
 def test_many_clients_are_answered_a_few_per_serve_and_the_surplus_is_told_busy(direct):
     srv, _ = direct
     socks = [ask(srv.path, b'{"command": "status"}\n')

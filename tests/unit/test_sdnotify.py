@@ -202,7 +202,6 @@ def test_a_path_longer_than_sun_path_does_not_raise(env):
 def test_the_socket_is_opened_close_on_exec(listener, env, monkeypatch):
     path, sock = listener
     env.setenv("NOTIFY_SOCKET", path)
-    n = Notifier.from_env()
     types = []
     real = socket.socket
 
@@ -210,6 +209,32 @@ def test_the_socket_is_opened_close_on_exec(listener, env, monkeypatch):
         types.append(type_)
         return real(family, type_, *args, **kw)
     monkeypatch.setattr(sdnotify.socket, "socket", recording)
+    n = Notifier.from_env()                     # its one socket is made here
     n.watchdog()
     assert received(sock) == b"WATCHDOG=1"
     assert types and all(t & socket.SOCK_CLOEXEC for t in types)
+
+
+def test_the_watchdog_ping_needs_no_free_descriptor(tmp_path, env):
+    import resource
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    env.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    env.setenv("WATCHDOG_USEC", "1000000")
+    n = Notifier.from_env()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hog = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, open_fds())) + 8, hard))
+        try:
+            while True:
+                hog.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass                                # every descriptor taken
+        assert n.watchdog() is True
+    finally:
+        for fd in hog:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert listener.recv(100) == b"WATCHDOG=1"
+    listener.close()
