@@ -451,6 +451,32 @@ def test_the_control_socket_refuses_non_root_workers_and_their_children():
     sup.stop()
 
 
+def test_a_spawn_the_os_refuses_is_counted_and_retried_not_fatal(caplog):
+    sup, ops = started()
+    sup.replace_workers()
+    w = sup.workers[0]
+    w.standby.returncode = 1                    # no standby: a fresh spawn is needed
+    sup.reap_workers()
+    w.started_at -= 10
+    w.proc.returncode = -9
+    sup.reap_workers()
+    real = ops.spawn
+
+    def refused(*a, **kw):
+        raise OSError(errno.EMFILE, "Too many open files")
+    ops.spawn = refused
+    with caplog.at_level("WARNING"):
+        sup.replace_workers()                   # no exception out of the loop
+    assert sup.internal_errors == {"spawn": 1} and w.state == WorkerState.BACKOFF
+    assert w.restarts == 0 and w.next_start > time.monotonic()
+    assert "spawn failed: EMFILE: Too many open files" in caplog.text
+    ops.spawn = real
+    w.next_start = 0
+    sup.replace_workers()
+    assert w.state == WorkerState.STARTING and w.restarts == 1
+    sup.stop()
+
+
 def test_a_death_before_the_worker_reported_running_backs_off():
     sup, ops = started()
     w = sup.workers[0]
