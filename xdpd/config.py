@@ -39,6 +39,7 @@ import os
 import pwd
 import re
 import stat
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,6 +71,9 @@ IDLE = ("sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
 FRAME_SIZES = (2048, 4096)
 
+# Interfaces xdpd serves at once (FP_MAX_NETDEVS in xdpd/fastpath.h: rows of
+# the forwarding table).
+MAX_NETDEVS = 64
 # Match rules per interface in `pass_to_kernel` (XDPD_MAX_PASS_RULES in
 # bpf/rr_redirect.h: the XDP program tries at most this many per packet).
 MAX_PASS_RULES = 16
@@ -345,6 +349,11 @@ def parse_config(data: str | dict, source: str = "<config>") -> Config:
     """Check YAML text (or an already parsed mapping) against the schema."""
     errs = _Errors(source)
     if isinstance(data, str):
+        if len(data) > MAX_FILE_BYTES:      # characters: at least as many bytes
+            errs.line(f"{source}: {len(data)} characters; a configuration is at most "
+                      f"{MAX_FILE_BYTES} bytes (a few kilobytes is usual): is this the "
+                      "right file?")
+            errs.raise_if_any()
         data = _load_yaml(data, errs)
         if data is _UNREADABLE:
             errs.raise_if_any()
@@ -502,8 +511,16 @@ def read_config_file(path: str) -> str:
         # bytes first: a decoding error then has its offset in the file, not in a chunk
         with open(path, "rb") as f:
             # the file opened, not the name: a rename in between changes nothing
-            _check_writers(path, os.fstat(f.fileno()))
-            data = f.read()
+            st = os.fstat(f.fileno())
+            _check_writers(path, st, f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError([f"{path}: not a regular file; give the path of the YAML "
+                                   "file itself"])
+            data = f.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise ConfigError([f"{path}: larger than {MAX_FILE_BYTES} bytes; a "
+                                   "configuration is a few kilobytes: is this the right "
+                                   "file?"])
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file; check the path, or start from {EXAMPLE}"]) from None
     except OSError as exc:
@@ -516,7 +533,7 @@ def read_config_file(path: str) -> str:
                            f"at offset {exc.start}); save it as UTF-8"]) from None
 
 
-def _check_writers(path: str, st: os.stat_result) -> None:
+def _check_writers(path: str, st: os.stat_result, fd: int | None = None) -> None:
     """Refuse a file that others can write: it says which programs run as root
     on which netdevs and where the metrics listen, so whoever can change it
     controls xdpd.  Root may own it, and so may the user running xdpd (a
@@ -534,8 +551,37 @@ def _check_writers(path: str, st: os.stat_result) -> None:
     if mode & stat.S_IWGRP and st.st_gid != 0:
         problems.append(f"{path}: {_group(st.st_gid)} can write it (mode {mode:04o}); "
                         f"run 'chmod g-w {path}' or 'chown root: {path}'")
+    for who in _acl_writers(fd, me) if fd is not None else ():
+        problems.append(f"{path}: an access control list lets {who} write it; run "
+                        f"'setfacl -b {path}' (getfacl {path} shows it)")
     if problems:
         raise ConfigError(problems)
+
+
+# struct posix_acl_xattr_header { u32 a_version; } then entries of
+# struct posix_acl_xattr_entry { u16 e_tag; u16 e_perm; u32 e_id; } (little endian)
+_ACL_USER, _ACL_GROUP, _ACL_MASK = 0x02, 0x08, 0x10
+_ACL_WRITE = 0x02
+
+
+def _acl_writers(fd: int, me: int) -> list[str]:
+    """Users and groups other than root (and us) that a POSIX ACL lets
+    write the file: named entries with the write bit, within the mask."""
+    try:
+        raw = os.getxattr(fd, "system.posix_acl_access")
+    except OSError:                     # no ACL (ENODATA), or none supported
+        return []
+    entries = [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw) - 7, 8)]
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0x07)
+    out = []
+    for tag, perm, ident in entries:
+        if not perm & mask & _ACL_WRITE:
+            continue
+        if tag == _ACL_USER and ident not in (0, me):
+            out.append(_user(ident))
+        elif tag == _ACL_GROUP and ident != 0:
+            out.append(_group(ident))
+    return out
 
 
 def _user(uid: int) -> str:
@@ -561,6 +607,17 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # The configuration is four levels deep (interfaces[0].queues[0]); PyYAML
 # composes nodes recursively, so a few hundred '[' would end in RecursionError.
 MAX_DEPTH = 32
+# Hostile files (see docs/SECURITY.md): a configuration is a few kilobytes;
+# one of MAX_FILE_BYTES is answered (a configuration or its errors) in well
+# under 2 s of CPU, in the main loop during a reload.  Aliases may not expand
+# the document past MAX_NODES nodes (a "billion laughs" file of a few hundred
+# bytes would otherwise expand to millions), no scalar is longer than
+# MAX_SCALAR (the longest setting is a path), and at most MAX_ERRORS
+# messages are reported.
+MAX_FILE_BYTES = 256 << 10
+MAX_NODES = 50_000
+MAX_SCALAR = 4096
+MAX_ERRORS = 50
 # No setting takes a number near 2**63; a bigger one would not even print
 # (Python refuses int/str conversions beyond 4300 digits).
 MAX_INT_BITS = 63
@@ -594,6 +651,8 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.duplicate_keys: list[tuple[str, yaml.Mark, yaml.Mark]] = []
         self._depth = 0
+        self._sizes: list[int] = []         # expanded size of each collection being composed
+        self._total = 0                     # values composed so far, aliases expanded
 
     def compose_node(self, parent, index):
         self._depth += 1
@@ -601,9 +660,51 @@ class _Loader(yaml.SafeLoader):
             if self._depth > MAX_DEPTH:
                 raise _ContentError(None, None, f"nested more than {MAX_DEPTH} levels deep; "
                                     "a configuration needs 4", self.peek_event().start_mark)
-            return super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        # nodes the document stands for once every alias is expanded: an
+        # alias is the node it names, counted again wherever it is used (a
+        # node still in the making, named by a recursive alias, counts 1)
+        size = getattr(node, "expanded", 1)
+        if self._sizes:
+            self._sizes[-1] += size
+        self._total += size if self._depth else 0   # the whole document, as it grows
+        if self._total > MAX_NODES:
+            self._too_many(node)
+        return node
+
+    def _too_many(self, node) -> None:
+        raise _ContentError(None, None, f"more than {MAX_NODES} values, aliases expanded; "
+                            "a configuration needs a few thousand at most (aliases that "
+                            "expand without end?)", node.start_mark)
+
+    def compose_sequence_node(self, anchor):
+        return self._sized(super().compose_sequence_node, anchor)
+
+    def compose_mapping_node(self, anchor):
+        return self._sized(super().compose_mapping_node, anchor)
+
+    def compose_scalar_node(self, anchor):
+        node = super().compose_scalar_node(anchor)
+        node.expanded = 1
+        # (a long integer gets its own message: "too large")
+        if len(node.value) > MAX_SCALAR and node.tag != _INT_TAG:
+            raise _ContentError(None, None, f"{_clip(node.value)} is {len(node.value)} "
+                                f"characters long; no setting takes more than {MAX_SCALAR}",
+                                node.start_mark)
+        return node
+
+    def _sized(self, compose, anchor):
+        self._sizes.append(1)
+        try:
+            node = compose(anchor)
+        finally:
+            size = self._sizes.pop()
+        node.expanded = size
+        if size > MAX_NODES:
+            self._too_many(node)
+        return node
 
     def construct_scalar(self, node) -> str:
         value = super().construct_scalar(node)
@@ -1030,12 +1131,14 @@ def _steering(errs: _Errors, path: str, value: Any, queues: Any, name: str | Non
             errs.at(f"{path}.flows", f"expected a non-empty list of rules such as "
                     f"'- {{type: udp4, dst_port: 4789, queue: 0}}', got {_got(raw)}")
         else:
+            first: dict[FlowRule, int] = {}
             for i, item in enumerate(raw):
                 rule = _flow(errs, f"{path}.flows[{i}]", item, owned, dev)
                 if rule is not None:
-                    if rule in flows:
+                    if rule in first:
                         errs.at(f"{path}.flows[{i}]", f"the same rule as {path}.flows"
-                                f"[{flows.index(rule)}]; list each rule once")
+                                f"[{first[rule]}]; list each rule once")
+                    first.setdefault(rule, i)
                     flows.append(rule)
     if len(errs) > before:
         return None
@@ -1126,6 +1229,10 @@ def _forward(errs: _Errors, top: dict, names: list[str] | None, suggested: set[s
         errs.at("forward", f"expected a list of rules, got {_got(raw)}; see {EXAMPLE}")
         return None
     # An empty list is valid: every packet is dropped and counted as no_rule.
+    if len(raw) > MAX_NETDEVS * MAX_FORWARD_RULES:
+        errs.at("forward", f"{len(raw)} rules; at most {MAX_FORWARD_RULES} per interface "
+                f"and {MAX_NETDEVS} interfaces, so {MAX_NETDEVS * MAX_FORWARD_RULES} in all")
+        return None
     rules = [_rule(errs, f"forward[{i}]", i, item, names) for i, item in enumerate(raw)]
     if None in rules:
         return None
@@ -1581,22 +1688,27 @@ class _Errors:
     """The messages found so far, each prefixed with the source file."""
 
     def __init__(self, source: str):
-        self.source = source
-        self.lines: list[str] = []
+        self.source = _clip(source, 200) if len(source) > 200 else source
+        self.lines: list[str] = []          # the first MAX_ERRORS of them
+        self.found = 0
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return self.found
 
     def at(self, path: str, message: str) -> None:
-        self.lines.append(f"{self.source}: {path}: {message}")
+        self.line(f"{self.source}: {path}: {message}")
 
     def line(self, text: str) -> None:
         """A message that has no YAML path (the file as a whole, or a line:col)."""
-        self.lines.append(text)
+        self.found += 1
+        if len(self.lines) < MAX_ERRORS:
+            self.lines.append(text)
 
     def raise_if_any(self) -> None:
         if self.lines:
-            raise ConfigError(self.lines)
+            more = self.found - len(self.lines)
+            raise ConfigError(self.lines + ([f"{self.source}: ... and {more} more errors; "
+                                             "fix these first"] if more else []))
 
 
 def _join(path: str, key: str) -> str:
@@ -1610,7 +1722,7 @@ def _key(key: Any) -> str:
     """A mapping key as a step of a YAML path: a plain word as it is, anything
     else quoted, so that a key cannot break the line or pass for a path."""
     if isinstance(key, str):
-        return key if _PLAIN_KEY.fullmatch(key) else repr(key)
+        return key if _PLAIN_KEY.fullmatch(key) and len(key) <= 40 else _clip(key)
     return _show(key)
 
 
