@@ -525,6 +525,12 @@ def _prog_fd_by_id(prog_id: int, what: str) -> int:
 def prog_name(prog_id: int) -> str:
     """The name of loaded program prog_id (bpf_prog_info.name, at most 15
     characters: what `bpftool prog` shows)."""
+    return prog_info(prog_id)[0]
+
+
+def prog_info(prog_id: int) -> tuple[str, str]:
+    """(name, tag) of loaded program prog_id: the tag is the hash of its
+    instructions, in hex, as `bpftool prog` shows it."""
     what = f"get info of BPF program id {prog_id}"
     fd = _prog_fd_by_id(prog_id, what)
     try:
@@ -535,7 +541,7 @@ def prog_name(prog_id: int) -> str:
             raise _error(-ret, what, _hint(-ret))
     finally:
         os.close(fd)
-    return info.name.decode(errors="replace")
+    return info.name.decode(errors="replace"), bytes(info.tag).hex()
 
 
 def _detach_if_attached(ifindex: int, mode: str, prog_fd: int) -> int:
@@ -643,6 +649,7 @@ class XdpProgram:
             if ret < 0:
                 raise _error(-ret, f"{what}: get program info")
             self.prog_id = info.id
+            self.prog_tag = bytes(info.tag).hex()
         except BaseException:
             self.close()
             raise

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 
 from .control import make_private_dir
@@ -56,6 +57,9 @@ class Attachment:
     ifindex: int
     prog_id: int
     xdp_mode: str | None = None
+    # bpf_prog_info.tag in hex: told apart from another program that got the
+    # same id later (ids are not reused at once, but they do wrap)
+    prog_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,13 @@ def read(path: str) -> Record | None:
         for n in netdevs:
             if not isinstance(n, dict):
                 raise ValueError("a netdev entry is not an object")
-            mode = n.get("xdp_mode")
+            mode, tag = n.get("xdp_mode"), n.get("prog_tag")
             if mode is not None and not isinstance(mode, str):
                 raise ValueError("'xdp_mode' is not a string")
+            if tag is not None and not (isinstance(tag, str) and re.fullmatch("[0-9a-f]{16}", tag)):
+                raise ValueError("'prog_tag' is not 16 hex digits")
             attachments.append(Attachment(_str(n, "name"), _int(n, "ifindex"),
-                                          _int(n, "prog_id"), mode))
+                                          _int(n, "prog_id"), mode, tag))
     except ValueError as e:              # json.JSONDecodeError and UnicodeDecodeError too
         raise RecordError(f"{path}: not an xdpd record ({e})") from None
     return Record(owner, tuple(attachments))
@@ -174,7 +180,8 @@ def write(path: str, record: Record) -> None:
     doc = {"format": FORMAT, "pid": record.owner.pid, "start_time": record.owner.start_time,
            "boot_id": record.owner.boot_id,
            "netdevs": [{"name": a.netdev, "ifindex": a.ifindex, "prog_id": a.prog_id,
-                        "xdp_mode": a.xdp_mode} for a in record.attachments]}
+                        "xdp_mode": a.xdp_mode, "prog_tag": a.prog_tag}
+                       for a in record.attachments]}
     write_json(path, doc)
 
 

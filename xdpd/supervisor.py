@@ -174,6 +174,11 @@ class SystemOps:
         from .bpf import query_xdp
         return query_xdp(ifindex)
 
+    def prog_info(self, prog_id: int) -> tuple[str, str]:
+        """(name, tag) of a loaded BPF program (bpf.prog_info)."""
+        from .bpf import prog_info
+        return prog_info(prog_id)
+
     def detach_xdp(self, ifindex: int, mode: str, prog_id: int) -> None:
         """Detach program prog_id from ifindex if it is still the one there."""
         from .bpf import detach_xdp
@@ -507,6 +512,17 @@ class Supervisor:
                         "attached %s (prog id %d), but %s", a.netdev, a.ifindex, pid,
                         PROG_NAME, a.prog_id, now)
             return
+        if a.prog_tag is not None:
+            try:
+                name, tag = self.ops.prog_info(a.prog_id)
+            except OSError as e:
+                raise SetupError(f"{a.netdev}: look for {theirs}: {e}") from None
+            if (name, tag) != (PROG_NAME, a.prog_tag):
+                log.warning("%s (ifindex %d): not removing anything: prog id %d is %s "
+                            "(tag %s) now, not the %s (tag %s) xdpd pid %d attached",
+                            a.netdev, a.ifindex, a.prog_id, name or "unnamed", tag,
+                            PROG_NAME, a.prog_tag, pid)
+                return
         try:
             self.ops.detach_xdp(a.ifindex, mode, a.prog_id)
         except OSError as e:
@@ -524,7 +540,8 @@ class Supervisor:
             return
         attached = [*self.interfaces, *self._detach_failed]
         record = runstate.Record(self._record_owner, tuple(
-            runstate.Attachment(i.name, i.ifindex, i.program.prog_id, i.xdp_mode or None)
+            runstate.Attachment(i.name, i.ifindex, i.program.prog_id, i.xdp_mode or None,
+                                i.program.prog_tag)
             for i in attached))
         try:
             runstate.write(self._record_path, record)

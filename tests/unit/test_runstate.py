@@ -33,7 +33,7 @@ def test_written_record_reads_back_and_is_root_only(tmp_path):
     doc = json.loads(open(path).read())
     assert doc["pid"] == 4567 and doc["start_time"] == 891234
     assert doc["netdevs"][0] == {"name": "in0", "ifindex": 5, "prog_id": 123,
-                                 "xdp_mode": "native"}
+                                 "xdp_mode": "native", "prog_tag": None}
 
 
 def test_write_replaces_the_record_whole(tmp_path):
@@ -126,3 +126,16 @@ def test_a_directory_others_may_write_is_refused(tmp_path):
     d.chmod(0o777)
     with pytest.raises(OSError, match="writable by other users"):
         runstate.make_dir(str(d / "xdpd.attached.json"))
+
+
+def test_a_record_with_a_malformed_program_tag_is_not_a_record(tmp_path):
+    path = str(tmp_path / "xdpd.attached.json")
+    runstate.write(path, Record(OWNER, (runstate.Attachment("in0", 5, 123, "native",
+                                                            "0123456789abcdef"),)))
+    assert runstate.read(path).attachments[0].prog_tag == "0123456789abcdef"
+    doc = json.loads(open(path).read())
+    doc["netdevs"][0]["prog_tag"] = "$(reboot)"
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(runstate.RecordError, match="'prog_tag' is not 16 hex digits"):
+        runstate.read(path)

@@ -79,6 +79,7 @@ class FakeProgram:
     def __init__(self, journal, netdev):
         self.journal, self.netdev = journal, netdev
         self.prog_id = next(self.ids)
+        self.prog_tag = f"{self.prog_id:016x}"
 
     def set_queue(self, q, owned, fallback="pass", fanout=1, spread="flow_hash"):
         extra = (fanout, spread) if fanout != 1 else ()
@@ -223,6 +224,7 @@ class FakeOps:
         self.xdp = {}               # ifindex -> {"native": prog id, "generic": prog id}
         self.nic = FakeNic(driver_picks=True)   # every netdev's ethtool answers
         self.lineage = {}           # pid -> [pid, parent, ...] for peer checks
+        self.prog_infos = {}        # prog id -> (name, tag), default: ours
 
     def ethtool(self):
         return Ethtool(self.nic)
@@ -232,6 +234,9 @@ class FakeOps:
         mode = next((m for m in ("native", "generic") if ids.get(m)), None)
         return {"prog_id": ids.get(mode, 0), "mode": mode, "drv_prog_id": ids.get("native", 0),
                 "skb_prog_id": ids.get("generic", 0), "hw_prog_id": 0}
+
+    def prog_info(self, prog_id):
+        return self.prog_infos.get(prog_id, ("rr_redirect", f"{prog_id:016x}"))
 
     def detach_xdp(self, ifindex, mode, prog_id):
         self.journal.append(("detach_xdp", ifindex, mode, prog_id))
@@ -617,13 +622,14 @@ def test_start_records_what_it_attaches_and_stop_removes_the_record():
         sup.start()
     finally:
         FakeProgram.attach = attach
-    in0, out0 = ops.programs["in0"].prog_id, ops.programs["out0"].prog_id
-    assert seen == [runstate.Attachment("in0", 10, in0, None),
-                    runstate.Attachment("out0", 11, out0, None)]
+    in0, out0 = ops.programs["in0"], ops.programs["out0"]
+    assert seen == [runstate.Attachment("in0", 10, in0.prog_id, None, in0.prog_tag),
+                    runstate.Attachment("out0", 11, out0.prog_id, None, out0.prog_tag)]
     record = runstate.read(RECORD)
     assert record.owner == runstate.Owner.me()
-    assert record.attachments == (runstate.Attachment("in0", 10, in0, "native"),
-                                  runstate.Attachment("out0", 11, out0, "native"))
+    assert record.attachments == (
+        runstate.Attachment("in0", 10, in0.prog_id, "native", in0.prog_tag),
+        runstate.Attachment("out0", 11, out0.prog_id, "native", out0.prog_tag))
     sup.stop()
     assert not os.path.exists(RUN_DIR)          # record gone, and the directory it made
 
@@ -655,6 +661,24 @@ def test_start_removes_only_what_a_dead_xdpd_recorded_and_is_still_attached(capl
     assert runstate.read(RECORD).owner == runstate.Owner.me()      # the record is ours now
     sup.stop()
     assert not os.path.exists(RECORD)
+
+
+def test_a_recorded_program_id_now_held_by_another_program_is_left_alone(caplog):
+    owner = dead_owner()
+    write_record(owner, runstate.Attachment("in0", 10, 77, "native", "00112233445566aa"),
+                 runstate.Attachment("out0", 11, 78, "native", "00112233445566bb"))
+    ops = FakeOps()
+    ops.xdp = {10: {"native": 77}, 11: {"native": 78}}
+    ops.prog_infos = {77: ("rr_redirect", "00112233445566aa"),     # still ours
+                      78: ("someone_else", "ffffffffffffffff")}    # the id came round
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
+    with caplog.at_level("WARNING", logger="xdpd"):
+        sup.start()
+    assert [e for e in ops.journal if e[0] == "detach_xdp"] == [("detach_xdp", 10, "native", 77)]
+    assert (f"out0 (ifindex 11): not removing anything: prog id 78 is someone_else (tag "
+            f"ffffffffffffffff) now, not the rr_redirect (tag 00112233445566bb) xdpd pid "
+            f"{owner.pid} attached") in caplog.messages
+    sup.stop()
 
 
 def test_a_record_of_a_running_xdpd_refuses_the_start_and_is_kept():
@@ -726,7 +750,7 @@ def test_a_program_that_would_not_detach_stays_on_record():
     in0.close = close
     sup.stop()
     assert runstate.read(RECORD).attachments == (
-        runstate.Attachment("in0", 10, in0.prog_id, "native"),)
+        runstate.Attachment("in0", 10, in0.prog_id, "native", in0.prog_tag),)
 
 
 def test_start_retries_a_bind_the_kernel_answers_ebusy():
