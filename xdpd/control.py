@@ -210,11 +210,13 @@ class ControlServer:
             times.append(self._accept_paused_until)
         return min(times) if times else None
 
-    def serve(self, handler) -> int:
+    def serve(self, handler, interrupt=lambda: False) -> int:
         """Do what is ready, without blocking; returns requests answered.
 
         handler(request) returns (ok, result, error); anything unexpected is
-        an error answer, never an exception out of the supervisor's loop."""
+        an error answer, never an exception out of the supervisor's loop.
+        interrupt() is asked between answers: True (a worker died, say)
+        leaves the rest for the next turn of the loop."""
         now = self.clock()
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
@@ -227,7 +229,7 @@ class ControlServer:
             elif events & selectors.EVENT_WRITE:
                 self._write(key.data)
         answered = 0
-        while self.ready and answered < MAX_REQUESTS_PER_SERVE:
+        while self.ready and answered < MAX_REQUESTS_PER_SERVE and not interrupt():
             self._answer(self.ready.popleft(), handler)
             answered += 1
         for c in [c for c in self.clients.values() if c.deadline <= now]:

@@ -352,6 +352,7 @@ class Supervisor:
         self._samples: dict[int, list[tuple[float, int, int, int]]] = {}
         self._stop = False
         self._reload_requested = False
+        self._child_exited = False          # SIGCHLD since the loop's last reaping
         self._next_watchdog = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # failures the daemon survives, by where (xdpd_internal_errors_total);
@@ -989,6 +990,7 @@ class Supervisor:
         self._poke(b"h")
 
     def _on_sigchld(self, signum, frame) -> None:
+        self._child_exited = True           # control requests yield to the reaping
         self._poke(b"c")
 
     def _poke(self, byte: bytes) -> None:
@@ -1047,6 +1049,7 @@ class Supervisor:
     def _turn(self) -> None:
         """One turn of the loop: supervise, then serve; each step on its own,
         so that one failing does not starve the others."""
+        self._child_exited = False
         for where, step in (("reap", self.reap_workers), ("replace", self.replace_workers),
                             ("reload", self._reload_if_requested),
                             ("control", self._serve_control),
@@ -1065,7 +1068,7 @@ class Supervisor:
 
     def _serve_control(self) -> None:
         if self.control is not None:
-            self.control.serve(self.handle_request)
+            self.control.serve(self.handle_request, interrupt=lambda: self._child_exited)
 
     def _next_timeout(self) -> float:
         """Wake at least every 0.5 s (counters for the rates, the watchdog),

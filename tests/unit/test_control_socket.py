@@ -286,3 +286,16 @@ def test_a_parent_others_can_write_is_refused_unless_sticky(tmp_path):
     os.chmod(shared, 0o1777)            # like /tmp: they cannot rename our entry
     srv = ControlServer(str(shared / "run" / "xdpd.sock"))
     srv.close()
+
+
+def test_serving_yields_between_answers_when_interrupted(direct):
+    srv, _ = direct
+    socks = [ask(srv.path, b'{"command": "status"}\n') for _ in range(5)]
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        return len(calls) > 2                   # e.g. SIGCHLD arrived after two answers
+    assert srv.serve(echo, interrupt=interrupt) == 2
+    assert srv.serve(echo) == 3                 # the rest on the next turn
+    assert all(json.loads(s.recv(4096))["ok"] for s in socks)
