@@ -560,6 +560,7 @@ def _ns_prefix(lab, ns: str | None) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{ns}", "--"]
 
 
+DEFAULT_RATE = 100_000         # send_in_ns's pace for a count (frames/s)
 _SEND_OPTIONS = ("dst_mac", "src_mac", "count", "duration", "flows", "size", "tag",
                  "rate", "seq_start")
 
@@ -568,7 +569,14 @@ def send_in_ns(lab, ns: str | None, dev: str, timeout: float | None = None, **kw
     """Run `send` on dev inside ns (None: here) and return its JSON.
 
     Keyword arguments are the CLI options with underscores: dst_mac="..",
-    count=N or duration=S, flows, size, tag, rate, src_mac, seq_start."""
+    count=N or duration=S, flows, size, tag, rate, src_mac, seq_start.
+
+    A count without a rate is paced at DEFAULT_RATE: a burst as fast as
+    AF_PACKET goes (about 1 Mpps) fills a 2048-entry RX ring in 2 ms, so
+    whether a test loses packets would depend on how busy the machine is,
+    not on xdpd.  rate=None sends unpaced."""
+    if "count" in kw and "rate" not in kw:
+        kw["rate"] = DEFAULT_RATE
     args = ["send", "--dev", dev]
     for key, value in kw.items():
         if key not in _SEND_OPTIONS:

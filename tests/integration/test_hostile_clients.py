@@ -74,6 +74,8 @@ for s in socks:
 
 
 def test_idle_and_slow_clients_exhaust_nothing(lab, start_daemon):
+    # zero loss is asserted: the workers on CPU 1, the generator (and the
+    # veth NAPI it runs) on CPU 0, so the test's own load never starves them
     d = start_daemon(forward_config(lab, reverse="drop", extra="workers:\n  cpus: [1]\n"))
     # the steady state: every standby started (their pipes are the daemon's)
     poll(lambda: all(w["standby_ready"] for w in d.status()["workers"]),
