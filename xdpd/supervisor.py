@@ -82,6 +82,11 @@ RATE_WINDOW_S = 1.0                 # status rates: over about this long
 SPAWN_RETRY_S = 0.5                 # a spawn the OS refused (EMFILE, EAGAIN) is retried
 ERROR_LOG_S = 10.0                  # an internal error is logged at most this often
 LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
+# where an OSError is counted and survived (xdpd_internal_errors_total{where}):
+# the spawns, the metrics server's accept, the watchdog ping, each step of the
+# loop and the loop itself
+INTERNAL_ERROR_PLACES = ("spawn", "spawn_standby", "metrics", "watchdog", "reap", "replace",
+                         "reload", "control", "sample", "loop")
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 STATUS_SCHEMA = 1
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
@@ -357,7 +362,7 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # failures the daemon survives, by where (xdpd_internal_errors_total);
         # also counted from the metrics thread, hence the lock
-        self.internal_errors: dict[str, int] = {}
+        self.internal_errors: dict[str, int] = dict.fromkeys(INTERNAL_ERROR_PLACES, 0)
         self._errors_lock = threading.Lock()
         self._errors_logged: dict[str, tuple[float, int]] = {}  # where -> (when, count)
 

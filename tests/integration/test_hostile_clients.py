@@ -4,6 +4,7 @@ control socket, all while traffic flows.  Forwarding loses nothing,
 `xdpd status` keeps answering within a second, a reload applies, and once
 the clients are gone the daemon is as healthy as before."""
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -73,6 +74,13 @@ for s in socks:
 """
 
 
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "(gone)"
+
+
 def test_idle_and_slow_clients_exhaust_nothing(lab, start_daemon):
     # zero loss is asserted: the workers on CPU 1, the generator (and the
     # veth NAPI it runs) on CPU 0, so the test's own load never starves them
@@ -125,12 +133,19 @@ def test_idle_and_slow_clients_exhaust_nothing(lab, start_daemon):
     # the connections' descriptors are all given back (a scrape's own may
     # still be closing: polled)
     before = baseline.value("process_open_fds")
-    after = poll(lambda: (n := d.scrape().value("process_open_fds")) <= before and n,
-                 what="the supervisor's descriptors back to where they were")
+    try:
+        after = poll(lambda: (n := d.scrape().value("process_open_fds")) <= before and n,
+                     timeout=20, what="the supervisor's descriptors back to where they were")
+    except AssertionError:
+        fd_dir = f"/proc/{d.proc.pid}/fd"
+        held = sorted(_readlink(f"{fd_dir}/{f}") for f in os.listdir(fd_dir))
+        raise AssertionError(f"{before:.0f} descriptors before, now {len(held)}: {held}; "
+                             f"internal errors {d.scrape().by('xdpd_internal_errors_total', 'where')}"
+                             ) from None
     print(f"\n{opened['opened']} connections opened ({IDLE} idle + {SLOW} slow on the "
           f"metrics port, {CONTROL} idle or trickling on the control socket) and held 12 s; "
           f"status answered in median {statistics.median(waits) * 1e3:.1f} ms, max "
           f"{max(waits) * 1e3:.1f} ms; {sent} packets sent, all delivered; supervisor fds "
           f"before {before:.0f}, after {after:.0f}; internal errors "
-          f"{m.by('xdpd_internal_errors_total', 'where')}")
+          f"{ {k[0]: v for k, v in m.by('xdpd_internal_errors_total', 'where').items() if v} }")
     assert "Traceback" not in d.log()
