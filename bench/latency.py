@@ -34,6 +34,7 @@ import argparse
 import os
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -153,7 +154,10 @@ class ControlView:
         name = next(f for f in os.listdir(fd_dir)
                     if os.readlink(f"{fd_dir}/{f}").startswith("/memfd:xdpd-control"))
         self.fd = os.open(f"{fd_dir}/{name}", os.O_RDWR | os.O_CLOEXEC)
-        self.control = _fastpath.Control(self.fd, os.fstat(self.fd).st_size)
+        # struct fp_header: u64 magic, u32 version, then nworkers,
+        # frames_per_worker, frame_size, ring_entries (a tool may read them)
+        layout = struct.unpack_from("<4I", os.pread(self.fd, 28, 12))
+        self.control = _fastpath.Control(self.fd, os.fstat(self.fd).st_size, layout=layout)
 
     def slot_of(self, pid: int) -> int:
         i = 0

@@ -132,45 +132,85 @@ static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
 	return hdr->total_size;
 }
 
-static inline struct fp_worker *ctl_worker(struct fp_header *h, uint32_t i)
+/*
+ * Where the control area's parts are.  Whoever maps the area computes the
+ * layout from parameters of its own (ctl_layout(): the supervisor from its
+ * configuration, a worker from its spec) and keeps it here, in private
+ * memory: the header in the shared area is written for the record, never
+ * read back for an address or a count, because every worker can write it
+ * (docs/SECURITY.md).
+ */
+struct ctl_lay {			/* struct fp_header's layout fields */
+	uint32_t nworkers, frames_per_worker, frame_size, ring_entries;
+	uint64_t workers_off, redo_off, freelists_off, rings_off, ring_stride, tables_off;
+	uint64_t total_size;
+};
+
+struct ctl_view {
+	char *base;			/* the shared mapping */
+	uint64_t size;			/* its length */
+	struct ctl_lay lay;		/* offsets and counts, private */
+};
+
+static void ctl_lay_of(struct ctl_lay *l, const struct fp_header *h)
 {
-	return (struct fp_worker *)((char *)h + h->workers_off +
+	*l = (struct ctl_lay){
+		.nworkers = h->nworkers, .frames_per_worker = h->frames_per_worker,
+		.frame_size = h->frame_size, .ring_entries = h->ring_entries,
+		.workers_off = h->workers_off, .redo_off = h->redo_off,
+		.freelists_off = h->freelists_off, .rings_off = h->rings_off,
+		.ring_stride = h->ring_stride, .tables_off = h->tables_off,
+		.total_size = h->total_size,
+	};
+}
+
+static inline struct fp_worker *ctl_worker(const struct ctl_view *v, uint32_t i)
+{
+	return (struct fp_worker *)(v->base + v->lay.workers_off +
 				    align_up(sizeof(struct fp_worker), FP_CACHELINE) * i);
 }
 
-static inline struct fp_redo *ctl_redo(struct fp_header *h, uint32_t i)
+static inline struct fp_redo *ctl_redo(const struct ctl_view *v, uint32_t i)
 {
-	return (struct fp_redo *)((char *)h + h->redo_off +
-				  align_up(FP_REDO_MAX(h->nworkers) * sizeof(struct fp_redo),
+	return (struct fp_redo *)(v->base + v->lay.redo_off +
+				  align_up(FP_REDO_MAX(v->lay.nworkers) * sizeof(struct fp_redo),
 					   FP_CACHELINE) * i);
 }
 
-static inline uint64_t *ctl_freelist(struct fp_header *h, uint32_t i)
+static inline uint64_t *ctl_freelist(const struct ctl_view *v, uint32_t i)
 {
-	return (uint64_t *)((char *)h + h->freelists_off +
-			    align_up((uint64_t)h->frames_per_worker * 8, FP_CACHELINE) * i);
+	return (uint64_t *)(v->base + v->lay.freelists_off +
+			    align_up((uint64_t)v->lay.frames_per_worker * 8, FP_CACHELINE) * i);
 }
 
 /* fwd ring from -> to (packets to transmit), ret ring from -> to (frames home) */
-static inline struct fp_ring *ctl_ring(struct fp_header *h, int ret, uint32_t from, uint32_t to)
+static inline struct fp_ring *ctl_ring(const struct ctl_view *v, int ret, uint32_t from,
+				       uint32_t to)
 {
-	uint64_t idx = (uint64_t)ret * h->nworkers * h->nworkers +
-		       (uint64_t)from * h->nworkers + to;
+	uint64_t n = v->lay.nworkers;
+	uint64_t idx = (uint64_t)ret * n * n + (uint64_t)from * n + to;
 
-	return (struct fp_ring *)((char *)h + h->rings_off + h->ring_stride * idx);
+	return (struct fp_ring *)(v->base + v->lay.rings_off + v->lay.ring_stride * idx);
 }
 
-static inline struct fp_table *ctl_table(struct fp_header *h, uint32_t which)
+static inline struct fp_table *ctl_table(const struct ctl_view *v, uint32_t which)
 {
-	return (struct fp_table *)((char *)h + h->tables_off +
-				   align_up(sizeof(struct fp_table), FP_CACHELINE) * which);
+	return (struct fp_table *)(v->base + v->lay.tables_off +
+				   align_up(sizeof(struct fp_table), FP_CACHELINE) * (which & 1));
+}
+
+/* The shared header: magic, version, the active table's number and its
+ * generation (for the workers); nothing in it is trusted. */
+static inline struct fp_header *ctl_hdr(const struct ctl_view *v)
+{
+	return (struct fp_header *)v->base;
 }
 
 /* A consistent copy of worker i's committed counts (fastpath.h, "Crash
  * consistency"): retried while the worker commits over the copy being read. */
-static int ctl_counts(struct fp_header *h, uint32_t i, struct fp_counts *out)
+static int ctl_counts(const struct ctl_view *v, uint32_t i, struct fp_counts *out)
 {
-	struct fp_commit *c = &ctl_worker(h, i)->commit;
+	struct fp_commit *c = &ctl_worker(v, i)->commit;
 
 	for (int tries = 0; tries < 100000; tries++) {
 		uint64_t w1 = __atomic_load_n(&c->word, __ATOMIC_ACQUIRE);
@@ -185,10 +225,11 @@ static int ctl_counts(struct fp_header *h, uint32_t i, struct fp_counts *out)
 
 /* Slot i as format() leaves it: every frame on its free list, nothing
  * counted, nothing pending. */
-static void ctl_reset_slot(struct fp_header *h, uint32_t i)
+static void ctl_reset_slot(const struct ctl_view *v, uint32_t i)
 {
-	struct fp_worker *wk = ctl_worker(h, i);
-	uint64_t *fl = ctl_freelist(h, i);
+	const struct ctl_lay *h = &v->lay;
+	struct fp_worker *wk = ctl_worker(v, i);
+	uint64_t *fl = ctl_freelist(v, i);
 	uint64_t base = (uint64_t)i * h->frames_per_worker;
 
 	for (uint32_t f = 0; f < h->frames_per_worker; f++)
@@ -210,8 +251,10 @@ static void ctl_reset_slot(struct fp_header *h, uint32_t i)
 
 typedef struct {
 	PyObject_HEAD
-	struct fp_header *hdr;
-	uint64_t size;
+	struct ctl_view v;		/* v.base NULL: closed */
+	bool laid_out;			/* v.lay known: format(), or the layout given */
+	uint32_t active;		/* format()'s owner: the active table, 0 or 1 */
+	uint64_t generation;		/* ... and its generation */
 } ControlObject;
 
 static PyTypeObject ControlType;
@@ -224,11 +267,18 @@ static const char *drop_reason_names[FP_DROP__MAX] = {
 	[FP_DROP_TOO_LONG] = "too_long",
 };
 
+static int check_params(const struct ctl_params *p);
+
 static int parse_params(PyObject *args, struct ctl_params *p)
 {
 	if (!PyArg_ParseTuple(args, "IIII", &p->nworkers, &p->frames_per_worker,
 			      &p->frame_size, &p->ring_entries))
 		return -1;
+	return check_params(p);
+}
+
+static int check_params(const struct ctl_params *p)
+{
 	if (p->nworkers == 0 || p->nworkers > FP_MAX_WORKERS) {
 		PyErr_Format(PyExc_ValueError, "nworkers %u out of range 1..%d",
 			     p->nworkers, FP_MAX_WORKERS);
@@ -272,39 +322,65 @@ static PyObject *fp_control_size(PyObject *self, PyObject *args)
 	return PyLong_FromUnsignedLongLong(ctl_layout(&p, &h));
 }
 
+/* Control(fd, size, layout=None): map the area.  layout, a tuple
+ * (nworkers, frames_per_worker, frame_size, ring_entries), is how a worker
+ * learns where things are (from its spec, not from the shared header); the
+ * supervisor gives none and learns it by format(). */
 static int Control_init(ControlObject *self, PyObject *args, PyObject *kw)
 {
+	static char *kwlist[] = {"fd", "size", "layout", NULL};
 	int fd;
 	unsigned long long size;
+	PyObject *layout = Py_None;
+	struct ctl_params p;
 	void *mem;
 
-	if (!PyArg_ParseTuple(args, "iK", &fd, &size))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "iK|O", kwlist, &fd, &size, &layout))
 		return -1;
+	if (layout != Py_None) {
+		struct fp_header h = {0};
+
+		if (!PyTuple_Check(layout) || parse_params(layout, &p))
+			return -1;
+		if (ctl_layout(&p, &h) > size) {
+			PyErr_Format(PyExc_ValueError, "control area of %llu bytes too small for "
+				     "its layout (%llu)", size, (unsigned long long)h.total_size);
+			return -1;
+		}
+		h.nworkers = p.nworkers;
+		h.frames_per_worker = p.frames_per_worker;
+		h.frame_size = p.frame_size;
+		h.ring_entries = p.ring_entries;
+		ctl_lay_of(&self->v.lay, &h);
+		self->laid_out = true;
+	}
 	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (mem == MAP_FAILED) {
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
 	}
-	self->hdr = mem;
-	self->size = size;
+	self->v.base = mem;
+	self->v.size = size;
 	return 0;
 }
 
 static void Control_dealloc(ControlObject *self)
 {
-	if (self->hdr)
-		munmap(self->hdr, self->size);
+	if (self->v.base)
+		munmap(self->v.base, self->v.size);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Open, and its layout known (never taken from the shared header). */
 static int ctl_check(ControlObject *self)
 {
-	if (!self->hdr) {
+	if (!self->v.base) {
 		PyErr_SetString(PyExc_ValueError, "control area is closed");
 		return -1;
 	}
-	if (self->hdr->magic != FP_MAGIC || self->hdr->version != FP_VERSION) {
-		PyErr_SetString(PyExc_ValueError, "control area not initialised");
+	if (!self->laid_out) {
+		PyErr_SetString(PyExc_ValueError, "control area not initialised: format() it, "
+				"or give its layout");
 		return -1;
 	}
 	return 0;
@@ -314,7 +390,7 @@ static int ctl_check_worker(ControlObject *self, unsigned int i)
 {
 	if (ctl_check(self))
 		return -1;
-	if (i >= self->hdr->nworkers) {
+	if (i >= self->v.lay.nworkers) {
 		PyErr_Format(PyExc_IndexError, "worker %u out of range", i);
 		return -1;
 	}
@@ -331,23 +407,31 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 
 	if (parse_params(args, &p))
 		return NULL;
-	need = ctl_layout(&p, &h);
-	if (need > self->size) {
-		PyErr_Format(PyExc_ValueError, "control area too small: %llu < %llu",
-			     (unsigned long long)self->size, (unsigned long long)need);
+	if (!self->v.base) {
+		PyErr_SetString(PyExc_ValueError, "control area is closed");
 		return NULL;
 	}
-	memset(self->hdr, 0, need);
+	need = ctl_layout(&p, &h);
+	if (need > self->v.size) {
+		PyErr_Format(PyExc_ValueError, "control area too small: %llu < %llu",
+			     (unsigned long long)self->v.size, (unsigned long long)need);
+		return NULL;
+	}
+	memset(self->v.base, 0, need);
 	h.magic = FP_MAGIC;
 	h.version = FP_VERSION;
 	h.nworkers = p.nworkers;
 	h.frames_per_worker = p.frames_per_worker;
 	h.frame_size = p.frame_size;
 	h.ring_entries = p.ring_entries;
-	memcpy(self->hdr, &h, sizeof(h));
+	ctl_lay_of(&self->v.lay, &h);		/* ours: what we read from now on */
+	self->laid_out = true;
+	self->active = 0;
+	self->generation = 0;
+	memcpy(self->v.base, &h, sizeof(h));	/* the record, for tools; never read */
 
 	for (uint32_t w = 0; w < p.nworkers; w++)
-		ctl_reset_slot(self->hdr, w);
+		ctl_reset_slot(&self->v, w);
 	Py_RETURN_NONE;
 }
 
@@ -375,7 +459,7 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 				    FP_MAX_NETDEVS);
 	if (owner == UINT32_MAX)
 		owner = i;
-	if (owner >= self->hdr->nworkers)
+	if (owner >= self->v.lay.nworkers)
 		return PyErr_Format(PyExc_ValueError, "owner %u: no such worker slot", owner);
 	if (members && members != Py_None) {
 		seq = PySequence_Fast(members, "members must be a sequence of worker ids");
@@ -390,7 +474,7 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 		for (Py_ssize_t k = 0; k < n; k++) {
 			long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
 
-			if (id < 0 || id >= (long)self->hdr->nworkers || id == (long)i) {
+			if (id < 0 || id >= (long)self->v.lay.nworkers || id == (long)i) {
 				Py_DECREF(seq);
 				if (!PyErr_Occurred())
 					PyErr_Format(PyExc_ValueError, "member %ld: not another "
@@ -401,7 +485,7 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 		}
 		Py_DECREF(seq);
 	}
-	w = ctl_worker(self->hdr, i);
+	w = ctl_worker(&self->v, i);
 	w->netdev = netdev;
 	w->queue = queue;
 	w->ifindex = ifindex;
@@ -646,21 +730,24 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 		Py_DECREF(seq);
 		return PyErr_Format(PyExc_ValueError, "at most %d netdevs", FP_MAX_NETDEVS);
 	}
-	next = self->hdr->active_table ^ 1;
-	t = ctl_table(self->hdr, next);
+	/* which table is active, and its generation, are ours: a worker that
+	 * flipped the shared word must not make us write the table in use */
+	next = self->active ^ 1;
+	t = ctl_table(&self->v, next);
 	memset(t, 0, sizeof(*t));
 	for (Py_ssize_t i = 0; i < n; i++) {
 		if (netdev_from_obj(PySequence_Fast_GET_ITEM(seq, i), &t->by_netdev[i],
-				    self->hdr->nworkers)) {
+				    self->v.lay.nworkers)) {
 			Py_DECREF(seq);
 			return NULL;
 		}
 	}
 	Py_DECREF(seq);
 	t->n_netdevs = (uint32_t)n;
-	t->generation = self->hdr->generation + 1;
-	__atomic_store_n(&self->hdr->generation, t->generation, __ATOMIC_RELEASE);
-	__atomic_store_n(&self->hdr->active_table, next, __ATOMIC_RELEASE);
+	t->generation = ++self->generation;
+	self->active = next;
+	__atomic_store_n(&ctl_hdr(&self->v)->generation, t->generation, __ATOMIC_RELEASE);
+	__atomic_store_n(&ctl_hdr(&self->v)->active_table, next, __ATOMIC_RELEASE);
 	return PyLong_FromUnsignedLongLong(t->generation);
 }
 
@@ -698,7 +785,7 @@ static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	if (ctl_counts(self->hdr, i, &c))
+	if (ctl_counts(&self->v, i, &c))
 		return PyErr_Format(PyExc_TimeoutError, "worker %u counters kept changing", i);
 	return stats_dict(&c.stats);
 }
@@ -713,7 +800,7 @@ static PyObject *Control_rule_stats(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	if (ctl_counts(self->hdr, i, &c))
+	if (ctl_counts(&self->v, i, &c))
 		return PyErr_Format(PyExc_TimeoutError, "worker %u counters kept changing", i);
 	pk = PyList_New(FP_MAX_RULES);
 	by = PyList_New(FP_MAX_RULES);
@@ -746,7 +833,7 @@ static PyObject *Control_worker_frames(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	if (ctl_counts(self->hdr, i, &c))
+	if (ctl_counts(&self->v, i, &c))
 		return PyErr_Format(PyExc_TimeoutError, "worker %u frame counts kept changing", i);
 	return Py_BuildValue("{sKsKsKsK}", "free", c.frames.free, "rx", c.frames.rx,
 			     "tx", c.frames.tx, "handoff", c.frames.handoff);
@@ -760,7 +847,7 @@ static PyObject *Control_worker_liveness(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	w = ctl_worker(self->hdr, i);
+	w = ctl_worker(&self->v, i);
 	return Py_BuildValue("KIIK",
 			     (unsigned long long)__atomic_load_n(&w->heartbeat_ns, __ATOMIC_RELAXED),
 			     __atomic_load_n(&w->pid, __ATOMIC_RELAXED),
@@ -779,7 +866,7 @@ static PyObject *Control_ring_use(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	u = &ctl_worker(self->hdr, i)->ring_use;
+	u = &ctl_worker(&self->v, i)->ring_use;
 	return Py_BuildValue("{sIsIsIsI}", "rx", __atomic_load_n(&u->rx, __ATOMIC_RELAXED),
 			     "tx", __atomic_load_n(&u->tx, __ATOMIC_RELAXED),
 			     "fill", __atomic_load_n(&u->fill, __ATOMIC_RELAXED),
@@ -796,27 +883,26 @@ static PyObject *Control_ring_use(ControlObject *self, PyObject *args)
 static PyObject *Control_reset_worker(ControlObject *self, PyObject *args)
 {
 	unsigned int i;
-	struct fp_header *h;
+	const struct ctl_view *v = &self->v;
 	struct fp_counts c;
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	h = self->hdr;
-	if (ctl_counts(h, i, &c))
+	if (ctl_counts(v, i, &c))
 		return PyErr_Format(PyExc_TimeoutError, "worker %u frame counts kept changing", i);
 	if (c.frames.handoff)
 		return PyErr_Format(PyExc_ValueError, "worker %u still has %llu frames lent out",
 				    i, (unsigned long long)c.frames.handoff);
-	for (uint32_t w = 0; w < h->nworkers; w++) {
+	for (uint32_t w = 0; w < v->lay.nworkers; w++) {
 		for (int ret = 0; ret < 2; ret++) {
-			if (w != i && (hring_avail(ctl_ring(h, ret, w, i)) ||
-				       hring_avail(ctl_ring(h, ret, i, w))))
+			if (w != i && (hring_avail(ctl_ring(v, ret, w, i)) ||
+				       hring_avail(ctl_ring(v, ret, i, w))))
 				return PyErr_Format(PyExc_ValueError,
 						    "worker %u: %s ring with worker %u not empty",
 						    i, ret ? "return" : "handoff", w);
 		}
 	}
-	ctl_reset_slot(h, i);
+	ctl_reset_slot(v, i);
 	Py_RETURN_NONE;
 }
 
@@ -828,7 +914,7 @@ static PyObject *Control_mark_stopped(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
-	__atomic_store_n(&ctl_worker(self->hdr, i)->state, FP_STATE_STOPPED, __ATOMIC_RELEASE);
+	__atomic_store_n(&ctl_worker(&self->v, i)->state, FP_STATE_STOPPED, __ATOMIC_RELEASE);
 	Py_RETURN_NONE;
 }
 
@@ -836,15 +922,14 @@ static PyObject *Control_generation(ControlObject *self, PyObject *noargs)
 {
 	if (ctl_check(self))
 		return NULL;
-	return PyLong_FromUnsignedLongLong(
-		__atomic_load_n(&self->hdr->generation, __ATOMIC_ACQUIRE));
+	return PyLong_FromUnsignedLongLong(self->generation);
 }
 
 static PyObject *Control_close(ControlObject *self, PyObject *noargs)
 {
-	if (self->hdr) {
-		munmap(self->hdr, self->size);
-		self->hdr = NULL;
+	if (self->v.base) {
+		munmap(self->v.base, self->v.size);
+		self->v.base = NULL;
 	}
 	Py_RETURN_NONE;
 }
@@ -1050,7 +1135,9 @@ static inline uint32_t hring_free(struct fp_ring *r, uint32_t entries)
 typedef struct {
 	PyObject_HEAD
 	PyObject *control;		/* keeps the mapping alive */
-	struct fp_header *hdr;
+	const struct ctl_view *v;	/* its layout: the control object's, private */
+	struct fp_header *hdr;		/* shared: only the active table is read */
+	uint32_t ring_entries;		/* of the handoff rings */
 	struct fp_worker *me;
 	uint32_t id;
 	uint32_t nworkers;
@@ -1272,7 +1359,7 @@ static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
 static inline bool same_group(PortObject *p, uint32_t w)
 {
 	return w == p->id || (w < p->nworkers &&
-			      __atomic_load_n(&ctl_worker(p->hdr, w)->owner, __ATOMIC_RELAXED) ==
+			      __atomic_load_n(&ctl_worker(p->v, w)->owner, __ATOMIC_RELAXED) ==
 			      p->owner);
 }
 
@@ -1293,7 +1380,7 @@ static inline bool same_group(PortObject *p, uint32_t w)
 static void port_load_rule(PortObject *p)
 {
 	uint32_t which = __atomic_load_n(&p->hdr->active_table, __ATOMIC_ACQUIRE) & 1;
-	struct fp_table *t = ctl_table(p->hdr, which);
+	struct fp_table *t = ctl_table(p->v, which);
 	uint32_t netdev = p->me->netdev;
 	uint64_t sig;
 
@@ -1419,7 +1506,7 @@ static inline uint32_t hring_take(PortObject *p, struct fp_ring *r)
 {
 	uint32_t n = hring_avail(r);
 
-	return n > p->hdr->ring_entries ? p->hdr->ring_entries : n;
+	return n > p->ring_entries ? p->ring_entries : n;
 }
 
 /* A frame of `home`'s goes back there on the ret ring (published at commit). */
@@ -1429,7 +1516,7 @@ static inline void ret_push(PortObject *p, uint32_t home, uint64_t addr)
 	uint32_t prod = r->prod + p->ret_pending[home]++;
 
 	/* cannot be full: a ring holds all of home's frames */
-	r->slots[prod & (p->hdr->ring_entries - 1)] = addr & p->frame_mask;
+	r->slots[prod & (p->ring_entries - 1)] = addr & p->frame_mask;
 	p->wake[home] = 1;
 }
 
@@ -1447,7 +1534,7 @@ static void port_sync_members(PortObject *p)
 	uint64_t rx = 0, tx = 0, sent = 0, d;
 
 	for (uint32_t k = 0; k < p->n_members; k++) {
-		struct fp_commit *c = &ctl_worker(p->hdr, p->members[k])->commit;
+		struct fp_commit *c = &ctl_worker(p->v, p->members[k])->commit;
 		int tries;
 
 		for (tries = 0; tries < 8; tries++) {
@@ -1495,7 +1582,7 @@ static void port_sync_members(PortObject *p)
  * (the slot is the supervisor's to write: a bad value is taken as w). */
 static inline uint32_t lender_home(PortObject *p, uint32_t w)
 {
-	uint32_t o = __atomic_load_n(&ctl_worker(p->hdr, w)->owner, __ATOMIC_RELAXED);
+	uint32_t o = __atomic_load_n(&ctl_worker(p->v, w)->owner, __ATOMIC_RELAXED);
 
 	return o < p->nworkers ? o : w;
 }
@@ -1545,7 +1632,7 @@ static uint32_t port_complete(PortObject *p)
 static uint32_t port_take_returns(PortObject *p)
 {
 	uint32_t total = 0;
-	uint32_t mask = p->hdr->ring_entries - 1;
+	uint32_t mask = p->ring_entries - 1;
 
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		struct fp_ring *r = p->ret_in[w];
@@ -1576,7 +1663,7 @@ static uint32_t port_take_returns(PortObject *p)
 static uint32_t port_take_handoffs(PortObject *p)
 {
 	uint32_t total = 0;
-	uint32_t mask = p->hdr->ring_entries - 1;
+	uint32_t mask = p->ring_entries - 1;
 	struct xdp_desc *txd = p->tx.descs;
 
 	for (uint32_t w = 0; w < p->nworkers; w++) {
@@ -1631,7 +1718,7 @@ static inline bool egress_running(PortObject *p, uint32_t w)
 
 	if (w >= p->nworkers)		/* a table naming no worker (port_load_rule) */
 		return false;
-	state = __atomic_load_n(&ctl_worker(p->hdr, w)->state, __ATOMIC_RELAXED);
+	state = __atomic_load_n(&ctl_worker(p->v, w)->state, __ATOMIC_RELAXED);
 	return state == FP_STATE_RUNNING || state == FP_STATE_DRAINING ||
 	       state == FP_STATE_STARTING;
 }
@@ -1829,7 +1916,7 @@ port_receive_rules_as(PortObject *p, const bool member)
 {
 	uint32_t n, i, bad = 0, foreign = 0, tx_room;
 	struct xdp_desc *rxd = p->rx.descs;
-	uint32_t mask = p->hdr->ring_entries - 1;
+	uint32_t mask = p->ring_entries - 1;
 
 	n = ring_cons_avail(&p->rx, p->batch);
 	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
@@ -1873,9 +1960,9 @@ port_receive_rules_as(PortObject *p, const bool member)
 				if (!tx_room)
 					break;		/* stays on the RX ring */
 			} else {
-				uint32_t room = hring_free(p->fwd_out[e], p->hdr->ring_entries);
+				uint32_t room = hring_free(p->fwd_out[e], p->ring_entries);
 
-				if (room > p->hdr->ring_entries)
+				if (room > p->ring_entries)
 					room = 0;	/* a peer's garbage index */
 				if (p->fwd_pending[e] >= room)
 					break;
@@ -1964,7 +2051,7 @@ port_receive_as(PortObject *p, const bool member)
 	struct xdp_desc *rxd = p->rx.descs;
 	struct fp_ring *out = NULL;
 	uint32_t out_prod = 0;
-	uint32_t mask = p->hdr->ring_entries - 1;
+	uint32_t mask = p->ring_entries - 1;
 	uint32_t action = p->rule.action;
 	uint32_t max_len = p->rule.max_len ? p->rule.max_len : UINT32_MAX;
 	uint64_t rx_bytes0 = p->st.rx_bytes;
@@ -1982,7 +2069,7 @@ port_receive_as(PortObject *p, const bool member)
 			reason = FP_DROP_EGRESS_DOWN;
 		} else {
 			out = p->fwd_out[p->egress];
-			want = hring_free(out, p->hdr->ring_entries);
+			want = hring_free(out, p->ring_entries);
 			if (want > p->batch)
 				want = p->batch;
 			out_prod = out->prod;
@@ -2167,7 +2254,7 @@ static void port_wake_peers(PortObject *p)
 		if (!p->wake[w])
 			continue;
 		p->wake[w] = 0;
-		uint32_t *sleeping = &ctl_worker(p->hdr, w)->sleeping;
+		uint32_t *sleeping = &ctl_worker(p->v, w)->sleeping;
 
 		if (__atomic_load_n(sleeping, __ATOMIC_RELAXED) &&
 		    __atomic_exchange_n(sleeping, 0, __ATOMIC_SEQ_CST) && p->peer_efd[w] >= 0) {
@@ -2353,7 +2440,7 @@ static PyObject *Port_drained(PortObject *p, PyObject *noargs)
 	/* an owner outlives its members: what they still send completes on
 	 * our COMPLETION ring, and only we give those frames back */
 	for (uint32_t k = 0; k < p->n_members; k++) {
-		uint32_t st = __atomic_load_n(&ctl_worker(p->hdr, p->members[k])->state,
+		uint32_t st = __atomic_load_n(&ctl_worker(p->v, p->members[k])->state,
 					      __ATOMIC_ACQUIRE);
 
 		if (st != FP_STATE_STOPPED && st != FP_STATE_NONE)
@@ -2553,8 +2640,8 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
 		return -1;
 	}
-	n = c->hdr->nworkers;
-	p->owner = __atomic_load_n(&ctl_worker(c->hdr, id)->owner, __ATOMIC_RELAXED);
+	n = c->v.lay.nworkers;
+	p->owner = __atomic_load_n(&ctl_worker(&c->v, id)->owner, __ATOMIC_RELAXED);
 	if (p->owner >= n)
 		p->owner = id;
 	p->member = p->owner != id;
@@ -2563,7 +2650,7 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_SetString(PyExc_ValueError, "ring sizes must be powers of two");
 		return -1;
 	}
-	if (cfg->umem_size < (uint64_t)n * c->hdr->frames_per_worker * c->hdr->frame_size) {
+	if (cfg->umem_size < (uint64_t)n * c->v.lay.frames_per_worker * c->v.lay.frame_size) {
 		PyErr_SetString(PyExc_ValueError, "UMEM smaller than the control area's frames");
 		return -1;
 	}
@@ -2579,20 +2666,22 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	}
 	Py_INCREF(c);
 	p->control = (PyObject *)c;
-	p->hdr = c->hdr;
+	p->v = &c->v;
+	p->hdr = ctl_hdr(&c->v);
+	p->ring_entries = c->v.lay.ring_entries;
 	p->id = id;
 	p->nworkers = n;
-	p->me = ctl_worker(c->hdr, id);
+	p->me = ctl_worker(&c->v, id);
 	p->xsk_fd = cfg->xsk_fd;
-	p->frame_size = c->hdr->frame_size;
+	p->frame_size = c->v.lay.frame_size;
 	p->frame_mask = ~((uint64_t)p->frame_size - 1);
-	p->fpw = c->hdr->frames_per_worker;
+	p->fpw = c->v.lay.frames_per_worker;
 	p->home_span = (uint64_t)p->fpw * p->frame_size;
 	p->home_base = id * p->home_span;
 	p->rx_base = p->owner * p->home_span;
 	p->n_members = 0;
 	if (!p->member) {
-		struct fp_worker *me = ctl_worker(c->hdr, id);
+		struct fp_worker *me = ctl_worker(&c->v, id);
 		uint32_t m = me->n_members < FP_MAX_FANOUT ? me->n_members : FP_MAX_FANOUT - 1;
 
 		for (uint32_t k = 0; k < m; k++) {
@@ -2607,7 +2696,7 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->spin = cfg->spin;
 	/* a synthetic port has no NAPI context to drive */
 	p->busy_poll = cfg->busy_poll && cfg->xsk_fd >= 0;
-	p->freelist = ctl_freelist(c->hdr, id);
+	p->freelist = ctl_freelist(&c->v, id);
 	p->peer_efd = PyMem_Calloc(n, sizeof(int));
 	p->fwd_in = PyMem_Calloc(4 * (size_t)n, sizeof(struct fp_ring *));
 	p->wake = PyMem_Calloc(n, 1);
@@ -2618,16 +2707,16 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_NoMemory();
 		return -1;
 	}
-	p->redo = ctl_redo(c->hdr, id);
+	p->redo = ctl_redo(&c->v, id);
 	p->fwd_out = p->fwd_in + n;
 	p->ret_in = p->fwd_in + 2 * n;
 	p->ret_out = p->fwd_in + 3 * n;
 	for (uint32_t w = 0; w < n; w++) {
 		p->peer_efd[w] = seq ? (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, w)) : -1;
-		p->fwd_in[w] = ctl_ring(c->hdr, 0, w, id);
-		p->fwd_out[w] = ctl_ring(c->hdr, 0, id, w);
-		p->ret_in[w] = ctl_ring(c->hdr, 1, w, id);
-		p->ret_out[w] = ctl_ring(c->hdr, 1, id, w);
+		p->fwd_in[w] = ctl_ring(&c->v, 0, w, id);
+		p->fwd_out[w] = ctl_ring(&c->v, 0, id, w);
+		p->ret_in[w] = ctl_ring(&c->v, 1, w, id);
+		p->ret_out[w] = ctl_ring(&c->v, 1, id, w);
 	}
 	Py_XDECREF(seq);
 	if (PyErr_Occurred())
@@ -2906,6 +2995,7 @@ PyDoc_STRVAR(fp_microbench_doc,
  */
 struct synth {
 	ControlObject *c;
+	const struct ctl_view *v;
 	struct fp_header *h;
 	struct port_cfg cfg;	/* every port's, but for its id */
 	uint32_t n;
@@ -2914,15 +3004,17 @@ struct synth {
 
 static int synth_open(struct synth *s, ControlObject *c, const struct port_cfg *cfg)
 {
-	struct fp_header *h = c->hdr;
+	struct fp_header *h = ctl_hdr(&c->v);
+	const struct ctl_view *v = &c->v;
 
 	s->c = c;
+	s->v = v;
 	s->h = h;
 	s->cfg = *cfg;
 	for (uint32_t w = 0; w < h->nworkers; w++) {
 		struct fp_counts k;
 
-		if (ctl_counts(h, w, &k) || k.frames.free != h->frames_per_worker ||
+		if (ctl_counts(v, w, &k) || k.frames.free != h->frames_per_worker ||
 		    k.frames.rx || k.frames.tx || k.frames.handoff) {
 			PyErr_Format(PyExc_ValueError,
 				     "worker %u does not hold all its frames: format() the "
@@ -2995,7 +3087,7 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 	c = (ControlObject *)control;
 	if (ctl_check(c))
 		return NULL;
-	h = c->hdr;
+	h = ctl_hdr(&c->v);
 	n = h->nworkers;
 	cfg.umem_size = umem_size;
 	if (pkt_len < EMU_MIN_LEN || pkt_len + EMU_HEADROOM > h->frame_size)
@@ -3267,6 +3359,7 @@ struct fz_kernel {
 struct fuzz {
 	struct synth s;
 	PortObject **ports;	/* s.ports */
+	const struct ctl_view *v;
 	struct fp_header *h;
 	uint32_t n, fpw, fs, entries, ndevs;
 	uint64_t span, frames_end, umem_size, nframes;
@@ -3356,14 +3449,14 @@ static void fz_poison_area(struct fuzz *fz, bool on)
 		return;
 	fz_poison(h, sizeof(*h), false);
 	for (uint32_t w = 0; w < fz->n; w++) {
-		fz_poison(ctl_worker(h, w), sizeof(struct fp_worker), false);
-		fz_poison(ctl_redo(h, w), FP_REDO_MAX(fz->n) * sizeof(struct fp_redo), false);
-		fz_poison(ctl_freelist(h, w), (size_t)fz->fpw * 8, false);
+		fz_poison(ctl_worker(fz->v, w), sizeof(struct fp_worker), false);
+		fz_poison(ctl_redo(fz->v, w), FP_REDO_MAX(fz->n) * sizeof(struct fp_redo), false);
+		fz_poison(ctl_freelist(fz->v, w), (size_t)fz->fpw * 8, false);
 	}
 	for (int ret = 0; ret < 2; ret++) {
 		for (uint32_t a = 0; a < fz->n; a++) {
 			for (uint32_t b = 0; b < fz->n; b++) {
-				struct fp_ring *r = ctl_ring(h, ret, a, b);
+				struct fp_ring *r = ctl_ring(fz->v, ret, a, b);
 
 				fz_poison(&r->prod, sizeof(r->prod), false);
 				fz_poison(&r->cons, sizeof(r->cons), false);
@@ -3371,8 +3464,8 @@ static void fz_poison_area(struct fuzz *fz, bool on)
 			}
 		}
 	}
-	fz_poison(ctl_table(h, 0), sizeof(struct fp_table), false);
-	fz_poison(ctl_table(h, 1), sizeof(struct fp_table), false);
+	fz_poison(ctl_table(fz->v, 0), sizeof(struct fp_table), false);
+	fz_poison(ctl_table(fz->v, 1), sizeof(struct fp_table), false);
 }
 
 static void fz_poison_port(struct fuzz *fz, PortObject *p, bool on)
@@ -3669,7 +3762,7 @@ static void fz_table(struct fuzz *fz)
 {
 	struct fp_header *h = fz->h;
 	uint32_t next = (h->active_table & 1) ^ 1;
-	struct fp_table *t = ctl_table(h, next);
+	struct fp_table *t = ctl_table(fz->v, next);
 
 	memset(t->by_netdev, 0, fz->ndevs * sizeof(t->by_netdev[0]));
 	for (uint32_t nd = 0; nd < fz->ndevs; nd++) {
@@ -3713,7 +3806,7 @@ static uint64_t fz_bad_addr(struct fuzz *fz, uint32_t x)
 	case 6:		/* wraps around when an offset is added */
 		return UINT64_MAX - fz_below(fz, 4096);
 	case 7:		/* given twice: a frame on x's free list */
-		return ctl_freelist(fz->h, x)[fz_below(fz, fz->fpw)] + EMU_HEADROOM;
+		return ctl_freelist(fz->v, x)[fz_below(fz, fz->fpw)] + EMU_HEADROOM;
 	default:	/* given twice: one the kernel holds already */
 		if (k->n_fill)
 			return k->fill[fz_below(fz, k->n_fill)] + EMU_HEADROOM;
@@ -3842,7 +3935,7 @@ static uint32_t fz_peer(struct fuzz *fz, uint32_t x)
 static void fz_lie_fwd(struct fuzz *fz, uint32_t x)
 {
 	uint32_t y = fz_peer(fz, x), n = 1 + fz_below(fz, 4);
-	struct fp_ring *r = ctl_ring(fz->h, 0, y, x);
+	struct fp_ring *r = ctl_ring(fz->v, 0, y, x);
 	uint32_t prod = r->prod;
 
 	for (uint32_t i = 0; i < n; i++) {
@@ -3859,14 +3952,14 @@ static void fz_lie_fwd(struct fuzz *fz, uint32_t x)
 static void fz_lie_ret(struct fuzz *fz, uint32_t x)
 {
 	uint32_t y = fz_peer(fz, x), n = 1 + fz_below(fz, 4);
-	struct fp_ring *r = ctl_ring(fz->h, 1, y, x);
+	struct fp_ring *r = ctl_ring(fz->v, 1, y, x);
 	uint32_t prod = r->prod;
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t addr;
 
 		if (fz_below(fz, 2))	/* returned twice: one x has at home */
-			addr = ctl_freelist(fz->h, x)[fz_below(fz, fz->fpw)];
+			addr = ctl_freelist(fz->v, x)[fz_below(fz, fz->fpw)];
 		else
 			addr = fz_bad_addr(fz, x);
 		r->slots[(prod + i) & (fz->entries - 1)] = addr;
@@ -3876,7 +3969,7 @@ static void fz_lie_ret(struct fuzz *fz, uint32_t x)
 
 static void fz_lie_peer_index(struct fuzz *fz, uint32_t x)
 {
-	struct fp_ring *r = ctl_ring(fz->h, fz_below(fz, 2), fz_peer(fz, x), x);
+	struct fp_ring *r = ctl_ring(fz->v, fz_below(fz, 2), fz_peer(fz, x), x);
 
 	if (fz_below(fz, 2))
 		store_release(&r->prod, r->prod + fz_jump(fz, fz->entries));
@@ -3889,7 +3982,7 @@ static void fz_lie_table(struct fuzz *fz)
 {
 	struct fp_header *h = fz->h;
 	uint32_t next = (h->active_table & 1) ^ 1;
-	struct fp_table *t = ctl_table(h, next);
+	struct fp_table *t = ctl_table(fz->v, next);
 
 	t->n_netdevs = fz_below(fz, 2) ? fz->ndevs : (uint32_t)fz_rand(fz);
 	for (uint32_t nd = 0; nd < fz->ndevs; nd++) {
@@ -3923,7 +4016,7 @@ static void fz_lie_table(struct fuzz *fz)
  * looked up again at the next table). */
 static void fz_lie_state(struct fuzz *fz)
 {
-	struct fp_worker *wk = ctl_worker(fz->h, fz_below(fz, fz->n));
+	struct fp_worker *wk = ctl_worker(fz->v, fz_below(fz, fz->n));
 	uint32_t v = (uint32_t)fz_rand(fz);
 
 	switch (fz_below(fz, 3)) {
@@ -4135,7 +4228,7 @@ static void fz_stats_sum(struct fuzz *fz, struct fp_stats *sum, struct fp_frames
 		struct fp_counts k;
 		uint64_t *from = (uint64_t *)&k.stats, *to = (uint64_t *)sum;
 
-		ctl_counts(fz->h, w, &k);
+		ctl_counts(fz->v, w, &k);
 		for (size_t i = 0; i < sizeof(*sum) / 8; i++)
 			to[i] += from[i];
 		if (frames)
@@ -4178,8 +4271,8 @@ static int fz_scan(struct fuzz *fz)
 	fz_stats_sum(fz, &st, frames);
 
 	for (uint32_t w = 0; w < fz->n; w++) {
-		const uint64_t *fl = ctl_freelist(fz->h, w);
-		uint64_t word = __atomic_load_n(&ctl_worker(fz->h, w)->commit.word,
+		const uint64_t *fl = ctl_freelist(fz->v, w);
+		uint64_t word = __atomic_load_n(&ctl_worker(fz->v, w)->commit.word,
 						__ATOMIC_ACQUIRE);
 
 		if (word & 1) {
@@ -4218,9 +4311,9 @@ static int fz_scan(struct fuzz *fz)
 		for (uint32_t y = 0; y < fz->n; y++) {
 			if (y == x)
 				continue;
-			if (fz_scan_hring(fz, ctl_ring(fz->h, 0, x, y), FZ_LOC(FZ_LOC_FWD, x, y),
+			if (fz_scan_hring(fz, ctl_ring(fz->v, 0, x, y), FZ_LOC(FZ_LOC_FWD, x, y),
 					  &fz->on_fwd) ||
-			    fz_scan_hring(fz, ctl_ring(fz->h, 1, x, y), FZ_LOC(FZ_LOC_RET, x, y),
+			    fz_scan_hring(fz, ctl_ring(fz->v, 1, x, y), FZ_LOC(FZ_LOC_RET, x, y),
 					  NULL))
 				goto out;
 		}
@@ -4244,7 +4337,7 @@ static int fz_scan(struct fuzz *fz)
 
 		if (fz_owner(fz, w) == w)
 			continue;
-		ctl_counts(fz->h, w, &k);
+		ctl_counts(fz->v, w, &k);
 		lag_rx = k.fanout.took_rx;
 		lag_tx = k.fanout.took_tx;
 		fz->cnt[fz_owner(fz, w)][FZ_RX] += lag_rx;
@@ -4256,7 +4349,7 @@ static int fz_scan(struct fuzz *fz)
 
 		if (!fz->ports[w]->n_members)
 			continue;
-		ctl_counts(fz->h, w, &k);
+		ctl_counts(fz->v, w, &k);
 		fz->cnt[w][FZ_RX] -= k.fanout.seen_rx;
 		fz->cnt[w][FZ_HANDOFF] += k.fanout.seen_rx - k.fanout.seen_tx;
 		fz->cnt[w][FZ_TX] += k.fanout.seen_tx;
@@ -4283,7 +4376,7 @@ static int fz_scan(struct fuzz *fz)
 		struct fp_counts k;
 		uint64_t pk = 0, by = 0;
 
-		ctl_counts(fz->h, w, &k);
+		ctl_counts(fz->v, w, &k);
 		for (int r = 0; r < FP_MAX_RULES; r++) {
 			pk += k.stats.rule_packets[r];
 			by += k.stats.rule_bytes[r];
@@ -4595,8 +4688,9 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	c = (ControlObject *)control;
 	if (ctl_check(c))
 		return NULL;
-	h = c->hdr;
+	h = ctl_hdr(&c->v);
 	cfg.umem_size = umem_size;
+	fz.v = &c->v;
 	fz.h = h;
 	fz.n = h->nworkers;
 	fz.fpw = h->frames_per_worker;
@@ -4617,7 +4711,7 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	fz.crash_every = crash_every;
 	fz.kcap = (uint32_t)fz.nframes;
 	for (uint32_t w = 0; w < fz.n; w++) {
-		uint32_t nd = ctl_worker(h, w)->netdev + 1;
+		uint32_t nd = ctl_worker(fz.v, w)->netdev + 1;
 
 		if (nd > fz.ndevs)
 			fz.ndevs = nd < FP_MAX_NETDEVS ? nd : FP_MAX_NETDEVS;

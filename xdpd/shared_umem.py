@@ -111,9 +111,14 @@ class UmemGeometry:
         # one slot per frame a worker owns: a handoff ring can never overflow
         return 1 << (self.frames_per_worker - 1).bit_length()
 
+    @property
+    def layout(self) -> tuple[int, int, int, int]:
+        """What the control area's layout is computed from: a worker is told
+        this in its spec and never reads it from the shared header."""
+        return (self.nworkers, self.frames_per_worker, self.frame_size, self.ring_entries)
+
     def control_size(self) -> int:
-        return _fastpath.control_size(self.nworkers, self.frames_per_worker,
-                                      self.frame_size, self.ring_entries)
+        return _fastpath.control_size(*self.layout)
 
 
 class HugepageError(OSError):
@@ -149,8 +154,7 @@ class SharedUmem:
         try:
             self.ctl_region = Region("control", geometry.control_size())
             self.control = _fastpath.Control(self.ctl_region.fd, self.ctl_region.size)
-            self.control.format(geometry.nworkers, geometry.frames_per_worker,
-                                geometry.frame_size, geometry.ring_entries)
+            self.control.format(*geometry.layout)
         except Exception:
             self.umem.close()
             raise

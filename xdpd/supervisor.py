@@ -851,6 +851,7 @@ class Supervisor:
             xsk_fd=w.socket.fd, umem_fd=self.umem.umem.fd, umem_size=self.umem.umem.size,
             control_fd=self.umem.ctl_region.fd, control_size=self.umem.ctl_region.size,
             eventfds=tuple(self.eventfds), rings=(r.rx, r.tx, r.fill, r.completion),
+            layout=self.umem.geometry.layout,
             batch_size=self.config.workers.batch_size,
             spin=self.config.workers.idle == "spin",
             busy_poll=self.config.workers.busy_poll,

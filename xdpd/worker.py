@@ -62,6 +62,9 @@ class WorkerSpec:
     control_size: int
     eventfds: tuple[int, ...]
     rings: tuple[int, int, int, int]      # rx, tx, fill, completion
+    # the control area's layout (nworkers, frames_per_worker, frame_size,
+    # ring_entries): computed from this, never from the shared header
+    layout: tuple[int, int, int, int]
     batch_size: int
     spin: bool
     busy_poll: bool
@@ -84,6 +87,7 @@ class WorkerSpec:
         d = json.loads(text)
         d["eventfds"] = tuple(d["eventfds"])
         d["rings"] = tuple(d["rings"])
+        d["layout"] = tuple(d["layout"])
         return cls(**d)
 
 
@@ -157,7 +161,7 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
     pin_to_cpu(spec.cpu)
-    control = _fastpath.Control(spec.control_fd, spec.control_size)
+    control = _fastpath.Control(spec.control_fd, spec.control_size, layout=spec.layout)
     if ready_fd is not None:            # a standby: ready for "go" from here on
         _fastpath.set_proctitle(f"xdpd: standby {spec.name}")
         try:
