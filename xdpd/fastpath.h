@@ -6,6 +6,9 @@
  * between them.
  *
  *   struct fp_header                      layout, sizes, the active table
+ *                                          (for the record: every process
+ *                                          computes the layout itself and
+ *                                          reads no offset or count here)
  *   struct fp_worker  x nworkers          identity, liveness, ring use,
  *                                          the commit record (counters and
  *                                          frame locations)
