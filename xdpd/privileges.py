@@ -1,13 +1,15 @@
-"""Dropping every capability: what a worker does once its rings are mapped.
+"""Dropping every capability: the first thing a worker (and a standby) does.
 
 A worker is spawned as root with the supervisor's capabilities because it
 inherits them through execve(), not because it needs them: creating and
 binding the AF_XDP socket, the UMEM and the eventfds is the supervisor's
 work, and what a worker does with them afterwards (sendto, recvfrom and
 poll on the socket, eventfd writes, loads and stores in shared memory)
-needs no capability.  So right after mapping its rings a worker calls
-drop_all_capabilities(): a worker that a bad packet or a bug takes over
-holds nothing a root process without capabilities would not.
+needs no capability, and neither does mapping them (the descriptors are
+all it takes).  So before it maps anything a peer can write, a worker calls
+drop_all_capabilities(); a standby does so before it waits: a worker that
+a bad packet, a bug or a hostile peer takes over holds nothing a root
+process without capabilities would not.
 
 The order matters:
 1. the bounding set, one PR_CAPBSET_DROP per capability up to

@@ -161,6 +161,14 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
     pin_to_cpu(spec.cpu)
+    # Before mapping anything a peer can write (docs/SECURITY.md), and so
+    # before a standby waits: mapping the control area, the UMEM and the
+    # socket's rings needs no capability, only the descriptors we were given.
+    try:
+        privileges.drop_all_capabilities()
+    except privileges.PrivilegeError as e:
+        log.error("%s: cannot drop capabilities, exiting: %s", spec.name, e)
+        return exitcodes.WORKER_PRIVILEGES
     control = _fastpath.Control(spec.control_fd, spec.control_size, layout=spec.layout)
     if ready_fd is not None:            # a standby: ready for "go" from here on
         _fastpath.set_proctitle(f"xdpd: standby {spec.name}")
@@ -181,12 +189,6 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
                           busy_poll=spec.busy_poll)
-    try:                    # rings mapped: nothing from here on needs a capability
-        privileges.drop_all_capabilities()
-    except privileges.PrivilegeError as e:
-        log.error("%s: cannot drop capabilities, exiting: %s", spec.name, e)
-        port.stop()
-        return exitcodes.WORKER_PRIVILEGES
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     drain = Drain(port)
     phase = 0

@@ -74,6 +74,18 @@ def test_workers_forward_without_any_capability(lab, start_daemon, workers):
     assert "cannot drop capabilities" not in d.log()
 
 
+def test_a_standby_waits_without_any_capability(lab, start_daemon):
+    """A standby holds the worker's descriptors while it waits: it drops
+    every capability before it maps anything or waits for "go"."""
+    d = start_daemon(forward_config(lab))
+    standbys = poll_until(lambda: all(w["standby_ready"] for w in d.status()["workers"])
+                          and [w["standby_pid"] for w in d.status()["workers"]],
+                          15, "every standby ready")
+    assert len(standbys) == 4
+    for pid in standbys:
+        assert_no_capabilities(pid)
+
+
 def test_a_replaced_worker_drops_them_again(lab, start_daemon):
     d = start_daemon(forward_config(lab))
     old = worker_pids(d)
