@@ -22,6 +22,7 @@ business.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .control import make_private_dir
 
 FORMAT = 1
 SUFFIX = ".attached.json"           # /run/xdpd/xdpd.sock -> /run/xdpd/xdpd.attached.json
+
+log = logging.getLogger("xdpd.runstate")
 
 
 class RecordError(ValueError):
@@ -153,12 +156,18 @@ def owner_of(doc: dict) -> Owner:
     return Owner(_int(doc, "pid"), _int(doc, "start_time"), _str(doc, "boot_id"))
 
 
-def quarantine(path: str) -> str:
+def quarantine(path: str, problem: Exception, then: str) -> None:
     """Move a file that is not what it claims aside (PATH.invalid, replacing
-    an older one), for an operator to look at; returns the new name."""
+    an older one) for an operator to look at, and log the problem with what
+    was (not) done and what to check (`then`).  OSError, its message naming
+    the problem too, if the file cannot be moved."""
     bad = path + ".invalid"
-    os.replace(path, bad)
-    return bad
+    try:
+        os.replace(path, bad)
+    except OSError as err:
+        raise OSError(err.errno, f"{problem}; moving it aside failed: "
+                      f"{err.strerror or err}; remove it by hand") from None
+    log.warning("%s; moved to %s, %s", problem, bad, then)
 
 
 def _int(doc: dict, key: str) -> int:

@@ -360,12 +360,10 @@ def recover(path: str, nic: Ethtool, owner_alive=runstate.owner_alive,
         found = read_journal(path)
     except JournalError as e:
         try:
-            bad = runstate.quarantine(path)
+            runstate.quarantine(path, e, "nothing undone: check the NIC's channels, RSS "
+                                "and ntuple rules by hand (ethtool -l, -x, -n)")
         except OSError as err:
-            raise SteeringError(f"{e}; moving it aside failed: {err.strerror or err}; "
-                                "remove it by hand") from None
-        log.warning("%s; moved to %s, nothing undone: check the NIC's channels, RSS and "
-                    "ntuple rules by hand (ethtool -l, -x, -n)", e, bad)
+            raise SteeringError(str(err)) from None
         return
     if found is None:
         return

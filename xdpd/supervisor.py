@@ -449,12 +449,10 @@ class Supervisor:
             record = runstate.read(path)
         except runstate.RecordError as e:
             try:
-                bad = runstate.quarantine(path)
+                runstate.quarantine(path, e, "nothing detached: check 'ip link' for XDP "
+                                    "programs an earlier xdpd may have left")
             except OSError as err:
-                raise SetupError(f"{e}; moving it aside failed: {errname(err.errno)}; "
-                                 "remove it by hand") from None
-            log.warning("%s; moved to %s, nothing detached: check 'ip link' for XDP "
-                        "programs an earlier xdpd may have left", e, bad)
+                raise SetupError(str(err)) from None
             record = None
         except OSError as e:
             raise SetupError(f"read {path} failed: {errname(e.errno)}") from None
