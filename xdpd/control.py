@@ -38,7 +38,7 @@ log = logging.getLogger("xdpd.control")
 
 MAX_REQUEST = 4 << 20          # a reload carries the YAML text
 REQUEST_TIMEOUT_S = 2.0        # server side: from accept to the answer's last byte
-MAX_CLIENTS = 32               # connections open at once; more are told "busy"
+MAX_CLIENTS = 32               # connections open at once (idle ones make room)
 MAX_REQUESTS_PER_SERVE = 8     # answered per serve(): the loop supervises between
 ACCEPT_PAUSE_S = 0.1           # no accepting this long after EMFILE (no busy spin)
 RELOAD_TIMEOUT_S = 120.0       # a reload may drain and start workers
@@ -170,11 +170,13 @@ class ControlServer:
     At most MAX_REQUESTS_PER_SERVE requests are answered per serve(), so
     the loop reaps and replaces workers between bursts of clients."""
 
-    def __init__(self, path: str, clock=time.monotonic, authorize=root_only):
+    def __init__(self, path: str, clock=time.monotonic, authorize=root_only,
+                 note_error=lambda where, e: None):
         self.path = path
         self.clock = clock
         # authorize(peer, command) -> None, or why the peer may not ask it
         self.authorize = authorize
+        self.note_error = note_error        # (where, exception): counted by the caller
         self._made_dir = make_private_dir(os.path.dirname(path) or ".")
         _remove_stale(path)
         self.sock = socket.socket(socket.AF_UNIX,
@@ -194,7 +196,6 @@ class ControlServer:
         self.clients: dict[int, _Client] = {}
         self.ready: collections.deque[_Client] = collections.deque()  # complete requests
         self._accept_paused_until = 0.0     # after EMFILE: let descriptors free up
-        self.errors = 0                     # accept/read failures (logged, counted)
 
     def fileno(self) -> int:
         return self.sel.fileno()
@@ -245,9 +246,7 @@ class ControlServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:            # EMFILE, ENFILE, ENOBUFS: pause, do not spin
-                self.errors += 1
-                log.warning("control socket: accept failed: %s; pausing it for %.1f s",
-                            e.strerror or e, ACCEPT_PAUSE_S)
+                self.note_error("control", e)
                 self.sel.unregister(self.sock)
                 self._accept_paused_until = now + ACCEPT_PAUSE_S
                 return

@@ -962,7 +962,8 @@ class Supervisor:
         from .control import ControlServer
         path = self.config.control.socket
         try:
-            self.control = ControlServer(path, authorize=self.authorize_peer)
+            self.control = ControlServer(path, authorize=self.authorize_peer,
+                                         note_error=self.note_internal_error)
         except OSError as e:
             raise SetupError(f"control.socket {path}: {e.strerror or e}",
                              exitcodes.CONFIG) from None

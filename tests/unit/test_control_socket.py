@@ -299,3 +299,33 @@ def test_serving_yields_between_answers_when_interrupted(direct):
     assert srv.serve(echo, interrupt=interrupt) == 2
     assert srv.serve(echo) == 3                 # the rest on the next turn
     assert all(json.loads(s.recv(4096))["ok"] for s in socks)
+
+
+def test_an_accept_that_fails_pauses_the_listener_and_is_counted(tmp_path, monkeypatch):
+    import errno as errno_
+    clock = Clock()
+    noted = []
+    srv = ControlServer(str(tmp_path / "run" / "xdpd.sock"), clock=clock,
+                        note_error=lambda where, e: noted.append((where, e.errno)))
+    try:
+        real_accept = srv.sock.accept
+        calls = []
+
+        def no_descriptors():
+            calls.append(1)
+            raise OSError(errno_.EMFILE, "Too many open files")
+        monkeypatch.setattr(srv, "sock", type("S", (), {
+            "accept": staticmethod(no_descriptors), "fileno": srv.sock.fileno,
+            "close": srv.sock.close})())
+        s = ask(srv.path, b'{"command": "status"}\n')
+        srv.serve(echo)
+        srv.serve(echo)                         # paused: not tried again at once
+        assert calls == [1] and noted == [("control", errno_.EMFILE)]
+        assert srv.next_deadline() == clock.now + control.ACCEPT_PAUSE_S
+        monkeypatch.setattr(srv.sock, "accept", real_accept)
+        clock.now += control.ACCEPT_PAUSE_S
+        while srv.serve(echo) == 0:
+            pass
+        assert json.loads(s.recv(4096))["ok"]
+    finally:
+        srv.close()
