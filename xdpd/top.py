@@ -288,8 +288,13 @@ def _raise_terminated(signum, frame):
 def _interactive(fetch: Fetch, interval: float) -> int:
     # SIGTERM would otherwise leave the terminal without echo; raised as an
     # exception, curses.wrapper restores it on the way out.
+    # Ctrl-C quits even when SIGINT came in ignored (a shell starts
+    # background jobs so, and exec keeps it): Python then installs no
+    # handler of its own, and the key would do nothing.
     in_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    if in_main:
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
+        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return curses.wrapper(_loop, fetch, interval)
     except (KeyboardInterrupt, _Terminated):
@@ -297,6 +302,7 @@ def _interactive(fetch: Fetch, interval: float) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int)
 
 
 def _loop(stdscr, fetch: Fetch, interval: float) -> int:

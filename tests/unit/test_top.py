@@ -431,6 +431,9 @@ class Terminal:
         if pid == 0:
             try:
                 fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                # as a background job of a shell without job control starts
+                # it (CI's, say): Ctrl-C must quit all the same
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 os.execve(sys.executable, [sys.executable, "-c", code], env)
             finally:
                 os._exit(127)
