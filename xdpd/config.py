@@ -254,6 +254,9 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class ControlConfig:
     socket: str = "/run/xdpd/xdpd.sock"     # unix socket of `xdpd reload/status/top`
+    # a group whose members may ask read-only commands (status, top); root
+    # alone when None
+    status_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,8 @@ _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
 _UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages", "spare_workers")
 _RINGS_KEYS = ("rx", "tx", "fill", "completion")
 _METRICS_KEYS = ("listen",)
-_CONTROL_KEYS = ("socket",)
+_CONTROL_KEYS = ("socket", "status_group")
+_GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
 MAX_SPARE_WORKERS = 64
 
 
@@ -1440,9 +1444,14 @@ def _control(errs: _Errors, section: dict | None) -> ControlConfig | None:
     elif len(path.encode()) > 107:
         errs.at("control.socket", f"path is {len(path.encode())} bytes; a unix socket "
                 "path may have at most 107")
+    group = section.get("status_group")
+    if group is not None and not (isinstance(group, str) and _GROUP_NAME.fullmatch(group)):
+        errs.at("control.status_group", f"{_show(group)} is not a group name; name a group "
+                "whose members may use 'xdpd status' (e.g. 'xdpd-status'), or remove the "
+                "key to leave the socket to root")
     if len(errs) > before:
         return None
-    return ControlConfig(socket=path)
+    return ControlConfig(socket=path, status_group=group)
 
 
 # --- values -------------------------------------------------------------------

@@ -171,7 +171,7 @@ class ControlServer:
     the loop reaps and replaces workers between bursts of clients."""
 
     def __init__(self, path: str, clock=time.monotonic, authorize=root_only,
-                 note_error=lambda where, e: None):
+                 note_error=lambda where, e: None, group: int | None = None):
         self.path = path
         self.clock = clock
         # authorize(peer, command) -> None, or why the peer may not ask it
@@ -179,6 +179,7 @@ class ControlServer:
         self.note_error = note_error        # (where, exception): counted by the caller
         self._made_dir = make_private_dir(os.path.dirname(path) or ".")
         _remove_stale(path)
+        self.group = group
         self.sock = socket.socket(socket.AF_UNIX,
                                   socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
@@ -187,6 +188,12 @@ class ControlServer:
                 self.sock.bind(path)
             finally:
                 os.umask(old)
+            if group is not None:           # a group for read-only commands (status)
+                d = os.path.dirname(path) or "."
+                os.chown(path, -1, group)
+                os.chmod(path, 0o660)
+                os.chown(d, -1, group)      # its members may reach the socket...
+                os.chmod(d, 0o750)          # ...but not change the directory
             self.sock.listen(64)
         except OSError:
             self.sock.close()

@@ -49,8 +49,10 @@ from __future__ import annotations
 
 import enum
 import errno
+import grp
 import logging
 import os
+import pwd
 import select
 import signal
 import subprocess
@@ -88,6 +90,7 @@ LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
 INTERNAL_ERROR_PLACES = ("spawn", "spawn_standby", "metrics", "watchdog", "reap", "replace",
                          "reload", "control", "sample", "loop")
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
+READ_ONLY_COMMANDS = ("status",)    # what control.status_group's members may ask
 STATUS_SCHEMA = 1
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
 # The longest frame an egress takes: its MTU plus the Ethernet header and
@@ -323,6 +326,7 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
 
 
 class Supervisor:
+    _status_gid: int | None = None      # control.status_group's gid
     # The record of what this supervisor attached (runstate.py), set up by
     # start() once what a dead xdpd left is removed; stop() removes it.
     _record_path: str | None = None
@@ -961,9 +965,18 @@ class Supervisor:
     def _start_control(self) -> None:
         from .control import ControlServer
         path = self.config.control.socket
+        group = self.config.control.status_group
+        if group is not None:
+            try:
+                self._status_gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise SetupError(f"control.status_group: no group {group!r} on this host; "
+                                 f"create it (groupadd {group}) or remove the key",
+                                 exitcodes.CONFIG) from None
         try:
             self.control = ControlServer(path, authorize=self.authorize_peer,
-                                         note_error=self.note_internal_error)
+                                         note_error=self.note_internal_error,
+                                         group=self._status_gid)
         except OSError as e:
             raise SetupError(f"control.socket {path}: {e.strerror or e}",
                              exitcodes.CONFIG) from None
@@ -1421,8 +1434,9 @@ class Supervisor:
     # -- control requests and status -------------------------------------------
 
     def authorize_peer(self, peer, command: str) -> str | None:
-        """Who may use the control socket: root, and never a worker or a
-        process a worker started (a worker is uid 0 without capabilities;
+        """Who may use the control socket: root, members of
+        control.status_group for READ_ONLY_COMMANDS, and never a worker or
+        a process a worker started (a worker is uid 0 without capabilities;
         through `reload` with config_text it could skip the file checks).
         A peer's ancestors are read from /proc where the supervisor can
         see them: under the unit's ProtectProc=ptraceable it sees its own
@@ -1430,6 +1444,10 @@ class Supervisor:
         an operator's shell, which is then judged by its uid alone."""
         from .control import root_only
         refused = root_only(peer, command)
+        if refused and self._in_status_group(peer):     # control.status_group
+            refused = (None if command in READ_ONLY_COMMANDS else
+                       f"permission denied: members of control.status_group may ask only "
+                       f"{', '.join(READ_ONLY_COMMANDS)}")
         if refused:
             return refused
         ours = {p.pid for w in self.workers for p in (w.proc, w.standby) if p is not None}
@@ -1437,6 +1455,19 @@ class Supervisor:
         if ours & set(lineage):
             return f"permission denied: pid {peer.pid} is an xdpd worker or its child"
         return None
+
+    def _in_status_group(self, peer) -> bool:
+        """The peer is a member of control.status_group: its primary group,
+        or listed as a member in the group database."""
+        if self._status_gid is None:
+            return False
+        if peer.gid == self._status_gid:
+            return True
+        try:
+            user = pwd.getpwuid(peer.uid).pw_name
+            return user in grp.getgrgid(self._status_gid).gr_mem
+        except KeyError:
+            return False
 
     def handle_request(self, req: dict) -> tuple[bool, dict | None, str | None]:
         command = req.get("command")

@@ -3,9 +3,14 @@ capabilities once its rings are mapped (xdpd/privileges.py) and still
 forwards (copy-mode TX by sendto(), RX, poll, eventfd wake-ups, shared
 memory), a replaced worker drops them again, the supervisor keeps its own;
 the control socket is root's alone."""
+import errno
+import json
 import os
+import shutil
 import signal
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
@@ -113,3 +118,59 @@ def test_the_control_socket_is_roots_alone(lab, start_daemon, tmp_path):
     assert request(socket_path, "status")["pid"] == d.proc.pid
     assert d.stop() == exitcodes.OK, d.log()
     assert not os.path.exists(os.path.dirname(socket_path))     # what it made, it removes
+
+
+# a client that imports nothing of xdpd: run as another user, it need not
+# read the checkout
+ASK = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print(json.dumps({"connect": e.errno})); sys.exit()
+s.sendall(json.dumps({"command": sys.argv[2]}).encode() + b"\n")
+s.shutdown(socket.SHUT_WR)
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+print(data.decode())
+"""
+
+
+def ask_as(user: str, group: str, socket_path: str, command: str) -> dict:
+    out = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups",
+                          "--", "/usr/bin/python3", "-I", "-c", ASK, socket_path, command],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs setpriv (util-linux) and /usr/bin/python3")
+def test_a_status_group_may_read_the_status_and_nobody_else_may_ask_anything(lab,
+                                                                            start_daemon):
+    import grp
+    try:
+        grp.getgrnam("nogroup")
+    except KeyError:
+        pytest.skip("no group 'nogroup' to give the status to")
+    # a directory others may traverse, as /run is, holding the one xdpd makes
+    top = tempfile.mkdtemp(prefix="xdpd-status-", dir="/tmp")
+    os.chmod(top, 0o755)
+    socket_path = os.path.join(top, "run", "xdpd.sock")
+    try:
+        d = start_daemon(forward_config(lab, extra=f'control:\n  socket: "{socket_path}"\n'
+                                                    '  status_group: nogroup\n'))
+        sock, directory = os.stat(socket_path), os.stat(os.path.dirname(socket_path))
+        assert stat.S_IMODE(sock.st_mode) == 0o660 and stat.S_IMODE(directory.st_mode) == 0o750
+        assert sock.st_gid == directory.st_gid == grp.getgrnam("nogroup").gr_gid
+        status = ask_as("nobody", "nogroup", socket_path, "status")
+        assert status["ok"] and status["result"]["pid"] == d.proc.pid
+        assert ask_as("nobody", "nogroup", socket_path, "reload") == {
+            "ok": False, "error": "permission denied: members of control.status_group may "
+                                  "ask only status"}
+        # another user, not in the group: the directory keeps it out
+        assert ask_as("daemon", "daemon", socket_path, "status") == {"connect": errno.EACCES}
+        assert d.stop() == exitcodes.OK, d.log()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -460,6 +460,10 @@ BAD_INPUT = [
     case("half-a-surrogate-pair", 'interfaces:\n  - name: "eth\\ud800"\nforward: []\n',
          "xdpd.yaml:2:11: \\ud800 in 'eth\\ud800' is half of a UTF-16 surrogate pair, "
          "not a character; remove it"),
+    case("status-group-not-a-group-name", BASE + 'control:\n  status_group: "Ops Team"\n',
+         "xdpd.yaml: control.status_group: 'Ops Team' is not a group name; name a group "
+         "whose members may use 'xdpd status' (e.g. 'xdpd-status'), or remove the key to "
+         "leave the socket to root"),
     case("escaped-surrogate-pair", BASE + 'control:\n  socket: "/run/\\ud83d\\ude00"\n',
          "xdpd.yaml:8:11: \\ud83d\\ude00 in '/run/\\ud83d\\ude00' is a UTF-16 surrogate pair, "
          "which YAML does not join; write \\U0001f600 or the character itself"),

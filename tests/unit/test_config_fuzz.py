@@ -332,6 +332,7 @@ VALID = {
     "listen": _scalars(["127.0.0.1:9464", "'[::1]:9464'", "null", "localhost:9100",
                         "'[fe80::1%lo]:1'", '"[fe80::1%\\0]:1"', '"[fe80::1%\\e]:1"']),
     "socket": _scalars(["/run/xdpd/xdpd.sock", "/tmp/x.sock", '"/run/\\e[0m.sock"']),
+    "status_group": _scalars(["xdpd-status", "adm", "null"]),
 }
 PLAUSIBLE = {
     "name": _scalars(WORDS[:5], ["eth0:1", "a" * 16, "ä" * 8, "eth9"], QUOTED),
@@ -375,6 +376,7 @@ PLAUSIBLE = {
     "fill": _scalars(NUMBERS), "completion": _scalars(NUMBERS),
     "listen": _scalars(LISTENS, ["null", "~", "9464"]),
     "socket": _scalars(PATHS, ["null", "42"]),
+    "status_group": _scalars(["xdpd-status", "Ops", "a b", "-x"], ["null", "42"]),
 }
 WRONG = {key: st.one_of(values, values, values, anything) for key, values in PLAUSIBLE.items()}
 percent = st.integers(0, 99)

@@ -483,6 +483,19 @@ def test_a_spawn_the_os_refuses_is_counted_and_retried_not_fatal(caplog):
     sup.stop()
 
 
+def test_a_status_group_may_ask_status_and_nothing_else():
+    from xdpd.control import Peer
+    sup, ops = started()
+    sup._status_gid = 4321
+    assert sup.authorize_peer(Peer(4242, 1000, 4321), "status") is None
+    assert sup.authorize_peer(Peer(4242, 1000, 4321), "reload") == (
+        "permission denied: members of control.status_group may ask only status")
+    assert "not root" in sup.authorize_peer(Peer(4242, 1000, 1000), "status")
+    sup._status_gid = None                      # without the key: root alone
+    assert "not root" in sup.authorize_peer(Peer(4242, 1000, 4321), "status")
+    sup.stop()
+
+
 def test_a_death_before_the_worker_reported_running_backs_off():
     sup, ops = started()
     w = sup.workers[0]
