@@ -57,7 +57,13 @@ setup(
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-std=gnu11"],
             depends=["xdpd/fastpath.h", "bpf/rr_redirect.h"],
-        )
+        ),
+        Extension(
+            "xdpd._confine",
+            sources=["xdpd/confine.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                "-std=gnu11"],
+        ),
     ],
     cmdclass={"build_ext": BuildWithBpf},
 )

@@ -237,6 +237,7 @@ static void ctl_reset_slot(const struct ctl_view *v, uint32_t i)
 	memset(&wk->commit, 0, sizeof(wk->commit));
 	wk->commit.counts[0].frames.free = h->frames_per_worker;
 	memset(&wk->ring_use, 0, sizeof(wk->ring_use));
+	memset(&wk->usage, 0, sizeof(wk->usage));
 	wk->owner = i;			/* alone on its queue until set_worker() */
 	wk->n_members = 0;
 	wk->lane = 0;
@@ -856,6 +857,23 @@ static PyObject *Control_worker_liveness(ControlObject *self, PyObject *args)
 								 __ATOMIC_RELAXED));
 }
 
+/* usage(i) -> {"pid", "user_ns", "system_ns", "rss_bytes", "uss_bytes"}:
+ * what the worker in slot i last reported of itself; pid 0: nothing yet */
+static PyObject *Control_usage(ControlObject *self, PyObject *args)
+{
+	unsigned int i;
+	struct fp_usage *u;
+
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+		return NULL;
+	u = &ctl_worker(&self->v, i)->usage;
+	return Py_BuildValue("{sIsKsKsKsK}", "pid", __atomic_load_n(&u->pid, __ATOMIC_RELAXED),
+		"user_ns", (unsigned long long)__atomic_load_n(&u->user_ns, __ATOMIC_RELAXED),
+		"system_ns", (unsigned long long)__atomic_load_n(&u->system_ns, __ATOMIC_RELAXED),
+		"rss_bytes", (unsigned long long)__atomic_load_n(&u->rss_bytes, __ATOMIC_RELAXED),
+		"uss_bytes", (unsigned long long)__atomic_load_n(&u->uss_bytes, __ATOMIC_RELAXED));
+}
+
 static inline uint32_t hring_avail(struct fp_ring *r);
 
 /* ring_use(i) -> {"rx", "tx", "fill", "completion"}: entries on each ring */
@@ -950,6 +968,8 @@ static PyMethodDef Control_methods[] = {
 	{"generation", (PyCFunction)Control_generation, METH_NOARGS, NULL},
 	{"ring_use", (PyCFunction)Control_ring_use, METH_VARARGS,
 	 "ring_use(i) -> entries on the rx, tx, fill and completion rings"},
+	{"usage", (PyCFunction)Control_usage, METH_VARARGS,
+	 "usage(i) -> the CPU time and memory the worker in slot i last reported"},
 	{"reset_worker", (PyCFunction)Control_reset_worker, METH_VARARGS,
 	 "reset_worker(i): give a drained, exited worker's slot back"},
 	{"mark_stopped", (PyCFunction)Control_mark_stopped, METH_VARARGS,
@@ -2478,6 +2498,27 @@ static PyObject *Port_heartbeat(PortObject *p, PyObject *noargs)
 	Py_RETURN_NONE;
 }
 
+/* report_usage(pid, user_ns, system_ns, rss_bytes, uss_bytes): this
+ * worker's own resource use, into its slot (struct fp_usage) */
+static PyObject *Port_report_usage(PortObject *p, PyObject *args)
+{
+	unsigned int pid;
+	unsigned long long user, sys, rss, uss;
+
+	if (!PyArg_ParseTuple(args, "IKKKK", &pid, &user, &sys, &rss, &uss))
+		return NULL;
+	if (p->me) {
+		struct fp_usage *u = &p->me->usage;
+
+		__atomic_store_n(&u->user_ns, user, __ATOMIC_RELAXED);
+		__atomic_store_n(&u->system_ns, sys, __ATOMIC_RELAXED);
+		__atomic_store_n(&u->rss_bytes, rss, __ATOMIC_RELAXED);
+		__atomic_store_n(&u->uss_bytes, uss, __ATOMIC_RELAXED);
+		__atomic_store_n(&u->pid, pid, __ATOMIC_RELEASE);
+	}
+	Py_RETURN_NONE;
+}
+
 /* What a port is built from: Port() takes it from Python, microbench()
  * fills it in for its synthetic ports. */
 struct port_cfg {
@@ -2785,6 +2826,7 @@ static PyMethodDef Port_methods[] = {
 	{"run", (PyCFunction)Port_run, METH_VARARGS,
 	 "run(budget_us) -> 0 (budget used) or 1 (interrupted by a signal)"},
 	{"heartbeat", (PyCFunction)Port_heartbeat, METH_NOARGS, NULL},
+	{"report_usage", (PyCFunction)Port_report_usage, METH_VARARGS, NULL},
 	{"rx_empty", (PyCFunction)Port_rx_empty, METH_NOARGS,
 	 "rx_empty() -> True when nothing waits on the RX ring"},
 	{"mark_draining", (PyCFunction)Port_mark_draining, METH_NOARGS,

@@ -222,6 +222,8 @@ class WorkersConfig:
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
     busy_poll_usecs: int = 20   # SO_BUSY_POLL
     busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET
+    user: str = "nobody"        # workers and standbys run as this user...
+    group: str | None = None    # ...and group (None: the user's primary group)
     # XDP_MAX_TX_SKB_BUDGET: "auto" (256, capped at rings.tx, where the
     # kernel has it), 0 (the kernel's default, 32) or a number
     tx_budget: Literal["auto"] | int = "auto"
@@ -330,12 +332,12 @@ _RULE_KEYS = ("from", "to", "action", "match", "set_dst_mac", "set_src_mac", "sw
 # the TPID of a pushed tag, by the name a rule gives it
 VLAN_PROTOS = {"802.1q": 0x8100, "802.1ad": 0x88a8}
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
-                 "busy_poll_budget", "tx_budget")
+                 "busy_poll_budget", "tx_budget", "user", "group")
 _UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages", "spare_workers")
 _RINGS_KEYS = ("rx", "tx", "fill", "completion")
 _METRICS_KEYS = ("listen",)
 _CONTROL_KEYS = ("socket", "status_group")
-_GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
+_ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
 MAX_SPARE_WORKERS = 64
 
 
@@ -1383,10 +1385,24 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
         if tx_budget is not None and tx_budget != 0 and not 32 <= tx_budget <= 16384:
             errs.at("workers.tx_budget", f"{tx_budget} is out of range; use auto, 0 (the "
                     "kernel's default, 32) or 32 to 16384")
+    user, group = section.get("user", d.user), section.get("group", d.group)
+    if not (isinstance(user, str) and _ACCOUNT_NAME.fullmatch(user)):
+        errs.at("workers.user", f"{_show(user)} is not a user name; name an unprivileged "
+                "user for the workers (e.g. 'nobody' or a dedicated 'xdpd-worker')")
+    elif user == "root":
+        errs.at("workers.user", "root would give each worker the supervisor's uid; name an "
+                "unprivileged user (e.g. 'nobody' or a dedicated 'xdpd-worker')")
+    if group is not None and not (isinstance(group, str) and _ACCOUNT_NAME.fullmatch(group)):
+        errs.at("workers.group", f"{_show(group)} is not a group name; name a group, or "
+                "remove the key to use the user's primary group")
+    elif group == "root":
+        errs.at("workers.group", "root is the supervisor's group; name an unprivileged "
+                "group, or remove the key to use the user's primary group")
     if len(errs) > before:
         return None
     return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,
-                         busy_poll_usecs=usecs, busy_poll_budget=budget, tx_budget=tx_budget)
+                         busy_poll_usecs=usecs, busy_poll_budget=budget, tx_budget=tx_budget,
+                         user=user, group=group)
 
 
 def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:
@@ -1445,7 +1461,7 @@ def _control(errs: _Errors, section: dict | None) -> ControlConfig | None:
         errs.at("control.socket", f"path is {len(path.encode())} bytes; a unix socket "
                 "path may have at most 107")
     group = section.get("status_group")
-    if group is not None and not (isinstance(group, str) and _GROUP_NAME.fullmatch(group)):
+    if group is not None and not (isinstance(group, str) and _ACCOUNT_NAME.fullmatch(group)):
         errs.at("control.status_group", f"{_show(group)} is not a group name; name a group "
                 "whose members may use 'xdpd status' (e.g. 'xdpd-status'), or remove the "
                 "key to leave the socket to root")

@@ -260,6 +260,17 @@ struct fp_worker {
 	FP_ALIGNED struct fp_ring_use {
 		uint32_t rx, tx, fill, comp;
 	} ring_use;
+
+	/* the worker process's own resource use, as it reports it between
+	 * bursts (about once a second): the supervisor cannot read a worker's
+	 * /proc under ProtectProc=ptraceable, the worker being another uid and
+	 * not dumpable.  A claim of the worker, for metrics and logs only. */
+	FP_ALIGNED struct fp_usage {
+		uint32_t pid;		/* the process these are of */
+		uint32_t pad;
+		uint64_t user_ns, system_ns;	/* CPU time */
+		uint64_t rss_bytes, uss_bytes;	/* resident; private to it */
+	} usage;
 };
 
 struct fp_ring {

@@ -20,7 +20,6 @@ import time
 from http.server import ThreadingHTTPServer
 from typing import Iterator
 
-import psutil
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
@@ -112,7 +111,7 @@ class XdpdCollector:
                                     "current process was started", labels=WORKER_LABELS)
         restarts = CounterMetricFamily("xdpd_worker_restarts", "Worker processes replaced", labels=WORKER_LABELS)
         cpu = CounterMetricFamily("xdpd_worker_cpu_seconds", "CPU time of the worker's current "
-                                  "process, by mode", labels=WORKER_LABELS + ["mode"])
+                                  "process, by mode, as it reports it (about once a second)", labels=WORKER_LABELS + ["mode"])
         ring_used = GaugeMetricFamily("xdpd_ring_used_entries", "Entries on the socket's ring "
                                       "(as of the worker's last pause, at most 200 ms old)",
                                       labels=WORKER_LABELS + ["ring"])
@@ -151,10 +150,10 @@ class XdpdCollector:
             proc = procs.get(w.id)
             if proc is not None:
                 started.add_metric(labels, w.started_wall)
-                times = process_cpu_times(proc.pid)
-                if times is not None:
-                    cpu.add_metric(labels + ["user"], times[0])
-                    cpu.add_metric(labels + ["system"], times[1])
+                use = self.sup.worker_usage(w.id, proc.pid)
+                if use is not None:
+                    cpu.add_metric(labels + ["user"], use["user_ns"] / 1e9)
+                    cpu.add_metric(labels + ["system"], use["system_ns"] / 1e9)
             for rule, packets, bytes_ in worker_rule_counts(config, umem.control, w):
                 rule_p.add_metric(labels + [str(rule.index)], packets)
                 rule_b.add_metric(labels + [str(rule.index)], bytes_)
@@ -219,15 +218,6 @@ class XdpdCollector:
                                 "refused or failed, else 1",
                                 value=0 if last and last["result"] not in ("applied", "unchanged")
                                 else 1)
-
-
-def process_cpu_times(pid: int) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of a process, or None if it is gone."""
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except (psutil.Error, OSError):
-        return None
-    return t.user, t.system
 
 
 class BoundedServer(ThreadingHTTPServer):

@@ -88,7 +88,7 @@ LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
 # the spawns, the metrics server's accept, the watchdog ping, each step of the
 # loop and the loop itself
 INTERNAL_ERROR_PLACES = ("spawn", "spawn_standby", "metrics", "watchdog", "reap", "replace",
-                         "reload", "control", "sample", "loop")
+                         "reload", "control", "sample", "loop", "signal")
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 READ_ONLY_COMMANDS = ("status",)    # what control.status_group's members may ask
 STATUS_SCHEMA = 1
@@ -196,16 +196,6 @@ class SystemOps:
         """The ethtool requests steering makes (ethtool.Ethtool)."""
         from .ethtool import Ethtool
         return Ethtool()
-
-    def process_memory(self, pid: int) -> dict[str, int] | None:
-        """Resident (rss) and unique (uss: not shared with any other process)
-        bytes of a process; None if it is gone."""
-        import psutil
-        try:
-            info = psutil.Process(pid).memory_full_info()
-        except (psutil.Error, OSError):
-            return None
-        return {"rss": info.rss, "uss": info.uss}
 
     def process_lineage(self, pid: int) -> list[int] | None:
         """pid and its ancestors' pids; None if they cannot be read (pid
@@ -325,6 +315,34 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
     return table
 
 
+def resolve_worker_user(workers) -> tuple[int, int]:
+    """(uid, gid) of workers.user and workers.group (default: the user's
+    primary group); SetupError naming the key when either is missing or
+    is root's."""
+    try:
+        pw = pwd.getpwnam(workers.user)
+    except KeyError:
+        raise SetupError(f"workers.user: no user {workers.user!r} on this host; create it "
+                         f"(useradd --system --no-create-home --shell /usr/sbin/nologin "
+                         f"{workers.user}) or name another", exitcodes.CONFIG) from None
+    gid = pw.pw_gid
+    if workers.group is not None:
+        try:
+            gid = grp.getgrnam(workers.group).gr_gid
+        except KeyError:
+            raise SetupError(f"workers.group: no group {workers.group!r} on this host; "
+                             f"create it (groupadd --system {workers.group}) or remove the "
+                             f"key to use {workers.user}'s primary group",
+                             exitcodes.CONFIG) from None
+    if pw.pw_uid == 0:
+        raise SetupError(f"workers.user: {workers.user!r} has uid 0; name an unprivileged "
+                         f"user", exitcodes.CONFIG)
+    if gid == 0:
+        raise SetupError(f"workers.group: gid 0 is root's group; name an unprivileged group",
+                         exitcodes.CONFIG)
+    return pw.pw_uid, gid
+
+
 class Supervisor:
     _status_gid: int | None = None      # control.status_group's gid
     # The record of what this supervisor attached (runstate.py), set up by
@@ -343,6 +361,8 @@ class Supervisor:
         self.interfaces: list[Interface] = []
         self.workers: list[Worker] = []
         self.umem = None
+        self.worker_uid: int | None = None  # workers.user and workers.group, resolved
+        self.worker_gid: int | None = None
         self.zero_copy = False
         self.eventfds: list[int] = []       # one per slot
         self.free_slots: list[int] = []     # slot ids no worker uses
@@ -362,6 +382,7 @@ class Supervisor:
         self._stop = False
         self._reload_requested = False
         self._child_exited = False          # SIGCHLD since the loop's last reaping
+        self._unsignallable: set[int] = set()   # pids a signal was refused to (no CAP_KILL)
         self._next_watchdog = 0.0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # failures the daemon survives, by where (xdpd_internal_errors_total);
@@ -388,7 +409,8 @@ class Supervisor:
             self._check_napi_placement(plans)
 
         try:
-            for step in (self._remove_what_a_dead_xdpd_left, self._apply_steering, plan,
+            for step in (self._resolve_worker_user,
+                         self._remove_what_a_dead_xdpd_left, self._apply_steering, plan,
                          lambda: self._load_programs(plans),
                          lambda: self._create_umem_and_sockets(plans),
                          self._write_table, self._spawn_all,
@@ -416,14 +438,29 @@ class Supervisor:
         return (f"forwarding: {running}/{len(self.workers)} workers, "
                 f"config generation {self.generation}")
 
+    def _resolve_worker_user(self) -> None:
+        """workers.user and workers.group as ids, before anything is set up:
+        each worker and standby becomes that user (xdpd/privileges.py)."""
+        self.worker_uid, self.worker_gid = resolve_worker_user(self.config.workers)
+
     def _log_worker_memory(self) -> None:
         # rss counts the pages of the shared UMEM and control area a worker
         # has touched; uss is what the worker alone costs (its interpreter).
         for w in self.workers:
-            mem = self.ops.process_memory(w.proc.pid) if w.proc else None
-            if mem:
+            use = self.worker_usage(w.id, w.proc.pid) if w.proc else None
+            if use:
                 log.info("%s: pid %d rss %.1f MiB, unique %.1f MiB", w.name, w.proc.pid,
-                         mem["rss"] / 2**20, mem["uss"] / 2**20)
+                         use["rss_bytes"] / 2**20, use["uss_bytes"] / 2**20)
+
+    def worker_usage(self, wid: int, pid: int) -> dict[str, int] | None:
+        """CPU time and memory that process pid in worker slot wid reported
+        of itself (worker.Usage; its /proc is not ours to read), or None
+        before its first report.  A worker's claim: for metrics and logs."""
+        umem = self.umem
+        if umem is None:
+            return None
+        use = umem.control.usage(wid)
+        return use if use["pid"] == pid else None
 
     def _check_napi_placement(self, plans) -> list[str]:
         """Warn about a worker pinned to the CPU that runs its queue's NAPI
@@ -857,7 +894,8 @@ class Supervisor:
             batch_size=self.config.workers.batch_size,
             spin=self.config.workers.idle == "spin",
             busy_poll=self.config.workers.busy_poll,
-            budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name)
+            budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name,
+            uid=self.worker_uid, gid=self.worker_gid)
 
     def spawn_worker(self, w: Worker) -> None:
         """Start w's process: its standby takes over if it has one, else a
@@ -901,11 +939,8 @@ class Supervisor:
 
     def _reap_standby(self, name: str, proc) -> None:
         self.ops.release(proc)
-        if proc.poll() is None:
-            try:
-                proc.kill()
-            except ProcessLookupError:
-                pass
+        if proc.poll() is None and not self.signal(proc, signal.SIGKILL):
+            return                                # left to its parent-death signal
         try:
             proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -1217,10 +1252,24 @@ class Supervisor:
 
     def kill_worker(self, w: Worker, sig=signal.SIGTERM) -> None:
         if w.proc is not None and w.proc.poll() is None:
-            try:
-                w.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
+            self.signal(w.proc, sig)
+
+    def signal(self, proc, sig) -> bool:
+        """Send sig to a worker or standby process; True if it was sent.  A
+        process gone already is no error; one the supervisor may not signal
+        (workers.user's, without CAP_KILL) is counted and logged."""
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError as e:
+            self._unsignallable.add(proc.pid)
+            self.note_internal_error("signal", OSError(
+                e.errno, f"{signal.Signals(sig).name} to pid {proc.pid}: signalling "
+                         f"workers.user's processes needs CAP_KILL (keep it in the unit's "
+                         f"CapabilityBoundingSet=)"))
+            return False
+        return True
 
     # -- reload -------------------------------------------------------------
 
@@ -1381,23 +1430,36 @@ class Supervisor:
         live = [w for w in removing if w.proc is not None and w.proc.poll() is None]
         # step 1: each RX ring stays empty (nothing more comes from the wire)
         for w in live:
-            w.proc.send_signal(signal.SIGUSR1)
+            self.signal(w.proc, signal.SIGUSR1)
         self._wait_until(live, lambda w: w.proc.poll() is not None or
                          self._worker_reports(w) == _fastpath.STATE_DRAINING, "drain RX")
         # step 2: nobody being removed receives anything any more: finish
         for w in live:
             if w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGUSR2)
+                self.signal(w.proc, signal.SIGUSR2)
         self._wait_until(live, lambda w: w.proc.poll() is not None, "finish")
         for w in removing:
             if w.proc is not None and w.proc.poll() is None:
                 log.warning("%s: did not drain within %.0f s; killing it", w.name,
                             DRAIN_TIMEOUT_S)
-                w.proc.kill()
+                self.signal(w.proc, signal.SIGKILL)
             if w.proc is not None:
-                w.proc.wait()
+                self._wait_gone(w)
             self._release_worker(w)
             log.info("%s: removed", w.name)
+
+    def _wait_gone(self, w: Worker) -> None:
+        """Reap w's process after a SIGKILL; one that could not be sent one
+        is left to its parent-death signal (the supervisor's exit)."""
+        if w.proc.pid in self._unsignallable:
+            log.error("%s: pid %d could not be signalled; left to end with the supervisor",
+                      w.name, w.proc.pid)
+            return
+        try:
+            w.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.error("%s: pid %d still running after SIGKILL; left behind", w.name,
+                      w.proc.pid)
 
     def _wait_until(self, workers: list[Worker], done, what: str) -> None:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -1435,14 +1497,17 @@ class Supervisor:
 
     def authorize_peer(self, peer, command: str) -> str | None:
         """Who may use the control socket: root, members of
-        control.status_group for READ_ONLY_COMMANDS, and never a worker or
-        a process a worker started (a worker is uid 0 without capabilities;
-        through `reload` with config_text it could skip the file checks).
-        A peer's ancestors are read from /proc where the supervisor can
-        see them: under the unit's ProtectProc=ptraceable it sees its own
-        descendants (same uid, no capabilities more than its own) but not
-        an operator's shell, which is then judged by its uid alone."""
+        control.status_group for READ_ONLY_COMMANDS, and never a process
+        of the workers' user or group (through `reload` with config_text a
+        worker could skip the file checks) nor one a worker started.  A
+        peer's ancestors are read from /proc where the supervisor can see
+        them (under the unit's ProtectProc=ptraceable, not a worker's, nor
+        an operator's shell: those are judged by their ids alone)."""
         from .control import root_only
+        if self.worker_uid is not None and peer.uid == self.worker_uid or \
+                self.worker_gid is not None and peer.gid == self.worker_gid:
+            return (f"permission denied: pid {peer.pid} runs as the workers' user or group "
+                    f"(workers.user, workers.group)")
         refused = root_only(peer, command)
         if refused and self._in_status_group(peer):     # control.status_group
             refused = (None if command in READ_ONLY_COMMANDS else
@@ -1604,12 +1669,17 @@ class Supervisor:
         for w in self.workers:
             if w.proc is None:
                 continue
+            if w.proc.pid in self._unsignallable:   # no SIGTERM arrived: no use waiting
+                self._wait_gone(w)
+                w.proc = None
+                w.state = WorkerState.STOPPED
+                continue
             try:
                 w.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s: did not stop in %.0f s; killing it", w.name, STOP_TIMEOUT_S)
-                w.proc.kill()
-                w.proc.wait()
+                self.signal(w.proc, signal.SIGKILL)
+                self._wait_gone(w)
             w.proc = None
             w.state = WorkerState.STOPPED         # * -> STOPPED: supervisor stopping
         for iface in list(self.interfaces):

@@ -45,6 +45,7 @@ from .logs import parse_level, setup_logging
 log = logging.getLogger("xdpd.worker")
 
 PR_SET_PDEATHSIG = 1
+USAGE_INTERVAL_S = 1.0      # how often a worker reports its CPU time and RSS
 DRAIN_QUIET_S = 0.05        # RX ring empty this long: nothing more arrives
 DRAIN_BUDGET_US = 10_000    # shorter bursts while draining: react quickly
 
@@ -71,6 +72,8 @@ class WorkerSpec:
     budget_us: int
     parent_pid: int
     name: str = ""              # the plan's: netdev/qN, netdev/qN.M with fanout
+    uid: int = 65534            # workers.user and workers.group, resolved
+    gid: int = 65534
 
     def __post_init__(self):
         if not self.name:
@@ -133,6 +136,44 @@ class Drain:
         return True
 
 
+class Usage:
+    """The worker's report of its own resource use (struct fp_usage), which
+    the supervisor cannot read from /proc: CPU time and resident memory
+    every USAGE_INTERVAL_S, unique memory once before the loop (reading
+    smaps_rollup walks every page table, milliseconds with a large UMEM)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.pid = os.getpid()
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.uss = 0
+        self.due = 0.0
+
+    def report(self, now: float, unique: bool = False) -> None:
+        if now < self.due and not unique:
+            return
+        self.due = now + USAGE_INTERVAL_S
+        t = os.times()
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                rss = int(f.read().split()[1]) * self.page
+            if unique:
+                self.uss = smaps_private_bytes()
+        except (OSError, ValueError, IndexError):
+            return
+        self.port.report_usage(self.pid, int(t.user * 1e9), int(t.system * 1e9), rss, self.uss)
+
+
+def smaps_private_bytes(path: str = "/proc/self/smaps_rollup") -> int:
+    """Memory only this process maps (Private_Clean + Private_Dirty + Private_Hugetlb)."""
+    total = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if line.startswith(b"Private_"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def die_with_parent(parent_pid: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -142,6 +183,20 @@ def die_with_parent(parent_pid: int) -> None:
 
 def pin_to_cpu(cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})
+
+
+def confine(spec: WorkerSpec) -> None:
+    """Become what a worker is from here on: spec.uid/spec.gid without any
+    capability, non-dumpable, under no_new_privs, with the parent-death
+    signal set again (the uid change cleared it), then under the worker's
+    system call filter (confine.c)."""
+    from . import _confine
+    privileges.drop_all_capabilities(spec.uid, spec.gid)
+    die_with_parent(spec.parent_pid)
+    try:
+        _confine.install()
+    except OSError as e:
+        raise privileges.PrivilegeError(e.errno, "install the worker's seccomp filter") from None
 
 
 def wait_for_go(spec: WorkerSpec, stdin) -> bool:
@@ -165,9 +220,9 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     # before a standby waits: mapping the control area, the UMEM and the
     # socket's rings needs no capability, only the descriptors we were given.
     try:
-        privileges.drop_all_capabilities()
+        confine(spec)
     except privileges.PrivilegeError as e:
-        log.error("%s: cannot drop capabilities, exiting: %s", spec.name, e)
+        log.error("%s: cannot drop privileges, exiting: %s", spec.name, e)
         return exitcodes.WORKER_PRIVILEGES
     control = _fastpath.Control(spec.control_fd, spec.control_size, layout=spec.layout)
     if ready_fd is not None:            # a standby: ready for "go" from here on
@@ -191,10 +246,13 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
                           busy_poll=spec.busy_poll)
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     drain = Drain(port)
+    usage = Usage(port)
+    usage.report(time.monotonic(), unique=True)
     phase = 0
     try:
         while not stop.stop:
             port.run(DRAIN_BUDGET_US if stop.drain else spec.budget_us)
+            usage.report(time.monotonic())
             if os.getppid() != spec.parent_pid:
                 log.warning("%s: supervisor gone, exiting", spec.name)
                 break

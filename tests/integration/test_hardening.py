@@ -154,6 +154,8 @@ WITHOUT = {
     "CAP_BPF": "load rr_redirect",
     "CAP_NET_ADMIN": "load rr_redirect",   # the XSKMAP needs it
     "CAP_SETPCAP": "PR_CAPBSET_DROP",      # a worker empties its bounding set
+    "CAP_SETGID": "setgroups",             # a worker becomes workers.group...
+    "CAP_SETUID": "setresuid",             # ...and workers.user
 }
 
 
@@ -173,6 +175,27 @@ def test_each_capability_is_needed_and_its_absence_is_reported(lab, missing):
     # what it had attached before the failing step is undone
     assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
     assert not xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
+
+
+def test_without_cap_kill_the_workers_cannot_be_signalled_and_that_is_reported(lab):
+    """CAP_KILL is needed once the daemon signals its workers (another uid):
+    start-up does not, a stop does.  Without it the stop says so and still
+    ends; the workers follow through their parent-death signal."""
+    caps = unit_words("CapabilityBoundingSet")
+    assert "CAP_KILL" in caps
+    prefix, extra = memlock_like_the_unit()
+    with LabDaemon(lab, forward_config(lab),
+                   wrap=prefix + setpriv([c for c in caps + extra if c != "CAP_KILL"])) as d:
+        d.start()
+        workers = [w["pid"] for w in d.status()["workers"]]
+        assert forward_and_count(lab, tag=62) == N
+        d.stop()
+        log = d.log()
+        assert "Traceback" not in log
+        assert "needs CAP_KILL" in log and "EPERM" in log, log
+        poll_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers), 10,
+                   "the workers gone after the supervisor")
+    assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
 
 
 def test_without_an_unlimited_memlock_the_umem_is_refused(lab):

@@ -6,6 +6,7 @@ the control socket is root's alone."""
 import errno
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -31,11 +32,20 @@ def status_fields(pid: int) -> dict[str, str]:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
 
 
-def assert_no_capabilities(pid: int) -> None:
+def assert_no_capabilities(pid: int, user: str = "nobody") -> None:
+    """What a worker or standby is once confined (worker.confine): the
+    workers' user and its group alone, no capability, no_new_privs, its
+    system call filter, not dumpable (its /proc files are root's)."""
     fields = status_fields(pid)
     held = {k: fields[k] for k in CAP_FIELDS if int(fields[k], 16) != 0}
     assert held == {}, (pid, fields.get("Name"), held)
     assert fields["NoNewPrivs"] == "1", (pid, fields["NoNewPrivs"])
+    pw = pwd.getpwnam(user)
+    assert fields["Uid"].split() == [str(pw.pw_uid)] * 4, (pid, fields["Uid"])
+    assert fields["Gid"].split() == [str(pw.pw_gid)] * 4, (pid, fields["Gid"])
+    assert fields["Groups"].split() == [str(pw.pw_gid)], (pid, fields["Groups"])
+    assert fields["Seccomp"] == "2" and fields["Seccomp_filters"] == "1", (pid, fields)
+    assert os.stat(f"/proc/{pid}/status").st_uid == 0, pid       # not dumpable
 
 
 def worker_pids(d) -> dict[str, int]:
@@ -159,8 +169,10 @@ def test_a_status_group_may_read_the_status_and_nobody_else_may_ask_anything(lab
     os.chmod(top, 0o755)
     socket_path = os.path.join(top, "run", "xdpd.sock")
     try:
+        # the workers run as daemon here: nobody is the status reader
         d = start_daemon(forward_config(lab, extra=f'control:\n  socket: "{socket_path}"\n'
-                                                    '  status_group: nogroup\n'))
+                                                    '  status_group: nogroup\n'
+                                                    'workers:\n  user: daemon\n'))
         sock, directory = os.stat(socket_path), os.stat(os.path.dirname(socket_path))
         assert stat.S_IMODE(sock.st_mode) == 0o660 and stat.S_IMODE(directory.st_mode) == 0o750
         assert sock.st_gid == directory.st_gid == grp.getgrnam("nogroup").gr_gid
@@ -170,7 +182,48 @@ def test_a_status_group_may_read_the_status_and_nobody_else_may_ask_anything(lab
             "ok": False, "error": "permission denied: members of control.status_group may "
                                   "ask only status"}
         # another user, not in the group: the directory keeps it out
-        assert ask_as("daemon", "daemon", socket_path, "status") == {"connect": errno.EACCES}
+        assert ask_as("bin", "bin", socket_path, "status") == {"connect": errno.EACCES}
         assert d.stop() == exitcodes.OK, d.log()
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs setpriv (util-linux) and /usr/bin/python3")
+def test_the_workers_user_is_refused_even_in_the_status_group(lab, start_daemon):
+    """A process of the workers' user (a worker, or anything that took one
+    over) may not use the control socket, even where its group would let
+    it ask status: it could otherwise send `reload` with any config_text."""
+    top = tempfile.mkdtemp(prefix="xdpd-status-", dir="/tmp")
+    os.chmod(top, 0o755)
+    socket_path = os.path.join(top, "run", "xdpd.sock")
+    try:
+        d = start_daemon(forward_config(lab, extra=f'control:\n  socket: "{socket_path}"\n'
+                                                    '  status_group: nogroup\n'))
+        answer = ask_as("nobody", "nogroup", socket_path, "status")
+        assert answer["ok"] is False, answer
+        assert "runs as the workers' user or group" in answer["error"], answer
+        assert d.stop() == exitcodes.OK, d.log()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_worker_reports_its_own_cpu_and_its_user_cannot_trace_it(lab, start_daemon):
+    """The supervisor reads no worker's /proc (under the unit it could not:
+    another uid, not dumpable): each worker reports its CPU time and memory
+    in its slot.  A process of the same uid cannot read the worker's memory
+    or environment: only CAP_SYS_PTRACE could."""
+    d = start_daemon(forward_config(lab))
+    pids = worker_pids(d)
+    assert forward_both_ways(lab, tag=75) == (N, N)
+
+    def reported():
+        cpu = d.scrape().by("xdpd_worker_cpu_seconds_total", "netdev", "queue")
+        return cpu if len(cpu) == 4 and all(v > 0 for v in cpu.values()) else None
+    poll_until(reported, 15, "every worker's CPU time reported")
+    assert "rss" in d.log() and "unique" in d.log(), d.log()    # the start-up memory line
+    pid = pids["in0/q0"]
+    out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                          "--", "cat", f"/proc/{pid}/environ"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "Permission denied" in out.stderr, out

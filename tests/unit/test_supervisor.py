@@ -162,6 +162,11 @@ class FakeControl:
     def mark_stopped(self, i):
         self.state[i] = _fastpath.STATE_STOPPED
 
+    def usage(self, i):
+        """What a running worker reports of itself (worker.Usage)."""
+        return {"pid": self.pid[i], "user_ns": 0, "system_ns": 0,
+                "rss_bytes": 30 << 20, "uss_bytes": 12 << 20}
+
     def reset_worker(self, i):
         self.state[i] = _fastpath.STATE_NONE
 
@@ -260,9 +265,6 @@ class FakeOps:
 
     def eventfd(self):
         return next(self.fds)
-
-    def process_memory(self, pid):
-        return {"rss": 30 << 20, "uss": 12 << 20}
 
     def close_fd(self, fd):
         pass
@@ -968,3 +970,23 @@ def test_a_member_given_up_leaves_its_owner_running():
     assert ("clear_socket", "in0", 0, 1) in ops.journal
     assert ("clear_socket", "in0", 0) not in ops.journal
     sup.stop()
+
+
+def test_the_workers_user_is_resolved_or_refused_naming_the_key():
+    import grp
+    import pwd
+    from xdpd.config import WorkersConfig
+    from xdpd.supervisor import resolve_worker_user
+    nobody = pwd.getpwnam("nobody")
+    assert resolve_worker_user(WorkersConfig()) == (nobody.pw_uid, nobody.pw_gid)
+    nogroup = grp.getgrgid(nobody.pw_gid).gr_name
+    assert resolve_worker_user(WorkersConfig(group=nogroup)) == (nobody.pw_uid, nobody.pw_gid)
+    for workers, words in (
+            (WorkersConfig(user="xdpd-no-such-user"), ["workers.user", "useradd"]),
+            (WorkersConfig(group="xdpd-no-such-group"), ["workers.group", "groupadd"]),
+            (WorkersConfig(user="root"), ["workers.user", "uid 0"]),
+            (WorkersConfig(group="root"), ["workers.group", "gid 0"])):
+        with pytest.raises(SetupError) as e:
+            resolve_worker_user(workers)
+        assert e.value.code == exitcodes.CONFIG
+        assert all(w in str(e.value) for w in words), str(e.value)
