@@ -151,13 +151,22 @@ class ControlView:
     def __init__(self, supervisor_pid: int):
         from xdpd import _fastpath
         fd_dir = f"/proc/{supervisor_pid}/fd"
-        name = next(f for f in os.listdir(fd_dir)
-                    if os.readlink(f"{fd_dir}/{f}").startswith("/memfd:xdpd-control"))
-        self.fd = os.open(f"{fd_dir}/{name}", os.O_RDWR | os.O_CLOEXEC)
+
+        def memfd(prefix: str, flags: int) -> int:
+            name = next(f for f in os.listdir(fd_dir)
+                        if os.readlink(f"{fd_dir}/{f}").startswith(prefix))
+            return os.open(f"{fd_dir}/{name}", flags | os.O_CLOEXEC)
+
+        self.fd = memfd("/memfd:xdpd-control", os.O_RDWR)
+        tables_fd = memfd("/memfd:xdpd-tables", os.O_RDONLY)
         # struct fp_header: u64 magic, u32 version, then nworkers,
         # frames_per_worker, frame_size, ring_entries (a tool may read them)
         layout = struct.unpack_from("<4I", os.pread(self.fd, 28, 12))
-        self.control = _fastpath.Control(self.fd, os.fstat(self.fd).st_size, layout=layout)
+        try:
+            self.control = _fastpath.Control(self.fd, os.fstat(self.fd).st_size,
+                                             layout=layout, tables_fd=tables_fd)
+        finally:
+            os.close(tables_fd)
 
     def slot_of(self, pid: int) -> int:
         i = 0

@@ -48,6 +48,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <poll.h>
@@ -60,6 +61,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -67,6 +69,9 @@
 
 #include "fastpath.h"
 
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010	/* Linux 5.1 */
+#endif
 #ifndef SOL_XDP
 #define SOL_XDP 283
 #endif
@@ -125,9 +130,6 @@ static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
 	hdr->ring_stride = align_up(sizeof(struct fp_ring) + (uint64_t)p->ring_entries * 8,
 				    FP_CACHELINE);
 	off += hdr->ring_stride * n * n * 2;
-	off = align_up(off, 4096);
-	hdr->tables_off = off;
-	off += align_up(sizeof(struct fp_table), FP_CACHELINE) * 2;
 	hdr->total_size = align_up(off, 4096);
 	return hdr->total_size;
 }
@@ -142,7 +144,7 @@ static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
  */
 struct ctl_lay {			/* struct fp_header's layout fields */
 	uint32_t nworkers, frames_per_worker, frame_size, ring_entries;
-	uint64_t workers_off, redo_off, freelists_off, rings_off, ring_stride, tables_off;
+	uint64_t workers_off, redo_off, freelists_off, rings_off, ring_stride;
 	uint64_t total_size;
 };
 
@@ -150,7 +152,11 @@ struct ctl_view {
 	char *base;			/* the shared mapping */
 	uint64_t size;			/* its length */
 	struct ctl_lay lay;		/* offsets and counts, private */
+	struct fp_tables_area *tab;	/* the tables area: read-only in a worker */
 };
+
+/* The tables area's size: fixed, whole pages. */
+#define TABLES_SIZE ((sizeof(struct fp_tables_area) + 4095) & ~(size_t)4095)
 
 static void ctl_lay_of(struct ctl_lay *l, const struct fp_header *h)
 {
@@ -159,8 +165,7 @@ static void ctl_lay_of(struct ctl_lay *l, const struct fp_header *h)
 		.frame_size = h->frame_size, .ring_entries = h->ring_entries,
 		.workers_off = h->workers_off, .redo_off = h->redo_off,
 		.freelists_off = h->freelists_off, .rings_off = h->rings_off,
-		.ring_stride = h->ring_stride, .tables_off = h->tables_off,
-		.total_size = h->total_size,
+		.ring_stride = h->ring_stride, .total_size = h->total_size,
 	};
 }
 
@@ -195,12 +200,17 @@ static inline struct fp_ring *ctl_ring(const struct ctl_view *v, int ret, uint32
 
 static inline struct fp_table *ctl_table(const struct ctl_view *v, uint32_t which)
 {
-	return (struct fp_table *)(v->base + v->lay.tables_off +
-				   align_up(sizeof(struct fp_table), FP_CACHELINE) * (which & 1));
+	return &v->tab->table[which & 1];
 }
 
-/* The shared header: magic, version, the active table's number and its
- * generation (for the workers); nothing in it is trusted. */
+/* Slot i's assignment (netdev, queue, fanout): the supervisor's to write. */
+static inline struct fp_assign *ctl_assign(const struct ctl_view *v, uint32_t i)
+{
+	return &v->tab->assign[i];
+}
+
+/* The shared header: magic, version and the layout, for the record;
+ * nothing in it is read. */
 static inline struct fp_header *ctl_hdr(const struct ctl_view *v)
 {
 	return (struct fp_header *)v->base;
@@ -238,9 +248,9 @@ static void ctl_reset_slot(const struct ctl_view *v, uint32_t i)
 	wk->commit.counts[0].frames.free = h->frames_per_worker;
 	memset(&wk->ring_use, 0, sizeof(wk->ring_use));
 	memset(&wk->usage, 0, sizeof(wk->usage));
-	wk->owner = i;			/* alone on its queue until set_worker() */
-	wk->n_members = 0;
-	wk->lane = 0;
+	ctl_assign(v, i)->owner = i;	/* alone on its queue until set_worker() */
+	ctl_assign(v, i)->n_members = 0;
+	ctl_assign(v, i)->lane = 0;
 	wk->heartbeat_ns = 0;
 	wk->pid = 0;
 	wk->table_generation = 0;
@@ -254,6 +264,8 @@ typedef struct {
 	PyObject_HEAD
 	struct ctl_view v;		/* v.base NULL: closed */
 	bool laid_out;			/* v.lay known: format(), or the layout given */
+	bool writer;			/* the supervisor's: made the tables area */
+	int tables_fd;			/* the writer's tables memfd; -1: none */
 	uint32_t active;		/* format()'s owner: the active table, 0 or 1 */
 	uint64_t generation;		/* ... and its generation */
 } ControlObject;
@@ -323,21 +335,103 @@ static PyObject *fp_control_size(PyObject *self, PyObject *args)
 	return PyLong_FromUnsignedLongLong(ctl_layout(&p, &h));
 }
 
-/* Control(fd, size, layout=None): map the area.  layout, a tuple
- * (nworkers, frames_per_worker, frame_size, ring_entries), is how a worker
- * learns where things are (from its spec, not from the shared header); the
- * supervisor gives none and learns it by format(). */
+/* The writer's tables area: a memfd of its own, mapped read-write here and
+ * then sealed, so that every other mapping of it is read-only for good
+ * (fastpath.h). */
+static int tables_create(ControlObject *self)
+{
+	int fd = memfd_create("xdpd-tables", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	void *mem;
+
+	if (fd < 0)
+		goto fail;
+	if (ftruncate(fd, TABLES_SIZE))
+		goto fail;
+	mem = mmap(NULL, TABLES_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED)
+		goto fail;
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
+		  F_SEAL_SEAL)) {
+		munmap(mem, TABLES_SIZE);
+		goto fail;
+	}
+	self->v.tab = mem;
+	self->v.tab->magic = FP_MAGIC;
+	self->v.tab->version = FP_VERSION;
+	self->tables_fd = fd;
+	return 0;
+fail:
+	PyErr_SetFromErrno(PyExc_OSError);
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* A reader's tables area: the writer's memfd, mapped read-only. */
+static int tables_map(ControlObject *self, int fd)
+{
+	struct stat st;
+	void *mem;
+
+	if (fstat(fd, &st))
+		goto fail;
+	if ((uint64_t)st.st_size < TABLES_SIZE) {
+		PyErr_Format(PyExc_ValueError, "tables area of %lld bytes, %zu expected",
+			     (long long)st.st_size, (size_t)TABLES_SIZE);
+		return -1;
+	}
+	mem = mmap(NULL, TABLES_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED)
+		goto fail;
+	self->v.tab = mem;
+	return 0;
+fail:
+	PyErr_SetFromErrno(PyExc_OSError);
+	return -1;
+}
+
+static void ctl_unmap(ControlObject *self)
+{
+	if (self->v.base)
+		munmap(self->v.base, self->v.size);
+	self->v.base = NULL;
+	if (self->v.tab)
+		munmap(self->v.tab, TABLES_SIZE);
+	self->v.tab = NULL;
+	if (self->tables_fd >= 0)
+		close(self->tables_fd);
+	self->tables_fd = -1;
+}
+
+/* Control(fd, size, layout=None, tables_fd=-1): map the area.
+ * The supervisor gives neither layout nor tables_fd: it learns the layout
+ * by format() and makes the tables area (its fd: .tables_fd, for the
+ * workers).  A worker gives both: layout, a tuple (nworkers,
+ * frames_per_worker, frame_size, ring_entries), is how it learns where
+ * things are (from its spec, not from the shared header), and it maps the
+ * tables area read-only. */
 static int Control_init(ControlObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"fd", "size", "layout", NULL};
-	int fd;
+	static char *kwlist[] = {"fd", "size", "layout", "tables_fd", NULL};
+	int fd, tables_fd = -1;
 	unsigned long long size;
 	PyObject *layout = Py_None;
 	struct ctl_params p;
 	void *mem;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "iK|O", kwlist, &fd, &size, &layout))
+	self->tables_fd = -1;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "iK|Oi", kwlist, &fd, &size, &layout,
+					 &tables_fd))
 		return -1;
+	if (self->v.base) {
+		PyErr_SetString(PyExc_ValueError, "control area already mapped");
+		return -1;
+	}
+	if ((layout == Py_None) != (tables_fd < 0)) {
+		PyErr_SetString(PyExc_ValueError, "a worker's view needs both layout and "
+				"tables_fd; the supervisor's, neither");
+		return -1;
+	}
 	if (layout != Py_None) {
 		struct fp_header h = {0};
 
@@ -362,13 +456,17 @@ static int Control_init(ControlObject *self, PyObject *args, PyObject *kw)
 	}
 	self->v.base = mem;
 	self->v.size = size;
+	self->writer = layout == Py_None;
+	if (self->writer ? tables_create(self) : tables_map(self, tables_fd)) {
+		ctl_unmap(self);
+		return -1;
+	}
 	return 0;
 }
 
 static void Control_dealloc(ControlObject *self)
 {
-	if (self->v.base)
-		munmap(self->v.base, self->v.size);
+	ctl_unmap(self);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -382,6 +480,17 @@ static int ctl_check(ControlObject *self)
 	if (!self->laid_out) {
 		PyErr_SetString(PyExc_ValueError, "control area not initialised: format() it, "
 				"or give its layout");
+		return -1;
+	}
+	return 0;
+}
+
+/* Open, and the supervisor's: what writes the tables area. */
+static int ctl_check_writer(ControlObject *self)
+{
+	if (self->v.base && !self->writer) {
+		PyErr_SetString(PyExc_PermissionError, "a worker's view of the control area "
+				"cannot write the tables area");
 		return -1;
 	}
 	return 0;
@@ -412,6 +521,8 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 		PyErr_SetString(PyExc_ValueError, "control area is closed");
 		return NULL;
 	}
+	if (ctl_check_writer(self))
+		return NULL;
 	need = ctl_layout(&p, &h);
 	if (need > self->v.size) {
 		PyErr_Format(PyExc_ValueError, "control area too small: %llu < %llu",
@@ -430,6 +541,10 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 	self->active = 0;
 	self->generation = 0;
 	memcpy(self->v.base, &h, sizeof(h));	/* the record, for tools; never read */
+	memset(self->v.tab->assign, 0, sizeof(self->v.tab->assign));
+	memset(self->v.tab->table, 0, sizeof(self->v.tab->table));
+	self->v.tab->active_table = 0;
+	self->v.tab->generation = 0;
 
 	for (uint32_t w = 0; w < p.nworkers; w++)
 		ctl_reset_slot(&self->v, w);
@@ -448,12 +563,12 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 	PyObject *members = NULL, *seq;
 	uint16_t ids[FP_MAX_FANOUT];
 	Py_ssize_t n = 0;
-	struct fp_worker *w;
+	struct fp_assign *w;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "IIII|IIO", kwlist, &i, &netdev, &queue,
 					 &ifindex, &lane, &owner, &members))
 		return NULL;
-	if (ctl_check_worker(self, i))
+	if (ctl_check_worker(self, i) || ctl_check_writer(self))
 		return NULL;
 	if (netdev >= FP_MAX_NETDEVS)
 		return PyErr_Format(PyExc_ValueError, "netdev index %u >= %d", netdev,
@@ -486,7 +601,7 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 		}
 		Py_DECREF(seq);
 	}
-	w = ctl_worker(&self->v, i);
+	w = ctl_assign(&self->v, i);
 	w->netdev = netdev;
 	w->queue = queue;
 	w->ifindex = ifindex;
@@ -721,7 +836,7 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "O", &rules))
 		return NULL;
-	if (ctl_check(self))
+	if (ctl_check(self) || ctl_check_writer(self))
 		return NULL;
 	seq = PySequence_Fast(rules, "rules must be a sequence");
 	if (!seq)
@@ -731,8 +846,8 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 		Py_DECREF(seq);
 		return PyErr_Format(PyExc_ValueError, "at most %d netdevs", FP_MAX_NETDEVS);
 	}
-	/* which table is active, and its generation, are ours: a worker that
-	 * flipped the shared word must not make us write the table in use */
+	/* which table is active, and its generation, are ours (kept here,
+	 * never read back from the area) */
 	next = self->active ^ 1;
 	t = ctl_table(&self->v, next);
 	memset(t, 0, sizeof(*t));
@@ -747,8 +862,8 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 	t->n_netdevs = (uint32_t)n;
 	t->generation = ++self->generation;
 	self->active = next;
-	__atomic_store_n(&ctl_hdr(&self->v)->generation, t->generation, __ATOMIC_RELEASE);
-	__atomic_store_n(&ctl_hdr(&self->v)->active_table, next, __ATOMIC_RELEASE);
+	__atomic_store_n(&self->v.tab->generation, t->generation, __ATOMIC_RELEASE);
+	__atomic_store_n(&self->v.tab->active_table, next, __ATOMIC_RELEASE);
 	return PyLong_FromUnsignedLongLong(t->generation);
 }
 
@@ -904,7 +1019,8 @@ static PyObject *Control_reset_worker(ControlObject *self, PyObject *args)
 	const struct ctl_view *v = &self->v;
 	struct fp_counts c;
 
-	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
+	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i) ||
+	    ctl_check_writer(self))
 		return NULL;
 	if (ctl_counts(v, i, &c))
 		return PyErr_Format(PyExc_TimeoutError, "worker %u frame counts kept changing", i);
@@ -945,12 +1061,21 @@ static PyObject *Control_generation(ControlObject *self, PyObject *noargs)
 
 static PyObject *Control_close(ControlObject *self, PyObject *noargs)
 {
-	if (self->v.base) {
-		munmap(self->v.base, self->v.size);
-		self->v.base = NULL;
-	}
+	ctl_unmap(self);
 	Py_RETURN_NONE;
 }
+
+static PyObject *Control_get_tables_fd(ControlObject *self, void *closure)
+{
+	return PyLong_FromLong(self->tables_fd);
+}
+
+static PyGetSetDef Control_getset[] = {
+	{"tables_fd", (getter)Control_get_tables_fd, NULL,
+	 "the tables area's memfd (the supervisor's view; -1 in a worker's): "
+	 "sealed, any mapping of it but ours is read-only", NULL},
+	{NULL},
+};
 
 static PyMethodDef Control_methods[] = {
 	{"format", (PyCFunction)Control_format, METH_VARARGS,
@@ -988,6 +1113,7 @@ static PyTypeObject ControlType = {
 	.tp_init = (initproc)Control_init,
 	.tp_dealloc = (destructor)Control_dealloc,
 	.tp_methods = Control_methods,
+	.tp_getset = Control_getset,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -1156,7 +1282,7 @@ typedef struct {
 	PyObject_HEAD
 	PyObject *control;		/* keeps the mapping alive */
 	const struct ctl_view *v;	/* its layout: the control object's, private */
-	struct fp_header *hdr;		/* shared: only the active table is read */
+	const struct fp_tables_area *tab;	/* read-only: the active table */
 	uint32_t ring_entries;		/* of the handoff rings */
 	struct fp_worker *me;
 	uint32_t id;
@@ -1379,7 +1505,7 @@ static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
 static inline bool same_group(PortObject *p, uint32_t w)
 {
 	return w == p->id || (w < p->nworkers &&
-			      __atomic_load_n(&ctl_worker(p->v, w)->owner, __ATOMIC_RELAXED) ==
+			      __atomic_load_n(&ctl_assign(p->v, w)->owner, __ATOMIC_RELAXED) ==
 			      p->owner);
 }
 
@@ -1399,9 +1525,10 @@ static inline bool same_group(PortObject *p, uint32_t w)
  */
 static void port_load_rule(PortObject *p)
 {
-	uint32_t which = __atomic_load_n(&p->hdr->active_table, __ATOMIC_ACQUIRE) & 1;
+	uint32_t which = __atomic_load_n(&p->tab->active_table, __ATOMIC_ACQUIRE) & 1;
 	struct fp_table *t = ctl_table(p->v, which);
-	uint32_t netdev = p->me->netdev;
+	const struct fp_assign *me = ctl_assign(p->v, p->id);
+	uint32_t netdev = me->netdev, lane = me->lane;
 	uint64_t sig;
 
 	p->generation = __atomic_load_n(&t->generation, __ATOMIC_ACQUIRE);
@@ -1424,8 +1551,8 @@ static void port_load_rule(PortObject *p)
 			r->n_egress = FP_MAX_EGRESS;
 		p->rule_egress[k] = p->id;
 		if (r->action == FP_ACT_FORWARD && r->n_egress)
-			p->rule_egress[k] = same_group(p, r->egress[p->me->lane % r->n_egress]) ?
-					    p->id : r->egress[p->me->lane % r->n_egress];
+			p->rule_egress[k] = same_group(p, r->egress[lane % r->n_egress]) ?
+					    p->id : r->egress[lane % r->n_egress];
 	}
 	if (p->n_rules)
 		memcpy(&p->rule, &p->rules[0], sizeof(p->rule));
@@ -1602,7 +1729,7 @@ static void port_sync_members(PortObject *p)
  * (the slot is the supervisor's to write: a bad value is taken as w). */
 static inline uint32_t lender_home(PortObject *p, uint32_t w)
 {
-	uint32_t o = __atomic_load_n(&ctl_worker(p->v, w)->owner, __ATOMIC_RELAXED);
+	uint32_t o = __atomic_load_n(&ctl_assign(p->v, w)->owner, __ATOMIC_RELAXED);
 
 	return o < p->nworkers ? o : w;
 }
@@ -2298,7 +2425,7 @@ static inline __attribute__((always_inline)) uint32_t port_iterate(PortObject *p
 {
 	uint32_t work = 0;
 
-	if (__atomic_load_n(&p->hdr->generation, __ATOMIC_ACQUIRE) != p->generation)
+	if (__atomic_load_n(&p->tab->generation, __ATOMIC_ACQUIRE) != p->generation)
 		port_load_rule(p);
 	if (p->n_members)
 		port_sync_members(p);
@@ -2682,7 +2809,7 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		return -1;
 	}
 	n = c->v.lay.nworkers;
-	p->owner = __atomic_load_n(&ctl_worker(&c->v, id)->owner, __ATOMIC_RELAXED);
+	p->owner = __atomic_load_n(&ctl_assign(&c->v, id)->owner, __ATOMIC_RELAXED);
 	if (p->owner >= n)
 		p->owner = id;
 	p->member = p->owner != id;
@@ -2708,7 +2835,7 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	Py_INCREF(c);
 	p->control = (PyObject *)c;
 	p->v = &c->v;
-	p->hdr = ctl_hdr(&c->v);
+	p->tab = c->v.tab;
 	p->ring_entries = c->v.lay.ring_entries;
 	p->id = id;
 	p->nworkers = n;
@@ -2722,7 +2849,7 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->rx_base = p->owner * p->home_span;
 	p->n_members = 0;
 	if (!p->member) {
-		struct fp_worker *me = ctl_worker(&c->v, id);
+		const struct fp_assign *me = ctl_assign(&c->v, id);
 		uint32_t m = me->n_members < FP_MAX_FANOUT ? me->n_members : FP_MAX_FANOUT - 1;
 
 		for (uint32_t k = 0; k < m; k++) {
@@ -3802,7 +3929,7 @@ static void fz_rule(struct fuzz *fz, struct fp_rule *r, bool match)
 /* A forwarding table as the supervisor writes one (Control.write_table). */
 static void fz_table(struct fuzz *fz)
 {
-	struct fp_header *h = fz->h;
+	struct fp_tables_area *h = fz->v->tab;
 	uint32_t next = (h->active_table & 1) ^ 1;
 	struct fp_table *t = ctl_table(fz->v, next);
 
@@ -4022,7 +4149,7 @@ static void fz_lie_peer_index(struct fuzz *fz, uint32_t x)
 /* A table of garbage: any counts, actions, egress ids; the active index too. */
 static void fz_lie_table(struct fuzz *fz)
 {
-	struct fp_header *h = fz->h;
+	struct fp_tables_area *h = fz->v->tab;
 	uint32_t next = (h->active_table & 1) ^ 1;
 	struct fp_table *t = ctl_table(fz->v, next);
 
@@ -4058,7 +4185,9 @@ static void fz_lie_table(struct fuzz *fz)
  * looked up again at the next table). */
 static void fz_lie_state(struct fuzz *fz)
 {
-	struct fp_worker *wk = ctl_worker(fz->v, fz_below(fz, fz->n));
+	uint32_t w = fz_below(fz, fz->n);
+	struct fp_worker *wk = ctl_worker(fz->v, w);
+	struct fp_assign *a = ctl_assign(fz->v, w);
 	uint32_t v = (uint32_t)fz_rand(fz);
 
 	switch (fz_below(fz, 3)) {
@@ -4067,10 +4196,10 @@ static void fz_lie_state(struct fuzz *fz)
 				 __ATOMIC_RELEASE);
 		break;
 	case 1:
-		wk->queue = fz_below(fz, 2) ? v % (2 * FP_MAX_EGRESS) : v;
+		a->queue = fz_below(fz, 2) ? v % (2 * FP_MAX_EGRESS) : v;
 		break;
 	default:
-		wk->netdev = fz_below(fz, 2) ? v % (FP_MAX_NETDEVS + 2) : v;
+		a->netdev = fz_below(fz, 2) ? v % (FP_MAX_NETDEVS + 2) : v;
 	}
 }
 
@@ -4753,7 +4882,7 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	fz.crash_every = crash_every;
 	fz.kcap = (uint32_t)fz.nframes;
 	for (uint32_t w = 0; w < fz.n; w++) {
-		uint32_t nd = ctl_worker(fz.v, w)->netdev + 1;
+		uint32_t nd = ctl_assign(fz.v, w)->netdev + 1;
 
 		if (nd > fz.ndevs)
 			fz.ndevs = nd < FP_MAX_NETDEVS ? nd : FP_MAX_NETDEVS;
@@ -4800,7 +4929,7 @@ out:
 		fz_poison_area(&fz, false);
 	}
 	/* a garbage table may have left any number here */
-	h->active_table &= 1;
+	c->v.tab->active_table &= 1;
 	if (opened && result) {
 		synth_stop(&fz.s);
 	} else if (opened) {

@@ -5,18 +5,26 @@
  * exchange about packets, so that no packet ever crosses a pipe or a socket
  * between them.
  *
- *   struct fp_header                      layout, sizes, the active table
- *                                          (for the record: every process
- *                                          computes the layout itself and
- *                                          reads no offset or count here)
- *   struct fp_worker  x nworkers          identity, liveness, ring use,
- *                                          the commit record (counters and
- *                                          frame locations)
+ *   struct fp_header                      layout and sizes (for the record:
+ *                                          every process computes the layout
+ *                                          itself and reads nothing here)
+ *   struct fp_worker  x nworkers          liveness, ring use, the commit
+ *                                          record (counters and frame
+ *                                          locations)
  *   redo logs         x nworkers          the commit record's ring updates
  *   free lists        x nworkers          u64 frame addresses, LIFO
  *   handoff rings     x nworkers^2        "fwd": ingress -> egress worker
  *   return rings      x nworkers^2        "ret": egress  -> home worker
- *   struct fp_table   x 2                 forwarding tables, double-buffered
+ *
+ * The tables area (struct fp_tables_area): a second memfd, written by the
+ * supervisor alone, with what workers read and must not change: each
+ * slot's assignment (netdev, queue, fanout owner and members) and the two
+ * forwarding tables.  The supervisor maps it read-write and then seals it
+ * (F_SEAL_FUTURE_WRITE, SHRINK, GROW, SEAL), so every later mapping, a
+ * worker's included, is read-only and cannot be made writable (mprotect,
+ * write(), a reopen through /proc all fail).  What workers exchange with
+ * each other (rings, sleeping flags, commit records they read) stays in the
+ * control area, where every reader checks what it takes (docs/SECURITY.md).
  *
  * Frame ownership.  UMEM frame i belongs to ("is homed at") worker
  * i / frames_per_worker.  A home worker accounts for each of its frames in
@@ -89,11 +97,12 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		7	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		8	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
-					 * 7: fanout groups, fp_worker.lane */
+					 * 7: fanout groups, fp_worker.lane;
+					 * 8: the tables area (assignments, tables) */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -230,8 +239,9 @@ struct fp_commit {
 	struct fp_counts counts[2];	/* counts[seq & 1] is committed */
 };
 
-struct fp_worker {
-	/* written by the supervisor before the worker starts */
+/* A slot's assignment, in the tables area: written by the supervisor
+ * before the slot's worker starts. */
+struct fp_assign {
 	uint32_t netdev;	/* index into the table's by_netdev[] */
 	uint32_t queue;
 	uint32_t ifindex;
@@ -240,7 +250,9 @@ struct fp_worker {
 				 * rings: itself, unless a fanout member */
 	uint32_t n_members;	/* owner of a fanout group: its other members */
 	uint16_t members[FP_MAX_FANOUT];
+};
 
+struct fp_worker {
 	/* liveness: written by the worker */
 	FP_ALIGNED uint64_t heartbeat_ns;	/* CLOCK_MONOTONIC */
 	uint32_t pid;
@@ -354,11 +366,19 @@ struct fp_header {
 	uint64_t freelists_off;
 	uint64_t rings_off;
 	uint64_t ring_stride;
-	uint64_t tables_off;
 	uint64_t total_size;
+};
+
+/* The tables area (see the top of this file). */
+struct fp_tables_area {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t pad;
 	FP_ALIGNED uint32_t active_table;	/* 0 or 1 */
 	uint32_t pad1;
 	uint64_t generation;			/* of the active table */
+	FP_ALIGNED struct fp_assign assign[FP_MAX_WORKERS];
+	FP_ALIGNED struct fp_table table[2];
 };
 
 #endif /* XDPD_FASTPATH_H */

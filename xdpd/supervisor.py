@@ -889,6 +889,7 @@ class Supervisor:
             id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.plan.cpu,
             xsk_fd=w.socket.fd, umem_fd=self.umem.umem.fd, umem_size=self.umem.umem.size,
             control_fd=self.umem.ctl_region.fd, control_size=self.umem.ctl_region.size,
+            tables_fd=self.umem.control.tables_fd,
             eventfds=tuple(self.eventfds), rings=(r.rx, r.tx, r.fill, r.completion),
             layout=self.umem.geometry.layout,
             batch_size=self.config.workers.batch_size,

@@ -61,6 +61,7 @@ class WorkerSpec:
     umem_size: int
     control_fd: int
     control_size: int
+    tables_fd: int              # the tables area: sealed, mapped read-only
     eventfds: tuple[int, ...]
     rings: tuple[int, int, int, int]      # rx, tx, fill, completion
     # the control area's layout (nworkers, frames_per_worker, frame_size,
@@ -80,7 +81,7 @@ class WorkerSpec:
             object.__setattr__(self, "name", f"{self.netdev}/q{self.queue}")
 
     def fds(self) -> tuple[int, ...]:
-        return (self.xsk_fd, self.umem_fd, self.control_fd, *self.eventfds)
+        return (self.xsk_fd, self.umem_fd, self.control_fd, self.tables_fd, *self.eventfds)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -224,7 +225,8 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     except privileges.PrivilegeError as e:
         log.error("%s: cannot drop privileges, exiting: %s", spec.name, e)
         return exitcodes.WORKER_PRIVILEGES
-    control = _fastpath.Control(spec.control_fd, spec.control_size, layout=spec.layout)
+    control = _fastpath.Control(spec.control_fd, spec.control_size, layout=spec.layout,
+                                tables_fd=spec.tables_fd)
     if ready_fd is not None:            # a standby: ready for "go" from here on
         _fastpath.set_proctitle(f"xdpd: standby {spec.name}")
         try:

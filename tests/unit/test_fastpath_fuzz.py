@@ -234,7 +234,7 @@ def test_crash_injection_catches_a_recovery_that_drops_the_redo_log(tmp_path):
 # A fanout member that forwards a frame of its owner to another worker of
 # its own group: it would complete on the owner's COMPLETION ring as sent
 # by the owner while the owner counts it lent.
-GROUP_MUTANT = ("same_group(p, r->egress[p->me->lane % r->n_egress]) ?",
+GROUP_MUTANT = ("same_group(p, r->egress[lane % r->n_egress]) ?",
                 "0 ?")
 
 

@@ -143,6 +143,8 @@ class FakeSocket:
 
 
 class FakeControl:
+    tables_fd = 98
+
     def __init__(self, n):
         self.state = [_fastpath.STATE_NONE] * n
         self.pid = [0] * n
