@@ -222,12 +222,15 @@ class XdpdCollector:
 
 class BoundedServer(ThreadingHTTPServer):
     """The scrape endpoint, bounded so that no client can exhaust the
-    supervisor: at most MAX_CONNECTIONS at once (more are closed at
-    accept), each with a read timeout of READ_TIMEOUT_S and a deadline of
-    CONNECTION_DEADLINE_S from its accept (a slow-loris client sending a
-    byte a second is cut off there), a backlog of LISTEN_BACKLOG, and an
-    accept that fails for want of descriptors (EMFILE, ENFILE) pauses the
-    thread for ACCEPT_PAUSE_S instead of spinning.  Everything runs on the
+    supervisor: at most MAX_CONNECTIONS at once, each with a read timeout
+    of READ_TIMEOUT_S and a deadline of CONNECTION_DEADLINE_S from its
+    accept (a slow-loris client sending a byte a second is cut off there),
+    a backlog of LISTEN_BACKLOG, and an accept that fails for want of
+    descriptors (EMFILE, ENFILE) pauses the thread for ACCEPT_PAUSE_S
+    instead of spinning.  When every slot is held, a new connection takes
+    the slot of the oldest one that has not sent a whole request yet (it is
+    closed), so clients that connect and wait cannot keep a scrape out;
+    when every slot is answering a request, the new one is closed.  Everything runs on the
     metrics thread; the supervisor's loop never waits for it.  Failures
     are counted in the supervisor's internal errors (where="metrics")."""
     daemon_threads = True
@@ -241,8 +244,18 @@ class BoundedServer(ThreadingHTTPServer):
         self.note_error = note_error
         self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
         self._open: dict[socket.socket, float] = {}     # connection -> its deadline
+        self._answering: set[socket.socket] = set()     # ... that sent a whole request
         self._open_lock = threading.Lock()
-        super().__init__(address, handler)
+        self.evicted = 0                                # connections closed to make room
+
+        class Marked(handler):
+            def parse_request(self):
+                whole = super().parse_request()
+                if whole:
+                    self.server._mark_answering(self.request)
+                return whole
+
+        super().__init__(address, Marked)
 
     def get_request(self):
         try:
@@ -254,8 +267,8 @@ class BoundedServer(ThreadingHTTPServer):
             raise                           # socketserver drops this request
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # full: Prometheus retries next scrape
+        if not self._slots.acquire(blocking=False) and not self._evict_for(request):
+            self.shutdown_request(request)  # all answering: Prometheus retries
             return
         with self._open_lock:
             self._open[request] = time.monotonic() + self.CONNECTION_DEADLINE_S
@@ -272,8 +285,31 @@ class BoundedServer(ThreadingHTTPServer):
         finally:
             self._done(request)
 
+    def _evict_for(self, request) -> bool:
+        """Every slot held: hand the slot of the oldest connection still
+        waiting for its request to this one, and close that connection (its
+        handler's read ends; _done() then has no slot to give back)."""
+        with self._open_lock:
+            waiting = [c for c in self._open if c not in self._answering]
+            if not waiting:
+                return False
+            victim = min(waiting, key=self._open.__getitem__)
+            del self._open[victim]
+            self.evicted += 1
+        try:
+            victim.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    def _mark_answering(self, request) -> None:
+        with self._open_lock:
+            if request in self._open:
+                self._answering.add(request)
+
     def _done(self, request) -> None:
         with self._open_lock:
+            self._answering.discard(request)
             if self._open.pop(request, None) is not None:
                 self._slots.release()
 

@@ -1,6 +1,7 @@
 """The scrape endpoint's bounds (metrics.BoundedServer): a cap on open
 connections, a read timeout and one deadline per connection, so idle or
-slow clients cannot take the supervisor's descriptors or threads."""
+slow clients cannot take the supervisor's descriptors or threads, and a
+full server makes room for a scrape by closing its oldest idle client."""
 import socket
 import threading
 import time
@@ -13,8 +14,11 @@ from xdpd.metrics import BoundedServer
 
 class Hello(BaseHTTPRequestHandler):
     timeout = 5.0
+    hold = None                 # a threading.Event: answer only once it is set
 
     def do_GET(self):
+        if self.hold is not None:
+            self.hold.wait(10)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -53,17 +57,51 @@ def wait_until(predicate, timeout=5.0):
         time.sleep(0.02)
 
 
-def test_idle_connections_beyond_the_cap_are_closed_at_once(server):
+def closed_by_server(s: socket.socket) -> bool:
+    s.settimeout(2)
+    try:
+        return s.recv(10) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_beyond_the_cap_close_the_oldest_idle_ones(server):
     srv, _ = server
-    idle = [connect(srv) for _ in range(BoundedServer.MAX_CONNECTIONS + 10)]
-    wait_until(lambda: srv.open_connections() == BoundedServer.MAX_CONNECTIONS)
-    closed = 0
-    for s in idle[BoundedServer.MAX_CONNECTIONS:]:
-        s.settimeout(2)
-        closed += s.recv(10) == b""     # the surplus: closed by the server
-    assert closed == 10
+    cap = BoundedServer.MAX_CONNECTIONS
+    idle = []
+    for _ in range(cap + 10):
+        idle.append(connect(srv))
+        wait_until(lambda: srv.open_connections() == min(len(idle), cap))
+    # the ten oldest made room for the ten newest: still the cap, no more
+    assert [closed_by_server(s) for s in idle[:10]] == [True] * 10
+    assert srv.open_connections() == cap and srv.evicted == 10
+    # and a scrape gets through a server full of idle clients at once
+    assert get(srv).startswith(b"HTTP/1.0 200")
+    assert srv.open_connections() <= cap
     for s in idle:
         s.close()
+
+
+def test_connections_answering_a_request_are_never_closed_for_room(server, monkeypatch):
+    srv, _ = server
+    hold = threading.Event()
+    monkeypatch.setattr(Hello, "hold", hold)
+    cap = BoundedServer.MAX_CONNECTIONS
+    busy = []
+    for _ in range(cap):
+        s = connect(srv)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        busy.append(s)
+    wait_until(lambda: len(srv._answering) == cap)
+    late = connect(srv)
+    assert closed_by_server(late)       # no idle slot to take: the newcomer goes
+    assert srv.evicted == 0
+    hold.set()
+    for s in busy:                      # every request that was in is answered
+        s.settimeout(5)
+        assert s.recv(4096).startswith(b"HTTP/1.0 200")
+        s.close()
+    late.close()
 
 
 def test_a_slow_client_is_cut_off_at_its_deadline_and_its_slot_returns(server):
