@@ -110,15 +110,19 @@ def test_idle_and_slow_clients_exhaust_nothing(lab, start_daemon):
             assert opened.get("opened", 0) > CONTROL, attacker.stderr.read()
             # while they hold on, past every connection deadline (metrics 10 s,
             # control 2 s): status answers within a second, a reload applies
-            waits = []
+            # and scrapes get in: a full metrics server closes its oldest
+            # client that has not sent a whole request to make room
+            waits, scrapes = [], []
             t_end = time.monotonic() + 12
             while time.monotonic() < t_end:
                 t0 = time.monotonic()
                 st = d.status()
                 waits.append(time.monotonic() - t0)
                 assert st["ready"]
+                scrapes.append(scrape_or_none(d) is not None)
                 time.sleep(0.2)
             assert max(waits) < 1.0, waits
+            assert sum(scrapes) >= len(scrapes) // 2, scrapes
             r = d.reload(forward_config(lab, reverse="forward",
                                         extra="workers:\n  cpus: [1]\n"))
             assert r["result"] == "applied", r
@@ -156,7 +160,8 @@ def test_idle_and_slow_clients_exhaust_nothing(lab, start_daemon):
     print(f"\n{opened['opened']} connections opened ({IDLE} idle + {SLOW} slow on the "
           f"metrics port, {CONTROL} idle or trickling on the control socket) and held 12 s; "
           f"status answered in median {statistics.median(waits) * 1e3:.1f} ms, max "
-          f"{max(waits) * 1e3:.1f} ms; {sent} packets sent, all delivered; supervisor fds "
+          f"{max(waits) * 1e3:.1f} ms; {sum(scrapes)} of {len(scrapes)} scrapes during the "
+          f"attack answered; {sent} packets sent, all delivered; supervisor fds "
           f"before {before:.0f}, after {after:.0f}; internal errors "
           f"{ {k[0]: v for k, v in m.by('xdpd_internal_errors_total', 'where').items() if v} }")
     assert "Traceback" not in d.log()
