@@ -104,6 +104,9 @@ class XdpdCollector:
                                   "address outside the UMEM or not its owner's, a length "
                                   "past the frame, a frame returned twice",
                                   labels=WORKER_LABELS)
+        csum = CounterMetricFamily("xdpd_checksums_completed", "Partial TCP/UDP checksums "
+                                   "(a local stack's, TX offload on) completed before "
+                                   "forwarding (interfaces[].checksum)", labels=WORKER_LABELS)
         up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=WORKER_LABELS)
         state = GaugeMetricFamily("xdpd_worker_state", "1 for the worker's current state",
                                   labels=WORKER_LABELS + ["state"])
@@ -143,6 +146,7 @@ class XdpdCollector:
             sleeps.add_metric(labels, s["sleeps"])
             polls.add_metric(labels, s["busy_polls"])
             bad.add_metric(labels, s["bad_descs"])
+            csum.add_metric(labels, s["csum_completed"])
             up.add_metric(labels, 1 if w.state.value == "running" else 0)
             for st in WORKER_STATES:
                 state.add_metric(labels + [st], 1 if w.state.value == st else 0)
@@ -166,7 +170,7 @@ class XdpdCollector:
                     xsk[name].add_metric(labels, v)
             except OSError as e:
                 log.debug("%s: %s", w.name, e)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, bad, up, state,
+        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, bad, csum, up, state,
                     started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
         yield from xsk.values()
 
@@ -267,11 +271,19 @@ class BoundedServer(ThreadingHTTPServer):
             raise                           # socketserver drops this request
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False) and not self._evict_for(request):
-            self.shutdown_request(request)  # all answering: Prometheus retries
-            return
         with self._open_lock:
+            victim = None
+            if not self._slots.acquire(blocking=False):
+                victim = self._take_slot_of_oldest_waiting()
+                if victim is None:
+                    self.shutdown_request(request)  # all answering: Prometheus retries
+                    return
             self._open[request] = time.monotonic() + self.CONNECTION_DEADLINE_S
+        if victim is not None:
+            try:
+                victim.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
             super().process_request(request, client_address)
         except BaseException as e:          # no thread (EAGAIN, ENOMEM)
@@ -285,22 +297,18 @@ class BoundedServer(ThreadingHTTPServer):
         finally:
             self._done(request)
 
-    def _evict_for(self, request) -> bool:
-        """Every slot held: hand the slot of the oldest connection still
-        waiting for its request to this one, and close that connection (its
-        handler's read ends; _done() then has no slot to give back)."""
-        with self._open_lock:
-            waiting = [c for c in self._open if c not in self._answering]
-            if not waiting:
-                return False
-            victim = min(waiting, key=self._open.__getitem__)
-            del self._open[victim]
-            self.evicted += 1
-        try:
-            victim.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        return True
+    def _take_slot_of_oldest_waiting(self):
+        """Every slot held (the lock held): the oldest connection still
+        waiting for its request gives up its slot, for the caller's new one;
+        the caller closes it (its handler's read ends; _done() then has no
+        slot to give back).  None when every connection is being answered."""
+        waiting = [c for c in self._open if c not in self._answering]
+        if not waiting:
+            return None
+        victim = min(waiting, key=self._open.__getitem__)
+        del self._open[victim]
+        self.evicted += 1
+        return victim
 
     def _mark_answering(self, request) -> None:
         with self._open_lock:

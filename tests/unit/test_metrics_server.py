@@ -65,13 +65,15 @@ def closed_by_server(s: socket.socket) -> bool:
         return True
 
 
-def test_idle_connections_beyond_the_cap_close_the_oldest_idle_ones(server):
+def test_idle_connections_beyond_the_cap_close_the_oldest_idle_ones(server, monkeypatch):
+    monkeypatch.setattr(BoundedServer, "CONNECTION_DEADLINE_S", 60.0)   # none cut off here
     srv, _ = server
     cap = BoundedServer.MAX_CONNECTIONS
     idle = []
     for _ in range(cap + 10):
         idle.append(connect(srv))
-        wait_until(lambda: srv.open_connections() == min(len(idle), cap))
+        wait_until(lambda: srv.open_connections() == min(len(idle), cap) and
+                   srv.evicted == max(0, len(idle) - cap))
     # the ten oldest made room for the ten newest: still the cap, no more
     assert [closed_by_server(s) for s in idle[:10]] == [True] * 10
     assert srv.open_connections() == cap and srv.evicted == 10
@@ -83,6 +85,7 @@ def test_idle_connections_beyond_the_cap_close_the_oldest_idle_ones(server):
 
 
 def test_connections_answering_a_request_are_never_closed_for_room(server, monkeypatch):
+    monkeypatch.setattr(BoundedServer, "CONNECTION_DEADLINE_S", 60.0)
     srv, _ = server
     hold = threading.Event()
     monkeypatch.setattr(Hello, "hold", hold)
