@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv \
-                linux-libc-dev iproute2 ethtool util-linux procps prometheus strace
+                linux-libc-dev iproute2 ethtool util-linux procps prometheus strace \
+                iputils-ping iperf3 curl
 # The benchmark's peer, dpdk-testpmd with the AF_XDP PMD (not needed by tests).
 BENCH_APT_PACKAGES := dpdk-dev
 # The CPU hog of `make test-loaded`.
@@ -19,7 +20,7 @@ SOAK_ARGS ?=
 FUZZ_ARGS ?=
 
 # Benchmarks report numbers and are not part of `make test`.
-.PHONY: all deps bench-deps loaded-deps venv build demo test test-loaded bench bench-micro \
+.PHONY: all deps bench-deps loaded-deps venv build demo test test-loaded bench bench-clients bench-micro \
         fuzz soak test-unit test-bpf test-integration clean install uninstall
 
 all: build
@@ -89,6 +90,11 @@ soak: build
 
 # The C fast path alone on synthetic rings: Mpps per core; then the XDP
 # program alone (root): ns per packet by what it does (rules, fanout).
+# Real clients (ping, iperf3) through xdpd, a Linux bridge and in-kernel XDP
+# redirect, side by side (root): make bench-clients CLIENTS_ARGS="--runs 5"
+bench-clients: build
+	$(PY) bench/clients.py $(CLIENTS_ARGS)
+
 bench-micro: build
 	$(PY) bench/fastpath_micro.py
 	$(PY) bench/xdp_program.py

@@ -823,19 +823,43 @@ static int netdev_from_obj(PyObject *o, struct fp_netdev *nd, uint32_t nworkers)
 }
 
 /* write_table(rules: list indexed by netdev, each None, a rule dict or a
- * list of rule dicts) -> generation
+ * list of rule dicts, complete_checksums=()) -> generation
+ * complete_checksums: the netdev indexes whose frames may carry partial
+ * checksums, to be completed (FP_NETDEV_CSUM_COMPLETE).
  * Writes the inactive table, then makes it the active one.  Workers switch
  * between two iterations; the caller must not write again until every
  * running worker reports the new generation (table_generation). */
-static PyObject *Control_write_table(ControlObject *self, PyObject *args)
+static PyObject *Control_write_table(ControlObject *self, PyObject *args, PyObject *kw)
 {
-	PyObject *rules, *seq;
+	static char *kwlist[] = {"rules", "complete_checksums", NULL};
+	PyObject *rules, *seq, *csum = NULL;
+	uint32_t csum_flags[FP_MAX_NETDEVS] = {0};
 	struct fp_table *t;
 	uint32_t next;
 	Py_ssize_t n;
 
-	if (!PyArg_ParseTuple(args, "O", &rules))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", kwlist, &rules, &csum))
 		return NULL;
+	if (csum && csum != Py_None) {
+		PyObject *cs = PySequence_Fast(csum, "complete_checksums must be a sequence "
+					       "of netdev indexes");
+
+		if (!cs)
+			return NULL;
+		for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(cs); k++) {
+			long nd = PyLong_AsLong(PySequence_Fast_GET_ITEM(cs, k));
+
+			if (nd < 0 || nd >= FP_MAX_NETDEVS) {
+				Py_DECREF(cs);
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError, "netdev index %ld out of "
+						     "range 0..%d", nd, FP_MAX_NETDEVS - 1);
+				return NULL;
+			}
+			csum_flags[nd] = FP_NETDEV_CSUM_COMPLETE;
+		}
+		Py_DECREF(cs);
+	}
 	if (ctl_check(self) || ctl_check_writer(self))
 		return NULL;
 	seq = PySequence_Fast(rules, "rules must be a sequence");
@@ -857,6 +881,7 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args)
 			Py_DECREF(seq);
 			return NULL;
 		}
+		t->by_netdev[i].flags = csum_flags[i];
 	}
 	Py_DECREF(seq);
 	t->n_netdevs = (uint32_t)n;
@@ -884,14 +909,15 @@ static PyObject *stats_dict(const struct fp_stats *s)
 		}
 		Py_DECREF(v);
 	}
-	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsK}",
+	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsK}",
 			     "rx_packets", s->rx_packets, "rx_bytes", s->rx_bytes,
 			     "tx_packets", s->tx_packets, "tx_bytes", s->tx_bytes,
 			     "drops", drops,
 			     "handoff_out", s->handoff_out, "handoff_in", s->handoff_in,
 			     "tx_kicks", s->tx_kicks, "fill_kicks", s->fill_kicks,
 			     "sleeps", s->sleeps, "loops", s->loops, "busy_loops", s->busy_loops,
-			     "busy_polls", s->busy_polls, "bad_descs", s->bad_descs);
+			     "busy_polls", s->busy_polls, "bad_descs", s->bad_descs,
+			     "csum_completed", s->csum_completed);
 }
 
 static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
@@ -1083,8 +1109,9 @@ static PyMethodDef Control_methods[] = {
 	{"set_worker", (PyCFunction)(void (*)(void))Control_set_worker,
 	 METH_VARARGS | METH_KEYWORDS,
 	 "set_worker(i, netdev, queue, ifindex, lane=queue, owner=i, members=())"},
-	{"write_table", (PyCFunction)Control_write_table, METH_VARARGS,
-	 "write_table(rules_by_netdev) -> generation"},
+	{"write_table", (PyCFunction)(void (*)(void))Control_write_table,
+	 METH_VARARGS | METH_KEYWORDS,
+	 "write_table(rules_by_netdev, complete_checksums=()) -> generation"},
 	{"worker_stats", (PyCFunction)Control_worker_stats, METH_VARARGS, NULL},
 	{"worker_frames", (PyCFunction)Control_worker_frames, METH_VARARGS, NULL},
 	{"rule_stats", (PyCFunction)Control_rule_stats, METH_VARARGS,
@@ -1332,6 +1359,7 @@ typedef struct {
 	bool classify;			/* several rules, a match or a VLAN action:
 					 * port_receive_rules */
 	bool parse;			/* several rules or a match: parse each packet */
+	bool csum;			/* complete partial checksums (FP_NETDEV_CSUM_COMPLETE) */
 	uint32_t n_rules;
 	struct fp_rule rules[FP_MAX_RULES];
 	uint32_t rule_egress[FP_MAX_RULES];	/* worker id chosen for each */
@@ -1533,9 +1561,11 @@ static void port_load_rule(PortObject *p)
 
 	p->generation = __atomic_load_n(&t->generation, __ATOMIC_ACQUIRE);
 	p->n_rules = 0;
+	p->csum = false;
 	if (netdev < t->n_netdevs && netdev < FP_MAX_NETDEVS) {
 		struct fp_netdev *nd = &t->by_netdev[netdev];
 
+		p->csum = nd->flags & FP_NETDEV_CSUM_COMPLETE;
 		p->n_rules = __atomic_load_n(&nd->n_rules, __ATOMIC_RELAXED);
 		if (p->n_rules > FP_MAX_RULES)
 			p->n_rules = FP_MAX_RULES;
@@ -2037,6 +2067,137 @@ static bool match_fits(const struct fp_match *m, const struct pkt_info *pi)
 	return true;
 }
 
+/*
+ * Partial checksums.  A local stack sending through a virtual link (a veth
+ * peer in a container or namespace, a tap) with TX checksum offload on
+ * hands its TCP and UDP packets over with CHECKSUM_PARTIAL: the checksum
+ * field holds only the pseudo-header's sum (not complemented), and the
+ * "hardware" is to finish it.  XDP and AF_XDP see the raw bytes, and a
+ * receiver that gets them as they are drops every one (TcpInCsumErrors).
+ * On the interfaces where this can happen (netdev flag
+ * FP_NETDEV_CSUM_COMPLETE, decided by the supervisor), a worker finishes
+ * such a checksum before the packet leaves, as the NIC would have.
+ *
+ * A frame is completed only when both hold: its checksum field equals the
+ * folded pseudo-header sum, and the checksum does not verify.  A frame
+ * whose checksum verifies (complete already, e.g. from a wire, or from a
+ * peer with offload off) is never touched; a frame with a wrong checksum
+ * that is not a partial one is left wrong, for its receiver to drop.  The
+ * common cost is the pseudo-header sum (a few adds); the whole packet is
+ * summed only when the field matches it.  Only TCP and UDP straight after
+ * the IPv4 header (not a fragment) or the fixed IPv6 header, after up to
+ * two VLAN tags: where Linux puts partial checksums.
+ */
+static inline uint64_t csum_add(uint64_t sum, const uint8_t *b, uint32_t len)
+{
+	while (len >= 4) {
+		uint32_t w;
+
+		memcpy(&w, b, 4);
+		sum += w;
+		b += 4;
+		len -= 4;
+	}
+	if (len >= 2) {
+		uint16_t w;
+
+		memcpy(&w, b, 2);
+		sum += w;
+		b += 2;
+		len -= 2;
+	}
+	if (len) {
+		uint16_t w = 0;
+
+		memcpy(&w, b, 1);	/* the odd byte, padded with zero after it */
+		sum += w;
+	}
+	return sum;
+}
+
+/* The ones' complement sum folded to 16 bits (in the packet's byte order). */
+static inline uint16_t csum_fold16(uint64_t sum)
+{
+	sum = (sum & 0xffffffffULL) + (sum >> 32);
+	sum = (sum & 0xffffffffULL) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+enum { CSUM_LEFT, CSUM_COMPLETED };
+
+static int csum_complete(uint8_t *pkt, uint32_t len)
+{
+	uint32_t off = ETH_HLEN, l4, l4len, field_off;
+	uint64_t pseudo;
+	uint16_t proto, field, now;
+	uint8_t ip_proto;
+
+	if (len < ETH_HLEN)
+		return CSUM_LEFT;
+	proto = get16(pkt + 12);
+	for (int i = 0; i < 2 && is_vlan(proto); i++) {
+		if (len < off + 4)
+			return CSUM_LEFT;
+		proto = get16(pkt + off + 2);
+		off += 4;
+	}
+	if (proto == htons(0x0800)) {
+		const uint8_t *ip = pkt + off;
+		uint32_t ihl, total;
+
+		if (len < off + 20 || (ip[0] >> 4) != 4)
+			return CSUM_LEFT;
+		ihl = (ip[0] & 0x0f) * 4;
+		total = ntohs(get16(ip + 2));
+		if (ihl < 20 || total < ihl || len < off + total)
+			return CSUM_LEFT;
+		if (get16(ip + 6) & htons(0x3fff))	/* a fragment (MF or offset) */
+			return CSUM_LEFT;
+		ip_proto = ip[9];
+		l4 = off + ihl;
+		l4len = total - ihl;
+		pseudo = csum_add(0, ip + 12, 8);
+	} else if (proto == htons(0x86dd)) {
+		const uint8_t *ip6 = pkt + off;
+
+		if (len < off + 40 || (ip6[0] >> 4) != 6)
+			return CSUM_LEFT;
+		ip_proto = ip6[6];
+		l4 = off + 40;
+		l4len = ntohs(get16(ip6 + 4));
+		if (len < l4 + l4len)
+			return CSUM_LEFT;
+		pseudo = csum_add(0, ip6 + 8, 32);
+	} else {
+		return CSUM_LEFT;
+	}
+	if (ip_proto == 6)
+		field_off = 16;
+	else if (ip_proto == 17)
+		field_off = 6;
+	else
+		return CSUM_LEFT;
+	if (l4len < field_off + 2 || (ip_proto == 6 && l4len < 20) ||
+	    (ip_proto == 17 && l4len < 8))
+		return CSUM_LEFT;
+	/* the rest of the pseudo header, as words in the packet's byte order:
+	 * (0, protocol) and the L4 length (< 64 KiB: its upper word is 0) */
+	pseudo += htons(ip_proto) + htons((uint16_t)l4len);
+	field = get16(pkt + l4 + field_off);
+	if (field != csum_fold16(pseudo))
+		return CSUM_LEFT;		/* not a partial checksum */
+	if (csum_fold16(csum_add(pseudo, pkt + l4, l4len)) == 0xffff)
+		return CSUM_LEFT;		/* verifies: complete already */
+	memset(pkt + l4 + field_off, 0, 2);
+	now = (uint16_t)~csum_fold16(csum_add(pseudo, pkt + l4, l4len));
+	if (ip_proto == 17 && now == 0)
+		now = 0xffff;			/* UDP: 0 means "no checksum" */
+	memcpy(pkt + l4 + field_off, &now, 2);
+	return CSUM_COMPLETED;
+}
+
 /* The first of our rules the packet fits; n_rules: none. */
 static inline uint32_t port_classify(PortObject *p, const uint8_t *pkt, uint32_t len)
 {
@@ -2138,6 +2299,8 @@ port_receive_rules_as(PortObject *p, const bool member)
 			p->st.drops[FP_DROP_EGRESS_DOWN]++;
 			continue;
 		}
+		if (p->csum)
+			p->st.csum_completed += csum_complete(pkt, len);
 		rewrite_macs(r, pkt);
 		if (delta) {
 			vlan_apply(r, p->umem, &addr, delta);
@@ -2265,6 +2428,8 @@ port_receive_as(PortObject *p, const bool member)
 			too_long++;
 			continue;
 		}
+		if (p->csum)
+			p->st.csum_completed += csum_complete(p->umem + addr, len);
 		rewrite_macs(&p->rule, p->umem + addr);
 		if (!out) {
 			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
@@ -5045,7 +5210,24 @@ static PyObject *fp_classify(PyObject *self, PyObject *args)
 	return PyLong_FromSsize_t(k);
 }
 
+/* complete_checksum(frame: writable buffer) -> bool: what a worker does to
+ * a frame from an interface with FP_NETDEV_CSUM_COMPLETE ("Partial
+ * checksums"), in place; True if it completed a partial checksum. */
+static PyObject *fp_complete_checksum(PyObject *self, PyObject *args)
+{
+	Py_buffer b;
+	int done;
+
+	if (!PyArg_ParseTuple(args, "w*", &b))
+		return NULL;
+	done = b.len <= UINT32_MAX ? csum_complete(b.buf, (uint32_t)b.len) : CSUM_LEFT;
+	PyBuffer_Release(&b);
+	return PyBool_FromLong(done == CSUM_COMPLETED);
+}
+
 static PyMethodDef fp_methods[] = {
+	{"complete_checksum", fp_complete_checksum, METH_VARARGS,
+	 "complete_checksum(frame) -> bool: complete a partial TCP/UDP checksum in place"},
 	{"classify", fp_classify, METH_VARARGS,
 	 "classify(frame, matches) -> index of the first fp_match the frame fits, or len(matches)"},
 	{"control_size", fp_control_size, METH_VARARGS,

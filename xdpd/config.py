@@ -62,6 +62,10 @@ MAX_NETDEV_NAME = 15
 
 XDP_MODES = ("native", "generic", "auto")
 ZERO_COPY = ("on", "off", "auto")
+# Partial TCP/UDP checksums (a local stack's, through a veth or tap with TX
+# offload on): complete them, leave them, or auto (complete on every
+# interface that is not a NIC's own netdev: a wire never delivers them)
+CHECKSUM_MODES = ("auto", "complete", "off")
 FALLBACKS = ("pass", "drop")
 # How the XDP program spreads a queue's packets over its fanout members:
 # flow_hash keeps each flow on one member and so in order; round_robin does not
@@ -142,6 +146,7 @@ class InterfaceConfig:
     # its frames; the XDP program spreads the queue's packets over them
     fanout: int = 1
     fanout_spread: str = "flow_hash"    # flow_hash | round_robin; unused at fanout 1
+    checksum: str = "auto"      # auto | complete | off (CHECKSUM_MODES)
 
 
 # Names a match accepts for ethertype and ip_proto, and the numbers they stand for.
@@ -320,7 +325,7 @@ def worker_name(netdev: str, queue: int, member: int = 0, fanout: int = 1) -> st
 
 _TOP_KEYS = ("interfaces", "forward", "workers", "umem", "rings", "metrics", "control")
 _INTERFACE_KEYS = ("name", "queues", "xdp_mode", "zero_copy", "fallback", "pass_to_kernel",
-                   "steering", "fanout", "fanout_spread")
+                   "steering", "fanout", "fanout_spread", "checksum")
 _MATCH_KEYS = ("ethertype", "vlan", "ip_proto", "src", "dst", "src_port", "dst_port")
 _STEERING_KEYS = ("channels", "rss_queues", "flows")
 _FLOW_KEYS = ("type", "src_ip", "dst_ip", "src_port", "dst_port", "queue")
@@ -923,6 +928,8 @@ def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, Interfa
     # with fanout 1 the spread is unused, and harmless: accepted as written
     fanout_spread = _choice(errs, f"{path}.fanout_spread",
                             item.get("fanout_spread", defaults.fanout_spread), FANOUT_SPREADS)
+    checksum = _choice(errs, f"{path}.checksum", item.get("checksum", defaults.checksum),
+                       CHECKSUM_MODES)
     pass_to_kernel = _pass_to_kernel(errs, f"{path}.pass_to_kernel", item.get("pass_to_kernel", []))
     steering = _steering(errs, f"{path}.steering", item.get("steering"), queues, name)
     if len(errs) > before:
@@ -932,7 +939,8 @@ def _interface(errs: _Errors, path: str, item: Any) -> tuple[str | None, Interfa
     return name, InterfaceConfig(name=name, queues=queues, xdp_mode=xdp_mode,
                                  zero_copy=zero_copy, fallback=fallback,
                                  pass_to_kernel=pass_to_kernel, steering=steering,
-                                 fanout=fanout, fanout_spread=fanout_spread)
+                                 fanout=fanout, fanout_spread=fanout_spread,
+                                 checksum=checksum)
 
 
 def _pass_to_kernel(errs: _Errors, path: str, value: Any) -> tuple[Match, ...] | None:

@@ -293,8 +293,37 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
                     "packets are dropped by the kernel (rx_dropped)", fix)]
 
 
+def check_checksum(config, host, nd: Netdev) -> list[Finding]:
+    """Partial TCP/UDP checksums (a local stack's with TX offload on): who
+    completes them, or, where nobody does, who sends them and the fix."""
+    from .netdev import completes_checksums
+    mode = nd.config.checksum
+    try:
+        kind = host.link_kind(nd.name)
+    except OSError:
+        kind = "unknown"
+    if completes_checksums(mode, kind):
+        return [Finding("checksum", "ok", nd.name,
+                        f"partial TCP/UDP checksums completed ({kind or 'a NIC'}, checksum: "
+                        f"{mode}); frames whose checksum verifies are left as they are")]
+    if not kind:
+        return [Finding("checksum", "ok", nd.name,
+                        f"a NIC: frames from a wire carry complete checksums (checksum: {mode})")]
+    try:
+        peer = host.link_peer(nd.name)
+    except OSError:
+        peer = None
+    sender = f"its peer {peer}" if peer else f"the sender behind this {kind}"
+    fix = peer.ethtool_command("-K {dev} tx off") if peer else "ethtool -K DEV tx off on the sender"
+    return [Finding("checksum", "warn", nd.name,
+                    f"checksum: off on a {kind}: TCP and UDP from {sender} with TX checksum "
+                    "offload on (the default) arrive with partial checksums and are forwarded "
+                    "so; their receivers drop them",
+                    f"set checksum: auto, or turn the sender's offload off: {fix}")]
+
+
 NETDEV_CHECKS: tuple[Callable, ...] = (check_xdp_mode, check_zero_copy, check_channels,
-                                       check_rss, check_ntuple, check_mtu)
+                                       check_rss, check_ntuple, check_mtu, check_checksum)
 
 
 def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:

@@ -102,7 +102,8 @@
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
 					 * 7: fanout groups, fp_worker.lane;
-					 * 8: the tables area (assignments, tables) */
+					 * 8: the tables area (assignments, tables),
+					 *    fp_netdev.flags, csum_completed */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -172,6 +173,7 @@ struct fp_stats {
 	uint64_t bad_descs;	/* descriptors refused: an address outside the
 				 * UMEM or not the frame's owner's, a length past
 				 * its frame (from the kernel or a peer worker) */
+	uint64_t csum_completed;	/* partial TCP/UDP checksums completed */
 	/* Per rule of our netdev's list (by position): packets the rule
 	 * took (first match), whatever then became of them, and their bytes.
 	 * Committed with the rest, so a replacement continues them; zeroed
@@ -338,11 +340,19 @@ struct fp_rule {
 	uint16_t egress[FP_MAX_EGRESS];	/* worker ids; pick by ingress queue */
 };
 
+/* fp_netdev.flags */
+enum fp_netdev_flags {
+	/* TCP/UDP frames from it may carry a partial checksum (a local
+	 * stack's, through a veth or tap): complete those (_fastpath.c,
+	 * "Partial checksums") */
+	FP_NETDEV_CSUM_COMPLETE = 1 << 0,
+};
+
 /* An ingress netdev's rules, tried in order: the first that matches wins;
  * none: dropped as no_rule. */
 struct fp_netdev {
 	uint32_t n_rules;
-	uint32_t pad;
+	uint32_t flags;			/* enum fp_netdev_flags */
 	struct fp_rule rules[FP_MAX_RULES];
 };
 

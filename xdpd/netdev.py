@@ -33,6 +33,7 @@ import os
 import re
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = ["Host", "HostFacts", "NetdevError", "parse_cpulist"]
@@ -83,6 +84,41 @@ class HostFacts(Protocol):
     def online_cpus(self) -> frozenset[int]: ...
 
 
+def completes_checksums(mode: str, kind: str) -> bool:
+    """Whether xdpd completes partial TCP/UDP checksums of the frames an
+    interface receives (interfaces[].checksum).  auto: on every software
+    netdev (`kind`: veth, tun, netkit, ...), where a local stack's frames
+    arrive as it sent them, partial checksum and all when its TX offload is
+    on; never on a NIC's own netdev (kind ""), where frames come from a
+    wire.  Completing is safe anywhere (a frame whose checksum verifies is
+    never touched), so the choice only saves the check where it cannot
+    matter."""
+    return mode == "complete" or (mode == "auto" and kind != "")
+
+
+@dataclass(frozen=True)
+class LinkPeer:
+    """The other end of a veth, for messages."""
+    ifindex: int
+    name: str | None        # None: its namespace could not be entered
+    netns: str | None       # "": ours; None: a namespace not under /run/netns
+
+    def ethtool_command(self, args: str) -> str:
+        """The command that runs `ethtool ARGS` on the peer."""
+        dev = self.name or f"<the netdev with ifindex {self.ifindex}>"
+        where = "" if self.netns == "" else \
+            (f"ip netns exec {self.netns} " if self.netns else
+             "nsenter --net=<its namespace> ")
+        return f"{where}ethtool {args.replace('{dev}', dev)}"
+
+    def __str__(self) -> str:
+        name = self.name or f"ifindex {self.ifindex}"
+        if self.netns == "":
+            return name
+        return f"{name} in netns {self.netns}" if self.netns else \
+            f"ifindex {self.ifindex} in another netns"
+
+
 class Host:
     """The real host, as seen from the current network namespace."""
 
@@ -118,6 +154,26 @@ class Host:
 
     def mtu(self, name: str) -> int:
         return _netlink_link(name).get_attr("IFLA_MTU")
+
+    def link_kind(self, name: str) -> str:
+        """The rtnetlink kind of a software netdev ("veth", "tun", "macvlan",
+        ...); "" for a device driver's own netdev (a NIC)."""
+        info = _netlink_link(name).get_attr("IFLA_LINKINFO")
+        return (info.get_attr("IFLA_INFO_KIND") or "") if info else ""
+
+    def link_peer(self, name: str) -> LinkPeer | None:
+        """A veth's other end: its ifindex and, when it is in another
+        network namespace, that namespace's name under /run/netns (None
+        where none of them is it)."""
+        link = _netlink_link(name)
+        peer = link.get_attr("IFLA_LINK")
+        if not peer:
+            return None
+        nsid = link.get_attr("IFLA_LINK_NETNSID")
+        if nsid is None:
+            return LinkPeer(peer, self.ifname(peer), netns="")
+        netns = _netns_of_nsid(nsid)
+        return LinkPeer(peer, _ifname_in(netns, peer) if netns else None, netns)
 
     def mac_address(self, name: str) -> bytes:
         address = _netlink_link(name).get_attr("IFLA_ADDRESS")
@@ -277,3 +333,39 @@ def _netlink_link(name: str):
                 raise _not_found(name) from None
             raise NetdevError(exc.code, f"netlink RTM_GETLINK for {name!r} failed: "
                                         f"{os.strerror(exc.code)}") from None
+
+
+def _netns_of_nsid(nsid: int) -> str | None:
+    """The name under /run/netns of the namespace our namespace knows as
+    `nsid` (RTM_GETNSID on each), or None."""
+    from pyroute2 import IPRoute
+    try:
+        names = sorted(os.listdir("/run/netns"))
+    except OSError:
+        return None
+    with IPRoute() as ipr:
+        for name in names:
+            try:
+                fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                answer = ipr.get_netnsid(fd=fd)
+            except Exception:           # pyroute2 raises its own kinds
+                answer = None
+            finally:
+                os.close(fd)
+            if answer and answer.get("nsid") == nsid:
+                return name
+    return None
+
+
+def _ifname_in(netns: str, ifindex: int) -> str | None:
+    """The name of `ifindex` inside /run/netns/NETNS."""
+    from pyroute2 import NetNS
+    try:
+        with NetNS(netns) as ns:
+            links = ns.get_links(ifindex)
+            return links[0].get_attr("IFLA_IFNAME") if links else None
+    except Exception:                   # the namespace went away, no permission
+        return None

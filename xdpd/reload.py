@@ -15,7 +15,8 @@ Live:
     XDP program) and `pass_to_kernel` (map writes; the program stays
     attached).
   - an interface's `steering.rss_queues` and `steering.flows` (only the
-    rules that differ are removed or inserted).
+    rules that differ are removed or inserted);
+  - an interface's `checksum` (a flag of its netdev in the table).
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
 interface's `xdp_mode` / `zero_copy` / `steering.channels` / `fanout`.
@@ -62,13 +63,15 @@ class ReloadPlan:
     queue_conf_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pass_rule_changes: list[InterfaceConfig] = field(default_factory=list)
     steering_changes: list[InterfaceConfig] = field(default_factory=list)   # the new config
+    checksum_changes: list[InterfaceConfig] = field(default_factory=list)   # the new config
     rules_changed: bool = False
 
     @property
     def empty(self) -> bool:
         return not (self.add_interfaces or self.remove_interfaces or self.add_workers or
                     self.remove_workers or self.queue_conf_changes or
-                    self.pass_rule_changes or self.steering_changes or self.rules_changed)
+                    self.pass_rule_changes or self.steering_changes or
+                    self.checksum_changes or self.rules_changed)
 
     def summary(self) -> list[str]:
         """One line per change, for the log and the reload answer."""
@@ -85,6 +88,7 @@ class ReloadPlan:
                   + ("; ".join(m.describe() for m in i.pass_to_kernel) or "none")
                   for i in self.pass_rule_changes]
         lines += [f"{i.name}: steering changed" for i in self.steering_changes]
+        lines += [f"{i.name}: checksum {i.checksum}" for i in self.checksum_changes]
         if self.rules_changed:
             lines.append("forwarding rules changed")
         return lines
@@ -135,6 +139,8 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
             plan.queue_conf_keys[name] = queue_conf
         if before.pass_to_kernel != iface.pass_to_kernel:
             plan.pass_rule_changes.append(iface)
+        if before.checksum != iface.checksum:
+            plan.checksum_changes.append(iface)
         if before.steering.channels != iface.steering.channels:
             refusals.append(f"interface {name}: steering.channels {before.steering.channels!r} "
                             f"-> {iface.steering.channels!r}: {CHANNELS_WHY}")

@@ -155,6 +155,12 @@ class Interface:
     queues: list[int] = field(default_factory=list)     # owned rx queues
     rx_queues: int = 0                                  # all rx queues of the netdev
     config: InterfaceConfig | None = None
+    kind: str = ""          # rtnetlink kind: "veth", "tun", ...; "" for a NIC
+
+    @property
+    def completes_checksums(self) -> bool:
+        from .netdev import completes_checksums
+        return completes_checksums(self.config.checksum if self.config else "auto", self.kind)
 
 
 class SystemOps:
@@ -638,7 +644,7 @@ class Supervisor:
             raise SetupError(f"load rr_redirect for {iface_cfg.name}: {e}") from None
         iface = Interface(iface_cfg.name, index, ifindex, prog, queues=list(queues),
                           rx_queues=self.host.rx_queue_count(iface_cfg.name),
-                          config=iface_cfg)
+                          config=iface_cfg, kind=self._link_kind(iface_cfg.name))
         with self.lock:
             self.interfaces.append(iface)
         for q in queues:
@@ -653,7 +659,44 @@ class Supervisor:
         self._write_record()                  # with the mode the kernel accepted
         log.info("%s: rr_redirect attached (%s), queues %s", iface.name,
                  iface.xdp_mode, ",".join(map(str, queues)))
+        self._say_checksums(iface)
         return iface
+
+    def _link_kind(self, name: str) -> str:
+        """The netdev's rtnetlink kind ("" for a NIC); "unknown" where
+        netlink does not say, which `checksum: auto` treats as software."""
+        from .netdev import NetdevError
+        try:
+            return self.host.link_kind(name)
+        except NetdevError as e:
+            log.warning("%s: link kind unknown (%s); checksum: auto completes partial "
+                        "checksums on it", name, e)
+            return "unknown"
+
+    def _say_checksums(self, iface: Interface) -> None:
+        """What xdpd does with partial checksums from this interface, and,
+        where it leaves them, who sends them and the command that stops it."""
+        mode = iface.config.checksum
+        if iface.completes_checksums:
+            log.info("%s: partial TCP/UDP checksums completed before forwarding (%s%s; "
+                     "checksum: %s); frames whose checksum verifies are left as they are",
+                     iface.name, iface.kind or "a NIC", "" if iface.kind else
+                     ", completed as configured", mode)
+            return
+        if not iface.kind:
+            return                          # a NIC: a wire sends no partial checksums
+        from .netdev import NetdevError
+        try:
+            peer = self.host.link_peer(iface.name)
+        except NetdevError:
+            peer = None
+        sender = f"its peer {peer}" if peer else f"the sender on the other side of this {iface.kind}"
+        fix = (peer.ethtool_command("-K {dev} tx off") if peer else
+               "turn TX checksum offload off where its frames come from (ethtool -K DEV tx off)")
+        log.warning("%s: checksum: off on a %s: TCP and UDP from %s with TX checksum offload "
+                    "on (the default) arrive with partial checksums and are forwarded so; "
+                    "their receivers drop them. Set checksum: auto, or run: %s",
+                    iface.name, iface.kind, sender, fix)
 
     def _remove_interface(self, iface: Interface) -> None:
         try:
@@ -843,7 +886,9 @@ class Supervisor:
         self.mtus = self._egress_mtus()
         table = compile_table(self.config, self.interfaces, self.workers, old_config, exclude,
                               self.mtus)
-        self.table_generation = gen = self.umem.control.write_table(table)
+        complete = [i.index for i in self.interfaces if i.completes_checksums]
+        self.table_generation = gen = self.umem.control.write_table(
+            table, complete_checksums=complete)
         waiting = [w for w in self.workers if w.proc is not None and
                    w.state in (WorkerState.RUNNING, WorkerState.DRAINING)]
         for w in waiting:
@@ -1379,6 +1424,11 @@ class Supervisor:
             iface = self.interface(iface_cfg.name)
             iface.config = iface_cfg
             iface.program.set_pass_rules(iface_cfg.pass_to_kernel)
+        for iface_cfg in plan.checksum_changes:
+            # a flag of the netdev in the table written next
+            iface = self.interface(iface_cfg.name)
+            iface.config = iface_cfg
+            self._say_checksums(iface)
         removed = set(plan.remove_workers)
         removing = [w for w in self.workers if w.name in removed]
         self.config = new
@@ -1614,6 +1664,7 @@ class Supervisor:
                 "rx_pps": round(rx_pps, 1), "tx_pps": round(tx_pps, 1),
                 "drop_pps": round(drop_pps, 1), "xsk": xsk,
                 "bad_descriptors": stats["bad_descs"],
+                "checksums_completed": stats["csum_completed"],
                 "rings": self.umem.control.ring_use(w.id)})
             for rule, packets, bytes_ in worker_rule_counts(self.config, self.umem.control, w):
                 entry = rules.setdefault(rule.index, {

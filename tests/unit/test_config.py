@@ -69,7 +69,9 @@ BAD_INPUT = [
         """,
          "xdpd.yaml: interfaces[0].mtu: unknown key; allowed keys: "
          "name, queues, xdp_mode, zero_copy, fallback, pass_to_kernel, steering, fanout, "
-         "fanout_spread"),
+         "fanout_spread, checksum"),
+    case("checksum", "interfaces:\n  - name: veth-a\n    checksum: fix\nforward: []\n",
+         "xdpd.yaml: interfaces[0].checksum: 'fix' is not allowed; use auto, complete or off"),
     case("unknown-key-in-section", BASE + "workers:\n  batch: 32\n",
          "xdpd.yaml: workers.batch: unknown key; did you mean 'batch_size'?"),
     case("unknown-key-in-rule", """\

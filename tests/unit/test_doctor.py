@@ -2,6 +2,7 @@
 status samples; the report, the exit codes and the command's refusals."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 from dataclasses import dataclass, field
@@ -45,6 +46,13 @@ class FakeHost:
 
     def driver(self, name):
         return self.drivers[name]
+
+    def link_kind(self, name):
+        return "veth" if self.drivers[name] == "veth" else ""
+
+    def link_peer(self, name):
+        from xdpd.netdev import LinkPeer
+        return LinkPeer(7, f"{name}-peer", "lab")
 
     def rss_indirection(self, name):
         if name not in self.rss:
@@ -307,7 +315,7 @@ def test_diagnose_takes_two_samples_the_daemons_clock_apart():
     assert slept == [2.0]
     lines = report.lines()
     assert lines[0].startswith("WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s)")
-    assert lines[-1] == "doctor: 0 errors, 1 warning, 15 ok; live: 3.0 s sample of xdpd pid 42"
+    assert lines[-1] == "doctor: 0 errors, 1 warning, 17 ok; live: 3.0 s sample of xdpd pid 42"
     d = report.as_dict()
     assert d["worst"] == "warn" and d["findings"][0]["check"] == "xdp_mode"
 
@@ -320,14 +328,14 @@ def test_a_daemon_restarted_between_the_samples_cuts_the_live_checks_short():
     assert report.lines() == [
         "WARN xdpd: restarted during the sample (pid 42 -> 43); run doctor again; if it "
         "keeps happening, see the xdpd log",
-        "doctor: 0 errors, 1 warning, 13 ok; live checks cut short"]
+        "doctor: 0 errors, 1 warning, 15 ok; live checks cut short"]
 
 
 def test_without_a_daemon_only_static_checks_run():
     def ask():
         raise ControlError("/run/x.sock: no such socket; is xdpd running?")
     report = diagnose(config(), FakeHost(), ask, sleep=pytest.fail)
-    assert report.lines() == ["doctor: 0 errors, 0 warnings, 13 ok; live checks skipped: "
+    assert report.lines() == ["doctor: 0 errors, 0 warnings, 15 ok; live checks skipped: "
                               "/run/x.sock: no such socket; is xdpd running?"]
 
 
@@ -369,3 +377,24 @@ def test_a_daemon_running_another_file_is_a_warning():
 
 def test_finding_line_without_a_fix():
     assert Finding("x", "ok", "in0", "fine").line() == "OK in0: fine"
+
+
+def test_checksum_off_on_a_veth_names_the_peer_and_the_command():
+    assert [f.finding for f in static_checks(config(), FakeHost()) if f.check == "checksum"] == [
+        "partial TCP/UDP checksums completed (veth, checksum: auto); frames whose checksum "
+        "verifies are left as they are"] * 2
+    cfg = config()
+    off = dataclasses.replace(cfg, interfaces=(
+        dataclasses.replace(cfg.interfaces[0], checksum="off"), *cfg.interfaces[1:]))
+    [f] = [f for f in static_checks(off, FakeHost()) if f.check == "checksum" and
+           f.level != "ok"]
+    assert (f.level, f.subject, f.finding, f.fix) == (
+        "warn", "in0", "checksum: off on a veth: TCP and UDP from its peer in0-peer in netns "
+        "lab with TX checksum offload on (the default) arrive with partial checksums and are "
+        "forwarded so; their receivers drop them",
+        "set checksum: auto, or turn the sender's offload off: ip netns exec lab ethtool -K "
+        "in0-peer tx off")
+    nic = FakeHost(drivers={"in0": "ice", "out0": "veth"})
+    [f] = [f for f in static_checks(off, nic) if f.check == "checksum" and f.subject == "in0"]
+    assert (f.level, f.finding) == ("ok", "a NIC: frames from a wire carry complete checksums "
+                                          "(checksum: off)")

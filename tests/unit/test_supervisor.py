@@ -2,6 +2,7 @@
 import errno
 import itertools
 import json
+import logging
 import time
 import os
 import shutil
@@ -62,6 +63,13 @@ class FakeHost:
 
     def mtu(self, name):
         return 1500
+
+    def link_kind(self, name):
+        return "veth"
+
+    def link_peer(self, name):
+        from xdpd.netdev import LinkPeer
+        return LinkPeer(20, name.replace("0", "-peer"), "peerns")
 
     def rx_queue_count(self, name):
         return self.queues
@@ -154,8 +162,9 @@ class FakeControl:
         self.places[i] = {"lane": queue if lane is None else lane,
                           "owner": i if owner is None else owner, "members": list(members)}
 
-    def write_table(self, table):
+    def write_table(self, table, complete_checksums=()):
         self.table = table
+        self.complete_checksums = sorted(complete_checksums)
         return 1
 
     def worker_liveness(self, i):
@@ -992,3 +1001,25 @@ def test_the_workers_user_is_resolved_or_refused_naming_the_key():
             resolve_worker_user(workers)
         assert e.value.code == exitcodes.CONFIG
         assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_partial_checksums_are_completed_per_interface_and_a_reload_changes_it(caplog):
+    """checksum: auto completes on a software netdev (the fake host's are
+    veths), off leaves them and says who sends them and the command that
+    stops it; a reload changes the netdev's flag in the next table."""
+    off = CONFIG.replace("  - name: out0\n", "  - name: out0\n    checksum: off\n", 1)
+    with caplog.at_level(logging.INFO, logger="xdpd"):
+        sup, ops = started(off)
+    by_name = {i.name: i.index for i in sup.interfaces}
+    assert ops.umem.control.complete_checksums == [by_name["in0"]]
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "in0: partial TCP/UDP checksums completed before forwarding (veth; checksum: auto)" \
+        in said
+    assert ("out0: checksum: off on a veth: TCP and UDP from its peer out-peer in netns "
+            "peerns with TX checksum offload on (the default) arrive with partial checksums"
+            in said)
+    assert "run: ip netns exec peerns ethtool -K out-peer tx off" in said
+    ok, result, _ = sup.reload("xdpd.yaml", CONFIG)
+    assert ok and result["changes"] == ["out0: checksum auto"], result
+    assert ops.umem.control.complete_checksums == sorted(by_name.values())
+    sup.stop()
