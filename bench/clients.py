@@ -2,7 +2,7 @@
 """Real clients through each forwarder, side by side in one veth lab (root).
 
     make bench-clients
-    python bench/clients.py [--runs 3] [--seconds 4] [--peers bridge,kernel,xdpd,xdpd-spin]
+    python bench/clients.py [--runs 3] [--seconds 4] [--peers bridge,kernel,xdpd,xdpd-sleep,xdpd-spin]
                             [--json FILE]
 
     gen0 --> in0 [forwarder] out0 --> sink0
@@ -13,10 +13,12 @@ offloads (TX checksum on: their TCP and UDP carry partial checksums).
 Forwarders, both directions, alternated run by run on the same lab:
   bridge     a Linux bridge over in0 and out0 (the kernel's own L2 path)
   kernel     XDP redirect in0 <-> out0 through a DEVMAP (no user space)
-  xdpd       `xdpd run` with its defaults (workers sleep when idle)
-  xdpd-spin  the same with workers.idle: spin
+  xdpd       `xdpd run` with its defaults (workers.idle: adaptive)
+  xdpd-sleep the same with workers.idle: sleep (sleep as soon as idle)
+  xdpd-spin  the same with workers.idle: spin (never sleep)
 Per forwarder and run:
-  tcp        iperf3 TCP, gen -> sink, Gbit/s received
+  tcp        iperf3 TCP, gen -> sink, Gbit/s received; again with both peers'
+             TX offloads off (MTU-sized segments for everyone: the fair one)
   udp        iperf3 UDP, 64 B payloads at full speed, packets/s received
   rtt        ping RTT p50 and p99 at 50 pps, 1 kpps and 10 kpps sent
 The table gives the median over runs; each run's numbers are in --json.
@@ -32,14 +34,16 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab import Lab, cleanup_stale  # noqa: E402
+from xdpd.lab import Lab, LabError, cleanup_stale  # noqa: E402
 from xdpd.labdaemon import LabDaemon  # noqa: E402
 from xdpd.labxdp import DevmapForwarder  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
-PEERS = ("bridge", "kernel", "xdpd", "xdpd-spin")
+PEERS = ("bridge", "kernel", "xdpd", "xdpd-sleep", "xdpd-spin")
 PING_RATES = ((50, 100), (1000, 1000), (10000, 3000))   # (packets/s, count)
 METRICS_PORT = 9478
 
@@ -89,17 +93,20 @@ class Kernel:
 class Xdpd:
     def __init__(self, lab: Lab, idle: str):
         self.lab = lab
-        self.name = "xdpd" if idle == "sleep" else f"xdpd-{idle}"
+        self.name = "xdpd" if idle == "adaptive" else f"xdpd-{idle}"
         self.config = (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"
                        f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
                        f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
                        f'metrics:\n  listen: "127.0.0.1:{METRICS_PORT}"\n'
-                       + (f"workers:\n  idle: {idle}\n" if idle != "sleep" else ""))
+                       + (f"workers:\n  idle: {idle}\n" if idle != "adaptive" else ""))
         self.daemon: LabDaemon | None = None
 
     def start(self) -> None:
         self.daemon = LabDaemon(self.lab, self.config, port=METRICS_PORT)
         self.daemon.start()
+
+    def pids(self) -> list[int]:
+        return list(self.daemon.worker_pids().values()) if self.daemon else []
 
     def stop(self) -> None:
         if self.daemon is not None:
@@ -113,13 +120,18 @@ def make(peer: str, lab: Lab):
     if peer == "kernel":
         return Kernel(lab)
     if peer.startswith("xdpd"):
-        return Xdpd(lab, peer.partition("-")[2] or "sleep")
+        return Xdpd(lab, peer.partition("-")[2] or "adaptive")
     raise BenchError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
 
 
 def address(lab: Lab) -> None:
     for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP), (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
         lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+
+
+def txoff(lab: Lab, off: bool) -> None:
+    for ns, dev in ((lab.gen_ns, lab.GEN_DEV), (lab.sink_ns, lab.SINK_DEV)):
+        lab.run(ns, "ethtool", "-K", dev, "tx", "off" if off else "on")
 
 
 def listening(lab: Lab, port: int) -> bool:
@@ -135,8 +147,11 @@ def iperf3(lab: Lab, *args: str, seconds: float) -> dict:
             if time.monotonic() > deadline:
                 raise BenchError("iperf3 server did not listen")
             time.sleep(0.02)
-        r = lab.run(lab.gen_ns, "iperf3", "-c", SINK_IP, "-J", "-t", str(seconds), *args,
-                    check=False, timeout=seconds + 60)
+        try:
+            r = lab.run(lab.gen_ns, "iperf3", "-c", SINK_IP, "-J", "--connect-timeout", "5000",
+                        "-t", f"{seconds:g}", *args, check=False, timeout=seconds + 60)
+        except LabError as e:
+            raise BenchError(f"iperf3 {' '.join(args)}: {e}") from None
         report = json.loads(r.stdout or "{}")
         if r.returncode or "error" in report:
             raise BenchError(f"iperf3 {' '.join(args)}: {report.get('error', r.stderr)}")
@@ -167,31 +182,71 @@ def one_run(lab: Lab, fwd, seconds: float) -> dict:
         while ping_rtts(lab, 20, 3)[1]:
             if time.monotonic() > deadline:
                 raise BenchError(f"{fwd.name}: no ping reply through it")
-        out: dict = {}
-        tcp = iperf3(lab, seconds=seconds)
-        out["tcp_gbps"] = tcp["end"]["sum_received"]["bits_per_second"] / 1e9
-        udp = iperf3(lab, "-u", "-b", "0", "-l", "64", seconds=seconds)
-        s = udp["end"]["sum"]
-        out["udp_pps"] = (s["packets"] - s["lost_packets"]) / s["seconds"]
-        out["udp_lost"] = s["lost_packets"]
+        out: dict = {"failed": {}}
+        try:
+            tcp = iperf3(lab, seconds=seconds)
+            out["tcp_gbps"] = tcp["end"]["sum_received"]["bits_per_second"] / 1e9
+        except BenchError as e:         # e.g. partial checksums dropped at the sink
+            out["tcp_gbps"] = None
+            out["failed"]["tcp"] = str(e)
+        # the fair comparison for TCP: both peers' TX offloads off, so that
+        # every forwarder carries MTU-sized segments (xdpd cannot take the
+        # 64 KiB GSO ones a bridge passes along)
+        txoff(lab, True)
+        try:
+            tcp = iperf3(lab, seconds=seconds)
+            out["tcp_txoff_gbps"] = tcp["end"]["sum_received"]["bits_per_second"] / 1e9
+        except BenchError as e:
+            out["tcp_txoff_gbps"] = None
+            out["failed"]["tcp tx off"] = str(e)
+        finally:
+            txoff(lab, False)
+        try:
+            udp = iperf3(lab, "-u", "-b", "0", "-l", "64", seconds=seconds)
+            s = udp["end"]["sum"]
+            out["udp_pps"] = (s["packets"] - s["lost_packets"]) / s["seconds"]
+            out["udp_lost"] = s["lost_packets"]
+        except BenchError as e:
+            out["udp_pps"] = None
+            out["failed"]["udp"] = str(e)
         for rate, count in PING_RATES:
+            procs = [psutil.Process(p) for p in getattr(fwd, "pids", list)()]
+            cpu0 = [sum(p.cpu_times()[:2]) for p in procs]
+            t0 = time.monotonic()
             rtts, missing = ping_rtts(lab, rate, count)
+            elapsed = time.monotonic() - t0
             out[f"rtt_{rate}"] = {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99),
                                   "missing": missing}
+            if procs:                   # the workers' CPU meanwhile, % of one CPU each
+                out[f"rtt_{rate}"]["worker_cpu_pct"] = [
+                    round(100 * (sum(p.cpu_times()[:2]) - c) / elapsed, 1)
+                    for p, c in zip(procs, cpu0)]
+        if procs := [psutil.Process(p) for p in getattr(fwd, "pids", list)()]:
+            cpu0 = [sum(p.cpu_times()[:2]) for p in procs]
+            t0 = time.monotonic()
+            time.sleep(2.0)             # a measurement window of no traffic
+            out["idle_worker_cpu_pct"] = [
+                round(100 * (sum(p.cpu_times()[:2]) - c) / (time.monotonic() - t0), 2)
+                for p, c in zip(procs, cpu0)]
         return out
     finally:
         fwd.stop()
 
 
 def table(results: dict[str, list[dict]]) -> list[str]:
-    def med(peer: str, get) -> float:
-        return statistics.median(get(r) for r in results[peer])
-    head = (f"{'forwarder':<10} {'TCP Gbit/s':>10} {'UDP kpps':>9}"
+    def med(peer: str, get) -> float | None:
+        values = [get(r) for r in results[peer]]
+        return None if None in values else statistics.median(values)
+
+    def num(v: float | None, scale: float, width: int, digits: int) -> str:
+        return f"{'fails':>{width}}" if v is None else f"{v / scale:>{width}.{digits}f}"
+    head = (f"{'forwarder':<10} {'TCP Gbit/s':>10} {'tx off':>7} {'UDP kpps':>9}"
             + "".join(f" {'RTT ' + _rate(r) + ' p50/p99 ms':>22}" for r, _ in PING_RATES))
     lines = [head, "-" * len(head)]
     for peer in results:
-        row = (f"{peer:<10} {med(peer, lambda r: r['tcp_gbps']):>10.2f} "
-               f"{med(peer, lambda r: r['udp_pps']) / 1e3:>9.1f}")
+        row = (f"{peer:<10} {num(med(peer, lambda r: r['tcp_gbps']), 1, 10, 2)} "
+               f"{num(med(peer, lambda r: r['tcp_txoff_gbps']), 1, 7, 2)} "
+               f"{num(med(peer, lambda r: r['udp_pps']), 1e3, 9, 1)}")
         for rate, _ in PING_RATES:
             p50 = med(peer, lambda r: r[f"rtt_{rate}"]["p50"])
             p99 = med(peer, lambda r: r[f"rtt_{rate}"]["p99"])
@@ -201,7 +256,12 @@ def table(results: dict[str, list[dict]]) -> list[str]:
         for peer in results:
             if peer == "bridge":
                 continue
-            parts = [f"TCP {med(peer, lambda r: r['tcp_gbps']) / med('bridge', lambda r: r['tcp_gbps']):.2f}x"]
+            tcp, base = med(peer, lambda r: r["tcp_gbps"]), med("bridge", lambda r: r["tcp_gbps"])
+            parts = [f"TCP {tcp / base:.2f}x" if tcp is not None and base else "TCP fails"]
+            off = med(peer, lambda r: r["tcp_txoff_gbps"])
+            off_base = med("bridge", lambda r: r["tcp_txoff_gbps"])
+            parts.append(f"TCP tx off {off / off_base:.2f}x" if off is not None and off_base
+                         else "TCP tx off fails")
             for rate, _ in PING_RATES:
                 b50 = med("bridge", lambda r: r[f"rtt_{rate}"]["p50"])
                 b99 = med("bridge", lambda r: r[f"rtt_{rate}"]["p99"])
@@ -236,10 +296,19 @@ def main() -> int:
                 for peer in peers:
                     r = one_run(lab, make(peer, lab), args.seconds)
                     results[peer].append(r)
-                    print(f"run {run + 1}/{args.runs} {peer:<10} TCP {r['tcp_gbps']:.2f} Gbit/s, "
-                          f"UDP {r['udp_pps'] / 1e3:.1f} kpps, RTT p50 "
+                    tcp = "fails" if r["tcp_gbps"] is None else f"{r['tcp_gbps']:.2f} Gbit/s"
+                    if r["tcp_txoff_gbps"] is not None:
+                        tcp += f" ({r['tcp_txoff_gbps']:.2f} with tx off)"
+                    udp = "fails" if r["udp_pps"] is None else f"{r['udp_pps'] / 1e3:.1f} kpps"
+                    print(f"run {run + 1}/{args.runs} {peer:<10} TCP {tcp}, UDP {udp}, RTT p50 "
                           + ", ".join(f"{_rate(k)} {r[f'rtt_{k}']['p50']:.3f} ms"
                                       for k, _ in PING_RATES), flush=True)
+                    if "idle_worker_cpu_pct" in r:
+                        print(f"  workers' CPU %: idle {r['idle_worker_cpu_pct']}, during ping "
+                              + ", ".join(f"{_rate(k)} {r[f'rtt_{k}']['worker_cpu_pct']}"
+                                          for k, _ in PING_RATES), flush=True)
+                    for what, why in r["failed"].items():
+                        print(f"  {what} through {peer}: {why}", flush=True)
     except BenchError as e:
         print(f"bench/clients.py: {e}", file=sys.stderr)
         return 1

@@ -1327,6 +1327,10 @@ typedef struct {
 	uint32_t fpw;			/* frames per worker */
 	uint32_t batch;
 	uint32_t spin;			/* 1: never sleep */
+	/* adaptive spinning (Port_run): after work, keep looking for spin_ns
+	 * before sleeping; spin_max_ns 0: sleep as soon as idle */
+	uint64_t spin_max_ns, spin_ns, last_work_ns;
+	bool slept;			/* since the last work */
 	bool busy_poll;			/* we drive the NAPI context by syscalls */
 	bool rx_empty;			/* the last look at the RX ring found nothing */
 	bool draining;			/* reports DRAINING instead of RUNNING */
@@ -2665,6 +2669,34 @@ static int port_sleep(PortObject *p, int timeout_ms)
 	return 0;
 }
 
+/*
+ * Adaptive spinning.  A quiet worker sleeps in poll(), and each packet then
+ * costs a wake-up (tens of microseconds on a shared CPU, and two per hop:
+ * the ingress worker, then the egress one).  But traffic comes in bursts and
+ * exchanges: the reply to a request this worker just forwarded comes back
+ * a few tens of microseconds later.  So after work the worker keeps looking
+ * for spin_ns before it sleeps.  The budget is learnt from what the spins
+ * find: work found after a gap while spinning (a hit) sets it to twice that
+ * gap (at least SPIN_MIN_NS, at most spin_max_ns), a spin that ran out (a
+ * miss) shrinks it by an eighth.  A request/response exchange settles at
+ * about twice its turnaround; sparse, unrelated packets shrink it to
+ * SPIN_MIN_NS; a worker with nothing to do spends nothing, since it spins
+ * only after work.  While it spins its sleeping flag is clear, so peers
+ * handing it frames skip the eventfd write too.
+ */
+#define SPIN_MIN_NS 2000ULL
+
+static inline void spin_learn(PortObject *p, bool hit, uint64_t gap)
+{
+	if (hit) {
+		uint64_t b = 2 * gap;
+
+		p->spin_ns = b < SPIN_MIN_NS ? SPIN_MIN_NS : b > p->spin_max_ns ? p->spin_max_ns : b;
+	} else if (p->spin_ns > SPIN_MIN_NS) {
+		p->spin_ns -= p->spin_ns >> 3;
+	}
+}
+
 /* run(budget_us) -> 0 when the budget ran out, 1 when a signal arrived */
 static PyObject *Port_run(PortObject *p, PyObject *args)
 {
@@ -2688,8 +2720,16 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 
 		now = now_ns();
 		if (work) {
+			if (idle && !p->slept && p->spin_max_ns && p->last_work_ns)
+				spin_learn(p, true, now - p->last_work_ns);
 			idle = 0;
-		} else if (!p->spin && ++idle > 8) {
+			p->slept = false;
+			p->last_work_ns = now;
+		} else if (!p->spin && ++idle > 8 &&
+			   (p->slept || now - p->last_work_ns >= p->spin_ns)) {
+			if (p->spin_max_ns && !p->slept)
+				spin_learn(p, false, 0);
+			p->slept = true;
 			/* Frames still out in the kernel's TX path, or lent to
 			 * a peer, come back without waking us: look again soon. */
 			int ms = (p->n_tx || p->n_handoff || port_tx_inflight(p)) ? 1 :
@@ -2822,6 +2862,7 @@ struct port_cfg {
 	uint32_t batch;
 	bool spin;
 	bool busy_poll;
+	uint32_t spin_max_us;		/* adaptive spinning's cap; 0: none */
 	PortObject *adopt;		/* fuzz() only: take over this synthetic
 					 * port's rings (synth_adopt()) */
 };
@@ -3027,6 +3068,8 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 	p->frames_end = n * p->home_span;
 	p->batch = cfg->batch;
 	p->spin = cfg->spin;
+	p->spin_max_ns = p->spin_ns = (uint64_t)cfg->spin_max_us * 1000;
+	p->last_work_ns = 0;
 	/* a synthetic port has no NAPI context to drive */
 	p->busy_poll = cfg->busy_poll && cfg->xsk_fd >= 0;
 	p->freelist = ctl_freelist(&c->v, id);
@@ -3087,21 +3130,28 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 }
 
 /* Port(control, worker_id, xsk_fd, umem_fd, umem_size,
- *      (rx, tx, fill, completion), batch_size, spin, eventfds, *, busy_poll=False) */
+ *      (rx, tx, fill, completion), batch_size, spin, eventfds, *, busy_poll=False,
+ *      spin_max_us=0) */
 static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"control", "worker_id", "xsk_fd", "umem_fd", "umem_size",
-				 "ring_sizes", "batch_size", "spin", "eventfds", "busy_poll", NULL};
+				 "ring_sizes", "batch_size", "spin", "eventfds", "busy_poll",
+				 "spin_max_us", NULL};
 	struct port_cfg cfg = {0};
 	unsigned long long umem_size;
 	PyObject *control, *efds;
 	int spin, busy_poll = 0;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$p", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$pI", kwlist,
 					 &ControlType, &control, &cfg.id, &cfg.xsk_fd,
 					 &cfg.umem_fd, &umem_size, &cfg.rx, &cfg.tx, &cfg.fill,
-					 &cfg.comp, &cfg.batch, &spin, &efds, &busy_poll))
+					 &cfg.comp, &cfg.batch, &spin, &efds, &busy_poll,
+					 &cfg.spin_max_us))
 		return -1;
+	if (cfg.spin_max_us > 100000) {
+		PyErr_SetString(PyExc_ValueError, "spin_max_us out of range 0..100000");
+		return -1;
+	}
 	/* synthetic rings are for microbench() only: a Port with no socket
 	 * would sleep on nothing */
 	if (cfg.xsk_fd < 0) {

@@ -71,7 +71,7 @@ FALLBACKS = ("pass", "drop")
 # flow_hash keeps each flow on one member and so in order; round_robin does not
 FANOUT_SPREADS = ("flow_hash", "round_robin")
 ACTIONS = ("forward", "drop")
-IDLE = ("sleep", "spin")
+IDLE = ("adaptive", "sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
 FRAME_SIZES = (2048, 4096)
 
@@ -223,7 +223,7 @@ class WorkersConfig:
 
     cpus: Literal["auto"] | tuple[int, ...] = "auto"  # in the order given
     batch_size: int = 64
-    idle: str = "sleep"         # sleep | spin
+    idle: str = "adaptive"      # adaptive | sleep | spin
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
     busy_poll_usecs: int = 20   # SO_BUSY_POLL
     busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET

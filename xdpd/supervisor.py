@@ -70,6 +70,10 @@ from .oserrors import errname
 log = logging.getLogger("xdpd.supervisor")
 
 WORKER_BUDGET_US = 200_000          # a worker returns to Python at least this often
+# workers.idle: adaptive: the longest a worker keeps looking for work after
+# work before it sleeps (the budget it learns stays below; _fastpath.c,
+# "Adaptive spinning"); measured in docs/PERFORMANCE.md
+ADAPTIVE_SPIN_MAX_US = 50
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 HEARTBEAT_TIMEOUT_S = 5.0
@@ -939,6 +943,7 @@ class Supervisor:
             layout=self.umem.geometry.layout,
             batch_size=self.config.workers.batch_size,
             spin=self.config.workers.idle == "spin",
+            spin_max_us=ADAPTIVE_SPIN_MAX_US if self.config.workers.idle == "adaptive" else 0,
             busy_poll=self.config.workers.busy_poll,
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name,
             uid=self.worker_uid, gid=self.worker_gid)

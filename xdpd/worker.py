@@ -69,6 +69,7 @@ class WorkerSpec:
     layout: tuple[int, int, int, int]
     batch_size: int
     spin: bool
+    spin_max_us: int            # adaptive spinning's cap (workers.idle: adaptive); 0: none
     busy_poll: bool
     budget_us: int
     parent_pid: int
@@ -245,7 +246,7 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     signal.signal(signal.SIGUSR2, stop)
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
-                          busy_poll=spec.busy_poll)
+                          busy_poll=spec.busy_poll, spin_max_us=spec.spin_max_us)
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     drain = Drain(port)
     usage = Usage(port)

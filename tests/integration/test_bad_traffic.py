@@ -107,6 +107,35 @@ DATA = bytes(range(256)) * 6
 UDP64 = ipv4(udp(DATA[:22]))                # an ordinary 64-byte frame's body
 
 
+def _fold(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def l4_checked(proto: int, payload: bytes, how: str) -> bytes:
+    """A TCP or UDP segment from ipv4()'s addresses whose checksum is
+    `wrong` (as a damaged frame from a wire has it) or `partial` (the
+    pseudo-header sum alone, what a local stack with TX offload leaves)."""
+    if proto == socket.IPPROTO_TCP:
+        seg = bytearray(struct.pack("!HHIIBBHHH", 10000, 9, 1, 0, 5 << 4, 0x18, 512, 0, 0)
+                        + payload)
+        at = 16
+    else:
+        seg = bytearray(udp(payload))
+        at = 6
+    pseudo = bytes((198, 18, 0, 1, 198, 19, 0, 1)) + struct.pack("!xBH", proto, len(seg))
+    if how == "partial":
+        value = _fold(pseudo)
+    else:
+        value = (~_fold(pseudo + bytes(seg)) + 0x0101) & 0xFFFF or 1
+    struct.pack_into("!H", seg, at, value)
+    return bytes(seg)
+
+
 def size(body: bytes, frame_len: int) -> bytes:
     """body padded with DATA (or cut) so the whole frame is frame_len bytes."""
     want = frame_len - 12
@@ -169,6 +198,24 @@ KINDS = [
      typed(0x0800, ipv4(DATA[:30], frag=0x2000 | 185)), True),
     ("IPv4 TCP header cut after 6 B", None, typed(0x0800, ipv4(DATA[:6], socket.IPPROTO_TCP)),
      True),
+    # checksums xdpd must not "heal" (it completes partial ones only,
+    # docs/ARCHITECTURE.md "Partial checksums"): a wrong one from a wire,
+    # and partial-looking ones where it parses nothing
+    ("IPv4 UDP, wrong checksum", None,
+     typed(0x0800, ipv4(l4_checked(socket.IPPROTO_UDP, DATA[:22], "wrong"))), True),
+    ("IPv4 TCP, wrong checksum", None,
+     typed(0x0800, ipv4(l4_checked(socket.IPPROTO_TCP, DATA[:30], "wrong"),
+                        socket.IPPROTO_TCP)), True),
+    ("IPv4 UDP first fragment (MF), partial-looking checksum", None,
+     typed(0x0800, ipv4(l4_checked(socket.IPPROTO_UDP, DATA[:22], "partial"), frag=0x2000)),
+     True),
+    ("IPv4 TCP, partial-looking checksum, IP length past the frame", None,
+     typed(0x0800, ipv4(l4_checked(socket.IPPROTO_TCP, DATA[:30], "partial"),
+                        socket.IPPROTO_TCP, total=1400)), True),
+    ("IPv6 hop-by-hop + UDP, partial-looking checksum", None,
+     typed(0x86DD, ipv6(bytes((socket.IPPROTO_UDP, 0, 5, 2, 0, 0, 1, 0))
+                        + l4_checked(socket.IPPROTO_UDP, DATA[:30], "partial"),
+                        next_header=0)), True),
     ("802.3 length 46 + LLC/SNAP", None,
      size(typed(46, b"\xaa\xaa\x03\x00\x00\x00\x08\x00"), 60), True),
     ("802.3 length 1500 in a 60 B frame", None, size(typed(1500, b"\x42\x42\x03"), 60), True),

@@ -204,7 +204,7 @@ BAD_INPUT = [
          "xdpd.yaml: interfaces[0].fanout_spread: 'hash' is not allowed; use flow_hash or "
          "round_robin"),
     case("idle", BASE + "workers:\n  idle: poll\n",
-         "xdpd.yaml: workers.idle: 'poll' is not allowed; use sleep or spin"),
+         "xdpd.yaml: workers.idle: 'poll' is not allowed; use adaptive, sleep or spin"),
     case("busy-poll-word", BASE + "workers:\n  busy_poll: on\n",
          "xdpd.yaml: workers.busy_poll: expected true or false, got string 'on'"),
     case("busy-poll-usecs", BASE + "workers:\n  busy_poll_usecs: 0\n",
@@ -522,7 +522,7 @@ def test_defaults():
     assert config.interfaces[0] == InterfaceConfig(
         name="veth-a", queues="all", xdp_mode="auto", zero_copy="auto", fallback="pass",
         fanout=1, fanout_spread="flow_hash")
-    assert config.workers == WorkersConfig(cpus="auto", batch_size=64, idle="sleep")
+    assert config.workers == WorkersConfig(cpus="auto", batch_size=64, idle="adaptive")
     assert config.umem == UmemConfig(frame_size=2048, frames_per_worker=4096, hugepages="auto")
     assert config.rings == RingsConfig(rx=2048, tx=2048, fill=4096, completion=4096)
     assert config.metrics == MetricsConfig(listen=("127.0.0.1", 9464))

@@ -319,7 +319,7 @@ VALID = {
     "pop_vlan": _scalars(["false"]),
     "cpus": st.one_of(_scalars(["auto", "[0]", "[3, 1]"])),
     "batch_size": _scalars(["1", "64", "1024", "0x40"]),
-    "idle": _scalars(["sleep", "spin"]),
+    "idle": _scalars(["adaptive", "sleep", "spin"]),
     "busy_poll": _scalars(["true", "false"]),
     "busy_poll_usecs": _scalars(["1", "20", "10000"]),
     "busy_poll_budget": _scalars(["1", "64", "1024"]),

@@ -134,7 +134,7 @@ def nobody_spec() -> dict:
     nobody = pwd.getpwnam("nobody")
     return dict(id=0, netdev="in0", queue=0, cpu=0, xsk_fd=-1, umem_fd=-1, umem_size=0,
                 control_fd=-1, control_size=0, tables_fd=-1, eventfds=(), rings=(0, 0, 0, 0),
-                layout=(1, 1, 2048, 1), batch_size=64, spin=False, busy_poll=False,
+                layout=(1, 1, 2048, 1), batch_size=64, spin=False, spin_max_us=0, busy_poll=False,
                 budget_us=1000, parent_pid=os.getpid(), uid=nobody.pw_uid, gid=nobody.pw_gid)
 
 
@@ -168,7 +168,7 @@ def test_a_confined_worker_is_an_unprivileged_user_and_cannot_reach_root(open_di
 def test_a_worker_refuses_to_stay_root():
     spec = dict(id=0, netdev="in0", queue=0, cpu=0, xsk_fd=-1, umem_fd=-1, umem_size=0,
                 control_fd=-1, control_size=0, tables_fd=-1, eventfds=(), rings=(0, 0, 0, 0),
-                layout=(1, 1, 2048, 1), batch_size=64, spin=False, busy_poll=False,
+                layout=(1, 1, 2048, 1), batch_size=64, spin=False, spin_max_us=0, busy_poll=False,
                 budget_us=1000, parent_pid=os.getpid(), uid=0, gid=0)
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(
         {"spec": spec, "root_file": "/nonexistent", "new_file": "/nonexistent"})],
