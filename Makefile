@@ -9,8 +9,9 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv \
                 linux-libc-dev iproute2 ethtool util-linux procps prometheus strace \
                 iputils-ping iperf3 curl
-# The benchmark's peer, dpdk-testpmd with the AF_XDP PMD (not needed by tests).
-BENCH_APT_PACKAGES := dpdk-dev
+# The benchmark's peers: dpdk-testpmd with the AF_XDP PMD, and libxdp for
+# bench/xsk_fwd.c (not needed by tests).
+BENCH_APT_PACKAGES := dpdk-dev libxdp-dev
 # The CPU hog of `make test-loaded`.
 LOADED_APT_PACKAGES := stress-ng
 PYTEST_ARGS ?=
@@ -80,8 +81,12 @@ test-integration: build
 	$(PY) -m pytest -rs $(PYTEST_ARGS) tests/integration
 
 # xdpd vs dpdk-testpmd vs in-kernel XDP forwarding in a veth lab (root); prints the table.
-bench: build bench-deps
+bench: build bench-deps bench/xsk_fwd
 	$(PY) bench/perf.py $(BENCH_ARGS)
+
+# The benchmark's C peer: a minimal AF_XDP forwarder on libxdp
+bench/xsk_fwd: bench/xsk_fwd.c
+	$(CC) -O2 -Wall -Wextra -o $@ $< -lxdp -lbpf
 
 # xdpd at the highest rate for 30 minutes (root): memory, frames and drops over
 # time, then a verdict; make soak SOAK_ARGS="--minutes 3 --every 15"
@@ -109,7 +114,7 @@ fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan --fanout 2 $(FUZZ_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache
+	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache bench/xsk_fwd
 
 # make install: xdpd on this host, run by systemd (root).
 # Debian's Python is externally managed (PEP 668): the package, its C

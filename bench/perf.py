@@ -3,7 +3,7 @@
 
     make bench
     python bench/perf.py [--seconds 10] [--runs 3] [--warmup 2] [--size 64]
-                         [--queues 1] [--modes io,mac] [--peers xdpd,testpmd,kernel]
+                         [--queues 1] [--modes io,mac] [--peers xdpd,testpmd,xsk_fwd,kernel]
                          [--gen-cpu 0] [--fwd-cpu 1] [--xdpd-set workers.batch_size=128]
                          [--fanout 1,2] [--fanout-spread flow_hash]
 
@@ -21,6 +21,9 @@ counters at the start and the end of a fixed window.
 Forwarders, alternated trial by trial on the same lab, with the same CPU
 placement and the same generator:
   xdpd     `xdpd run`, every worker pinned to --fwd-cpu
+  xsk_fwd  bench/xsk_fwd.c, a minimal C AF_XDP forwarder on libxdp (in the
+           style of the kernel's xsk_fwd sample): one thread on --fwd-cpu
+           polling both sockets of one shared UMEM
   testpmd  dpdk-testpmd with the AF_XDP PMD on in0 and out0, its forwarding
            lcore on --fwd-cpu, its main lcore on --gen-cpu
   kernel   the lab's ceiling: an XDP program on in0 redirecting to out0
@@ -60,7 +63,8 @@ from xdpd.labxdp import CountingSink, DevmapForwarder  # noqa: E402
 from xdpd.traffic import child_env  # noqa: E402
 
 MODES = ("io", "mac")
-PEERS = ("xdpd", "testpmd", "kernel")
+PEERS = ("xdpd", "testpmd", "xsk_fwd", "kernel")
+XSK_FWD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xsk_fwd")
 METRICS_PORT = 9477
 
 
@@ -208,7 +212,30 @@ class Xdpd:
         self.daemon.close()
 
 
-class Testpmd:
+class OneProcess:
+    """A forwarder that is one process (self.proc), ended with SIGINT."""
+    proc: subprocess.Popen | None = None
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+
+    def all_pids(self) -> list[int]:
+        return self.pids()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Testpmd(OneProcess):
     name = "testpmd"
 
     def __init__(self, lab: Lab, mode: str, cpu: int, main_cpu: int, queues: int):
@@ -250,24 +277,34 @@ class Testpmd:
         except OSError:
             return ""
 
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
-
-    all_pids = pids
-
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        super().stop()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
+
+
+class XskFwd(OneProcess):
+    """bench/xsk_fwd.c: a minimal C AF_XDP forwarder (libxdp, one thread,
+    both sockets on one UMEM), pinned to the forwarder CPU."""
+    name = "xsk_fwd"
+
+    def __init__(self, lab: Lab, mode: str, cpu: int, queues: int):
+        if queues != 1:
+            raise BenchError("xsk_fwd forwards one queue: use --queues 1 with it")
+        self.lab = lab
+        macs = ([f"--mac-in2out={lab.MACS[lab.SINK_DEV]},{lab.MACS[lab.OUT_DEV]}",
+                 f"--mac-out2in={lab.MACS[lab.GEN_DEV]},{lab.MACS[lab.IN_DEV]}"]
+                if mode == "mac" else [])
+        self.cmd = [XSK_FWD, lab.IN_DEV, lab.OUT_DEV, "--cpu", str(cpu), "--mode", mode, *macs]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.proc = self.lab.popen(self.lab.dut_ns, self.cmd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()
+        if '"ready"' not in ready:
+            self.proc.wait(timeout)
+            raise BenchError(f"xsk_fwd did not start: {self.proc.stderr.read().strip()}")
 
 
 class Kernel:
@@ -343,6 +380,8 @@ def make_forwarder(peer: str, lab: Lab, mode: str, args):
         return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set, fanout, args.fanout_spread)
     if peer == "testpmd":
         return Testpmd(lab, mode, args.fwd_cpu, args.gen_cpu, args.queues)
+    if peer == "xsk_fwd":
+        return XskFwd(lab, mode, args.fwd_cpu, args.queues)
     return Kernel(lab, mode)
 
 
@@ -384,11 +423,16 @@ def report(trials: list[Trial], args) -> dict:
     for mode in args.modes:
         x, t = summary.get(f"{mode}/xdpd"), summary.get(f"{mode}/testpmd")
         k = summary.get(f"{mode}/kernel")
+        c = summary.get(f"{mode}/xsk_fwd")
         parts = []
         if x and t:
             ratio = x["delivered_pps"] / max(t["delivered_pps"], 1)
             summary[f"{mode}/ratio"] = ratio
             parts.append(f"xdpd/testpmd = {ratio:.2f}")
+        if x and c:
+            ratio = x["delivered_pps"] / max(c["delivered_pps"], 1)
+            summary[f"{mode}/ratio_xsk_fwd"] = ratio
+            parts.append(f"xdpd/xsk_fwd = {ratio:.2f}")
         if x and k:
             parts.append(f"xdpd/kernel ceiling = {x['delivered_pps'] / max(k['delivered_pps'], 1):.2f}")
         for peer in args.peers:
@@ -455,6 +499,10 @@ def main() -> int:
             for d in os.environ.get("PATH", "").split(os.pathsep)):
         print("dpdk-testpmd not found; install the Debian package dpdk-dev "
               "(make bench does), or leave it out with --peers xdpd,kernel", file=sys.stderr)
+        return 69
+    if "xsk_fwd" in args.peers and not os.access(XSK_FWD, os.X_OK):
+        print(f"{XSK_FWD} not built; make bench builds it (needs libxdp-dev), or leave it "
+              "out with --peers xdpd,testpmd,kernel", file=sys.stderr)
         return 69
     cleanup_stale()
     trials: list[Trial] = []

@@ -35,6 +35,7 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until
 from xdpd.labdaemon import forward_config, run_in_netns
+from xdpd.traffic import ipv4_checksum
 
 pytestmark = ROOT_ONLY
 
@@ -108,12 +109,8 @@ UDP64 = ipv4(udp(DATA[:22]))                # an ordinary 64-byte frame's body
 
 
 def _fold(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+    """The one's complement sum of data, not complemented."""
+    return 0xFFFF - ipv4_checksum(data)
 
 
 def l4_checked(proto: int, payload: bytes, how: str) -> bytes:
