@@ -52,6 +52,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -2682,7 +2683,10 @@ static int port_sleep(PortObject *p, int timeout_ms)
  * about twice its turnaround; sparse, unrelated packets shrink it to
  * SPIN_MIN_NS; a worker with nothing to do spends nothing, since it spins
  * only after work.  While it spins its sleeping flag is clear, so peers
- * handing it frames skip the eventfd write too.
+ * handing it frames skip the eventfd write too.  Each empty turn of the
+ * spin yields the CPU (sched_yield()): workers sharing a CPU (the ingress
+ * and egress worker of one path, often) must not spin while the other has
+ * work; alone on the CPU, the call returns at once.
  */
 #define SPIN_MIN_NS 2000ULL
 
@@ -2725,8 +2729,12 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 			idle = 0;
 			p->slept = false;
 			p->last_work_ns = now;
-		} else if (!p->spin && ++idle > 8 &&
-			   (p->slept || now - p->last_work_ns >= p->spin_ns)) {
+		} else if (!p->spin && ++idle > 8 && !p->slept &&
+			   now - p->last_work_ns < p->spin_ns) {
+			/* spinning: but a peer worker (or anyone) runnable on
+			 * this CPU goes first; alone here it returns at once */
+			sched_yield();
+		} else if (!p->spin && idle > 8) {
 			if (p->spin_max_ns && !p->slept)
 				spin_learn(p, false, 0);
 			p->slept = true;
