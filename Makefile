@@ -97,7 +97,7 @@ soak: build
 # program alone (root): ns per packet by what it does (rules, fanout).
 # Real clients (ping, iperf3) through xdpd, a Linux bridge and in-kernel XDP
 # redirect, side by side (root): make bench-clients CLIENTS_ARGS="--runs 5"
-bench-clients: build
+bench-clients: build bench-deps bench/xsk_fwd
 	$(PY) bench/clients.py $(CLIENTS_ARGS)
 
 bench-micro: build

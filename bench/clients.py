@@ -2,7 +2,7 @@
 """Real clients through each forwarder, side by side in one veth lab (root).
 
     make bench-clients
-    python bench/clients.py [--runs 3] [--seconds 4] [--peers bridge,kernel,xdpd,xdpd-sleep,xdpd-spin]
+    python bench/clients.py [--runs 3] [--seconds 4] [--peers bridge,kernel,xsk_fwd,xdpd,xdpd-sleep,xdpd-spin]
                             [--json FILE]
 
     gen0 --> in0 [forwarder] out0 --> sink0
@@ -13,6 +13,8 @@ offloads (TX checksum on: their TCP and UDP carry partial checksums).
 Forwarders, both directions, alternated run by run on the same lab:
   bridge     a Linux bridge over in0 and out0 (the kernel's own L2 path)
   kernel     XDP redirect in0 <-> out0 through a DEVMAP (no user space)
+  xsk_fwd    bench/xsk_fwd.c, a minimal C AF_XDP forwarder (built by make
+             bench-clients), one spinning thread on CPU 1
   xdpd       `xdpd run` with its defaults (workers.idle: adaptive)
   xdpd-sleep the same with workers.idle: sleep (sleep as soon as idle)
   xdpd-spin  the same with workers.idle: spin (never sleep)
@@ -41,9 +43,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xdpd.lab import Lab, LabError, cleanup_stale  # noqa: E402
 from xdpd.labdaemon import LabDaemon  # noqa: E402
 from xdpd.labxdp import DevmapForwarder  # noqa: E402
+from perf import XSK_FWD, OneProcess  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
-PEERS = ("bridge", "kernel", "xdpd", "xdpd-sleep", "xdpd-spin")
+PEERS = ("bridge", "kernel", "xsk_fwd", "xdpd", "xdpd-sleep", "xdpd-spin")
 PING_RATES = ((50, 100), (1000, 1000), (10000, 3000))   # (packets/s, count)
 METRICS_PORT = 9478
 
@@ -90,6 +93,22 @@ class Kernel:
         self.fwds = []
 
 
+class XskFwd(OneProcess):
+    """bench/xsk_fwd.c in io mode: in0 <-> out0 as they are."""
+    name = "xsk_fwd"
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.cmd = [XSK_FWD, lab.IN_DEV, lab.OUT_DEV, "--cpu", "1", "--mode", "io"]
+
+    def start(self) -> None:
+        self.proc = self.lab.popen(self.lab.dut_ns, self.cmd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        if '"ready"' not in self.proc.stdout.readline():
+            self.proc.wait(30)
+            raise BenchError(f"xsk_fwd did not start: {self.proc.stderr.read().strip()}")
+
+
 class Xdpd:
     def __init__(self, lab: Lab, idle: str):
         self.lab = lab
@@ -119,6 +138,8 @@ def make(peer: str, lab: Lab):
         return Bridge(lab)
     if peer == "kernel":
         return Kernel(lab)
+    if peer == "xsk_fwd":
+        return XskFwd(lab)
     if peer.startswith("xdpd"):
         return Xdpd(lab, peer.partition("-")[2] or "adaptive")
     raise BenchError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
@@ -287,6 +308,13 @@ def main() -> int:
         print("bench/clients.py needs root (network namespaces, XDP)", file=sys.stderr)
         return 2
     peers = [p for p in args.peers.split(",") if p]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        ap.error(f"--peers: {', '.join(unknown)}: choose from {', '.join(PEERS)}")
+    if "xsk_fwd" in peers and not os.access(XSK_FWD, os.X_OK):
+        print(f"{XSK_FWD} not built: make bench-clients builds it (needs libxdp-dev), or "
+              "leave it out with --peers", file=sys.stderr)
+        return 69
     cleanup_stale()
     results: dict[str, list[dict]] = {p: [] for p in peers}
     try:
