@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xdpd.lab import Lab, LabError, cleanup_stale  # noqa: E402
 from xdpd.labdaemon import LabDaemon  # noqa: E402
 from xdpd.labxdp import DevmapForwarder  # noqa: E402
-from perf import XSK_FWD, OneProcess  # noqa: E402
+from perf import XSK_FWD, OneProcess, libxdp_pins_removed  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
 PEERS = ("bridge", "kernel", "xsk_fwd", "xdpd", "xdpd-sleep", "xdpd-spin")
@@ -318,7 +318,7 @@ def main() -> int:
     cleanup_stale()
     results: dict[str, list[dict]] = {p: [] for p in peers}
     try:
-        with Lab.create(queues=1) as lab:
+        with libxdp_pins_removed(), Lab.create(queues=1) as lab:
             address(lab)
             for run in range(args.runs):
                 for peer in peers:

@@ -65,6 +65,22 @@ from xdpd.traffic import child_env  # noqa: E402
 MODES = ("io", "mac")
 PEERS = ("xdpd", "testpmd", "xsk_fwd", "kernel")
 XSK_FWD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xsk_fwd")
+# libxdp (under testpmd's AF_XDP PMD and xsk_fwd) pins its dispatchers here
+# and leaves the directory behind when it detaches them
+LIBXDP_PINS = "/sys/fs/bpf/xdp"
+
+
+@contextlib.contextmanager
+def libxdp_pins_removed():
+    """Remove libxdp's pin directory afterwards if this run made it (and it
+    is empty: libxdp removes its dispatchers' pins when it detaches them)."""
+    made_here = not os.path.exists(LIBXDP_PINS)
+    try:
+        yield
+    finally:
+        if made_here:
+            with contextlib.suppress(OSError):
+                os.rmdir(LIBXDP_PINS)
 METRICS_PORT = 9477
 
 
@@ -506,7 +522,7 @@ def main() -> int:
         return 69
     cleanup_stale()
     trials: list[Trial] = []
-    with Lab.create(queues=args.queues) as lab:
+    with libxdp_pins_removed(), Lab.create(queues=args.queues) as lab:
         sink = CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV])
         try:
             for run in range(args.runs):
