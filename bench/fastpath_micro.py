@@ -60,6 +60,7 @@ class Scenario:
     table: list           # rules by netdev, as Control.write_table takes them
     ingress: tuple[int, ...]
     what: str
+    csum: bool = False    # netdev 0 completes partial checksums (interfaces[].checksum)
 
     def worker_netdevs(self) -> list[int]:
         """Worker w is queue 0 of netdev w: each has a rule of its own."""
@@ -95,6 +96,9 @@ SCENARIOS = {s.name: s for s in (
              (0,), "worker 0 -> worker 1 -> home, MAC rewrite; both on one core"),
     Scenario("drop", 1, [{"action": "drop"}], (0,), "a drop rule"),
     Scenario("match", 1, [MATCH_RULES], (0,), "three rules with matches, the second forwards"),
+    Scenario("csum", 1, [_forward([0], set_dst_mac=DST_MAC, set_src_mac=SRC_MAC)], (0,),
+             "mac, with checksum completion on: every frame checked (none partial)",
+             csum=True),
     Scenario("vlan", 1, [_forward([0], set_dst_mac=DST_MAC, set_src_mac=SRC_MAC, push_vlan=100)],
              (0,), "forward, MAC rewrite + push_vlan (the per-packet rule path)"),
 )}
@@ -119,7 +123,8 @@ def prepare(scenario: Scenario, setup: Setup) -> SharedUmem:
     try:
         for w, netdev in enumerate(scenario.worker_netdevs()):
             umem.control.set_worker(w, netdev, 0, 0)
-        umem.control.write_table(scenario.table)
+        umem.control.write_table(scenario.table,
+                                 complete_checksums=[0] if scenario.csum else [])
     except Exception:
         umem.close()
         raise
