@@ -2135,7 +2135,7 @@ enum { CSUM_LEFT, CSUM_COMPLETED };
 static int csum_complete(uint8_t *pkt, uint32_t len)
 {
 	uint32_t off = ETH_HLEN, l4, l4len, field_off;
-	uint64_t pseudo;
+	uint64_t pseudo, sum;
 	uint16_t proto, field, now;
 	uint8_t ip_proto;
 
@@ -2193,10 +2193,12 @@ static int csum_complete(uint8_t *pkt, uint32_t len)
 	field = get16(pkt + l4 + field_off);
 	if (field != csum_fold16(pseudo))
 		return CSUM_LEFT;		/* not a partial checksum */
-	if (csum_fold16(csum_add(pseudo, pkt + l4, l4len)) == 0xffff)
+	sum = csum_add(pseudo, pkt + l4, l4len);	/* the field included */
+	if (csum_fold16(sum) == 0xffff)
 		return CSUM_LEFT;		/* verifies: complete already */
-	memset(pkt + l4 + field_off, 0, 2);
-	now = (uint16_t)~csum_fold16(csum_add(pseudo, pkt + l4, l4len));
+	/* the sum with the field as zero: take the field out again (adding
+	 * its ones' complement), rather than summing the segment twice */
+	now = (uint16_t)~csum_fold16(sum + (uint16_t)~field);
 	if (ip_proto == 17 && now == 0)
 		now = 0xffff;			/* UDP: 0 means "no checksum" */
 	memcpy(pkt + l4 + field_off, &now, 2);
