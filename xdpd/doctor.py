@@ -309,17 +309,8 @@ def check_checksum(config, host, nd: Netdev) -> list[Finding]:
     if not kind:
         return [Finding("checksum", "ok", nd.name,
                         f"a NIC: frames from a wire carry complete checksums (checksum: {mode})")]
-    try:
-        peer = host.link_peer(nd.name)
-    except OSError:
-        peer = None
-    sender = f"its peer {peer}" if peer else f"the sender behind this {kind}"
-    fix = peer.ethtool_command("-K {dev} tx off") if peer else "ethtool -K DEV tx off on the sender"
-    return [Finding("checksum", "warn", nd.name,
-                    f"checksum: off on a {kind}: TCP and UDP from {sender} with TX checksum "
-                    "offload on (the default) arrive with partial checksums and are forwarded "
-                    "so; their receivers drop them",
-                    f"set checksum: auto, or turn the sender's offload off: {fix}")]
+    from .netdev import partial_checksums_left
+    return [Finding("checksum", "warn", nd.name, *partial_checksums_left(host, nd.name, kind))]
 
 
 NETDEV_CHECKS: tuple[Callable, ...] = (check_xdp_mode, check_zero_copy, check_channels,

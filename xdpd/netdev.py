@@ -96,6 +96,22 @@ def completes_checksums(mode: str, kind: str) -> bool:
     return mode == "complete" or (mode == "auto" and kind != "")
 
 
+def partial_checksums_left(host, name: str, kind: str) -> tuple[str, str]:
+    """For a software netdev whose partial checksums xdpd leaves
+    (`checksum: off`): what then happens, naming who sends them, and the
+    fix (for the start log and `xdpd doctor` alike)."""
+    try:
+        peer = host.link_peer(name)
+    except OSError:
+        peer = None
+    sender = f"its peer {peer}" if peer else f"the sender behind this {kind}"
+    fix = peer.offload_off_command() if peer else "ethtool -K DEV tx off on the sender"
+    return (f"checksum: off on a {kind}: TCP and UDP from {sender} with TX checksum offload "
+            "on (the default) arrive with partial checksums and are forwarded so; their "
+            "receivers drop them",
+            f"set checksum: auto, or turn the sender's offload off: {fix}")
+
+
 @dataclass(frozen=True)
 class LinkPeer:
     """The other end of a veth, for messages."""
@@ -103,13 +119,13 @@ class LinkPeer:
     name: str | None        # None: its namespace could not be entered
     netns: str | None       # "": ours; None: a namespace not under /run/netns
 
-    def ethtool_command(self, args: str) -> str:
-        """The command that runs `ethtool ARGS` on the peer."""
+    def offload_off_command(self) -> str:
+        """The command that turns the peer's TX checksum offload off."""
         dev = self.name or f"<the netdev with ifindex {self.ifindex}>"
         where = "" if self.netns == "" else \
             (f"ip netns exec {self.netns} " if self.netns else
              "nsenter --net=<its namespace> ")
-        return f"{where}ethtool {args.replace('{dev}', dev)}"
+        return f"{where}ethtool -K {dev} tx off"
 
     def __str__(self) -> str:
         name = self.name or f"ifindex {self.ifindex}"

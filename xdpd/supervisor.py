@@ -689,18 +689,9 @@ class Supervisor:
             return
         if not iface.kind:
             return                          # a NIC: a wire sends no partial checksums
-        from .netdev import NetdevError
-        try:
-            peer = self.host.link_peer(iface.name)
-        except NetdevError:
-            peer = None
-        sender = f"its peer {peer}" if peer else f"the sender on the other side of this {iface.kind}"
-        fix = (peer.ethtool_command("-K {dev} tx off") if peer else
-               "turn TX checksum offload off where its frames come from (ethtool -K DEV tx off)")
-        log.warning("%s: checksum: off on a %s: TCP and UDP from %s with TX checksum offload "
-                    "on (the default) arrive with partial checksums and are forwarded so; "
-                    "their receivers drop them. Set checksum: auto, or run: %s",
-                    iface.name, iface.kind, sender, fix)
+        from .netdev import partial_checksums_left
+        what, fix = partial_checksums_left(self.host, iface.name, iface.kind)
+        log.warning("%s: %s; %s", iface.name, what, fix)
 
     def _remove_interface(self, iface: Interface) -> None:
         try:
