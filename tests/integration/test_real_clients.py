@@ -85,15 +85,25 @@ def completed(d) -> float:
     return d.scrape().value("xdpd_checksums_completed_total")
 
 
+def completed_reaches(d, want: float) -> float:
+    """Poll until xdpd's completion counter reaches `want`: a worker publishes
+    its counters after the burst it sent, so a client can hold the last
+    answer a moment before the count includes it."""
+    return poll_until(lambda: completed(d) >= want and completed(d),
+                      what=f"xdpd_checksums_completed_total >= {want}")
+
+
 def test_ping_small_and_full_size_with_df(lab, xdpd):
     out = lab.run(lab.gen_ns, "ping", "-c", "20", "-i", "0.05", "-W", "2", "-q", SINK_IP).stdout
     assert " 20 received, 0% packet loss" in out, out
     out = lab.run(lab.gen_ns, "ping", "-c", "5", "-i", "0.05", "-W", "2", "-q", "-s", "1472",
                   "-M", "do", SINK_IP).stdout
     assert " 5 received, 0% packet loss" in out, out
-    m = xdpd.scrape()
-    assert m.value("xdpd_tx_packets_total", netdev=lab.OUT_DEV) >= 25
-    assert m.value("xdpd_tx_packets_total", netdev=lab.IN_DEV) >= 25
+    # every request and every reply went out through xdpd (counters land
+    # just after the burst they count: poll)
+    for dev in (lab.OUT_DEV, lab.IN_DEV):
+        poll_until(lambda: xdpd.scrape().value("xdpd_tx_packets_total", netdev=dev) >= 25,
+                   what=f"25 packets sent on {dev}")
 
 
 def listening(lab, ns: str, port: int) -> bool:
@@ -127,7 +137,7 @@ def test_iperf3_tcp(lab, xdpd, direction):
     for s in sums:
         assert s["bytes"] > 10 << 20, s          # TCP got through, and in earnest
     # the peers' partial checksums were completed by xdpd, not by luck
-    assert completed(xdpd) > before + 1000
+    completed_reaches(xdpd, before + 1001)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -137,7 +147,10 @@ def test_iperf3_udp_loses_nothing(lab, xdpd, reverse):
                     *(["-R"] if reverse else []))
     s = report["end"]["sum"]
     assert s["packets"] > 3000 and s["lost_packets"] == 0, s
-    assert completed(xdpd) >= before + s["packets"]
+    # each datagram completed, but for the odd one whose partial checksum
+    # verifies as it is (about 1 in 65,535 with iperf3's random payloads:
+    # see the DNS-like test, which counts them exactly)
+    completed_reaches(xdpd, before + s["packets"] - s["packets"] // 1000)
 
 
 HTTP_SERVER = r"""
@@ -173,7 +186,7 @@ def test_http_fetch_of_50_mb_arrives_intact(lab, xdpd):
             server.wait(10)
     finally:
         shutil.rmtree(root)
-    assert completed(xdpd) > 0
+    completed_reaches(xdpd, 1)
 
 
 UDP_SERVER = r"""
@@ -188,18 +201,42 @@ while True:
 
 UDP_CLIENT = r"""
 import json, os, socket, sys
+server, me = sys.argv[1], sys.argv[3]
+
+
+def ones(b):
+    b += b"\0" * (len(b) % 2)
+    s = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def partial_verifies(src, sport, dst, dport, payload):
+    # the datagram as its sender's stack hands it over with offload on (the
+    # field holds the pseudo-header sum): does that already verify?  Then
+    # no one can tell it from a complete one, and xdpd rightly leaves it.
+    n = (8 + len(payload)).to_bytes(2, "big")
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + b"\0\x11" + n
+    head = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + n
+    return ones(pseudo + head + ones(pseudo).to_bytes(2, "big") + payload) == 0xffff
+
+
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(1.0)
-lost = wrong = 0
+lost = wrong = verified = 0
 for i in range(int(sys.argv[2])):
     q = i.to_bytes(4, "big") + os.urandom(28 + i % 400)
-    s.sendto(q, (sys.argv[1], 5353))
+    s.sendto(q, (server, 5353))
+    port = s.getsockname()[1]
+    verified += partial_verifies(me, port, server, 5353, q)
+    verified += partial_verifies(server, 5353, me, port, b"A" + q[::-1])
     try:
         a, _ = s.recvfrom(2048)
         wrong += a != b"A" + q[::-1]
     except socket.timeout:
         lost += 1
-print(json.dumps({"lost": lost, "wrong": wrong}))
+print(json.dumps({"lost": lost, "wrong": wrong, "verified": verified}))
 """
 
 
@@ -210,9 +247,14 @@ def test_dns_like_request_response_loop(lab, xdpd):
         assert server.stdout.readline().strip() == "ready", server.stderr.read()
         before = completed(xdpd)
         r = lab.run(lab.gen_ns, sys.executable, "-I", "-c", UDP_CLIENT, SINK_IP, "2000",
-                    timeout=120)
-        assert json.loads(r.stdout) == {"lost": 0, "wrong": 0}
-        assert completed(xdpd) >= before + 4000          # every query and every answer
+                    GEN_IP, timeout=120)
+        got = json.loads(r.stdout)
+        assert (got["lost"], got["wrong"]) == (0, 0), got
+        # every query and every answer, but those whose partial checksum
+        # happens to verify as it is (about 1 in 65,535: random payloads)
+        want = before + 4000 - got["verified"]
+        completed_reaches(xdpd, want)
+        assert completed(xdpd) == want
     finally:
         server.kill()
         server.wait(10)
