@@ -114,7 +114,7 @@ fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan --fanout 2 $(FUZZ_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o .pytest_cache bench/xsk_fwd
+	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o xdpd/lab/*.bpf.o .pytest_cache bench/xsk_fwd
 
 # make install: xdpd on this host, run by systemd (root).
 # Debian's Python is externally managed (PEP 668): the package, its C

@@ -1,8 +1,9 @@
 """Build hooks: the C fast path (a CPython extension) and the XDP object.
 
 The XDP program is compiled here, once, by the package build (never at
-daemon start).  Both artefacts land inside the `xdpd` package so that an
-installed `xdpd` finds them next to its own modules.
+daemon start).  Each artefact lands inside the package that loads it (the
+lab's generator in `xdpd.lab`), so that an installed `xdpd` finds it next
+to the module that needs it.
 """
 import os
 import shutil
@@ -12,7 +13,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BPF_SOURCES = ["bpf/rr_redirect.c", "bpf/lab.c"]
+# each BPF object lands in the package directory named with it
+BPF_SOURCES = [("bpf/rr_redirect.c", "xdpd"), ("bpf/lab.c", "xdpd/lab")]
 
 
 def multiarch_include():
@@ -36,9 +38,9 @@ class BuildWithBpf(build_ext):
         if not clang:
             raise SystemExit("building xdpd needs clang for the XDP program "
                              "(Debian: apt-get install clang libbpf-dev)")
-        outdir = os.path.join(HERE if self.inplace else self.build_lib, "xdpd")
-        os.makedirs(outdir, exist_ok=True)
-        for src in BPF_SOURCES:
+        for src, package in BPF_SOURCES:
+            outdir = os.path.join(HERE if self.inplace else self.build_lib, package)
+            os.makedirs(outdir, exist_ok=True)
             name = os.path.splitext(os.path.basename(src))[0] + ".bpf.o"
             out = os.path.join(outdir, name)
             cmd = [clang, "-O2", "-g", "-Wall", "-Werror", "-target", "bpf",

@@ -41,10 +41,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab import Lab, cleanup_stale  # noqa: E402
-from xdpd.labdaemon import LabDaemon  # noqa: E402
-from xdpd.labxdp import CountingSink  # noqa: E402
-from xdpd.traffic import child_env  # noqa: E402
+from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
+from xdpd.lab.daemon import LabDaemon  # noqa: E402
+from xdpd.lab.xdp import CountingSink  # noqa: E402
+from xdpd.lab.traffic import child_env  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perf import METRICS_PORT, Xdpd, xdpd_config  # noqa: E402
@@ -53,7 +53,7 @@ POLL_S = 0.0002
 
 
 def start_generator(lab: Lab, rate: int, seconds: float, cpu: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
+    cmd = [sys.executable, "-m", "xdpd.lab.xdp", "gen", "--ifname", lab.GEN_DEV,
            "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
            "--rate", str(rate), "--seconds", str(seconds), "--cpu", str(cpu)]
     return lab.popen(lab.gen_ns, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -57,10 +57,10 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab import Lab, cleanup_stale  # noqa: E402
-from xdpd.labdaemon import LabDaemon  # noqa: E402
-from xdpd.labxdp import CountingSink, DevmapForwarder  # noqa: E402
-from xdpd.traffic import child_env  # noqa: E402
+from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
+from xdpd.lab.daemon import LabDaemon  # noqa: E402
+from xdpd.lab.xdp import CountingSink, DevmapForwarder  # noqa: E402
+from xdpd.lab.traffic import child_env  # noqa: E402
 
 MODES = ("io", "mac")
 PEERS = ("xdpd", "testpmd", "xsk_fwd", "kernel")
@@ -124,11 +124,11 @@ def _memory(pids: list[int]) -> list[tuple[int, str, int, int]]:
 # --- the generator --------------------------------------------------------------
 
 class Generator:
-    """`python -m xdpd.labxdp gen` in the gen namespace, reporting progress
+    """`python -m xdpd.lab.xdp gen` in the gen namespace, reporting progress
     lines (monotonic time, frames sent so far) that the window is cut from."""
 
     def __init__(self, lab: Lab, size: int, cpu: int, seconds: float, flows: int = 256):
-        cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
+        cmd = [sys.executable, "-m", "xdpd.lab.xdp", "gen", "--ifname", lab.GEN_DEV,
                "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
                "--size", str(size), "--flows", str(flows), "--seconds", str(seconds),
                "--cpu", str(cpu), "--progress", "0.05"]

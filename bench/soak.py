@@ -37,8 +37,8 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab import Lab, cleanup_stale  # noqa: E402
-from xdpd.labxdp import CountingSink  # noqa: E402
+from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
+from xdpd.lab.xdp import CountingSink  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perf import MODES, Generator, Xdpd  # noqa: E402

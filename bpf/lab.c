@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * lab: XDP programs for measuring throughput in the veth lab (xdpd/labxdp.py).
+ * lab: XDP programs for measuring throughput in the veth lab (xdpd/lab/xdp.py).
  * None of them is part of xdpd itself.
  *
  *  lab_gen    the generator.  Run by BPF_PROG_TEST_RUN with
@@ -9,7 +9,7 @@
  *             veth peer (in0), which needs an XDP program of its own.
  *             Counts every frame, so the offered count is exact even when a
  *             test run is cut short by a signal (-EINTR reports nothing).
- *             A frame built by labxdp.build_frame() carries a lab header at
+ *             A frame built by lab/xdp.py build_frame() carries a lab header at
  *             the start of its UDP payload (magic, flows, base port): the
  *             UDP source port is then set to base + n % flows, n counting
  *             this CPU's frames.  Only the port changes: the IPv4 header
@@ -17,7 +17,7 @@
  *             Live frames recycle their pages without copying the template
  *             again, so the port is written on every frame, never derived
  *             from what the page holds.
- *             xdpd/labxdp.py also keeps it attached (generic mode, a BPF
+ *             xdpd/lab/xdp.py also keeps it attached (generic mode, a BPF
  *             link) to lo: a program attached somewhere stays in the kernel's
  *             XDP dispatcher, and a test run of one that is not costs two
  *             RCU grace periods (~25 ms) to add and remove it.  On lo it

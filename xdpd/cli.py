@@ -269,7 +269,7 @@ def cmd_demo(args) -> int:
     denied = need_root("demo")
     if denied is not None:
         return denied
-    from .demo import run_demo
+    from .lab.demo import run_demo
     return run_demo(seconds=args.seconds, queues=args.queues)
 
 

@@ -143,7 +143,8 @@ def lab_object(tmp_path_factory) -> str:
     reason = _skip_reason("ethtool", "nsenter")
     if reason:
         pytest.skip(reason)
-    from xdpd import bpf, labxdp
+    from xdpd import bpf
+    from xdpd.lab import xdp as labxdp
     path = build_object(tmp_path_factory, "lab.c", labxdp.object_path)
     try:
         labxdp.Generator(path).close()

@@ -1,4 +1,4 @@
-"""xdpd.labxdp and bpf/lab.c in a real veth lab (root).
+"""xdpd.lab.xdp and bpf/lab.c in a real veth lab (root).
 
 Every test builds its own uniquely named lab (Lab.create(queues=1)) and
 destroys it afterwards, also when it fails.  The generator runs in the gen
@@ -33,10 +33,11 @@ import time
 
 import pytest
 
-from xdpd import bpf, labxdp
-from xdpd.lab import Lab
-from xdpd.labdaemon import run_in_netns
-from xdpd.traffic import child_env
+from xdpd import bpf
+from xdpd.lab import xdp as labxdp
+from xdpd.lab.netns import Lab
+from xdpd.lab.daemon import run_in_netns
+from xdpd.lab.traffic import child_env
 
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
@@ -339,7 +340,7 @@ def test_devmap_forwarder_without_rewrite_keeps_macs(vlab, gen, lab_object):
 # --- the command line ----------------------------------------------------------
 
 def gen_cmd(lab_object: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", "gen0",
+    return [sys.executable, "-m", "xdpd.lab.xdp", "gen", "--ifname", "gen0",
             "--dst-mac", IN_MAC, "--src-mac", GEN_MAC, "--size", "64",
             "--flows", "256", "--object", lab_object, *extra]
 

@@ -2,8 +2,8 @@
 real `xdpd run` process per test, both removed also when a test fails."""
 import pytest
 
-from xdpd.lab import Lab
-from xdpd.labdaemon import LabDaemon
+from xdpd.lab.netns import Lab
+from xdpd.lab.daemon import LabDaemon
 
 from integration_helpers import netns_list
 

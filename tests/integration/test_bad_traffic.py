@@ -34,8 +34,8 @@ import struct
 import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until
-from xdpd.labdaemon import forward_config, run_in_netns
-from xdpd.traffic import ipv4_checksum
+from xdpd.lab.daemon import forward_config, run_in_netns
+from xdpd.lab.traffic import ipv4_checksum
 
 pytestmark = ROOT_ONLY
 

@@ -8,8 +8,8 @@ import pytest
 from integration_helpers import ROOT_ONLY, poll_until, xdp_attached
 from test_hardening import memlock_like_the_unit, setpriv, unit_words
 from xdpd import exitcodes, runstate
-from xdpd.labdaemon import DaemonError, LabDaemon, forward_config
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 

@@ -10,7 +10,7 @@ import sys
 from integration_helpers import (ROOT_ONLY, poll_until as poll, start_live_generator,
                                  stop_live_generator)
 from xdpd import exitcodes
-from xdpd.traffic import child_env
+from xdpd.lab.traffic import child_env
 
 pytestmark = ROOT_ONLY
 

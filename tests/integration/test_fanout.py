@@ -13,9 +13,9 @@ import pytest
 from integration_helpers import (ROOT_ONLY, poll_until as poll, ready_to_kill,
                                  start_live_generator, stop_live_generator)
 from xdpd.control import ControlError
-from xdpd.labdaemon import forward_config
-from xdpd.labxdp import CountingSink
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.daemon import forward_config
+from xdpd.lab.xdp import CountingSink
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 

@@ -6,8 +6,8 @@ import sys
 
 
 from integration_helpers import ROOT_ONLY, processes_in_netns, xdp_attached
-from xdpd.labdaemon import forward_config
-from xdpd.traffic import SinkProcess, child_env, send_in_ns
+from xdpd.lab.daemon import forward_config
+from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns
 
 pytestmark = ROOT_ONLY
 

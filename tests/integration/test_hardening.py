@@ -30,8 +30,8 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until, xdp_attached
 from xdpd import exitcodes
-from xdpd.labdaemon import DaemonError, LabDaemon, forward_config
-from xdpd.traffic import SinkProcess, child_env, send_in_ns
+from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
+from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns
 
 pytestmark = ROOT_ONLY
 

@@ -13,8 +13,8 @@ import time
 
 from integration_helpers import (ROOT_ONLY, poll_until as poll, start_live_generator,
                                  stop_live_generator)
-from xdpd.labdaemon import forward_config
-from xdpd.labxdp import CountingSink
+from xdpd.lab.daemon import forward_config
+from xdpd.lab.xdp import CountingSink
 
 pytestmark = ROOT_ONLY
 

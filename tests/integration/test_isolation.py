@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from integration_helpers import ROOT_ONLY
-from xdpd.labdaemon import LabDaemon, forward_config
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.daemon import LabDaemon, forward_config
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 

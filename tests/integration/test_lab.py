@@ -5,8 +5,8 @@ import subprocess
 import pytest
 
 from integration_helpers import ROOT_ONLY, netns_list
-from xdpd.lab import Lab, LabError, cleanup_stale
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.netns import Lab, LabError, cleanup_stale
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 

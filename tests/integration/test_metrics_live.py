@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from integration_helpers import ROOT_ONLY
-from xdpd.labdaemon import forward_config
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.daemon import forward_config
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 
@@ -29,7 +29,7 @@ def _monitoring():
 def scrape(lab):
     """One scrape after traffic, a drop rule hit and one reload, so that
     every label set the daemon can have is present."""
-    from xdpd.labdaemon import LabDaemon
+    from xdpd.lab.daemon import LabDaemon
     with LabDaemon(lab, forward_config(lab, reverse="drop")) as d:
         d.start()
         with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=71, expect=200, idle=2.0) as sink:

@@ -22,7 +22,7 @@ import tempfile
 import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until
-from xdpd.lab import Lab
+from xdpd.lab.netns import Lab
 
 pytestmark = [*ROOT_ONLY, pytest.mark.skipif(
     not all(shutil.which(t) for t in ("ping", "iperf3", "curl")),

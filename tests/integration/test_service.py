@@ -10,9 +10,9 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until as poll, xdp_attached
 from xdpd.control import ControlError
-from xdpd.labdaemon import forward_config
-from xdpd.labxdp import CountingSink
-from xdpd.traffic import SinkProcess, child_env, send_in_ns
+from xdpd.lab.daemon import forward_config
+from xdpd.lab.xdp import CountingSink
+from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns
 
 pytestmark = ROOT_ONLY
 
@@ -25,7 +25,7 @@ def xdpd_cli(*args: str) -> subprocess.CompletedProcess:
 def start_generator(lab, rate: int, seconds: float, cpu: int) -> subprocess.Popen:
     """BPF live-frame generator from gen0; on veth the frames land on the rx
     queue numbered like the CPU that sends them (modulo the queue count)."""
-    cmd = [sys.executable, "-m", "xdpd.labxdp", "gen", "--ifname", lab.GEN_DEV,
+    cmd = [sys.executable, "-m", "xdpd.lab.xdp", "gen", "--ifname", lab.GEN_DEV,
            "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
            "--rate", str(rate), "--seconds", str(seconds), "--cpu", str(cpu)]
     return lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -11,10 +11,10 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, netns_list, poll_until, xdp_attached
 from xdpd import exitcodes
-from xdpd.lab import Lab
-from xdpd.labdaemon import DaemonError, LabDaemon, forward_config
+from xdpd.lab.netns import Lab
+from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
 from xdpd.steering import journal_path
-from xdpd.traffic import child_env
+from xdpd.lab.traffic import child_env
 
 pytestmark = ROOT_ONLY
 

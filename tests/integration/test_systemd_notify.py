@@ -9,7 +9,7 @@ import time
 import pytest
 
 from integration_helpers import ROOT_ONLY
-from xdpd.labdaemon import forward_config
+from xdpd.lab.daemon import forward_config
 
 pytestmark = ROOT_ONLY
 

@@ -5,10 +5,10 @@ import time
 import psutil
 
 from integration_helpers import ROOT_ONLY
-from xdpd.lab import hugepages_reserved
-from xdpd.labdaemon import forward_config
+from xdpd.lab.netns import hugepages_reserved
+from xdpd.lab.daemon import forward_config
 from xdpd.shared_umem import hugepage_size
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 
@@ -47,7 +47,7 @@ def test_hugepage_umem_when_reserved(lab, start_daemon):
 
 
 def test_hugepages_on_without_reserve_is_refused_with_the_fix(lab, start_daemon):
-    from xdpd.labdaemon import DaemonError
+    from xdpd.lab.daemon import DaemonError
     import pytest
     with open(NR_HUGEPAGES) as f:
         if int(f.read()) > 0:

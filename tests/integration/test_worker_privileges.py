@@ -18,9 +18,9 @@ import pytest
 from integration_helpers import ROOT_ONLY, poll_until
 from xdpd import exitcodes
 from xdpd.control import request
-from xdpd.labdaemon import forward_config
+from xdpd.lab.daemon import forward_config
 from xdpd.privileges import CAP_FIELDS
-from xdpd.traffic import SinkProcess, send_in_ns
+from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
 

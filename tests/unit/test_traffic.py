@@ -3,8 +3,8 @@ import struct
 
 import pytest
 
-from xdpd import traffic
-from xdpd.traffic import ParsedFrame, build_frame, parse_frame
+from xdpd.lab import traffic
+from xdpd.lab.traffic import ParsedFrame, build_frame, parse_frame
 
 SRC = bytes.fromhex("020000000001")
 DST = bytes.fromhex("020000000002")

@@ -5,7 +5,7 @@
 1. Full speed: the lab's BPF generator (BPF_PROG_TEST_RUN with live frames,
    several Mpps from one core) sends 64-byte frames as fast as it can, with
    a live rate line each second; what xdpd delivers is counted at sink0 by
-   an XDP program (xdpd.labxdp.CountingSink), exact at any rate.  What the
+   an XDP program (xdpd.lab.xdp.CountingSink), exact at any rate.  What the
    generator offers beyond xdpd's rate is lost at in0 (the RX ring full),
    as it would be on a NIC.
 2. Real clients: gen0 and sink0 get addresses, and `ping` and `iperf3`
@@ -24,14 +24,14 @@ import subprocess
 import sys
 import time
 
-from . import exitcodes
-from .lab import Lab, LabError, cleanup_stale
-from .labdaemon import DaemonError, LabDaemon, forward_config
-from .bpf import BpfError
-from .labxdp import CountingSink
+from .. import exitcodes
+from .netns import Lab, LabError, cleanup_stale
+from .daemon import DaemonError, LabDaemon, forward_config
+from ..bpf import BpfError
+from .xdp import CountingSink
 from .traffic import TrafficError, child_env
 
-log = logging.getLogger("xdpd.demo")
+log = logging.getLogger("xdpd.lab.demo")
 
 
 def _rates(before, after, seconds: float) -> list[tuple]:
@@ -88,7 +88,7 @@ def run_demo(seconds: float = 5.0, queues: int = 2) -> int:
 
 def _full_speed(lab: Lab, daemon: LabDaemon, sink: CountingSink, seconds: float) -> dict:
     """The generator, unpaced, with a rate line a second; its summary."""
-    gen = lab.popen(lab.gen_ns, [sys.executable, "-I", "-m", "xdpd.labxdp", "gen",
+    gen = lab.popen(lab.gen_ns, [sys.executable, "-I", "-m", "xdpd.lab.xdp", "gen",
                                  "--ifname", lab.GEN_DEV, "--dst-mac", lab.MACS[lab.IN_DEV],
                                  "--src-mac", lab.MACS[lab.GEN_DEV], "--flows", "64",
                                  "--seconds", str(seconds)],

@@ -1,7 +1,7 @@
 """xdpd's own packet generator and sink (AF_PACKET), for the lab.
 
-    python -m xdpd.traffic send --dev gen0 --dst-mac 02:00:00:00:00:02 --count 100000
-    python -m xdpd.traffic sink --dev sink0 --expect 100000
+    python -m xdpd.lab.traffic send --dev gen0 --dst-mac 02:00:00:00:00:02 --count 100000
+    python -m xdpd.lab.traffic sink --dev sink0 --expect 100000
 
 Frame layout (no FCS; every field after the MACs is fixed by (seq, flow,
 size, tag), so the sink can check a frame byte for byte):
@@ -47,8 +47,8 @@ import sys
 import time
 from typing import NamedTuple
 
-from .isolated import python_argv
-from .oserrors import errname
+from ..isolated import python_argv
+from ..oserrors import errname
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
 ETH_P_ALL = 0x0003
@@ -536,11 +536,11 @@ def run_sink(dev: str, tag: int = 1, expect: int | None = None, idle: float = 1.
 # Helpers for tests, demo and benchmarks: the CLI run inside a namespace.
 
 def _package_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def child_env() -> dict[str, str]:
-    """Environment in which `python -m xdpd.traffic` finds this very package."""
+    """Environment in which `python -m xdpd.lab.traffic` finds this very package."""
     env = dict(os.environ)
     root = _package_root()
     old = env.get("PYTHONPATH")
@@ -549,7 +549,7 @@ def child_env() -> dict[str, str]:
 
 
 def traffic_cmd(*args: str) -> list[str]:
-    return python_argv("xdpd.traffic", *args)
+    return python_argv("xdpd.lab.traffic", *args)
 
 
 def _ns_prefix(lab, ns: str | None) -> list[str]:
@@ -715,7 +715,7 @@ def _mac_arg(text: str) -> bytes:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m xdpd.traffic",
+    p = argparse.ArgumentParser(prog="python -m xdpd.lab.traffic",
                                 description="xdpd lab packet generator and sink (AF_PACKET)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -760,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_sink(args.dev, tag=args.tag, expect=args.expect, idle=args.idle,
                            timeout=args.timeout, stop=stop, on_ready=ready)
     except (TrafficError, ValueError) as exc:
-        print(f"xdpd.traffic {args.cmd}: {exc}", file=sys.stderr)
+        print(f"xdpd.lab.traffic {args.cmd}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(res), flush=True)
     return 0

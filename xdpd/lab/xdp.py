@@ -22,7 +22,7 @@ only removes our own (XDP_FLAGS_REPLACE with our fd).
 
 Command line (run it inside the generator's netns):
 
-    nsenter --net=/run/netns/NS python -m xdpd.labxdp gen --ifname gen0 \\
+    nsenter --net=/run/netns/NS python -m xdpd.lab.xdp gen --ifname gen0 \\
         --dst-mac 02:00:00:00:00:02 --src-mac 02:00:00:00:00:01 \\
         --size 64 --flows 256 --seconds 10 [--rate PPS] [--cpu N]
 
@@ -41,9 +41,9 @@ import struct
 import sys
 import time
 
-from . import bpf
-from .bpf import BpfError, _error, _hint, _libbpf
-from .labdaemon import run_in_netns
+from .. import bpf
+from ..bpf import BpfError, _error, _hint, _libbpf
+from .daemon import run_in_netns
 
 OBJECT_NAME = "lab.bpf.o"
 
@@ -519,7 +519,7 @@ def _gen(args) -> int:
     try:
         ifindex = socket.if_nametoindex(args.ifname)
     except OSError:
-        print(f"labxdp gen: no device {args.ifname} in this network namespace",
+        print(f"xdpd.lab.xdp gen: no device {args.ifname} in this network namespace",
               file=sys.stderr)
         return 2
     if args.cpu is not None:
@@ -579,7 +579,7 @@ def _positive(kind):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xdpd.labxdp",
+    ap = argparse.ArgumentParser(prog="python -m xdpd.lab.xdp",
                                  description="XDP lab tools (bpf/lab.c)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen", help="send frames out of a veth with live-frames "
@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _gen(args)
     except (BpfError, OSError) as e:
-        print(f"labxdp gen: {e}", file=sys.stderr)
+        print(f"xdpd.lab.xdp gen: {e}", file=sys.stderr)
         return 1
 
 
