@@ -108,6 +108,43 @@ class ConfigError(Exception):
 
 # --- the frozen model ---------------------------------------------------------
 
+# What a reload does when a key changes, declared with the key itself (the
+# dataclass field's metadata), for every field of Config, InterfaceConfig and
+# SteeringConfig: reload.diff reads nothing else, and a unit test refuses a
+# field declared without one (tests/unit/test_reload.py), so a new key cannot
+# be taken by a reload and silently never applied.
+#   live(how)     a running xdpd applies it; `how` names the step in reload.diff
+#   restart(why)  a reload refuses it, saying why (and to restart)
+#   identity      it names the thing: a changed name is a removal and an addition
+#   meta          not configuration (where it was read from)
+RELOAD_STEPS = ("interfaces", "workers", "rules", "queue_conf", "pass_rules",
+                "steering", "checksum")
+
+
+def live(how: str, **kw):
+    if how not in RELOAD_STEPS:
+        raise ValueError(f"live({how!r}): not a reload step ({', '.join(RELOAD_STEPS)})")
+    return field(metadata={"reload": "live", "how": how}, **kw)
+
+
+def restart(why: str, **kw):
+    return field(metadata={"reload": "restart", "why": why}, **kw)
+
+
+def identity(**kw):
+    return field(metadata={"reload": "identity"}, **kw)
+
+
+def meta(**kw):
+    return field(metadata={"reload": "meta"}, **kw)
+
+
+def reload_class(f) -> tuple[str, str]:
+    """(kind, how or why) of a dataclass field; KeyError without one."""
+    m = f.metadata
+    return m["reload"], m.get("how") or m.get("why") or ""
+
+
 @dataclass(frozen=True)
 class FlowRule:
     """One ntuple rule (`ethtool -N NAME flow-type ...`): matching packets go to `queue`."""
@@ -122,9 +159,12 @@ class FlowRule:
 @dataclass(frozen=True)
 class SteeringConfig:
     """What xdpd asks the NIC for at start (steering.py) and undoes at stop."""
-    channels: int | None = None             # `ethtool -L NAME combined N` (or rx/tx N)
-    rss_queues: tuple[int, ...] | None = None   # RSS indirection over these queues only
-    flows: tuple[FlowRule, ...] = ()
+    # `ethtool -L NAME combined N` (or rx/tx N)
+    channels: int | None = restart("the channel count is the queue count the running "
+                                   "workers and sockets were set up on", default=None)
+    # RSS indirection over these queues only
+    rss_queues: tuple[int, ...] | None = live("steering", default=None)
+    flows: tuple[FlowRule, ...] = live("steering", default=())
 
     @property
     def empty(self) -> bool:
@@ -133,20 +173,30 @@ class SteeringConfig:
 
 @dataclass(frozen=True)
 class InterfaceConfig:
-    name: str
-    queues: Literal["all"] | tuple[int, ...] = "all"  # explicit queues are ascending
-    xdp_mode: str = "auto"      # native | generic | auto
-    zero_copy: str = "auto"     # on | off | auto
-    fallback: str = "pass"      # verdict for an owned queue whose socket is gone
+    name: str = identity()
+    # explicit queues are ascending; a reload adds and removes their workers
+    queues: Literal["all"] | tuple[int, ...] = live("workers", default="all")
+    # native | generic | auto
+    xdp_mode: str = restart("the XDP program stays attached in the mode it was "
+                            "attached in", default="auto")
+    # on | off | auto
+    zero_copy: str = restart("all sockets share one UMEM and so one copy/zero-copy "
+                             "mode", default="auto")
+    # verdict for an owned queue whose socket is gone (the queue's config in
+    # the XDP program: a map write)
+    fallback: str = live("queue_conf", default="pass")
     # packets on owned queues that match any of these stay with the kernel
-    pass_to_kernel: tuple[Match, ...] = ()
-    steering: SteeringConfig = field(default_factory=SteeringConfig)
+    pass_to_kernel: tuple[Match, ...] = live("pass_rules", default=())
+    steering: SteeringConfig = live("steering", default_factory=SteeringConfig)
     # workers (AF_XDP sockets) sharing each owned queue: member 0, the owner,
     # has the queue's FILL and COMPLETION rings and the others receive into
     # its frames; the XDP program spreads the queue's packets over them
-    fanout: int = 1
-    fanout_spread: str = "flow_hash"    # flow_hash | round_robin; unused at fanout 1
-    checksum: str = "auto"      # auto | complete | off (CHECKSUM_MODES)
+    fanout: int = restart("the sockets sharing a queue are bound together: the owner's "
+                          "FILL and COMPLETION rings serve them all", default=1)
+    # flow_hash | round_robin; unused at fanout 1
+    fanout_spread: str = live("queue_conf", default="flow_hash")
+    # auto | complete | off (CHECKSUM_MODES): a flag of its netdev in the table
+    checksum: str = live("checksum", default="auto")
 
 
 # Names a match accepts for ethertype and ip_proto, and the numbers they stand for.
@@ -268,14 +318,19 @@ class ControlConfig:
 
 @dataclass(frozen=True)
 class Config:
-    interfaces: tuple[InterfaceConfig, ...]
-    forward: tuple[ForwardRule, ...]
-    workers: WorkersConfig = field(default_factory=WorkersConfig)
-    umem: UmemConfig = field(default_factory=UmemConfig)
-    rings: RingsConfig = field(default_factory=RingsConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    control: ControlConfig = field(default_factory=ControlConfig)
-    source: str = "<config>"    # the file name, as the operator gave it
+    interfaces: tuple[InterfaceConfig, ...] = live("interfaces")
+    forward: tuple[ForwardRule, ...] = live("rules")
+    workers: WorkersConfig = restart("worker settings are fixed when the workers and "
+                                     "sockets are set up", default_factory=WorkersConfig)
+    umem: UmemConfig = restart("the UMEM is registered with the kernel once, at start",
+                               default_factory=UmemConfig)
+    rings: RingsConfig = restart("ring sizes are fixed when the sockets are bound, at start",
+                                 default_factory=RingsConfig)
+    metrics: MetricsConfig = restart("the metrics endpoint is bound at start",
+                                     default_factory=MetricsConfig)
+    control: ControlConfig = restart("the control socket is bound at start",
+                                     default_factory=ControlConfig)
+    source: str = meta(default="<config>")     # the file name, as the operator gave it
 
     def interface(self, name: str) -> InterfaceConfig:
         for iface in self.interfaces:

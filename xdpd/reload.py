@@ -20,32 +20,41 @@ Live:
 Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
 interface's `xdp_mode` / `zero_copy` / `steering.channels` / `fanout`.
+
+Which is which is declared with each key in config.py (live(step),
+restart(why)); the tables below are read from there, and
+tests/unit/test_reload_diff.py holds every key to its declaration.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from .config import Config, InterfaceConfig, WorkerPlan
+from .config import (Config, InterfaceConfig, SteeringConfig, WorkerPlan, reload_class)
 
-# Sections fixed at start, and why, for the refusal message.
-FIXED_SECTIONS = {
-    "umem": "the UMEM is registered with the kernel once, at start",
-    "rings": "ring sizes are fixed when the sockets are bound, at start",
-    "workers": "worker settings are fixed when the workers and sockets are set up",
-    "metrics": "the metrics endpoint is bound at start",
-    "control": "the control socket is bound at start",
-}
-FIXED_INTERFACE_KEYS = {
-    "xdp_mode": "the XDP program stays attached in the mode it was attached in",
-    "zero_copy": "all sockets share one UMEM and so one copy/zero-copy mode",
-}
-CHANNELS_WHY = ("the channel count is the queue count the running workers and sockets "
-                "were set up on")
-FANOUT_WHY = ("the sockets sharing a queue are bound together: the owner's FILL and "
-              "COMPLETION rings serve them all")
+# What to do instead of changing fanout live: for the refusal message.
+FANOUT_ADVICE = "remove {name} in one reload and add it back in the next"
+
+
+def _keys(cls, kind: str, how: str | None = None) -> tuple[str, ...]:
+    """The fields of cls declared `kind` (and, for live ones, applied by
+    step `how`): config.py declares each field's class with the field."""
+    return tuple(f.name for f in fields(cls) if reload_class(f)[0] == kind and
+                 (how is None or reload_class(f)[1] == how))
+
+
+def _why(cls, name: str) -> str:
+    return reload_class(next(f for f in fields(cls) if f.name == name))[1]
+
+
+# Sections fixed at start (restart), and why, for the refusal message.
+FIXED_SECTIONS = {name: _why(Config, name) for name in _keys(Config, "restart")}
+FIXED_INTERFACE_KEYS = {name: _why(InterfaceConfig, name)
+                        for name in _keys(InterfaceConfig, "restart")}
+FIXED_STEERING_KEYS = {name: _why(SteeringConfig, name)
+                       for name in _keys(SteeringConfig, "restart")}
 # An interface's keys that are its queues' config in the XDP program: a
 # change is a map write, live.
-QUEUE_CONF_KEYS = ("fallback", "fanout_spread")
+QUEUE_CONF_KEYS = _keys(InterfaceConfig, "live", "queue_conf")
 
 
 class Refused(Exception):
@@ -124,14 +133,14 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
                                 "mode: all sockets share one UMEM and so one mode")
             continue
         for key, why in FIXED_INTERFACE_KEYS.items():
-            if getattr(before, key) != getattr(iface, key):
-                refusals.append(f"interface {name}: {key} {getattr(before, key)!r} -> "
-                                f"{getattr(iface, key)!r}: {why}")
-        if before.fanout != iface.fanout:
-            refusals.append(f"interface {name}: fanout {before.fanout} -> {iface.fanout}: "
-                            f"{FANOUT_WHY}; remove {name} in one reload and add it back "
-                            "in the next")
-            refanned.add(name)
+            if getattr(before, key) == getattr(iface, key):
+                continue
+            refusal = (f"interface {name}: {key} {getattr(before, key)!r} -> "
+                       f"{getattr(iface, key)!r}: {why}")
+            if key == "fanout":         # its workers are renamed: not also added
+                refusal += "; " + FANOUT_ADVICE.format(name=name)
+                refanned.add(name)
+            refusals.append(refusal)
         queue_conf = tuple(key for key in QUEUE_CONF_KEYS
                            if getattr(before, key) != getattr(iface, key))
         if queue_conf:
@@ -141,9 +150,13 @@ def diff(old: Config, new: Config, old_plans: list[WorkerPlan],
             plan.pass_rule_changes.append(iface)
         if before.checksum != iface.checksum:
             plan.checksum_changes.append(iface)
-        if before.steering.channels != iface.steering.channels:
-            refusals.append(f"interface {name}: steering.channels {before.steering.channels!r} "
-                            f"-> {iface.steering.channels!r}: {CHANNELS_WHY}")
+        steering_fixed = [f"interface {name}: steering.{key} "
+                          f"{getattr(before.steering, key)!r} -> "
+                          f"{getattr(iface.steering, key)!r}: {why}"
+                          for key, why in FIXED_STEERING_KEYS.items()
+                          if getattr(before.steering, key) != getattr(iface.steering, key)]
+        if steering_fixed:
+            refusals += steering_fixed
         elif before.steering != iface.steering:
             plan.steering_changes.append(iface)
     plan.remove_interfaces = [n for n in old_ifaces if n not in new_ifaces]

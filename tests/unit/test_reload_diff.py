@@ -218,3 +218,90 @@ def test_an_interface_removed_takes_all_its_members():
                   .replace("  - from: in0\n    to: out0\n    set_dst_mac: \"02:00:00:00:00:04\"\n", ""))
     assert plan.remove_interfaces == ["in0"]
     assert plan.remove_workers == ["in0/q0.0", "in0/q0.1", "in0/q1.0", "in0/q1.1"]
+
+
+# --- every key's reload class comes from its declaration (config.py) ---------
+
+import dataclasses  # noqa: E402
+
+from xdpd import config as config_module  # noqa: E402
+from xdpd.config import (Config, InterfaceConfig, SteeringConfig, FlowRule,  # noqa: E402
+                         Match, reload_class)
+
+MODELS = (Config, InterfaceConfig, SteeringConfig)
+
+# A different valid value for each interface key a reload may see change.
+# A key added to InterfaceConfig must be given one here (the test below
+# says so), and then it is held to its declared class.
+INTERFACE_SAMPLES = {
+    "queues": (0, 1),
+    "xdp_mode": "generic",
+    "zero_copy": "on",
+    "fallback": "drop",
+    "pass_to_kernel": (Match(ethertype=0x0806),),
+    "steering": SteeringConfig(flows=(FlowRule("udp4", 0, dst_port=53),)),
+    "fanout": 2,
+    "fanout_spread": "round_robin",
+    "checksum": "off",
+}
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_key_declares_what_a_reload_does_with_it(model):
+    for f in dataclasses.fields(model):
+        try:
+            kind, how = reload_class(f)
+        except KeyError:
+            pytest.fail(f"{model.__name__}.{f.name} declares no reload class: declare it "
+                        "with live(step), restart(why), identity() or meta() (config.py)")
+        assert kind in ("live", "restart", "identity", "meta"), (f.name, kind)
+        if kind == "live":
+            assert how in config_module.RELOAD_STEPS, (f.name, how)
+        if kind == "restart":
+            assert len(how) > 20, f"{f.name}: say why a restart is needed"
+
+
+def test_a_step_that_is_not_one_is_refused_at_declaration():
+    with pytest.raises(ValueError, match="not a reload step"):
+        config_module.live("someday")
+
+
+@pytest.mark.parametrize("key", [f.name for f in dataclasses.fields(InterfaceConfig)
+                                 if reload_class(f)[0] in ("live", "restart")])
+def test_each_interface_key_does_what_it_declares(key):
+    assert key in INTERFACE_SAMPLES, (
+        f"InterfaceConfig.{key} is new: add a sample value to INTERFACE_SAMPLES so that "
+        "this test holds it to its declared reload class")
+    old, old_plans = plans(BASE)
+    iface = old.interfaces[0]
+    changed = dataclasses.replace(iface, **{key: INTERFACE_SAMPLES[key]})
+    assert getattr(changed, key) != getattr(iface, key)
+    new = dataclasses.replace(old, interfaces=(changed,) + old.interfaces[1:])
+    new_plans = list(config_module.plan_workers(new, OneCpuHost()))
+    kind, why = reload_class(next(f for f in dataclasses.fields(InterfaceConfig)
+                                  if f.name == key))
+    if kind == "restart":
+        with pytest.raises(Refused) as e:
+            diff(old, new, old_plans, new_plans, 4, False)
+        assert f"interface in0: {key} " in str(e.value) and why in str(e.value)
+    else:
+        plan = diff(old, new, old_plans, new_plans, 4, False)
+        assert not plan.empty, f"{key} changed, and the reload would apply nothing"
+
+
+@pytest.mark.parametrize("section", [f.name for f in dataclasses.fields(Config)
+                                     if reload_class(f)[0] == "restart"])
+def test_each_section_fixed_at_start_is_refused_with_its_reason(section):
+    old, old_plans = plans(BASE)
+    value = getattr(old, section)
+    first = dataclasses.fields(value)[0]
+    samples = {"cpus": (0,), "frame_size": 4096, "rx": 512, "listen": None,
+               "socket": "/run/xdpd/other.sock"}
+    assert first.name in samples, f"{section}: add a sample for {first.name}"
+    new = dataclasses.replace(old, **{section: dataclasses.replace(
+        value, **{first.name: samples[first.name]})})
+    with pytest.raises(Refused) as e:
+        diff(old, new, old_plans, old_plans, 4, False)
+    assert f"{section}.{first.name}" in str(e.value)
+    assert reload_class(next(f for f in dataclasses.fields(Config)
+                             if f.name == section))[1] in str(e.value)
