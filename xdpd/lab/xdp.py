@@ -337,6 +337,80 @@ class _Tool:
 
 # --- the tools -----------------------------------------------------------------
 
+# Where the kernel refuses live frames (EPERM: kernel lockdown, or a
+# sandbox without some capability), the generator sends through AF_PACKET.
+SOL_PACKET = 263
+PACKET_QDISC_BYPASS = 20          # include/uapi/linux/if_packet.h
+LIVE_REFUSED = (errno.EPERM, errno.EOPNOTSUPP)
+
+
+class PacketSender:
+    """lab_gen's work done from user space: the same frames (the UDP source
+    port of frame n set to base + n % flows, as lab_gen sets it) sent on an
+    AF_PACKET socket bound to the device, bypassing the qdisc, so that, as
+    with live frames, a frame sent from CPU n lands on the veth peer's rx
+    queue n (net/packet/af_packet.c: packet_pick_tx_queue).  Slower (a
+    syscall per frame: a few hundred kpps), for hosts where the kernel
+    refuses BPF_F_TEST_XDP_LIVE_FRAMES.  Must be made on a thread in the
+    device's network namespace."""
+
+    def __init__(self, ifindex: int):
+        self.ifindex = ifindex
+        self.sent = 0
+        self._n = 0                         # frames sent: lab_gen's per-CPU n
+        self._variants: dict[tuple[bytes, int], bytes] = {}
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self._sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            self._sock.bind((socket.if_indextoname(ifindex), 0))
+        except BaseException:
+            self._sock.close()
+            raise
+
+    @staticmethod
+    def _flows(frame: bytes) -> tuple[int, int]:
+        """(flows, base port) of a build_frame() frame; (1, 0) otherwise."""
+        l4 = ETH_HLEN + IP_HLEN
+        if (len(frame) < l4 + UDP_HLEN + LAB_HDR.size or frame[12:14] != b"\x08\x00" or
+                frame[ETH_HLEN] != 0x45 or frame[ETH_HLEN + 9] != socket.IPPROTO_UDP):
+            return 1, 0
+        magic, flows, base = LAB_HDR.unpack_from(frame, l4 + UDP_HLEN)
+        return (flows, base) if magic == LAB_MAGIC and flows > 1 else (1, 0)
+
+    def _frame(self, frame: bytes, flows: int, base: int) -> bytes:
+        port = base + self._n % flows
+        key = (frame, port)
+        f = self._variants.get(key)
+        if f is None:
+            if len(self._variants) > 4096:
+                self._variants.clear()
+            off = ETH_HLEN + IP_HLEN
+            f = self._variants[key] = frame[:off] + struct.pack("!H", port) + frame[off + 2:]
+        return f
+
+    def send(self, frame: bytes, count: int) -> int:
+        """count frames, each sent once the device takes it: a full peer
+        ring (ENOBUFS with the qdisc bypassed) is waited out, not a loss."""
+        flows, base = self._flows(frame)
+        send = self._sock.send
+        for _ in range(count):
+            f = self._frame(frame, flows, base) if flows > 1 else frame
+            while True:
+                try:
+                    send(f)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                        raise
+                    os.sched_yield()
+            self._n += 1
+            self.sent += 1
+        return count
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 class Generator(_Tool):
     """lab_gen, run by BPF_PROG_TEST_RUN in live-frames mode.
 
@@ -351,10 +425,15 @@ class Generator(_Tool):
     to lo of the netns it runs in (lab_gen passes whatever lo carries,
     uncounted); close() destroys the link.  If lo is taken (another
     Generator in the same netns) runs still work, each paying that cost:
-    send more frames per call."""
+    send more frames per call.
+
+    Where the kernel refuses live frames (EPERM: kernel lockdown, or a
+    sandbox without some capability) it says so once and sends the same
+    frames through AF_PACKET instead (PacketSender: slower, same queues)."""
 
     def __init__(self, path: str | None = None, hold_dispatcher: bool = True):
         self._att = []
+        self.fallback: PacketSender | None = None
         self._hold = None                   # struct bpf_link *
         self._hold_tried = not hold_dispatcher
         self._lab = _LabObject("lab_gen", path)
@@ -381,11 +460,15 @@ class Generator(_Tool):
         if self._hold:
             _libbpf().bpf_link__destroy(self._hold)
             self._hold = None
+        if self.fallback is not None:
+            self.fallback.close()
+            self.fallback = None
         super().close()
 
     def sent(self) -> int:
-        """Frames offered so far (lab_gen's counter, all CPUs)."""
-        return self._lab.stats()["packets"]
+        """Frames offered so far (lab_gen's counter, all CPUs, and what the
+        AF_PACKET fallback sent)."""
+        return self._lab.stats()["packets"] + (self.fallback.sent if self.fallback else 0)
 
     def run(self, ifindex: int, frame: bytes, count: int,
             batch_size: int = 64) -> int:
@@ -414,10 +497,18 @@ class Generator(_Tool):
                                   ctx_size_in=ctypes.sizeof(ctx),
                                   repeat=count, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
                                   batch_size=batch_size)
+        if self.fallback is not None:
+            return self.fallback.send(bytes(frame), count)
         if not self._hold_tried and count > 1:
             self._hold_dispatcher()
         before = self.sent()
         ret = _libbpf().bpf_prog_test_run_opts(lab.prog_fd, ctypes.byref(opts))
+        if -ret in LIVE_REFUSED and self.sent() == before:
+            bpf.log.warning("lab_gen: the kernel refuses live frames (%s); sending "
+                            "through AF_PACKET instead (slower, same queues)",
+                            bpf._errname(-ret))
+            self.fallback = PacketSender(ifindex)
+            return self.fallback.send(bytes(frame), count)
         if ret < 0 and -ret != errno.EINTR:
             err = -ret
             hint = _hint(err)
@@ -562,10 +653,11 @@ def _gen(args) -> int:
                 print(json.dumps({"t": t, "progress": sent}), flush=True)
                 next_report = t + args.progress
         seconds = time.monotonic() - start
+        via = "af_packet" if gen.fallback is not None else "live"
     print(json.dumps({"sent": sent, "seconds": round(seconds, 6),
                       "pps": round(sent / seconds) if seconds > 0 else 0,
                       "calls": calls, "size": args.size, "flows": args.flows,
-                      "cpu": args.cpu}), flush=True)
+                      "cpu": args.cpu, "via": via}), flush=True)
     return 0
 
 
