@@ -105,12 +105,15 @@ def load(module_path: str | None):
     return _fastpath
 
 
-def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1) -> dict:
+def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1,
+            direct: bool = False) -> dict:
     """One fuzz() run on a fresh control area and UMEM of the seed's geometry.
 
     fanout > 1: the workers in groups of that many (the last one maybe
     smaller) sharing a queue: the first of each owns the FILL and
-    COMPLETION rings, the others receive into its frames."""
+    COMPLETION rings, the others receive into its frames.
+    direct (without fanout): each worker also has a direct socket on every
+    other worker's queue, and puts what it forwards there on it itself."""
     from xdpd.shared_umem import Region
 
     nworkers, fpw, frame_size, rings, batch = GEOMETRIES[seed % len(GEOMETRIES)]
@@ -128,13 +131,16 @@ def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1) -> dict
             queue = owner // fanout
             # two netdevs, a rule each
             ctl.set_worker(w, queue % 2, queue, 0, lane=w, owner=owner,
-                           members=[m for m in group if m != w] if w == owner else ())
+                           members=[m for m in group if m != w] if w == owner else (),
+                           direct=[x for x in range(nworkers) if x != w][:8]
+                           if direct and fanout == 1 else ())
         t = time.monotonic()
         r = fastpath.fuzz(ctl, umem.fd, umem.size, seed, steps, ring_sizes=rings,
                           batch=batch, **MODES[mode])
         r["seconds"] = round(time.monotonic() - t, 3)
         r["mode"] = mode
         r["fanout"] = fanout
+        r["direct"] = direct
         return r
     finally:
         ctl.close()
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="from: " + ", ".join(MODES))
     ap.add_argument("--fanout", type=int, default=1,
                     help="workers per queue (groups sharing FILL/COMPLETION rings)")
+    ap.add_argument("--direct", action="store_true",
+                    help="each worker sends on the others' queues through its own sockets")
     ap.add_argument("--asan", action="store_true",
                     help="build with AddressSanitizer and UBSan and run under them")
     ap.add_argument("--module", help=argparse.SUPPRESS)     # the child's build
@@ -194,14 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             child = [sys.executable, os.path.abspath(__file__), "--module", module,
                      "--steps", str(args.steps), "--seeds", args.seeds,
                      "--modes", args.modes, "--fanout", str(args.fanout)] + \
-                (["--json"] if args.json else [])
+                (["--json"] if args.json else []) + (["--direct"] if args.direct else [])
             return subprocess.run(child, env=sanitizer_env(runtime)).returncode
 
     fastpath = load(args.module)
     results = []
     for seed in parse_seeds(args.seeds):
         for mode in modes:
-            r = run_one(fastpath, seed, args.steps, mode, args.fanout)
+            r = run_one(fastpath, seed, args.steps, mode, args.fanout, args.direct)
             results.append(r)
             if not args.json:
                 print(f"seed {seed:3} {mode:<9} {r['steps']:>9} steps {r['seconds']:7.2f} s  "

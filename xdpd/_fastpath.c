@@ -251,6 +251,7 @@ static void ctl_reset_slot(const struct ctl_view *v, uint32_t i)
 	memset(&wk->usage, 0, sizeof(wk->usage));
 	ctl_assign(v, i)->owner = i;	/* alone on its queue until set_worker() */
 	ctl_assign(v, i)->n_members = 0;
+	ctl_assign(v, i)->n_direct = 0;
 	ctl_assign(v, i)->lane = 0;
 	wk->heartbeat_ns = 0;
 	wk->pid = 0;
@@ -559,15 +560,15 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"i", "netdev", "queue", "ifindex", "lane", "owner",
-				 "members", NULL};
+				 "members", "direct", NULL};
 	unsigned int i, netdev, queue, ifindex, lane = UINT32_MAX, owner = UINT32_MAX;
-	PyObject *members = NULL, *seq;
-	uint16_t ids[FP_MAX_FANOUT];
-	Py_ssize_t n = 0;
+	PyObject *members = NULL, *direct = NULL, *seq;
+	uint16_t ids[FP_MAX_FANOUT], dids[FP_MAX_DIRECT];
+	Py_ssize_t n = 0, nd = 0;
 	struct fp_assign *w;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "IIII|IIO", kwlist, &i, &netdev, &queue,
-					 &ifindex, &lane, &owner, &members))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "IIII|IIOO", kwlist, &i, &netdev, &queue,
+					 &ifindex, &lane, &owner, &members, &direct))
 		return NULL;
 	if (ctl_check_worker(self, i) || ctl_check_writer(self))
 		return NULL;
@@ -602,7 +603,33 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 		}
 		Py_DECREF(seq);
 	}
+	if (direct && direct != Py_None) {
+		seq = PySequence_Fast(direct, "direct must be a sequence of worker ids");
+		if (!seq)
+			return NULL;
+		nd = PySequence_Fast_GET_SIZE(seq);
+		if (nd > FP_MAX_DIRECT) {
+			Py_DECREF(seq);
+			return PyErr_Format(PyExc_ValueError, "%zd direct sockets: at most %d",
+					    nd, FP_MAX_DIRECT);
+		}
+		for (Py_ssize_t k = 0; k < nd; k++) {
+			long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+
+			if (id < 0 || id >= (long)self->v.lay.nworkers || id == (long)i) {
+				Py_DECREF(seq);
+				if (!PyErr_Occurred())
+					PyErr_Format(PyExc_ValueError, "direct socket to %ld: not "
+						     "another worker slot", id);
+				return NULL;
+			}
+			dids[k] = (uint16_t)id;
+		}
+		Py_DECREF(seq);
+	}
 	w = ctl_assign(&self->v, i);
+	memcpy(w->direct, dids, nd * sizeof(dids[0]));
+	w->n_direct = (uint32_t)nd;
 	w->netdev = netdev;
 	w->queue = queue;
 	w->ifindex = ifindex;
@@ -832,15 +859,34 @@ static int netdev_from_obj(PyObject *o, struct fp_netdev *nd, uint32_t nworkers)
  * running worker reports the new generation (table_generation). */
 static PyObject *Control_write_table(ControlObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"rules", "complete_checksums", NULL};
-	PyObject *rules, *seq, *csum = NULL;
+	static char *kwlist[] = {"rules", "complete_checksums", "direct_ok", NULL};
+	PyObject *rules, *seq, *csum = NULL, *dok = NULL;
 	uint32_t csum_flags[FP_MAX_NETDEVS] = {0};
+	uint8_t direct_ok[FP_MAX_WORKERS] = {0};
 	struct fp_table *t;
 	uint32_t next;
 	Py_ssize_t n;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", kwlist, &rules, &csum))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", kwlist, &rules, &csum, &dok))
 		return NULL;
+	if (dok && dok != Py_None) {
+		PyObject *key, *value;
+		Py_ssize_t pos = 0;
+
+		if (!PyDict_Check(dok))
+			return PyErr_Format(PyExc_TypeError, "direct_ok must be a dict "
+					    "{worker slot: bits}");
+		while (PyDict_Next(dok, &pos, &key, &value)) {
+			long w = PyLong_AsLong(key), bits = PyLong_AsLong(value);
+
+			if (PyErr_Occurred())
+				return NULL;
+			if (w < 0 || w >= (long)self->v.lay.nworkers || bits < 0 || bits > 0xff)
+				return PyErr_Format(PyExc_ValueError, "direct_ok: slot %ld bits "
+						    "%ld out of range", w, bits);
+			direct_ok[w] = (uint8_t)bits;
+		}
+	}
 	if (csum && csum != Py_None) {
 		PyObject *cs = PySequence_Fast(csum, "complete_checksums must be a sequence "
 					       "of netdev indexes");
@@ -886,6 +932,7 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args, PyObje
 	}
 	Py_DECREF(seq);
 	t->n_netdevs = (uint32_t)n;
+	memcpy(t->direct_ok, direct_ok, sizeof(t->direct_ok));
 	t->generation = ++self->generation;
 	self->active = next;
 	__atomic_store_n(&self->v.tab->generation, t->generation, __ATOMIC_RELEASE);
@@ -910,7 +957,25 @@ static PyObject *stats_dict(const struct fp_stats *s)
 		}
 		Py_DECREF(v);
 	}
-	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsK}",
+	PyObject *dp = PyTuple_New(FP_MAX_DIRECT), *db = PyTuple_New(FP_MAX_DIRECT);
+
+	if (!dp || !db) {
+		Py_XDECREF(dp);
+		Py_XDECREF(db);
+		Py_DECREF(drops);
+		return NULL;
+	}
+	for (int j = 0; j < FP_MAX_DIRECT; j++) {
+		PyTuple_SET_ITEM(dp, j, PyLong_FromUnsignedLongLong(s->direct_packets[j]));
+		PyTuple_SET_ITEM(db, j, PyLong_FromUnsignedLongLong(s->direct_bytes[j]));
+	}
+	if (PyErr_Occurred()) {
+		Py_DECREF(dp);
+		Py_DECREF(db);
+		Py_DECREF(drops);
+		return NULL;
+	}
+	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsKsNsN}",
 			     "rx_packets", s->rx_packets, "rx_bytes", s->rx_bytes,
 			     "tx_packets", s->tx_packets, "tx_bytes", s->tx_bytes,
 			     "drops", drops,
@@ -918,7 +983,8 @@ static PyObject *stats_dict(const struct fp_stats *s)
 			     "tx_kicks", s->tx_kicks, "fill_kicks", s->fill_kicks,
 			     "sleeps", s->sleeps, "loops", s->loops, "busy_loops", s->busy_loops,
 			     "busy_polls", s->busy_polls, "bad_descs", s->bad_descs,
-			     "csum_completed", s->csum_completed);
+			     "csum_completed", s->csum_completed,
+			     "direct_packets", dp, "direct_bytes", db);
 }
 
 static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)
@@ -1306,6 +1372,21 @@ static inline uint32_t hring_free(struct fp_ring *r, uint32_t entries)
 /* ---------------------------------------------------------------------- */
 /* Port object                                                             */
 
+/* One of our direct TX sockets ("Direct transmission"). */
+struct direct_tx {
+	struct ring tx;
+	int fd;				/* -1: synthetic (or none) */
+	uint32_t owner;			/* the worker owning its queue's COMPLETION ring */
+	bool open;			/* mapped; once closed, closed for good */
+	bool ok;			/* the active table lets us send on it */
+};
+
+/* Another worker's direct socket on our queue (we own its COMPLETION ring). */
+struct direct_src {
+	uint16_t w;			/* that worker */
+	uint16_t j;			/* its socket's index in its fp_assign.direct */
+};
+
 typedef struct {
 	PyObject_HEAD
 	PyObject *control;		/* keeps the mapping alive */
@@ -1369,6 +1450,18 @@ typedef struct {
 	struct fp_rule rules[FP_MAX_RULES];
 	uint32_t rule_egress[FP_MAX_RULES];	/* worker id chosen for each */
 	uint32_t *fwd_pending;		/* fwd ring entries written, not yet published */
+	/* direct transmission: our TX-only sockets on egress queues; the one
+	 * p->egress (and each rule) sends on, -1: the fwd ring */
+	uint32_t n_direct;
+	struct direct_tx direct[FP_MAX_DIRECT];
+	int egress_direct;
+	int rule_direct[FP_MAX_RULES];
+	uint8_t direct_woken;		/* bit j: its owner woken since we last sent on j */
+	uint32_t direct_naps;		/* naps in a row with frames out on direct sockets */
+	/* as an egress owner: the others' direct sockets on our queue */
+	uint32_t n_dsrc;
+	struct direct_src *dsrc;
+	uint8_t *dsrc_of;		/* by worker: 1 if it sends on our queue directly */
 	/* counters kept locally, published once per iteration */
 	struct fp_stats st;
 } PortObject;
@@ -1381,6 +1474,14 @@ static void port_unmap(PortObject *p)
 	ring_unmap(&p->tx);
 	ring_unmap(&p->fill);
 	ring_unmap(&p->comp);
+	for (uint32_t j = 0; j < p->n_direct; j++)
+		ring_unmap(&p->direct[j].tx);	/* the fds are the caller's */
+	p->n_direct = 0;
+	PyMem_Free(p->dsrc);
+	PyMem_Free(p->dsrc_of);
+	p->dsrc = NULL;
+	p->dsrc_of = NULL;
+	p->n_dsrc = 0;
 	if (p->umem)
 		munmap(p->umem, p->umem_size);
 	p->umem = NULL;
@@ -1423,6 +1524,9 @@ static void rings_publish(PortObject *p)
 /* Which word a redo log entry sets; NULL for an entry that names none. */
 static uint32_t *redo_word(PortObject *p, const struct fp_redo *e)
 {
+	if (e->word == FP_REDO_DIRECT_PROD)
+		return e->peer < p->n_direct && p->direct[e->peer].open ?
+		       p->direct[e->peer].tx.producer : NULL;
 	if (e->peer >= p->nworkers)
 		return NULL;
 	switch (e->word) {
@@ -1486,6 +1590,13 @@ static inline void port_commit_begin(PortObject *p)
 	redo_note_ring(p, FP_REDO_RX_CONS, p->rx.consumer, p->rx.cached_cons);
 	redo_note_ring(p, FP_REDO_TX_PROD, p->tx.producer, p->tx.cached_prod);
 	redo_note_ring(p, FP_REDO_COMP_CONS, p->comp.consumer, p->comp.cached_cons);
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		struct ring *r = &p->direct[j].tx;
+
+		if (p->direct[j].open &&
+		    __atomic_load_n(r->producer, __ATOMIC_RELAXED) != r->cached_prod)
+			redo_note(p, FP_REDO_DIRECT_PROD, j, r->cached_prod);
+	}
 
 	k->frames.free = p->n_free;
 	k->frames.rx = p->n_rx;
@@ -1526,6 +1637,98 @@ static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
 			h = (h ^ b[i]) * 0x100000001b3ULL;
 	}
 	return h;
+}
+
+/*
+ * Direct transmission.  A packet forwarded to another worker's queue costs
+ * two wake-ups when it goes over the fwd ring: ours, then the egress
+ * worker's (its eventfd), and the two processes take turns on the CPUs.
+ * So a worker also holds TX-only sockets of its own on the egress queues
+ * its rules send to (fp_assign.direct: the supervisor binds them with
+ * XDP_SHARED_UMEM to the queue's socket, so they share its FILL and
+ * COMPLETION rings), and puts such packets on that TX ring itself.  The
+ * frame is lent exactly as over a fwd ring (handoff, until it is back):
+ * the kernel completes it on the egress owner's COMPLETION ring, and the
+ * owner gives it back by address on its ret ring, as it does for frames
+ * it sent for others.  The egress worker is not woken for the packet; it
+ * collects the completions when it next runs, and is woken for them only
+ * when we need our frames (over a quarter of them out on one socket) or
+ * found after a nap that nothing came back.  Counted per socket:
+ * direct_packets and direct_returned (the frames that owner's ret ring
+ * gave back), so the owner (draining, or deciding how long to sleep) can
+ * tell what is still out on its queue, and the supervisor counts the
+ * packets as the egress netdev's.  Only workers outside fanout groups
+ * send directly (a group's frames are lent by several workers, and the
+ * returns could not be told apart), and a worker never hands packets for
+ * a queue it sends to directly over the fwd ring while the table allows
+ * the socket: a socket the table no longer allows (its queue removed) is
+ * closed once nothing of it is out (direct_retire()).
+ */
+static void direct_load(PortObject *p, const struct fp_table *t)
+{
+	uint8_t ok = __atomic_load_n(&t->direct_ok[p->id], __ATOMIC_RELAXED);
+	uint32_t n = p->nworkers, cap = n * FP_MAX_DIRECT;
+
+	for (uint32_t j = 0; j < p->n_direct; j++)
+		p->direct[j].ok = p->direct[j].open && (ok >> j & 1);
+	p->egress_direct = -1;
+	for (uint32_t k = 0; k < FP_MAX_RULES; k++)
+		p->rule_direct[k] = -1;
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		if (!p->direct[j].ok)
+			continue;
+		for (uint32_t k = 0; k < p->n_rules; k++) {
+			uint32_t e = p->rule_egress[k], o;
+
+			if (e == p->id || e >= n || p->rules[k].action != FP_ACT_FORWARD)
+				continue;
+			o = __atomic_load_n(&ctl_assign(p->v, e)->owner, __ATOMIC_RELAXED);
+			if ((o < n ? o : e) == p->direct[j].owner)
+				p->rule_direct[k] = (int)j;
+		}
+	}
+	if (p->n_rules)
+		p->egress_direct = p->rule_direct[0];
+	/* as an egress owner: who sends on our queue directly (as each
+	 * decides in direct_open(): workers outside fanout groups) */
+	if (!p->dsrc)
+		p->dsrc = PyMem_Calloc(cap, sizeof(*p->dsrc));
+	if (!p->dsrc_of)
+		p->dsrc_of = PyMem_Calloc(n, 1);
+	p->n_dsrc = 0;
+	if (!p->dsrc || !p->dsrc_of || p->member)
+		return;
+	memset(p->dsrc_of, 0, n);
+	for (uint32_t w = 0; w < n; w++) {
+		const struct fp_assign *a = ctl_assign(p->v, w);
+		uint32_t nd = a->n_direct < FP_MAX_DIRECT ? a->n_direct : FP_MAX_DIRECT;
+
+		if (w == p->id || a->owner != w || a->n_members)
+			continue;
+		for (uint32_t j = 0; j < nd && p->n_dsrc < cap; j++) {
+			if (a->direct[j] == p->id) {
+				p->dsrc[p->n_dsrc++] = (struct direct_src){ .w = (uint16_t)w,
+									   .j = (uint16_t)j };
+				p->dsrc_of[w] = 1;
+			}
+		}
+	}
+}
+
+/* Frames of ours still out on direct socket j (sent, not yet given back). */
+static inline uint64_t direct_out(const struct fp_stats *st, uint32_t j)
+{
+	return st->direct_packets[j] > st->direct_returned[j] ?
+	       st->direct_packets[j] - st->direct_returned[j] : 0;
+}
+
+/* After putting packets on direct socket j: its owner collects the
+ * completions when it next runs; woken now only if we need our frames. */
+static inline void direct_sent(PortObject *p, uint32_t j)
+{
+	p->direct_woken &= (uint8_t)~(1U << j);
+	if (direct_out(&p->st, j) > p->fpw / 4)
+		p->wake[p->direct[j].owner] = 1;
 }
 
 /*
@@ -1594,6 +1797,7 @@ static void port_load_rule(PortObject *p)
 	else
 		memset(&p->rule, 0, sizeof(p->rule));
 	p->egress = p->n_rules ? p->rule_egress[0] : p->id;
+	direct_load(p, t);
 	p->parse = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
 	p->classify = p->classify || p->parse;
 	sig = rules_sig(p->rules, p->n_rules);
@@ -1787,7 +1991,7 @@ static uint64_t port_tx_inflight(PortObject *p)
 /* 1. our COMPLETION ring */
 static uint32_t port_complete(PortObject *p)
 {
-	uint32_t n = ring_cons_avail(&p->comp, p->comp.size);
+	uint32_t n = ring_cons_avail(&p->comp, p->comp.size), direct = 0;
 	const uint64_t *addrs = p->comp.descs;
 
 	for (uint32_t i = 0; i < n; i++) {
@@ -1800,12 +2004,16 @@ static uint32_t port_complete(PortObject *p)
 			if (p->n_tx)
 				p->n_tx--;
 		} else if (addr < p->frames_end) {
-			ret_push(p, home_of(p, addr), addr);
+			uint32_t home = home_of(p, addr);
+
+			ret_push(p, home, addr);
+			/* sent by home on its direct socket: not ours to count */
+			direct += p->dsrc_of && p->dsrc_of[home];
 		} else {
 			p->st.bad_descs++;
 		}
 	}
-	p->fan.completed += n;
+	p->fan.completed += n - direct;
 	p->comp.cached_cons += n;
 	return n;
 }
@@ -1818,7 +2026,7 @@ static uint32_t port_take_returns(PortObject *p)
 
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		struct fp_ring *r = p->ret_in[w];
-		uint32_t n, cons;
+		uint32_t n, cons, got = 0;
 
 		if (w == p->id || !(n = hring_take(p, r)))
 			continue;
@@ -1831,8 +2039,18 @@ static uint32_t port_take_returns(PortObject *p)
 			if (frame_ok(p, addr, 0, p->id) && p->n_handoff) {
 				free_push(p, addr);
 				p->n_handoff--;
+				got++;
 			} else {
 				p->st.bad_descs++;
+			}
+		}
+		/* what a direct socket's owner gives back is what we sent there */
+		for (uint32_t j = 0; j < p->n_direct && got; j++) {
+			if (p->direct[j].owner == w) {
+				uint64_t out = direct_out(&p->st, j), take = got < out ? got : out;
+
+				p->st.direct_returned[j] += take;
+				got -= (uint32_t)take;
 			}
 		}
 		redo_note(p, FP_REDO_RET_IN_CONS, w, cons + n);
@@ -2232,6 +2450,7 @@ port_receive_rules_as(PortObject *p, const bool member)
 	uint32_t n, i, bad = 0, foreign = 0, tx_room;
 	struct xdp_desc *rxd = p->rx.descs;
 	uint32_t mask = p->ring_entries - 1;
+	uint8_t direct_used = 0;	/* bit j: sent on our direct socket j */
 
 	n = ring_cons_avail(&p->rx, p->batch);
 	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
@@ -2274,6 +2493,9 @@ port_receive_rules_as(PortObject *p, const bool member)
 			if (e == p->id) {
 				if (!tx_room)
 					break;		/* stays on the RX ring */
+			} else if (!member && p->rule_direct[k] >= 0) {
+				if (!ring_prod_free(&p->direct[p->rule_direct[k]].tx, 1))
+					break;
 			} else {
 				uint32_t room = hring_free(p->fwd_out[e], p->ring_entries);
 
@@ -2327,6 +2549,19 @@ port_receive_rules_as(PortObject *p, const bool member)
 				p->n_tx++;
 			p->st.tx_packets++;
 			p->st.tx_bytes += len;
+		} else if (!member && p->rule_direct[k] >= 0) {
+			uint32_t j = (uint32_t)p->rule_direct[k];
+			struct ring *dtx = &p->direct[j].tx;
+			struct xdp_desc *t = &((struct xdp_desc *)dtx->descs)
+						[dtx->cached_prod++ & dtx->mask];
+
+			t->addr = addr;
+			t->len = len;
+			t->options = 0;
+			p->n_handoff++;		/* lent, as over a fwd ring */
+			p->st.direct_packets[j]++;
+			p->st.direct_bytes[j] += len;
+			direct_used |= 1U << j;
 		} else {
 			struct fp_ring *out = p->fwd_out[e];
 
@@ -2357,6 +2592,10 @@ port_receive_rules_as(PortObject *p, const bool member)
 			p->wake[e] = 1;
 		}
 	}
+	for (uint32_t j = 0; direct_used; j++, direct_used >>= 1) {
+		if (direct_used & 1)
+			direct_sent(p, j);
+	}
 	return i;
 }
 
@@ -2367,7 +2606,8 @@ port_receive_as(PortObject *p, const bool member)
 	uint32_t want = p->batch, n, dropped = 0, too_long = 0, bad = 0, foreign = 0;
 	struct xdp_desc *rxd = p->rx.descs;
 	struct fp_ring *out = NULL;
-	uint32_t out_prod = 0;
+	struct ring *dtx = NULL;	/* our direct socket's TX ring */
+	uint32_t out_prod = 0, dj = 0;
 	uint32_t mask = p->ring_entries - 1;
 	uint32_t action = p->rule.action;
 	uint32_t max_len = p->rule.max_len ? p->rule.max_len : UINT32_MAX;
@@ -2384,6 +2624,12 @@ port_receive_as(PortObject *p, const bool member)
 		} else if (!egress_running(p, p->egress)) {
 			action = FP_ACT_DROP;
 			reason = FP_DROP_EGRESS_DOWN;
+		} else if (!member && p->egress_direct >= 0) {
+			dj = (uint32_t)p->egress_direct;
+			dtx = &p->direct[dj].tx;
+			want = ring_prod_free(dtx, want);
+			if (want > p->batch)
+				want = p->batch;
 		} else {
 			out = p->fwd_out[p->egress];
 			want = hring_free(out, p->ring_entries);
@@ -2438,7 +2684,17 @@ port_receive_as(PortObject *p, const bool member)
 		if (p->csum)
 			p->st.csum_completed += csum_complete(p->umem + addr, len);
 		rewrite_macs(&p->rule, p->umem + addr);
-		if (!out) {
+		if (dtx) {
+			struct xdp_desc *t = &((struct xdp_desc *)dtx->descs)
+						[dtx->cached_prod++ & dtx->mask];
+
+			t->addr = addr;
+			t->len = len;
+			t->options = 0;
+			p->n_handoff++;		/* lent, as over a fwd ring */
+			p->st.direct_packets[dj]++;
+			p->st.direct_bytes[dj] += len;
+		} else if (!out) {
 			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
 						[p->tx.cached_prod++ & p->tx.mask];
 
@@ -2483,6 +2739,8 @@ port_receive_as(PortObject *p, const bool member)
 		redo_note(p, FP_REDO_FWD_OUT_PROD, p->egress, out_prod);
 		p->wake[p->egress] = 1;
 	}
+	if (dtx)
+		direct_sent(p, dj);
 	return n;
 }
 
@@ -2500,31 +2758,46 @@ static uint32_t port_receive(PortObject *p)
  * iteration runs the NAPI poll that sends and completes, as long as the
  * kernel has not taken everything, need_wakeup or not.
  */
-static void port_kick_tx(PortObject *p)
+static bool kick_ring(PortObject *p, struct ring *tx, int fd)
 {
-	uint32_t cons = load_acquire(p->tx.consumer);
+	uint32_t cons = load_acquire(tx->consumer);
 
-	if (cons == p->tx.cached_prod)
-		return;			/* the kernel has taken everything */
-	if (!ring_needs_wakeup(&p->tx)) {
-		if (p->busy_poll) {
+	if (cons == tx->cached_prod)
+		return true;		/* the kernel has taken everything */
+	if (!ring_needs_wakeup(tx)) {
+		if (p->busy_poll && fd >= 0) {
 			p->st.busy_polls++;
-			sendto(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+			sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
 		}
-		return;
+		return true;
 	}
-	for (int i = 0; i < 64 && cons != p->tx.cached_prod; i++) {
+	for (int i = 0; i < 64 && cons != tx->cached_prod; i++) {
 		uint32_t before = cons;
 		int ret;
 
 		p->st.tx_kicks++;
-		ret = sendto(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
-		cons = load_acquire(p->tx.consumer);
+		ret = sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+		cons = load_acquire(tx->consumer);
 		/* EAGAIN: the kernel's per-call budget ran out (go on) or the
 		 * device queue is full (no progress: retry next iteration);
 		 * EBUSY, ENOBUFS, ENETDOWN: retry next iteration. */
 		if ((ret < 0 && errno != EAGAIN) || cons == before)
-			break;
+			return false;
+	}
+	return cons == tx->cached_prod;
+}
+
+/* Our TX ring, then our direct sockets' ("Direct transmission"): one
+ * whose kernel side made no progress (its owner's COMPLETION ring may be
+ * full) wakes that owner, to collect its completions. */
+static void port_kick_tx(PortObject *p)
+{
+	kick_ring(p, &p->tx, p->xsk_fd);
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		struct direct_tx *d = &p->direct[j];
+
+		if (d->open && !kick_ring(p, &d->tx, d->fd))
+			p->wake[d->owner] = 1;
 	}
 }
 
@@ -2644,6 +2917,89 @@ static bool port_has_input(PortObject *p)
 	return false;
 }
 
+/*
+ * As an egress owner: frames other workers sent on our queue through
+ * their direct sockets and have not had back yet (their committed
+ * counters, each read from one committed half of its record).  We wait
+ * for them before reporting drained, and nap rather than sleep while
+ * there are any, to give them back soon.
+ */
+static uint64_t direct_inflight(PortObject *p)
+{
+	uint64_t total = 0;
+
+	for (uint32_t i = 0; i < p->n_dsrc; i++) {
+		struct fp_commit *c = &ctl_worker(p->v, p->dsrc[i].w)->commit;
+		uint32_t j = p->dsrc[i].j;
+
+		for (int tries = 0; tries < 8; tries++) {
+			uint64_t w = __atomic_load_n(&c->word, __ATOMIC_ACQUIRE);
+			const struct fp_stats *st = &c->counts[(w >> 1) & 1].stats;
+			uint64_t sent = __atomic_load_n(&st->direct_packets[j], __ATOMIC_RELAXED);
+			uint64_t back = __atomic_load_n(&st->direct_returned[j], __ATOMIC_RELAXED);
+
+			__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			if ((__atomic_load_n(&c->word, __ATOMIC_RELAXED) >> 1) == (w >> 1)) {
+				total += sent > back ? sent - back : 0;
+				break;
+			}
+		}
+	}
+	return total;
+}
+
+/* Frames of ours out on direct sockets (waiting for their owners). */
+static bool direct_lent(PortObject *p)
+{
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		if (direct_out(&p->st, j))
+			return true;
+	}
+	return false;
+}
+
+/* Idle with frames out on direct sockets, a nap already spent waiting for
+ * them: wake their owners (once per socket until we send on it again). */
+static void direct_wake_owners(PortObject *p)
+{
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		if (direct_out(&p->st, j) && !(p->direct_woken & (1U << j))) {
+			p->direct_woken |= (uint8_t)(1U << j);
+			p->wake[p->direct[j].owner] = 1;
+		}
+	}
+	port_wake_peers(p);
+}
+
+/*
+ * A direct socket the table no longer allows (its queue removed) is
+ * closed once nothing of it is out: the kernel has taken every descriptor,
+ * every frame came back, and the queue's owner has stopped.  Then the
+ * queue's buffer pool can go, and the queue be bound again.  For good: a
+ * queue added back is reached over the fwd ring.
+ */
+static void direct_retire(PortObject *p)
+{
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		struct direct_tx *d = &p->direct[j];
+		uint32_t st;
+
+		if (!d->open || d->ok || direct_out(&p->st, j) ||
+		    load_acquire(d->tx.consumer) != d->tx.cached_prod ||
+		    __atomic_load_n(d->tx.producer, __ATOMIC_RELAXED) != d->tx.cached_prod)
+			continue;
+		st = __atomic_load_n(&ctl_worker(p->v, d->owner)->state, __ATOMIC_ACQUIRE);
+		if (st != FP_STATE_STOPPED && st != FP_STATE_NONE)
+			continue;
+		ring_unmap(&d->tx);
+		ring_none(&d->tx);
+		if (d->fd >= 0)
+			close(d->fd);
+		d->fd = -1;
+		d->open = false;
+	}
+}
+
 /* Block until there is input, a signal, or timeout_ms.  Returns -1 on a
  * signal (EINTR), so that Python runs its handlers. */
 static int port_sleep(PortObject *p, int timeout_ms)
@@ -2724,12 +3080,15 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 	for (;;) {
 		uint32_t work = port_step(p);
 
+		if (p->n_direct && !(p->st.loops & 4095))
+			direct_retire(p);
 		now = now_ns();
 		if (work) {
 			if (idle && !p->slept && p->spin_max_ns && p->last_work_ns)
 				spin_learn(p, true, now - p->last_work_ns);
 			idle = 0;
 			p->slept = false;
+			p->direct_naps = 0;
 			p->last_work_ns = now;
 		} else if (!p->spin && ++idle > 8 && !p->slept &&
 			   now - p->last_work_ns < p->spin_ns) {
@@ -2741,9 +3100,17 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 				spin_learn(p, false, 0);
 			p->slept = true;
 			/* Frames still out in the kernel's TX path, or lent to
-			 * a peer, come back without waking us: look again soon. */
-			int ms = (p->n_tx || p->n_handoff || port_tx_inflight(p)) ? 1 :
+			 * a peer, come back without waking us: look again soon.
+			 * So do others' sent on our queue directly. */
+			int ms = (p->n_tx || p->n_handoff || port_tx_inflight(p) ||
+				  (p->n_dsrc && direct_inflight(p))) ? 1 :
 				 (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
+
+			if (p->n_direct) {
+				if (direct_lent(p) && p->direct_naps++)
+					direct_wake_owners(p);
+				direct_retire(p);
+			}
 
 			port_commit(p);		/* the counters, fresh for a scrape */
 			rings_publish(p);
@@ -2811,7 +3178,7 @@ static PyObject *Port_drained(PortObject *p, PyObject *noargs)
 	if (p->n_members)
 		port_sync_members(p);
 	if (ring_cons_avail(&p->rx, 1) || ring_cons_avail(&p->comp, 1) ||
-	    port_tx_inflight(p) || p->n_handoff)
+	    port_tx_inflight(p) || p->n_handoff || direct_inflight(p))
 		Py_RETURN_FALSE;
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		if (w != p->id && (hring_avail(p->fwd_in[w]) || hring_avail(p->ret_in[w])))
@@ -2875,6 +3242,9 @@ struct port_cfg {
 	uint32_t spin_max_us;		/* adaptive spinning's cap; 0: none */
 	PortObject *adopt;		/* fuzz() only: take over this synthetic
 					 * port's rings (synth_adopt()) */
+	int direct_fd[FP_MAX_DIRECT];	/* our direct sockets, by fp_assign.direct
+					 * index; -1: none (closed) */
+	uint32_t n_direct_fd;
 };
 
 static int map_xsk_rings(PortObject *p, int fd)
@@ -2957,6 +3327,67 @@ static bool is_pow2(uint32_t v)
 	return v && !(v & (v - 1));
 }
 
+/*
+ * Our direct sockets (fp_assign.direct, "Direct transmission"): each one's
+ * TX ring, from its socket (cfg->direct_fd), a dead port's (cfg->adopt,
+ * fuzz()), or made up (synthetic).  A fanout owner or member has none (its
+ * group's frames are lent by several workers: see there).  A socket closed
+ * for good (fd -1) stays closed, and the egress takes the fwd ring.
+ */
+static int direct_open(PortObject *p, const struct port_cfg *cfg)
+{
+	const struct fp_assign *me = ctl_assign(p->v, p->id);
+	uint32_t n = me->n_direct < FP_MAX_DIRECT ? me->n_direct : FP_MAX_DIRECT;
+	struct xdp_mmap_offsets off;
+	bool have_off = false;
+
+	if (p->member || p->n_members)
+		n = 0;
+	p->n_direct = n;
+	for (uint32_t j = 0; j < n; j++) {
+		struct direct_tx *d = &p->direct[j];
+		uint32_t o = me->direct[j];
+		int err;
+
+		d->fd = -1;
+		d->open = d->ok = false;
+		d->owner = o;
+		ring_none(&d->tx);
+		if (o >= p->nworkers || o == p->id)
+			continue;
+		if (cfg->xsk_fd >= 0) {
+			int fd = j < cfg->n_direct_fd ? cfg->direct_fd[j] : -1;
+			socklen_t optlen = sizeof(off);
+
+			if (fd < 0)
+				continue;
+			if (!have_off && getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen))
+				return -errno;
+			have_off = true;
+			err = ring_map(&d->tx, fd, &off.tx, cfg->tx, sizeof(struct xdp_desc),
+				       XDP_PGOFF_TX_RING, true);
+			d->fd = fd;
+		} else if (cfg->adopt) {
+			struct direct_tx *old = j < cfg->adopt->n_direct ? &cfg->adopt->direct[j] : NULL;
+
+			if (!old || !old->open)
+				continue;
+			if (!old->tx.map || old->tx.size != cfg->tx)
+				return -EINVAL;
+			ring_setup(&d->tx, old->tx.map, old->tx.map_len, &synth_ring_off, cfg->tx, true);
+			d->tx.heap = old->tx.heap;
+			old->tx.map = NULL;
+			err = 0;
+		} else {
+			err = ring_synth(&d->tx, cfg->tx, sizeof(struct xdp_desc), true);
+		}
+		if (err)
+			return err;
+		d->open = true;
+	}
+	return 0;
+}
+
 /* Re-read a ring's shared indices into our cached ones. */
 static void ring_resync(struct ring *r, bool producer)
 {
@@ -2992,6 +3423,10 @@ static void port_recover(PortObject *p)
 	ring_resync(&p->tx, true);
 	ring_resync(&p->rx, false);
 	ring_resync(&p->comp, false);
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		if (p->direct[j].open)
+			ring_resync(&p->direct[j].tx, true);
+	}
 	p->n_free = k->frames.free <= p->fpw ? k->frames.free : p->fpw;
 	p->n_rx = k->frames.rx;
 	p->n_tx = k->frames.tx;
@@ -3124,6 +3559,8 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		err = map_xsk_rings(p, cfg->xsk_fd);
 	else
 		err = cfg->adopt ? synth_adopt(p, cfg->adopt) : synth_rings(p);
+	if (!err)
+		err = direct_open(p, cfg);
 	if (err) {
 		errno = -err;
 		PyErr_SetFromErrno(PyExc_OSError);
@@ -3146,18 +3583,35 @@ static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"control", "worker_id", "xsk_fd", "umem_fd", "umem_size",
 				 "ring_sizes", "batch_size", "spin", "eventfds", "busy_poll",
-				 "spin_max_us", NULL};
+				 "spin_max_us", "direct_fds", NULL};
 	struct port_cfg cfg = {0};
 	unsigned long long umem_size;
-	PyObject *control, *efds;
+	PyObject *control, *efds, *direct = NULL;
 	int spin, busy_poll = 0;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$pI", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$pIO", kwlist,
 					 &ControlType, &control, &cfg.id, &cfg.xsk_fd,
 					 &cfg.umem_fd, &umem_size, &cfg.rx, &cfg.tx, &cfg.fill,
 					 &cfg.comp, &cfg.batch, &spin, &efds, &busy_poll,
-					 &cfg.spin_max_us))
+					 &cfg.spin_max_us, &direct))
 		return -1;
+	if (direct && direct != Py_None) {
+		PyObject *seq = PySequence_Fast(direct, "direct_fds must be a sequence of fds");
+
+		if (!seq)
+			return -1;
+		if (PySequence_Fast_GET_SIZE(seq) > FP_MAX_DIRECT) {
+			Py_DECREF(seq);
+			PyErr_Format(PyExc_ValueError, "at most %d direct sockets", FP_MAX_DIRECT);
+			return -1;
+		}
+		cfg.n_direct_fd = (uint32_t)PySequence_Fast_GET_SIZE(seq);
+		for (uint32_t j = 0; j < cfg.n_direct_fd; j++)
+			cfg.direct_fd[j] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, j));
+		Py_DECREF(seq);
+		if (PyErr_Occurred())
+			return -1;
+	}
 	if (cfg.spin_max_us > 100000) {
 		PyErr_SetString(PyExc_ValueError, "spin_max_us out of range 0..100000");
 		return -1;
@@ -3730,6 +4184,7 @@ enum fz_loc {
 	FZ_LOC_COMP,		/* a's COMPLETION ring */
 	FZ_LOC_FWD,		/* fwd ring a -> b */
 	FZ_LOC_RET,		/* ret ring a -> b */
+	FZ_LOC_DTX,		/* a's direct TX ring b */
 };
 #define FZ_LOC(kind, a, b)	((uint32_t)(kind) << 16 | (uint32_t)(a) << 8 | (uint32_t)(b))
 #define FZ_NOWHERE		UINT32_MAX
@@ -3826,6 +4281,7 @@ static const char *fz_loc_name(uint32_t loc, char *buf, size_t len)
 		[FZ_LOC_COMP] = "worker %u's COMPLETION ring",
 		[FZ_LOC_FWD] = "the fwd ring %u -> %u",
 		[FZ_LOC_RET] = "the ret ring %u -> %u",
+		[FZ_LOC_DTX] = "worker %u's direct TX ring %u",
 	};
 
 	snprintf(buf, len, fmt[loc >> 16], (loc >> 8) & 0xff, loc & 0xff);
@@ -4054,11 +4510,12 @@ static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d)
 	return 0;
 }
 
-/* TX descriptors taken: the packets are on the wire. */
-static uint32_t fz_send(struct fuzz *fz, uint32_t x, uint32_t max)
+/* TX descriptors taken from ring tx (x's own, or one of its direct
+ * sockets'): the packets are on the wire, completing on `owner`'s. */
+static uint32_t fz_send_ring(struct fuzz *fz, uint32_t x, struct ring *tx, uint32_t owner,
+			     uint32_t max)
 {
-	struct ring *tx = &fz->ports[x]->tx;
-	struct fz_kernel *k = &fz->k[fz_owner(fz, x)];	/* completes on the owner's */
+	struct fz_kernel *k = &fz->k[owner];
 	const struct xdp_desc *txd = tx->descs;
 	uint32_t cons = *tx->consumer, avail = load_acquire(tx->producer) - cons, n;
 
@@ -4080,6 +4537,18 @@ static uint32_t fz_send(struct fuzz *fz, uint32_t x, uint32_t max)
 		k->tx[k->n_tx++] = d->addr;
 	}
 	store_release(tx->consumer, cons + n);
+	return n;
+}
+
+static uint32_t fz_send(struct fuzz *fz, uint32_t x, uint32_t max)
+{
+	PortObject *p = fz->ports[x];
+	uint32_t n = fz_send_ring(fz, x, &p->tx, fz_owner(fz, x), max);
+
+	for (uint32_t j = 0; j < p->n_direct && !PyErr_Occurred(); j++) {
+		if (p->direct[j].open)
+			n += fz_send_ring(fz, x, &p->direct[j].tx, p->direct[j].owner, max);
+	}
 	return n;
 }
 
@@ -4173,6 +4642,16 @@ static void fz_table(struct fuzz *fz)
 			fz_rule(fz, &t->by_netdev[nd].rules[k], nr > 1);
 	}
 	t->n_netdevs = fz->ndevs;
+	/* direct sockets allowed, but now and then one is not: its packets
+	 * take the fwd ring meanwhile (a draw only where there are sockets,
+	 * so that runs without them replay as before) */
+	for (uint32_t w = 0; w < fz->n; w++) {
+		uint8_t bits = 0xff;
+
+		if (fz->ports[w]->n_direct && !fz_below(fz, 8))
+			bits = (uint8_t)fz_rand(fz);
+		t->direct_ok[w] = bits;
+	}
 	t->generation = h->generation + 1;
 	__atomic_store_n(&h->generation, t->generation, __ATOMIC_RELEASE);
 	__atomic_store_n(&h->active_table, next, __ATOMIC_RELEASE);
@@ -4528,6 +5007,9 @@ static int fz_place(struct fuzz *fz, uint64_t addr, uint32_t loc)
 	case FZ_LOC_RET:		/* on its way home to b */
 		cat = FZ_HANDOFF, want = b;
 		break;
+	case FZ_LOC_DTX:		/* lent by a, on its own direct socket */
+		cat = FZ_HANDOFF, want = a;
+		break;
 	default:			/* a's TX path: its group's own, or borrowed */
 		cat = home == fz_owner(fz, a) ? FZ_TX : FZ_HANDOFF, want = home;
 	}
@@ -4635,6 +5117,11 @@ static void fz_stats_sum(struct fuzz *fz, struct fp_stats *sum, struct fp_frames
 		if (frames)
 			frames[w] = k.frames;
 	}
+	/* what went out on direct sockets is transmitted, as by the egress */
+	for (int j = 0; j < FP_MAX_DIRECT; j++) {
+		sum->tx_packets += sum->direct_packets[j];
+		sum->tx_bytes += sum->direct_bytes[j];
+	}
 }
 
 static uint64_t fz_drops(const struct fp_stats *st)
@@ -4694,6 +5181,12 @@ static int fz_scan(struct fuzz *fz)
 		PortObject *p = fz->ports[x];
 		struct fz_kernel *k = &fz->k[x];
 
+		for (uint32_t j = 0; j < p->n_direct; j++) {
+			if (p->direct[j].open &&
+			    fz_scan_ring(fz, &p->direct[j].tx, true, FZ_LOC(FZ_LOC_DTX, x, j),
+					 &fz->on_tx, &fz->bytes_on_tx))
+				goto out;
+		}
 		if (fz_scan_ring(fz, &p->fill, false, FZ_LOC(FZ_LOC_FILL, x, 0), NULL, NULL) ||
 		    fz_scan_ring(fz, &p->rx, true, FZ_LOC(FZ_LOC_RX, x, 0), &fz->on_rx,
 				 &fz->bytes_on_rx) ||

@@ -97,13 +97,15 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		8	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		9	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
 					 * 7: fanout groups, fp_worker.lane;
 					 * 8: the tables area (assignments, tables),
-					 *    fp_netdev.flags, csum_completed */
+					 *    fp_netdev.flags, csum_completed;
+					 * 9: direct transmission (fp_assign.direct,
+					 *    fp_table.direct_ok, fp_stats.direct_*) */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -112,6 +114,10 @@
 					 * (config.MAX_FORWARD_RULES) */
 #define FP_MAX_FANOUT		16	/* workers sharing one queue (config.MAX_FANOUT,
 					 * XDPD_MAX_FANOUT in bpf/rr_redirect.h) */
+
+#define FP_MAX_DIRECT		8	/* egress queues one worker transmits on
+					 * itself, a TX socket of its own on each
+					 * (_fastpath.c, "Direct transmission") */
 
 #define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
 
@@ -174,6 +180,12 @@ struct fp_stats {
 				 * UMEM or not the frame's owner's, a length past
 				 * its frame (from the kernel or a peer worker) */
 	uint64_t csum_completed;	/* partial TCP/UDP checksums completed */
+	/* on our direct socket j (fp_assign.direct[j]'s queue): packets and
+	 * bytes sent, the egress netdev's transmissions; and frames its
+	 * COMPLETION ring's owner gave back (sent - returned: still out) */
+	uint64_t direct_packets[FP_MAX_DIRECT];
+	uint64_t direct_bytes[FP_MAX_DIRECT];
+	uint64_t direct_returned[FP_MAX_DIRECT];
 	/* Per rule of our netdev's list (by position): packets the rule
 	 * took (first match), whatever then became of them, and their bytes.
 	 * Committed with the rest, so a replacement continues them; zeroed
@@ -223,6 +235,8 @@ enum fp_redo_word {
 	FP_REDO_RET_OUT_PROD,	/* ret ring us -> peer: producer */
 	FP_REDO_FWD_IN_CONS,	/* fwd ring peer -> us: consumer */
 	FP_REDO_RET_IN_CONS,	/* ret ring peer -> us: consumer */
+	FP_REDO_DIRECT_PROD,	/* our direct TX ring `peer` (an index into
+				 * fp_assign.direct): producer */
 };
 
 struct fp_redo {
@@ -231,8 +245,9 @@ struct fp_redo {
 	uint32_t value;
 };
 
-/* A redo log holds at most 4 kernel ring words + 4 per peer. */
-#define FP_REDO_MAX(nworkers)	(4 + 4 * (uint64_t)(nworkers))
+/* A redo log holds at most 4 kernel ring words + 4 per peer + one per
+ * direct TX ring. */
+#define FP_REDO_MAX(nworkers)	(4 + 4 * (uint64_t)(nworkers) + FP_MAX_DIRECT)
 
 struct fp_commit {
 	uint64_t word;		/* seq << 1 | pending (see "Crash consistency") */
@@ -252,6 +267,12 @@ struct fp_assign {
 				 * rings: itself, unless a fanout member */
 	uint32_t n_members;	/* owner of a fanout group: its other members */
 	uint16_t members[FP_MAX_FANOUT];
+	/* Direct transmission: TX-only sockets of this slot's, each bound to
+	 * an egress queue with XDP_SHARED_UMEM (so sharing that queue's FILL
+	 * and COMPLETION rings): direct[j] is the worker owning that queue's
+	 * rings, whose COMPLETION ring gives the frames back. */
+	uint32_t n_direct;
+	uint16_t direct[FP_MAX_DIRECT];
 };
 
 struct fp_worker {
@@ -361,6 +382,10 @@ struct fp_table {
 	uint32_t n_netdevs;
 	uint32_t pad;
 	struct fp_netdev by_netdev[FP_MAX_NETDEVS];	/* by ingress netdev */
+	/* per worker slot, bit j: its direct socket j may be used (the queue
+	 * it is bound to is served and stays); clear: that egress takes the
+	 * fwd ring, and the socket is closed once nothing of it is out */
+	uint8_t direct_ok[FP_MAX_WORKERS];
 };
 
 struct fp_header {

@@ -100,6 +100,21 @@ def test_fanout_groups_under_lies(seed):
     assert r["crashes"] > 100 and r["bad_descs"] > 0
 
 
+# Direct transmission: every worker has a TX socket of its own on every
+# other worker's queue and forwards on it itself; the table now and then
+# disallows one, and that egress takes the fwd ring meanwhile.
+@pytest.mark.parametrize("mode", ("crash", "lie+crash"))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_direct_sockets_lose_no_frame_and_no_packet(seed, mode):
+    r = ff.run_one(_fastpath, seed, STEPS, mode, direct=True)
+    assert r["direct"] and r["crashes"] > 100
+    if mode == "crash":
+        nworkers, fpw = geometry(seed)
+        assert r["exact"] and r["scans"] > 50 and r["frames"] == nworkers * fpw
+        assert r["transmitted"] + r["dropped"] == r["packets"] > 1000
+        assert r["bad_descs"] == 0
+
+
 @contextlib.contextmanager
 def control_area(n: int, fpw: int, fs: int, entries: int):
     """(control area formatted for n workers, a UMEM for their frames)."""
@@ -137,6 +152,40 @@ def test_fanout_members_receive_into_the_owners_frames():
         for owner in (0, 2):
             f = ctl.worker_frames(owner)
             assert f["tx"] == f["handoff"] == 0 and f["free"] + f["rx"] == fpw
+
+
+def test_direct_sockets_carry_what_goes_to_other_queues():
+    """With a direct socket on each other queue, forwarded packets leave on
+    them (counted per socket) and come back home; the fwd rings carry only
+    what the table did not let go direct."""
+    n, fpw = 4, 60
+    with control_area(n, fpw, 2048, 64) as (ctl, umem):
+        for w in range(n):
+            ctl.set_worker(w, w % 2, w, 0, lane=w, direct=[x for x in range(n) if x != w])
+        r = _fastpath.fuzz(ctl, umem.fd, umem.size, 3, STEPS, ring_sizes=(32, 32, 64, 64),
+                           batch=16, crash_every=40, misbehave=False)
+        assert r["exact"] and r["packets"] > 1000
+        for w in range(n):
+            s = ctl.worker_stats(w)
+            assert sum(s["direct_packets"][:n - 1]) > 5 * s["handoff_out"] > 0
+            assert s["direct_packets"][n - 1:] == (0,) * (8 - n + 1)
+            assert sum(s["direct_bytes"]) > sum(s["direct_packets"]) * 14
+            f = ctl.worker_frames(w)
+            assert f["tx"] == f["handoff"] == 0 and f["free"] + f["rx"] == fpw
+
+
+def test_set_worker_refuses_direct_sockets_that_cannot_be():
+    with control_area(3, 8, 2048, 8) as (ctl, _):
+        with pytest.raises(ValueError, match="direct socket to 0: not another worker slot"):
+            ctl.set_worker(0, 0, 0, 0, direct=[0])
+        with pytest.raises(ValueError, match="direct socket to 3"):
+            ctl.set_worker(0, 0, 0, 0, direct=[3])
+        with pytest.raises(ValueError, match="at most 8"):
+            ctl.set_worker(0, 0, 0, 0, direct=[1] * 9)
+        with pytest.raises(ValueError, match="slot 3 bits 1 out of range"):
+            ctl.write_table([None], direct_ok={3: 1})
+        with pytest.raises(ValueError, match="slot 0 bits 256 out of range"):
+            ctl.write_table([None], direct_ok={0: 256})
 
 
 def test_set_worker_refuses_a_group_that_cannot_be():
@@ -191,11 +240,14 @@ def test_fuzz_under_address_sanitizer(gcc_and_libasan, tmp_path):
     out = json.loads(r.stdout)
     assert out["summary"]["module"] == module      # the instrumented build ran
     assert out["summary"]["runs"] == 12 and out["summary"]["crashes_checked_exactly"] > 0
-    # and with fanout groups (members without FILL or COMPLETION rings)
-    assert_clean_run(subprocess.run(
-        [sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS), "--seeds", "1-4",
-         "--fanout", "2", "--json"],
-        env=ff.sanitizer_env(gcc_and_libasan), capture_output=True, text=True, timeout=120))
+    # and with fanout groups (members without FILL or COMPLETION rings),
+    # and with direct sockets
+    for extra in (["--fanout", "2"], ["--direct"]):
+        assert_clean_run(subprocess.run(
+            [sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
+             "--seeds", "1-4", *extra, "--json"],
+            env=ff.sanitizer_env(gcc_and_libasan), capture_output=True, text=True,
+            timeout=120))
 
 
 def assert_clean_run(r: subprocess.CompletedProcess) -> None:
@@ -242,3 +294,15 @@ def test_crash_injection_catches_a_frame_lent_inside_its_group(tmp_path):
     r = run_mutant(tmp_path, GROUP_MUTANT, "port_load_rule()", "--fanout", "2")
     assert r.returncode != 0
     assert "committed free" in r.stderr.splitlines()[-1]
+
+
+# A direct send whose ring index the commit forgets: a replacement reads the
+# descriptors again and sends them twice, or loses them.
+DIRECT_MUTANT = ("\t\t\tredo_note(p, FP_REDO_DIRECT_PROD, j, r->cached_prod);",
+                 "\t\t\t(void)r;")
+
+
+def test_crash_injection_catches_a_direct_send_left_out_of_the_commit(tmp_path):
+    r = run_mutant(tmp_path, DIRECT_MUTANT, "port_commit_begin()", "--direct")
+    assert r.returncode != 0
+    assert "RuntimeError: fuzz seed 1, step " in r.stderr
