@@ -2,7 +2,8 @@
 """Real clients through each forwarder, side by side in one veth lab (root).
 
     make bench-clients
-    python bench/clients.py [--runs 3] [--seconds 4] [--peers bridge,kernel,xsk_fwd,xdpd,xdpd-sleep,xdpd-spin]
+    python bench/clients.py [--runs 3] [--seconds 4]
+                            [--peers bridge,kernel,xsk_fwd,xdpd,xdpd-handoff,xdpd-sleep,xdpd-spin]
                             [--json FILE]
 
     gen0 --> in0 [forwarder] out0 --> sink0
@@ -15,7 +16,10 @@ Forwarders, both directions, alternated run by run on the same lab:
   kernel     XDP redirect in0 <-> out0 through a DEVMAP (no user space)
   xsk_fwd    bench/xsk_fwd.c, a minimal C AF_XDP forwarder (built by make
              bench-clients), one spinning thread on CPU 1
-  xdpd       `xdpd run` with its defaults (workers.idle: adaptive)
+  xdpd       `xdpd run` with its defaults (workers.idle: adaptive, direct_tx)
+  xdpd-handoff the same with workers.direct_tx: false (each packet handed to
+             the egress queue's worker over a fwd ring, as before direct
+             sockets)
   xdpd-sleep the same with workers.idle: sleep (sleep as soon as idle)
   xdpd-spin  the same with workers.idle: spin (never sleep)
 Per forwarder and run:
@@ -46,7 +50,7 @@ from xdpd.lab.xdp import DevmapForwarder  # noqa: E402
 from perf import XSK_FWD, OneProcess, libxdp_pins_removed  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
-PEERS = ("bridge", "kernel", "xsk_fwd", "xdpd", "xdpd-sleep", "xdpd-spin")
+PEERS = ("bridge", "kernel", "xsk_fwd", "xdpd", "xdpd-handoff", "xdpd-sleep", "xdpd-spin")
 PING_RATES = ((50, 100), (1000, 1000), (10000, 3000))   # (packets/s, count)
 METRICS_PORT = 9478
 
@@ -110,14 +114,15 @@ class XskFwd(OneProcess):
 
 
 class Xdpd:
-    def __init__(self, lab: Lab, idle: str):
+    def __init__(self, lab: Lab, variant: str):
         self.lab = lab
-        self.name = "xdpd" if idle == "adaptive" else f"xdpd-{idle}"
+        self.name = "xdpd" if variant == "" else f"xdpd-{variant}"
+        workers = {"": "", "handoff": "  direct_tx: false\n"}.get(variant, f"  idle: {variant}\n")
         self.config = (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"
                        f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
                        f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
                        f'metrics:\n  listen: "127.0.0.1:{METRICS_PORT}"\n'
-                       + (f"workers:\n  idle: {idle}\n" if idle != "adaptive" else ""))
+                       + (f"workers:\n{workers}" if workers else ""))
         self.daemon: LabDaemon | None = None
 
     def start(self) -> None:
@@ -141,7 +146,7 @@ def make(peer: str, lab: Lab):
     if peer == "xsk_fwd":
         return XskFwd(lab)
     if peer.startswith("xdpd"):
-        return Xdpd(lab, peer.partition("-")[2] or "adaptive")
+        return Xdpd(lab, peer.partition("-")[2])
     raise BenchError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
 
 

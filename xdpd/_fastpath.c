@@ -2972,24 +2972,21 @@ static void direct_wake_owners(PortObject *p)
 }
 
 /*
- * A direct socket the table no longer allows (its queue removed) is
- * closed once nothing of it is out: the kernel has taken every descriptor,
- * every frame came back, and the queue's owner has stopped.  Then the
- * queue's buffer pool can go, and the queue be bound again.  For good: a
- * queue added back is reached over the fwd ring.
+ * A direct socket the table no longer allows (its queue is being removed:
+ * the supervisor never takes one back otherwise) is closed once nothing of
+ * it is out: the kernel has taken every descriptor and every frame came
+ * back.  Then, with the supervisor's copy closed too, the queue's buffer
+ * pool can go and the queue be bound again.  For good: a queue added back
+ * is reached over the fwd ring.
  */
 static void direct_retire(PortObject *p)
 {
 	for (uint32_t j = 0; j < p->n_direct; j++) {
 		struct direct_tx *d = &p->direct[j];
-		uint32_t st;
 
 		if (!d->open || d->ok || direct_out(&p->st, j) ||
 		    load_acquire(d->tx.consumer) != d->tx.cached_prod ||
 		    __atomic_load_n(d->tx.producer, __ATOMIC_RELAXED) != d->tx.cached_prod)
-			continue;
-		st = __atomic_load_n(&ctl_worker(p->v, d->owner)->state, __ATOMIC_ACQUIRE);
-		if (st != FP_STATE_STOPPED && st != FP_STATE_NONE)
 			continue;
 		ring_unmap(&d->tx);
 		ring_none(&d->tx);

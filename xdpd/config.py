@@ -275,6 +275,10 @@ class WorkersConfig:
     batch_size: int = 64
     idle: str = "adaptive"      # adaptive | sleep | spin
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
+    # a worker outside fanout groups sends what it forwards on a TX socket of
+    # its own on the egress queue (one wake-up per hop, not two); false:
+    # hands it to the egress queue's worker
+    direct_tx: bool = True
     busy_poll_usecs: int = 20   # SO_BUSY_POLL
     busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET
     user: str = "nobody"        # workers and standbys run as this user...
@@ -392,7 +396,7 @@ _RULE_KEYS = ("from", "to", "action", "match", "set_dst_mac", "set_src_mac", "sw
 # the TPID of a pushed tag, by the name a rule gives it
 VLAN_PROTOS = {"802.1q": 0x8100, "802.1ad": 0x88a8}
 _WORKERS_KEYS = ("cpus", "batch_size", "idle", "busy_poll", "busy_poll_usecs",
-                 "busy_poll_budget", "tx_budget", "user", "group")
+                 "busy_poll_budget", "tx_budget", "user", "group", "direct_tx")
 _UMEM_KEYS = ("frame_size", "frames_per_worker", "hugepages", "spare_workers")
 _RINGS_KEYS = ("rx", "tx", "fill", "completion")
 _METRICS_KEYS = ("listen",)
@@ -1438,6 +1442,7 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
     batch_size = _int_in(errs, "workers.batch_size", section.get("batch_size", d.batch_size), 1, 1024)
     idle = _choice(errs, "workers.idle", section.get("idle", d.idle), IDLE)
     busy_poll = _bool(errs, "workers.busy_poll", section.get("busy_poll", d.busy_poll))
+    direct_tx = _bool(errs, "workers.direct_tx", section.get("direct_tx", d.direct_tx))
     usecs = _int_in(errs, "workers.busy_poll_usecs",
                     section.get("busy_poll_usecs", d.busy_poll_usecs), 1, 10000)
     budget = _int_in(errs, "workers.busy_poll_budget",
@@ -1465,7 +1470,7 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
         return None
     return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,
                          busy_poll_usecs=usecs, busy_poll_budget=budget, tx_budget=tx_budget,
-                         user=user, group=group)
+                         user=user, group=group, direct_tx=direct_tx)
 
 
 def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:

@@ -94,6 +94,10 @@ class XdpdCollector:
                                     labels=WORKER_LABELS + ["reason"])
         handoff = CounterMetricFamily("xdpd_handoff_packets", "Packets passed to the worker of the egress queue",
                                       labels=WORKER_LABELS)
+        direct = CounterMetricFamily("xdpd_direct_tx_packets", "Packets the worker sent on "
+                                     "another interface's queue through a TX socket of its "
+                                     "own there (workers.direct_tx; also counted in that "
+                                     "queue's xdpd_tx_packets_total)", labels=WORKER_LABELS)
         kicks = CounterMetricFamily("xdpd_tx_wakeups", "sendto() calls made to start transmission",
                                     labels=WORKER_LABELS)
         sleeps = CounterMetricFamily("xdpd_worker_sleeps", "Times a worker blocked waiting for packets",
@@ -132,9 +136,12 @@ class XdpdCollector:
                for name, (metric, help) in XSK_STATISTICS.items()}
         r = getattr(self.sup, "ring_sizes", None)
         sizes = {ring: getattr(r, ring) for ring in RINGS} if r else {}
+        all_stats = self.sup.worker_stats()
         for w in workers:
             labels = [w.plan.netdev, str(w.plan.queue), str(w.plan.member)]
-            s = umem.control.worker_stats(w.id)
+            s = all_stats.get(w.id)
+            if s is None:               # gone since the list was taken
+                continue
             rx_p.add_metric(labels, s["rx_packets"])
             rx_b.add_metric(labels, s["rx_bytes"])
             tx_p.add_metric(labels, s["tx_packets"])
@@ -142,6 +149,7 @@ class XdpdCollector:
             for reason, n in s["drops"].items():
                 drops.add_metric(labels + [reason], n)
             handoff.add_metric(labels, s["handoff_out"])
+            direct.add_metric(labels, s["direct_packets"])
             kicks.add_metric(labels, s["tx_kicks"])
             sleeps.add_metric(labels, s["sleeps"])
             polls.add_metric(labels, s["busy_polls"])
@@ -170,7 +178,7 @@ class XdpdCollector:
                     xsk[name].add_metric(labels, v)
             except OSError as e:
                 log.debug("%s: %s", w.name, e)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, kicks, sleeps, polls, bad, csum, up, state,
+        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, direct, kicks, sleeps, polls, bad, csum, up, state,
                     started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
         yield from xsk.values()
 

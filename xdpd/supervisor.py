@@ -97,6 +97,7 @@ RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 READ_ONLY_COMMANDS = ("status",)    # what control.status_group's members may ask
 STATUS_SCHEMA = 1
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
+MAX_DIRECT = 8                      # FP_MAX_DIRECT: direct sockets per worker
 # The longest frame an egress takes: its MTU plus the Ethernet header and
 # one VLAN tag (what veth and most drivers accept; longer frames would be
 # dropped silently by the kernel after TX, so the fast path counts them as
@@ -126,6 +127,18 @@ class SetupError(Exception):
 
 
 @dataclass
+class DirectSocket:
+    """A worker's TX-only socket on another interface's queue (the fast
+    path's "Direct transmission"), bound with XDP_SHARED_UMEM to the socket
+    of the worker owning that queue's rings: what the worker forwards there
+    it sends itself, and that worker's COMPLETION ring gives it back."""
+    owner: int                      # that worker's id
+    netdev: str
+    queue: int
+    socket: object | None           # xsk.XdpSocket; None once closed (queue removed)
+
+
+@dataclass
 class Worker:
     id: int
     plan: WorkerPlan
@@ -143,6 +156,7 @@ class Worker:
     # dead worker costs a pipe write, not an interpreter start.
     standby: subprocess.Popen | None = None
     standby_after: float = 0.0      # time.monotonic() from which to start a standby
+    direct: list[DirectSocket] = field(default_factory=list)   # by index in the slot
 
     @property
     def name(self) -> str:
@@ -377,6 +391,9 @@ class Supervisor:
         self.eventfds: list[int] = []       # one per slot
         self.free_slots: list[int] = []     # slot ids no worker uses
         self.quarantined: set[int] = set()  # slots whose frames did not all come back
+        # what workers gone since sent on a queue through their direct
+        # sockets, by that queue's worker: [packets, bytes]
+        self.direct_carried: dict[int, list[int]] = {}
         self.metrics_server = None
         self.control = None
         self.ready = False
@@ -762,6 +779,8 @@ class Supervisor:
         self.zero_copy = choices[n]
         for wid, (plan, sock) in enumerate(zip(plans, sockets)):
             self._add_worker(wid, plan, sock)
+        for w in self.workers:
+            self._open_direct(w)
         self._link_groups(self.workers)
         self.free_slots = list(range(len(plans), slots))
         self.eventfds = [self.ops.eventfd() for _ in range(slots)]
@@ -789,7 +808,49 @@ class Supervisor:
             members = [x.id for x in group[1:]] if w is owner else []
             self.umem.control.set_worker(w.id, w.netdev_index, w.plan.queue,
                                          self.interface(w.plan.netdev).ifindex,
-                                         lane=w.plan.lane, owner=owner.id, members=members)
+                                         lane=w.plan.lane, owner=owner.id, members=members,
+                                         direct=[d.owner for d in w.direct])
+
+    def _direct_targets(self, w: Worker) -> list[Worker]:
+        """The queue owners w sends to on direct sockets: on each other
+        interface, the owner of the queue w's lane picks there (as
+        compile_table lists egress workers and the fast path picks one).
+        None for a worker of an interface with fanout: its group's frames
+        are lent by several workers (the fast path, "Direct transmission")."""
+        iface = self.interface(w.plan.netdev)
+        if not self.config.workers.direct_tx or (iface.config and iface.config.fanout > 1):
+            return []
+        targets: list[Worker] = []
+        for other in self.interfaces:
+            egress = [x for x in self.workers if x.plan.netdev == other.name]
+            if other.name == w.plan.netdev or not egress:
+                continue
+            owner = self.group(egress[w.plan.lane % len(egress)])[0]
+            if owner not in targets and len(targets) < MAX_DIRECT:
+                targets.append(owner)
+        return targets
+
+    def _open_direct(self, w: Worker) -> None:
+        """w's direct sockets, each a TX ring bound to its target's queue
+        sharing that socket's rings.  One the kernel refuses is left out
+        (logged): w then hands those packets to that queue's worker."""
+        from .xsk import XskError
+        for owner in self._direct_targets(w):
+            sock = self.ops.create_socket(owner.plan.netdev,
+                                          self.host.ifindex(owner.plan.netdev), owner.plan.queue)
+            try:
+                sock.set_tx_ring(self.ring_sizes.tx)
+                sock.bind(zero_copy=self.zero_copy, shared_with=owner.socket)
+                self._set_tx_budget(sock, first=False)
+            except XskError as e:
+                sock.close()
+                log.warning("%s: no direct socket on %s (%s); hands those packets to its "
+                            "worker instead", w.name, owner.name, e)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            w.direct.append(DirectSocket(owner.id, owner.plan.netdev, owner.plan.queue, sock))
 
     def _bind_sockets(self, plans, zero_copy: bool) -> list:
         sockets: list = []
@@ -882,8 +943,13 @@ class Supervisor:
         table = compile_table(self.config, self.interfaces, self.workers, old_config, exclude,
                               self.mtus)
         complete = [i.index for i in self.interfaces if i.completes_checksums]
+        # a direct socket may be used while its queue's worker stays
+        serving = {w.id for w in self.workers if w.id not in exclude}
+        direct_ok = {w.id: sum(1 << j for j, d in enumerate(w.direct)
+                               if d.socket is not None and d.owner in serving)
+                     for w in self.workers if w.direct}
         self.table_generation = gen = self.umem.control.write_table(
-            table, complete_checksums=complete)
+            table, complete_checksums=complete, direct_ok=direct_ok)
         waiting = [w for w in self.workers if w.proc is not None and
                    w.state in (WorkerState.RUNNING, WorkerState.DRAINING)]
         for w in waiting:
@@ -937,7 +1003,8 @@ class Supervisor:
             spin_max_us=ADAPTIVE_SPIN_MAX_US if self.config.workers.idle == "adaptive" else 0,
             busy_poll=self.config.workers.busy_poll,
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name,
-            uid=self.worker_uid, gid=self.worker_gid)
+            uid=self.worker_uid, gid=self.worker_gid,
+            direct_fds=tuple(d.socket.fd if d.socket is not None else -1 for d in w.direct))
 
     def spawn_worker(self, w: Worker) -> None:
         """Start w's process: its standby takes over if it has one, else a
@@ -1398,6 +1465,8 @@ class Supervisor:
                     iface.queues.append(p.queue)
                 sock = self._new_socket(p)
                 added.append(self._add_worker(self.free_slots.pop(0), p, sock))
+            for w in added:
+                self._open_direct(w)
             self._link_groups(added)
             for w in added:
                 self.spawn_worker(w)
@@ -1529,6 +1598,7 @@ class Supervisor:
             if w in self.workers:
                 self.workers.remove(w)
         self.dismiss_standby(w)
+        self._close_direct(w)
         w.socket.close()
         try:
             self.umem.control.reset_worker(w.id)
@@ -1539,6 +1609,51 @@ class Supervisor:
         self.free_slots.append(w.id)
         self.free_slots.sort()
         self._samples.pop(w.id, None)
+
+    def _close_direct(self, w: Worker) -> None:
+        """w is gone: its own direct sockets close (what they sent stays
+        counted, as its egress queues' transmissions), and so does every
+        other worker's copy of a socket on w's queue (the worker closes its
+        own once nothing of it is out; its standby holds one too, and is
+        replaced).  Then w's queue can be bound again."""
+        stats = self.umem.control.worker_stats(w.id)
+        for j, d in enumerate(w.direct):
+            carried = self.direct_carried.setdefault(d.owner, [0, 0])
+            carried[0] += stats["direct_packets"][j]
+            carried[1] += stats["direct_bytes"][j]
+            if d.socket is not None:
+                d.socket.close()
+                d.socket = None
+        self.direct_carried.pop(w.id, None)
+        for x in self.workers:
+            if any(d.owner == w.id and d.socket is not None for d in x.direct):
+                for d in x.direct:
+                    if d.owner == w.id and d.socket is not None:
+                        d.socket.close()
+                        d.socket = None
+                self.dismiss_standby(x)
+
+    def worker_stats(self) -> dict[int, dict]:
+        """Every worker's counters (Control.worker_stats), with what others
+        sent on its queue through their direct sockets counted as its
+        transmissions (tx_packets, tx_bytes: the netdev's), and what it
+        sent on its own as direct_packets/direct_bytes (totals)."""
+        stats = {w.id: self.umem.control.worker_stats(w.id) for w in self.workers}
+        for s in stats.values():
+            s["direct_packets_by_socket"] = s.pop("direct_packets")
+            s["direct_bytes_by_socket"] = s.pop("direct_bytes")
+            s["direct_packets"] = sum(s["direct_packets_by_socket"])
+            s["direct_bytes"] = sum(s["direct_bytes_by_socket"])
+        for wid, (packets, bytes_) in self.direct_carried.items():
+            if wid in stats:
+                stats[wid]["tx_packets"] += packets
+                stats[wid]["tx_bytes"] += bytes_
+        for w in self.workers:
+            for j, d in enumerate(w.direct):
+                if d.owner in stats:
+                    stats[d.owner]["tx_packets"] += stats[w.id]["direct_packets_by_socket"][j]
+                    stats[d.owner]["tx_bytes"] += stats[w.id]["direct_bytes_by_socket"][j]
+        return stats
 
     # -- control requests and status -------------------------------------------
 
@@ -1596,8 +1711,9 @@ class Supervisor:
     def _sample_counters(self) -> None:
         """Remember (time, rx, tx, drops) per worker, for the status rates."""
         now = time.monotonic()
+        all_stats = self.worker_stats()
         for w in self.workers:
-            s = self.umem.control.worker_stats(w.id)
+            s = all_stats[w.id]
             samples = self._samples.setdefault(w.id, [])
             samples.append((now, s["rx_packets"], s["tx_packets"], sum(s["drops"].values())))
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
@@ -1633,9 +1749,10 @@ class Supervisor:
         now = time.time()
         workers = []
         rules: dict[int, dict] = {}     # by index in `forward`, summed over workers
+        all_stats = self.worker_stats()
         for w in sorted(self.workers, key=lambda w: (w.plan.netdev, w.plan.queue,
                                                      w.plan.member)):
-            stats = self.umem.control.worker_stats(w.id)
+            stats = all_stats[w.id]
             rx_pps, tx_pps, drop_pps = self._rates(w, stats)
             try:
                 xsk = w.socket.statistics()
@@ -1661,6 +1778,9 @@ class Supervisor:
                 "drop_pps": round(drop_pps, 1), "xsk": xsk,
                 "bad_descriptors": stats["bad_descs"],
                 "checksums_completed": stats["csum_completed"],
+                "direct_tx_packets": stats["direct_packets"],
+                "direct_sockets": [f"{d.netdev}/q{d.queue}" for d in w.direct
+                                   if d.socket is not None],
                 "rings": self.umem.control.ring_use(w.id)})
             for rule, packets, bytes_ in worker_rule_counts(self.config, self.umem.control, w):
                 entry = rules.setdefault(rule.index, {
@@ -1742,6 +1862,10 @@ class Supervisor:
             self.steering.undo_all()              # after the detach: queues may go away
         self._close_record()
         for w in self.workers:
+            for d in w.direct:
+                if d.socket is not None:
+                    d.socket.close()
+                    d.socket = None
             w.socket.close()
         with self.lock:
             self.workers = []

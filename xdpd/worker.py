@@ -76,13 +76,17 @@ class WorkerSpec:
     name: str = ""              # the plan's: netdev/qN, netdev/qN.M with fanout
     uid: int = 65534            # workers.user and workers.group, resolved
     gid: int = 65534
+    # direct sockets (TX only, on other queues), by their index in the
+    # slot's assignment; -1: closed (its queue was removed)
+    direct_fds: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not self.name:
             object.__setattr__(self, "name", f"{self.netdev}/q{self.queue}")
 
     def fds(self) -> tuple[int, ...]:
-        return (self.xsk_fd, self.umem_fd, self.control_fd, self.tables_fd, *self.eventfds)
+        return (self.xsk_fd, self.umem_fd, self.control_fd, self.tables_fd, *self.eventfds,
+                *(fd for fd in self.direct_fds if fd >= 0))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -93,6 +97,7 @@ class WorkerSpec:
         d["eventfds"] = tuple(d["eventfds"])
         d["rings"] = tuple(d["rings"])
         d["layout"] = tuple(d["layout"])
+        d["direct_fds"] = tuple(d.get("direct_fds", ()))
         return cls(**d)
 
 
@@ -246,7 +251,8 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     signal.signal(signal.SIGUSR2, stop)
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
-                          busy_poll=spec.busy_poll, spin_max_us=spec.spin_max_us)
+                          busy_poll=spec.busy_poll, spin_max_us=spec.spin_max_us,
+                          direct_fds=spec.direct_fds)
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     drain = Drain(port)
     usage = Usage(port)

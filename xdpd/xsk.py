@@ -154,6 +154,11 @@ class XdpSocket:
         for opt, size, ring in rings[0 if fill_completion else 2:]:
             _setsockopt(self._sock, opt, size, f"set {ring} ring size {size} on {self.name}")
 
+    def set_tx_ring(self, size: int) -> None:
+        """A TX ring alone: a socket that only sends (a worker's direct
+        socket on another queue), bound to a socket of that queue."""
+        _setsockopt(self._sock, XDP_TX_RING, size, f"set TX ring size {size} on {self.name}")
+
     def bind(self, *, zero_copy: bool, shared_with: "XdpSocket | None" = None) -> None:
         if shared_with is not None:
             flags, shared_fd = XDP_SHARED_UMEM, shared_with.fd

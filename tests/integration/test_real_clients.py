@@ -106,6 +106,30 @@ def test_ping_small_and_full_size_with_df(lab, xdpd):
                    what=f"25 packets sent on {dev}")
 
 
+def test_a_hop_wakes_one_worker_its_own_direct_socket_sends(lab, xdpd):
+    """Each worker sends what it forwards on a TX socket of its own on the
+    egress queue: nothing is handed to the other worker, and the egress
+    netdev still counts every packet as its transmission."""
+    before = xdpd.scrape()
+    out = lab.run(lab.gen_ns, "ping", "-c", "20", "-i", "0.02", "-W", "2", "-q", SINK_IP).stdout
+    assert " 20 received, 0% packet loss" in out, out
+    direct = "xdpd_direct_tx_packets_total"
+    poll_until(lambda: xdpd.scrape().value(direct) >= before.value(direct) + 40,
+               what="40 packets sent on direct sockets")
+    m = xdpd.scrape()
+    assert m.value("xdpd_handoff_packets_total") == before.value("xdpd_handoff_packets_total")
+    for dev in (lab.IN_DEV, lab.OUT_DEV):
+        sent = m.value(direct, netdev=dev) - before.value(direct, netdev=dev)
+        assert sent >= 20, (dev, sent)
+    # requests left on out0, replies on in0: each counted as that netdev's
+    assert m.value("xdpd_tx_packets_total", netdev=lab.OUT_DEV) >= \
+        before.value("xdpd_tx_packets_total", netdev=lab.OUT_DEV) + 20
+    assert m.value("xdpd_tx_packets_total", netdev=lab.IN_DEV) >= \
+        before.value("xdpd_tx_packets_total", netdev=lab.IN_DEV) + 20
+    workers = xdpd.status()["workers"]
+    assert all(w["direct_sockets"] for w in workers), workers
+
+
 def listening(lab, ns: str, port: int) -> bool:
     return f"{SINK_IP}:{port} " in lab.run(ns, "ss", "-ltnH").stdout
 

@@ -148,7 +148,10 @@ def _name(key) -> str:
     """A key as a step of a path: a plain word as written, other text quoted
     (so that no key can break the line or pass for a path), others as YAML."""
     if isinstance(key, str):
-        return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)
+        if re.fullmatch(r"[A-Za-z0-9_-]+", key) and len(key) <= 40:
+            return key
+        # quoted, and a long one clipped to 40 characters as messages show it
+        return repr(key if len(key) <= 40 else key[:37] + "...")
     if key is None:
         return "null"
     if isinstance(key, bool):
@@ -321,6 +324,7 @@ VALID = {
     "batch_size": _scalars(["1", "64", "1024", "0x40"]),
     "idle": _scalars(["adaptive", "sleep", "spin"]),
     "busy_poll": _scalars(["true", "false"]),
+    "direct_tx": _scalars(["true", "false"]),
     "busy_poll_usecs": _scalars(["1", "20", "10000"]),
     "busy_poll_budget": _scalars(["1", "64", "1024"]),
     "tx_budget": _scalars(["auto", "0", "32", "256"]),
@@ -369,6 +373,7 @@ PLAUSIBLE = {
     "batch_size": _scalars(NUMBERS),
     "idle": _scalars(["sleep", "spin", "poll", "on"]),
     "busy_poll": _scalars(["true", "false", "on", "1"]),
+    "direct_tx": _scalars(["true", "false", "on", "1"]),
     "busy_poll_usecs": _scalars(NUMBERS),
     "busy_poll_budget": _scalars(NUMBERS),
     "tx_budget": _scalars(NUMBERS, ["auto", "off"]),

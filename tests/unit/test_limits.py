@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from xdpd import bpf, config
+from xdpd import bpf, config, supervisor
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,8 @@ PAIRS = [
     ("config.MAX_FANOUT", config.MAX_FANOUT, FASTPATH, "FP_MAX_FANOUT"),
     ("config.MAX_FANOUT", config.MAX_FANOUT, PROGRAM, "XDPD_MAX_FANOUT"),
     ("config.MAX_WORKERS", config.MAX_WORKERS, FASTPATH, "FP_MAX_WORKERS"),
+    ("supervisor.MAX_NETDEVS", supervisor.MAX_NETDEVS, FASTPATH, "FP_MAX_NETDEVS"),
+    ("supervisor.MAX_DIRECT", supervisor.MAX_DIRECT, FASTPATH, "FP_MAX_DIRECT"),
     ("config.MAX_PASS_RULES", config.MAX_PASS_RULES, PROGRAM, "XDPD_MAX_PASS_RULES"),
     ("config.MAX_CHANNELS", config.MAX_CHANNELS, PROGRAM, "XDPD_MAX_QUEUES"),
     ("bpf.XDPD_MAX_QUEUES", bpf.XDPD_MAX_QUEUES, PROGRAM, "XDPD_MAX_QUEUES"),

@@ -131,6 +131,9 @@ class FakeSocket:
         self.ops.journal.append(("tx_budget", self.netdev, self.queue, budget))
         return True
 
+    def set_tx_ring(self, size):        # a direct socket: TX only
+        self.ops.journal.append(("tx_only", self.netdev, self.queue))
+
     def set_busy_poll(self, usecs, budget):
         self.ops.journal.append(("busy_poll", self.netdev, self.queue, usecs, budget))
 
@@ -158,14 +161,21 @@ class FakeControl:
         self.pid = [0] * n
         self.places = {}            # worker id -> what set_worker() said
 
-    def set_worker(self, i, netdev, queue, ifindex, lane=None, owner=None, members=()):
+    def set_worker(self, i, netdev, queue, ifindex, lane=None, owner=None, members=(),
+                   direct=()):
         self.places[i] = {"lane": queue if lane is None else lane,
-                          "owner": i if owner is None else owner, "members": list(members)}
+                          "owner": i if owner is None else owner, "members": list(members),
+                          "direct": list(direct)}
 
-    def write_table(self, table, complete_checksums=()):
+    def write_table(self, table, complete_checksums=(), direct_ok=None):
         self.table = table
         self.complete_checksums = sorted(complete_checksums)
+        self.direct_ok = dict(direct_ok or {})
         return 1
+
+    def worker_stats(self, i):
+        return {"rx_packets": 0, "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
+                "drops": {}, "direct_packets": (0,) * 8, "direct_bytes": (0,) * 8}
 
     def worker_liveness(self, i):
         return (0, self.pid[i], self.state[i], 1)
@@ -340,10 +350,19 @@ def test_first_socket_registers_the_umem_and_the_rest_share_it():
     last = max(i for i, e in enumerate(ops.journal) if e[0] == "register_umem")
     assert ops.journal[last] == ("register_umem", "in0", 0)
     binds = [e for e in ops.journal[last:] if e[0] == "bind"]
-    assert len(binds) == 4
+    assert len(binds) == 8
     first_fd = sup.workers[0].socket.fd
     assert binds[0] == ("bind", "in0", 0, False, None)
-    assert all(b[4] == first_fd for b in binds[1:])
+    assert all(b[4] == first_fd for b in binds[1:4])
+    # then each worker's direct socket on the other interface's queue its
+    # lane picks, bound to that queue's socket (sharing its rings)
+    fd = {w.name: w.socket.fd for w in sup.workers}
+    assert binds[4:] == [("bind", "out0", 0, False, fd["out0/q0"]),
+                         ("bind", "out0", 1, False, fd["out0/q1"]),
+                         ("bind", "in0", 0, False, fd["in0/q0"]),
+                         ("bind", "in0", 1, False, fd["in0/q1"])]
+    assert [e[1:] for e in ops.journal[last:] if e[0] == "tx_only"] == \
+        [("out0", 0), ("out0", 1), ("in0", 0), ("in0", 1)]
     sup.stop()
 
 
@@ -595,7 +614,9 @@ def test_worker_on_its_queues_irq_cpu_is_warned_about(caplog):
 def test_tx_budget_auto_is_set_on_every_socket_and_zero_leaves_the_kernel_default():
     sup, ops = started()
     assert [e[1:] for e in ops.journal if e[0] == "tx_budget"] == [
-        ("in0", 0, 256), ("in0", 1, 256), ("out0", 0, 256), ("out0", 1, 256)]
+        ("in0", 0, 256), ("in0", 1, 256), ("out0", 0, 256), ("out0", 1, 256),
+        # the direct sockets: out0's queues for in0's workers, and back
+        ("out0", 0, 256), ("out0", 1, 256), ("in0", 0, 256), ("in0", 1, 256)]
     sup.stop()
     sup, ops = started(CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  tx_budget: 0"))
     assert "tx_budget" not in kinds(ops.journal)
@@ -940,15 +961,20 @@ def test_fanout_members_share_their_owners_socket_and_slot_in_xskmap():
     last = max(i for i, e in enumerate(ops.journal) if e[0] == "register_umem")
     binds = [e for e in ops.journal[last:] if e[0] == "bind"]
     first = sup.workers[0].socket.fd
-    assert [b[4] for b in binds] == [None, first, first, by["in0/q1.0"].socket.fd, first, first]
+    # and out0's workers' direct sockets, both on in0/q0 (lanes 0 and 1 pick
+    # in0/q0.0 and in0/q0.1: one queue); in0's workers, with fanout, have none
+    assert [b[4] for b in binds] == [None, first, first, by["in0/q1.0"].socket.fd, first, first,
+                                     first, first]
     assert [e[1:] for e in ops.journal[last:] if e[0] == "rings_without_fill"] == \
         [("in0", 0), ("in0", 1)]
     # the fast path learns each worker's owner, members and lane
     places = ops.umem.control.places
     assert places[by["in0/q0.0"].id] == {"lane": 0, "owner": by["in0/q0.0"].id,
-                                         "members": [by["in0/q0.1"].id]}
-    assert places[by["in0/q1.1"].id] == {"lane": 3, "owner": by["in0/q1.0"].id, "members": []}
-    assert places[by["out0/q1"].id] == {"lane": 1, "owner": by["out0/q1"].id, "members": []}
+                                         "members": [by["in0/q0.1"].id], "direct": []}
+    assert places[by["in0/q1.1"].id] == {"lane": 3, "owner": by["in0/q1.0"].id, "members": [],
+                                         "direct": []}
+    assert places[by["out0/q1"].id] == {"lane": 1, "owner": by["out0/q1"].id, "members": [],
+                                        "direct": [by["in0/q0.0"].id]}
     # the queue's sockets in XSKMAP, each in its member's slot
     assert ("set_socket", "in0", 1, 1) in ops.journal and ("set_socket", "in0", 1) in ops.journal
     assert ("set_queue", "in0", 0, True, "pass", 2, "round_robin") in ops.journal
@@ -1023,4 +1049,80 @@ def test_partial_checksums_are_completed_per_interface_and_a_reload_changes_it(c
     ok, result, _ = sup.reload("xdpd.yaml", CONFIG)
     assert ok and result["changes"] == ["out0: checksum auto"], result
     assert ops.umem.control.complete_checksums == sorted(by_name.values())
+    sup.stop()
+
+
+# --- direct transmission ------------------------------------------------------
+
+def test_each_worker_gets_a_direct_socket_on_the_queue_its_lane_picks():
+    sup, ops = started()
+    by = {w.name: w for w in sup.workers}
+    want = {"in0/q0": "out0/q0", "in0/q1": "out0/q1", "out0/q0": "in0/q0", "out0/q1": "in0/q1"}
+    for name, target in want.items():
+        w = by[name]
+        assert [(d.owner, f"{d.netdev}/q{d.queue}") for d in w.direct] == \
+            [(by[target].id, target)]
+        assert ops.umem.control.places[w.id]["direct"] == [by[target].id]
+        spec = sup.worker_spec(w)
+        assert spec.direct_fds == (w.direct[0].socket.fd,)
+        assert w.direct[0].socket.fd in spec.fds()
+    # every socket allowed by the table
+    assert ops.umem.control.direct_ok == {w.id: 1 for w in sup.workers}
+    sockets = [d.socket for w in sup.workers for d in w.direct]
+    sup.stop()
+    assert all(s.closed for s in sockets)
+
+
+def test_direct_tx_false_hands_everything_over():
+    sup, ops = started(CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  direct_tx: false"))
+    assert all(not w.direct for w in sup.workers)
+    assert not [e for e in ops.journal if e[0] == "tx_only"]
+    assert ops.umem.control.direct_ok == {}
+    assert all(sup.worker_spec(w).direct_fds == () for w in sup.workers)
+    sup.stop()
+
+
+def test_a_queue_that_goes_takes_the_direct_sockets_on_it_along():
+    sup, ops = started()
+    by = {w.name: w for w in sup.workers}
+    gone, sender = by["out0/q1"], by["in0/q1"]
+    sock = sender.direct[0].socket
+    # the table written for the reload no longer allows the socket on it
+    sup._write_table(exclude=frozenset({gone.id}))
+    assert ops.umem.control.direct_ok[sender.id] == 0
+    assert ops.umem.control.direct_ok[by["in0/q0"].id] == 1
+    sup._close_direct(gone)
+    assert sock.closed and sender.direct[0].socket is None
+    assert sup.worker_spec(sender).direct_fds == (-1,)      # a replacement maps nothing
+    assert not by["in0/q0"].direct[0].socket.closed
+    sup.stop()
+
+
+def test_direct_sends_count_as_the_egress_queues_transmissions():
+    sup, ops = started()
+    by = {w.name: w for w in sup.workers}
+    ctl = ops.umem.control
+    base = ctl.worker_stats
+
+    def stats(i):
+        s = base(i)
+        if i == by["in0/q0"].id:
+            s["direct_packets"] = (10,) + (0,) * 7
+            s["direct_bytes"] = (640,) + (0,) * 7
+        if i == by["out0/q0"].id:
+            s["tx_packets"], s["tx_bytes"] = 5, 320
+        return s
+
+    ctl.worker_stats = stats
+    all_stats = sup.worker_stats()
+    assert all_stats[by["out0/q0"].id]["tx_packets"] == 15
+    assert all_stats[by["out0/q0"].id]["tx_bytes"] == 960
+    assert all_stats[by["in0/q0"].id]["direct_packets"] == 10
+    assert all_stats[by["in0/q0"].id]["tx_packets"] == 0
+    # the sender gone: what it sent stays counted on the egress queue
+    sender = by["in0/q0"]
+    sup._close_direct(sender)
+    sup.workers.remove(sender)
+    assert sup.worker_stats()[by["out0/q0"].id]["tx_packets"] == 15
+    sup.workers.append(sender)
     sup.stop()
