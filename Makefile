@@ -55,6 +55,7 @@ venv: deps $(VENV)/.installed
 # Rebuild the extension and the XDP object in place after source edits.
 build: venv
 	$(PY) setup.py -q build_ext --inplace
+	$(PY) testing/build.py >/dev/null
 
 demo: build
 	$(VENV)/bin/xdpd demo --seconds $(DEMO_SECONDS)
@@ -114,7 +115,7 @@ fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan --fanout 2 $(FUZZ_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o xdpd/lab/*.bpf.o .pytest_cache bench/xsk_fwd
+	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o xdpd/lab/*.bpf.o testing/*.so .pytest_cache bench/xsk_fwd
 
 # make install: xdpd on this host, run by systemd (root).
 # Debian's Python is externally managed (PEP 668): the package, its C

@@ -7,7 +7,8 @@
                                    [--hugepages auto] [--json]
 
 No kernel, no NIC, no root: every worker's Port is built over in-process rings
-laid out like the kernel's, and _fastpath.microbench() runs the workers' own
+laid out like the kernel's, and microbench() (the test harness,
+_fastpath_testing: testing/fastpath_testing.c) runs the workers' own
 loop step (port_iterate and its bookkeeping, the same C code, not a copy) on
 them, with a small "kernel" in between that completes TX descriptors and turns
 FILL addresses into received packets.  Only the time inside the loop step
@@ -44,7 +45,9 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd import _fastpath  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "testing"))
+import build as harness  # noqa: E402  (testing/build.py: microbench() is not in the product)
 from xdpd.bpf import match_to_c  # noqa: E402
 from xdpd.config import Match, RingsConfig, UmemConfig, WorkersConfig  # noqa: E402
 from xdpd.shared_umem import SharedUmem, UmemGeometry  # noqa: E402
@@ -133,7 +136,7 @@ def prepare(scenario: Scenario, setup: Setup) -> SharedUmem:
 
 def run_once(umem: SharedUmem, scenario: Scenario, setup: Setup) -> dict:
     """One microbench() run on a prepared (fresh) area; the raw result."""
-    return _fastpath.microbench(umem.control, umem.umem.fd, umem.umem.size, setup.rings,
+    return harness.load().microbench(umem.control, umem.umem.fd, umem.umem.size, setup.rings,
                                 setup.batch, setup.packets, setup.size, scenario.ingress)
 
 

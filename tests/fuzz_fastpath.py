@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The C fast path under _fastpath.fuzz(), optionally built with AddressSanitizer.
+"""The C fast path under fuzz() (the test harness, `_fastpath_testing`),
+optionally built with AddressSanitizer.
 
     make fuzz
     python tests/fuzz_fastpath.py [--asan] [--steps 1000000] [--seeds 1-8]
@@ -16,28 +17,28 @@ worker, frame size, ring sizes, batch), chosen by the seed:
              frame and every packet accounted for exactly
   lie+crash  both: recovery from whatever the liars left
 
---asan builds _fastpath.c with -fsanitize=address,undefined into a temporary
+--asan builds the harness (testing/fastpath_testing.c, which includes
+xdpd/_fastpath.c) with -fsanitize=address,undefined into a temporary
 directory and runs the seeds in a child process that has the sanitizer
-runtime preloaded and imports that build instead of the installed one.  Any
+runtime preloaded and loads that build instead of the one `make build` made.  Any
 sanitizer report aborts the child; the exit status says whether it passed.
 tests/unit/test_fastpath_fuzz.py runs a short version of this.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "xdpd", "_fastpath.c")
+sys.path.insert(0, os.path.join(ROOT, "testing"))
+import build as harness  # noqa: E402  (testing/build.py)
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
 
 # (workers, frames per worker, frame size, (rx, tx, fill, completion), batch).
@@ -70,16 +71,10 @@ def sanitizer_runtime() -> str | None:
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
-def build(dest: str, flags: list[str] = SANITIZE, source: str = SOURCE) -> str:
-    """Compile the extension from source into dest, as setup.py does
-    (include dirs bpf/ and xdpd/, gnu11) but with flags; the .so's path."""
-    out = os.path.join(dest, "_fastpath" + sysconfig.get_config_var("EXT_SUFFIX"))
-    cmd = ["gcc", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra",
-           "-Wno-unused-parameter", *flags,
-           "-I", os.path.join(ROOT, "bpf"), "-I", os.path.join(ROOT, "xdpd"),
-           "-I", sysconfig.get_paths()["include"], source, "-o", out]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return out
+def build(dest: str, flags: list[str] = SANITIZE, fastpath: str | None = None) -> str:
+    """The harness compiled into dest with flags (default: the sanitizers);
+    fastpath: a copy of xdpd/_fastpath.c to build it from instead."""
+    return harness.build(dest, flags, fastpath)
 
 
 def sanitizer_env(runtime: str) -> dict[str, str]:
@@ -91,18 +86,9 @@ def sanitizer_env(runtime: str) -> dict[str, str]:
 
 
 def load(module_path: str | None):
-    """xdpd._fastpath: the given build in place of the installed one."""
+    """The harness module: the given build, or the one `make build` made."""
     sys.path.insert(0, ROOT)
-    if module_path:
-        loader = importlib.machinery.ExtensionFileLoader("xdpd._fastpath", module_path)
-        spec = importlib.util.spec_from_loader("xdpd._fastpath", loader)
-        mod = importlib.util.module_from_spec(spec)
-        loader.exec_module(mod)
-        import xdpd
-        sys.modules["xdpd._fastpath"] = mod
-        xdpd._fastpath = mod
-    from xdpd import _fastpath
-    return _fastpath
+    return harness.load(module_path)
 
 
 def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1,

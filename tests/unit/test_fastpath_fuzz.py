@@ -1,4 +1,4 @@
-"""The fast path under _fastpath.fuzz(): lying kernels and peers, killed workers.
+"""The fast path under fuzz(): lying kernels and peers, killed workers.
 
 fuzz() drives the workers' own loop step on synthetic rings with a seeded
 random schedule (see its docstring and tests/fuzz_fastpath.py).  Here: a
@@ -18,7 +18,6 @@ import sys
 
 import pytest
 
-from xdpd import _fastpath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "tests", "fuzz_fastpath.py")
@@ -32,6 +31,8 @@ def _load_script():
 
 
 ff = _load_script()
+# the harness (testing/fastpath_testing.c): everything of xdpd._fastpath, and fuzz()
+_fastpath = ff.load(None)
 SEEDS = range(1, 9)             # two of each geometry
 STEPS = 100_000
 LIES = ("kernel_bad_rx", "kernel_bad_completion", "kernel_bad_index", "peer_bad_fwd",
@@ -264,7 +265,7 @@ def run_mutant(tmp_path, mutant: tuple[str, str], where: str, *args: str):
     assert src.count(mutant[0]) == 1, f"{where} changed: update the mutant to break it again"
     path = tmp_path / "_fastpath.c"
     path.write_text(src.replace(*mutant))
-    module = ff.build(str(tmp_path), ["-O1"], str(path))
+    module = ff.build(str(tmp_path), ["-O1"], fastpath=str(path))
     return subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
                            "--seeds", "1", "--modes", "crash", *args],
                           capture_output=True, text=True, timeout=120)

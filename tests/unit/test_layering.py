@@ -79,3 +79,27 @@ def test_the_guard_can_fail(tmp_path):
     assert sorted(found) == sorted([("xdpd.lab.netns", True), ("xdpd.lab.netns.Lab", True),
                                     ("xdpd.lab", True), ("xdpd.lab.traffic", True),
                                     ("xdpd.lab", False), ("xdpd.lab.demo", False)]), found
+
+
+def test_the_workers_extension_carries_no_test_harness():
+    """microbench() and fuzz() live in testing/ (`_fastpath_testing`), built
+    by `make build` beside the product and never by setup.py: the module
+    every worker loads has neither, nor their code."""
+    from xdpd import _fastpath
+    assert not hasattr(_fastpath, "fuzz") and not hasattr(_fastpath, "microbench")
+    binary = open(_fastpath.__file__, "rb").read()
+    for marker in (b"fuzz seed", b"microbench", b"_fastpath_testing"):
+        assert marker not in binary, marker
+    setup = (PACKAGE.parent / "setup.py").read_text()
+    assert "fastpath_testing" not in setup
+
+
+def test_the_harness_is_the_same_fast_path_with_its_tools():
+    import sys
+    sys.path.insert(0, str(PACKAGE.parent / "testing"))
+    import build as harness
+    from xdpd import _fastpath
+    t = harness.load()
+    assert callable(t.fuzz) and callable(t.microbench)
+    product = {n for n in dir(_fastpath) if not n.startswith("__")}
+    assert product <= set(dir(t)), product - set(dir(t))
