@@ -113,6 +113,7 @@ bench-micro: build
 fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan $(FUZZ_ARGS)
 	$(PY) tests/fuzz_fastpath.py --asan --fanout 2 $(FUZZ_ARGS)
+	$(PY) tests/fuzz_fastpath.py --asan --direct $(FUZZ_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o xdpd/lab/*.bpf.o testing/*.so .pytest_cache bench/xsk_fwd

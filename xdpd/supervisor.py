@@ -114,6 +114,35 @@ class WorkerState(enum.Enum):
     FATAL = "fatal"         # died too often while starting; given up
 
 
+_S = WorkerState
+# Every legal change of a worker's state, and what makes it (Worker.transition):
+# nothing else assigns Worker.state.
+TRANSITIONS = {
+    (_S.STOPPED, _S.STARTING): "spawned",
+    (_S.BACKOFF, _S.STARTING): "spawned again after its delay",
+    (_S.STARTING, _S.RUNNING): "its fast path reports RUNNING (FILL ring primed)",
+    (_S.STARTING, _S.BACKOFF): "died before it ran",
+    (_S.RUNNING, _S.BACKOFF): "died",
+    (_S.STARTING, _S.FATAL): "died too often in a row while starting",
+    (_S.RUNNING, _S.FATAL): "died too often in a row soon after starting",
+    (_S.BACKOFF, _S.FATAL): "its fanout group's owner was given up",
+    **{(s, _S.FATAL): "its fanout group's owner was given up"
+       for s in (_S.STOPPED, _S.DRAINING)},
+    **{(s, _S.DRAINING): "removed by a reload"
+       for s in (_S.STARTING, _S.RUNNING, _S.BACKOFF, _S.FATAL)},
+    **{(s, _S.STOPPED): "released, or the supervisor stopping"
+       for s in (_S.STARTING, _S.RUNNING, _S.DRAINING, _S.BACKOFF, _S.FATAL)},
+}
+del _S
+# Tests set this: an illegal change raises there; a daemon logs it (a bug)
+# and carries on.
+STRICT_TRANSITIONS = False
+
+
+class IllegalTransition(RuntimeError):
+    """A worker state change that TRANSITIONS does not allow: a bug."""
+
+
 class StopRequested(Exception):
     """SIGTERM/SIGINT arrived while starting; start() undoes what it did."""
 
@@ -161,6 +190,16 @@ class Worker:
     @property
     def name(self) -> str:
         return self.plan.name
+
+    def transition(self, new: WorkerState) -> None:
+        """The one way the state changes: along TRANSITIONS (staying put is
+        no change)."""
+        if new is not self.state and (self.state, new) not in TRANSITIONS:
+            msg = f"{self.name}: {self.state.value} -> {new.value} is not a legal state change"
+            if STRICT_TRANSITIONS:
+                raise IllegalTransition(msg)
+            log.error("%s (a bug in xdpd: please report it)", msg)
+        self.state = new
 
 
 @dataclass
@@ -1030,7 +1069,7 @@ class Supervisor:
             w.started_at = time.monotonic()
             w.started_wall = time.time()
             w.standby_after = w.started_at
-            w.state = WorkerState.STARTING   # STOPPED/BACKOFF -> STARTING: spawned
+            w.transition(WorkerState.STARTING)
         log.info("%s: %s on CPU %d", w.name, how, w.plan.cpu)
 
     def spawn_standby(self, w: Worker) -> None:
@@ -1078,7 +1117,7 @@ class Supervisor:
                     raise SetupError(f"worker {w.name} exited with status {w.proc.returncode} "
                                      "during start-up; see its messages above")
                 if self._reports_running(w):
-                    w.state = WorkerState.RUNNING   # STARTING -> RUNNING: FILL primed
+                    w.transition(WorkerState.RUNNING)
                     pending.remove(w)
             if pending and time.monotonic() > deadline:
                 raise SetupError("workers did not start within %.0f s: %s"
@@ -1301,7 +1340,7 @@ class Supervisor:
                 quick = not booted or lived < QUICK_DEATH_S
                 w.quick_deaths = w.quick_deaths + 1 if quick else 0
                 if w.quick_deaths > len(BACKOFF_S):
-                    w.state = WorkerState.FATAL   # BACKOFF -> FATAL: kept dying at start
+                    w.transition(WorkerState.FATAL)
                     log.error("%s: died %d times in a row while starting (last status %s); "
                               "giving up on it: its queue falls back to the kernel. See its "
                               "messages above, fix the cause, then restart xdpd",
@@ -1317,11 +1356,11 @@ class Supervisor:
                     for x in gone:
                         self.umem.control.mark_stopped(x.id)    # peers: egress_down
                     for x in gone[1:]:
-                        x.state = WorkerState.FATAL
+                        x.transition(WorkerState.FATAL)
                         self.dismiss_standby(x)
                         self.kill_worker(x)
                     continue
-                w.state = WorkerState.BACKOFF     # RUNNING/STARTING -> BACKOFF: died
+                w.transition(WorkerState.BACKOFF)
                 delay = BACKOFF_S[min(w.quick_deaths, len(BACKOFF_S)) - 1] if w.quick_deaths else 0
                 w.next_start = now + delay
             log.warning("%s: exited (status %s) after %.1f s; restarting in %.1f s",
@@ -1339,7 +1378,7 @@ class Supervisor:
                     continue
                 w.restarts += 1
             elif w.state == WorkerState.STARTING and self._reports_running(w):
-                w.state = WorkerState.RUNNING     # STARTING -> RUNNING
+                w.transition(WorkerState.RUNNING)
             elif w.state == WorkerState.STARTING and now - w.started_at > START_TIMEOUT_S:
                 log.warning("%s: not running %.0f s after its start; killing it", w.name,
                             START_TIMEOUT_S)
@@ -1542,7 +1581,7 @@ class Supervisor:
             if w.plan.queue in iface.queues:
                 iface.queues.remove(w.plan.queue)
             with self.lock:
-                w.state = WorkerState.DRAINING    # RUNNING -> DRAINING: removed by a reload
+                w.transition(WorkerState.DRAINING)
         live = [w for w in removing if w.proc is not None and w.proc.poll() is None]
         # step 1: each RX ring stays empty (nothing more comes from the wire)
         for w in live:
@@ -1594,7 +1633,7 @@ class Supervisor:
         until restart, and the log says so)."""
         with self.lock:
             w.proc = None
-            w.state = WorkerState.STOPPED
+            w.transition(WorkerState.STOPPED)
             if w in self.workers:
                 self.workers.remove(w)
         self.dismiss_standby(w)
@@ -1840,7 +1879,7 @@ class Supervisor:
             if w.proc.pid in self._unsignallable:   # no SIGTERM arrived: no use waiting
                 self._wait_gone(w)
                 w.proc = None
-                w.state = WorkerState.STOPPED
+                w.transition(WorkerState.STOPPED)
                 continue
             try:
                 w.proc.wait(max(0.0, deadline - time.monotonic()))
@@ -1849,7 +1888,7 @@ class Supervisor:
                 self.signal(w.proc, signal.SIGKILL)
                 self._wait_gone(w)
             w.proc = None
-            w.state = WorkerState.STOPPED         # * -> STOPPED: supervisor stopping
+            w.transition(WorkerState.STOPPED)
         for iface in list(self.interfaces):
             try:
                 iface.program.close()             # detaches only if still ours
