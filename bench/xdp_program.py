@@ -34,6 +34,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from xdpd.bpf import XdpProgram  # noqa: E402
+from xdpd.lab.xdp import timed_run  # noqa: E402
 from xdpd.config import ETHERTYPES, IP_PROTOS, Match  # noqa: E402
 
 SRC_MAC = bytes.fromhex("020000000001")
@@ -77,7 +78,7 @@ def measure(prog: XdpProgram, name: str, repeat: int) -> int:
     else:
         prog.set_queue(0, owned=True, **conf)
     prog.set_pass_rules(rules)
-    return prog.timed_run(udp_frame(ipv6), repeat=repeat)[1]
+    return timed_run(prog, udp_frame(ipv6), repeat=repeat)[1]
 
 
 def main() -> int:

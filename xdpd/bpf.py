@@ -106,18 +106,18 @@ _LIBBPF_ERRNO = {
 }
 
 
-def _errname(err: int) -> str:
+def errno_name(err: int) -> str:
     return _LIBBPF_ERRNO.get(err) or errname(err)
 
 
-def _error(err: int, what: str, hint: str = "") -> BpfError:
-    msg = f"{what} failed: {_errname(err)}"
+def bpf_error(err: int, what: str, hint: str = "") -> BpfError:
+    msg = f"{what} failed: {errno_name(err)}"
     if hint:
         msg += f"; {hint}"
     return BpfError(err, msg)
 
 
-def _hint(err: int) -> str:
+def errno_hint(err: int) -> str:
     if err == errno.EPERM:
         return "xdpd needs root (CAP_BPF, CAP_NET_ADMIN)"
     return ""
@@ -396,7 +396,7 @@ _quiet = threading.local()
 
 
 @contextlib.contextmanager
-def _libbpf_warnings_as_debug():
+def libbpf_warnings_as_debug():
     """For calls whose failure is expected and reported by the caller (the
     kernel's "Active program does not match expected" on a detach that finds
     someone else's program): keep libbpf's warning out of the log."""
@@ -453,7 +453,7 @@ def _declare(lib) -> None:
         fn.argtypes = argtypes
 
 
-def _libbpf():
+def libbpf():
     """libbpf.so.1, declared and with its messages routed to logging;
     loaded on first use so that importing this module needs no libbpf."""
     global _lib, _print_cb, _vsnprintf
@@ -494,11 +494,11 @@ def query_xdp(ifindex: int) -> dict:
     programs in two modes (offload next to native or generic), prog_id and
     mode name the native or generic one.
     """
-    lib = _libbpf()
+    lib = libbpf()
     opts = BpfXdpQueryOpts(sz=ctypes.sizeof(BpfXdpQueryOpts))
     ret = lib.bpf_xdp_query(ifindex, 0, ctypes.byref(opts))
     if ret < 0:
-        raise _error(-ret, f"query XDP program on ifindex {ifindex}")
+        raise bpf_error(-ret, f"query XDP program on ifindex {ifindex}")
     ids = {"native": opts.drv_prog_id, "generic": opts.skb_prog_id,
            "offload": opts.hw_prog_id}
     prog_id, mode = 0, None
@@ -516,9 +516,9 @@ _PROG_BY_ID_HINTS = {errno.ENOENT: "no such program (unloaded)",
 
 def _prog_fd_by_id(prog_id: int, what: str) -> int:
     """A new fd for loaded program prog_id (the caller closes it)."""
-    fd = _libbpf().bpf_prog_get_fd_by_id(prog_id)
+    fd = libbpf().bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
-        raise _error(-fd, what, _PROG_BY_ID_HINTS.get(-fd, ""))
+        raise bpf_error(-fd, what, _PROG_BY_ID_HINTS.get(-fd, ""))
     return fd
 
 
@@ -536,9 +536,9 @@ def prog_info(prog_id: int) -> tuple[str, str]:
     try:
         info = BpfProgInfo()
         info_len = ctypes.c_uint32(ctypes.sizeof(info))
-        ret = _libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(info_len))
+        ret = libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(info_len))
         if ret < 0:
-            raise _error(-ret, what, _hint(-ret))
+            raise bpf_error(-ret, what, errno_hint(-ret))
     finally:
         os.close(fd)
     return info.name.decode(errors="replace"), bytes(info.tag).hex()
@@ -550,8 +550,8 @@ def _detach_if_attached(ifindex: int, mode: str, prog_fd: int) -> int:
     compares and detaches atomically).  Returns 0 or the errno: EEXIST when
     another program, or none, is attached."""
     opts = BpfXdpAttachOpts(sz=ctypes.sizeof(BpfXdpAttachOpts), old_prog_fd=prog_fd)
-    with _libbpf_warnings_as_debug():
-        ret = _libbpf().bpf_xdp_attach(ifindex, -1, XDP_FLAGS_REPLACE | _MODE_FLAGS[mode],
+    with libbpf_warnings_as_debug():
+        ret = libbpf().bpf_xdp_attach(ifindex, -1, XDP_FLAGS_REPLACE | _MODE_FLAGS[mode],
                                        ctypes.byref(opts))
     return -ret if ret < 0 else 0
 
@@ -570,24 +570,24 @@ def detach_xdp(ifindex: int, mode: str, prog_id: int) -> None:
     read and, if it is prog_id, the program in `mode` detached: two calls,
     so a program attached between them would be detached instead."""
     what = f"detach XDP program id {prog_id} from ifindex {ifindex} ({mode})"
-    fd = _libbpf().bpf_prog_get_fd_by_id(prog_id)
+    fd = libbpf().bpf_prog_get_fd_by_id(prog_id)
     if fd == -errno.EPERM:                  # not CAP_SYS_ADMIN
         key = {"native": "drv_prog_id", "generic": "skb_prog_id"}[mode]
         err = errno.EEXIST if query_xdp(ifindex)[key] != prog_id else 0
         if not err:
-            ret = _libbpf().bpf_xdp_attach(ifindex, -1, _MODE_FLAGS[mode], None)
+            ret = libbpf().bpf_xdp_attach(ifindex, -1, _MODE_FLAGS[mode], None)
             err = -ret if ret < 0 else 0
     else:
         if fd < 0:
-            raise _error(-fd, what, _PROG_BY_ID_HINTS.get(-fd, ""))
+            raise bpf_error(-fd, what, _PROG_BY_ID_HINTS.get(-fd, ""))
         try:
             err = _detach_if_attached(ifindex, mode, fd)
         finally:
             os.close(fd)
     if err == errno.EEXIST:
-        raise _error(err, what, "it is no longer the program attached there")
+        raise bpf_error(err, what, "it is no longer the program attached there")
     if err:
-        raise _error(err, what, _hint(err))
+        raise bpf_error(err, what, errno_hint(err))
     log.debug("ifindex %d: detached XDP program id %d (%s)", ifindex, prog_id, mode)
 
 
@@ -611,7 +611,7 @@ class XdpProgram:
     def load(cls, path: str | None = None, name: str = "") -> "XdpProgram":
         """Open and load the object (verifier included).  name (usually the
         netdev) only appears in messages."""
-        lib = _libbpf()
+        lib = libbpf()
         path = path or object_path()
         what = f"load {PROG_NAME} from {path}" + (f" for {name}" if name else "")
         ctypes.set_errno(0)
@@ -624,30 +624,30 @@ class XdpProgram:
                 hint = "cannot read it"
             else:
                 hint = "not an XDP object built from bpf/rr_redirect.c"
-            raise _error(err, what, hint)
+            raise bpf_error(err, what, hint)
         self = cls(obj, path, name)
         try:
             ret = lib.bpf_object__load(obj)
             if ret < 0:
-                raise _error(-ret, what, _hint(-ret) or
+                raise bpf_error(-ret, what, errno_hint(-ret) or
                              "the verifier log is in the xdpd.bpf debug log")
             prog = lib.bpf_object__find_program_by_name(obj, PROG_NAME.encode())
             if not prog:
-                raise _error(errno.ENOENT, f"{what}: no program {PROG_NAME}")
+                raise bpf_error(errno.ENOENT, f"{what}: no program {PROG_NAME}")
             self.prog_fd = lib.bpf_program__fd(prog)
             for attr, map_name in (("_xsks_fd", "xsks"), ("_conf_fd", "queue_conf"),
                                    ("_stats_fd", "queue_stats"), ("_rules_fd", "pass_rules"),
                                    ("_prog_conf_fd", "prog_conf")):
                 fd = lib.bpf_object__find_map_fd_by_name(obj, map_name.encode())
                 if fd < 0:
-                    raise _error(-fd, f"{what}: find map {map_name}")
+                    raise bpf_error(-fd, f"{what}: find map {map_name}")
                 setattr(self, attr, fd)
             info = BpfProgInfo()
             info_len = ctypes.c_uint32(ctypes.sizeof(info))
             ret = lib.bpf_obj_get_info_by_fd(self.prog_fd, ctypes.byref(info),
                                              ctypes.byref(info_len))
             if ret < 0:
-                raise _error(-ret, f"{what}: get program info")
+                raise bpf_error(-ret, f"{what}: get program info")
             self.prog_id = info.id
             self.prog_tag = bytes(info.tag).hex()
         except BaseException:
@@ -675,7 +675,7 @@ class XdpProgram:
                 return self.mode
             raise ValueError(f"{PROG_NAME} (prog id {self.prog_id}) is already "
                              f"attached to {self.ifname}; load one per netdev")
-        lib = _libbpf()
+        lib = libbpf()
         for i, try_mode in enumerate(tries):
             flags = XDP_FLAGS_UPDATE_IF_NOEXIST | _MODE_FLAGS[try_mode]
             ret = lib.bpf_xdp_attach(ifindex, self.prog_fd, flags, None)
@@ -696,14 +696,14 @@ class XdpProgram:
                 # auto); EINVAL: it has, but refused (MTU, offloads): say so.
                 log.log(logging.INFO if err == errno.EOPNOTSUPP else logging.WARNING,
                         "%s: %s failed: %s; falling back to generic",
-                        ifname, what, _errname(err))
+                        ifname, what, errno_name(err))
                 continue
             if err == errno.EOPNOTSUPP and try_mode == "native":
-                raise _error(err, what, "try xdp_mode: generic")
+                raise bpf_error(err, what, "try xdp_mode: generic")
             if err == errno.ENODEV:
-                raise _error(err, what, f"is {ifname} still there "
+                raise bpf_error(err, what, f"is {ifname} still there "
                              f"(ifindex {ifindex})?")
-            raise _error(err, what, _hint(err))
+            raise bpf_error(err, what, errno_hint(err))
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -721,7 +721,7 @@ class XdpProgram:
             ident = f" (id {cur['prog_id']}" + (f", name {name}" if name else "") + \
                 f", {cur['mode']})"
         word = _IP_LINK_XDP_WORD.get(cur["mode"], "xdp")
-        return _error(errno.EBUSY, what,
+        return bpf_error(errno.EBUSY, what,
                       f"another XDP program{ident} is attached; if it is stale, remove "
                       f"it with 'ip link set dev {ifname} {word} off'")
 
@@ -749,8 +749,8 @@ class XdpProgram:
         elif err == errno.ENODEV:
             log.debug("%s: gone (ifindex %d); nothing to detach", ifname, ifindex)
         elif err:
-            raise _error(err, f"detach {PROG_NAME} (prog id {self.prog_id}) "
-                         f"from {ifname} ({mode})", _hint(err))
+            raise bpf_error(err, f"detach {PROG_NAME} (prog id {self.prog_id}) "
+                         f"from {ifname} ({mode})", errno_hint(err))
         else:
             log.debug("%s: detached %s (prog id %d)", ifname, PROG_NAME,
                       self.prog_id)
@@ -780,10 +780,10 @@ class XdpProgram:
         key = ctypes.c_uint32(queue)
         val = XdpdQueueConf(owned=1 if owned else 0, fallback=_FALLBACKS[fallback],
                             fanout=fanout, spread=SPREADS[spread])
-        ret = _libbpf().bpf_map_update_elem(self._conf_fd, ctypes.byref(key),
+        ret = libbpf().bpf_map_update_elem(self._conf_fd, ctypes.byref(key),
                                             ctypes.byref(val), BPF_ANY)
         if ret < 0:
-            raise _error(-ret, f"set queue_conf[{queue}]{self._where()}",
+            raise bpf_error(-ret, f"set queue_conf[{queue}]{self._where()}",
                          self._queue_hint(-ret))
 
     def set_pass_rules(self, matches) -> None:
@@ -797,7 +797,7 @@ class XdpProgram:
             raise ValueError(f"{len(matches)} pass rules: {PROG_NAME} takes at most "
                              f"{XDPD_MAX_PASS_RULES}")
         self._check_open()
-        lib = _libbpf()
+        lib = libbpf()
         first = XDPD_MAX_PASS_RULES if self._pass_rules_first == 0 else 0
         for i in range(XDPD_MAX_PASS_RULES):
             key = ctypes.c_uint32(first + i)
@@ -805,13 +805,13 @@ class XdpProgram:
             ret = lib.bpf_map_update_elem(self._rules_fd, ctypes.byref(key),
                                           ctypes.byref(val), BPF_ANY)
             if ret < 0:
-                raise _error(-ret, f"set pass_rules[{first + i}]{self._where()}", _hint(-ret))
+                raise bpf_error(-ret, f"set pass_rules[{first + i}]{self._where()}", errno_hint(-ret))
         key = ctypes.c_uint32(0)
         conf = XdpdProgConf(pass_rules_first=first, nr_pass_rules=len(matches))
         ret = lib.bpf_map_update_elem(self._prog_conf_fd, ctypes.byref(key),
                                       ctypes.byref(conf), BPF_ANY)
         if ret < 0:
-            raise _error(-ret, f"set prog_conf{self._where()}", _hint(-ret))
+            raise bpf_error(-ret, f"set prog_conf{self._where()}", errno_hint(-ret))
         self._pass_rules_first = first
 
     def _xsks_key(self, queue: int, member: int, what: str) -> tuple[int, str]:
@@ -824,7 +824,7 @@ class XdpProgram:
             raise ValueError(f"fanout member {member!r} of queue {queue}: expected "
                              f"0..{XDPD_MAX_FANOUT - 1}")
         if not 0 <= queue < XDPD_MAX_QUEUES:
-            raise _error(errno.E2BIG, f"{what} xsks (queue {queue}){self._where()}",
+            raise bpf_error(errno.E2BIG, f"{what} xsks (queue {queue}){self._where()}",
                          self._queue_hint(errno.E2BIG))
         key = queue + member * XDPD_MAX_QUEUES
         if member:
@@ -839,7 +839,7 @@ class XdpProgram:
         key_val, name = self._xsks_key(queue, member, f"put socket fd {xsk_fd} into")
         key = ctypes.c_uint32(key_val)
         val = ctypes.c_uint32(xsk_fd)
-        ret = _libbpf().bpf_map_update_elem(self._xsks_fd, ctypes.byref(key),
+        ret = libbpf().bpf_map_update_elem(self._xsks_fd, ctypes.byref(key),
                                             ctypes.byref(val), BPF_ANY)
         if ret < 0:
             err = -ret
@@ -848,7 +848,7 @@ class XdpProgram:
                 hint = f"fd {xsk_fd} is not an AF_XDP socket"
             elif err == errno.EBADF:
                 hint = f"fd {xsk_fd} is not open"
-            raise _error(err, f"put socket fd {xsk_fd} into {name}"
+            raise bpf_error(err, f"put socket fd {xsk_fd} into {name}"
                          f"{self._where()}", hint)
 
     def clear_socket(self, queue: int, member: int = 0) -> None:
@@ -859,23 +859,23 @@ class XdpProgram:
         self._check_open()
         key_val, name = self._xsks_key(queue, member, "clear")
         key = ctypes.c_uint32(key_val)
-        ret = _libbpf().bpf_map_delete_elem(self._xsks_fd, ctypes.byref(key))
+        ret = libbpf().bpf_map_delete_elem(self._xsks_fd, ctypes.byref(key))
         if ret < 0 and -ret != errno.ENOENT:
-            raise _error(-ret, f"clear {name}{self._where()}",
+            raise bpf_error(-ret, f"clear {name}{self._where()}",
                          self._queue_hint(-ret))
 
     def queue_stats(self, queue: int) -> dict[str, int]:
         """queue_stats[queue] summed over the possible CPUs."""
         self._check_open()
-        lib = _libbpf()
+        lib = libbpf()
         ncpus = lib.libbpf_num_possible_cpus()
         if ncpus < 0:
-            raise _error(-ncpus, "count possible CPUs")
+            raise bpf_error(-ncpus, "count possible CPUs")
         vals = (XdpdQueueStats * ncpus)()
         key = ctypes.c_uint32(queue)
         ret = lib.bpf_map_lookup_elem(self._stats_fd, ctypes.byref(key), vals)
         if ret < 0:
-            raise _error(-ret, f"read queue_stats[{queue}]{self._where()}",
+            raise bpf_error(-ret, f"read queue_stats[{queue}]{self._where()}",
                          self._queue_hint(-ret))
         names = [f[0] for f in XdpdQueueStats._fields_]
         return {n: sum(getattr(v, n) for v in vals) for n in names}
@@ -884,47 +884,7 @@ class XdpProgram:
     def _queue_hint(err: int) -> str:
         if err in (errno.E2BIG, errno.ENOENT):
             return f"{PROG_NAME} handles rx queues 0..{XDPD_MAX_QUEUES - 1}"
-        return _hint(err)
-
-    # --- test run ----------------------------------------------------------
-
-    def test_run(self, data: bytes, ingress_ifindex: int = 0,
-                 rx_queue_index: int = 0, repeat: int = 1) -> int:
-        """Run the program on data with BPF_PROG_TEST_RUN; returns its
-        verdict.  ingress_ifindex must name a netdev in this thread's netns
-        with more than rx_queue_index rx queues (or be 0 with queue 0)."""
-        return self.timed_run(data, ingress_ifindex, rx_queue_index, repeat)[0]
-
-    def timed_run(self, data: bytes, ingress_ifindex: int = 0, rx_queue_index: int = 0,
-                  repeat: int = 1) -> tuple[int, int]:
-        """test_run(), and the kernel's average time per repetition in ns."""
-        self._check_open()
-        buf = ctypes.create_string_buffer(bytes(data), len(data))
-        ctx = XdpMd(data=0, data_end=len(data), data_meta=0,
-                    ingress_ifindex=ingress_ifindex,
-                    rx_queue_index=rx_queue_index, egress_ifindex=0)
-        opts = BpfTestRunOpts(sz=ctypes.sizeof(BpfTestRunOpts),
-                              data_in=ctypes.addressof(buf),
-                              data_size_in=len(data),
-                              ctx_in=ctypes.addressof(ctx),
-                              ctx_size_in=ctypes.sizeof(ctx),
-                              repeat=repeat)
-        ret = _libbpf().bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts))
-        if ret < 0:
-            err = -ret
-            hint = _hint(err)
-            if err == errno.EINVAL and len(data) < 14:
-                hint = f"a packet needs at least 14 bytes, got {len(data)}"
-            elif err == errno.EINVAL and not ingress_ifindex and rx_queue_index:
-                hint = "an rx queue other than 0 needs ingress_ifindex"
-            elif err == errno.EINVAL and ingress_ifindex:
-                hint = (f"does ifindex {ingress_ifindex} have more than "
-                        f"{rx_queue_index} rx queues?")
-            elif err == errno.ENODEV:
-                hint = "ingress_ifindex must be a netdev in this network namespace"
-            raise _error(err, f"test run of {PROG_NAME} (ifindex "
-                         f"{ingress_ifindex}, rx queue {rx_queue_index})", hint)
-        return opts.retval, opts.duration
+        return errno_hint(err)
 
     # --- lifetime ----------------------------------------------------------
 
@@ -940,7 +900,7 @@ class XdpProgram:
         try:
             self.detach()
         finally:
-            _libbpf().bpf_object__close(self._obj)
+            libbpf().bpf_object__close(self._obj)
             self._obj = None
             self.prog_fd = self._xsks_fd = self._conf_fd = self._stats_fd = -1
             self._rules_fd = self._prog_conf_fd = -1

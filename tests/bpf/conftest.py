@@ -92,7 +92,7 @@ def _skip_reason(*tools: str) -> str:
             return f"needs {tool}"
     try:
         from xdpd import bpf
-        bpf._libbpf()
+        bpf.libbpf()
     except OSError as e:
         return str(e)
     return ""

@@ -25,6 +25,7 @@ import pytest
 from xdpd import bpf
 from xdpd.bpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
 from xdpd.config import Match
+from xdpd.lab.xdp import test_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AF_XDP = 44
@@ -126,7 +127,7 @@ def test_verdict(prog, lab, case):
             prog.set_socket(q, s.fileno())
         before = all_stats(prog, lab.queues)
 
-        verdict = prog.test_run(case.packet, ingress_ifindex=lab.ifindex,
+        verdict = test_run(prog, case.packet, ingress_ifindex=lab.ifindex,
                                 rx_queue_index=case.queue, repeat=case.repeat)
 
         assert verdict == case.expect, case.desc
@@ -148,7 +149,7 @@ def test_queue_beyond_maps_is_passed_uncounted(rr_object, make_lab):
         for q in (0, bpf.XDPD_MAX_QUEUES - 1):
             prog.set_queue(q, True, "drop")
             prog.set_socket(q, s.fileno())
-        verdict = prog.test_run(udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
+        verdict = test_run(prog, udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
         assert verdict == XDP_PASS
         zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
                 "fanout_to_owner": 0}
@@ -163,13 +164,13 @@ def test_socket_cleared_applies_fallback(prog, lab):
     prog.set_queue(1, True, "drop")
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(1, s.fileno())
-        assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
+        assert test_run(prog, udp4(), lab.ifindex, 1) == XDP_REDIRECT
         prog.clear_socket(1)
         prog.clear_socket(1)                    # already gone: not an error
-        assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_DROP
+        assert test_run(prog, udp4(), lab.ifindex, 1) == XDP_DROP
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(1, s.fileno())
-        assert prog.test_run(udp4(), lab.ifindex, 1) == XDP_REDIRECT
+        assert test_run(prog, udp4(), lab.ifindex, 1) == XDP_REDIRECT
     assert prog.queue_stats(1) == {"redirected": 2, "passed": 0, "no_socket": 1,
                                    "pass_rule": 0, "fanout_to_owner": 0}
 
@@ -182,7 +183,7 @@ def test_closed_socket_leaves_xsks(prog, lab):
     s = socket.socket(AF_XDP, socket.SOCK_RAW)
     prog.set_socket(2, s.fileno())
     s.close()
-    assert prog.test_run(udp4(), lab.ifindex, 2) == XDP_PASS
+    assert test_run(prog, udp4(), lab.ifindex, 2) == XDP_PASS
     assert prog.queue_stats(2)["no_socket"] == 1
 
 
@@ -327,7 +328,7 @@ def test_pass_rules(prog, lab, case):
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(1, s.fileno())
         prog.set_pass_rules(case.rules)
-        verdict = prog.test_run(case.packet, lab.ifindex, 1, repeat=3)
+        verdict = test_run(prog, case.packet, lab.ifindex, 1, repeat=3)
     assert verdict == (XDP_PASS if case.passed else XDP_REDIRECT), case.desc
     counter = "pass_rule" if case.passed else "redirected"
     assert prog.queue_stats(1) == {**ZERO_STATS, counter: 3}, case.desc
@@ -365,9 +366,9 @@ def test_pass_rules_only_on_owned_queues_and_before_the_socket(prog, lab):
     queue a rule wins over the socket's absence (fallback drop)."""
     prog.set_pass_rules(KEEP_HOST)
     prog.set_queue(2, True, "drop")
-    assert prog.test_run(arp_request(), lab.ifindex, 0) == XDP_PASS
-    assert prog.test_run(arp_request(), lab.ifindex, 2) == XDP_PASS
-    assert prog.test_run(tcp4(), lab.ifindex, 2) == XDP_DROP
+    assert test_run(prog, arp_request(), lab.ifindex, 0) == XDP_PASS
+    assert test_run(prog, arp_request(), lab.ifindex, 2) == XDP_PASS
+    assert test_run(prog, tcp4(), lab.ifindex, 2) == XDP_DROP
     assert prog.queue_stats(0) == {**ZERO_STATS, "passed": 1}
     assert prog.queue_stats(2) == {**ZERO_STATS, "pass_rule": 1, "no_socket": 1}
 
@@ -378,7 +379,7 @@ def test_pass_rules_replaced_and_removed(prog, lab):
     prog.set_queue(1, True, "drop")
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(1, s.fileno())
-        run = lambda pkt: prog.test_run(pkt, lab.ifindex, 1)   # noqa: E731
+        run = lambda pkt: test_run(prog, pkt, lab.ifindex, 1)   # noqa: E731
         prog.set_pass_rules([M(ethertype=ARP), SSH, M(dst_port=80)])
         assert [run(arp_request()), run(tcp4(dport=80))] == [XDP_PASS, XDP_PASS]
         prog.set_pass_rules([SSH])          # fewer: the old third rule is gone too
@@ -421,7 +422,7 @@ def picked_slots(prog, lab, packets, fanout, queue=FQ):
         for k in range(1, fanout):
             prog.set_socket(queue, s.fileno(), member=k)
             for i, pkt in enumerate(packets):
-                verdict = prog.test_run(pkt, lab.ifindex, queue)
+                verdict = test_run(prog, pkt, lab.ifindex, queue)
                 assert verdict in (XDP_REDIRECT, XDP_DROP)
                 if verdict == XDP_REDIRECT:
                     assert slots[i] == 0, f"packet {i} picked slots {slots[i]} and {k}"
@@ -430,7 +431,7 @@ def picked_slots(prog, lab, packets, fanout, queue=FQ):
         prog.set_socket(queue, s.fileno())
         for i, pkt in enumerate(packets):
             before = prog.queue_stats(queue)["fanout_to_owner"]
-            assert prog.test_run(pkt, lab.ifindex, queue) == XDP_REDIRECT
+            assert test_run(prog, pkt, lab.ifindex, queue) == XDP_REDIRECT
             to_owner = prog.queue_stats(queue)["fanout_to_owner"] - before
             assert to_owner == (1 if slots[i] else 0), f"packet {i}: slot {slots[i]}"
         prog.clear_socket(queue)
@@ -546,7 +547,7 @@ def test_flow_hash_of_non_ip_frames(prog, lab):
 
 
 def _run_each(prog, lab, n, packet=None, queue=FQ):
-    return [prog.test_run(packet or udp4(), lab.ifindex, queue) for _ in range(n)]
+    return [test_run(prog, packet or udp4(), lab.ifindex, queue) for _ in range(n)]
 
 
 @contextlib.contextmanager
@@ -596,7 +597,7 @@ def test_round_robin_in_one_test_run(prog, lab):
     prog.set_queue(FQ, True, "pass", fanout=4, spread="round_robin")
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(FQ, s.fileno(), member=2)
-        prog.test_run(udp4(), lab.ifindex, FQ, repeat=100)
+        test_run(prog, udp4(), lab.ifindex, FQ, repeat=100)
     assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 25, "no_socket": 75}
 
 
@@ -639,9 +640,9 @@ def test_missing_member_goes_to_the_owner_with_flow_hash(prog, lab):
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         before = prog.queue_stats(FQ)
         prog.set_socket(FQ, s.fileno())
-        assert [prog.test_run(p, lab.ifindex, FQ) for p in gone] == [XDP_REDIRECT] * len(gone)
+        assert [test_run(prog, p, lab.ifindex, FQ) for p in gone] == [XDP_REDIRECT] * len(gone)
         prog.clear_socket(FQ)
-        assert [prog.test_run(p, lab.ifindex, FQ) for p in gone] == [XDP_DROP] * len(gone)
+        assert [test_run(prog, p, lab.ifindex, FQ) for p in gone] == [XDP_DROP] * len(gone)
         after = prog.queue_stats(FQ)
     n = len(gone)
     assert {k: after[k] - before[k] for k in after} == \
@@ -660,7 +661,7 @@ def test_fanout_one_uses_the_owner_only(prog, lab):
             prog.set_queue(FQ, True, "drop", fanout=1, spread=spread)
             assert _run_each(prog, lab, 4, udp4_flow(sport=1)) == [XDP_DROP] * 4
         prog.set_socket(FQ, socks[0].fileno())
-        assert prog.test_run(udp4(), lab.ifindex, FQ, repeat=5) == XDP_REDIRECT
+        assert test_run(prog, udp4(), lab.ifindex, FQ, repeat=5) == XDP_REDIRECT
         assert prog.queue_stats(FQ) == {**ZERO_STATS, "no_socket": 8, "redirected": 5}
     finally:
         for s in socks:
@@ -672,7 +673,7 @@ def _write_queue_conf(prog, queue, **fields):
     value in the map makes the program do."""
     key = ctypes.c_uint32(queue)
     val = bpf.XdpdQueueConf(**fields)
-    assert bpf._libbpf().bpf_map_update_elem(prog._conf_fd, ctypes.byref(key),
+    assert bpf.libbpf().bpf_map_update_elem(prog._conf_fd, ctypes.byref(key),
                                              ctypes.byref(val), bpf.BPF_ANY) == 0
 
 
@@ -685,7 +686,7 @@ def test_fanout_beyond_the_map_is_clamped(prog, lab):
                       spread=bpf.XDPD_SPREAD_ROUND_ROBIN)
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(FQ, s.fileno(), member=n - 1)
-        prog.test_run(udp4(), lab.ifindex, FQ, repeat=3 * n)
+        test_run(prog, udp4(), lab.ifindex, FQ, repeat=3 * n)
     assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 3, "no_socket": 3 * n - 3}
 
 
@@ -694,7 +695,7 @@ def test_fanout_zero_in_the_map_is_one(prog, lab):
     _write_queue_conf(prog, FQ, owned=1, fallback=XDP_DROP, fanout=0)
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(FQ, s.fileno())
-        assert prog.test_run(udp4(), lab.ifindex, FQ, repeat=3) == XDP_REDIRECT
+        assert test_run(prog, udp4(), lab.ifindex, FQ, repeat=3) == XDP_REDIRECT
     assert prog.queue_stats(FQ) == {**ZERO_STATS, "redirected": 3}
 
 
@@ -708,9 +709,9 @@ def test_pass_rules_come_before_the_fanout(prog, lab):
             prog.set_socket(FQ, s.fileno(), member=m)
         for spread in ("flow_hash", "round_robin"):
             prog.set_queue(FQ, True, "drop", fanout=4, spread=spread)
-            assert prog.test_run(arp_request(), lab.ifindex, FQ, repeat=4) == XDP_PASS
-            assert prog.test_run(tcp4(dport=22), lab.ifindex, FQ, repeat=4) == XDP_PASS
-            assert prog.test_run(tcp4(dport=80), lab.ifindex, FQ, repeat=4) == XDP_REDIRECT
+            assert test_run(prog, arp_request(), lab.ifindex, FQ, repeat=4) == XDP_PASS
+            assert test_run(prog, tcp4(dport=22), lab.ifindex, FQ, repeat=4) == XDP_PASS
+            assert test_run(prog, tcp4(dport=80), lab.ifindex, FQ, repeat=4) == XDP_REDIRECT
     assert prog.queue_stats(FQ) == {**ZERO_STATS, "pass_rule": 16, "redirected": 8}
 
 
@@ -726,7 +727,7 @@ def test_fanout_spreads_the_same_with_pass_rules(prog, lab):
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(FQ, s.fileno(), member=1)
         before = prog.queue_stats(FQ)
-        prog.test_run(udp4(), lab.ifindex, FQ, repeat=4 * 5)
+        test_run(prog, udp4(), lab.ifindex, FQ, repeat=4 * 5)
         after = prog.queue_stats(FQ)
     assert {k: after[k] - before[k] for k in after} == \
         {**ZERO_STATS, "redirected": 5, "no_socket": 15}
@@ -739,10 +740,10 @@ def test_fanout_slots_of_queues_do_not_mix(prog, lab):
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_queue(1, True, "drop", fanout=2, spread="round_robin")
         prog.set_socket(2, s.fileno(), member=1)
-        prog.test_run(udp4(), lab.ifindex, 1, repeat=4)
+        test_run(prog, udp4(), lab.ifindex, 1, repeat=4)
         assert prog.queue_stats(1) == {**ZERO_STATS, "no_socket": 4}
         prog.set_socket(1, s.fileno(), member=1)
-        prog.test_run(udp4(), lab.ifindex, 1, repeat=4)
+        test_run(prog, udp4(), lab.ifindex, 1, repeat=4)
         assert prog.queue_stats(1) == {**ZERO_STATS, "no_socket": 6, "redirected": 2}
 
 
@@ -898,12 +899,12 @@ def test_map_errors(prog, lab):
 @pytest.mark.root
 def test_test_run_errors(prog, lab):
     with pytest.raises(bpf.BpfError) as e:
-        prog.test_run(b"\0" * 13, lab.ifindex, 0)
+        test_run(prog, b"\0" * 13, lab.ifindex, 0)
     assert e.value.errno == errno.EINVAL
     assert "at least 14 bytes, got 13" in str(e.value)
 
     with pytest.raises(bpf.BpfError) as e:
-        prog.test_run(udp4(), lab.ifindex, lab.queues)
+        test_run(prog, udp4(), lab.ifindex, lab.queues)
     assert e.value.errno == errno.EINVAL
     assert f"more than {lab.queues} rx queues" in str(e.value)
 

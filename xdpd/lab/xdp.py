@@ -42,7 +42,7 @@ import sys
 import time
 
 from .. import bpf
-from ..bpf import BpfError, _error, _hint, _libbpf
+from ..bpf import BpfError, bpf_error, errno_hint, libbpf
 from .daemon import run_in_netns
 
 OBJECT_NAME = "lab.bpf.o"
@@ -164,9 +164,9 @@ def object_path() -> str:
 
 
 def _ncpus() -> int:
-    n = _libbpf().libbpf_num_possible_cpus()
+    n = libbpf().libbpf_num_possible_cpus()
     if n < 0:
-        raise _error(-n, "count possible CPUs")
+        raise bpf_error(-n, "count possible CPUs")
     return n
 
 
@@ -174,7 +174,7 @@ class _LabObject:
     """One loaded copy of lab.bpf.o, used for program `prog_name`."""
 
     def __init__(self, prog_name: str, path: str | None = None):
-        lib = _libbpf()
+        lib = libbpf()
         self.prog_name = prog_name
         self._obj = None
         self.prog_fd, self.prog_id = -1, 0
@@ -184,18 +184,18 @@ class _LabObject:
         obj = lib.bpf_object__open_file(os.fsencode(path), None)
         if not obj:
             err = ctypes.get_errno() or errno.EINVAL
-            raise _error(err, what, "not an object built from bpf/lab.c"
+            raise bpf_error(err, what, "not an object built from bpf/lab.c"
                          if err not in (errno.ENOENT, errno.EACCES, errno.EPERM)
-                         else _hint(err))
+                         else errno_hint(err))
         self._obj = obj
         try:
             ret = lib.bpf_object__load(obj)
             if ret < 0:
-                raise _error(-ret, what, _hint(-ret) or
+                raise bpf_error(-ret, what, errno_hint(-ret) or
                              "the verifier log is in the xdpd.bpf debug log")
             prog = lib.bpf_object__find_program_by_name(obj, prog_name.encode())
             if not prog:
-                raise _error(errno.ENOENT, what, f"no program {prog_name} in it")
+                raise bpf_error(errno.ENOENT, what, f"no program {prog_name} in it")
             self._prog = prog               # struct bpf_program *
             self.prog_fd = lib.bpf_program__fd(prog)
             info = bpf.BpfProgInfo()
@@ -207,7 +207,7 @@ class _LabObject:
             for name in ("lab_conf", "lab_stats", "tx_port"):
                 fd = lib.bpf_object__find_map_fd_by_name(obj, name.encode())
                 if fd < 0:
-                    raise _error(-fd, what, f"no map {name} in it")
+                    raise bpf_error(-fd, what, f"no map {name} in it")
                 self._fds[name] = fd
         except BaseException:
             self._close_obj()
@@ -221,10 +221,10 @@ class _LabObject:
     def _update(self, map_name: str, key: int, value, what: str) -> None:
         self._check_open()
         k = ctypes.c_uint32(key)
-        ret = _libbpf().bpf_map_update_elem(self._fds[map_name], ctypes.byref(k),
+        ret = libbpf().bpf_map_update_elem(self._fds[map_name], ctypes.byref(k),
                                             ctypes.byref(value), bpf.BPF_ANY)
         if ret < 0:
-            raise _error(-ret, what, _hint(-ret))
+            raise bpf_error(-ret, what, errno_hint(-ret))
 
     def set_conf(self, conf: LabConf) -> None:
         self._update("lab_conf", 0, conf, f"write lab_conf of {self.prog_name}")
@@ -234,10 +234,10 @@ class _LabObject:
         self._check_open()
         vals = (LabStats * self._ncpus)()
         key = ctypes.c_uint32(0)
-        ret = _libbpf().bpf_map_lookup_elem(self._fds["lab_stats"],
+        ret = libbpf().bpf_map_lookup_elem(self._fds["lab_stats"],
                                             ctypes.byref(key), vals)
         if ret < 0:
-            raise _error(-ret, f"read lab_stats of {self.prog_name}", _hint(-ret))
+            raise bpf_error(-ret, f"read lab_stats of {self.prog_name}", errno_hint(-ret))
         return {n: sum(getattr(v, n) for v in vals) for n, _ in LabStats._fields_}
 
     def reset_stats(self) -> None:
@@ -246,7 +246,7 @@ class _LabObject:
 
     def _close_obj(self) -> None:
         if self._obj:
-            _libbpf().bpf_object__close(self._obj)
+            libbpf().bpf_object__close(self._obj)
             self._obj = None
         self.prog_fd = -1
 
@@ -267,16 +267,16 @@ class _Attached:
         try:
             ifindex = socket.if_nametoindex(self.ifname)
         except OSError:
-            raise _error(errno.ENODEV, what, f"no device {self.ifname} in "
+            raise bpf_error(errno.ENODEV, what, f"no device {self.ifname} in "
                          f"netns {self.ns}") from None
-        ret = _libbpf().bpf_xdp_attach(
+        ret = libbpf().bpf_xdp_attach(
             ifindex, self.lab.prog_fd,
             bpf.XDP_FLAGS_UPDATE_IF_NOEXIST | bpf.XDP_FLAGS_DRV_MODE, None)
         if ret < 0:
             err = -ret
             if err in (errno.EBUSY, errno.EEXIST):
                 raise bpf.XdpProgram._busy_error(what, ifindex, self.ifname)
-            raise _error(err, what, _hint(err))
+            raise bpf_error(err, what, errno_hint(err))
         self.ifindex = ifindex
 
     def detach(self) -> None:
@@ -293,8 +293,8 @@ class _Attached:
     def _detach(self) -> None:
         opts = bpf.BpfXdpAttachOpts(sz=ctypes.sizeof(bpf.BpfXdpAttachOpts),
                                     old_prog_fd=self.lab.prog_fd)
-        with bpf._libbpf_warnings_as_debug():
-            ret = _libbpf().bpf_xdp_attach(
+        with bpf.libbpf_warnings_as_debug():
+            ret = libbpf().bpf_xdp_attach(
                 self.ifindex, -1, bpf.XDP_FLAGS_REPLACE | bpf.XDP_FLAGS_DRV_MODE,
                 ctypes.byref(opts))
         err = -ret if ret < 0 else 0
@@ -304,8 +304,8 @@ class _Attached:
                 bpf.log.debug("%s/%s: %s no longer attached; not detaching",
                               self.ns, self.ifname, self.lab.prog_name)
             return
-        raise _error(err, f"detach {self.lab.prog_name} from "
-                     f"{self.ns}/{self.ifname}", _hint(err))
+        raise bpf_error(err, f"detach {self.lab.prog_name} from "
+                     f"{self.ns}/{self.ifname}", errno_hint(err))
 
 
 class _Tool:
@@ -444,9 +444,9 @@ class Generator(_Tool):
 
     def _hold_dispatcher(self) -> None:
         self._hold_tried = True
-        lib = _libbpf()
+        lib = libbpf()
         ctypes.set_errno(0)
-        with bpf._libbpf_warnings_as_debug():
+        with bpf.libbpf_warnings_as_debug():
             link = lib.bpf_program__attach_xdp(self._lab._prog, LOOPBACK_IFINDEX)
         if link:
             self._hold = link
@@ -454,11 +454,11 @@ class Generator(_Tool):
         err = ctypes.get_errno() or errno.EINVAL
         bpf.log.info("lab_gen: not attached to lo (%s), so every test run "
                      "adds it to the XDP dispatcher and removes it again "
-                     "(~25 ms per call)", bpf._errname(err))
+                     "(~25 ms per call)", bpf.errno_name(err))
 
     def close(self) -> None:
         if self._hold:
-            _libbpf().bpf_link__destroy(self._hold)
+            libbpf().bpf_link__destroy(self._hold)
             self._hold = None
         if self.fallback is not None:
             self.fallback.close()
@@ -502,23 +502,23 @@ class Generator(_Tool):
         if not self._hold_tried and count > 1:
             self._hold_dispatcher()
         before = self.sent()
-        ret = _libbpf().bpf_prog_test_run_opts(lab.prog_fd, ctypes.byref(opts))
+        ret = libbpf().bpf_prog_test_run_opts(lab.prog_fd, ctypes.byref(opts))
         if -ret in LIVE_REFUSED and self.sent() == before:
             bpf.log.warning("lab_gen: the kernel refuses live frames (%s); sending "
                             "through AF_PACKET instead (slower, same queues)",
-                            bpf._errname(-ret))
+                            bpf.errno_name(-ret))
             self.fallback = PacketSender(ifindex)
             return self.fallback.send(bytes(frame), count)
         if ret < 0 and -ret != errno.EINTR:
             err = -ret
-            hint = _hint(err)
+            hint = errno_hint(err)
             if err == errno.ENODEV:
                 hint = (f"ifindex {ifindex} must be a netdev in this thread's "
                         "network namespace")
             elif err == errno.EINVAL:
                 hint = ("a kernel with BPF_F_TEST_XDP_LIVE_FRAMES (5.18+), a frame "
                         "that fits in a page, ifindex with rx queue 0")
-            raise _error(err, f"live test run of lab_gen out of ifindex "
+            raise bpf_error(err, f"live test run of lab_gen out of ifindex "
                          f"{ifindex} ({count} frames of {len(frame)} bytes)", hint)
         return self.sent() - before
 
@@ -587,7 +587,7 @@ class DevmapForwarder(_Tool):
         try:
             ifindex = socket.if_nametoindex(self.out_ifname)
         except OSError:
-            raise _error(errno.ENODEV, what, f"no device {self.out_ifname} in "
+            raise bpf_error(errno.ENODEV, what, f"no device {self.out_ifname} in "
                          f"netns {self.ns}") from None
         self._lab._update("tx_port", 0, ctypes.c_uint32(ifindex), what)
 
@@ -598,6 +598,53 @@ class DevmapForwarder(_Tool):
 
     def reset(self) -> None:
         self._lab.reset_stats()
+
+
+# --- rr_redirect on a packet: BPF_PROG_TEST_RUN ------------------------------
+
+def test_run(prog: "bpf.XdpProgram", data: bytes, ingress_ifindex: int = 0,
+             rx_queue_index: int = 0, repeat: int = 1) -> int:
+    """Run the daemon's XDP program on data with BPF_PROG_TEST_RUN; returns
+    its verdict.  ingress_ifindex must name a netdev in this thread's netns
+    with more than rx_queue_index rx queues (or be 0 with queue 0).  For the
+    tests and benchmarks: the daemon itself never runs its program so."""
+    return timed_run(prog, data, ingress_ifindex, rx_queue_index, repeat)[0]
+
+
+test_run.__test__ = False          # pytest: a helper, not a test
+
+
+def timed_run(prog: "bpf.XdpProgram", data: bytes, ingress_ifindex: int = 0,
+              rx_queue_index: int = 0, repeat: int = 1) -> tuple[int, int]:
+    """test_run(), and the kernel's average time per repetition in ns."""
+    if prog.prog_fd < 0:
+        raise ValueError(f"{bpf.PROG_NAME} (prog id {prog.prog_id}) is closed")
+    buf = ctypes.create_string_buffer(bytes(data), len(data))
+    ctx = bpf.XdpMd(data=0, data_end=len(data), data_meta=0,
+                    ingress_ifindex=ingress_ifindex,
+                    rx_queue_index=rx_queue_index, egress_ifindex=0)
+    opts = bpf.BpfTestRunOpts(sz=ctypes.sizeof(bpf.BpfTestRunOpts),
+                              data_in=ctypes.addressof(buf),
+                              data_size_in=len(data),
+                              ctx_in=ctypes.addressof(ctx),
+                              ctx_size_in=ctypes.sizeof(ctx),
+                              repeat=repeat)
+    ret = libbpf().bpf_prog_test_run_opts(prog.prog_fd, ctypes.byref(opts))
+    if ret < 0:
+        err = -ret
+        hint = errno_hint(err)
+        if err == errno.EINVAL and len(data) < 14:
+            hint = f"a packet needs at least 14 bytes, got {len(data)}"
+        elif err == errno.EINVAL and not ingress_ifindex and rx_queue_index:
+            hint = "an rx queue other than 0 needs ingress_ifindex"
+        elif err == errno.EINVAL and ingress_ifindex:
+            hint = (f"does ifindex {ingress_ifindex} have more than "
+                    f"{rx_queue_index} rx queues?")
+        elif err == errno.ENODEV:
+            hint = "ingress_ifindex must be a netdev in this network namespace"
+        raise bpf_error(err, f"test run of {bpf.PROG_NAME} (ifindex "
+                        f"{ingress_ifindex}, rx queue {rx_queue_index})", hint)
+    return opts.retval, opts.duration
 
 
 # --- command line ----------------------------------------------------------------
