@@ -4,7 +4,8 @@ dashboard and Prometheus rules depend on.
 XDPD_METRICS is every series name xdpd's /metrics serves, as written in
 PromQL (counters with their `_total` suffix), with its type; XDPD_METRIC_LABELS
 gives each one's labels (without `job` and `instance`, which Prometheus adds
-at scrape time).  The unit tests check that the dashboard and the alerting
+at scrape time).  Both are read from xdpd/metric_table.py, where each metric
+is declared once.  The unit tests check that the dashboard and the alerting
 rules use nothing outside the contract; an integration test can check the
 contract against a live scrape.
 
@@ -23,107 +24,12 @@ from typing import Iterator
 
 import yaml
 
-XDPD_METRICS: dict[str, str] = {
-    # per worker (netdev, queue, member: 0 unless the queue has fanout)
-    "xdpd_rx_packets_total": "counter",
-    "xdpd_rx_bytes_total": "counter",
-    "xdpd_tx_packets_total": "counter",
-    "xdpd_tx_bytes_total": "counter",
-    "xdpd_dropped_packets_total": "counter",
-    "xdpd_handoff_packets_total": "counter",
-    "xdpd_direct_tx_packets_total": "counter",
-    "xdpd_tx_wakeups_total": "counter",
-    "xdpd_worker_sleeps_total": "counter",
-    "xdpd_busy_polls_total": "counter",
-    "xdpd_bad_descriptors_total": "counter",
-    "xdpd_checksums_completed_total": "counter",
-    "xdpd_worker_restarts_total": "counter",
-    "xdpd_worker_cpu_seconds_total": "counter",
-    "xdpd_worker_up": "gauge",
-    "xdpd_worker_state": "gauge",
-    "xdpd_worker_start_time_seconds": "gauge",
-    "xdpd_ring_used_entries": "gauge",
-    "xdpd_ring_size_entries": "gauge",
-    # per worker and forward rule (its index in `forward`)
-    "xdpd_rule_packets_total": "counter",
-    "xdpd_rule_bytes_total": "counter",
-    # the AF_XDP socket's XDP_STATISTICS, per worker
-    "xdpd_xsk_rx_dropped_packets_total": "counter",
-    "xdpd_xsk_rx_invalid_descriptors_total": "counter",
-    "xdpd_xsk_tx_invalid_descriptors_total": "counter",
-    "xdpd_xsk_rx_ring_full_total": "counter",
-    "xdpd_xsk_fill_ring_empty_total": "counter",
-    "xdpd_xsk_tx_ring_empty_total": "counter",
-    # the XDP program, per rx queue (owned by xdpd or not)
-    "xdpd_xdp_packets_total": "counter",
-    # per interface
-    "xdpd_interface_info": "gauge",
-    # the daemon
-    "xdpd_build_info": "gauge",
-    "xdpd_ready": "gauge",
-    "xdpd_umem_frames": "gauge",
-    "xdpd_umem_frames_capacity": "gauge",
-    "xdpd_umem_bytes": "gauge",
-    "xdpd_worker_slots": "gauge",
-    "xdpd_worker_slots_used": "gauge",
-    "xdpd_reloads_total": "counter",
-    "xdpd_config_generation": "gauge",
-    "xdpd_last_reload_success_timestamp_seconds": "gauge",
-    "xdpd_last_reload_successful": "gauge",
-    "xdpd_internal_errors_total": "counter",
-    # the supervisor process (prometheus_client's ProcessCollector)
-    "process_cpu_seconds_total": "counter",
-    "process_resident_memory_bytes": "gauge",
-    "process_start_time_seconds": "gauge",
-}
+from xdpd.metric_table import METRICS, PROCESS_SERIES     # each declared once
 
-_QUEUE = ("netdev", "queue")
+# every series xdpd serves, as written in PromQL, and its type
+XDPD_METRICS: dict[str, str] = {**{m.series: m.kind for m in METRICS}, **PROCESS_SERIES}
 XDPD_METRIC_LABELS: dict[str, tuple[str, ...]] = {
-    "xdpd_rx_packets_total": _QUEUE,
-    "xdpd_rx_bytes_total": _QUEUE,
-    "xdpd_tx_packets_total": _QUEUE,
-    "xdpd_tx_bytes_total": _QUEUE,
-    "xdpd_dropped_packets_total": _QUEUE + ("reason",),
-    "xdpd_handoff_packets_total": _QUEUE,
-    "xdpd_direct_tx_packets_total": _QUEUE,
-    "xdpd_tx_wakeups_total": _QUEUE,
-    "xdpd_worker_sleeps_total": _QUEUE,
-    "xdpd_busy_polls_total": _QUEUE,
-    "xdpd_bad_descriptors_total": _QUEUE,
-    "xdpd_checksums_completed_total": _QUEUE,
-    "xdpd_worker_restarts_total": _QUEUE,
-    "xdpd_worker_cpu_seconds_total": _QUEUE + ("mode",),
-    "xdpd_worker_up": _QUEUE,
-    "xdpd_worker_state": _QUEUE + ("state",),
-    "xdpd_worker_start_time_seconds": _QUEUE,
-    "xdpd_ring_used_entries": _QUEUE + ("ring",),
-    "xdpd_ring_size_entries": _QUEUE + ("ring",),
-    "xdpd_rule_packets_total": _QUEUE + ("rule",),
-    "xdpd_rule_bytes_total": _QUEUE + ("rule",),
-    "xdpd_xsk_rx_dropped_packets_total": _QUEUE,
-    "xdpd_xsk_rx_invalid_descriptors_total": _QUEUE,
-    "xdpd_xsk_tx_invalid_descriptors_total": _QUEUE,
-    "xdpd_xsk_rx_ring_full_total": _QUEUE,
-    "xdpd_xsk_fill_ring_empty_total": _QUEUE,
-    "xdpd_xsk_tx_ring_empty_total": _QUEUE,
-    "xdpd_xdp_packets_total": _QUEUE + ("verdict",),
-    "xdpd_interface_info": ("netdev", "xdp_mode", "socket_mode"),
-    "xdpd_build_info": ("version",),
-    "xdpd_ready": (),
-    "xdpd_umem_frames": ("location",),
-    "xdpd_umem_frames_capacity": (),
-    "xdpd_umem_bytes": (),
-    "xdpd_worker_slots": (),
-    "xdpd_worker_slots_used": (),
-    "xdpd_reloads_total": ("result",),
-    "xdpd_config_generation": (),
-    "xdpd_last_reload_success_timestamp_seconds": (),
-    "xdpd_last_reload_successful": (),
-    "xdpd_internal_errors_total": ("where",),
-    "process_cpu_seconds_total": (),
-    "process_resident_memory_bytes": (),
-    "process_start_time_seconds": (),
-}
+    **{m.series: m.labels for m in METRICS}, **{name: () for name in PROCESS_SERIES}}
 
 # Labels Prometheus attaches to every scraped series.
 TARGET_LABELS = ("job", "instance")

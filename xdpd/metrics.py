@@ -7,7 +7,8 @@ when /metrics is requested.  (prometheus_client's multiprocess mode is not
 used: one reader of shared memory is the design.)
 
 Names follow the Prometheus conventions: units in names, `_total` for
-counters, drops as one metric with a bounded `reason` label.
+counters, drops as one metric with a bounded `reason` label.  Each metric's
+name, type, help and labels are declared once, in metric_table.py.
 """
 from __future__ import annotations
 
@@ -21,31 +22,15 @@ from http.server import ThreadingHTTPServer
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
 from . import __version__
 from .bpf import XDPD_MAX_QUEUES
+from .metric_table import METRICS, family
 from .supervisor import worker_rule_counts
 
 log = logging.getLogger("xdpd.metrics")
 
-QUEUE_LABELS = ["netdev", "queue"]
-# a worker: its queue, and which of the queue's fanout workers (0 without fanout)
-WORKER_LABELS = QUEUE_LABELS + ["member"]
-# XDP_STATISTICS field -> (metric, what it counts)
-XSK_STATISTICS = {
-    "rx_dropped": ("xdpd_xsk_rx_dropped_packets",
-                   "packets the kernel dropped before the RX ring (other than ring full)"),
-    "rx_invalid_descs": ("xdpd_xsk_rx_invalid_descriptors", "invalid FILL ring descriptors"),
-    "tx_invalid_descs": ("xdpd_xsk_tx_invalid_descriptors", "invalid TX ring descriptors"),
-    "rx_ring_full": ("xdpd_xsk_rx_ring_full",
-                     "packets dropped because the RX ring was full"),
-    "rx_fill_ring_empty_descs": ("xdpd_xsk_fill_ring_empty",
-                                 "times the kernel found the FILL ring empty"),
-    "tx_ring_empty_descs": ("xdpd_xsk_tx_ring_empty",
-                            "times the kernel found the TX ring empty when woken"),
-}
 RINGS = ("rx", "tx", "fill", "completion")
 WORKER_STATES = ("starting", "running", "draining", "backoff", "fatal", "stopped")
 XDP_VERDICTS = ("redirected", "passed", "no_socket", "pass_rule", "fanout_to_owner")
@@ -69,71 +54,42 @@ class XdpdCollector:
         if umem is None:
             return
 
-        info = GaugeMetricFamily("xdpd_build_info", "xdpd version", labels=["version"])
+        info = family('xdpd_build_info')
         info.add_metric([__version__], 1)
         yield info
         yield from self._workers(workers, procs, umem, config)
         yield from self._interfaces(interfaces, sup.zero_copy)
         yield from self._umem(umem, len(sup.free_slots))
         yield from self._reloads(sup)
-        yield GaugeMetricFamily("xdpd_ready", "1 once every worker is forwarding",
-                                value=1 if sup.ready else 0)
-        errors = CounterMetricFamily("xdpd_internal_errors", "Operations of the supervisor "
-                                     "that failed and were retried (spawn, accept, watchdog, "
-                                     "...), by where", labels=["where"])
+        yield family('xdpd_ready', value=1 if sup.ready else 0)
+        errors = family('xdpd_internal_errors')
         for where, n in sorted(sup.internal_errors.items()):
             errors.add_metric([where], n)
         yield errors
 
     def _workers(self, workers, procs, umem, config=None) -> Iterator:
-        rx_p = CounterMetricFamily("xdpd_rx_packets", "Packets received from the queue's AF_XDP socket", labels=WORKER_LABELS)
-        rx_b = CounterMetricFamily("xdpd_rx_bytes", "Bytes received from the queue's AF_XDP socket", labels=WORKER_LABELS)
-        tx_p = CounterMetricFamily("xdpd_tx_packets", "Packets put on the queue's AF_XDP TX ring", labels=WORKER_LABELS)
-        tx_b = CounterMetricFamily("xdpd_tx_bytes", "Bytes put on the queue's AF_XDP TX ring", labels=WORKER_LABELS)
-        drops = CounterMetricFamily("xdpd_dropped_packets", "Packets dropped by xdpd's workers, by reason",
-                                    labels=WORKER_LABELS + ["reason"])
-        handoff = CounterMetricFamily("xdpd_handoff_packets", "Packets passed to the worker of the egress queue",
-                                      labels=WORKER_LABELS)
-        direct = CounterMetricFamily("xdpd_direct_tx_packets", "Packets the worker sent on "
-                                     "another interface's queue through a TX socket of its "
-                                     "own there (workers.direct_tx; also counted in that "
-                                     "queue's xdpd_tx_packets_total)", labels=WORKER_LABELS)
-        kicks = CounterMetricFamily("xdpd_tx_wakeups", "sendto() calls made to start transmission",
-                                    labels=WORKER_LABELS)
-        sleeps = CounterMetricFamily("xdpd_worker_sleeps", "Times a worker blocked waiting for packets",
-                                     labels=WORKER_LABELS)
-        polls = CounterMetricFamily("xdpd_busy_polls", "recvfrom()/sendto() calls made to "
-                                    "busy-poll the queue (workers.busy_poll)", labels=WORKER_LABELS)
-        bad = CounterMetricFamily("xdpd_bad_descriptors", "Descriptors a worker refused: an "
-                                  "address outside the UMEM or not its owner's, a length "
-                                  "past the frame, a frame returned twice",
-                                  labels=WORKER_LABELS)
-        csum = CounterMetricFamily("xdpd_checksums_completed", "Partial TCP/UDP checksums "
-                                   "(a local stack's, TX offload on) completed before "
-                                   "forwarding (interfaces[].checksum)", labels=WORKER_LABELS)
-        up = GaugeMetricFamily("xdpd_worker_up", "1 while the worker is running", labels=WORKER_LABELS)
-        state = GaugeMetricFamily("xdpd_worker_state", "1 for the worker's current state",
-                                  labels=WORKER_LABELS + ["state"])
-        started = GaugeMetricFamily("xdpd_worker_start_time_seconds", "Unix time the worker's "
-                                    "current process was started", labels=WORKER_LABELS)
-        restarts = CounterMetricFamily("xdpd_worker_restarts", "Worker processes replaced", labels=WORKER_LABELS)
-        cpu = CounterMetricFamily("xdpd_worker_cpu_seconds", "CPU time of the worker's current "
-                                  "process, by mode, as it reports it (about once a second)", labels=WORKER_LABELS + ["mode"])
-        ring_used = GaugeMetricFamily("xdpd_ring_used_entries", "Entries on the socket's ring "
-                                      "(as of the worker's last pause, at most 200 ms old)",
-                                      labels=WORKER_LABELS + ["ring"])
-        ring_size = GaugeMetricFamily("xdpd_ring_size_entries", "Size of the socket's ring",
-                                      labels=WORKER_LABELS + ["ring"])
-        rule_p = CounterMetricFamily("xdpd_rule_packets", "Packets a forward rule took (the "
-                                     "first whose match fits), by its index in `forward`; "
-                                     "zeroed when the interface's rules change",
-                                     labels=WORKER_LABELS + ["rule"])
-        rule_b = CounterMetricFamily("xdpd_rule_bytes", "Bytes of the packets a forward rule "
-                                     "took, by its index in `forward`",
-                                     labels=WORKER_LABELS + ["rule"])
-        xsk = {name: CounterMetricFamily(metric, f"AF_XDP socket XDP_STATISTICS {name}: {help}",
-                                         labels=WORKER_LABELS)
-               for name, (metric, help) in XSK_STATISTICS.items()}
+        rx_p = family('xdpd_rx_packets')
+        rx_b = family('xdpd_rx_bytes')
+        tx_p = family('xdpd_tx_packets')
+        tx_b = family('xdpd_tx_bytes')
+        drops = family('xdpd_dropped_packets')
+        handoff = family('xdpd_handoff_packets')
+        direct = family('xdpd_direct_tx_packets')
+        kicks = family('xdpd_tx_wakeups')
+        sleeps = family('xdpd_worker_sleeps')
+        polls = family('xdpd_busy_polls')
+        bad = family('xdpd_bad_descriptors')
+        csum = family('xdpd_checksums_completed')
+        up = family('xdpd_worker_up')
+        state = family('xdpd_worker_state')
+        started = family('xdpd_worker_start_time_seconds')
+        restarts = family('xdpd_worker_restarts')
+        cpu = family('xdpd_worker_cpu_seconds')
+        ring_used = family('xdpd_ring_used_entries')
+        ring_size = family('xdpd_ring_size_entries')
+        rule_p = family('xdpd_rule_packets')
+        rule_b = family('xdpd_rule_bytes')
+        xsk = {m.source: family(m.name) for m in METRICS if m.source}
         r = getattr(self.sup, "ring_sizes", None)
         sizes = {ring: getattr(r, ring) for ring in RINGS} if r else {}
         all_stats = self.sup.worker_stats()
@@ -183,11 +139,8 @@ class XdpdCollector:
         yield from xsk.values()
 
     def _interfaces(self, interfaces, zero_copy: bool) -> Iterator:
-        xdp = CounterMetricFamily("xdpd_xdp_packets", "XDP program verdicts per rx queue",
-                                  labels=QUEUE_LABELS + ["verdict"])
-        info = GaugeMetricFamily("xdpd_interface_info", "The XDP mode in use and the AF_XDP "
-                                 "sockets' mode, per interface",
-                                 labels=["netdev", "xdp_mode", "socket_mode"])
+        xdp = family('xdpd_xdp_packets')
+        info = family('xdpd_interface_info')
         for iface in interfaces:
             info.add_metric([iface.name, iface.xdp_mode, "zero-copy" if zero_copy else "copy"], 1)
             # every rx queue: traffic on a queue xdpd does not own shows as "passed"
@@ -203,33 +156,25 @@ class XdpdCollector:
         yield info
 
     def _umem(self, umem, free_slots: int) -> Iterator:
-        frames = GaugeMetricFamily("xdpd_umem_frames", "UMEM frames by location", labels=["location"])
+        frames = family('xdpd_umem_frames')
         for loc, n in umem.frame_locations().items():
             frames.add_metric([loc], n)
         yield frames
-        yield GaugeMetricFamily("xdpd_umem_frames_capacity", "UMEM frames in all", value=umem.capacity)
-        yield GaugeMetricFamily("xdpd_umem_bytes", "UMEM size", value=umem.geometry.size)
-        yield GaugeMetricFamily("xdpd_worker_slots", "Workers the UMEM was sized for "
-                                "(configured + umem.spare_workers)", value=umem.geometry.nworkers)
-        yield GaugeMetricFamily("xdpd_worker_slots_used", "Worker slots in use",
-                                value=umem.geometry.nworkers - free_slots)
+        yield family('xdpd_umem_frames_capacity', value=umem.capacity)
+        yield family('xdpd_umem_bytes', value=umem.geometry.size)
+        yield family('xdpd_worker_slots', value=umem.geometry.nworkers)
+        yield family('xdpd_worker_slots_used', value=umem.geometry.nworkers - free_slots)
 
     def _reloads(self, sup) -> Iterator:
-        reloads = CounterMetricFamily("xdpd_reloads", "Reload requests, by result",
-                                      labels=["result"])
+        reloads = family('xdpd_reloads')
         for result, n in sup.reloads.items():
             reloads.add_metric([result], n)
         yield reloads
-        yield GaugeMetricFamily("xdpd_config_generation", "1 at start, +1 per applied reload",
-                                value=sup.generation)
-        yield GaugeMetricFamily("xdpd_last_reload_success_timestamp_seconds",
-                                "Unix time of the last applied reload (0: none yet)",
-                                value=sup.last_reload_success)
+        yield family('xdpd_config_generation', value=sup.generation)
+        yield family('xdpd_last_reload_success_timestamp_seconds', value=sup.last_reload_success)
         last = sup.last_reload
-        yield GaugeMetricFamily("xdpd_last_reload_successful", "0 if the last reload was "
-                                "refused or failed, else 1",
-                                value=0 if last and last["result"] not in ("applied", "unchanged")
-                                else 1)
+        ok = not last or last["result"] in ("applied", "unchanged")
+        yield family('xdpd_last_reload_successful', value=1 if ok else 0)
 
 
 class BoundedServer(ThreadingHTTPServer):

@@ -108,7 +108,8 @@ class FakeProgram:
         self.journal.append(("clear_socket", self.netdev, q, *((member,) if member else ())))
 
     def queue_stats(self, q):
-        return {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0}
+        return {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
+                "fanout_to_owner": 0}
 
     def close(self):
         self.journal.append(("detach", self.netdev))
@@ -175,7 +176,16 @@ class FakeControl:
 
     def worker_stats(self, i):
         return {"rx_packets": 0, "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
-                "drops": {}, "direct_packets": (0,) * 8, "direct_bytes": (0,) * 8}
+                "drops": {reason: 0 for reason in _fastpath.DROP_REASONS},
+                "handoff_out": 0, "handoff_in": 0, "tx_kicks": 0, "fill_kicks": 0,
+                "sleeps": 0, "loops": 0, "busy_loops": 0, "busy_polls": 0, "bad_descs": 0,
+                "csum_completed": 0, "direct_packets": (0,) * 8, "direct_bytes": (0,) * 8}
+
+    def ring_use(self, i):
+        return {"rx": 0, "tx": 0, "fill": 0, "completion": 0}
+
+    def rule_stats(self, i):
+        return (0,) * 16, (0,) * 16
 
     def worker_liveness(self, i):
         return (0, self.pid[i], self.state[i], 1)
@@ -209,6 +219,9 @@ class FakeUmem:
         self.backing = "normal pages"
         self.control = FakeControl(geometry.nworkers)
         self.closed = False
+
+    def frame_locations(self):
+        return {"free": self.capacity, "rx": 0, "tx": 0, "handoff": 0}
 
     def close(self):
         self.closed = True
