@@ -34,6 +34,7 @@ import time
 import pytest
 
 from xdpd import bpf
+from xdpd.lab import frames as lab_frames
 from xdpd.lab import xdp as labxdp
 from xdpd.lab.netns import Lab
 from xdpd.lab.daemon import run_in_netns
@@ -167,7 +168,7 @@ def test_build_frame_layout_and_checksum(size):
     ip = f[14:34]
     assert ip[0] == 0x45 and ip[9] == socket.IPPROTO_UDP
     assert struct.unpack("!H", ip[2:4])[0] == size - 14
-    assert labxdp.ip_checksum(ip) == 0             # the header checksums to 0
+    assert lab_frames.ip_checksum(ip) == 0             # the header checksums to 0
     assert ip[12:16] == socket.inet_aton("10.0.0.1")
     assert ip[16:20] == socket.inet_aton("10.0.0.2")
     sport, dport, ulen, csum = struct.unpack("!HHHH", f[34:42])
@@ -178,7 +179,7 @@ def test_build_frame_layout_and_checksum(size):
 def test_ip_checksum_known_value():
     # the example header of RFC 1071's usual illustration (Wikipedia, IPv4 header checksum)
     hdr = bytes.fromhex("450000730000400040110000c0a80001c0a800c7")
-    assert labxdp.ip_checksum(hdr) == 0xB861
+    assert lab_frames.ip_checksum(hdr) == 0xB861
 
 
 @pytest.mark.parametrize("kwargs", [dict(size=59), dict(size=1515), dict(flows=0),
@@ -236,7 +237,7 @@ def test_flows_vary_the_udp_source_port(vlab, gen):
     assert ports == {1024 + i: 4 for i in range(16)}
     for f in frames:
         assert len(f) == 64
-        assert labxdp.ip_checksum(f[14:34]) == 0
+        assert lab_frames.ip_checksum(f[14:34]) == 0
         assert f[40:42] == b"\0\0"                  # UDP checksum: none
         assert f[:34] == frame[:34] and f[36:] == frame[36:]   # only the port changed
 

@@ -35,7 +35,7 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until
 from xdpd.lab.daemon import forward_config, run_in_netns
-from xdpd.lab.traffic import ipv4_checksum
+from xdpd.lab.frames import ip_checksum
 
 pytestmark = ROOT_ONLY
 
@@ -110,7 +110,7 @@ UDP64 = ipv4(udp(DATA[:22]))                # an ordinary 64-byte frame's body
 
 def _fold(data: bytes) -> int:
     """The one's complement sum of data, not complemented."""
-    return 0xFFFF - ipv4_checksum(data)
+    return 0xFFFF - ip_checksum(data)
 
 
 def l4_checked(proto: int, payload: bytes, how: str) -> bytes:

@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from xdpd.lab import traffic
+from xdpd.lab import frames, traffic
 from xdpd.lab.traffic import ParsedFrame, build_frame, parse_frame
 
 SRC = bytes.fromhex("020000000001")
@@ -43,7 +43,7 @@ def test_headers_are_ethernet_ipv4_udp_in_benchmark_range():
 def test_ipv4_header_checksum_is_valid(flow):
     frame = build_frame(seq=flow * 31, flow=flow, size=100, src_mac=SRC, dst_mac=DST, tag=9)
     header = frame[14:34]
-    assert traffic.ipv4_checksum(header) == 0          # sum including checksum field
+    assert frames.ip_checksum(header) == 0          # sum including checksum field
     assert header[10:12] != b"\0\0"
 
 
@@ -103,10 +103,10 @@ def test_argument_checks():
 
 
 def test_mac_conversion():
-    assert traffic.mac_to_bytes("02:00:00:00:00:0a") == bytes.fromhex("02000000000a")
-    assert traffic.mac_to_str(bytes.fromhex("02000000000a")) == "02:00:00:00:00:0a"
-    with pytest.raises(ValueError, match="not a MAC"):
-        traffic.mac_to_bytes("02:00:00:00:00")
+    assert frames.parse_mac("02:00:00:00:00:0a") == bytes.fromhex("02000000000a")
+    assert frames.mac_to_str(bytes.fromhex("02000000000a")) == "02:00:00:00:00:0a"
+    with pytest.raises(ValueError, match="expected six hex octets"):
+        frames.parse_mac("02:00:00:00:00")
 
 
 def test_seen_set_finds_duplicates_also_beyond_bitmap():

@@ -30,7 +30,6 @@ Why it is built the way it is:
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import secrets
@@ -39,6 +38,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from typing import ClassVar
+
+import psutil
 
 NETNS_DIR = "/run/netns"
 ROLES = ("gen", "dut", "sink")
@@ -274,25 +275,12 @@ class Lab:
 _NAME_TEMPLATE = r"^{base}[a-z_]*?(\d+)[0-9a-f]{{4}}-(?:gen|dut|sink)$"
 
 
-def _boot_time() -> float:
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    raise OSError(errno.ENOENT, "no btime in /proc/stat")
-
-
 def _process_start_time(pid: int) -> float | None:
-    """Wall-clock start time of pid, None if there is no such process."""
+    """Wall-clock start time of pid (psutil), None if there is no such process."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    # Field 22 (starttime, clock ticks since boot); comm (field 2) may hold
-    # spaces and parentheses, so count from the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
-    return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _creator_alive(pid: int, ns_path: str) -> bool:

@@ -48,6 +48,7 @@ import time
 from typing import NamedTuple
 
 from ..isolated import python_argv
+from .frames import ip_checksum, mac_to_str, parse_mac
 from ..oserrors import errname
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
@@ -91,30 +92,6 @@ class ParsedFrame(NamedTuple):
     intact: bool        # every byte after the MACs is what build_frame made
 
 
-def mac_to_bytes(mac: str) -> bytes:
-    parts = mac.split(":")
-    if len(parts) != 6 or not all(len(p) in (1, 2) for p in parts):
-        raise ValueError(f"not a MAC address: {mac!r} (want aa:bb:cc:dd:ee:ff)")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"not a MAC address: {mac!r} (want aa:bb:cc:dd:ee:ff)") from None
-
-
-def mac_to_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
-def ipv4_checksum(header: bytes) -> int:
-    """RFC 1071 one's complement sum of a header (checksum field included)."""
-    if len(header) % 2:
-        header += b"\0"
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def fill(seq: int, length: int) -> bytes:
     """The payload fill of frame seq: byte i is (seq + i) mod 256."""
     start = seq & 0xFF
@@ -144,7 +121,7 @@ def _l3_template(flow: int, size: int, tag: int) -> bytes:
         64, socket.IPPROTO_UDP,
         0,                      # checksum, filled below
         SRC_NET + bytes((host,)), DST_NET + bytes((host,))))
-    struct.pack_into("!H", ip, 10, ipv4_checksum(bytes(ip)))
+    struct.pack_into("!H", ip, 10, ip_checksum(bytes(ip)))
     udp = struct.pack("!HHHH", UDP_SRC_PORT_BASE + flow, UDP_DST_PORT, size - 34, 0)
     return struct.pack("!H", ETH_P_IP) + bytes(ip) + udp + MAGIC + struct.pack("!I", tag)
 
@@ -709,7 +686,7 @@ class SinkProcess:
 
 def _mac_arg(text: str) -> bytes:
     try:
-        return mac_to_bytes(text)
+        return parse_mac(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -44,6 +44,7 @@ import time
 from .. import bpf
 from ..bpf import BpfError, bpf_error, errno_hint, libbpf
 from .daemon import run_in_netns
+from .frames import ip_checksum, parse_mac
 
 OBJECT_NAME = "lab.bpf.o"
 
@@ -102,32 +103,6 @@ class LabStats(ctypes.Structure):
 
 
 # --- frames ------------------------------------------------------------------
-
-def parse_mac(mac: str | bytes) -> bytes:
-    """'02:00:00:00:00:01' (or 6 raw bytes) -> 6 bytes."""
-    if isinstance(mac, (bytes, bytearray)):
-        if len(mac) != 6:
-            raise ValueError(f"a MAC address has 6 bytes, not {len(mac)}")
-        return bytes(mac)
-    parts = mac.split(":")
-    try:
-        if len(parts) != 6 or any(len(p) not in (1, 2) for p in parts):
-            raise ValueError
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"MAC address {mac!r}: expected six hex octets "
-                         "like 02:00:00:00:00:01") from None
-
-
-def ip_checksum(header: bytes) -> int:
-    """The Internet checksum (RFC 1071) of header."""
-    if len(header) % 2:
-        header += b"\0"
-    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while s >> 16:
-        s = (s >> 16) + (s & 0xFFFF)
-    return ~s & 0xFFFF
-
 
 def build_frame(dst_mac: str | bytes, src_mac: str | bytes, size: int = 64,
                 flows: int = 1) -> bytes:
