@@ -553,10 +553,39 @@ static PyObject *Control_format(ControlObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* set_worker(i, netdev_index, queue, ifindex, lane=queue, owner=i, members=()):
+/* seq's items into out: each another worker slot than i (what: the
+ * message's start, naming the id, e.g. "member %ld"); -1 with the
+ * exception set on the first that is not. */
+static int slot_ids(ControlObject *self, PyObject *seq, unsigned int i, const char *what,
+		    uint16_t *out)
+{
+	for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+		long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
+
+		if (id < 0 || id >= (long)self->v.lay.nworkers || id == (long)i) {
+			if (!PyErr_Occurred()) {
+				PyObject *name = PyUnicode_FromFormat(what, id);
+
+				if (name) {
+					PyErr_Format(PyExc_ValueError, "%U: not another worker slot",
+						     name);
+					Py_DECREF(name);
+				}
+			}
+			return -1;
+		}
+		out[k] = (uint16_t)id;
+	}
+	return 0;
+}
+
+/* set_worker(i, netdev_index, queue, ifindex, lane=queue, owner=i, members=(),
+ *            direct=()):
  * before worker i starts.  owner: the worker with the queue's FILL and
  * COMPLETION rings (i itself unless i is a fanout member); members: for an
- * owner, the other workers on its queue (fastpath.h, "Fanout"). */
+ * owner, the other workers on its queue (fastpath.h, "Fanout"); direct: the
+ * owners of the queues its direct sockets are bound to, by socket
+ * ("Direct transmission"). */
 static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"i", "netdev", "queue", "ifindex", "lane", "owner",
@@ -589,17 +618,9 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 			return PyErr_Format(PyExc_ValueError, "%zd members: only an owner has "
 					    "them, at most %d", n, FP_MAX_FANOUT - 1);
 		}
-		for (Py_ssize_t k = 0; k < n; k++) {
-			long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
-
-			if (id < 0 || id >= (long)self->v.lay.nworkers || id == (long)i) {
-				Py_DECREF(seq);
-				if (!PyErr_Occurred())
-					PyErr_Format(PyExc_ValueError, "member %ld: not another "
-						     "worker slot", id);
-				return NULL;
-			}
-			ids[k] = (uint16_t)id;
+		if (slot_ids(self, seq, i, "member %ld", ids)) {
+			Py_DECREF(seq);
+			return NULL;
 		}
 		Py_DECREF(seq);
 	}
@@ -613,17 +634,9 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 			return PyErr_Format(PyExc_ValueError, "%zd direct sockets: at most %d",
 					    nd, FP_MAX_DIRECT);
 		}
-		for (Py_ssize_t k = 0; k < nd; k++) {
-			long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, k));
-
-			if (id < 0 || id >= (long)self->v.lay.nworkers || id == (long)i) {
-				Py_DECREF(seq);
-				if (!PyErr_Occurred())
-					PyErr_Format(PyExc_ValueError, "direct socket to %ld: not "
-						     "another worker slot", id);
-				return NULL;
-			}
-			dids[k] = (uint16_t)id;
+		if (slot_ids(self, seq, i, "direct socket to %ld", dids)) {
+			Py_DECREF(seq);
+			return NULL;
 		}
 		Py_DECREF(seq);
 	}
