@@ -1735,6 +1735,21 @@ static inline uint64_t direct_out(const struct fp_stats *st, uint32_t j)
 	       st->direct_packets[j] - st->direct_returned[j] : 0;
 }
 
+/* A packet onto direct socket j's TX ring (room checked by the caller):
+ * the frame is lent, as over a fwd ring, until its owner gives it back. */
+static inline void direct_put(PortObject *p, uint32_t j, uint64_t addr, uint32_t len)
+{
+	struct ring *tx = &p->direct[j].tx;
+	struct xdp_desc *t = &((struct xdp_desc *)tx->descs)[tx->cached_prod++ & tx->mask];
+
+	t->addr = addr;
+	t->len = len;
+	t->options = 0;
+	p->n_handoff++;
+	p->st.direct_packets[j]++;
+	p->st.direct_bytes[j] += len;
+}
+
 /* After putting packets on direct socket j: its owner collects the
  * completions when it next runs; woken now only if we need our frames. */
 static inline void direct_sent(PortObject *p, uint32_t j)
@@ -2563,18 +2578,8 @@ port_receive_rules_as(PortObject *p, const bool member)
 			p->st.tx_packets++;
 			p->st.tx_bytes += len;
 		} else if (!member && p->rule_direct[k] >= 0) {
-			uint32_t j = (uint32_t)p->rule_direct[k];
-			struct ring *dtx = &p->direct[j].tx;
-			struct xdp_desc *t = &((struct xdp_desc *)dtx->descs)
-						[dtx->cached_prod++ & dtx->mask];
-
-			t->addr = addr;
-			t->len = len;
-			t->options = 0;
-			p->n_handoff++;		/* lent, as over a fwd ring */
-			p->st.direct_packets[j]++;
-			p->st.direct_bytes[j] += len;
-			direct_used |= 1U << j;
+			direct_put(p, (uint32_t)p->rule_direct[k], addr, len);
+			direct_used |= 1U << p->rule_direct[k];
 		} else {
 			struct fp_ring *out = p->fwd_out[e];
 
@@ -2698,15 +2703,7 @@ port_receive_as(PortObject *p, const bool member)
 			p->st.csum_completed += csum_complete(p->umem + addr, len);
 		rewrite_macs(&p->rule, p->umem + addr);
 		if (dtx) {
-			struct xdp_desc *t = &((struct xdp_desc *)dtx->descs)
-						[dtx->cached_prod++ & dtx->mask];
-
-			t->addr = addr;
-			t->len = len;
-			t->options = 0;
-			p->n_handoff++;		/* lent, as over a fwd ring */
-			p->st.direct_packets[dj]++;
-			p->st.direct_bytes[dj] += len;
+			direct_put(p, dj, addr, len);
 		} else if (!out) {
 			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
 						[p->tx.cached_prod++ & p->tx.mask];
