@@ -105,7 +105,7 @@ class XdpdCollector:
             for reason, n in s["drops"].items():
                 drops.add_metric(labels + [reason], n)
             handoff.add_metric(labels, s["handoff_out"])
-            direct.add_metric(labels, s["direct_packets"])
+            direct.add_metric(labels, s["direct_tx_packets"])
             kicks.add_metric(labels, s["tx_kicks"])
             sleeps.add_metric(labels, s["sleeps"])
             polls.add_metric(labels, s["busy_polls"])

@@ -166,6 +166,11 @@ class DirectSocket:
     queue: int
     socket: object | None           # xsk.XdpSocket; None once closed (queue removed)
 
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
 
 @dataclass
 class Worker:
@@ -1660,38 +1665,32 @@ class Supervisor:
             carried = self.direct_carried.setdefault(d.owner, [0, 0])
             carried[0] += stats["direct_packets"][j]
             carried[1] += stats["direct_bytes"][j]
-            if d.socket is not None:
-                d.socket.close()
-                d.socket = None
+            d.close()
         self.direct_carried.pop(w.id, None)
         for x in self.workers:
-            if any(d.owner == w.id and d.socket is not None for d in x.direct):
-                for d in x.direct:
-                    if d.owner == w.id and d.socket is not None:
-                        d.socket.close()
-                        d.socket = None
+            onto_w = [d for d in x.direct if d.owner == w.id and d.socket is not None]
+            for d in onto_w:
+                d.close()
+            if onto_w:
                 self.dismiss_standby(x)
 
     def worker_stats(self) -> dict[int, dict]:
         """Every worker's counters (Control.worker_stats), with what others
         sent on its queue through their direct sockets counted as its
         transmissions (tx_packets, tx_bytes: the netdev's), and what it
-        sent on its own as direct_packets/direct_bytes (totals)."""
+        sent on its own in all as direct_tx_packets."""
         stats = {w.id: self.umem.control.worker_stats(w.id) for w in self.workers}
-        for s in stats.values():
-            s["direct_packets_by_socket"] = s.pop("direct_packets")
-            s["direct_bytes_by_socket"] = s.pop("direct_bytes")
-            s["direct_packets"] = sum(s["direct_packets_by_socket"])
-            s["direct_bytes"] = sum(s["direct_bytes_by_socket"])
         for wid, (packets, bytes_) in self.direct_carried.items():
             if wid in stats:
                 stats[wid]["tx_packets"] += packets
                 stats[wid]["tx_bytes"] += bytes_
         for w in self.workers:
+            mine = stats[w.id]
+            mine["direct_tx_packets"] = sum(mine["direct_packets"])
             for j, d in enumerate(w.direct):
                 if d.owner in stats:
-                    stats[d.owner]["tx_packets"] += stats[w.id]["direct_packets_by_socket"][j]
-                    stats[d.owner]["tx_bytes"] += stats[w.id]["direct_bytes_by_socket"][j]
+                    stats[d.owner]["tx_packets"] += mine["direct_packets"][j]
+                    stats[d.owner]["tx_bytes"] += mine["direct_bytes"][j]
         return stats
 
     # -- control requests and status -------------------------------------------
@@ -1817,7 +1816,7 @@ class Supervisor:
                 "drop_pps": round(drop_pps, 1), "xsk": xsk,
                 "bad_descriptors": stats["bad_descs"],
                 "checksums_completed": stats["csum_completed"],
-                "direct_tx_packets": stats["direct_packets"],
+                "direct_tx_packets": stats["direct_tx_packets"],
                 "direct_sockets": [f"{d.netdev}/q{d.queue}" for d in w.direct
                                    if d.socket is not None],
                 "rings": self.umem.control.ring_use(w.id)})
@@ -1902,9 +1901,7 @@ class Supervisor:
         self._close_record()
         for w in self.workers:
             for d in w.direct:
-                if d.socket is not None:
-                    d.socket.close()
-                    d.socket = None
+                d.close()
             w.socket.close()
         with self.lock:
             self.workers = []

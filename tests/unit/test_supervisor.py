@@ -1130,7 +1130,7 @@ def test_direct_sends_count_as_the_egress_queues_transmissions():
     all_stats = sup.worker_stats()
     assert all_stats[by["out0/q0"].id]["tx_packets"] == 15
     assert all_stats[by["out0/q0"].id]["tx_bytes"] == 960
-    assert all_stats[by["in0/q0"].id]["direct_packets"] == 10
+    assert all_stats[by["in0/q0"].id]["direct_tx_packets"] == 10
     assert all_stats[by["in0/q0"].id]["tx_packets"] == 0
     # the sender gone: what it sent stays counted on the egress queue
     sender = by["in0/q0"]
