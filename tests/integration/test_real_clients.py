@@ -85,6 +85,16 @@ def completed(d) -> float:
     return d.scrape().value("xdpd_checksums_completed_total")
 
 
+def path_counters(d) -> dict:
+    """What xdpd's side says of a stalled flow, for a failure's message."""
+    m = d.scrape()
+    return {name: m.by(name, "netdev", "queue") for name in (
+        "xdpd_rx_packets_total", "xdpd_tx_packets_total", "xdpd_direct_tx_packets_total",
+        "xdpd_handoff_packets_total", "xdpd_xsk_fill_ring_empty_total",
+        "xdpd_xsk_rx_dropped_packets_total", "xdpd_xsk_rx_ring_full_total")} | {
+        "frames": m.by("xdpd_umem_frames", "location")}
+
+
 def completed_reaches(d, want: float) -> float:
     """Poll until xdpd's completion counter reaches `want`: a worker publishes
     its counters after the burst it sent, so a client can hold the last
@@ -159,7 +169,7 @@ def test_iperf3_tcp(lab, xdpd, direction):
     sums = [end["sum_received"]] + ([end["sum_received_bidir_reverse"]]
                                     if direction == "both" else [])
     for s in sums:
-        assert s["bytes"] > 10 << 20, s          # TCP got through, and in earnest
+        assert s["bytes"] > 10 << 20, (s, sums, path_counters(xdpd))   # TCP got through, in earnest
     # the peers' partial checksums were completed by xdpd, not by luck
     completed_reaches(xdpd, before + 1001)
 
