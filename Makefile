@@ -116,7 +116,7 @@ fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan --direct $(FUZZ_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info xdpd/*.so xdpd/*.bpf.o xdpd/lab/*.bpf.o testing/*.so .pytest_cache bench/xsk_fwd
+	rm -rf build dist *.egg-info xdpd/*/*.so xdpd/*/*.bpf.o testing/*.so .pytest_cache bench/xsk_fwd
 
 # make install: xdpd on this host, run by systemd (root).
 # Debian's Python is externally managed (PEP 668): the package, its C

@@ -14,7 +14,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # each BPF object lands in the package directory named with it
-BPF_SOURCES = [("bpf/rr_redirect.c", "xdpd"), ("bpf/lab.c", "xdpd/lab")]
+BPF_SOURCES = [("bpf/rr_redirect.c", "xdpd/kernel"), ("bpf/lab.c", "xdpd/lab")]
 
 
 def multiarch_include():
@@ -53,16 +53,16 @@ class BuildWithBpf(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "xdpd._fastpath",
-            sources=["xdpd/_fastpath.c"],
-            include_dirs=["bpf", "xdpd"],
+            "xdpd.datapath._fastpath",
+            sources=["xdpd/datapath/_fastpath.c"],
+            include_dirs=["bpf", "xdpd/datapath"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-std=gnu11"],
-            depends=["xdpd/fastpath.h", "bpf/rr_redirect.h"],
+            depends=["xdpd/datapath/fastpath.h", "bpf/rr_redirect.h"],
         ),
         Extension(
-            "xdpd._confine",
-            sources=["xdpd/confine.c"],
+            "xdpd.kernel._confine",
+            sources=["xdpd/kernel/confine.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-std=gnu11"],
         ),

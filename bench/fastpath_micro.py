@@ -48,9 +48,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "testing"))
 import build as harness  # noqa: E402  (testing/build.py: microbench() is not in the product)
-from xdpd.bpf import match_to_c  # noqa: E402
-from xdpd.config import Match, RingsConfig, UmemConfig, WorkersConfig  # noqa: E402
-from xdpd.shared_umem import SharedUmem, UmemGeometry  # noqa: E402
+from xdpd.kernel.bpf import match_to_c  # noqa: E402
+from xdpd.config.model import Match, RingsConfig, UmemConfig, WorkersConfig  # noqa: E402
+from xdpd.datapath.umem import SharedUmem, UmemGeometry  # noqa: E402
 
 DST_MAC = bytes.fromhex("02000000aa02")     # what set_dst_mac writes
 SRC_MAC = bytes.fromhex("02000000aa01")     # what set_src_mac writes

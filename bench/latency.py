@@ -132,7 +132,7 @@ OTHER_MAC = "02:00:00:00:00:99"
 
 
 def _hammer(path: str, stop, served) -> None:
-    from xdpd.control import ControlError, request
+    from xdpd.control.server import ControlError, request
     n = 0
     while not stop.is_set():
         try:
@@ -149,7 +149,7 @@ class ControlView:
     so that what is measured is not the queue of status requests."""
 
     def __init__(self, supervisor_pid: int):
-        from xdpd import _fastpath
+        from xdpd.datapath import _fastpath
         fd_dir = f"/proc/{supervisor_pid}/fd"
 
         def memfd(prefix: str, flags: int) -> int:
@@ -189,7 +189,7 @@ def measure_fanout_kills(lab: Lab, args, hammer: int) -> list[dict]:
     """Kill in0/q0.1 (member) then in0/q0.0 (owner), args.runs times each,
     under round-robin traffic; see the module's docstring."""
     import multiprocessing
-    from xdpd.control import request
+    from xdpd.control.server import request
     rr = xdpd_config(lab, "io", args.fwd_cpu, [], fanout=2, spread="round_robin")
     daemon = LabDaemon(lab, rr, port=METRICS_PORT)
     sink = CountingSink(lab.sink_ns, lab.SINK_DEV)

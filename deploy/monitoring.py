@@ -24,7 +24,7 @@ from typing import Iterator
 
 import yaml
 
-from xdpd.metric_table import METRICS, PROCESS_SERIES     # each declared once
+from xdpd.control.metric_table import METRICS, PROCESS_SERIES  # each declared once
 
 # every series xdpd serves, as written in PromQL, and its type
 XDPD_METRICS: dict[str, str] = {**{m.series: m.kind for m in METRICS}, **PROCESS_SERIES}

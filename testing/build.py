@@ -7,7 +7,7 @@ fuzz beside everything `_fastpath` has), next to this file.
 
 It is compiled here, with gcc, and never by setup.py: the installed package
 ships the workers' `_fastpath` alone.  Owns nothing but the compile line;
-the code is testing/fastpath_testing.c, which includes xdpd/_fastpath.c.
+the code is testing/fastpath_testing.c, which includes xdpd/datapath/_fastpath.c.
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ OPTIMIZED = ["-O2"]
 def build(dest: str = HERE, flags: list[str] = OPTIMIZED, fastpath: str | None = None) -> str:
     """Compile the harness into dest, with flags (include dirs bpf/ and
     xdpd/, gnu11, as setup.py compiles the fast path); the module's path.
-    fastpath: another copy of xdpd/_fastpath.c to include (a mutant that
+    fastpath: another copy of xdpd/datapath/_fastpath.c to include (a mutant that
     the tests show the fuzzer catches); its directory is searched first."""
     out = os.path.join(dest, NAME + sysconfig.get_config_var("EXT_SUFFIX"))
     first = [os.path.dirname(os.path.abspath(fastpath))] if fastpath else []
     cmd = ["gcc", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra",
            "-Wno-unused-parameter", *flags,
-           *(f"-I{d}" for d in first + [os.path.join(ROOT, "bpf"), os.path.join(ROOT, "xdpd")]),
+           *(f"-I{d}" for d in first + [os.path.join(ROOT, "bpf"), os.path.join(ROOT, "xdpd", "datapath")]),
            "-I", sysconfig.get_paths()["include"], SOURCE, "-o", out]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:

@@ -4,7 +4,7 @@
  * timed: bench/fastpath_micro.py) and fuzz() (the same loop against a lying
  * kernel, lying peers and killed workers, every frame and packet checked:
  * tests/fuzz_fastpath.py).  Never part of the installed package: the
- * workers load xdpd/_fastpath.c alone.
+ * workers load xdpd/datapath/_fastpath.c alone.
  *
  * It includes the fast path's source, so that what it times and fuzzes is
  * the workers' own loop, inlined as in the product, static functions and

@@ -18,7 +18,7 @@ worker, frame size, ring sizes, batch), chosen by the seed:
   lie+crash  both: recovery from whatever the liars left
 
 --asan builds the harness (testing/fastpath_testing.c, which includes
-xdpd/_fastpath.c) with -fsanitize=address,undefined into a temporary
+xdpd/datapath/_fastpath.c) with -fsanitize=address,undefined into a temporary
 directory and runs the seeds in a child process that has the sanitizer
 runtime preloaded and loads that build instead of the one `make build` made.  Any
 sanitizer report aborts the child; the exit status says whether it passed.
@@ -36,7 +36,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "xdpd", "_fastpath.c")
+SOURCE = os.path.join(ROOT, "xdpd", "datapath", "_fastpath.c")
 sys.path.insert(0, os.path.join(ROOT, "testing"))
 import build as harness  # noqa: E402  (testing/build.py)
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
@@ -73,7 +73,7 @@ def sanitizer_runtime() -> str | None:
 
 def build(dest: str, flags: list[str] = SANITIZE, fastpath: str | None = None) -> str:
     """The harness compiled into dest with flags (default: the sanitizers);
-    fastpath: a copy of xdpd/_fastpath.c to build it from instead."""
+    fastpath: a copy of xdpd/datapath/_fastpath.c to build it from instead."""
     return harness.build(dest, flags, fastpath)
 
 
@@ -100,7 +100,7 @@ def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1,
     COMPLETION rings, the others receive into its frames.
     direct (without fanout): each worker also has a direct socket on every
     other worker's queue, and puts what it forwards there on it itself."""
-    from xdpd.shared_umem import Region
+    from xdpd.datapath.umem import Region
 
     nworkers, fpw, frame_size, rings, batch = GEOMETRIES[seed % len(GEOMETRIES)]
     entries = 1 << (fpw - 1).bit_length()

@@ -91,7 +91,7 @@ def _skip_reason(*tools: str) -> str:
         if not shutil.which(tool):
             return f"needs {tool}"
     try:
-        from xdpd import bpf
+        from xdpd.kernel import bpf
         bpf.libbpf()
     except OSError as e:
         return str(e)
@@ -102,7 +102,7 @@ def build_object(tmp_path_factory, source: str, packaged) -> str:
     """bpf/<source> compiled with the flags setup.py uses, or, without
     clang, the packaged object (packaged() returns its path or raises
     BpfError); skips the test when neither is there."""
-    from xdpd import bpf
+    from xdpd.kernel import bpf
     clang = os.environ.get("CLANG", shutil.which("clang"))
     if not clang:
         try:
@@ -126,7 +126,7 @@ def rr_object(tmp_path_factory) -> str:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from xdpd import bpf
+    from xdpd.kernel import bpf
     path = build_object(tmp_path_factory, "rr_redirect.c", bpf.object_path)
     # Can this kernel load it at all?  (BPF disabled, lockdown, no XSKMAP)
     try:
@@ -143,7 +143,7 @@ def lab_object(tmp_path_factory) -> str:
     reason = _skip_reason("ethtool", "nsenter")
     if reason:
         pytest.skip(reason)
-    from xdpd import bpf
+    from xdpd.kernel import bpf
     from xdpd.lab import xdp as labxdp
     path = build_object(tmp_path_factory, "lab.c", labxdp.object_path)
     try:
@@ -169,7 +169,7 @@ def lab(rr_object):
 @pytest.fixture
 def prog(rr_object, lab):
     """A loaded rr_redirect, closed (and so detached) after the test."""
-    from xdpd import bpf
+    from xdpd.kernel import bpf
 
     with bpf.XdpProgram.load(rr_object, name=lab.ifname) as p:
         yield p

@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from xdpd import bpf
+from xdpd.kernel import bpf
 from xdpd.lab import frames as lab_frames
 from xdpd.lab import xdp as labxdp
 from xdpd.lab.netns import Lab

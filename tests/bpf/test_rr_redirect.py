@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from xdpd import bpf
-from xdpd.bpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
-from xdpd.config import Match
+from xdpd.kernel import bpf
+from xdpd.kernel.bpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
+from xdpd.config.model import Match
 from xdpd.lab.xdp import test_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -345,7 +345,7 @@ def test_the_fast_path_parser_reads_every_frame_as_the_xdp_program_does(case):
     (VLAN and QinQ tags, IPv4 options and fragments, IPv6, truncated
     headers) and rules: the fast path's first fitting rule is one exactly
     when the program passes the frame by a rule."""
-    from xdpd import _fastpath
+    from xdpd.datapath import _fastpath
     matches = [bytes(bpf.match_to_c(m)) for m in case.rules]
     first = _fastpath.classify(case.packet, matches)
     assert (first < len(matches)) == case.passed, case.desc
@@ -354,7 +354,7 @@ def test_the_fast_path_parser_reads_every_frame_as_the_xdp_program_does(case):
 
 
 def test_classify_refuses_what_is_not_a_match():
-    from xdpd import _fastpath
+    from xdpd.datapath import _fastpath
     with pytest.raises(ValueError, match="match 0: expected"):
         _fastpath.classify(tcp4(), [b"short"])
     assert _fastpath.classify(tcp4(), []) == 0
@@ -797,7 +797,7 @@ def test_fanout_argument_errors(prog, lab):
 
 @contextlib.contextmanager
 def live_fanout(rr_object, make_lab, fanout: int):
-    from xdpd import xsk
+    from xdpd.kernel import xsk
     with make_lab(1) as lab, bpf.XdpProgram.load(rr_object, name=lab.ifname) as prog:
         prog.attach(lab.ifindex, lab.ifname, "native")
         # the peer's own IPv6 and ARP chatter stays out of the counts
@@ -1056,7 +1056,7 @@ def test_detach_xdp_by_id_only_while_that_program_is_attached(rr_object, prog, l
 # (CAP_BPF, CAP_NET_ADMIN: no CAP_SYS_ADMIN, so no opening a program by id)
 UNIT_CAPS_DETACH = """
 import sys
-from xdpd import bpf
+from xdpd.kernel import bpf
 ifindex, mode, prog_id = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 try:
     bpf.prog_name(prog_id)
@@ -1226,7 +1226,7 @@ def test_fanout_constants_match_header(c_layout):
 
 
 def test_match_constants_match_header(c_layout):
-    from xdpd import config
+    from xdpd.config import model as config
     names = [k[0] for k in c_layout if k[0].startswith("XDPD_MATCH_")]
     assert len(names) == 8
     for name in names:

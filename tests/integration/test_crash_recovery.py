@@ -7,7 +7,8 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until, xdp_attached
 from test_hardening import memlock_like_the_unit, setpriv, unit_words
-from xdpd import exitcodes, runstate
+from xdpd import exitcodes
+from xdpd.control import recovery as runstate
 from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 

@@ -12,7 +12,7 @@ import pytest
 
 from integration_helpers import (ROOT_ONLY, poll_until as poll, ready_to_kill,
                                  start_live_generator, stop_live_generator)
-from xdpd.control import ControlError
+from xdpd.control.server import ControlError
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.xdp import CountingSink
 from xdpd.lab.traffic import SinkProcess, send_in_ns

@@ -48,7 +48,7 @@ def test_a_child_ignores_the_current_directory_and_pythonpath(trap_dir):
     from xdpd.isolated import python_argv
     cwd, marker = trap_dir
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(cwd), "PYTHONSTARTUP": str(cwd / "json.py")}
-    p = subprocess.run(python_argv("xdpd.worker", "x/q0"), input="not a spec\n", cwd=cwd,
+    p = subprocess.run(python_argv("xdpd.datapath.worker", "x/q0"), input="not a spec\n", cwd=cwd,
                        env=env, capture_output=True, text=True, timeout=60)
     assert "bad worker spec on stdin" in p.stderr, p.stderr
     assert not marker.exists(), marker.read_text()

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until as poll, xdp_attached
-from xdpd.control import ControlError
+from xdpd.control.server import ControlError
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.xdp import CountingSink
 from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns

@@ -13,7 +13,7 @@ from integration_helpers import ROOT_ONLY, netns_list, poll_until, xdp_attached
 from xdpd import exitcodes
 from xdpd.lab.netns import Lab
 from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
-from xdpd.steering import journal_path
+from xdpd.control.steering import journal_path
 from xdpd.lab.traffic import child_env
 
 pytestmark = ROOT_ONLY
@@ -152,7 +152,7 @@ def test_after_a_kill_the_next_start_restores_the_channels(lab):
 
 
 def test_a_reload_adding_flows_on_veth_is_invalid_and_changes_nothing(lab):
-    from xdpd.control import ControlError
+    from xdpd.control.server import ControlError
     with LabDaemon(lab, steered_config(lab, "channels: 2")) as daemon:
         daemon.start()
         new = steered_config(lab, "channels: 2\nflows:\n  - {type: tcp4, dst_port: 80, queue: 0}")

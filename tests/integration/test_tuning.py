@@ -7,7 +7,7 @@ import psutil
 from integration_helpers import ROOT_ONLY
 from xdpd.lab.netns import hugepages_reserved
 from xdpd.lab.daemon import forward_config
-from xdpd.shared_umem import hugepage_size
+from xdpd.datapath.umem import hugepage_size
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY

@@ -17,9 +17,9 @@ import pytest
 
 from integration_helpers import ROOT_ONLY, poll_until
 from xdpd import exitcodes
-from xdpd.control import request
+from xdpd.control.server import request
 from xdpd.lab.daemon import forward_config
-from xdpd.privileges import CAP_FIELDS
+from xdpd.kernel.privileges import CAP_FIELDS
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY

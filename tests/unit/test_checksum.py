@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from xdpd import _fastpath
+from xdpd.datapath import _fastpath
 
 SRC4, DST4 = bytes([10, 200, 0, 1]), bytes([10, 200, 0, 2])
 SRC6 = bytes.fromhex("fd000000000000000000000000000001")

@@ -13,12 +13,11 @@ from textwrap import dedent
 
 import pytest
 
-from xdpd.config import (
-    Config, ConfigError, ForwardRule, InterfaceConfig, Match, MetricsConfig, RingsConfig,
-    UmemConfig, WorkerPlan, WorkersConfig, check_host, format_cpulist, load_config,
-    parse_config, plan_workers, read_config_file,
-)
-from xdpd.netdev import Host, NetdevError, parse_cpulist
+from xdpd.config.model import (Config, ConfigError, ForwardRule, InterfaceConfig, Match,
+                               MetricsConfig, RingsConfig, UmemConfig, WorkerPlan,
+                               WorkersConfig, check_host, format_cpulist, load_config,
+                               parse_config, plan_workers, read_config_file)
+from xdpd.kernel.netdev import Host, NetdevError, parse_cpulist
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "config", "xdpd.yaml")
 
@@ -1097,7 +1096,7 @@ def test_bad_match_gets_exact_messages(text, expected):
 
 
 def test_pass_to_kernel_model():
-    from xdpd.config import Match
+    from xdpd.config.model import Match
     config = parse(with_pass_rules(
         "[{ethertype: arp}, {ip_proto: tcp, dst_port: 22}, {ethertype: 0x88cc}, "
         "{vlan: 100, src: 10.0.0.0/8, src_port: 53}, {vlan: none, dst: '2001:db8::1'}]"))
@@ -1203,7 +1202,7 @@ def test_steering_bad_input_gets_exact_messages(text, expected):
 
 
 def test_steering_every_key():
-    from xdpd.config import FlowRule, SteeringConfig
+    from xdpd.config.model import FlowRule, SteeringConfig
     config = parse(steer("""\
         channels: 4
         rss_queues: [2, 1]

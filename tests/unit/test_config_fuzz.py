@@ -47,10 +47,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xdpd.config import (
-    ConfigError, _CONTROL_KEYS, _INTERFACE_KEYS, _MATCH_KEYS, _Loader, _METRICS_KEYS, _RINGS_KEYS,
-    _RULE_KEYS, _TOP_KEYS, _UMEM_KEYS, _WORKERS_KEYS, load_config, plan_workers,
-)
+from xdpd.config.model import (ConfigError, _CONTROL_KEYS, _INTERFACE_KEYS, _MATCH_KEYS,
+                               _Loader, _METRICS_KEYS, _RINGS_KEYS, _RULE_KEYS, _TOP_KEYS,
+                               _UMEM_KEYS, _WORKERS_KEYS, load_config, plan_workers)
 
 with open(os.path.join(os.path.dirname(__file__), "..", "..", "config", "xdpd.yaml"), "rb") as f:
     SHIPPED = f.read()

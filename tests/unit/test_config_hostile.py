@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from xdpd import config as cfg
-from xdpd.config import ConfigError, parse_config, read_config_file
+from xdpd.config import model as cfg
+from xdpd.config.model import ConfigError, parse_config, read_config_file
 
 CAP = cfg.MAX_FILE_BYTES
 

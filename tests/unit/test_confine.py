@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from xdpd import _confine
+from xdpd.kernel import _confine
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: only root can become another user")
@@ -22,12 +22,12 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 # confining itself; prints {what: "ok" | errno name}.
 CHILD = r"""
 import ctypes, errno, fcntl, json, mmap, os, socket, sys
-import xdpd.worker as worker
-from xdpd import _confine
+import xdpd.datapath.worker as worker
+from xdpd.kernel import _confine
 
 args = json.loads(sys.argv[1])
 if args["spec"] and args.get("user_only"):
-    from xdpd import privileges
+    from xdpd.kernel import privileges
     privileges.drop_all_capabilities(args["spec"]["uid"], args["spec"]["gid"])
 elif args["spec"]:
     worker.confine(worker.WorkerSpec(**args["spec"]))
@@ -57,9 +57,9 @@ out = {
     "map memory": attempt(lambda: mmap.mmap(-1, 1 << 20).close()),
     "write stderr": attempt(lambda: os.write(2, b"")),
     "list a directory": attempt(lambda: os.listdir("/")),
-    "late import": attempt(lambda: __import__("xdpd.sdnotify")),
-    "set its title": attempt(lambda: __import__("xdpd._fastpath").
-                             _fastpath.set_proctitle("xdpd: test")),
+    "late import": attempt(lambda: __import__("xdpd.control.sdnotify")),
+    "set its title": attempt(lambda: __import__("xdpd.datapath._fastpath").
+                             datapath._fastpath.set_proctitle("xdpd: test")),
     # what a hostile worker would try
     "append to a root file": attempt(lambda: open(args["root_file"], "a").close()),
     "create a file": attempt(lambda: open(args["new_file"], "x").close()),

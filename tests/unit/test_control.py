@@ -3,10 +3,10 @@ import sys
 
 import pytest
 
-from xdpd import _fastpath
-from xdpd.config import WorkerPlan, parse_config
-from xdpd.shared_umem import Region, UmemGeometry
-from xdpd.supervisor import Interface, Worker, compile_table
+from xdpd.datapath import _fastpath
+from xdpd.config.model import WorkerPlan, parse_config
+from xdpd.datapath.umem import Region, UmemGeometry
+from xdpd.control.supervisor import Interface, Worker, compile_table
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ forward:
 
 
 def test_compile_table_carries_vlan_actions_and_status_names_them(control):
-    from xdpd.supervisor import describe_rule
+    from xdpd.control.supervisor import describe_rule
     config = parse_config("""
 interfaces: [{name: a}, {name: b}]
 forward:
@@ -119,7 +119,7 @@ def test_the_fast_path_refuses_a_bad_vlan_action(control, rule, error):
 
 
 def test_compile_table_lists_a_netdevs_rules_in_order_with_their_matches(control):
-    from xdpd.bpf import XDPD_MATCH_DST_PORT, XDPD_MATCH_IP_PROTO, XdpdMatch
+    from xdpd.kernel.bpf import XDPD_MATCH_DST_PORT, XDPD_MATCH_IP_PROTO, XdpdMatch
     config = parse_config("""
 interfaces: [{name: a}, {name: b}]
 forward:
@@ -141,7 +141,7 @@ forward:
 
 
 def test_hugepages_auto_uses_huge_pages_when_free_else_says_why():
-    from xdpd.shared_umem import SharedUmem, UmemGeometry, hugepage_size, hugepages_free
+    from xdpd.datapath.umem import SharedUmem, UmemGeometry, hugepage_size, hugepages_free
     geo = UmemGeometry(1, 512, 2048)            # 1 MiB: rounded up to one huge page
     enough = hugepages_free() >= -(-geo.size // hugepage_size())
     umem = SharedUmem(geo, "auto")
@@ -158,7 +158,7 @@ def test_hugepages_auto_uses_huge_pages_when_free_else_says_why():
 
 def test_hugepages_on_without_free_huge_pages_names_the_sysctl():
     import pytest
-    from xdpd.shared_umem import HugepageError, SharedUmem, UmemGeometry, hugepages_free
+    from xdpd.datapath.umem import HugepageError, SharedUmem, UmemGeometry, hugepages_free
     if hugepages_free() > 64:
         pytest.skip("this host has huge pages to spare; the shortage cannot be shown")
     geo = UmemGeometry(64, 65536, 4096)         # 16 GiB: more than any spare pool here
@@ -171,7 +171,7 @@ def test_hugepages_on_without_free_huge_pages_names_the_sysctl():
 def test_rules_in_words_and_their_counters_by_forward_index():
     from types import SimpleNamespace
 
-    from xdpd.supervisor import describe_rule, worker_rule_counts
+    from xdpd.control.supervisor import describe_rule, worker_rule_counts
     config = parse_config("""
 interfaces: [{name: a}, {name: b}]
 forward:

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from xdpd import control
-from xdpd.control import ControlError, ControlServer, request
+from xdpd.control import server as control
+from xdpd.control.server import ControlError, ControlServer, request
 
 
 @pytest.fixture
@@ -238,7 +238,7 @@ def test_the_peer_is_checked_with_its_kernel_credentials_before_the_handler(tmp_
 
 
 def test_root_only_refuses_other_users():
-    from xdpd.control import Peer, root_only
+    from xdpd.control.server import Peer, root_only
     assert root_only(Peer(1, 0, 0), "status") is None
     assert root_only(Peer(1, 1000, 0), "status") == "permission denied: uid 1000 is not root"
 

@@ -11,10 +11,11 @@ import pytest
 
 from xdpd import exitcodes
 from xdpd.cli import main
-from xdpd.config import parse_config
-from xdpd.control import ControlError
-from xdpd.doctor import Finding, check_same_file, diagnose, exit_code, live_checks, rss_fix, static_checks
-from xdpd.netdev import NetdevError
+from xdpd.config.model import parse_config
+from xdpd.control.server import ControlError
+from xdpd.control.doctor import (Finding, check_same_file, diagnose, exit_code, live_checks,
+                                 rss_fix, static_checks)
+from xdpd.kernel.netdev import NetdevError
 
 
 def unsupported(what):
@@ -51,7 +52,7 @@ class FakeHost:
         return "veth" if self.drivers[name] == "veth" else ""
 
     def link_peer(self, name):
-        from xdpd.netdev import LinkPeer
+        from xdpd.kernel.netdev import LinkPeer
         return LinkPeer(7, f"{name}-peer", "lab")
 
     def rss_indirection(self, name):

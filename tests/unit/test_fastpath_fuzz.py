@@ -119,7 +119,7 @@ def test_direct_sockets_lose_no_frame_and_no_packet(seed, mode):
 @contextlib.contextmanager
 def control_area(n: int, fpw: int, fs: int, entries: int):
     """(control area formatted for n workers, a UMEM for their frames)."""
-    from xdpd.shared_umem import Region
+    from xdpd.datapath.umem import Region
 
     ctl_region = Region("fuzz-control", _fastpath.control_size(n, fpw, fs, entries))
     umem = Region("fuzz-umem", n * fpw * fs)

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from xdpd import _fastpath
+from xdpd.datapath import _fastpath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "bench", "fastpath_micro.py")

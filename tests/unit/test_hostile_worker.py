@@ -31,7 +31,7 @@ SCENARIO = r"""
 import json, mmap, random, sys
 sys.path.insert(0, sys.argv[1])
 fastpath = __import__("fuzz_fastpath").load(sys.argv[2] or None)
-from xdpd.shared_umem import Region, UmemGeometry
+from xdpd.datapath.umem import Region, UmemGeometry
 
 geo = UmemGeometry(nworkers=3, frames_per_worker=64, frame_size=2048)
 region = Region("control", geo.control_size())
@@ -111,8 +111,8 @@ def test_a_worker_cannot_write_the_tables_area():
     writable mapping, mprotect of its read-only one, write() through the fd
     or a reopen of it, resizing, lifting the seals) is refused by the
     kernel, and the supervisor's own writes still reach a read-only view."""
-    from xdpd import _fastpath
-    from xdpd.shared_umem import Region, UmemGeometry
+    from xdpd.datapath import _fastpath
+    from xdpd.datapath.umem import Region, UmemGeometry
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p

@@ -1,17 +1,45 @@
-"""The package's layering, read from the imports themselves.
+"""The package's shape, read from the imports themselves.
 
-xdpd.lab (netns, daemon, traffic, BPF generator, demo) is a harness: the
-daemon's own modules must run without it, so none of them may import it.
-The one door is the CLI's `demo` command, which imports it when it runs.
+xdpd has planes (docs/ARCHITECTURE.md, "Map of the tree"), and imports flow
+one way between them:
+
+  base      xdpd/__init__, exitcodes, logs, isolated: no other xdpd module
+  kernel    the only code that calls bpf(), setsockopt(SOL_XDP), netlink,
+            ethtool: base only
+  config    the model, loader and reload classification: base, kernel
+  datapath  worker process and C fast path: base, kernel
+  control   supervisor and everything around it: all of the above
+  lab       the test and demo harness: all of the above
+  cli       the commands: everything, the lab only inside `xdpd demo`
+
+There are no import cycles between modules, at module level or inside
+functions.  The lab is a harness: the daemon's own modules must run
+without it.
 """
 import ast
 import pathlib
+import re
 
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "xdpd"
 LAB = "xdpd.lab"
-MAY_REACH_THE_LAB = {"xdpd.cli"}         # `xdpd demo`, imported in cmd_demo only
+MAY_REACH_THE_LAB = {"xdpd.cli"}       # `xdpd demo`, imported when it runs
+BASE = {"xdpd", "xdpd.exitcodes", "xdpd.logs", "xdpd.isolated"}
+# plane -> the planes it may import (itself included)
+MAY_IMPORT = {
+    "base": {"base"},
+    "kernel": {"base", "kernel"},
+    "config": {"base", "kernel", "config"},
+    "datapath": {"base", "kernel", "datapath"},
+    "control": {"base", "kernel", "config", "datapath", "control"},
+    "lab": {"base", "kernel", "config", "datapath", "control", "lab"},
+    "cli": {"base", "kernel", "config", "datapath", "control", "lab", "cli"},
+}
+# Files allowed over MAX_LINES, and why (docs/ARCHITECTURE.md says it too).
+MAX_LINES = 800
+LONG_FILES = {"xdpd.config.model": "split next", "xdpd.control.supervisor": "split next",
+              "xdpd.kernel.bpf": "split next"}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -55,7 +83,8 @@ def reaches_lab(module: str) -> bool:
 
 def test_the_walk_sees_the_package():
     names = {module_name(p) for p in PACKAGE.rglob("*.py")}
-    assert {"xdpd.supervisor", "xdpd.worker", "xdpd.lab.demo", "xdpd.lab.netns"} <= names
+    assert {"xdpd.control.supervisor", "xdpd.datapath.worker", "xdpd.lab.demo",
+            "xdpd.lab.netns"} <= names
 
 
 @pytest.mark.parametrize("path", product_modules(), ids=module_name)
@@ -73,9 +102,10 @@ def test_the_guard_can_fail(tmp_path):
     """Relative imports are resolved, so each of these in a product module
     would be caught."""
     path = tmp_path / "supervisor.py"
-    path.write_text("from .lab.netns import Lab\nfrom . import lab\nimport xdpd.lab.traffic\n"
-                    "def f():\n    from .lab import demo\n")
-    found = [(m, top) for _, m, top in imports(path, "xdpd.supervisor") if reaches_lab(m)]
+    path.write_text("from ..lab.netns import Lab\nfrom .. import lab\nimport xdpd.lab.traffic\n"
+                    "def f():\n    from ..lab import demo\n")
+    found = [(m, top) for _, m, top in imports(path, "xdpd.control.supervisor")
+             if reaches_lab(m)]
     assert sorted(found) == sorted([("xdpd.lab.netns", True), ("xdpd.lab.netns.Lab", True),
                                     ("xdpd.lab", True), ("xdpd.lab.traffic", True),
                                     ("xdpd.lab", False), ("xdpd.lab.demo", False)]), found
@@ -85,7 +115,7 @@ def test_the_workers_extension_carries_no_test_harness():
     """microbench() and fuzz() live in testing/ (`_fastpath_testing`), built
     by `make build` beside the product and never by setup.py: the module
     every worker loads has neither, nor their code."""
-    from xdpd import _fastpath
+    from xdpd.datapath import _fastpath
     assert not hasattr(_fastpath, "fuzz") and not hasattr(_fastpath, "microbench")
     binary = open(_fastpath.__file__, "rb").read()
     for marker in (b"fuzz seed", b"microbench", b"_fastpath_testing"):
@@ -98,8 +128,116 @@ def test_the_harness_is_the_same_fast_path_with_its_tools():
     import sys
     sys.path.insert(0, str(PACKAGE.parent / "testing"))
     import build as harness
-    from xdpd import _fastpath
+    from xdpd.datapath import _fastpath
     t = harness.load()
     assert callable(t.fuzz) and callable(t.microbench)
     product = {n for n in dir(_fastpath) if not n.startswith("__")}
     assert product <= set(dir(t)), product - set(dir(t))
+
+
+def plane(module: str) -> str:
+    if module in BASE:
+        return "base"
+    if module == "xdpd.__main__":
+        return "cli"
+    return module.split(".")[1]
+
+
+def modules() -> dict[str, pathlib.Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(module: str, known) -> str | None:
+    """The xdpd module an import names (`from X import name` names X.name,
+    which may be a function of X, not a module)."""
+    while module and module not in known:
+        module = module.rpartition(".")[0]
+    return module or None
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    edges = {}
+    for name, path in mods.items():
+        edges[name] = {t for _, m, _ in imports(path)
+                       if m.startswith("xdpd") and (t := resolve(m, mods)) and t != name}
+    return edges
+
+
+def test_every_module_has_a_plane():
+    planes = {plane(m) for m in modules()}
+    assert planes <= set(MAY_IMPORT), planes - set(MAY_IMPORT)
+
+
+@pytest.mark.parametrize("name", sorted(modules()), ids=str)
+def test_imports_flow_one_way(name):
+    mods = modules()
+    for line, module, top_level in imports(mods[name]):
+        target = resolve(module, mods) if module.startswith("xdpd") else None
+        if target is None or target == name:
+            continue
+        if name in MAY_REACH_THE_LAB and reaches_lab(target) and not top_level:
+            continue
+        assert plane(target) in MAY_IMPORT[plane(name)], (
+            f"{mods[name].relative_to(PACKAGE.parent)}:{line}: {name} ({plane(name)}) imports "
+            f"{target} ({plane(target)}); {plane(name)} may import only "
+            f"{sorted(MAY_IMPORT[plane(name)])} (tests/unit/test_layering.py)")
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    edges = graph()
+    # a package's __init__ naming its own modules is not a cycle of theirs
+    for name in edges:
+        edges[name] = {t for t in edges[name] if not name.startswith(t + ".")}
+    assert cycles(edges) == []
+
+
+def test_the_cycle_check_can_fail():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("name", sorted(modules()), ids=str)
+def test_each_file_says_what_it_owns(name):
+    """A module opens with a docstring (what it owns, what it must not do),
+    and stays under MAX_LINES unless LONG_FILES says why."""
+    path = modules()[name]
+    text = path.read_text()
+    if name not in ("xdpd.__main__",) and text.strip():
+        assert ast.get_docstring(ast.parse(text)), f"{path}: no opening docstring"
+    lines = text.count("\n")
+    assert lines <= MAX_LINES or name in LONG_FILES, (
+        f"{path}: {lines} lines (over {MAX_LINES}); split it, or say why in LONG_FILES")
+

@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from xdpd import bpf, config, supervisor
+from xdpd.kernel import bpf
+from xdpd.config import model as config
+from xdpd.control import supervisor
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -21,7 +23,7 @@ def defines(path: str) -> dict[str, int]:
     return found
 
 
-FASTPATH = defines("xdpd/fastpath.h")
+FASTPATH = defines("xdpd/datapath/fastpath.h")
 PROGRAM = defines("bpf/rr_redirect.h")
 
 PAIRS = [
@@ -58,7 +60,7 @@ def test_match_flags_equal_the_program():
 
 
 def test_the_extension_reports_the_header():
-    from xdpd import _fastpath
+    from xdpd.datapath import _fastpath
     assert _fastpath.MAX_NETDEVS == FASTPATH["FP_MAX_NETDEVS"]
     assert _fastpath.MAX_WORKERS == FASTPATH["FP_MAX_WORKERS"]
 

@@ -26,7 +26,7 @@ def run(args, env_level, stdin=""):
 @pytest.mark.parametrize("level", ["debug", "DEBUG", "error"])
 def test_a_worker_logs_at_any_valid_level_instead_of_dying(level):
     # a bad spec: the worker must get as far as saying so through logging
-    p = run(["-m", "xdpd.worker", "x/q0"], level, stdin="not a spec\n")
+    p = run(["-m", "xdpd.datapath.worker", "x/q0"], level, stdin="not a spec\n")
     assert "Traceback" not in p.stderr, p.stderr
     assert p.returncode == exitcodes.WORKER_BOOT_FAILED
     if level != "error":

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from xdpd.metric_table import BY_NAME, METRICS, Metric
+from xdpd.control.metric_table import BY_NAME, METRICS, Metric
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_a_scrape_serves_the_table():
     """The collector over the supervisor on a fake OS: every family it yields
     is declared, with the declared type, help and labels."""
     from test_supervisor import started
-    from xdpd.metrics import XdpdCollector
+    from xdpd.control.metrics import XdpdCollector
     sup, _ = started()
     try:
         families = list(XdpdCollector(sup).collect())
@@ -60,7 +60,7 @@ def test_a_scrape_serves_the_table():
 
 
 def test_family_refuses_an_undeclared_metric():
-    from xdpd.metric_table import family
+    from xdpd.control.metric_table import family
     with pytest.raises(KeyError):
         family("xdpd_not_declared")
     assert isinstance(METRICS[0], Metric)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from xdpd.metrics import BoundedServer
+from xdpd.control.metrics import BoundedServer
 
 
 class Hello(BaseHTTPRequestHandler):

@@ -1,5 +1,5 @@
 """Which CPU runs a queue's NAPI poll: IRQ names and affinities, from fake /proc files."""
-from xdpd.netdev import parse_cpulist, queue_irq_cpus, queue_irqs
+from xdpd.kernel.netdev import parse_cpulist, queue_irq_cpus, queue_irqs
 
 INTERRUPTS = """\
             CPU0       CPU1       CPU2       CPU3
@@ -48,7 +48,7 @@ def test_ethtool_reads_keep_errno_and_name_the_call():
 
     import pytest
 
-    from xdpd.netdev import Host
+    from xdpd.kernel.netdev import Host
     for call, what in ((Host().rss_indirection, "ETHTOOL_GRXFHINDIR"),
                        (Host().ntuple_rule_count, "ETHTOOL_GRXCLSRLCNT")):
         with pytest.raises(OSError) as e:

@@ -31,8 +31,8 @@ def wheel(tmp_path_factory):
 
 def test_wheel_carries_extension_and_xdp_object(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert any(n.startswith("xdpd/_fastpath") and n.endswith(".so") for n in names)
-    assert "xdpd/rr_redirect.bpf.o" in names
+    assert any(n.startswith("xdpd/datapath/_fastpath") and n.endswith(".so") for n in names)
+    assert "xdpd/kernel/rr_redirect.bpf.o" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
@@ -41,9 +41,9 @@ def test_installed_package_runs(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(target), str(wheel)], check=True)
     env = dict(os.environ, PYTHONPATH=str(target))
-    code = ("import xdpd, xdpd._fastpath, xdpd.bpf, os;"
+    code = ("import xdpd, xdpd.datapath._fastpath, xdpd.kernel.bpf, os;"
             "assert xdpd.__file__.startswith(%r);"
-            "assert os.path.getsize(xdpd.bpf.object_path()) > 0;"
+            "assert os.path.getsize(xdpd.kernel.bpf.object_path()) > 0;"
             "from xdpd.cli import main; raise SystemExit(main(['--version']))") % str(target)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, cwd=tmp_path)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from xdpd.privileges import CAP_FIELDS, PrivilegeError, check_dropped
+from xdpd.kernel.privileges import CAP_FIELDS, PrivilegeError, check_dropped
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: only a process with capabilities can drop them")
@@ -18,7 +18,7 @@ needs_setpriv = pytest.mark.skipif(not shutil.which("setpriv"),
 
 CHILD = r"""
 import json, sys, threading
-from xdpd import privileges
+from xdpd.kernel import privileges
 
 def status():
     return {k: v for k, v in privileges.read_status().items()

@@ -1,8 +1,8 @@
 """What a reload may change live, and what it refuses (xdpd/reload.py)."""
 import pytest
 
-from xdpd.config import parse_config, plan_workers
-from xdpd.reload import Refused, diff
+from xdpd.config.model import parse_config, plan_workers
+from xdpd.config.diff import Refused, diff
 
 BASE = """
 interfaces:
@@ -224,9 +224,9 @@ def test_an_interface_removed_takes_all_its_members():
 
 import dataclasses  # noqa: E402
 
-from xdpd import config as config_module  # noqa: E402
-from xdpd.config import (Config, InterfaceConfig, SteeringConfig, FlowRule,  # noqa: E402
-                         Match, reload_class)
+from xdpd.config import model as config_module  # noqa: E402
+from xdpd.config.model import (Config, InterfaceConfig, SteeringConfig, FlowRule, Match,
+                               reload_class)
 
 MODELS = (Config, InterfaceConfig, SteeringConfig)
 

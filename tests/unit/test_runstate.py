@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from xdpd import runstate
-from xdpd.runstate import Attachment, Owner, Record, RecordError
+from xdpd.control import recovery as runstate
+from xdpd.control.recovery import Attachment, Owner, Record, RecordError
 
 OWNER = Owner(pid=4567, start_time=891234, boot_id="b00t")
 RECORD = Record(OWNER, (Attachment("in0", 5, 123, "native"),

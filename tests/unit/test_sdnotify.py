@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from xdpd import sdnotify
-from xdpd.sdnotify import Notifier
+from xdpd.control import sdnotify
+from xdpd.control.sdnotify import Notifier
 
 
 @pytest.fixture

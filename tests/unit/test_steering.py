@@ -10,10 +10,11 @@ from textwrap import dedent
 
 import pytest
 
-from xdpd import ethtool, runstate
-from xdpd.config import ConfigError, FlowRule, parse_config
-from xdpd.ethtool import Ethtool, FlowSpec
-from xdpd.steering import Steering, check_steering, journal_path, read_journal, recover
+from xdpd.kernel import ethtool
+from xdpd.control import recovery as runstate
+from xdpd.config.model import ConfigError, FlowRule, parse_config
+from xdpd.kernel.ethtool import Ethtool, FlowSpec
+from xdpd.control.steering import Steering, check_steering, journal_path, read_journal, recover
 
 RXNFC = ethtool._RXNFC_HEAD.size          # where the flow spec starts in ethtool_rxnfc
 
@@ -282,7 +283,7 @@ def test_after_a_crash_a_rule_xdpd_did_not_add_is_left_alone(tmp_path, caplog):
 
 
 def test_a_journal_of_a_running_xdpd_is_refused(tmp_path):
-    from xdpd.steering import SteeringError
+    from xdpd.control.steering import SteeringError
     nic = FakeNic()
     path = crashed(tmp_path, nic)
     with pytest.raises(SteeringError):

@@ -13,12 +13,15 @@ import tempfile
 import pytest
 from test_steering import FakeNic
 
-from xdpd import _fastpath, exitcodes, runstate
-from xdpd.config import parse_config
-from xdpd.ethtool import Ethtool
-from xdpd.shared_umem import UmemGeometry
-from xdpd.supervisor import BACKOFF_S, SetupError, Supervisor, WorkerState
-from xdpd.xsk import XskError
+from xdpd.datapath import _fastpath
+from xdpd import exitcodes
+from xdpd.control import recovery as runstate
+from xdpd.config.model import parse_config
+from xdpd.kernel.ethtool import Ethtool
+from xdpd.datapath.umem import UmemGeometry
+from xdpd.control.supervisor import BACKOFF_S, SetupError, Supervisor
+from xdpd.control.workers import WorkerState
+from xdpd.kernel.xsk import XskError
 
 CONFIG = """
 interfaces:
@@ -68,7 +71,7 @@ class FakeHost:
         return "veth"
 
     def link_peer(self, name):
-        from xdpd.netdev import LinkPeer
+        from xdpd.kernel.netdev import LinkPeer
         return LinkPeer(20, name.replace("0", "-peer"), "peerns")
 
     def rx_queue_count(self, name):
@@ -484,7 +487,7 @@ def test_a_standby_still_starting_still_takes_over_and_the_log_says_so(caplog):
 
 
 def test_the_control_socket_refuses_non_root_workers_and_their_children():
-    from xdpd.control import Peer
+    from xdpd.control.server import Peer
     sup, ops = started()
     sup.replace_workers()                       # standbys too
     w = sup.workers[0]
@@ -529,7 +532,7 @@ def test_a_spawn_the_os_refuses_is_counted_and_retried_not_fatal(caplog):
 
 
 def test_a_status_group_may_ask_status_and_nothing_else():
-    from xdpd.control import Peer
+    from xdpd.control.server import Peer
     sup, ops = started()
     sup._status_gid = 4321
     assert sup.authorize_peer(Peer(4242, 1000, 4321), "status") is None
@@ -637,7 +640,7 @@ def test_tx_budget_auto_is_set_on_every_socket_and_zero_leaves_the_kernel_defaul
 
 
 def test_a_stop_requested_while_starting_undoes_the_start():
-    from xdpd.supervisor import StopRequested
+    from xdpd.control.supervisor import StopRequested
     ops = FakeOps()
     sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
     spawn = ops.spawn
@@ -825,7 +828,7 @@ def test_start_retries_a_bind_the_kernel_answers_ebusy():
 
 
 def test_start_gives_up_on_a_queue_that_stays_busy(monkeypatch):
-    from xdpd import supervisor
+    from xdpd.control import supervisor
     monkeypatch.setattr(supervisor, "REBIND_TIMEOUT_S", 0.05)
     ops = FakeOps()
     ops.busy_binds = 10**9
@@ -928,7 +931,7 @@ def test_a_dead_xdpds_steering_is_undone_at_start():
 
 
 def test_steering_the_driver_cannot_do_is_a_config_error_before_anything_is_done():
-    from xdpd.config import ConfigError
+    from xdpd.config.model import ConfigError
     ops = FakeOps()
     ops.nic = FakeNic(driver="veth", combined=None, rx_tx=(4, 4), ntuple=0)
     sup = Supervisor(parse_config(STEERED, "xdpd.yaml"), ops)
@@ -1025,8 +1028,8 @@ def test_a_member_given_up_leaves_its_owner_running():
 def test_the_workers_user_is_resolved_or_refused_naming_the_key():
     import grp
     import pwd
-    from xdpd.config import WorkersConfig
-    from xdpd.supervisor import resolve_worker_user
+    from xdpd.config.model import WorkersConfig
+    from xdpd.control.supervisor import resolve_worker_user
     nobody = pwd.getpwnam("nobody")
     assert resolve_worker_user(WorkersConfig()) == (nobody.pw_uid, nobody.pw_gid)
     nogroup = grp.getgrgid(nobody.pw_gid).gr_name

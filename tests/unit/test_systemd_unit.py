@@ -13,7 +13,7 @@ import pytest
 
 from xdpd import exitcodes
 from xdpd.cli import DEFAULT_SOCKET
-from xdpd.config import ControlConfig
+from xdpd.config.model import ControlConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNIT = os.path.join(ROOT, "deploy", "systemd", "xdpd.service")

@@ -20,12 +20,12 @@ import time
 import pytest
 
 from xdpd import exitcodes
-from xdpd.top import human, main, render, render_error
+from xdpd.cli.top import human, main, render, render_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 try:
-    import xdpd.control
+    import xdpd.control.server  # noqa: F401
     HAVE_CONTROL = True
 except ImportError:             # the control socket's client is not there yet
     HAVE_CONTROL = False
@@ -421,7 +421,7 @@ class Terminal:
     terminal: keys are typed into it and the screen is read out of it."""
 
     def __init__(self, sock: str, interval: float, rows: int = 40, cols: int = 120):
-        code = (f"import sys; from xdpd.top import main; "
+        code = (f"import sys; from xdpd.cli.top import main; "
                 f"sys.exit(main({sock!r}, {interval!r}))")
         env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
         env.update(TERM="xterm", PYTHONPATH=REPO)   # LINES/COLUMNS would pin the size

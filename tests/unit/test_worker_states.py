@@ -1,4 +1,4 @@
-"""The workers' state machine (supervisor.TRANSITIONS): every legal edge
+"""The workers' state machine (workers.TRANSITIONS): every legal edge
 is taken as declared, every other raises (in tests; a daemon logs it), and
 nothing assigns a worker's state except Worker.transition()."""
 import itertools
@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from xdpd import supervisor
-from xdpd.config import WorkerPlan
-from xdpd.supervisor import TRANSITIONS, IllegalTransition, Worker, WorkerState
+from xdpd.control import workers
+from xdpd.config.model import WorkerPlan
+from xdpd.control.workers import TRANSITIONS, IllegalTransition, Worker, WorkerState
 
 STATES = list(WorkerState)
 
@@ -61,7 +61,7 @@ def test_the_table_reads_as_a_life():
 
 
 def test_a_daemon_logs_an_illegal_change_and_carries_on(monkeypatch, caplog):
-    monkeypatch.setattr(supervisor, "STRICT_TRANSITIONS", False)
+    monkeypatch.setattr(workers, "STRICT_TRANSITIONS", False)
     w = worker(WorkerState.STOPPED)
     with caplog.at_level(logging.ERROR, logger="xdpd"):
         w.transition(WorkerState.RUNNING)
@@ -70,7 +70,8 @@ def test_a_daemon_logs_an_illegal_change_and_carries_on(monkeypatch, caplog):
 
 
 def test_nothing_but_transition_assigns_a_state():
-    src = (pathlib.Path(supervisor.__file__)).read_text()
-    assigned = [line.strip() for line in src.splitlines()
+    control = pathlib.Path(workers.__file__).parent
+    assigned = [(path.name, line.strip()) for path in sorted(control.glob("*.py"))
+                for line in path.read_text().splitlines()
                 if re.search(r"\.state\s*=[^=]", line)]
-    assert assigned == ["self.state = new"], assigned
+    assert assigned == [("workers.py", "self.state = new")], assigned

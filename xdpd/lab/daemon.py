@@ -15,9 +15,9 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .netns import pids_in_netns
-from ..isolated import python_argv
-from .traffic import child_env
+from xdpd.lab.netns import pids_in_netns
+from xdpd.isolated import python_argv
+from xdpd.lab.traffic import child_env
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -127,7 +127,7 @@ class LabDaemon:
 
     def request(self, command: str, timeout: float = 60.0, **args) -> dict:
         """Ask the daemon over its control socket (xdpd.control.request)."""
-        from ..control import request
+        from xdpd.control.server import request
         return request(self.socket_path, command, timeout=timeout, **args)
 
     def status(self) -> dict:
@@ -219,7 +219,7 @@ class LabDaemon:
     @property
     def record_path(self) -> str:
         """The daemon's record of the XDP programs it attached (runstate.py)."""
-        from ..runstate import record_path
+        from xdpd.control.recovery import record_path
         return record_path(self.socket_path)
 
     def close(self) -> None:

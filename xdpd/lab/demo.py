@@ -24,12 +24,12 @@ import subprocess
 import sys
 import time
 
-from .. import exitcodes
-from .netns import Lab, LabError, cleanup_stale
-from .daemon import DaemonError, LabDaemon, forward_config
-from ..bpf import BpfError
-from .xdp import CountingSink
-from .traffic import TrafficError, child_env
+from xdpd import exitcodes
+from xdpd.lab.netns import Lab, LabError, cleanup_stale
+from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
+from xdpd.kernel.bpf import BpfError
+from xdpd.lab.xdp import CountingSink
+from xdpd.lab.traffic import TrafficError, child_env
 
 log = logging.getLogger("xdpd.lab.demo")
 

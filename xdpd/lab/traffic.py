@@ -47,9 +47,9 @@ import sys
 import time
 from typing import NamedTuple
 
-from ..isolated import python_argv
-from .frames import ip_checksum, mac_to_str, parse_mac
-from ..oserrors import errname
+from xdpd.isolated import python_argv
+from xdpd.lab.frames import ip_checksum, mac_to_str, parse_mac
+from xdpd.kernel.errors import errname
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
 ETH_P_ALL = 0x0003

@@ -41,10 +41,10 @@ import struct
 import sys
 import time
 
-from .. import bpf
-from ..bpf import BpfError, bpf_error, errno_hint, libbpf
-from .daemon import run_in_netns
-from .frames import ip_checksum, parse_mac
+from xdpd.kernel import bpf
+from xdpd.kernel.bpf import BpfError, bpf_error, errno_hint, libbpf
+from xdpd.lab.daemon import run_in_netns
+from xdpd.lab.frames import ip_checksum, parse_mac
 
 OBJECT_NAME = "lab.bpf.o"
 

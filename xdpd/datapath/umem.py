@@ -27,7 +27,7 @@ import mmap
 import os
 from dataclasses import dataclass
 
-from . import _fastpath
+from xdpd.datapath import _fastpath
 
 FRAME_LOCATIONS = ("free", "rx", "tx", "handoff")
 MFD_HUGETLB = getattr(os, "MFD_HUGETLB", 0x0004)

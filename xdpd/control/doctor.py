@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import exitcodes
+from xdpd import exitcodes
 
 LEVELS = ("ok", "warn", "error")
 
@@ -80,7 +80,7 @@ def exit_code(findings: list[Finding]) -> int:
 
 def queue_list(queues) -> str:
     """0-1,3: the owned queues, short."""
-    from .config import format_cpulist
+    from xdpd.config.model import format_cpulist
     return format_cpulist(set(queues))
 
 
@@ -296,7 +296,7 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
 def check_checksum(config, host, nd: Netdev) -> list[Finding]:
     """Partial TCP/UDP checksums (a local stack's with TX offload on): who
     completes them, or, where nobody does, who sends them and the fix."""
-    from .netdev import completes_checksums
+    from xdpd.kernel.netdev import completes_checksums
     mode = nd.config.checksum
     try:
         kind = host.link_kind(nd.name)
@@ -309,7 +309,7 @@ def check_checksum(config, host, nd: Netdev) -> list[Finding]:
     if not kind:
         return [Finding("checksum", "ok", nd.name,
                         f"a NIC: frames from a wire carry complete checksums (checksum: {mode})")]
-    from .netdev import partial_checksums_left
+    from xdpd.kernel.netdev import partial_checksums_left
     return [Finding("checksum", "warn", nd.name, *partial_checksums_left(host, nd.name, kind))]
 
 
@@ -339,7 +339,7 @@ def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
 
 
 def check_napi(config, host) -> list[Finding]:
-    from .config import plan_workers
+    from xdpd.config.model import plan_workers
     plans = plan_workers(config, host)
     bad = napi_placement(config, plans, host)
     findings = [Finding("napi", "warn", plan.name, finding, fix) for plan, finding, fix in bad]
@@ -551,14 +551,14 @@ class DoctorHost:
     """The real host plus what only doctor asks: the XDP mode attached now."""
 
     def __init__(self, host=None):
-        from .netdev import Host
+        from xdpd.kernel.netdev import Host
         self._host = host or Host()
 
     def __getattr__(self, name):
         return getattr(self._host, name)
 
     def xdp_attached_mode(self, name: str) -> str | None:
-        from .bpf import query_xdp
+        from xdpd.kernel.bpf import query_xdp
         try:
             return query_xdp(self._host.ifindex(name))["mode"]
         except OSError:
@@ -594,7 +594,7 @@ def diagnose(config, host, ask: Callable[[], dict] | None, seconds: float = DEFA
              sleep: Callable[[float], None] = time.sleep) -> Report:
     """Static checks, then live ones if ask() (one `status` request) answers.
     ask raises ControlError when no daemon answers."""
-    from .control import ControlError
+    from xdpd.control.server import ControlError
     before = None
     live = "no daemon asked"
     if ask is not None:

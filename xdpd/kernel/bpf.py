@@ -27,7 +27,7 @@ import platform
 import sys
 import threading
 
-from .oserrors import errname
+from xdpd.kernel.errors import errname
 
 log = logging.getLogger("xdpd.bpf")
 

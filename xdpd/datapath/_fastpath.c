@@ -1212,7 +1212,7 @@ static PyMethodDef Control_methods[] = {
 
 static PyTypeObject ControlType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "xdpd._fastpath.Control",
+	.tp_name = "xdpd.datapath._fastpath.Control",
 	.tp_basicsize = sizeof(ControlObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Control(fd, size): the shared control area, mapped",
@@ -3653,7 +3653,7 @@ static PyMethodDef Port_methods[] = {
 
 static PyTypeObject PortType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "xdpd._fastpath.Port",
+	.tp_name = "xdpd.datapath._fastpath.Port",
 	.tp_basicsize = sizeof(PortObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Port(control, worker_id, xsk_fd, umem_fd, umem_size, ring_sizes, "

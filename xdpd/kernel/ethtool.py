@@ -32,7 +32,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from .oserrors import CallError
+from xdpd.kernel.errors import CallError
 
 __all__ = ["Channels", "Ethtool", "FlowSpec", "EthtoolError", "RX_CLS_LOC_ANY"]
 

@@ -220,15 +220,15 @@ class Host:
     # ethtool reads for `xdpd doctor`: EthtoolError (an OSError) keeps the
     # kernel's errno, EOPNOTSUPP where the driver lacks the operation
     def driver(self, name: str) -> str:
-        from .ethtool import Ethtool
+        from xdpd.kernel.ethtool import Ethtool
         return Ethtool().driver(name)
 
     def rss_indirection(self, name: str) -> list[int]:
-        from .ethtool import Ethtool
+        from xdpd.kernel.ethtool import Ethtool
         return Ethtool().get_indirection(name)
 
     def ntuple_rule_count(self, name: str) -> int:
-        from .ethtool import Ethtool
+        from xdpd.kernel.ethtool import Ethtool
         return Ethtool().rule_count(name)[0]
 
 

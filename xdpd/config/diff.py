@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from .config import (Config, InterfaceConfig, SteeringConfig, WorkerPlan, reload_class)
+from xdpd.config.model import Config, InterfaceConfig, SteeringConfig, WorkerPlan, reload_class
 
 # What to do instead of changing fanout live: for the refusal message.
 FANOUT_ADVICE = "remove {name} in one reload and add it back in the next"

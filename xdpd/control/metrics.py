@@ -24,10 +24,10 @@ from typing import Iterator
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import MetricsHandler
 
-from . import __version__
-from .bpf import XDPD_MAX_QUEUES
-from .metric_table import METRICS, family
-from .supervisor import worker_rule_counts
+from xdpd import __version__
+from xdpd.kernel.bpf import XDPD_MAX_QUEUES
+from xdpd.control.metric_table import METRICS, family
+from xdpd.control.workers import worker_rule_counts
 
 log = logging.getLogger("xdpd.metrics")
 

@@ -1,6 +1,6 @@
 """A worker: one process per (netdev, queue), pinned to one CPU.
 
-The supervisor starts `python -m xdpd.worker` with the worker's frozen spec
+The supervisor starts `python -m xdpd.datapath.worker` with the worker's frozen spec
 (JSON, on stdin) and the file descriptors it needs already open: its
 AF_XDP socket, the UMEM and control-area memfds, and every worker's
 eventfd.  The worker never sees the YAML and never creates kernel objects;
@@ -39,8 +39,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from . import exitcodes, privileges
-from .logs import parse_level, setup_logging
+from xdpd import exitcodes
+from xdpd.kernel import privileges
+from xdpd.logs import parse_level, setup_logging
 
 log = logging.getLogger("xdpd.worker")
 
@@ -197,7 +198,7 @@ def confine(spec: WorkerSpec) -> None:
     capability, non-dumpable, under no_new_privs, with the parent-death
     signal set again (the uid change cleared it), then under the worker's
     system call filter (confine.c)."""
-    from . import _confine
+    from xdpd.kernel import _confine
     privileges.drop_all_capabilities(spec.uid, spec.gid)
     die_with_parent(spec.parent_pid)
     try:
@@ -218,7 +219,7 @@ def wait_for_go(spec: WorkerSpec, stdin) -> bool:
 
 
 def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int:
-    from . import _fastpath
+    from xdpd.datapath import _fastpath
 
     die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business

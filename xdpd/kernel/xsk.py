@@ -23,7 +23,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from .oserrors import CallError
+from xdpd.kernel.errors import CallError
 
 AF_XDP = 44
 SOL_XDP = 283

@@ -47,7 +47,6 @@ undone after step 6.
 """
 from __future__ import annotations
 
-import enum
 import errno
 import grp
 import logging
@@ -60,12 +59,13 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from . import __version__, exitcodes
-from .config import (VLAN_PROTOS, Config, ConfigError, InterfaceConfig, WorkerPlan,
-                     WorkersConfig,
-                     check_host, parse_config, plan_workers, read_config_file)
-from .isolated import python_argv
-from .oserrors import errname
+from xdpd import __version__, exitcodes
+from xdpd.config.model import (VLAN_PROTOS, Config, ConfigError, InterfaceConfig, WorkerPlan,
+                               WorkersConfig, check_host, parse_config, plan_workers,
+                               read_config_file)
+from xdpd.isolated import python_argv
+from xdpd.control.workers import DirectSocket, Worker, WorkerState, worker_rule_counts
+from xdpd.kernel.errors import errname
 
 log = logging.getLogger("xdpd.supervisor")
 
@@ -105,44 +105,6 @@ MAX_DIRECT = 8                      # FP_MAX_DIRECT: direct sockets per worker
 L2_OVERHEAD = 14 + 4
 
 
-class WorkerState(enum.Enum):
-    STOPPED = "stopped"     # not running, not wanted to run
-    STARTING = "starting"   # spawned, not yet RUNNING in shared memory
-    RUNNING = "running"     # forwarding
-    DRAINING = "draining"   # being removed by a reload
-    BACKOFF = "backoff"     # died; waiting before the next start
-    FATAL = "fatal"         # died too often while starting; given up
-
-
-_S = WorkerState
-# Every legal change of a worker's state, and what makes it (Worker.transition):
-# nothing else assigns Worker.state.
-TRANSITIONS = {
-    (_S.STOPPED, _S.STARTING): "spawned",
-    (_S.BACKOFF, _S.STARTING): "spawned again after its delay",
-    (_S.STARTING, _S.RUNNING): "its fast path reports RUNNING (FILL ring primed)",
-    (_S.STARTING, _S.BACKOFF): "died before it ran",
-    (_S.RUNNING, _S.BACKOFF): "died",
-    (_S.STARTING, _S.FATAL): "died too often in a row while starting",
-    (_S.RUNNING, _S.FATAL): "died too often in a row soon after starting",
-    (_S.BACKOFF, _S.FATAL): "its fanout group's owner was given up",
-    **{(s, _S.FATAL): "its fanout group's owner was given up"
-       for s in (_S.STOPPED, _S.DRAINING)},
-    **{(s, _S.DRAINING): "removed by a reload"
-       for s in (_S.STARTING, _S.RUNNING, _S.BACKOFF, _S.FATAL)},
-    **{(s, _S.STOPPED): "released, or the supervisor stopping"
-       for s in (_S.STARTING, _S.RUNNING, _S.DRAINING, _S.BACKOFF, _S.FATAL)},
-}
-del _S
-# Tests set this: an illegal change raises there; a daemon logs it (a bug)
-# and carries on.
-STRICT_TRANSITIONS = False
-
-
-class IllegalTransition(RuntimeError):
-    """A worker state change that TRANSITIONS does not allow: a bug."""
-
-
 class StopRequested(Exception):
     """SIGTERM/SIGINT arrived while starting; start() undoes what it did."""
 
@@ -153,58 +115,6 @@ class SetupError(Exception):
     def __init__(self, message: str, code: int = exitcodes.OSERR):
         super().__init__(message)
         self.code = code
-
-
-@dataclass
-class DirectSocket:
-    """A worker's TX-only socket on another interface's queue (the fast
-    path's "Direct transmission"), bound with XDP_SHARED_UMEM to the socket
-    of the worker owning that queue's rings: what the worker forwards there
-    it sends itself, and that worker's COMPLETION ring gives it back."""
-    owner: int                      # that worker's id
-    netdev: str
-    queue: int
-    socket: object | None           # xsk.XdpSocket; None once closed (queue removed)
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
-
-
-@dataclass
-class Worker:
-    id: int
-    plan: WorkerPlan
-    netdev_index: int
-    socket: object                  # xsk.XdpSocket
-    state: WorkerState = WorkerState.STOPPED
-    proc: subprocess.Popen | None = None
-    started_at: float = 0.0
-    restarts: int = 0
-    quick_deaths: int = 0
-    next_start: float = 0.0
-    started_wall: float = 0.0       # time.time() of the current process's spawn
-    # A process already started (interpreter up, control area mapped) that
-    # waits on its stdin to take over this worker's socket: replacing a
-    # dead worker costs a pipe write, not an interpreter start.
-    standby: subprocess.Popen | None = None
-    standby_after: float = 0.0      # time.monotonic() from which to start a standby
-    direct: list[DirectSocket] = field(default_factory=list)   # by index in the slot
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    def transition(self, new: WorkerState) -> None:
-        """The one way the state changes: along TRANSITIONS (staying put is
-        no change)."""
-        if new is not self.state and (self.state, new) not in TRANSITIONS:
-            msg = f"{self.name}: {self.state.value} -> {new.value} is not a legal state change"
-            if STRICT_TRANSITIONS:
-                raise IllegalTransition(msg)
-            log.error("%s (a bug in xdpd: please report it)", msg)
-        self.state = new
 
 
 @dataclass
@@ -221,7 +131,7 @@ class Interface:
 
     @property
     def completes_checksums(self) -> bool:
-        from .netdev import completes_checksums
+        from xdpd.kernel.netdev import completes_checksums
         return completes_checksums(self.config.checksum if self.config else "auto", self.kind)
 
 
@@ -230,39 +140,39 @@ class SystemOps:
     unit tests can hand the supervisor a fake (supervisord's DummyOptions)."""
 
     def __init__(self, host=None):
-        from .netdev import Host
+        from xdpd.kernel.netdev import Host
         self.host = host or Host()
 
     def load_program(self, netdev: str):
-        from .bpf import XdpProgram
+        from xdpd.kernel.bpf import XdpProgram
         return XdpProgram.load(name=netdev)
 
     def create_umem(self, geometry, hugepages: str):
-        from .shared_umem import SharedUmem
+        from xdpd.datapath.umem import SharedUmem
         return SharedUmem(geometry, hugepages)
 
     def create_socket(self, netdev: str, ifindex: int, queue: int):
-        from .xsk import XdpSocket
+        from xdpd.kernel.xsk import XdpSocket
         return XdpSocket(netdev, ifindex, queue)
 
     def query_xdp(self, ifindex: int) -> dict:
         """The XDP programs attached to ifindex (bpf.query_xdp)."""
-        from .bpf import query_xdp
+        from xdpd.kernel.bpf import query_xdp
         return query_xdp(ifindex)
 
     def prog_info(self, prog_id: int) -> tuple[str, str]:
         """(name, tag) of a loaded BPF program (bpf.prog_info)."""
-        from .bpf import prog_info
+        from xdpd.kernel.bpf import prog_info
         return prog_info(prog_id)
 
     def detach_xdp(self, ifindex: int, mode: str, prog_id: int) -> None:
         """Detach program prog_id from ifindex if it is still the one there."""
-        from .bpf import detach_xdp
+        from xdpd.kernel.bpf import detach_xdp
         detach_xdp(ifindex, mode, prog_id)
 
     def ethtool(self):
         """The ethtool requests steering makes (ethtool.Ethtool)."""
-        from .ethtool import Ethtool
+        from xdpd.kernel.ethtool import Ethtool
         return Ethtool()
 
     def process_lineage(self, pid: int) -> list[int] | None:
@@ -356,7 +266,7 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
     all, from old_config (what its worker still has on the RX ring goes
     where it always went); in the new rules the workers in `exclude` (being
     removed) are nobody's egress."""
-    from .bpf import match_to_c
+    from xdpd.kernel.bpf import match_to_c
     names = {i.name for i in config.interfaces}
     table: list[list[dict] | None] = \
         [None] * (max((i.index for i in interfaces), default=-1) + 1)
@@ -468,7 +378,7 @@ class Supervisor:
         """Set everything up, in order; on any failure, or a stop requested
         meanwhile (checked between steps, see install_signal_handlers),
         undo what was done and raise."""
-        from .steering import check_steering
+        from xdpd.control.steering import check_steering
         if any(not i.steering.empty for i in self.config.interfaces):
             check_steering(self.config, self.ops.ethtool())
         plans: list[WorkerPlan] = []
@@ -537,7 +447,7 @@ class Supervisor:
         """Warn about a worker pinned to the CPU that runs its queue's NAPI
         poll (the queue's IRQ CPU): the two take turns on one core, and a
         spinning or busy-polling worker starves the NAPI poll it waits for."""
-        from .doctor import napi_placement
+        from xdpd.control.doctor import napi_placement
         warnings = [f"{plan.name}: {finding}. {fix[0].upper()}{fix[1:]}"
                     for plan, finding, fix in napi_placement(self.config, plans, self.host)]
         for text in warnings:
@@ -551,7 +461,7 @@ class Supervisor:
         Only a program the record names, and only while its netdev still
         has exactly that program: anything else is left alone, and logged.
         A record whose owner still runs is another xdpd: refuse."""
-        from . import runstate
+        from xdpd.control import recovery as runstate
         path = runstate.record_path(self.config.control.socket)
         try:
             self._record_dir_made = runstate.make_dir(path)
@@ -588,7 +498,7 @@ class Supervisor:
     def _undo_what_a_dead_xdpd_steered(self) -> None:
         """Undo the steering a killed xdpd's journal names (steering.py:
         only what is still as it set it), then keep a journal of our own."""
-        from . import steering
+        from xdpd.control import steering
         path = steering.journal_path(self.config.control.socket)
         nic = self.ops.ethtool()
         try:
@@ -600,7 +510,7 @@ class Supervisor:
         self.steering = steering.Steering(nic, path, self._record_owner)
 
     def _apply_steering(self, ifaces=None) -> None:
-        from .steering import SteeringError
+        from xdpd.control.steering import SteeringError
         for iface_cfg in self.config.interfaces if ifaces is None else ifaces:
             if iface_cfg.steering.empty:
                 continue
@@ -611,7 +521,7 @@ class Supervisor:
 
     def _remove_left_program(self, a, pid: int) -> None:
         """Detach a dead xdpd's program from its netdev if it is still there."""
-        from .bpf import PROG_NAME
+        from xdpd.kernel.bpf import PROG_NAME
         theirs = f"{PROG_NAME} (prog id {a.prog_id}) left attached by xdpd pid {pid} that died"
         try:
             cur = self.ops.query_xdp(a.ifindex)
@@ -656,7 +566,7 @@ class Supervisor:
     def _write_record(self) -> None:
         """Put on file what is attached now (and what is being attached):
         what the next start removes if this process dies without detaching."""
-        from . import runstate
+        from xdpd.control import recovery as runstate
         if self._record_path is None:
             return
         attached = [*self.interfaces, *self._detach_failed]
@@ -672,7 +582,7 @@ class Supervisor:
 
     def _close_record(self) -> None:
         """On stop: remove the record, or keep on it what could not be detached."""
-        from . import runstate
+        from xdpd.control import recovery as runstate
         if self._record_path is None:
             return
         try:
@@ -697,7 +607,7 @@ class Supervisor:
         """Load rr_redirect for a netdev, own `queues` (no sockets yet: the
         fallback applies), attach.  The netdev gets the lowest free index
         in the forwarding table, kept for as long as it is configured."""
-        from .bpf import BpfError
+        from xdpd.kernel.bpf import BpfError
         used = {i.index for i in self.interfaces}
         index = next(n for n in range(len(used) + 1) if n not in used)
         if index >= MAX_NETDEVS:
@@ -730,7 +640,7 @@ class Supervisor:
     def _link_kind(self, name: str) -> str:
         """The netdev's rtnetlink kind ("" for a NIC); "unknown" where
         netlink does not say, which `checksum: auto` treats as software."""
-        from .netdev import NetdevError
+        from xdpd.kernel.netdev import NetdevError
         try:
             return self.host.link_kind(name)
         except NetdevError as e:
@@ -750,7 +660,7 @@ class Supervisor:
             return
         if not iface.kind:
             return                          # a NIC: a wire sends no partial checksums
-        from .netdev import partial_checksums_left
+        from xdpd.kernel.netdev import partial_checksums_left
         what, fix = partial_checksums_left(self.host, iface.name, iface.kind)
         log.warning("%s: %s; %s", iface.name, what, fix)
 
@@ -794,8 +704,8 @@ class Supervisor:
         return [True, False]
 
     def _create_umem_and_sockets(self, plans) -> None:
-        from .shared_umem import UmemGeometry
-        from .xsk import RingSizes, XskError
+        from xdpd.datapath.umem import UmemGeometry
+        from xdpd.kernel.xsk import RingSizes, XskError
         # spare slots: workers a reload may add (the UMEM cannot grow)
         slots = len(plans) + self.config.umem.spare_workers
         geo = UmemGeometry(slots, self.config.umem.frames_per_worker,
@@ -878,7 +788,7 @@ class Supervisor:
         """w's direct sockets, each a TX ring bound to its target's queue
         sharing that socket's rings.  One the kernel refuses is left out
         (logged): w then hands those packets to that queue's worker."""
-        from .xsk import XskError
+        from xdpd.kernel.xsk import XskError
         for owner in self._direct_targets(w):
             sock = self.ops.create_socket(owner.plan.netdev,
                                           self.host.ifindex(owner.plan.netdev), owner.plan.queue)
@@ -941,7 +851,7 @@ class Supervisor:
         reload, or held by the workers of an xdpd that was killed) stays
         busy for a moment: the kernel releases the socket's buffer pool
         from a work queue, and bind() answers EBUSY until then."""
-        from .xsk import XskError
+        from xdpd.kernel.xsk import XskError
         deadline = time.monotonic() + REBIND_TIMEOUT_S
         while True:
             sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev),
@@ -1033,7 +943,7 @@ class Supervisor:
     # -- workers ----------------------------------------------------------
 
     def worker_spec(self, w: Worker):
-        from .worker import WorkerSpec
+        from xdpd.datapath.worker import WorkerSpec
         r = self.ring_sizes
         return WorkerSpec(
             id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.plan.cpu,
@@ -1066,7 +976,7 @@ class Supervisor:
             if standby is not None:
                 self._reap_standby(w.name, standby)
             spec = self.worker_spec(w)
-            proc = self.ops.spawn(["xdpd.worker", w.name],
+            proc = self.ops.spawn(["xdpd.datapath.worker", w.name],
                                   spec.to_json() + "\ngo\n", spec.fds())
             how = "spawned pid %d" % proc.pid
         with self.lock:
@@ -1079,7 +989,7 @@ class Supervisor:
 
     def spawn_standby(self, w: Worker) -> None:
         spec = self.worker_spec(w)
-        w.standby = self.ops.spawn(["xdpd.worker", w.name], spec.to_json() + "\n",
+        w.standby = self.ops.spawn(["xdpd.datapath.worker", w.name], spec.to_json() + "\n",
                                    spec.fds(), standby=True)
         log.debug("%s: standby pid %d", w.name, w.standby.pid)
 
@@ -1109,7 +1019,7 @@ class Supervisor:
     def _reports_running(self, w: Worker) -> bool:
         """w's current process (not a predecessor whose state is still in
         shared memory) reports RUNNING."""
-        from . import _fastpath
+        from xdpd.datapath import _fastpath
         _, pid, state, _ = self.umem.control.worker_liveness(w.id)
         return w.proc is not None and pid == w.proc.pid and state == _fastpath.STATE_RUNNING
 
@@ -1151,7 +1061,7 @@ class Supervisor:
                 log.warning("%s: removing socket from XSKMAP failed: %s", w.name, e)
 
     def _start_control(self) -> None:
-        from .control import ControlServer
+        from xdpd.control.server import ControlServer
         path = self.config.control.socket
         group = self.config.control.status_group
         if group is not None:
@@ -1174,7 +1084,7 @@ class Supervisor:
         listen = self.config.metrics.listen
         if listen is None:
             return
-        from .metrics import serve
+        from xdpd.control.metrics import serve
         host, port = listen
         try:
             self.metrics_server = serve(self, host, port)
@@ -1430,7 +1340,7 @@ class Supervisor:
         """Apply a new configuration: the file xdpd runs with, or `text`
         (named `path` in messages) from `xdpd reload --config`.  Returns
         (ok, result, error); the running configuration stays on any error."""
-        from .reload import Refused
+        from xdpd.config.diff import Refused
         started = time.monotonic()
         source = path or self.config.source
         if self.notifier:
@@ -1445,7 +1355,7 @@ class Supervisor:
             new = replace(new, source=self.config.source)
             check_host(new, self.host)
             if any(not i.steering.empty for i in new.interfaces):
-                from .steering import check_steering
+                from xdpd.control.steering import check_steering
                 check_steering(new, self.ops.ethtool())
             plan = self._plan_reload(new)
             changes = plan.summary()
@@ -1483,7 +1393,7 @@ class Supervisor:
         return ok, result, None if ok else message
 
     def _plan_reload(self, new: Config):
-        from .reload import Refused, diff
+        from xdpd.config.diff import Refused, diff
         new_plans = list(plan_workers(new, self.host))
         # Workers that stay keep their CPU; only new ones take the new plan's.
         old_plans = [w.plan for w in self.workers]
@@ -1555,7 +1465,7 @@ class Supervisor:
     def _update_steering(self, old: Config, changed: list[InterfaceConfig]) -> None:
         """Only what differs (steering.Steering.update); a failure is
         reported, what was changed stays on the journal."""
-        from .steering import SteeringError
+        from xdpd.control.steering import SteeringError
         for iface_cfg in changed:
             try:
                 self.steering.update(old.interface(iface_cfg.name), iface_cfg)
@@ -1579,7 +1489,7 @@ class Supervisor:
     def _drain(self, removing: list[Worker]) -> None:
         """Take removed workers' queues back from them and let them finish
         (worker.py: the two drain steps), then give their slots back."""
-        from . import _fastpath
+        from xdpd.datapath import _fastpath
         self._close_queues(removing, disown=True)
         for w in removing:
             iface = self.interface(w.plan.netdev)
@@ -1703,7 +1613,7 @@ class Supervisor:
         peer's ancestors are read from /proc where the supervisor can see
         them (under the unit's ProtectProc=ptraceable, not a worker's, nor
         an operator's shell: those are judged by their ids alone)."""
-        from .control import root_only
+        from xdpd.control.server import root_only
         if self.worker_uid is not None and peer.uid == self.worker_uid or \
                 self.worker_gid is not None and peer.gid == self.worker_gid:
             return (f"permission denied: pid {peer.pid} runs as the workers' user or group "
@@ -1771,7 +1681,7 @@ class Supervisor:
     def _xdp_packets(iface: Interface) -> list[dict]:
         """The XDP program's verdicts per rx queue, owned or not: traffic on
         a queue xdpd does not own shows as `passed` (xdpd doctor reads it)."""
-        from .bpf import XDPD_MAX_QUEUES
+        from xdpd.kernel.bpf import XDPD_MAX_QUEUES
         out = []
         for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
             try:
@@ -1912,18 +1822,6 @@ class Supervisor:
             self.umem.close()
             self.umem = None
         self.ready = False
-
-
-def worker_rule_counts(config, control, worker) -> list[tuple]:
-    """(rule, packets, bytes) for each rule of the worker's netdev, in order:
-    the fast path counts by position in that list (rule_stats)."""
-    if config is None:
-        return []
-    rules = config.rules_for(worker.plan.netdev)
-    if not rules:
-        return []
-    packets, bytes_ = control.rule_stats(worker.id)
-    return [(rule, packets[k], bytes_[k]) for k, rule in enumerate(rules)]
 
 
 def describe_rule(config: Config, netdev: str) -> str:

@@ -18,8 +18,8 @@ import logging
 import os
 import sys
 
-from . import __version__, exitcodes
-from .logs import LEVELS, parse_level, setup_logging
+from xdpd import __version__, exitcodes
+from xdpd.logs import LEVELS, parse_level, setup_logging
 
 log = logging.getLogger("xdpd")
 
@@ -42,16 +42,16 @@ def need_root(what: str) -> int | None:
 
 
 def cmd_check_config(args) -> int:
-    from .config import ConfigError, InterfaceConfig, load_config, plan_workers
-    from .netdev import Host
-    from .shared_umem import UmemGeometry
-    from .supervisor import describe_rule
+    from xdpd.config.model import ConfigError, InterfaceConfig, load_config, plan_workers
+    from xdpd.kernel.netdev import Host
+    from xdpd.datapath.umem import UmemGeometry
+    from xdpd.control.supervisor import describe_rule
     host = Host()
     try:
         config = load_config(args.path, host)
         if any(not i.steering.empty for i in config.interfaces):
-            from .ethtool import Ethtool
-            from .steering import check_steering
+            from xdpd.kernel.ethtool import Ethtool
+            from xdpd.control.steering import check_steering
             check_steering(config, Ethtool())
     except ConfigError as e:
         print(e, file=sys.stderr)
@@ -85,7 +85,7 @@ def cmd_check_config(args) -> int:
         s = iface.steering
         if s.empty:
             continue
-        from .steering import describe_flow
+        from xdpd.control.steering import describe_flow
         what = []
         if s.channels is not None:
             what.append(f"{s.channels} channels")
@@ -100,9 +100,9 @@ def cmd_check_config(args) -> int:
 
 def cmd_doctor(args) -> int:
     import json
-    from .config import ConfigError, load_config
-    from .control import request
-    from .doctor import DoctorHost, diagnose, exit_code
+    from xdpd.config.model import ConfigError, load_config
+    from xdpd.control.server import request
+    from xdpd.control.doctor import DoctorHost, diagnose, exit_code
     if args.seconds < 0:
         print("xdpd doctor: --seconds must be 0 or more", file=sys.stderr)
         return exitcodes.USAGE
@@ -141,11 +141,11 @@ def raise_fd_limit() -> None:
 
 
 def cmd_run(args) -> int:
-    from .bpf import BpfError
-    from .config import ConfigError, load_config
-    from .netdev import Host
-    from .supervisor import SetupError, StopRequested, Supervisor
-    from .xsk import XskError
+    from xdpd.kernel.bpf import BpfError
+    from xdpd.config.model import ConfigError, load_config
+    from xdpd.kernel.netdev import Host
+    from xdpd.control.supervisor import SetupError, StopRequested, Supervisor
+    from xdpd.kernel.xsk import XskError
     denied = need_root("run")
     if denied is not None:
         return denied
@@ -156,7 +156,7 @@ def cmd_run(args) -> int:
             log.error("%s", line)
         return exitcodes.CONFIG
     raise_fd_limit()
-    from .sdnotify import Notifier
+    from xdpd.control.sdnotify import Notifier
     sup = Supervisor(config, notifier=Notifier.from_env())
     # Before start(): SIGTERM's default action would kill xdpd mid-way with
     # its XDP programs attached.
@@ -185,8 +185,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_reload(args) -> int:
-    from .control import RELOAD_TIMEOUT_S, ControlError, request
-    from .config import ConfigError, read_config_file
+    from xdpd.control.server import RELOAD_TIMEOUT_S, ControlError, request
+    from xdpd.config.model import ConfigError, read_config_file
     fields = {}
     if args.config:
         try:
@@ -212,7 +212,7 @@ def cmd_reload(args) -> int:
 
 def cmd_status(args) -> int:
     import json
-    from .control import ControlError, request
+    from xdpd.control.server import ControlError, request
     try:
         status = request(args.socket, "status")
     except ControlError as e:
@@ -227,7 +227,7 @@ def cmd_status(args) -> int:
 
 def format_status(st: dict) -> str:
     """`xdpd status` for people; --json is the stable form for programs."""
-    from .top import duration
+    from xdpd.cli.top import duration
     lines = [f"xdpd {st['version']}, pid {st['pid']}, up {duration(st['uptime_seconds'])}, "
              f"{'ready' if st['ready'] else 'NOT READY'}",
              f"config: {st['config']['path']} (generation {st['config']['generation']})"]
@@ -261,7 +261,7 @@ def format_status(st: dict) -> str:
 
 
 def cmd_top(args) -> int:
-    from .top import main as top_main
+    from xdpd.cli.top import main as top_main
     return top_main(args.socket, args.interval)
 
 
@@ -269,7 +269,7 @@ def cmd_demo(args) -> int:
     denied = need_root("demo")
     if denied is not None:
         return denied
-    from .lab.demo import run_demo
+    from xdpd.lab.demo import run_demo
     return run_demo(seconds=args.seconds, queues=args.queues)
 
 

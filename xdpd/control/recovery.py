@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .control import make_private_dir
+from xdpd.control.server import make_private_dir
 
 FORMAT = 1
 SUFFIX = ".attached.json"           # /run/xdpd/xdpd.sock -> /run/xdpd/xdpd.attached.json

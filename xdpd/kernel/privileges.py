@@ -41,7 +41,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .oserrors import CallError
+from xdpd.kernel.errors import CallError
 
 # <linux/prctl.h>
 PR_CAPBSET_DROP = 24

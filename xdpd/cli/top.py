@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import exitcodes
+from xdpd import exitcodes
 
 Fetch = Callable[[], dict]
 
@@ -233,14 +233,14 @@ def render_error(message: str, interval: float, width: int, height: int) -> list
 def _unreachable() -> tuple[type[BaseException], ...]:
     """What a fetch raises when the daemon cannot be asked."""
     try:
-        from .control import ControlError
+        from xdpd.control.server import ControlError
     except ImportError:
         return (OSError,)
     return (ControlError, OSError)
 
 
 def control_fetch(socket_path: str) -> Fetch:
-    from .control import request
+    from xdpd.control.server import request
     return lambda: request(socket_path, "status", timeout=STATUS_TIMEOUT_S)
 
 

@@ -9,7 +9,7 @@ operator gets the same answer from all three.  It works in two steps:
   between sections (a rule's `from`/`to` must name a listed interface).  It
   touches nothing on the host, so it runs unprivileged, anywhere, and the unit
   tests can pin every message down to the letter.
-* check_host() asks a HostFacts object (xdpd.netdev.Host in the daemon, a
+* check_host() asks a HostFacts object (xdpd.kernel.netdev.Host in the daemon, a
   fake in tests) whether the netdevs, queues and CPUs exist here.  It takes
   that object as an argument instead of importing the kernel-facing module,
   which keeps this module free of netlink.
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
-    from xdpd.netdev import HostFacts
+    from xdpd.kernel.netdev import HostFacts
 
 __all__ = [
     "Config", "ConfigError", "FlowRule", "ForwardRule", "InterfaceConfig", "Match",

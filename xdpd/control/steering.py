@@ -45,10 +45,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
-from . import runstate
-from .config import Config, ConfigError, FlowRule, InterfaceConfig
-from .ethtool import RX_CLS_LOC_ANY, Channels, Ethtool, EthtoolError, FlowSpec
-from .oserrors import errname
+from xdpd.control import recovery as runstate
+from xdpd.config.model import Config, ConfigError, FlowRule, InterfaceConfig
+from xdpd.kernel.ethtool import RX_CLS_LOC_ANY, Channels, Ethtool, EthtoolError, FlowSpec
+from xdpd.kernel.errors import errname
 
 log = logging.getLogger("xdpd.steering")
 
