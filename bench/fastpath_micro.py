@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "testing"))
 import build as harness  # noqa: E402  (testing/build.py: microbench() is not in the product)
 from xdpd.kernel.bpf import match_to_c  # noqa: E402
-from xdpd.config.model import Match, RingsConfig, UmemConfig, WorkersConfig  # noqa: E402
+from xdpd.config.model import Match, RingsConfig, UmemConfig, WorkersConfig
 from xdpd.datapath.umem import SharedUmem, UmemGeometry  # noqa: E402
 
 DST_MAC = bytes.fromhex("02000000aa02")     # what set_dst_mac writes

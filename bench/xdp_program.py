@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from xdpd.kernel.bpf import XdpProgram  # noqa: E402
 from xdpd.lab.xdp import timed_run  # noqa: E402
-from xdpd.config.model import ETHERTYPES, IP_PROTOS, Match  # noqa: E402
+from xdpd.config.model import ETHERTYPES, IP_PROTOS, Match
 
 SRC_MAC = bytes.fromhex("020000000001")
 DST_MAC = bytes.fromhex("020000000002")

@@ -13,10 +13,12 @@ from textwrap import dedent
 
 import pytest
 
+from xdpd.config.file import read_config_file
 from xdpd.config.model import (Config, ConfigError, ForwardRule, InterfaceConfig, Match,
                                MetricsConfig, RingsConfig, UmemConfig, WorkerPlan,
-                               WorkersConfig, check_host, format_cpulist, load_config,
-                               parse_config, plan_workers, read_config_file)
+                               WorkersConfig)
+from xdpd.config.plan import check_host, format_cpulist, plan_workers
+from xdpd.config.schema import load_config, parse_config
 from xdpd.kernel.netdev import Host, NetdevError, parse_cpulist
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "config", "xdpd.yaml")

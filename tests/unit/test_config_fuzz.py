@@ -47,9 +47,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xdpd.config.model import (ConfigError, _CONTROL_KEYS, _INTERFACE_KEYS, _MATCH_KEYS,
-                               _Loader, _METRICS_KEYS, _RINGS_KEYS, _RULE_KEYS, _TOP_KEYS,
-                               _UMEM_KEYS, _WORKERS_KEYS, load_config, plan_workers)
+from xdpd.config.loader import _Loader
+from xdpd.config.model import (Config, ConfigError, ControlConfig, ForwardRule, InterfaceConfig,
+                               Match, MetricsConfig, RingsConfig, UmemConfig, WorkersConfig, keys)
+from xdpd.config.plan import plan_workers
+from xdpd.config.schema import load_config
 
 with open(os.path.join(os.path.dirname(__file__), "..", "..", "config", "xdpd.yaml"), "rb") as f:
     SHIPPED = f.read()
@@ -108,8 +110,9 @@ def check_accepted(config) -> None:
 
 _NO_DOCUMENT = object()
 _MISSING = object()
-SCHEMA_KEYS = frozenset(_TOP_KEYS + _INTERFACE_KEYS + _MATCH_KEYS + _RULE_KEYS + _WORKERS_KEYS + _UMEM_KEYS
-                        + _RINGS_KEYS + _METRICS_KEYS + _CONTROL_KEYS)
+SCHEMA_KEYS = frozenset(k for section in (Config, InterfaceConfig, Match, ForwardRule, WorkersConfig,
+                                           UmemConfig, RingsConfig, MetricsConfig, ControlConfig)
+                        for k in keys(section))
 SCHEMA_KEYS_LIST = sorted(SCHEMA_KEYS)
 
 
@@ -423,13 +426,13 @@ def entries(draw, keys: tuple[str, ...], required: tuple[str, ...], mischief: in
 
 
 SECTIONS = {  # name: (keys, required keys, a list of them?)
-    "interfaces": (_INTERFACE_KEYS, ("name",), True),
-    "forward": (_RULE_KEYS, ("from", "to", "set_src_mac"), True),
-    "workers": (_WORKERS_KEYS, (), False),
-    "umem": (_UMEM_KEYS, (), False),
-    "rings": (_RINGS_KEYS, (), False),
-    "metrics": (_METRICS_KEYS, (), False),
-    "control": (_CONTROL_KEYS, (), False),
+    "interfaces": (keys(InterfaceConfig), ("name",), True),
+    "forward": (keys(ForwardRule), ("from", "to", "set_src_mac"), True),
+    "workers": (keys(WorkersConfig), (), False),
+    "umem": (keys(UmemConfig), (), False),
+    "rings": (keys(RingsConfig), (), False),
+    "metrics": (keys(MetricsConfig), (), False),
+    "control": (keys(ControlConfig), (), False),
 }
 prologues = st.sampled_from(["", "", "", "", "---\n", "%YAML 1.1\n---\n", "# comment\n",
                              "%TAG ! tag:x,2000:\n---\n"])
@@ -447,14 +450,14 @@ def schema_configs(draw) -> str:
              "forward": [{"from": _scalars(names), "to": _scalars(names)}
                          ] * draw(st.integers(1, 3))}
     items = []
-    for key, (keys, required, is_list) in SECTIONS.items():
+    for key, (allowed, required, is_list) in SECTIONS.items():
         if draw(percent) < (95 if key in ("interfaces", "forward") else 30):
             if draw(percent) < mischief // 4:
                 value = draw(st.one_of(anything, st.sampled_from([Scalar(""), Map([])])))
             elif is_list:
-                value = draw(entries(keys, required, mischief, valid[key]))
+                value = draw(entries(allowed, required, mischief, valid[key]))
             else:
-                value = draw(section(keys, required, mischief))
+                value = draw(section(allowed, required, mischief))
             items.append((key, value))
     if draw(percent) < mischief // 3:
         items.append((draw(unknown_keys), draw(anything)))

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from xdpd.config import model as cfg
-from xdpd.config.model import ConfigError, parse_config, read_config_file
+from xdpd.config import loader as cfg, values
+from xdpd.config.file import read_config_file
+from xdpd.config.model import ConfigError
+from xdpd.config.schema import parse_config
 
 CAP = cfg.MAX_FILE_BYTES
 
@@ -82,8 +84,8 @@ def test_more_errors_than_the_cap_are_counted_not_listed():
     with pytest.raises(ConfigError) as e:
         parse_config(text, "x.yaml")
     lines = str(e.value).splitlines()
-    assert len(lines) == cfg.MAX_ERRORS + 1
-    assert lines[-1] == f"x.yaml: ... and {500 - cfg.MAX_ERRORS} more errors; fix these first"
+    assert len(lines) == values.MAX_ERRORS + 1
+    assert lines[-1] == f"x.yaml: ... and {500 - values.MAX_ERRORS} more errors; fix these first"
 
 
 def test_too_many_forward_rules_is_one_error():

@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from xdpd.datapath import _fastpath
-from xdpd.config.model import WorkerPlan, parse_config
+from xdpd.config.model import WorkerPlan
+from xdpd.config.schema import parse_config
 from xdpd.datapath.umem import Region, UmemGeometry
 from xdpd.control.supervisor import Interface, Worker, compile_table
 

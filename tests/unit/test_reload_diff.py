@@ -1,7 +1,8 @@
 """What a reload may change live, and what it refuses (xdpd/reload.py)."""
 import pytest
 
-from xdpd.config.model import parse_config, plan_workers
+from xdpd.config.plan import plan_workers
+from xdpd.config.schema import parse_config
 from xdpd.config.diff import Refused, diff
 
 BASE = """
@@ -277,7 +278,7 @@ def test_each_interface_key_does_what_it_declares(key):
     changed = dataclasses.replace(iface, **{key: INTERFACE_SAMPLES[key]})
     assert getattr(changed, key) != getattr(iface, key)
     new = dataclasses.replace(old, interfaces=(changed,) + old.interfaces[1:])
-    new_plans = list(config_module.plan_workers(new, OneCpuHost()))
+    new_plans = list(plan_workers(new, OneCpuHost()))
     kind, why = reload_class(next(f for f in dataclasses.fields(InterfaceConfig)
                                   if f.name == key))
     if kind == "restart":

@@ -12,7 +12,8 @@ import pytest
 
 from xdpd.kernel import ethtool
 from xdpd.control import recovery as runstate
-from xdpd.config.model import ConfigError, FlowRule, parse_config
+from xdpd.config.model import ConfigError, FlowRule
+from xdpd.config.schema import parse_config
 from xdpd.kernel.ethtool import Ethtool, FlowSpec
 from xdpd.control.steering import Steering, check_steering, journal_path, read_journal, recover
 

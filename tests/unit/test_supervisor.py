@@ -16,7 +16,7 @@ from test_steering import FakeNic
 from xdpd.datapath import _fastpath
 from xdpd import exitcodes
 from xdpd.control import recovery as runstate
-from xdpd.config.model import parse_config
+from xdpd.config.schema import parse_config
 from xdpd.kernel.ethtool import Ethtool
 from xdpd.datapath.umem import UmemGeometry
 from xdpd.control.supervisor import BACKOFF_S, SetupError, Supervisor

@@ -42,7 +42,9 @@ def need_root(what: str) -> int | None:
 
 
 def cmd_check_config(args) -> int:
-    from xdpd.config.model import ConfigError, InterfaceConfig, load_config, plan_workers
+    from xdpd.config.model import ConfigError, InterfaceConfig
+    from xdpd.config.plan import plan_workers
+    from xdpd.config.schema import load_config
     from xdpd.kernel.netdev import Host
     from xdpd.datapath.umem import UmemGeometry
     from xdpd.control.supervisor import describe_rule
@@ -100,7 +102,8 @@ def cmd_check_config(args) -> int:
 
 def cmd_doctor(args) -> int:
     import json
-    from xdpd.config.model import ConfigError, load_config
+    from xdpd.config.model import ConfigError
+    from xdpd.config.schema import load_config
     from xdpd.control.server import request
     from xdpd.control.doctor import DoctorHost, diagnose, exit_code
     if args.seconds < 0:
@@ -142,7 +145,8 @@ def raise_fd_limit() -> None:
 
 def cmd_run(args) -> int:
     from xdpd.kernel.bpf import BpfError
-    from xdpd.config.model import ConfigError, load_config
+    from xdpd.config.model import ConfigError
+    from xdpd.config.schema import load_config
     from xdpd.kernel.netdev import Host
     from xdpd.control.supervisor import SetupError, StopRequested, Supervisor
     from xdpd.kernel.xsk import XskError
@@ -186,7 +190,8 @@ def cmd_run(args) -> int:
 
 def cmd_reload(args) -> int:
     from xdpd.control.server import RELOAD_TIMEOUT_S, ControlError, request
-    from xdpd.config.model import ConfigError, read_config_file
+    from xdpd.config.file import read_config_file
+    from xdpd.config.model import ConfigError
     fields = {}
     if args.config:
         try:

@@ -80,7 +80,7 @@ def exit_code(findings: list[Finding]) -> int:
 
 def queue_list(queues) -> str:
     """0-1,3: the owned queues, short."""
-    from xdpd.config.model import format_cpulist
+    from xdpd.config.plan import format_cpulist
     return format_cpulist(set(queues))
 
 
@@ -339,7 +339,7 @@ def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
 
 
 def check_napi(config, host) -> list[Finding]:
-    from xdpd.config.model import plan_workers
+    from xdpd.config.plan import plan_workers
     plans = plan_workers(config, host)
     bad = napi_placement(config, plans, host)
     findings = [Finding("napi", "warn", plan.name, finding, fix) for plan, finding, fix in bad]

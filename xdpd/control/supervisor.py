@@ -60,9 +60,11 @@ import time
 from dataclasses import dataclass, field, replace
 
 from xdpd import __version__, exitcodes
+from xdpd.config.file import read_config_file
 from xdpd.config.model import (VLAN_PROTOS, Config, ConfigError, InterfaceConfig, WorkerPlan,
-                               WorkersConfig, check_host, parse_config, plan_workers,
-                               read_config_file)
+                               WorkersConfig)
+from xdpd.config.plan import check_host, plan_workers
+from xdpd.config.schema import parse_config
 from xdpd.isolated import python_argv
 from xdpd.control.workers import DirectSocket, Worker, WorkerState, worker_rule_counts
 from xdpd.kernel.errors import errname

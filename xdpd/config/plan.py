@@ -1,0 +1,145 @@
+"""What a configuration means on this host: checks against its netdevs,
+queues and CPUs, and the plan of workers.
+
+Owns: check_host(), plan_workers(), format_cpulist().
+Must not: import the kernel-facing modules; the host arrives as a HostFacts
+object (xdpd.kernel.netdev.Host in the daemon, a fake in tests).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
+    from xdpd.kernel.netdev import HostFacts
+
+from xdpd.config.model import Config, InterfaceConfig, MAX_WORKERS, WorkerPlan, worker_name
+from xdpd.config.values import _Errors, _owned_refs, _queue_text
+
+
+def check_host(config: Config, host: HostFacts) -> None:
+    """Raise ConfigError listing every netdev, queue and CPU this host lacks."""
+    errs = _Errors(config.source)
+    for i, iface in enumerate(config.interfaces):
+        _check_netdev(errs, f"interfaces[{i}]", iface, host)
+    if config.workers.cpus != "auto":
+        online = host.online_cpus()
+        for i, cpu in enumerate(config.workers.cpus):
+            if cpu not in online:
+                errs.at(f"workers.cpus[{i}]",
+                        f"CPU {cpu} is not online (online: {format_cpulist(online)})")
+    _check_worker_count(errs, config, host)
+    errs.raise_if_any()
+
+
+def plan_workers(config: Config, host: HostFacts) -> tuple[WorkerPlan, ...]:
+    """One worker per owned (netdev, queue, fanout member), pinned
+    round-robin over the CPUs.
+
+    Order: interfaces as in the file, queues ascending, members ascending
+    (the owner first), so the members of a queue land on different CPUs
+    where there are enough; call check_host first.
+    """
+    if config.workers.cpus == "auto":
+        cpus = sorted(host.online_cpus())
+    else:
+        cpus = list(config.workers.cpus)
+    slots = [(iface, queue, member)
+             for iface in config.interfaces
+             for queue in _owned_queues(iface, host)
+             for member in range(iface.fanout)]
+    return tuple(WorkerPlan(netdev=iface.name, queue=queue, cpu=cpus[i % len(cpus)],
+                            name=worker_name(iface.name, queue, member, iface.fanout),
+                            member=member, fanout=iface.fanout)
+                 for i, (iface, queue, member) in enumerate(slots))
+
+
+def format_cpulist(cpus: frozenset[int] | set[int]) -> str:
+    """The kernel's cpulist notation, as in /sys/devices/system/cpu/online: 0-3,6."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges) or "none"
+
+
+# --- host checks --------------------------------------------------------------
+
+def _check_netdev(errs: _Errors, path: str, iface: InterfaceConfig, host: HostFacts) -> None:
+    name = iface.name
+    if not host.netdev_exists(name):
+        errs.at(f"{path}.name", f"netdev {name!r} not found; see 'ip link show'")
+        return
+    steering = iface.steering
+    if steering.channels is not None:
+        # the queues are checked against the channels at parse time, the
+        # channels against the driver's maximum by steering.check_steering()
+        return
+    if iface.queues == "all" and steering.rss_queues is None and not steering.flows:
+        return
+    try:
+        count = host.rx_queue_count(name)
+    except OSError as exc:  # the netdev went away between the two questions
+        errs.at(f"{path}.queues", f"cannot count the rx queues of {name}: {exc}")
+        return
+    if iface.queues == "all":
+        # steering refers to queues that 'all' means on this host
+        owned = range(count)
+        if steering.rss_queues is not None:
+            _owned_refs(errs, f"{path}.steering.rss_queues", steering.rss_queues, owned, name)
+        for j, rule in enumerate(steering.flows):
+            if rule.queue not in owned:
+                errs.at(f"{path}.steering.flows[{j}].queue", f"queue {rule.queue} is not "
+                        f"owned by {name} (owned: {_queue_text(owned)}); steer only to "
+                        "queues xdpd serves")
+        return
+    missing = [q for q in iface.queues if q >= count]
+    if missing:
+        what = "queue" if len(missing) == 1 else "queues"
+        have = "1 rx queue" if count == 1 else f"{count} rx queues"
+        errs.at(f"{path}.queues", f"{what} {', '.join(map(str, missing))} not on {name} "
+                                  f"({have}; see 'ethtool -l {name}')")
+
+
+def _check_worker_count(errs: _Errors, config: Config, host: HostFacts) -> None:
+    """Workers (each queue's fanout members) and spare slots must fit the
+    control area's MAX_WORKERS.  An interface whose queues cannot be counted
+    here (its netdev missing: reported already) counts for none, so what is
+    reported is a total the file needs at least."""
+    counts = []
+    for iface in config.interfaces:
+        if iface.queues != "all":
+            queues = len(iface.queues)
+        elif iface.steering.channels is not None:
+            queues = iface.steering.channels
+        elif host.netdev_exists(iface.name):
+            try:
+                queues = host.rx_queue_count(iface.name)
+            except OSError:     # the netdev went away meanwhile: nothing to count
+                continue
+        else:
+            continue
+        counts.append((iface, queues))
+    workers = sum(queues * iface.fanout for iface, queues in counts)
+    spare = config.umem.spare_workers
+    if workers + spare <= MAX_WORKERS:
+        return
+    each = "; ".join(f"{iface.name}: {queues} {'queue' if queues == 1 else 'queues'} "
+                     f"x fanout {iface.fanout}" for iface, queues in counts)
+    errs.at("interfaces", f"{workers} workers ({each}) and umem.spare_workers {spare} need "
+            f"{workers + spare} worker slots, more than the {MAX_WORKERS} xdpd has; lower "
+            "an interface's fanout, own fewer queues or lower umem.spare_workers")
+
+
+def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | range:
+    if iface.queues == "all":
+        # with steering.channels, the count xdpd sets at start, not the one now:
+        # planning does not depend on whether the channels are set yet
+        if iface.steering.channels is not None:
+            return range(iface.steering.channels)
+        return range(host.rx_queue_count(iface.name))
+    return iface.queues
+
+
