@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "testing"))
 import build as harness  # noqa: E402  (testing/build.py: microbench() is not in the product)
-from xdpd.kernel.bpf import match_to_c  # noqa: E402
+from xdpd.kernel.xdp_program import match_to_c  # noqa: E402
 from xdpd.config.model import Match, RingsConfig, UmemConfig, WorkersConfig
 from xdpd.datapath.umem import SharedUmem, UmemGeometry  # noqa: E402
 

@@ -33,7 +33,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.kernel.bpf import XdpProgram  # noqa: E402
+from xdpd.kernel.xdp_program import XdpProgram
 from xdpd.lab.xdp import timed_run  # noqa: E402
 from xdpd.config.model import ETHERTYPES, IP_PROTOS, Match
 

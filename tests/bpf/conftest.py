@@ -91,8 +91,8 @@ def _skip_reason(*tools: str) -> str:
         if not shutil.which(tool):
             return f"needs {tool}"
     try:
-        from xdpd.kernel import bpf
-        bpf.libbpf()
+        from xdpd.kernel import libbpf
+        libbpf.library()
     except OSError as e:
         return str(e)
     return ""
@@ -102,12 +102,12 @@ def build_object(tmp_path_factory, source: str, packaged) -> str:
     """bpf/<source> compiled with the flags setup.py uses, or, without
     clang, the packaged object (packaged() returns its path or raises
     BpfError); skips the test when neither is there."""
-    from xdpd.kernel import bpf
+    from xdpd.kernel import libbpf
     clang = os.environ.get("CLANG", shutil.which("clang"))
     if not clang:
         try:
             return packaged()
-        except bpf.BpfError as e:
+        except libbpf.BpfError as e:
             pytest.skip(f"no clang to build bpf/{source}, and {e}")
     out = str(tmp_path_factory.mktemp("bpf") / (os.path.splitext(source)[0] + ".bpf.o"))
     triplet = subprocess.run(["gcc", "-print-multiarch"], capture_output=True,
@@ -126,12 +126,12 @@ def rr_object(tmp_path_factory) -> str:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from xdpd.kernel import bpf
-    path = build_object(tmp_path_factory, "rr_redirect.c", bpf.object_path)
+    from xdpd.kernel import libbpf, xdp_program
+    path = build_object(tmp_path_factory, "rr_redirect.c", xdp_program.object_path)
     # Can this kernel load it at all?  (BPF disabled, lockdown, no XSKMAP)
     try:
-        bpf.XdpProgram.load(path, name="probe").close()
-    except bpf.BpfError as e:
+        xdp_program.XdpProgram.load(path, name="probe").close()
+    except libbpf.BpfError as e:
         pytest.skip(f"kernel refuses the XDP program: {e}")
     return path
 
@@ -143,12 +143,12 @@ def lab_object(tmp_path_factory) -> str:
     reason = _skip_reason("ethtool", "nsenter")
     if reason:
         pytest.skip(reason)
-    from xdpd.kernel import bpf
+    from xdpd.kernel import libbpf
     from xdpd.lab import xdp as labxdp
     path = build_object(tmp_path_factory, "lab.c", labxdp.object_path)
     try:
         labxdp.Generator(path).close()
-    except bpf.BpfError as e:
+    except libbpf.BpfError as e:
         pytest.skip(f"kernel refuses bpf/lab.c: {e}")
     return path
 
@@ -169,7 +169,7 @@ def lab(rr_object):
 @pytest.fixture
 def prog(rr_object, lab):
     """A loaded rr_redirect, closed (and so detached) after the test."""
-    from xdpd.kernel import bpf
+    from xdpd.kernel import xdp_program
 
-    with bpf.XdpProgram.load(rr_object, name=lab.ifname) as p:
+    with xdp_program.XdpProgram.load(rr_object, name=lab.ifname) as p:
         yield p

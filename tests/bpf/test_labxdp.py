@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from xdpd.kernel import bpf
+from xdpd.kernel import libbpf
 from xdpd.lab import frames as lab_frames
 from xdpd.lab import xdp as labxdp
 from xdpd.lab.netns import Lab
@@ -280,12 +280,12 @@ def test_generator_holds_the_dispatcher_on_lo_and_lets_lo_traffic_pass(vlab, gen
 
 def test_attach_refuses_to_replace_another_program(vlab, lab_object):
     with labxdp.CountingSink(vlab.dut_ns, "in0", path=lab_object) as first:
-        with pytest.raises(bpf.BpfError) as exc:
+        with pytest.raises(libbpf.BpfError) as exc:
             labxdp.CountingSink(vlab.dut_ns, "in0", path=lab_object)
         assert "another XDP program" in str(exc.value)
         shown = vlab.run(vlab.dut_ns, "ip", "link", "show", "in0").stdout
         assert f"prog/xdp id {first.prog_id} " in shown
-        with pytest.raises(bpf.BpfError):
+        with pytest.raises(libbpf.BpfError):
             labxdp.DevmapForwarder(vlab.dut_ns, "in0", "out0", path=lab_object)
         assert f"prog/xdp id {first.prog_id} " in \
             vlab.run(vlab.dut_ns, "ip", "link", "show", "in0").stdout
@@ -293,10 +293,10 @@ def test_attach_refuses_to_replace_another_program(vlab, lab_object):
 
 
 def test_missing_device_is_an_error_and_leaves_nothing(vlab, lab_object):
-    with pytest.raises(bpf.BpfError) as exc:
+    with pytest.raises(libbpf.BpfError) as exc:
         labxdp.DevmapForwarder(vlab.dut_ns, "in0", "nosuch0", path=lab_object)
     assert "nosuch0" in str(exc.value)
-    with pytest.raises(bpf.BpfError):
+    with pytest.raises(libbpf.BpfError):
         labxdp.CountingSink(vlab.dut_ns, "nosuch0", path=lab_object)
     assert xdp_attached(vlab) == []
 

@@ -1,4 +1,4 @@
-"""rr_redirect through BPF_PROG_TEST_RUN, and xdpd.bpf's kernel calls.
+"""rr_redirect through BPF_PROG_TEST_RUN, and xdpd.kernel's libbpf calls.
 
 The verdict cases are a table: each names what it shows, the packet, the
 queue it arrives on, the queue configuration and the expected verdict and
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from xdpd.kernel import bpf
-from xdpd.kernel.bpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
+from xdpd.kernel import libbpf, xdp_program
+from xdpd.kernel.libbpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
 from xdpd.config.model import Match
 from xdpd.lab.xdp import test_run
 
@@ -143,18 +143,18 @@ def test_verdict(prog, lab, case):
 @pytest.mark.root
 def test_queue_beyond_maps_is_passed_uncounted(rr_object, make_lab):
     """A queue >= XDPD_MAX_QUEUES has no conf and no counter: passed."""
-    with make_lab(bpf.XDPD_MAX_QUEUES + 1) as lab, \
-            bpf.XdpProgram.load(rr_object, name=lab.ifname) as prog, \
+    with make_lab(xdp_program.XDPD_MAX_QUEUES + 1) as lab, \
+            xdp_program.XdpProgram.load(rr_object, name=lab.ifname) as prog, \
             socket.socket(AF_XDP, socket.SOCK_RAW) as s:
-        for q in (0, bpf.XDPD_MAX_QUEUES - 1):
+        for q in (0, xdp_program.XDPD_MAX_QUEUES - 1):
             prog.set_queue(q, True, "drop")
             prog.set_socket(q, s.fileno())
-        verdict = test_run(prog, udp4(), lab.ifindex, bpf.XDPD_MAX_QUEUES, repeat=3)
+        verdict = test_run(prog, udp4(), lab.ifindex, xdp_program.XDPD_MAX_QUEUES, repeat=3)
         assert verdict == XDP_PASS
         zero = {"redirected": 0, "passed": 0, "no_socket": 0, "pass_rule": 0,
                 "fanout_to_owner": 0}
         assert prog.queue_stats(0) == zero
-        assert prog.queue_stats(bpf.XDPD_MAX_QUEUES - 1) == zero
+        assert prog.queue_stats(xdp_program.XDPD_MAX_QUEUES - 1) == zero
 
 
 @pytest.mark.root
@@ -346,7 +346,7 @@ def test_the_fast_path_parser_reads_every_frame_as_the_xdp_program_does(case):
     headers) and rules: the fast path's first fitting rule is one exactly
     when the program passes the frame by a rule."""
     from xdpd.datapath import _fastpath
-    matches = [bytes(bpf.match_to_c(m)) for m in case.rules]
+    matches = [bytes(xdp_program.match_to_c(m)) for m in case.rules]
     first = _fastpath.classify(case.packet, matches)
     assert (first < len(matches)) == case.passed, case.desc
     if case.passed:     # and it is a rule that fits the frame on its own
@@ -392,12 +392,12 @@ def test_pass_rules_replaced_and_removed(prog, lab):
 
 
 def test_match_to_c_fields():
-    r = bpf.match_to_c(M(src="10.0.0.0/8", dst_port=22, vlan=4095))
-    assert r.fields == (bpf.XDPD_MATCH_SRC | bpf.XDPD_MATCH_ETHERTYPE |
-                        bpf.XDPD_MATCH_DST_PORT | bpf.XDPD_MATCH_VLAN)
+    r = xdp_program.match_to_c(M(src="10.0.0.0/8", dst_port=22, vlan=4095))
+    assert r.fields == (xdp_program.XDPD_MATCH_SRC | xdp_program.XDPD_MATCH_ETHERTYPE |
+                        xdp_program.XDPD_MATCH_DST_PORT | xdp_program.XDPD_MATCH_VLAN)
     assert bytes(r)[4:6] == b"\x08\x00" and r.vlan == 4095
     assert bytes(r.src)[:4] == bytes([10, 0, 0, 0]) and bytes(r.src_mask) == b"\xff" + bytes(15)
-    assert bpf.match_to_c(M(vlan="none")).fields == bpf.XDPD_MATCH_UNTAGGED
+    assert xdp_program.match_to_c(M(vlan="none")).fields == xdp_program.XDPD_MATCH_UNTAGGED
 
 
 # --- fanout: several sockets on one queue ---------------------------------------
@@ -672,18 +672,18 @@ def _write_queue_conf(prog, queue, **fields):
     """queue_conf[queue] as given, past set_queue's checks: what a bad
     value in the map makes the program do."""
     key = ctypes.c_uint32(queue)
-    val = bpf.XdpdQueueConf(**fields)
-    assert bpf.libbpf().bpf_map_update_elem(prog._conf_fd, ctypes.byref(key),
-                                             ctypes.byref(val), bpf.BPF_ANY) == 0
+    val = xdp_program.XdpdQueueConf(**fields)
+    assert libbpf.library().bpf_map_update_elem(prog._conf_fd, ctypes.byref(key),
+                                             ctypes.byref(val), libbpf.BPF_ANY) == 0
 
 
 @pytest.mark.root
 def test_fanout_beyond_the_map_is_clamped(prog, lab):
     """A fanout above XDPD_MAX_FANOUT in the map acts as XDPD_MAX_FANOUT:
     no key beyond the queue's own slots is looked at."""
-    n = bpf.XDPD_MAX_FANOUT
+    n = xdp_program.XDPD_MAX_FANOUT
     _write_queue_conf(prog, FQ, owned=1, fallback=XDP_DROP, fanout=1000,
-                      spread=bpf.XDPD_SPREAD_ROUND_ROBIN)
+                      spread=xdp_program.XDPD_SPREAD_ROUND_ROBIN)
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
         prog.set_socket(FQ, s.fileno(), member=n - 1)
         test_run(prog, udp4(), lab.ifindex, FQ, repeat=3 * n)
@@ -749,7 +749,7 @@ def test_fanout_slots_of_queues_do_not_mix(prog, lab):
 
 @pytest.mark.root
 def test_fanout_argument_errors(prog, lab):
-    for fanout in (0, bpf.XDPD_MAX_FANOUT + 1, -1, True, "4", 2.0):
+    for fanout in (0, xdp_program.XDPD_MAX_FANOUT + 1, -1, True, "4", 2.0):
         with pytest.raises(ValueError) as e:
             prog.set_queue(0, True, fanout=fanout)
         assert str(e.value) == f"fanout {fanout!r}: expected 1..16"
@@ -757,30 +757,30 @@ def test_fanout_argument_errors(prog, lab):
         prog.set_queue(0, True, spread="hash")
     assert str(e.value) == "spread 'hash': expected flow_hash or round_robin"
     with socket.socket(AF_XDP, socket.SOCK_RAW) as s:
-        for member in (-1, bpf.XDPD_MAX_FANOUT, None):
+        for member in (-1, xdp_program.XDPD_MAX_FANOUT, None):
             with pytest.raises(ValueError) as e:
                 prog.set_socket(3, s.fileno(), member=member)
             assert str(e.value) == f"fanout member {member!r} of queue 3: expected 0..15"
             with pytest.raises(ValueError):
                 prog.clear_socket(3, member=member)
         # a queue beyond the map would alias another queue's member slot
-        with pytest.raises(bpf.BpfError) as e:
-            prog.set_socket(bpf.XDPD_MAX_QUEUES, s.fileno())
+        with pytest.raises(libbpf.BpfError) as e:
+            prog.set_socket(xdp_program.XDPD_MAX_QUEUES, s.fileno())
         assert e.value.errno == errno.E2BIG
         assert str(e.value) == (f"put socket fd {s.fileno()} into xsks (queue 256) of xdpa "
                                 "failed: E2BIG; rr_redirect handles rx queues 0..255")
-        with pytest.raises(bpf.BpfError) as e:
-            prog.clear_socket(bpf.XDPD_MAX_QUEUES, member=1)
+        with pytest.raises(libbpf.BpfError) as e:
+            prog.clear_socket(xdp_program.XDPD_MAX_QUEUES, member=1)
         assert str(e.value) == ("clear xsks (queue 256) of xdpa failed: E2BIG; "
                                 "rr_redirect handles rx queues 0..255")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         fd = udp.fileno()
-        with pytest.raises(bpf.BpfError) as e:
+        with pytest.raises(libbpf.BpfError) as e:
             prog.set_socket(3, fd, member=1)
         assert str(e.value) == (f"put socket fd {fd} into xsks[259] (queue 3, fanout "
                                 f"member 1) of xdpa failed: EOPNOTSUPP; fd {fd} is not "
                                 "an AF_XDP socket")
-        with pytest.raises(bpf.BpfError) as e:
+        with pytest.raises(libbpf.BpfError) as e:
             prog.set_socket(3, fd)
         assert str(e.value).startswith(f"put socket fd {fd} into xsks[3] (queue 3) of xdpa "
                                        "failed: EOPNOTSUPP")
@@ -798,7 +798,7 @@ def test_fanout_argument_errors(prog, lab):
 @contextlib.contextmanager
 def live_fanout(rr_object, make_lab, fanout: int):
     from xdpd.kernel import xsk
-    with make_lab(1) as lab, bpf.XdpProgram.load(rr_object, name=lab.ifname) as prog:
+    with make_lab(1) as lab, xdp_program.XdpProgram.load(rr_object, name=lab.ifname) as prog:
         prog.attach(lab.ifindex, lab.ifname, "native")
         # the peer's own IPv6 and ARP chatter stays out of the counts
         prog.set_pass_rules([M(ethertype=IPV6), M(ethertype=ARP)])
@@ -843,7 +843,7 @@ def test_live_flow_hash_delivers_to_the_picked_socket(rr_object, make_lab):
     fanout = 4
     flows = [udp4_flow(sport=20000 + i) for i in range(32)]
     with live_fanout(rr_object, make_lab, fanout) as (lab, prog, socks, tx), \
-            bpf.XdpProgram.load(rr_object, name="model") as model:
+            xdp_program.XdpProgram.load(rr_object, name="model") as model:
         slots = picked_slots(model, lab, flows, fanout)
         prog.set_queue(0, True, "drop", fanout=fanout)
         for m, s in enumerate(socks):
@@ -879,14 +879,14 @@ def test_live_round_robin_and_a_missing_member(rr_object, make_lab):
 
 @pytest.mark.root
 def test_map_errors(prog, lab):
-    with pytest.raises(bpf.BpfError) as e:
-        prog.set_queue(bpf.XDPD_MAX_QUEUES, True)
+    with pytest.raises(libbpf.BpfError) as e:
+        prog.set_queue(xdp_program.XDPD_MAX_QUEUES, True)
     assert e.value.errno == errno.E2BIG
     assert str(e.value) == ("set queue_conf[256] of xdpa failed: E2BIG; "
                             "rr_redirect handles rx queues 0..255")
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        with pytest.raises(bpf.BpfError) as e:
+        with pytest.raises(libbpf.BpfError) as e:
             prog.set_socket(0, udp.fileno())
     assert e.value.errno == errno.EOPNOTSUPP
     assert "failed: EOPNOTSUPP; fd " in str(e.value)
@@ -898,12 +898,12 @@ def test_map_errors(prog, lab):
 
 @pytest.mark.root
 def test_test_run_errors(prog, lab):
-    with pytest.raises(bpf.BpfError) as e:
+    with pytest.raises(libbpf.BpfError) as e:
         test_run(prog, b"\0" * 13, lab.ifindex, 0)
     assert e.value.errno == errno.EINVAL
     assert "at least 14 bytes, got 13" in str(e.value)
 
-    with pytest.raises(bpf.BpfError) as e:
+    with pytest.raises(libbpf.BpfError) as e:
         test_run(prog, udp4(), lab.ifindex, lab.queues)
     assert e.value.errno == errno.EINVAL
     assert f"more than {lab.queues} rx queues" in str(e.value)
@@ -911,15 +911,15 @@ def test_test_run_errors(prog, lab):
 
 @pytest.mark.root
 def test_load_errors(rr_object, tmp_path, caplog):
-    with pytest.raises(bpf.BpfError) as e:
-        bpf.XdpProgram.load(str(tmp_path / "missing.o"))
+    with pytest.raises(libbpf.BpfError) as e:
+        xdp_program.XdpProgram.load(str(tmp_path / "missing.o"))
     assert e.value.errno == errno.ENOENT
 
     junk = tmp_path / "junk.o"
     junk.write_bytes(b"not an ELF object")
     caplog.set_level(logging.DEBUG, logger="xdpd.bpf")
-    with pytest.raises(bpf.BpfError) as e:
-        bpf.XdpProgram.load(str(junk), name="eth9")
+    with pytest.raises(libbpf.BpfError) as e:
+        xdp_program.XdpProgram.load(str(junk), name="eth9")
     assert str(e.value).startswith(f"load rr_redirect from {junk} for eth9 failed: ")
     # libbpf's own message reached logging, its %s formatted
     assert any(r.name == "xdpd.bpf" and str(junk) in r.getMessage()
@@ -928,7 +928,7 @@ def test_load_errors(rr_object, tmp_path, caplog):
 
 @pytest.mark.root
 def test_prog_id_and_close(rr_object):
-    prog = bpf.XdpProgram.load(rr_object)
+    prog = xdp_program.XdpProgram.load(rr_object)
     assert prog.prog_id > 0 and prog.prog_fd >= 0
     prog.close()
     prog.close()
@@ -943,10 +943,10 @@ def test_prog_id_and_close(rr_object):
                                        ("auto", "native")])
 def test_attach_detach(prog, lab, mode, used):
     assert prog.attach(lab.ifindex, lab.ifname, mode) == used
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
-    assert bpf.query_xdp(lab.ifindex)["mode"] == used
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    assert libbpf.query_xdp(lab.ifindex)["mode"] == used
     prog.detach()
-    assert bpf.query_xdp(lab.ifindex) == {"prog_id": 0, "mode": None,
+    assert libbpf.query_xdp(lab.ifindex) == {"prog_id": 0, "mode": None,
                                           "drv_prog_id": 0, "skb_prog_id": 0,
                                           "hw_prog_id": 0}
     prog.detach()                               # idempotent
@@ -954,27 +954,27 @@ def test_attach_detach(prog, lab, mode, used):
 
 @pytest.mark.root
 def test_close_detaches(rr_object, lab):
-    with bpf.XdpProgram.load(rr_object) as prog:
+    with xdp_program.XdpProgram.load(rr_object) as prog:
         prog.attach(lab.ifindex, lab.ifname, "native")
-        assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
+        assert libbpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == 0
 
 
 @pytest.mark.root
 def test_native_unsupported(prog, lab):
     """lo has no native XDP: native names the way out, auto falls back."""
     lo = socket.if_nametoindex("lo")
-    with pytest.raises(bpf.BpfError) as e:
+    with pytest.raises(libbpf.BpfError) as e:
         prog.attach(lo, "lo", "native")
     assert e.value.errno == errno.EOPNOTSUPP
     assert str(e.value) == ("attach rr_redirect to lo (native) failed: "
                             "EOPNOTSUPP; try xdp_mode: generic")
     assert prog.attach(lo, "lo", "auto") == "generic"
-    assert bpf.query_xdp(lo) == {"prog_id": prog.prog_id, "mode": "generic",
+    assert libbpf.query_xdp(lo) == {"prog_id": prog.prog_id, "mode": "generic",
                                  "drv_prog_id": 0, "skb_prog_id": prog.prog_id,
                                  "hw_prog_id": 0}
     prog.detach()
-    assert bpf.query_xdp(lo)["prog_id"] == 0
+    assert libbpf.query_xdp(lo)["prog_id"] == 0
 
 
 @pytest.mark.root
@@ -983,9 +983,9 @@ def test_native_unsupported(prog, lab):
 @pytest.mark.parametrize("mode", ["native", "generic", "auto"])
 def test_attach_never_replaces_a_foreign_program(rr_object, prog, lab,
                                                  foreign_mode, word, mode):
-    with bpf.XdpProgram.load(rr_object, name="foreign") as foreign:
+    with xdp_program.XdpProgram.load(rr_object, name="foreign") as foreign:
         foreign.attach(lab.ifindex, lab.ifname, foreign_mode)
-        with pytest.raises(bpf.BpfError) as e:
+        with pytest.raises(libbpf.BpfError) as e:
             prog.attach(lab.ifindex, lab.ifname, mode)
         assert e.value.errno == errno.EBUSY
         tried = "generic" if mode == "generic" else "native"
@@ -993,25 +993,25 @@ def test_attach_never_replaces_a_foreign_program(rr_object, prog, lab,
             f"attach rr_redirect to xdpa ({tried}) failed: EBUSY; another XDP "
             f"program (id {foreign.prog_id}, name rr_redirect, {foreign_mode}) is "
             f"attached; if it is stale, remove it with 'ip link set dev xdpa {word} off'")
-        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+        assert libbpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
         prog.close()                            # not attached: detaches nothing
-        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+        assert libbpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
 
 
 @pytest.mark.root
 def test_detach_leaves_a_program_that_replaced_ours(rr_object, prog, lab, caplog):
     prog.attach(lab.ifindex, lab.ifname, "native")
     lab.ip("link", "set", "dev", lab.ifname, "xdp", "off")      # someone else
-    with bpf.XdpProgram.load(rr_object, name="foreign") as foreign:
+    with xdp_program.XdpProgram.load(rr_object, name="foreign") as foreign:
         foreign.attach(lab.ifindex, lab.ifname, "native")
         with caplog.at_level(logging.WARNING, logger="xdpd.bpf"):
             prog.detach()
-        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+        assert libbpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
         assert any(f"not detaching XDP program id {foreign.prog_id}" in r.getMessage()
                    for r in caplog.records)
         prog.detach()                           # idempotent, still leaves it
-        assert bpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
+        assert libbpf.query_xdp(lab.ifindex)["prog_id"] == foreign.prog_id
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == 0
 
 
 @pytest.mark.root
@@ -1029,26 +1029,26 @@ def test_detach_after_someone_detached_ours(prog, lab, caplog):
 def test_detach_xdp_by_id_only_while_that_program_is_attached(rr_object, prog, lab, mode):
     """What the supervisor uses on the programs of a dead xdpd."""
     prog.attach(lab.ifindex, lab.ifname, mode)
-    assert bpf.prog_name(prog.prog_id) == "rr_redirect"
-    with bpf.XdpProgram.load(rr_object, name="other") as other:
-        with pytest.raises(bpf.BpfError) as e:
-            bpf.detach_xdp(lab.ifindex, mode, other.prog_id)
+    assert libbpf.prog_name(prog.prog_id) == "rr_redirect"
+    with xdp_program.XdpProgram.load(rr_object, name="other") as other:
+        with pytest.raises(libbpf.BpfError) as e:
+            libbpf.detach_xdp(lab.ifindex, mode, other.prog_id)
         assert e.value.errno == errno.EEXIST
         assert str(e.value) == (f"detach XDP program id {other.prog_id} from ifindex "
                                 f"{lab.ifindex} ({mode}) failed: EEXIST; it is no longer "
                                 "the program attached there")
         gone = other.prog_id
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
-    with pytest.raises(bpf.BpfError) as e:
-        bpf.detach_xdp(lab.ifindex, mode, gone)
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    with pytest.raises(libbpf.BpfError) as e:
+        libbpf.detach_xdp(lab.ifindex, mode, gone)
     assert e.value.errno == errno.ENOENT and "no such program (unloaded)" in str(e.value)
-    with pytest.raises(bpf.BpfError) as e:
-        bpf.prog_name(gone)
+    with pytest.raises(libbpf.BpfError) as e:
+        libbpf.prog_name(gone)
     assert e.value.errno == errno.ENOENT
-    bpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
-    with pytest.raises(bpf.BpfError) as e:     # none attached: not that program either
-        bpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
+    libbpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == 0
+    with pytest.raises(libbpf.BpfError) as e:     # none attached: not that program either
+        libbpf.detach_xdp(lab.ifindex, mode, prog.prog_id)
     assert e.value.errno == errno.EEXIST
 
 
@@ -1056,16 +1056,16 @@ def test_detach_xdp_by_id_only_while_that_program_is_attached(rr_object, prog, l
 # (CAP_BPF, CAP_NET_ADMIN: no CAP_SYS_ADMIN, so no opening a program by id)
 UNIT_CAPS_DETACH = """
 import sys
-from xdpd.kernel import bpf
+from xdpd.kernel import libbpf, xdp_program
 ifindex, mode, prog_id = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 try:
-    bpf.prog_name(prog_id)
-except bpf.BpfError as e:
+    libbpf.prog_name(prog_id)
+except libbpf.BpfError as e:
     print("prog_name", e.errno)
 try:
-    bpf.detach_xdp(ifindex, mode, prog_id)
+    libbpf.detach_xdp(ifindex, mode, prog_id)
     print("detached")
-except bpf.BpfError as e:
+except libbpf.BpfError as e:
     print("detach", e.errno)
 """
 
@@ -1086,12 +1086,12 @@ def test_detach_xdp_without_cap_sys_admin_still_checks_the_program(rr_object, pr
         return res.stdout.split("\n")[:2]
 
     prog.attach(lab.ifindex, lab.ifname, mode)
-    with bpf.XdpProgram.load(rr_object, name="other") as other:
+    with xdp_program.XdpProgram.load(rr_object, name="other") as other:
         assert detach_as_the_unit(other.prog_id) == [f"prog_name {errno.EPERM}",
                                                      f"detach {errno.EEXIST}"]
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == prog.prog_id
     assert detach_as_the_unit(prog.prog_id) == [f"prog_name {errno.EPERM}", "detached"]
-    assert bpf.query_xdp(lab.ifindex)["prog_id"] == 0
+    assert libbpf.query_xdp(lab.ifindex)["prog_id"] == 0
 
 
 # --- layouts -------------------------------------------------------------------
@@ -1167,15 +1167,15 @@ int main(void)
 
 # C struct name -> ctypes mirror; prefix: the mirror is a leading part only
 LAYOUTS = {
-    "xdpd_queue_conf": (bpf.XdpdQueueConf, False),
-    "xdpd_queue_stats": (bpf.XdpdQueueStats, False),
-    "xdpd_match": (bpf.XdpdMatch, False),
-    "xdpd_prog_conf": (bpf.XdpdProgConf, False),
-    "xdp_md": (bpf.XdpMd, False),
-    "bpf_prog_info": (bpf.BpfProgInfo, True),
-    "bpf_xdp_attach_opts": (bpf.BpfXdpAttachOpts, False),
-    "bpf_xdp_query_opts": (bpf.BpfXdpQueryOpts, False),
-    "bpf_test_run_opts": (bpf.BpfTestRunOpts, False),
+    "xdpd_queue_conf": (xdp_program.XdpdQueueConf, False),
+    "xdpd_queue_stats": (xdp_program.XdpdQueueStats, False),
+    "xdpd_match": (xdp_program.XdpdMatch, False),
+    "xdpd_prog_conf": (xdp_program.XdpdProgConf, False),
+    "xdp_md": (libbpf.XdpMd, False),
+    "bpf_prog_info": (libbpf.BpfProgInfo, True),
+    "bpf_xdp_attach_opts": (libbpf.BpfXdpAttachOpts, False),
+    "bpf_xdp_query_opts": (libbpf.BpfXdpQueryOpts, False),
+    "bpf_test_run_opts": (libbpf.BpfTestRunOpts, False),
 }
 
 
@@ -1214,15 +1214,15 @@ def test_ctypes_layout_matches_c(c_layout, cname):
 
 
 def test_max_queues_matches_header(c_layout):
-    assert bpf.XDPD_MAX_QUEUES == c_layout[("XDPD_MAX_QUEUES",)]
+    assert xdp_program.XDPD_MAX_QUEUES == c_layout[("XDPD_MAX_QUEUES",)]
 
 
 def test_fanout_constants_match_header(c_layout):
-    assert bpf.XDPD_MAX_FANOUT == c_layout[("XDPD_MAX_FANOUT",)]
-    assert bpf.XDPD_SPREAD_FLOW_HASH == c_layout[("XDPD_SPREAD_FLOW_HASH",)]
-    assert bpf.XDPD_SPREAD_ROUND_ROBIN == c_layout[("XDPD_SPREAD_ROUND_ROBIN",)]
-    assert bpf.SPREADS == {"flow_hash": bpf.XDPD_SPREAD_FLOW_HASH,
-                           "round_robin": bpf.XDPD_SPREAD_ROUND_ROBIN}
+    assert xdp_program.XDPD_MAX_FANOUT == c_layout[("XDPD_MAX_FANOUT",)]
+    assert xdp_program.XDPD_SPREAD_FLOW_HASH == c_layout[("XDPD_SPREAD_FLOW_HASH",)]
+    assert xdp_program.XDPD_SPREAD_ROUND_ROBIN == c_layout[("XDPD_SPREAD_ROUND_ROBIN",)]
+    assert xdp_program.SPREADS == {"flow_hash": xdp_program.XDPD_SPREAD_FLOW_HASH,
+                           "round_robin": xdp_program.XDPD_SPREAD_ROUND_ROBIN}
 
 
 def test_match_constants_match_header(c_layout):
@@ -1230,6 +1230,6 @@ def test_match_constants_match_header(c_layout):
     names = [k[0] for k in c_layout if k[0].startswith("XDPD_MATCH_")]
     assert len(names) == 8
     for name in names:
-        assert getattr(bpf, name) == c_layout[(name,)], name
-    assert bpf.XDPD_MAX_PASS_RULES == c_layout[("XDPD_MAX_PASS_RULES",)]
-    assert config.MAX_PASS_RULES == bpf.XDPD_MAX_PASS_RULES
+        assert getattr(xdp_program, name) == c_layout[(name,)], name
+    assert xdp_program.XDPD_MAX_PASS_RULES == c_layout[("XDPD_MAX_PASS_RULES",)]
+    assert config.MAX_PASS_RULES == xdp_program.XDPD_MAX_PASS_RULES

@@ -120,7 +120,7 @@ def test_the_fast_path_refuses_a_bad_vlan_action(control, rule, error):
 
 
 def test_compile_table_lists_a_netdevs_rules_in_order_with_their_matches(control):
-    from xdpd.kernel.bpf import XDPD_MATCH_DST_PORT, XDPD_MATCH_IP_PROTO, XdpdMatch
+    from xdpd.kernel.xdp_program import XDPD_MATCH_DST_PORT, XDPD_MATCH_IP_PROTO, XdpdMatch
     config = parse_config("""
 interfaces: [{name: a}, {name: b}]
 forward:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from xdpd.kernel import bpf
+from xdpd.kernel import xdp_program
 from xdpd.config import model as config
 from xdpd.control import supervisor
 
@@ -36,12 +36,12 @@ PAIRS = [
     ("supervisor.MAX_DIRECT", supervisor.MAX_DIRECT, FASTPATH, "FP_MAX_DIRECT"),
     ("config.MAX_PASS_RULES", config.MAX_PASS_RULES, PROGRAM, "XDPD_MAX_PASS_RULES"),
     ("config.MAX_CHANNELS", config.MAX_CHANNELS, PROGRAM, "XDPD_MAX_QUEUES"),
-    ("bpf.XDPD_MAX_QUEUES", bpf.XDPD_MAX_QUEUES, PROGRAM, "XDPD_MAX_QUEUES"),
-    ("bpf.XDPD_MAX_FANOUT", bpf.XDPD_MAX_FANOUT, PROGRAM, "XDPD_MAX_FANOUT"),
-    ("bpf.XDPD_MAX_PASS_RULES", bpf.XDPD_MAX_PASS_RULES, PROGRAM, "XDPD_MAX_PASS_RULES"),
-    ("bpf.XDPD_SPREAD_FLOW_HASH", bpf.XDPD_SPREAD_FLOW_HASH, PROGRAM,
+    ("xdp_program.XDPD_MAX_QUEUES", xdp_program.XDPD_MAX_QUEUES, PROGRAM, "XDPD_MAX_QUEUES"),
+    ("xdp_program.XDPD_MAX_FANOUT", xdp_program.XDPD_MAX_FANOUT, PROGRAM, "XDPD_MAX_FANOUT"),
+    ("xdp_program.XDPD_MAX_PASS_RULES", xdp_program.XDPD_MAX_PASS_RULES, PROGRAM, "XDPD_MAX_PASS_RULES"),
+    ("xdp_program.XDPD_SPREAD_FLOW_HASH", xdp_program.XDPD_SPREAD_FLOW_HASH, PROGRAM,
      "XDPD_SPREAD_FLOW_HASH"),
-    ("bpf.XDPD_SPREAD_ROUND_ROBIN", bpf.XDPD_SPREAD_ROUND_ROBIN, PROGRAM,
+    ("xdp_program.XDPD_SPREAD_ROUND_ROBIN", xdp_program.XDPD_SPREAD_ROUND_ROBIN, PROGRAM,
      "XDPD_SPREAD_ROUND_ROBIN"),
 ]
 
@@ -56,7 +56,7 @@ def test_match_flags_equal_the_program():
     names = [n for n in PROGRAM if n.startswith("XDPD_MATCH_")]
     assert names
     for n in names:
-        assert getattr(bpf, n) == PROGRAM[n], n
+        assert getattr(xdp_program, n) == PROGRAM[n], n
 
 
 def test_the_extension_reports_the_header():

@@ -41,9 +41,9 @@ def test_installed_package_runs(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(target), str(wheel)], check=True)
     env = dict(os.environ, PYTHONPATH=str(target))
-    code = ("import xdpd, xdpd.datapath._fastpath, xdpd.kernel.bpf, os;"
+    code = ("import xdpd, xdpd.datapath._fastpath, xdpd.kernel.xdp_program, os;"
             "assert xdpd.__file__.startswith(%r);"
-            "assert os.path.getsize(xdpd.kernel.bpf.object_path()) > 0;"
+            "assert os.path.getsize(xdpd.kernel.xdp_program.object_path()) > 0;"
             "from xdpd.cli import main; raise SystemExit(main(['--version']))") % str(target)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, cwd=tmp_path)

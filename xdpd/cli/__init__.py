@@ -144,7 +144,7 @@ def raise_fd_limit() -> None:
 
 
 def cmd_run(args) -> int:
-    from xdpd.kernel.bpf import BpfError
+    from xdpd.kernel.libbpf import BpfError
     from xdpd.config.model import ConfigError
     from xdpd.config.schema import load_config
     from xdpd.kernel.netdev import Host

@@ -558,7 +558,7 @@ class DoctorHost:
         return getattr(self._host, name)
 
     def xdp_attached_mode(self, name: str) -> str | None:
-        from xdpd.kernel.bpf import query_xdp
+        from xdpd.kernel.libbpf import query_xdp
         try:
             return query_xdp(self._host.ifindex(name))["mode"]
         except OSError:

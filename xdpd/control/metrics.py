@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import MetricsHandler
 
 from xdpd import __version__
-from xdpd.kernel.bpf import XDPD_MAX_QUEUES
+from xdpd.kernel.xdp_program import XDPD_MAX_QUEUES
 from xdpd.control.metric_table import METRICS, family
 from xdpd.control.workers import worker_rule_counts
 

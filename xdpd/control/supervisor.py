@@ -146,7 +146,7 @@ class SystemOps:
         self.host = host or Host()
 
     def load_program(self, netdev: str):
-        from xdpd.kernel.bpf import XdpProgram
+        from xdpd.kernel.xdp_program import XdpProgram
         return XdpProgram.load(name=netdev)
 
     def create_umem(self, geometry, hugepages: str):
@@ -159,17 +159,17 @@ class SystemOps:
 
     def query_xdp(self, ifindex: int) -> dict:
         """The XDP programs attached to ifindex (bpf.query_xdp)."""
-        from xdpd.kernel.bpf import query_xdp
+        from xdpd.kernel.libbpf import query_xdp
         return query_xdp(ifindex)
 
     def prog_info(self, prog_id: int) -> tuple[str, str]:
         """(name, tag) of a loaded BPF program (bpf.prog_info)."""
-        from xdpd.kernel.bpf import prog_info
+        from xdpd.kernel.libbpf import prog_info
         return prog_info(prog_id)
 
     def detach_xdp(self, ifindex: int, mode: str, prog_id: int) -> None:
         """Detach program prog_id from ifindex if it is still the one there."""
-        from xdpd.kernel.bpf import detach_xdp
+        from xdpd.kernel.libbpf import detach_xdp
         detach_xdp(ifindex, mode, prog_id)
 
     def ethtool(self):
@@ -268,7 +268,7 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
     all, from old_config (what its worker still has on the RX ring goes
     where it always went); in the new rules the workers in `exclude` (being
     removed) are nobody's egress."""
-    from xdpd.kernel.bpf import match_to_c
+    from xdpd.kernel.xdp_program import match_to_c
     names = {i.name for i in config.interfaces}
     table: list[list[dict] | None] = \
         [None] * (max((i.index for i in interfaces), default=-1) + 1)
@@ -523,7 +523,7 @@ class Supervisor:
 
     def _remove_left_program(self, a, pid: int) -> None:
         """Detach a dead xdpd's program from its netdev if it is still there."""
-        from xdpd.kernel.bpf import PROG_NAME
+        from xdpd.kernel.xdp_program import PROG_NAME
         theirs = f"{PROG_NAME} (prog id {a.prog_id}) left attached by xdpd pid {pid} that died"
         try:
             cur = self.ops.query_xdp(a.ifindex)
@@ -609,7 +609,7 @@ class Supervisor:
         """Load rr_redirect for a netdev, own `queues` (no sockets yet: the
         fallback applies), attach.  The netdev gets the lowest free index
         in the forwarding table, kept for as long as it is configured."""
-        from xdpd.kernel.bpf import BpfError
+        from xdpd.kernel.libbpf import BpfError
         used = {i.index for i in self.interfaces}
         index = next(n for n in range(len(used) + 1) if n not in used)
         if index >= MAX_NETDEVS:
@@ -1441,7 +1441,7 @@ class Supervisor:
                 self._own_queue(iface, q)
         for iface_cfg in plan.pass_rule_changes:
             # the program stays attached: the new rule set replaces the old
-            # in one map update (bpf.py, set_pass_rules)
+            # in one map update (xdp_program.py, set_pass_rules)
             iface = self.interface(iface_cfg.name)
             iface.config = iface_cfg
             iface.program.set_pass_rules(iface_cfg.pass_to_kernel)
@@ -1683,7 +1683,7 @@ class Supervisor:
     def _xdp_packets(iface: Interface) -> list[dict]:
         """The XDP program's verdicts per rx queue, owned or not: traffic on
         a queue xdpd does not own shows as `passed` (xdpd doctor reads it)."""
-        from xdpd.kernel.bpf import XDPD_MAX_QUEUES
+        from xdpd.kernel.xdp_program import XDPD_MAX_QUEUES
         out = []
         for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
             try:

@@ -27,7 +27,7 @@ import time
 from xdpd import exitcodes
 from xdpd.lab.netns import Lab, LabError, cleanup_stale
 from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
-from xdpd.kernel.bpf import BpfError
+from xdpd.kernel.libbpf import BpfError
 from xdpd.lab.xdp import CountingSink
 from xdpd.lab.traffic import TrafficError, child_env
 

@@ -41,8 +41,8 @@ import struct
 import sys
 import time
 
-from xdpd.kernel import bpf
-from xdpd.kernel.bpf import BpfError, bpf_error, errno_hint, libbpf
+from xdpd.kernel import libbpf, xdp_program
+from xdpd.kernel.libbpf import BpfError, bpf_error, errno_hint, library
 from xdpd.lab.daemon import run_in_netns
 from xdpd.lab.frames import ip_checksum, parse_mac
 
@@ -139,7 +139,7 @@ def object_path() -> str:
 
 
 def _ncpus() -> int:
-    n = libbpf().libbpf_num_possible_cpus()
+    n = library().libbpf_num_possible_cpus()
     if n < 0:
         raise bpf_error(-n, "count possible CPUs")
     return n
@@ -149,7 +149,7 @@ class _LabObject:
     """One loaded copy of lab.bpf.o, used for program `prog_name`."""
 
     def __init__(self, prog_name: str, path: str | None = None):
-        lib = libbpf()
+        lib = library()
         self.prog_name = prog_name
         self._obj = None
         self.prog_fd, self.prog_id = -1, 0
@@ -173,7 +173,7 @@ class _LabObject:
                 raise bpf_error(errno.ENOENT, what, f"no program {prog_name} in it")
             self._prog = prog               # struct bpf_program *
             self.prog_fd = lib.bpf_program__fd(prog)
-            info = bpf.BpfProgInfo()
+            info = libbpf.BpfProgInfo()
             size = ctypes.c_uint32(ctypes.sizeof(info))
             ret = lib.bpf_obj_get_info_by_fd(self.prog_fd, ctypes.byref(info),
                                              ctypes.byref(size))
@@ -196,8 +196,8 @@ class _LabObject:
     def _update(self, map_name: str, key: int, value, what: str) -> None:
         self._check_open()
         k = ctypes.c_uint32(key)
-        ret = libbpf().bpf_map_update_elem(self._fds[map_name], ctypes.byref(k),
-                                            ctypes.byref(value), bpf.BPF_ANY)
+        ret = library().bpf_map_update_elem(self._fds[map_name], ctypes.byref(k),
+                                            ctypes.byref(value), libbpf.BPF_ANY)
         if ret < 0:
             raise bpf_error(-ret, what, errno_hint(-ret))
 
@@ -209,7 +209,7 @@ class _LabObject:
         self._check_open()
         vals = (LabStats * self._ncpus)()
         key = ctypes.c_uint32(0)
-        ret = libbpf().bpf_map_lookup_elem(self._fds["lab_stats"],
+        ret = library().bpf_map_lookup_elem(self._fds["lab_stats"],
                                             ctypes.byref(key), vals)
         if ret < 0:
             raise bpf_error(-ret, f"read lab_stats of {self.prog_name}", errno_hint(-ret))
@@ -221,7 +221,7 @@ class _LabObject:
 
     def _close_obj(self) -> None:
         if self._obj:
-            libbpf().bpf_object__close(self._obj)
+            library().bpf_object__close(self._obj)
             self._obj = None
         self.prog_fd = -1
 
@@ -244,13 +244,13 @@ class _Attached:
         except OSError:
             raise bpf_error(errno.ENODEV, what, f"no device {self.ifname} in "
                          f"netns {self.ns}") from None
-        ret = libbpf().bpf_xdp_attach(
+        ret = library().bpf_xdp_attach(
             ifindex, self.lab.prog_fd,
-            bpf.XDP_FLAGS_UPDATE_IF_NOEXIST | bpf.XDP_FLAGS_DRV_MODE, None)
+            libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST | libbpf.XDP_FLAGS_DRV_MODE, None)
         if ret < 0:
             err = -ret
             if err in (errno.EBUSY, errno.EEXIST):
-                raise bpf.XdpProgram._busy_error(what, ifindex, self.ifname)
+                raise xdp_program.XdpProgram._busy_error(what, ifindex, self.ifname)
             raise bpf_error(err, what, errno_hint(err))
         self.ifindex = ifindex
 
@@ -266,17 +266,17 @@ class _Attached:
         self.ifindex = 0
 
     def _detach(self) -> None:
-        opts = bpf.BpfXdpAttachOpts(sz=ctypes.sizeof(bpf.BpfXdpAttachOpts),
+        opts = libbpf.BpfXdpAttachOpts(sz=ctypes.sizeof(libbpf.BpfXdpAttachOpts),
                                     old_prog_fd=self.lab.prog_fd)
-        with bpf.libbpf_warnings_as_debug():
-            ret = libbpf().bpf_xdp_attach(
-                self.ifindex, -1, bpf.XDP_FLAGS_REPLACE | bpf.XDP_FLAGS_DRV_MODE,
+        with libbpf.libbpf_warnings_as_debug():
+            ret = library().bpf_xdp_attach(
+                self.ifindex, -1, libbpf.XDP_FLAGS_REPLACE | libbpf.XDP_FLAGS_DRV_MODE,
                 ctypes.byref(opts))
         err = -ret if ret < 0 else 0
         if err in (0, errno.EEXIST, errno.ENODEV):
             # EEXIST: not ours (anymore): leave it; ENODEV: device gone
             if err == errno.EEXIST:
-                bpf.log.debug("%s/%s: %s no longer attached; not detaching",
+                xdp_program.log.debug("%s/%s: %s no longer attached; not detaching",
                               self.ns, self.ifname, self.lab.prog_name)
             return
         raise bpf_error(err, f"detach {self.lab.prog_name} from "
@@ -419,21 +419,21 @@ class Generator(_Tool):
 
     def _hold_dispatcher(self) -> None:
         self._hold_tried = True
-        lib = libbpf()
+        lib = library()
         ctypes.set_errno(0)
-        with bpf.libbpf_warnings_as_debug():
+        with libbpf.libbpf_warnings_as_debug():
             link = lib.bpf_program__attach_xdp(self._lab._prog, LOOPBACK_IFINDEX)
         if link:
             self._hold = link
             return
         err = ctypes.get_errno() or errno.EINVAL
-        bpf.log.info("lab_gen: not attached to lo (%s), so every test run "
+        xdp_program.log.info("lab_gen: not attached to lo (%s), so every test run "
                      "adds it to the XDP dispatcher and removes it again "
-                     "(~25 ms per call)", bpf.errno_name(err))
+                     "(~25 ms per call)", libbpf.errno_name(err))
 
     def close(self) -> None:
         if self._hold:
-            libbpf().bpf_link__destroy(self._hold)
+            library().bpf_link__destroy(self._hold)
             self._hold = None
         if self.fallback is not None:
             self.fallback.close()
@@ -463,9 +463,9 @@ class Generator(_Tool):
         lab = self._lab
         lab._check_open()
         buf = ctypes.create_string_buffer(bytes(frame), len(frame))
-        ctx = bpf.XdpMd(data=0, data_end=len(frame), ingress_ifindex=ifindex,
+        ctx = libbpf.XdpMd(data=0, data_end=len(frame), ingress_ifindex=ifindex,
                         rx_queue_index=0)
-        opts = bpf.BpfTestRunOpts(sz=ctypes.sizeof(bpf.BpfTestRunOpts),
+        opts = libbpf.BpfTestRunOpts(sz=ctypes.sizeof(libbpf.BpfTestRunOpts),
                                   data_in=ctypes.addressof(buf),
                                   data_size_in=len(frame),
                                   ctx_in=ctypes.addressof(ctx),
@@ -477,11 +477,11 @@ class Generator(_Tool):
         if not self._hold_tried and count > 1:
             self._hold_dispatcher()
         before = self.sent()
-        ret = libbpf().bpf_prog_test_run_opts(lab.prog_fd, ctypes.byref(opts))
+        ret = library().bpf_prog_test_run_opts(lab.prog_fd, ctypes.byref(opts))
         if -ret in LIVE_REFUSED and self.sent() == before:
-            bpf.log.warning("lab_gen: the kernel refuses live frames (%s); sending "
+            xdp_program.log.warning("lab_gen: the kernel refuses live frames (%s); sending "
                             "through AF_PACKET instead (slower, same queues)",
-                            bpf.errno_name(-ret))
+                            libbpf.errno_name(-ret))
             self.fallback = PacketSender(ifindex)
             return self.fallback.send(bytes(frame), count)
         if ret < 0 and -ret != errno.EINTR:
@@ -577,7 +577,7 @@ class DevmapForwarder(_Tool):
 
 # --- rr_redirect on a packet: BPF_PROG_TEST_RUN ------------------------------
 
-def test_run(prog: "bpf.XdpProgram", data: bytes, ingress_ifindex: int = 0,
+def test_run(prog: "xdp_program.XdpProgram", data: bytes, ingress_ifindex: int = 0,
              rx_queue_index: int = 0, repeat: int = 1) -> int:
     """Run the daemon's XDP program on data with BPF_PROG_TEST_RUN; returns
     its verdict.  ingress_ifindex must name a netdev in this thread's netns
@@ -589,22 +589,22 @@ def test_run(prog: "bpf.XdpProgram", data: bytes, ingress_ifindex: int = 0,
 test_run.__test__ = False          # pytest: a helper, not a test
 
 
-def timed_run(prog: "bpf.XdpProgram", data: bytes, ingress_ifindex: int = 0,
+def timed_run(prog: "xdp_program.XdpProgram", data: bytes, ingress_ifindex: int = 0,
               rx_queue_index: int = 0, repeat: int = 1) -> tuple[int, int]:
     """test_run(), and the kernel's average time per repetition in ns."""
     if prog.prog_fd < 0:
-        raise ValueError(f"{bpf.PROG_NAME} (prog id {prog.prog_id}) is closed")
+        raise ValueError(f"{xdp_program.PROG_NAME} (prog id {prog.prog_id}) is closed")
     buf = ctypes.create_string_buffer(bytes(data), len(data))
-    ctx = bpf.XdpMd(data=0, data_end=len(data), data_meta=0,
+    ctx = libbpf.XdpMd(data=0, data_end=len(data), data_meta=0,
                     ingress_ifindex=ingress_ifindex,
                     rx_queue_index=rx_queue_index, egress_ifindex=0)
-    opts = bpf.BpfTestRunOpts(sz=ctypes.sizeof(bpf.BpfTestRunOpts),
+    opts = libbpf.BpfTestRunOpts(sz=ctypes.sizeof(libbpf.BpfTestRunOpts),
                               data_in=ctypes.addressof(buf),
                               data_size_in=len(data),
                               ctx_in=ctypes.addressof(ctx),
                               ctx_size_in=ctypes.sizeof(ctx),
                               repeat=repeat)
-    ret = libbpf().bpf_prog_test_run_opts(prog.prog_fd, ctypes.byref(opts))
+    ret = library().bpf_prog_test_run_opts(prog.prog_fd, ctypes.byref(opts))
     if ret < 0:
         err = -ret
         hint = errno_hint(err)
@@ -617,7 +617,7 @@ def timed_run(prog: "bpf.XdpProgram", data: bytes, ingress_ifindex: int = 0,
                     f"{rx_queue_index} rx queues?")
         elif err == errno.ENODEV:
             hint = "ingress_ifindex must be a netdev in this network namespace"
-        raise bpf_error(err, f"test run of {bpf.PROG_NAME} (ifindex "
+        raise bpf_error(err, f"test run of {xdp_program.PROG_NAME} (ifindex "
                         f"{ingress_ifindex}, rx queue {rx_queue_index})", hint)
     return opts.retval, opts.duration
 
