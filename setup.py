@@ -58,7 +58,11 @@ setup(
             include_dirs=["bpf", "xdpd/datapath"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-std=gnu11"],
-            depends=["xdpd/datapath/fastpath.h", "bpf/rr_redirect.h"],
+            # _fastpath.c is the one translation unit: it includes the others
+            depends=[*("xdpd/datapath/" + f for f in (
+                "fastpath.h", "ring.h", "parse.h", "layout.h", "table.c", "control.c",
+                "port.h", "commit.c", "frames.c", "direct.c", "loop.c", "port.c")),
+                "bpf/rr_redirect.h"],
         ),
         Extension(
             "xdpd.kernel._confine",

@@ -7,7 +7,8 @@ fuzz beside everything `_fastpath` has), next to this file.
 
 It is compiled here, with gcc, and never by setup.py: the installed package
 ships the workers' `_fastpath` alone.  Owns nothing but the compile line;
-the code is testing/fastpath_testing.c, which includes xdpd/datapath/_fastpath.c.
+the code is testing/fastpath_testing.c, which includes xdpd/datapath/_fastpath.c
+(the fast path's one translation unit, which includes its units in turn).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def build(dest: str = HERE, flags: list[str] = OPTIMIZED, fastpath: str | None =
     """Compile the harness into dest, with flags (include dirs bpf/ and
     xdpd/, gnu11, as setup.py compiles the fast path); the module's path.
     fastpath: another copy of xdpd/datapath/_fastpath.c to include (a mutant that
-    the tests show the fuzzer catches); its directory is searched first."""
+    the tests show the fuzzer catches), with copies of all its units beside it
+    (tests/fuzz_fastpath.py, mutant()); its directory is searched first."""
     out = os.path.join(dest, NAME + sysconfig.get_config_var("EXT_SUFFIX"))
     first = [os.path.dirname(os.path.abspath(fastpath))] if fastpath else []
     cmd = ["gcc", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra",

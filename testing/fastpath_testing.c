@@ -6,7 +6,8 @@
  * tests/fuzz_fastpath.py).  Never part of the installed package: the
  * workers load xdpd/datapath/_fastpath.c alone.
  *
- * It includes the fast path's source, so that what it times and fuzzes is
+ * It includes the fast path's source (_fastpath.c, the one translation unit,
+ * which includes ring.h ... port.c), so that what it times and fuzzes is
  * the workers' own loop, inlined as in the product, static functions and
  * all; and it exports everything _fastpath does (an AddressSanitizer build
  * of this file serves as the whole module: tests/fuzz_fastpath.py).

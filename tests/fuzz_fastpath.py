@@ -18,7 +18,8 @@ worker, frame size, ring sizes, batch), chosen by the seed:
   lie+crash  both: recovery from whatever the liars left
 
 --asan builds the harness (testing/fastpath_testing.c, which includes
-xdpd/datapath/_fastpath.c) with -fsanitize=address,undefined into a temporary
+xdpd/datapath/_fastpath.c, the fast path's one translation unit) with
+-fsanitize=address,undefined into a temporary
 directory and runs the seeds in a child process that has the sanitizer
 runtime preloaded and loads that build instead of the one `make build` made.  Any
 sanitizer report aborts the child; the exit status says whether it passed.
@@ -36,7 +37,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "xdpd", "datapath", "_fastpath.c")
+DATAPATH = os.path.join(ROOT, "xdpd", "datapath")
+# the unity file: it includes the fast path's units (ring.h, ..., port.c)
+SOURCE = os.path.join(DATAPATH, "_fastpath.c")
 sys.path.insert(0, os.path.join(ROOT, "testing"))
 import build as harness  # noqa: E402  (testing/build.py)
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
@@ -73,8 +76,35 @@ def sanitizer_runtime() -> str | None:
 
 def build(dest: str, flags: list[str] = SANITIZE, fastpath: str | None = None) -> str:
     """The harness compiled into dest with flags (default: the sanitizers);
-    fastpath: a copy of xdpd/datapath/_fastpath.c to build it from instead."""
+    fastpath: a copy of xdpd/datapath/_fastpath.c to build it from instead
+    (with copies of its units beside it: mutant())."""
     return harness.build(dest, flags, fastpath)
+
+
+def units() -> list[str]:
+    """The fast path's source files, by name: _fastpath.c, the units it
+    includes, and fastpath.h."""
+    return sorted(f for f in os.listdir(DATAPATH) if f.endswith((".c", ".h")))
+
+
+def mutant(dest: str, old: str, new: str) -> tuple[str, str]:
+    """Copies of the fast path's sources in dest, with old replaced by new in
+    the one unit that holds it: old must occur exactly once in all of them
+    together (ValueError otherwise).  All of them are copied because the unity
+    file includes its units from its own directory first.  Returns (the copy
+    of _fastpath.c, for build(fastpath=...); the name of the unit changed)."""
+    texts = {f: open(os.path.join(DATAPATH, f)).read() for f in units()}
+    found = {f: t.count(old) for f, t in texts.items() if old in t}
+    if sum(found.values()) != 1:
+        raise ValueError(f"{old!r} occurs {sum(found.values())} times in the fast path's "
+                         f"sources ({', '.join(found) or 'none'}); a mutant needs exactly one")
+    (unit,) = found
+    texts[unit] = texts[unit].replace(old, new)
+    os.makedirs(dest, exist_ok=True)
+    for f, t in texts.items():
+        with open(os.path.join(dest, f), "w") as out:
+            out.write(t)
+    return os.path.join(dest, os.path.basename(SOURCE)), unit
 
 
 def sanitizer_env(runtime: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -257,18 +258,38 @@ def assert_clean_run(r: subprocess.CompletedProcess) -> None:
     assert r.returncode == 0, r.stderr[-4000:]
 
 
-def run_mutant(tmp_path, mutant: tuple[str, str], where: str, *args: str):
-    """The fuzz script on a copy of the fast path with mutant applied."""
+def run_mutant(tmp_path, mutant: tuple[str, str], unit: str, where: str, *args: str):
+    """The fuzz script on a copy of the fast path with mutant applied to
+    where (a function) in unit (the file of xdpd/datapath/ that holds it)."""
     if not shutil.which("gcc"):
         pytest.skip("needs gcc to build a broken copy of the fast path")
-    src = open(ff.SOURCE).read()
-    assert src.count(mutant[0]) == 1, f"{where} changed: update the mutant to break it again"
-    path = tmp_path / "_fastpath.c"
-    path.write_text(src.replace(*mutant))
-    module = ff.build(str(tmp_path), ["-O1"], fastpath=str(path))
+    try:
+        path, changed = ff.mutant(str(tmp_path / "src"), *mutant)
+    except ValueError as e:
+        pytest.fail(f"{where} changed: update the mutant to break it again ({e})")
+    assert changed == unit, f"{where} moved from {unit} to {changed}: update the mutant"
+    module = ff.build(str(tmp_path), ["-O1"], fastpath=path)
     return subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
                            "--seeds", "1", "--modes", "crash", *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def test_a_mutant_changes_the_one_unit_that_holds_its_text(tmp_path):
+    """The mutants below break one unit of the fast path: the copy holds
+    every unit the unity file includes (it finds them in its own directory
+    first), and only the one with the text differs."""
+    path, unit = ff.mutant(str(tmp_path / "src"), *MUTANT)
+    assert unit == "commit.c" and path == str(tmp_path / "src" / "_fastpath.c")
+    includes = re.findall(r'^#include "([^"]+)"', open(ff.SOURCE).read(), re.M)
+    assert "commit.c" in includes and set(includes) <= set(ff.units())
+    assert sorted(os.listdir(tmp_path / "src")) == ff.units()
+    changed = [f for f in ff.units() if (tmp_path / "src" / f).read_text() !=
+               open(os.path.join(ff.DATAPATH, f)).read()]
+    assert changed == ["commit.c"]
+    with pytest.raises(ValueError, match="exactly one"):
+        ff.mutant(str(tmp_path / "twice"), "static inline", "")
+    with pytest.raises(ValueError, match="none"):
+        ff.mutant(str(tmp_path / "never"), "no such text in the fast path", "")
 
 
 # Recovery that ignores a pending commit: its redo log is never applied.
@@ -277,7 +298,7 @@ MUTANT = ("\tif (word & 1) {\n\t\tuint32_t len = c->log_len;",
 
 
 def test_crash_injection_catches_a_recovery_that_drops_the_redo_log(tmp_path):
-    r = run_mutant(tmp_path, MUTANT, "port_recover()")
+    r = run_mutant(tmp_path, MUTANT, "commit.c", "port_recover()")
     assert r.returncode != 0
     assert "RuntimeError: fuzz seed 1, step " in r.stderr
     # caught by the frame accounting (where a frame is, or a worker's counts)
@@ -292,7 +313,7 @@ GROUP_MUTANT = ("same_group(p, r->egress[lane % r->n_egress]) ?",
 
 
 def test_crash_injection_catches_a_frame_lent_inside_its_group(tmp_path):
-    r = run_mutant(tmp_path, GROUP_MUTANT, "port_load_rule()", "--fanout", "2")
+    r = run_mutant(tmp_path, GROUP_MUTANT, "loop.c", "port_load_rule()", "--fanout", "2")
     assert r.returncode != 0
     assert "committed free" in r.stderr.splitlines()[-1]
 
@@ -304,6 +325,6 @@ DIRECT_MUTANT = ("\t\t\tredo_note(p, FP_REDO_DIRECT_PROD, j, r->cached_prod);",
 
 
 def test_crash_injection_catches_a_direct_send_left_out_of_the_commit(tmp_path):
-    r = run_mutant(tmp_path, DIRECT_MUTANT, "port_commit_begin()", "--direct")
+    r = run_mutant(tmp_path, DIRECT_MUTANT, "commit.c", "port_commit_begin()", "--direct")
     assert r.returncode != 0
     assert "RuntimeError: fuzz seed 1, step " in r.stderr

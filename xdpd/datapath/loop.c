@@ -1,0 +1,757 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * loop.c: the worker's loop step (the numbered steps in _fastpath.c's
+ * opening comment): the rules in force (port_load_rule), the COMPLETION,
+ * ret, fwd and RX rings, the TX kick, the FILL top-up and the wake-ups;
+ * port_iterate() and port_step(), which Port.run, microbench() and fuzz()
+ * all call.  Part of _fastpath.c's unity build: the hot path, inlined into
+ * port_step().  Must not allocate, block or make a syscall but the kicks
+ * and wake-ups, and publishes nothing but through the commit (commit.c).
+ */
+
+/* FNV-1a over what makes a rule list the same list for its counters:
+ * every rule but its egress workers (those move with reloads that add or
+ * remove queues; the rule stays the rule). */
+static uint64_t rules_sig(const struct fp_rule *rules, uint32_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ n;
+
+	for (uint32_t k = 0; k < n; k++) {
+		const uint8_t *b = (const uint8_t *)&rules[k];
+
+		for (size_t i = 0; i < offsetof(struct fp_rule, n_egress); i++)
+			h = (h ^ b[i]) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/*
+ * Worker w sends out of our own queue's fanout group (or is us).  We send
+ * such packets ourselves: every socket of the group transmits on the same
+ * queue, and a frame of the owner's may only complete on the owner's
+ * COMPLETION ring as one the group sent as its own (fastpath.h, "Fanout"),
+ * never as one lent inside the group.
+ */
+static inline bool same_group(PortObject *p, uint32_t w)
+{
+	return w == p->id || (w < p->nworkers &&
+			      __atomic_load_n(&ctl_assign(p->v, w)->owner, __ATOMIC_RELAXED) ==
+			      p->owner);
+}
+
+/*
+ * The rules for our netdev, copied out of the active table.  The table is
+ * in memory every worker can write, so its numbers are bounded before
+ * they index anything: a count past its array stops at the array, an
+ * egress that names no worker makes the rule's packets egress_down
+ * (egress_running()).  Only when the generation moves: not per packet.
+ * A netdev with no rule, or one rule without a match (the common case),
+ * takes port_receive's path that parses nothing; anything else, and any
+ * rule that pushes or pops a VLAN tag (the packet's address and length
+ * change: kept off the common path), is classified packet by packet
+ * (port_receive_rules).  The rule counters
+ * start again from zero when the list differs from the one they count
+ * for (a replacement worker continues them: rule_sig is committed).
+ */
+static void port_load_rule(PortObject *p)
+{
+	uint32_t which = __atomic_load_n(&p->tab->active_table, __ATOMIC_ACQUIRE) & 1;
+	struct fp_table *t = ctl_table(p->v, which);
+	const struct fp_assign *me = ctl_assign(p->v, p->id);
+	uint32_t netdev = me->netdev, lane = me->lane;
+	uint64_t sig;
+
+	p->generation = __atomic_load_n(&t->generation, __ATOMIC_ACQUIRE);
+	p->n_rules = 0;
+	p->csum = false;
+	if (netdev < t->n_netdevs && netdev < FP_MAX_NETDEVS) {
+		struct fp_netdev *nd = &t->by_netdev[netdev];
+
+		p->csum = nd->flags & FP_NETDEV_CSUM_COMPLETE;
+		p->n_rules = __atomic_load_n(&nd->n_rules, __ATOMIC_RELAXED);
+		if (p->n_rules > FP_MAX_RULES)
+			p->n_rules = FP_MAX_RULES;
+		memcpy(p->rules, nd->rules, p->n_rules * sizeof(p->rules[0]));
+	}
+	p->classify = false;
+	for (uint32_t k = 0; k < p->n_rules; k++) {
+		struct fp_rule *r = &p->rules[k];
+
+		if (r->vlan_op != FP_VLAN_NONE)
+			p->classify = true;
+		if (r->n_egress > FP_MAX_EGRESS)
+			r->n_egress = FP_MAX_EGRESS;
+		p->rule_egress[k] = p->id;
+		if (r->action == FP_ACT_FORWARD && r->n_egress)
+			p->rule_egress[k] = same_group(p, r->egress[lane % r->n_egress]) ?
+					    p->id : r->egress[lane % r->n_egress];
+	}
+	if (p->n_rules)
+		memcpy(&p->rule, &p->rules[0], sizeof(p->rule));
+	else
+		memset(&p->rule, 0, sizeof(p->rule));
+	p->egress = p->n_rules ? p->rule_egress[0] : p->id;
+	direct_load(p, t);
+	p->parse = p->n_rules > 1 || (p->n_rules == 1 && p->rule.match.fields);
+	p->classify = p->classify || p->parse;
+	sig = rules_sig(p->rules, p->n_rules);
+	if (sig != p->st.rule_sig) {
+		p->st.rule_sig = sig;
+		memset(p->st.rule_packets, 0, sizeof(p->st.rule_packets));
+		memset(p->st.rule_bytes, 0, sizeof(p->st.rule_bytes));
+	}
+	__atomic_store_n(&p->me->table_generation, p->generation, __ATOMIC_RELEASE);
+}
+
+/* 1. our COMPLETION ring */
+static uint32_t port_complete(PortObject *p)
+{
+	uint32_t n = ring_cons_avail(&p->comp, p->comp.size), direct = 0;
+	const uint64_t *addrs = p->comp.descs;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t addr = addrs[(p->comp.cached_cons + i) & p->comp.mask];
+
+		if (frame_mine(p, addr)) {
+			free_push(p, addr);
+			if (!p->n_tx && p->n_members)
+				port_sync_members(p);	/* a member's send, not yet seen */
+			if (p->n_tx)
+				p->n_tx--;
+		} else if (addr < p->frames_end) {
+			uint32_t home = home_of(p, addr);
+
+			ret_push(p, home, addr);
+			/* sent by home on its direct socket: not ours to count */
+			direct += p->dsrc_of && p->dsrc_of[home];
+		} else {
+			p->st.bad_descs++;
+		}
+	}
+	p->fan.completed += n - direct;
+	p->comp.cached_cons += n;
+	return n;
+}
+
+/* 2. our frames coming home */
+static uint32_t port_take_returns(PortObject *p)
+{
+	uint32_t total = 0;
+	uint32_t mask = p->ring_entries - 1;
+
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		struct fp_ring *r = p->ret_in[w];
+		uint32_t n, cons, got = 0;
+
+		if (w == p->id || !(n = hring_take(p, r)))
+			continue;
+		cons = r->cons;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t addr = r->slots[(cons + i) & mask];
+
+			if (!p->n_handoff && p->n_members)
+				port_sync_members(p);	/* a member's drop, not yet seen */
+			if (frame_ok(p, addr, 0, p->id) && p->n_handoff) {
+				free_push(p, addr);
+				p->n_handoff--;
+				got++;
+			} else {
+				p->st.bad_descs++;
+			}
+		}
+		/* what a direct socket's owner gives back is what we sent there */
+		for (uint32_t j = 0; j < p->n_direct && got; j++) {
+			if (p->direct[j].owner == w) {
+				uint64_t out = direct_out(&p->st, j), take = got < out ? got : out;
+
+				p->st.direct_returned[j] += take;
+				got -= (uint32_t)take;
+			}
+		}
+		redo_note(p, FP_REDO_RET_IN_CONS, w, cons + n);
+		total += n;
+	}
+	return total;
+}
+
+/* 3. packets other workers handed to us, onto our TX ring */
+static uint32_t port_take_handoffs(PortObject *p)
+{
+	uint32_t total = 0;
+	uint32_t mask = p->ring_entries - 1;
+	struct xdp_desc *txd = p->tx.descs;
+
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		struct fp_ring *r = p->fwd_in[w];
+		uint32_t n, room, cons, sent = 0, home;
+
+		if (w == p->id || !(n = hring_take(p, r)))
+			continue;
+		home = lender_home(p, w);
+		room = ring_prod_free(&p->tx, n);
+		if (n > room)
+			n = room;
+		if (!n)
+			break;
+		cons = r->cons;
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t e = r->slots[(cons + i) & mask];
+			uint64_t addr = e & RING_ADDR_MASK;
+			uint32_t len = (uint32_t)(e >> RING_LEN_SHIFT);
+			struct xdp_desc *d;
+
+			/* a worker lends only frames of its own (a fanout
+			 * member: its owner's) */
+			if (!frame_ok(p, addr, len, home) || len < ETH_HLEN) {
+				p->st.bad_descs++;
+				if (frame_homed(p, addr, home))
+					ret_push(p, home, addr);	/* back home */
+				continue;
+			}
+			d = &txd[(p->tx.cached_prod + sent++) & p->tx.mask];
+			d->addr = addr;
+			d->len = len;
+			d->options = 0;
+			p->st.tx_bytes += len;
+		}
+		p->tx.cached_prod += sent;
+		redo_note(p, FP_REDO_FWD_IN_CONS, w, cons + n);
+		p->st.tx_packets += sent;
+		p->st.handoff_in += sent;
+		total += n;
+	}
+	return total;
+}
+
+/* An egress that is running, draining, or starting (a replacement taking
+ * over a dead worker's socket: what is handed to it waits on the fwd ring
+ * and back-pressure holds the rest).  The supervisor marks a worker it gave
+ * up on STOPPED, and then its packets are dropped as egress_down. */
+static inline bool egress_running(PortObject *p, uint32_t w)
+{
+	uint32_t state;
+
+	if (w >= p->nworkers)		/* a table naming no worker (port_load_rule) */
+		return false;
+	state = __atomic_load_n(&ctl_worker(p->v, w)->state, __ATOMIC_RELAXED);
+	return state == FP_STATE_RUNNING || state == FP_STATE_DRAINING ||
+	       state == FP_STATE_STARTING;
+}
+
+/*
+ * A rule's VLAN action, in two steps so that nothing is written before the
+ * packet is known to leave: vlan_delta() says by how much the length will
+ * change (max_len is judged on the length the egress gets), vlan_apply()
+ * moves the MACs and the packet's start.  A push needs 4 bytes before the
+ * packet inside its frame: the kernel puts packets XDP_PACKET_HEADROOM
+ * (256) bytes in, so only a descriptor no kernel writes lacks them, and
+ * that packet is dropped as invalid.  A pop on an untagged packet (or one
+ * too short to hold a whole tag) changes nothing: a rule that must see a
+ * tag says so in its match (vlan: ID).
+ */
+#define VLAN_HLEN	4
+#define VLAN_NO_ROOM	INT32_MIN
+
+static inline int32_t vlan_delta(PortObject *p, const struct fp_rule *r,
+				 uint64_t addr, const uint8_t *pkt, uint32_t len)
+{
+	if (r->vlan_op == FP_VLAN_PUSH)
+		return (addr & (p->frame_size - 1)) >= VLAN_HLEN ? VLAN_HLEN : VLAN_NO_ROOM;
+	if (r->vlan_op == FP_VLAN_POP && len >= ETH_HLEN + VLAN_HLEN &&
+	    is_vlan(get16(pkt + 2 * ETH_ALEN)))
+		return -VLAN_HLEN;
+	return 0;
+}
+
+/* delta from vlan_delta(), not VLAN_NO_ROOM; the packet is at *addr */
+static inline void vlan_apply(const struct fp_rule *r, uint8_t *umem, uint64_t *addr,
+			      int32_t delta)
+{
+	uint8_t *pkt = umem + *addr;
+
+	if (delta > 0) {
+		memmove(pkt - VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN, &r->vlan_tpid, 2);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN + 2, &r->vlan_tci, 2);
+		*addr -= VLAN_HLEN;
+	} else if (delta < 0) {
+		memmove(pkt + VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		*addr += VLAN_HLEN;
+	}
+}
+
+/* The first of our rules the packet fits; n_rules: none. */
+static inline uint32_t port_classify(PortObject *p, const uint8_t *pkt, uint32_t len)
+{
+	struct pkt_info pi;
+
+	pkt_parse(pkt, len, &pi);
+	for (uint32_t k = 0; k < p->n_rules; k++)
+		if (match_fits(&p->rules[k].match, &pi))
+			return k;
+	return p->n_rules;
+}
+
+/*
+ * 4, with several rules or a match: each packet classified, then dropped
+ * or sent where its rule says.  Packets of one batch may go to different
+ * egresses, so room is checked per packet against the egress its rule
+ * chose: the first packet with no room stops the batch and stays on the
+ * RX ring with everything behind it (back-pressure, never a drop).  As in
+ * port_receive, every index move is only noted (fwd ring producers in
+ * fwd_pending) and published at commit.
+ */
+static inline __attribute__((always_inline)) uint32_t
+port_receive_rules_as(PortObject *p, const bool member)
+{
+	uint32_t n, i, bad = 0, foreign = 0, tx_room;
+	struct xdp_desc *rxd = p->rx.descs;
+	uint32_t mask = p->ring_entries - 1;
+	uint8_t direct_used = 0;	/* bit j: sent on our direct socket j */
+
+	n = ring_cons_avail(&p->rx, p->batch);
+	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
+	if (!n)
+		return 0;
+	tx_room = ring_prod_free(&p->tx, n);
+	for (i = 0; i < n; i++) {
+		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
+		uint64_t addr = d->addr;
+		uint32_t len = d->len, k, e, out_len;
+		const struct fp_rule *r;
+		int32_t delta = 0;
+		uint8_t *pkt;
+
+		if (!frame_ok(p, addr, len, p->owner)) {
+			bad++;
+			if (frame_rx_home(p, addr)) {
+				rx_drop(p, member, addr);
+				p->st.drops[FP_DROP_INVALID]++;
+			} else {
+				foreign++;
+			}
+			continue;
+		}
+		pkt = p->umem + addr;
+		k = p->parse ? port_classify(p, pkt, len) : 0;	/* one rule takes all */
+		if (k == p->n_rules) {
+			p->st.rx_bytes += len;
+			rx_drop(p, member, addr);
+			p->st.drops[FP_DROP_NO_RULE]++;
+			continue;
+		}
+		r = &p->rules[k];
+		e = p->rule_egress[k];
+		if (r->vlan_op != FP_VLAN_NONE && len >= ETH_HLEN)
+			delta = vlan_delta(p, r, addr, pkt, len);
+		out_len = len + (delta == VLAN_NO_ROOM ? 0 : delta);
+		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN && delta != VLAN_NO_ROOM &&
+		    (!r->max_len || out_len <= r->max_len) && egress_running(p, e)) {
+			if (e == p->id) {
+				if (!tx_room)
+					break;		/* stays on the RX ring */
+			} else if (!member && p->rule_direct[k] >= 0) {
+				if (!ring_prod_free(&p->direct[p->rule_direct[k]].tx, 1))
+					break;
+			} else {
+				uint32_t room = hring_free(p->fwd_out[e], p->ring_entries);
+
+				if (room > p->ring_entries)
+					room = 0;	/* a peer's garbage index */
+				if (p->fwd_pending[e] >= room)
+					break;
+			}
+		}
+		p->st.rx_bytes += len;
+		p->st.rule_packets[k]++;
+		p->st.rule_bytes[k] += len;
+		if (r->action != FP_ACT_FORWARD) {
+			rx_drop(p, member, addr);
+			p->st.drops[r->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE]++;
+			continue;
+		}
+		if (len < ETH_HLEN || delta == VLAN_NO_ROOM) {
+			rx_drop(p, member, addr);
+			p->st.drops[FP_DROP_INVALID]++;
+			continue;
+		}
+		if (r->max_len && out_len > r->max_len) {
+			rx_drop(p, member, addr);
+			p->st.drops[FP_DROP_TOO_LONG]++;
+			continue;
+		}
+		if (!egress_running(p, e)) {
+			rx_drop(p, member, addr);
+			p->st.drops[FP_DROP_EGRESS_DOWN]++;
+			continue;
+		}
+		if (p->csum)
+			p->st.csum_completed += csum_complete(pkt, len);
+		rewrite_macs(r, pkt);
+		if (delta) {
+			vlan_apply(r, p->umem, &addr, delta);
+			len = out_len;
+		}
+		if (e == p->id) {
+			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
+						[p->tx.cached_prod++ & p->tx.mask];
+
+			t->addr = addr;
+			t->len = len;
+			t->options = 0;
+			tx_room--;
+			if (member)
+				p->fan.took_tx++;	/* the owner's frame */
+			else
+				p->n_tx++;
+			p->st.tx_packets++;
+			p->st.tx_bytes += len;
+		} else if (!member && p->rule_direct[k] >= 0) {
+			direct_put(p, (uint32_t)p->rule_direct[k], addr, len);
+			direct_used |= 1U << p->rule_direct[k];
+		} else {
+			struct fp_ring *out = p->fwd_out[e];
+
+			out->slots[(out->prod + p->fwd_pending[e]++) & mask] =
+				addr | (uint64_t)len << RING_LEN_SHIFT;
+			if (!member)
+				p->n_handoff++;
+			p->st.handoff_out++;
+		}
+	}
+	p->rx.cached_cons += i;
+	if (member) {
+		p->fan.took_rx += i - foreign;
+	} else if (p->n_rx >= i - foreign) {
+		p->n_rx -= i - foreign;
+	} else {
+		bad += i - foreign - p->n_rx;
+		p->n_rx = 0;
+	}
+	p->st.rx_packets += i - foreign;
+	p->st.bad_descs += bad;
+	for (uint32_t k = 0; k < p->n_rules; k++) {
+		uint32_t e = p->rule_egress[k];
+
+		if (e < p->nworkers && p->fwd_pending[e]) {
+			redo_note(p, FP_REDO_FWD_OUT_PROD, e, p->fwd_out[e]->prod + p->fwd_pending[e]);
+			p->fwd_pending[e] = 0;
+			p->wake[e] = 1;
+		}
+	}
+	for (uint32_t j = 0; direct_used; j++, direct_used >>= 1) {
+		if (direct_used & 1)
+			direct_sent(p, j);
+	}
+	return i;
+}
+
+/* 4. our RX ring */
+static inline __attribute__((always_inline)) uint32_t
+port_receive_as(PortObject *p, const bool member)
+{
+	uint32_t want = p->batch, n, dropped = 0, too_long = 0, bad = 0, foreign = 0;
+	struct xdp_desc *rxd = p->rx.descs;
+	struct fp_ring *out = NULL;
+	struct ring *dtx = NULL;	/* our direct socket's TX ring */
+	uint32_t out_prod = 0, dj = 0;
+	uint32_t mask = p->ring_entries - 1;
+	uint32_t action = p->rule.action;
+	uint32_t max_len = p->rule.max_len ? p->rule.max_len : UINT32_MAX;
+	uint64_t rx_bytes0 = p->st.rx_bytes;
+	int reason = -1;
+
+	if (p->classify)
+		return port_receive_rules_as(p, member);
+	if (action == FP_ACT_FORWARD) {
+		if (p->egress == p->id) {
+			want = ring_prod_free(&p->tx, want);
+			if (want > p->batch)
+				want = p->batch;
+		} else if (!egress_running(p, p->egress)) {
+			action = FP_ACT_DROP;
+			reason = FP_DROP_EGRESS_DOWN;
+		} else if (!member && p->egress_direct >= 0) {
+			dj = (uint32_t)p->egress_direct;
+			dtx = &p->direct[dj].tx;
+			want = ring_prod_free(dtx, want);
+			if (want > p->batch)
+				want = p->batch;
+		} else {
+			out = p->fwd_out[p->egress];
+			want = hring_free(out, p->ring_entries);
+			if (want > p->batch)
+				want = p->batch;
+			out_prod = out->prod;
+		}
+	} else {
+		reason = action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE;
+		action = FP_ACT_DROP;
+	}
+	n = ring_cons_avail(&p->rx, want);
+	/* ring_cons_avail re-read the producer if it had nothing cached, so
+	 * this tells empty apart from held back by a full egress (want 0) */
+	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
+	if (!n)
+		return 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
+		uint64_t addr = d->addr;
+		uint32_t len = d->len;
+
+		/* the kernel fills only frames we gave it: anything else is
+		 * not ours to free or send */
+		if (!frame_ok(p, addr, len, p->owner)) {
+			bad++;
+			if (frame_rx_home(p, addr)) {
+				rx_drop(p, member, addr);
+				dropped++;
+			} else {
+				foreign++;
+			}
+			continue;
+		}
+		p->st.rx_bytes += len;
+		if (action == FP_ACT_DROP) {
+			rx_drop(p, member, addr);
+			p->st.drops[reason]++;
+			continue;
+		}
+		if (len < ETH_HLEN) {
+			rx_drop(p, member, addr);
+			dropped++;
+			continue;
+		}
+		if (len > max_len) {
+			rx_drop(p, member, addr);
+			too_long++;
+			continue;
+		}
+		if (p->csum)
+			p->st.csum_completed += csum_complete(p->umem + addr, len);
+		rewrite_macs(&p->rule, p->umem + addr);
+		if (dtx) {
+			direct_put(p, dj, addr, len);
+		} else if (!out) {
+			struct xdp_desc *t = &((struct xdp_desc *)p->tx.descs)
+						[p->tx.cached_prod++ & p->tx.mask];
+
+			t->addr = addr;
+			t->len = len;
+			t->options = 0;
+			if (member)
+				p->fan.took_tx++;	/* the owner's frame */
+			else
+				p->n_tx++;
+			p->st.tx_packets++;
+			p->st.tx_bytes += len;
+		} else {
+			out->slots[out_prod++ & mask] = addr | (uint64_t)len << RING_LEN_SHIFT;
+			if (!member)
+				p->n_handoff++;
+			p->st.handoff_out++;
+		}
+	}
+	p->rx.cached_cons += n;
+	if (p->n_rules) {		/* one rule, no match: it takes them all */
+		p->st.rule_packets[0] += n - bad;
+		p->st.rule_bytes[0] += p->st.rx_bytes - rx_bytes0;
+	}
+	/* Every frame of ours on the RX ring was given to the kernel (counted
+	 * in rx) by us; a kernel that hands back more than it was given must
+	 * not wrap the count.  A fanout member's are the owner's, which it
+	 * counts for it (fastpath.h, "Fanout"). */
+	if (member) {
+		p->fan.took_rx += n - foreign;
+	} else if (p->n_rx >= n - foreign) {
+		p->n_rx -= n - foreign;
+	} else {
+		bad += n - foreign - p->n_rx;
+		p->n_rx = 0;
+	}
+	p->st.rx_packets += n - foreign;
+	p->st.drops[FP_DROP_INVALID] += dropped;
+	p->st.drops[FP_DROP_TOO_LONG] += too_long;
+	p->st.bad_descs += bad;
+	if (out && out_prod != out->prod) {
+		redo_note(p, FP_REDO_FWD_OUT_PROD, p->egress, out_prod);
+		p->wake[p->egress] = 1;
+	}
+	if (dtx)
+		direct_sent(p, dj);
+	return n;
+}
+
+/* The receive paths compiled twice, so that a worker that is not a fanout
+ * member pays no per-packet test for being one. */
+static uint32_t port_receive(PortObject *p)
+{
+	return p->member ? port_receive_as(p, true) : port_receive_as(p, false);
+}
+
+/*
+ * 5. start transmission; copy mode sends a bounded number per call.
+ * With busy polling, the kernel does not move our TX ring by itself (our
+ * queue's interrupts stay masked while we keep polling): one sendto() per
+ * iteration runs the NAPI poll that sends and completes, as long as the
+ * kernel has not taken everything, need_wakeup or not.
+ */
+static bool kick_ring(PortObject *p, struct ring *tx, int fd)
+{
+	uint32_t cons = load_acquire(tx->consumer);
+
+	if (cons == tx->cached_prod)
+		return true;		/* the kernel has taken everything */
+	if (!ring_needs_wakeup(tx)) {
+		if (p->busy_poll && fd >= 0) {
+			p->st.busy_polls++;
+			sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+		}
+		return true;
+	}
+	for (int i = 0; i < 64 && cons != tx->cached_prod; i++) {
+		uint32_t before = cons;
+		int ret;
+
+		p->st.tx_kicks++;
+		ret = sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+		cons = load_acquire(tx->consumer);
+		/* EAGAIN: the kernel's per-call budget ran out (go on) or the
+		 * device queue is full (no progress: retry next iteration);
+		 * EBUSY, ENOBUFS, ENETDOWN: retry next iteration. */
+		if ((ret < 0 && errno != EAGAIN) || cons == before)
+			return false;
+	}
+	return cons == tx->cached_prod;
+}
+
+/* Our TX ring, then our direct sockets' ("Direct transmission"): one
+ * whose kernel side made no progress (its owner's COMPLETION ring may be
+ * full) wakes that owner, to collect its completions. */
+static void port_kick_tx(PortObject *p)
+{
+	kick_ring(p, &p->tx, p->xsk_fd);
+	for (uint32_t j = 0; j < p->n_direct; j++) {
+		struct direct_tx *d = &p->direct[j];
+
+		if (d->open && !kick_ring(p, &d->tx, d->fd))
+			p->wake[d->owner] = 1;
+	}
+}
+
+/*
+ * 6. FILL ring from the free list (published at commit).  A need_wakeup
+ * on the FILL ring after we gave it frames is a kick (the driver ran dry
+ * and waits for us).  With busy polling, an empty RX ring (or a FILL ring
+ * that needs a wakeup, even with nothing new on it) is a poll: the packets
+ * are waiting in the NIC until our recvfrom() runs the NAPI poll (the
+ * kernel's AF_XDP documentation, "preferred busy polling").
+ */
+static uint32_t port_fill(PortObject *p)
+{
+	uint32_t n = p->n_free, room;
+	uint64_t *fq = p->fill.descs;
+
+	if (!n)
+		return 0;
+	room = ring_prod_free(&p->fill, n);
+	if (n > room)
+		n = room;
+	for (uint32_t i = 0; i < n; i++)
+		fq[(p->fill.cached_prod + i) & p->fill.mask] = p->freelist[--p->n_free];
+	p->fill.cached_prod += n;
+	p->n_rx += n;
+	return n;
+}
+
+/* after the commit: the syscall the FILL ring asks for, if any */
+static void port_fill_wakeup(PortObject *p, uint32_t filled)
+{
+	if (filled && ring_needs_wakeup(&p->fill))
+		p->st.fill_kicks++;
+	else if (p->busy_poll && (p->rx_empty || ring_needs_wakeup(&p->fill)))
+		p->st.busy_polls++;
+	else
+		return;
+	recvfrom(p->xsk_fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+}
+
+/* 7. wake the peers we gave work to, if they sleep */
+static void port_wake_peers(PortObject *p)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (!p->wake[w])
+			continue;
+		p->wake[w] = 0;
+		uint32_t *sleeping = &ctl_worker(p->v, w)->sleeping;
+
+		if (__atomic_load_n(sleeping, __ATOMIC_RELAXED) &&
+		    __atomic_exchange_n(sleeping, 0, __ATOMIC_SEQ_CST) && p->peer_efd[w] >= 0) {
+			uint64_t one = 1;
+
+			if (write(p->peer_efd[w], &one, sizeof(one)) < 0) {
+				/* EAGAIN: counter saturated, the peer is awake anyway */
+			}
+		}
+	}
+}
+
+/*
+ * Steps 1-4 and the FILL top-up: they change nothing anyone else can see
+ * (descriptors past producers, free-list pushes past the committed count,
+ * indices only noted) until port_commit().  Returns the frames moved;
+ * *filled: those given to the FILL ring.
+ */
+static inline __attribute__((always_inline)) uint32_t port_iterate(PortObject *p,
+								   uint32_t *filled)
+{
+	uint32_t work = 0;
+
+	if (__atomic_load_n(&p->tab->generation, __ATOMIC_ACQUIRE) != p->generation)
+		port_load_rule(p);
+	if (p->n_members)
+		port_sync_members(p);
+	work += port_complete(p);
+	work += port_take_returns(p);
+	work += port_take_handoffs(p);
+	work += port_receive(p);
+	*filled = port_fill(p);
+	p->st.loops++;
+	if (work)
+		p->st.busy_loops++;
+	return work;
+}
+
+/*
+ * One turn of the worker's loop: port_iterate(), then port_commit()
+ * publishes all of it at once (with the counters: scrapes see them at
+ * most one batch old); then the syscalls and wake-ups.  Port.run,
+ * microbench() and fuzz() all call this, so the benchmark times and the
+ * fuzzer drives exactly the code the workers run.
+ */
+static uint32_t port_step(PortObject *p)
+{
+	uint32_t filled, work = port_iterate(p, &filled);
+
+	if (work || filled)
+		port_commit(p);
+	port_kick_tx(p);
+	port_fill_wakeup(p, filled);
+	port_wake_peers(p);
+	return work;
+}
+
+static bool port_has_input(PortObject *p)
+{
+	if (ring_cons_avail(&p->rx, 1) || ring_cons_avail(&p->comp, 1))
+		return true;
+	for (uint32_t w = 0; w < p->nworkers; w++) {
+		if (w == p->id)
+			continue;
+		if (hring_avail(p->fwd_in[w]) || hring_avail(p->ret_in[w]))
+			return true;
+	}
+	return false;
+}
