@@ -51,7 +51,8 @@
  * others are its `depends`); testing/fastpath_testing.c includes it.  None
  * of the others is compiled on its own.
  *   ring.h     AF_XDP rings and handoff rings: index discipline, atomics
- *   parse.h    a packet's bytes: parsing, rule matches, checksums, MACs
+ *   parse.h    a packet's bytes: parsing, rule matches, checksums, VLAN
+ *              tags, MACs
  *   layout.h   where the control area's parts are (ctl_*)
  *   table.c    rule dicts from Python into struct fp_rule
  *   control.c  the Control object

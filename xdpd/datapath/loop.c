@@ -238,48 +238,6 @@ static inline bool egress_running(PortObject *p, uint32_t w)
 	       state == FP_STATE_STARTING;
 }
 
-/*
- * A rule's VLAN action, in two steps so that nothing is written before the
- * packet is known to leave: vlan_delta() says by how much the length will
- * change (max_len is judged on the length the egress gets), vlan_apply()
- * moves the MACs and the packet's start.  A push needs 4 bytes before the
- * packet inside its frame: the kernel puts packets XDP_PACKET_HEADROOM
- * (256) bytes in, so only a descriptor no kernel writes lacks them, and
- * that packet is dropped as invalid.  A pop on an untagged packet (or one
- * too short to hold a whole tag) changes nothing: a rule that must see a
- * tag says so in its match (vlan: ID).
- */
-#define VLAN_HLEN	4
-#define VLAN_NO_ROOM	INT32_MIN
-
-static inline int32_t vlan_delta(PortObject *p, const struct fp_rule *r,
-				 uint64_t addr, const uint8_t *pkt, uint32_t len)
-{
-	if (r->vlan_op == FP_VLAN_PUSH)
-		return (addr & (p->frame_size - 1)) >= VLAN_HLEN ? VLAN_HLEN : VLAN_NO_ROOM;
-	if (r->vlan_op == FP_VLAN_POP && len >= ETH_HLEN + VLAN_HLEN &&
-	    is_vlan(get16(pkt + 2 * ETH_ALEN)))
-		return -VLAN_HLEN;
-	return 0;
-}
-
-/* delta from vlan_delta(), not VLAN_NO_ROOM; the packet is at *addr */
-static inline void vlan_apply(const struct fp_rule *r, uint8_t *umem, uint64_t *addr,
-			      int32_t delta)
-{
-	uint8_t *pkt = umem + *addr;
-
-	if (delta > 0) {
-		memmove(pkt - VLAN_HLEN, pkt, 2 * ETH_ALEN);
-		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN, &r->vlan_tpid, 2);
-		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN + 2, &r->vlan_tci, 2);
-		*addr -= VLAN_HLEN;
-	} else if (delta < 0) {
-		memmove(pkt + VLAN_HLEN, pkt, 2 * ETH_ALEN);
-		*addr += VLAN_HLEN;
-	}
-}
-
 /* The first of our rules the packet fits; n_rules: none. */
 static inline uint32_t port_classify(PortObject *p, const uint8_t *pkt, uint32_t len)
 {
@@ -343,7 +301,7 @@ port_receive_rules_as(PortObject *p, const bool member)
 		r = &p->rules[k];
 		e = p->rule_egress[k];
 		if (r->vlan_op != FP_VLAN_NONE && len >= ETH_HLEN)
-			delta = vlan_delta(p, r, addr, pkt, len);
+			delta = vlan_delta(r, addr & (p->frame_size - 1), pkt, len);
 		out_len = len + (delta == VLAN_NO_ROOM ? 0 : delta);
 		if (r->action == FP_ACT_FORWARD && len >= ETH_HLEN && delta != VLAN_NO_ROOM &&
 		    (!r->max_len || out_len <= r->max_len) && egress_running(p, e)) {

@@ -2,8 +2,8 @@
 /*
  * parse.h: what the fast path reads and writes in a packet's bytes:
  * pkt_parse() and match_fits() (a rule's match, the same fields, read the
- * same way, as the XDP program's), partial checksum completion (csum_*)
- * and rewrite_macs().  Part of _fastpath.c's unity build.  Pure functions
+ * same way, as the XDP program's), partial checksum completion (csum_*),
+ * a rule's VLAN action (vlan_delta, vlan_apply) and rewrite_macs().  Part of _fastpath.c's unity build.  Pure functions
  * of a packet and a rule: they must not touch a ring, a port or the
  * control area, and must not read or write past the length they are given.
  */
@@ -40,6 +40,49 @@ static inline uint16_t get16(const uint8_t *b)
 static inline bool is_vlan(uint16_t proto_be)
 {
 	return proto_be == htons(0x8100) || proto_be == htons(0x88a8);
+}
+
+/*
+ * A rule's VLAN action, in two steps so that nothing is written before the
+ * packet is known to leave: vlan_delta() says by how much the length will
+ * change (max_len is judged on the length the egress gets), vlan_apply()
+ * moves the MACs and the packet's start.  A push needs 4 bytes before the
+ * packet inside its frame: the kernel puts packets XDP_PACKET_HEADROOM
+ * (256) bytes in, so only a descriptor no kernel writes lacks them, and
+ * that packet is dropped as invalid.  A pop on an untagged packet (or one
+ * too short to hold a whole tag) changes nothing: a rule that must see a
+ * tag says so in its match (vlan: ID).
+ */
+#define VLAN_HLEN	4
+#define VLAN_NO_ROOM	INT32_MIN
+
+/* headroom: the packet's offset in its frame */
+static inline int32_t vlan_delta(const struct fp_rule *r, uint64_t headroom,
+				 const uint8_t *pkt, uint32_t len)
+{
+	if (r->vlan_op == FP_VLAN_PUSH)
+		return headroom >= VLAN_HLEN ? VLAN_HLEN : VLAN_NO_ROOM;
+	if (r->vlan_op == FP_VLAN_POP && len >= ETH_HLEN + VLAN_HLEN &&
+	    is_vlan(get16(pkt + 2 * ETH_ALEN)))
+		return -VLAN_HLEN;
+	return 0;
+}
+
+/* delta from vlan_delta(), not VLAN_NO_ROOM; the packet is at *addr */
+static inline void vlan_apply(const struct fp_rule *r, uint8_t *umem, uint64_t *addr,
+			      int32_t delta)
+{
+	uint8_t *pkt = umem + *addr;
+
+	if (delta > 0) {
+		memmove(pkt - VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN, &r->vlan_tpid, 2);
+		memcpy(pkt + 2 * ETH_ALEN - VLAN_HLEN + 2, &r->vlan_tci, 2);
+		*addr -= VLAN_HLEN;
+	} else if (delta < 0) {
+		memmove(pkt + VLAN_HLEN, pkt, 2 * ETH_ALEN);
+		*addr += VLAN_HLEN;
+	}
 }
 
 static void pkt_parse(const uint8_t *pkt, uint32_t len, struct pkt_info *pi)
