@@ -44,10 +44,11 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab.netns import Lab, LabError, cleanup_stale  # noqa: E402
-from xdpd.lab.daemon import LabDaemon  # noqa: E402
-from xdpd.lab.xdp import DevmapForwarder  # noqa: E402
 from perf import XSK_FWD, OneProcess, libxdp_pins_removed  # noqa: E402
+
+from xdpd.lab.daemon import LabDaemon  # noqa: E402
+from xdpd.lab.netns import Lab, LabError, cleanup_stale  # noqa: E402
+from xdpd.lab.xdp import DevmapForwarder  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
 PEERS = ("bridge", "kernel", "xsk_fwd", "xdpd", "xdpd-handoff", "xdpd-sleep", "xdpd-spin")

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from perf import CountingSink, Lab, Xdpd, cleanup_stale, run_trial  # noqa: E402
+
 from xdpd.lab.netns import hugepages_reserved  # noqa: E402
 
 # name -> settings changed from the defaults (what `--xdpd-set` takes)

@@ -41,10 +41,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
 from xdpd.lab.daemon import LabDaemon  # noqa: E402
-from xdpd.lab.xdp import CountingSink  # noqa: E402
+from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
 from xdpd.lab.traffic import child_env  # noqa: E402
+from xdpd.lab.xdp import CountingSink  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perf import METRICS_PORT, Xdpd, xdpd_config  # noqa: E402
@@ -189,6 +189,7 @@ def measure_fanout_kills(lab: Lab, args, hammer: int) -> list[dict]:
     """Kill in0/q0.1 (member) then in0/q0.0 (owner), args.runs times each,
     under round-robin traffic; see the module's docstring."""
     import multiprocessing
+
     from xdpd.control.server import request
     rr = xdpd_config(lab, "io", args.fwd_cpu, [], fanout=2, spread="round_robin")
     daemon = LabDaemon(lab, rr, port=METRICS_PORT)

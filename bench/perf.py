@@ -57,10 +57,10 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
 from xdpd.lab.daemon import LabDaemon  # noqa: E402
-from xdpd.lab.xdp import CountingSink, DevmapForwarder  # noqa: E402
+from xdpd.lab.netns import Lab, cleanup_stale  # noqa: E402
 from xdpd.lab.traffic import child_env  # noqa: E402
+from xdpd.lab.xdp import CountingSink, DevmapForwarder  # noqa: E402
 
 MODES = ("io", "mac")
 PEERS = ("xdpd", "testpmd", "xsk_fwd", "kernel")

@@ -33,9 +33,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from xdpd.config.model import ETHERTYPES, IP_PROTOS, Match
 from xdpd.kernel.xdp_program import XdpProgram
 from xdpd.lab.xdp import timed_run  # noqa: E402
-from xdpd.config.model import ETHERTYPES, IP_PROTOS, Match
 
 SRC_MAC = bytes.fromhex("020000000001")
 DST_MAC = bytes.fromhex("020000000002")

@@ -1,3 +1,5 @@
-from xdpd.cli import main
 import sys
+
+from xdpd.cli import main
+
 sys.exit(main())

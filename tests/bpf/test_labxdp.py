@@ -36,8 +36,8 @@ import pytest
 from xdpd.kernel import libbpf
 from xdpd.lab import frames as lab_frames
 from xdpd.lab import xdp as labxdp
-from xdpd.lab.netns import Lab
 from xdpd.lab.daemon import run_in_netns
+from xdpd.lab.netns import Lab
 from xdpd.lab.traffic import child_env
 
 ETH_P_ALL = 0x0003

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from xdpd.config.model import Match
 from xdpd.kernel import libbpf, xdp_program
 from xdpd.kernel.libbpf import XDP_DROP, XDP_PASS, XDP_REDIRECT
-from xdpd.config.model import Match
 from xdpd.lab.xdp import test_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,11 +1,11 @@
 """Integration fixtures: a uniquely named veth lab per test module, and a
 real `xdpd run` process per test, both removed also when a test fails."""
 import pytest
-
-from xdpd.lab.netns import Lab
-from xdpd.lab.daemon import LabDaemon
-
 from integration_helpers import netns_list
+
+from xdpd.lab.daemon import LabDaemon
+from xdpd.lab.netns import Lab
+
 
 def _lab_lifetime():
     lab = Lab.create(queues=2)

@@ -49,6 +49,7 @@ def start_live_generator(lab, rate: int, cpu: int = 0, flows: int = 1) -> subpro
     """The BPF live-frames generator from gen0, paced at `rate` pps until
     stop_live_generator(); from CPU n the frames land on in0's rx queue n."""
     import sys
+
     from xdpd.lab.traffic import child_env
     cmd = [sys.executable, "-m", "xdpd.lab.xdp", "gen", "--ifname", lab.GEN_DEV,
            "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],

@@ -32,8 +32,8 @@ import socket
 import struct
 
 import pytest
-
 from integration_helpers import ROOT_ONLY, poll_until
+
 from xdpd.lab.daemon import forward_config, run_in_netns
 from xdpd.lab.frames import ip_checksum
 

@@ -4,11 +4,11 @@ import json
 import os
 
 import pytest
-
 from integration_helpers import ROOT_ONLY, poll_until, xdp_attached
 from test_hardening import memlock_like_the_unit, setpriv, unit_words
+
 from xdpd import exitcodes
-from xdpd.control import recovery as runstate
+from xdpd.control import record as run_record
 from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 
@@ -53,7 +53,7 @@ def test_after_a_kill_workers_exit_and_the_next_start_removes_what_was_left(fres
             w["standby_pid"] for w in daemon.status()["workers"]) else None,
             what="a standby for every worker")
         workers.update({f"standby {pid}": pid for pid in standbys})
-        record = runstate.read(daemon.record_path)
+        record = run_record.read(daemon.record_path)
         ids = {a.netdev: a.prog_id for a in record.attachments}
         assert ids == {dev: xdp_prog_id(lab, dev) for dev in devs}
 
@@ -71,7 +71,7 @@ def test_after_a_kill_workers_exit_and_the_next_start_removes_what_was_left(fres
         for dev in devs:
             assert (f"{dev}: removed rr_redirect (prog id {ids[dev]}) left attached by "
                     f"xdpd pid {killed} that died") in log, log
-        record = runstate.read(daemon.record_path)
+        record = run_record.read(daemon.record_path)
         assert record.owner.pid == daemon.proc.pid
         assert {a.netdev: a.prog_id for a in record.attachments} == \
             {dev: xdp_prog_id(lab, dev) for dev in devs}
@@ -92,9 +92,9 @@ def test_after_a_kill_workers_exit_and_the_next_start_removes_what_was_left(fres
 def test_a_record_of_a_running_xdpd_makes_start_refuse(lab):
     with LabDaemon(lab, forward_config(lab)) as daemon:
         # this test's own process stands for the other xdpd: it is alive
-        record = runstate.Record(runstate.Owner.me(),
-                                 (runstate.Attachment(lab.IN_DEV, 1, 1, "native"),))
-        runstate.write(daemon.record_path, record)
+        record = run_record.Record(run_record.Owner.me(),
+                                 (run_record.Attachment(lab.IN_DEV, 1, 1, "native"),))
+        run_record.write(daemon.record_path, record)
         with pytest.raises(DaemonError):
             daemon.start()
         assert daemon.proc.returncode == exitcodes.CONFIG
@@ -103,4 +103,4 @@ def test_a_record_of_a_running_xdpd_makes_start_refuse(lab):
                 "or give this one another control.socket") in daemon.log()
         assert "Traceback" not in daemon.log()
         assert not any(xdp_attached(lab, lab.dut_ns, dev) for dev in (lab.IN_DEV, lab.OUT_DEV))
-        assert runstate.read(daemon.record_path) == record
+        assert run_record.read(daemon.record_path) == record

@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 
-from integration_helpers import (ROOT_ONLY, poll_until as poll, start_live_generator,
-                                 stop_live_generator)
+from integration_helpers import ROOT_ONLY
+from integration_helpers import poll_until as poll
+from integration_helpers import start_live_generator, stop_live_generator
+
 from xdpd import exitcodes
 from xdpd.lab.traffic import child_env
 

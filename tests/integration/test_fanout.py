@@ -9,13 +9,14 @@ import os
 import signal
 
 import pytest
+from integration_helpers import ROOT_ONLY
+from integration_helpers import poll_until as poll
+from integration_helpers import ready_to_kill, start_live_generator, stop_live_generator
 
-from integration_helpers import (ROOT_ONLY, poll_until as poll, ready_to_kill,
-                                 start_live_generator, stop_live_generator)
 from xdpd.control.server import ControlError
 from xdpd.lab.daemon import forward_config
-from xdpd.lab.xdp import CountingSink
 from xdpd.lab.traffic import SinkProcess, send_in_ns
+from xdpd.lab.xdp import CountingSink
 
 pytestmark = ROOT_ONLY
 

@@ -1,6 +1,7 @@
 """Forward rules with a match: first match wins in the fast path, each
 rule counts what it took (xdpd_rule_packets_total, xdpd_rule_bytes_total)."""
 from integration_helpers import ROOT_ONLY
+
 from xdpd.lab.traffic import UDP_DST_PORT, UDP_SRC_PORT_BASE, SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY

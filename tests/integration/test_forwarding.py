@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
-
 from integration_helpers import ROOT_ONLY, processes_in_netns, xdp_attached
+
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns
 
@@ -88,15 +88,25 @@ def test_traffic_without_a_rule_is_dropped_as_no_rule(lab, start_daemon):
     assert m.value("xdpd_dropped_packets_total", netdev="out0", reason="no_rule") == n
 
 
+def title(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def test_stop_leaves_nothing_and_a_second_start_works(lab, start_daemon):
     before = set(processes_in_netns(lab.dut_ns))
     for round_ in range(2):
         daemon = start_daemon(forward_config(lab))
-        workers = set(processes_in_netns(lab.dut_ns)) - before - {daemon.proc.pid}
-        assert len(workers) == 4, workers      # one per (netdev, queue)
-        for pid in workers:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                assert f.read().startswith(b"xdpd: worker ")
+        children = set(processes_in_netns(lab.dut_ns)) - before - {daemon.proc.pid}
+        titles = {pid: title(pid) for pid in children}
+        # one worker per (netdev, queue), and its standby once the loop runs
+        workers = {pid for pid, t in titles.items() if t.startswith(b"xdpd: worker ")}
+        assert len(workers) == 4, titles
+        assert all(t.startswith(b"xdpd: standby ") or b"\0xdpd.datapath.worker\0" in t
+                   for pid, t in titles.items() if pid not in workers), titles
         assert xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
         assert xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
         with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=50 + round_, expect=1000) as sink:
@@ -107,7 +117,7 @@ def test_stop_leaves_nothing_and_a_second_start_works(lab, start_daemon):
         assert daemon.stop() == 0
         assert not xdp_attached(lab, lab.dut_ns, lab.IN_DEV)
         assert not xdp_attached(lab, lab.dut_ns, lab.OUT_DEV)
-        for pid in workers:
+        for pid in children:
             assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived xdpd"
         assert set(processes_in_netns(lab.dut_ns)) <= before
         # memfds die with their last holder; nothing named is left in /dev/shm

@@ -27,8 +27,8 @@ import sys
 
 import psutil
 import pytest
-
 from integration_helpers import ROOT_ONLY, poll_until, xdp_attached
+
 from xdpd import exitcodes
 from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
 from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 
-from integration_helpers import (ROOT_ONLY, poll_until as poll, start_live_generator,
-                                 stop_live_generator)
+from integration_helpers import ROOT_ONLY
+from integration_helpers import poll_until as poll
+from integration_helpers import start_live_generator, stop_live_generator
+
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.xdp import CountingSink
 

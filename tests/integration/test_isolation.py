@@ -11,8 +11,8 @@ import os
 import sys
 
 import pytest
-
 from integration_helpers import ROOT_ONLY
+
 from xdpd.lab.daemon import LabDaemon, forward_config
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 
@@ -45,6 +45,7 @@ def xdpd_command() -> list[str]:
 
 def test_a_child_ignores_the_current_directory_and_pythonpath(trap_dir):
     import subprocess
+
     from xdpd.isolated import python_argv
     cwd, marker = trap_dir
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(cwd), "PYTHONSTARTUP": str(cwd / "json.py")}

@@ -3,8 +3,8 @@ import os
 import subprocess
 
 import pytest
-
 from integration_helpers import ROOT_ONLY, netns_list
+
 from xdpd.lab.netns import Lab, LabError, cleanup_stale
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 

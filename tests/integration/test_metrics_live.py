@@ -7,8 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from integration_helpers import ROOT_ONLY
+
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from integration_helpers import ROOT_ONLY
+
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns
 

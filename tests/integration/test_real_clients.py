@@ -20,8 +20,8 @@ import sys
 import tempfile
 
 import pytest
-
 from integration_helpers import ROOT_ONLY, poll_until
+
 from xdpd.lab.netns import Lab
 
 pytestmark = [*ROOT_ONLY, pytest.mark.skipif(

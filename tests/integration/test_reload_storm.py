@@ -14,6 +14,7 @@ import time
 
 from integration_helpers import (ROOT_ONLY, poll_until, start_live_generator,
                                  stop_live_generator)
+
 from xdpd.lab.xdp import CountingSink
 
 pytestmark = ROOT_ONLY

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from integration_helpers import ROOT_ONLY
+from integration_helpers import poll_until as poll
+from integration_helpers import xdp_attached
 
-from integration_helpers import ROOT_ONLY, poll_until as poll, xdp_attached
 from xdpd.control.server import ControlError
 from xdpd.lab.daemon import forward_config
-from xdpd.lab.xdp import CountingSink
 from xdpd.lab.traffic import SinkProcess, child_env, send_in_ns
+from xdpd.lab.xdp import CountingSink
 
 pytestmark = ROOT_ONLY
 

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-
 from integration_helpers import ROOT_ONLY, netns_list, poll_until, xdp_attached
+
 from xdpd import exitcodes
-from xdpd.lab.netns import Lab
-from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
 from xdpd.control.steering import journal_path
+from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
+from xdpd.lab.netns import Lab
 from xdpd.lab.traffic import child_env
 
 pytestmark = ROOT_ONLY

@@ -7,8 +7,8 @@ import socket
 import time
 
 import pytest
-
 from integration_helpers import ROOT_ONLY
+
 from xdpd.lab.daemon import forward_config
 
 pytestmark = ROOT_ONLY

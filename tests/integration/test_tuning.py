@@ -3,11 +3,11 @@ and what an idle worker costs with the defaults."""
 import time
 
 import psutil
-
 from integration_helpers import ROOT_ONLY
-from xdpd.lab.netns import hugepages_reserved
-from xdpd.lab.daemon import forward_config
+
 from xdpd.datapath.umem import hugepage_size
+from xdpd.lab.daemon import forward_config
+from xdpd.lab.netns import hugepages_reserved
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY
@@ -47,8 +47,9 @@ def test_hugepage_umem_when_reserved(lab, start_daemon):
 
 
 def test_hugepages_on_without_reserve_is_refused_with_the_fix(lab, start_daemon):
-    from xdpd.lab.daemon import DaemonError
     import pytest
+
+    from xdpd.lab.daemon import DaemonError
     with open(NR_HUGEPAGES) as f:
         if int(f.read()) > 0:
             pytest.skip("huge pages are reserved on this host")

@@ -7,8 +7,10 @@ import random
 import signal
 import time
 
-from integration_helpers import (ROOT_ONLY, poll_until as poll, ready_to_kill,
-                                 start_live_generator, stop_live_generator)
+from integration_helpers import ROOT_ONLY
+from integration_helpers import poll_until as poll
+from integration_helpers import ready_to_kill, start_live_generator, stop_live_generator
+
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.xdp import CountingSink
 

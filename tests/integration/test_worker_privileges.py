@@ -14,12 +14,12 @@ import subprocess
 import tempfile
 
 import pytest
-
 from integration_helpers import ROOT_ONLY, poll_until
+
 from xdpd import exitcodes
 from xdpd.control.server import request
-from xdpd.lab.daemon import forward_config
 from xdpd.kernel.privileges import CAP_FIELDS
+from xdpd.lab.daemon import forward_config
 from xdpd.lab.traffic import SinkProcess, send_in_ns
 
 pytestmark = ROOT_ONLY

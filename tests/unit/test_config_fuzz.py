@@ -48,8 +48,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xdpd.config.loader import _Loader
-from xdpd.config.model import (Config, ConfigError, ControlConfig, ForwardRule, InterfaceConfig,
-                               Match, MetricsConfig, RingsConfig, UmemConfig, WorkersConfig, keys)
+from xdpd.config.model import (Config, ConfigError, ControlConfig, ForwardRule,
+                               InterfaceConfig, Match, MetricsConfig, RingsConfig, UmemConfig,
+                               WorkersConfig, keys)
 from xdpd.config.plan import plan_workers
 from xdpd.config.schema import load_config
 

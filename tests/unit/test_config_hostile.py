@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from xdpd.config import loader as cfg, values
+from xdpd.config import loader as cfg
+from xdpd.config import values
 from xdpd.config.file import read_config_file
 from xdpd.config.model import ConfigError
 from xdpd.config.schema import parse_config

@@ -3,11 +3,12 @@ import sys
 
 import pytest
 
-from xdpd.datapath import _fastpath
 from xdpd.config.model import WorkerPlan
 from xdpd.config.schema import parse_config
+from xdpd.control.table import compile_table
+from xdpd.control.workers import Interface, Worker
+from xdpd.datapath import _fastpath
 from xdpd.datapath.umem import Region, UmemGeometry
-from xdpd.control.supervisor import Interface, Worker, compile_table
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ forward:
 
 
 def test_compile_table_carries_vlan_actions_and_status_names_them(control):
-    from xdpd.control.supervisor import describe_rule
+    from xdpd.control.snapshot import describe_rule
     config = parse_config("""
 interfaces: [{name: a}, {name: b}]
 forward:
@@ -159,6 +160,7 @@ def test_hugepages_auto_uses_huge_pages_when_free_else_says_why():
 
 def test_hugepages_on_without_free_huge_pages_names_the_sysctl():
     import pytest
+
     from xdpd.datapath.umem import HugepageError, SharedUmem, UmemGeometry, hugepages_free
     if hugepages_free() > 64:
         pytest.skip("this host has huge pages to spare; the shortage cannot be shown")
@@ -172,7 +174,8 @@ def test_hugepages_on_without_free_huge_pages_names_the_sysctl():
 def test_rules_in_words_and_their_counters_by_forward_index():
     from types import SimpleNamespace
 
-    from xdpd.control.supervisor import describe_rule, worker_rule_counts
+    from xdpd.control.snapshot import describe_rule
+    from xdpd.control.workers import worker_rule_counts
     config = parse_config("""
 interfaces: [{name: a}, {name: b}]
 forward:

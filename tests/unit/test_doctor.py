@@ -12,9 +12,9 @@ import pytest
 from xdpd import exitcodes
 from xdpd.cli import main
 from xdpd.config.schema import parse_config
-from xdpd.control.server import ControlError
 from xdpd.control.doctor import (Finding, check_same_file, diagnose, exit_code, live_checks,
                                  rss_fix, static_checks)
+from xdpd.control.server import ControlError
 from xdpd.kernel.netdev import NetdevError
 
 

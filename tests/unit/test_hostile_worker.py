@@ -24,7 +24,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_fastpath_fuzz import ROOT, ff
 
 SCENARIO = r"""

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from xdpd.kernel import xdp_program
 from xdpd.config import model as config
-from xdpd.control import supervisor
+from xdpd.control import table
+from xdpd.kernel import xdp_program
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,8 @@ PAIRS = [
     ("config.MAX_FANOUT", config.MAX_FANOUT, FASTPATH, "FP_MAX_FANOUT"),
     ("config.MAX_FANOUT", config.MAX_FANOUT, PROGRAM, "XDPD_MAX_FANOUT"),
     ("config.MAX_WORKERS", config.MAX_WORKERS, FASTPATH, "FP_MAX_WORKERS"),
-    ("supervisor.MAX_NETDEVS", supervisor.MAX_NETDEVS, FASTPATH, "FP_MAX_NETDEVS"),
-    ("supervisor.MAX_DIRECT", supervisor.MAX_DIRECT, FASTPATH, "FP_MAX_DIRECT"),
+    ("table.MAX_NETDEVS", table.MAX_NETDEVS, FASTPATH, "FP_MAX_NETDEVS"),
+    ("table.MAX_DIRECT", table.MAX_DIRECT, FASTPATH, "FP_MAX_DIRECT"),
     ("config.MAX_PASS_RULES", config.MAX_PASS_RULES, PROGRAM, "XDPD_MAX_PASS_RULES"),
     ("config.MAX_CHANNELS", config.MAX_CHANNELS, PROGRAM, "XDPD_MAX_QUEUES"),
     ("xdp_program.XDPD_MAX_QUEUES", xdp_program.XDPD_MAX_QUEUES, PROGRAM, "XDPD_MAX_QUEUES"),

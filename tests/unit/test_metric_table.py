@@ -44,6 +44,7 @@ def test_a_scrape_serves_the_table():
     """The collector over the supervisor on a fake OS: every family it yields
     is declared, with the declared type, help and labels."""
     from test_supervisor import started
+
     from xdpd.control.metrics import XdpdCollector
     sup, _ = started()
     try:

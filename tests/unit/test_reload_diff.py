@@ -1,9 +1,9 @@
 """What a reload may change live, and what it refuses (xdpd/reload.py)."""
 import pytest
 
+from xdpd.config.diff import Refused, diff
 from xdpd.config.plan import plan_workers
 from xdpd.config.schema import parse_config
-from xdpd.config.diff import Refused, diff
 
 BASE = """
 interfaces:
@@ -226,7 +226,7 @@ def test_an_interface_removed_takes_all_its_members():
 import dataclasses  # noqa: E402
 
 from xdpd.config import model as config_module  # noqa: E402
-from xdpd.config.model import (Config, InterfaceConfig, SteeringConfig, FlowRule, Match,
+from xdpd.config.model import (Config, FlowRule, InterfaceConfig, Match, SteeringConfig,
                                reload_class)
 
 MODELS = (Config, InterfaceConfig, SteeringConfig)

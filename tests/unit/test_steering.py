@@ -10,12 +10,12 @@ from textwrap import dedent
 
 import pytest
 
-from xdpd.kernel import ethtool
-from xdpd.control import recovery as runstate
 from xdpd.config.model import ConfigError, FlowRule
 from xdpd.config.schema import parse_config
-from xdpd.kernel.ethtool import Ethtool, FlowSpec
+from xdpd.control import record as run_record
 from xdpd.control.steering import Steering, check_steering, journal_path, read_journal, recover
+from xdpd.kernel import ethtool
+from xdpd.kernel.ethtool import Ethtool, FlowSpec
 
 RXNFC = ethtool._RXNFC_HEAD.size          # where the flow spec starts in ethtool_rxnfc
 
@@ -185,7 +185,7 @@ def test_check_passes_what_the_driver_can_do():
 
 # --- apply, journal, undo -----------------------------------------------------------
 
-OWNER = runstate.Owner(4242, 1000, "boot-a")
+OWNER = run_record.Owner(4242, 1000, "boot-a")
 
 
 def applied(tmp_path, nic, steering_yaml):

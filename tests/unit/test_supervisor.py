@@ -3,24 +3,26 @@ import errno
 import itertools
 import json
 import logging
-import time
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from test_steering import FakeNic
 
-from xdpd.datapath import _fastpath
 from xdpd import exitcodes
-from xdpd.control import recovery as runstate
 from xdpd.config.schema import parse_config
-from xdpd.kernel.ethtool import Ethtool
-from xdpd.datapath.umem import UmemGeometry
-from xdpd.control.supervisor import BACKOFF_S, SetupError, Supervisor
+from xdpd.control import record as run_record
+from xdpd.control.ops import SetupError
+from xdpd.control.snapshot import worker_stats
+from xdpd.control.supervisor import BACKOFF_S, Supervisor
 from xdpd.control.workers import WorkerState
+from xdpd.datapath import _fastpath
+from xdpd.datapath.umem import UmemGeometry
+from xdpd.kernel.ethtool import Ethtool
 from xdpd.kernel.xsk import XskError
 
 CONFIG = """
@@ -640,7 +642,7 @@ def test_tx_budget_auto_is_set_on_every_socket_and_zero_leaves_the_kernel_defaul
 
 
 def test_a_stop_requested_while_starting_undoes_the_start():
-    from xdpd.control.supervisor import StopRequested
+    from xdpd.control.ops import StopRequested
     ops = FakeOps()
     sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
     spawn = ops.spawn
@@ -663,13 +665,13 @@ def dead_owner():
     """An Owner whose process is gone (a child that ran and was reaped)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    me = runstate.Owner.me()
-    return runstate.Owner(child.pid, me.start_time, me.boot_id)
+    me = run_record.Owner.me()
+    return run_record.Owner(child.pid, me.start_time, me.boot_id)
 
 
 def write_record(owner, *attachments):
     os.makedirs(RUN_DIR, mode=0o700, exist_ok=True)
-    runstate.write(RECORD, runstate.Record(owner, attachments))
+    run_record.write(RECORD, run_record.Record(owner, attachments))
 
 
 def test_start_records_what_it_attaches_and_stop_removes_the_record():
@@ -679,7 +681,7 @@ def test_start_records_what_it_attaches_and_stop_removes_the_record():
     seen = []
 
     def attach_seeing_the_record(prog, *a):
-        seen.append(runstate.read(RECORD).attachments[-1])    # recorded before the attach
+        seen.append(run_record.read(RECORD).attachments[-1])    # recorded before the attach
         return attach(prog, *a)
     FakeProgram.attach = attach_seeing_the_record
     try:
@@ -687,13 +689,13 @@ def test_start_records_what_it_attaches_and_stop_removes_the_record():
     finally:
         FakeProgram.attach = attach
     in0, out0 = ops.programs["in0"], ops.programs["out0"]
-    assert seen == [runstate.Attachment("in0", 10, in0.prog_id, None, in0.prog_tag),
-                    runstate.Attachment("out0", 11, out0.prog_id, None, out0.prog_tag)]
-    record = runstate.read(RECORD)
-    assert record.owner == runstate.Owner.me()
+    assert seen == [run_record.Attachment("in0", 10, in0.prog_id, None, in0.prog_tag),
+                    run_record.Attachment("out0", 11, out0.prog_id, None, out0.prog_tag)]
+    record = run_record.read(RECORD)
+    assert record.owner == run_record.Owner.me()
     assert record.attachments == (
-        runstate.Attachment("in0", 10, in0.prog_id, "native", in0.prog_tag),
-        runstate.Attachment("out0", 11, out0.prog_id, "native", out0.prog_tag))
+        run_record.Attachment("in0", 10, in0.prog_id, "native", in0.prog_tag),
+        run_record.Attachment("out0", 11, out0.prog_id, "native", out0.prog_tag))
     sup.stop()
     assert not os.path.exists(RUN_DIR)          # record gone, and the directory it made
 
@@ -701,9 +703,9 @@ def test_start_records_what_it_attaches_and_stop_removes_the_record():
 def test_start_removes_only_what_a_dead_xdpd_recorded_and_is_still_attached(caplog):
     owner = dead_owner()
     write_record(owner,
-                 runstate.Attachment("in0", 10, 77, "native"),
-                 runstate.Attachment("out0", 11, 78, "native"),     # replaced since
-                 runstate.Attachment("gone0", 12, 79, None))        # died mid-attach
+                 run_record.Attachment("in0", 10, 77, "native"),
+                 run_record.Attachment("out0", 11, 78, "native"),     # replaced since
+                 run_record.Attachment("gone0", 12, 79, None))        # died mid-attach
     ops = FakeOps()
     ops.xdp = {10: {"native": 77}, 11: {"native": 99}, 12: {"generic": 79}}
     sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
@@ -722,15 +724,15 @@ def test_start_removes_only_what_a_dead_xdpd_recorded_and_is_still_attached(capl
     assert (f"out0 (ifindex 11): not removing anything: xdpd pid {owner.pid} that died had "
             "attached rr_redirect (prog id 78), but XDP program id 99 (native) is attached "
             "now") in messages
-    assert runstate.read(RECORD).owner == runstate.Owner.me()      # the record is ours now
+    assert run_record.read(RECORD).owner == run_record.Owner.me()      # the record is ours now
     sup.stop()
     assert not os.path.exists(RECORD)
 
 
 def test_a_recorded_program_id_now_held_by_another_program_is_left_alone(caplog):
     owner = dead_owner()
-    write_record(owner, runstate.Attachment("in0", 10, 77, "native", "00112233445566aa"),
-                 runstate.Attachment("out0", 11, 78, "native", "00112233445566bb"))
+    write_record(owner, run_record.Attachment("in0", 10, 77, "native", "00112233445566aa"),
+                 run_record.Attachment("out0", 11, 78, "native", "00112233445566bb"))
     ops = FakeOps()
     ops.xdp = {10: {"native": 77}, 11: {"native": 78}}
     ops.prog_infos = {77: ("rr_redirect", "00112233445566aa"),     # still ours
@@ -746,8 +748,8 @@ def test_a_recorded_program_id_now_held_by_another_program_is_left_alone(caplog)
 
 
 def test_a_record_of_a_running_xdpd_refuses_the_start_and_is_kept():
-    owner = runstate.Owner.me()                 # alive: another supervisor, as far as start knows
-    write_record(owner, runstate.Attachment("in0", 10, 77, "native"))
+    owner = run_record.Owner.me()                 # alive: another supervisor, as far as start knows
+    write_record(owner, run_record.Attachment("in0", 10, 77, "native"))
     before = open(RECORD).read()
     ops = FakeOps()
     ops.xdp = {10: {"native": 77}}
@@ -763,9 +765,9 @@ def test_a_record_of_a_running_xdpd_refuses_the_start_and_is_kept():
 
 
 def test_a_record_from_a_reused_pid_is_a_dead_owner():
-    me = runstate.Owner.me()
-    write_record(runstate.Owner(me.pid, me.start_time + 1, me.boot_id),
-                 runstate.Attachment("in0", 10, 77, "native"))
+    me = run_record.Owner.me()
+    write_record(run_record.Owner(me.pid, me.start_time + 1, me.boot_id),
+                 run_record.Attachment("in0", 10, 77, "native"))
     ops = FakeOps()
     ops.xdp = {10: {"native": 77}}
     sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
@@ -775,8 +777,8 @@ def test_a_record_from_a_reused_pid_is_a_dead_owner():
 
 
 def test_a_record_from_an_earlier_boot_detaches_nothing(caplog):
-    owner = runstate.Owner(1, 1, "an earlier boot")
-    write_record(owner, runstate.Attachment("in0", 10, 77, "native"))
+    owner = run_record.Owner(1, 1, "an earlier boot")
+    write_record(owner, run_record.Attachment("in0", 10, 77, "native"))
     ops = FakeOps()
     ops.xdp = {10: {"native": 77}}             # the same id, by chance: not the same program
     sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops)
@@ -813,8 +815,8 @@ def test_a_program_that_would_not_detach_stays_on_record():
         raise OSError(errno.EPERM, "detach rr_redirect from in0 (native) failed: EPERM")
     in0.close = close
     sup.stop()
-    assert runstate.read(RECORD).attachments == (
-        runstate.Attachment("in0", 10, in0.prog_id, "native", in0.prog_tag),)
+    assert run_record.read(RECORD).attachments == (
+        run_record.Attachment("in0", 10, in0.prog_id, "native", in0.prog_tag),)
 
 
 def test_start_retries_a_bind_the_kernel_answers_ebusy():
@@ -828,8 +830,8 @@ def test_start_retries_a_bind_the_kernel_answers_ebusy():
 
 
 def test_start_gives_up_on_a_queue_that_stays_busy(monkeypatch):
-    from xdpd.control import supervisor
-    monkeypatch.setattr(supervisor, "REBIND_TIMEOUT_S", 0.05)
+    from xdpd.control import startup
+    monkeypatch.setattr(startup, "REBIND_TIMEOUT_S", 0.05)
     ops = FakeOps()
     ops.busy_binds = 10**9
     with pytest.raises(SetupError, match="bind AF_XDP socket to in0/q0 failed: EBUSY"):
@@ -844,10 +846,10 @@ def test_reload_keeps_the_record_to_what_is_attached():
         "  - from: out0\n    action: drop\n", "  - from: in0\n    action: drop\n")
     ok, result, error = sup.reload(text=one)
     assert ok, error
-    assert [a.netdev for a in runstate.read(RECORD).attachments] == ["in0"]
+    assert [a.netdev for a in run_record.read(RECORD).attachments] == ["in0"]
     ok, result, error = sup.reload(text=CONFIG)
     assert ok, error
-    record = runstate.read(RECORD)
+    record = run_record.read(RECORD)
     assert [(a.netdev, a.prog_id, a.xdp_mode) for a in record.attachments] == [
         ("in0", ops.programs["in0"].prog_id, "native"),
         ("out0", ops.programs["out0"].prog_id, "native")]
@@ -1028,8 +1030,9 @@ def test_a_member_given_up_leaves_its_owner_running():
 def test_the_workers_user_is_resolved_or_refused_naming_the_key():
     import grp
     import pwd
+
     from xdpd.config.model import WorkersConfig
-    from xdpd.control.supervisor import resolve_worker_user
+    from xdpd.control.ops import resolve_worker_user
     nobody = pwd.getpwnam("nobody")
     assert resolve_worker_user(WorkersConfig()) == (nobody.pw_uid, nobody.pw_gid)
     nogroup = grp.getgrgid(nobody.pw_gid).gr_name
@@ -1130,7 +1133,7 @@ def test_direct_sends_count_as_the_egress_queues_transmissions():
         return s
 
     ctl.worker_stats = stats
-    all_stats = sup.worker_stats()
+    all_stats = worker_stats(sup)
     assert all_stats[by["out0/q0"].id]["tx_packets"] == 15
     assert all_stats[by["out0/q0"].id]["tx_bytes"] == 960
     assert all_stats[by["in0/q0"].id]["direct_tx_packets"] == 10
@@ -1139,6 +1142,6 @@ def test_direct_sends_count_as_the_egress_queues_transmissions():
     sender = by["in0/q0"]
     sup._close_direct(sender)
     sup.workers.remove(sender)
-    assert sup.worker_stats()[by["out0/q0"].id]["tx_packets"] == 15
+    assert worker_stats(sup)[by["out0/q0"].id]["tx_packets"] == 15
     sup.workers.append(sender)
     sup.stop()

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from xdpd.control import workers
 from xdpd.config.model import WorkerPlan
+from xdpd.control import workers
 from xdpd.control.workers import TRANSITIONS, IllegalTransition, Worker, WorkerState
 
 STATES = list(WorkerState)

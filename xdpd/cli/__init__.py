@@ -45,15 +45,15 @@ def cmd_check_config(args) -> int:
     from xdpd.config.model import ConfigError, InterfaceConfig
     from xdpd.config.plan import plan_workers
     from xdpd.config.schema import load_config
-    from xdpd.kernel.netdev import Host
+    from xdpd.control.snapshot import describe_rule
     from xdpd.datapath.umem import UmemGeometry
-    from xdpd.control.supervisor import describe_rule
+    from xdpd.kernel.netdev import Host
     host = Host()
     try:
         config = load_config(args.path, host)
         if any(not i.steering.empty for i in config.interfaces):
-            from xdpd.kernel.ethtool import Ethtool
             from xdpd.control.steering import check_steering
+            from xdpd.kernel.ethtool import Ethtool
             check_steering(config, Ethtool())
     except ConfigError as e:
         print(e, file=sys.stderr)
@@ -102,10 +102,11 @@ def cmd_check_config(args) -> int:
 
 def cmd_doctor(args) -> int:
     import json
+
     from xdpd.config.model import ConfigError
     from xdpd.config.schema import load_config
-    from xdpd.control.server import request
     from xdpd.control.doctor import DoctorHost, diagnose, exit_code
+    from xdpd.control.server import request
     if args.seconds < 0:
         print("xdpd doctor: --seconds must be 0 or more", file=sys.stderr)
         return exitcodes.USAGE
@@ -144,11 +145,12 @@ def raise_fd_limit() -> None:
 
 
 def cmd_run(args) -> int:
-    from xdpd.kernel.libbpf import BpfError
     from xdpd.config.model import ConfigError
     from xdpd.config.schema import load_config
+    from xdpd.control.ops import SetupError, StopRequested
+    from xdpd.control.supervisor import Supervisor
+    from xdpd.kernel.libbpf import BpfError
     from xdpd.kernel.netdev import Host
-    from xdpd.control.supervisor import SetupError, StopRequested, Supervisor
     from xdpd.kernel.xsk import XskError
     denied = need_root("run")
     if denied is not None:
@@ -189,9 +191,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_reload(args) -> int:
-    from xdpd.control.server import RELOAD_TIMEOUT_S, ControlError, request
     from xdpd.config.file import read_config_file
     from xdpd.config.model import ConfigError
+    from xdpd.control.server import RELOAD_TIMEOUT_S, ControlError, request
     fields = {}
     if args.config:
         try:
@@ -217,6 +219,7 @@ def cmd_reload(args) -> int:
 
 def cmd_status(args) -> int:
     import json
+
     from xdpd.control.server import ControlError, request
     try:
         status = request(args.socket, "status")

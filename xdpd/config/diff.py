@@ -3,7 +3,7 @@ and a new one, keyed by worker identity: the worker's name (netdev/queue,
 or netdev/queue.member on an interface with fanout).
 
 Pure: no kernel calls, so the rules for what may change live are unit
-tested on their own.  The supervisor applies the result (supervisor.py,
+tested on their own.  The supervisor applies the result (control/apply.py,
 Supervisor.reload); the order it applies it in is what keeps packets.
 
 Live:
@@ -21,7 +21,7 @@ Not live (refused, with what to do): anything sized or bound at start -
 `umem`, `rings`, `workers`, `metrics`, `control` - and an existing
 interface's `xdp_mode` / `zero_copy` / `steering.channels` / `fanout`.
 
-Which is which is declared with each key in config.py (live(step),
+Which is which is declared with each key in config/model.py (live(step),
 restart(why)); the tables below are read from there, and
 tests/unit/test_reload_diff.py holds every key to its declaration.
 """
@@ -37,7 +37,7 @@ FANOUT_ADVICE = "remove {name} in one reload and add it back in the next"
 
 def _keys(cls, kind: str, how: str | None = None) -> tuple[str, ...]:
     """The fields of cls declared `kind` (and, for live ones, applied by
-    step `how`): config.py declares each field's class with the field."""
+    step `how`): config/model.py declares each field's class with the field."""
     return tuple(f.name for f in fields(cls) if reload_class(f)[0] == kind and
                  (how is None or reload_class(f)[1] == how))
 

@@ -12,10 +12,8 @@ import pwd
 import stat
 import struct
 
-
 from xdpd.config.loader import MAX_FILE_BYTES
-from xdpd.config.model import ConfigError, EXAMPLE
-
+from xdpd.config.model import EXAMPLE, ConfigError
 
 # --- reading the file ---------------------------------------------------------
 

@@ -15,7 +15,6 @@ import yaml
 from xdpd.config.model import EXAMPLE
 from xdpd.config.values import _Errors, _clip, _got
 
-
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"

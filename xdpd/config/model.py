@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-
 __all__ = [
     "Config", "ConfigError", "FlowRule", "ForwardRule", "InterfaceConfig", "Match",
     "MetricsConfig", "RingsConfig", "SteeringConfig", "UmemConfig", "WorkerPlan", "WorkersConfig",
@@ -79,7 +78,7 @@ class ConfigError(Exception):
 # What a reload does when a key changes, declared with the key itself (the
 # dataclass field's metadata), for every field of Config, InterfaceConfig and
 # SteeringConfig: reload.diff reads nothing else, and a unit test refuses a
-# field declared without one (tests/unit/test_reload.py), so a new key cannot
+# field declared without one (tests/unit/test_reload_diff.py), so a new key cannot
 # be taken by a reload and silently never applied.
 #   live(how)     a running xdpd applies it; `how` names the step in reload.diff
 #   restart(why)  a reload refuses it, saying why (and to restart)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
     from xdpd.kernel.netdev import HostFacts
 
-from xdpd.config.model import Config, InterfaceConfig, MAX_WORKERS, WorkerPlan, worker_name
+from xdpd.config.model import MAX_WORKERS, Config, InterfaceConfig, WorkerPlan, worker_name
 from xdpd.config.values import _Errors, _owned_refs, _queue_text
 
 

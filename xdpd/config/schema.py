@@ -40,25 +40,23 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-
 if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
     from xdpd.kernel.netdev import HostFacts
 
 from xdpd.config.file import read_config_file
 from xdpd.config.loader import MAX_FILE_BYTES, _UNREADABLE, _load_yaml, _top_level
-from xdpd.config.model import (ACTIONS, CHECKSUM_MODES, Config, ControlConfig, ETHERTYPES,
-                               EXAMPLE, FALLBACKS, FANOUT_SPREADS, FLOW_TYPES, FRAME_SIZES,
-                               FlowRule, ForwardRule, HUGEPAGES, IDLE, IP_PROTOS,
-                               InterfaceConfig, MAX_CHANNELS, MAX_FANOUT, MAX_FORWARD_RULES,
+from xdpd.config.model import (ACTIONS, CHECKSUM_MODES, ETHERTYPES, EXAMPLE, FALLBACKS,
+                               FANOUT_SPREADS, FLOW_TYPES, FRAME_SIZES, HUGEPAGES, IDLE,
+                               IP_PROTOS, MAX_CHANNELS, MAX_FANOUT, MAX_FORWARD_RULES,
                                MAX_NETDEVS, MAX_PASS_RULES, MAX_QUEUE, MAX_SPARE_WORKERS,
-                               MAX_VLAN, Match, MetricsConfig, RingsConfig, SteeringConfig,
-                               UmemConfig, VLAN_ETHERTYPES, VLAN_NONE, VLAN_PROTOS,
-                               WorkersConfig, XDP_MODES, ZERO_COPY, _ACCOUNT_NAME, keys)
+                               MAX_VLAN, VLAN_ETHERTYPES, VLAN_NONE, VLAN_PROTOS, XDP_MODES,
+                               ZERO_COPY, _ACCOUNT_NAME, Config, ControlConfig, FlowRule,
+                               ForwardRule, InterfaceConfig, Match, MetricsConfig, RingsConfig,
+                               SteeringConfig, UmemConfig, WorkersConfig, keys)
 from xdpd.config.plan import check_host
-from xdpd.config.values import (_Errors, _owned_refs, _queue_text, _bool, _check_keys, _choice,
-                                _got, _id_list, _int, _int_in, _listen, _mac, _netdev_name,
-                                _netdev_ref, _one_of, _power_of_two, _show)
-
+from xdpd.config.values import (_Errors, _bool, _check_keys, _choice, _got, _id_list, _int,
+                                _int_in, _listen, _mac, _netdev_name, _netdev_ref, _one_of,
+                                _owned_refs, _power_of_two, _queue_text, _show)
 
 # --- entry points -------------------------------------------------------------
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import yaml
 
-from xdpd.config.model import ConfigError, MAC_EXAMPLE, MAX_NETDEV_NAME
-
+from xdpd.config.model import MAC_EXAMPLE, MAX_NETDEV_NAME, ConfigError
 
 # at most this many messages per file (a hostile file could make thousands)
 MAX_ERRORS = 50

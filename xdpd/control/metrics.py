@@ -1,9 +1,10 @@
-"""Prometheus metrics: one collector in the supervisor, read at scrape time.
+"""Prometheus metrics: one collector, serving the supervisor's latest snapshot.
 
 Workers never talk to Prometheus and never pay for a scrape: they write
-plain counters into the control area, and this collector reads them, the
-AF_XDP sockets' XDP_STATISTICS and the XDP program's per-queue counters
-when /metrics is requested.  (prometheus_client's multiprocess mode is not
+plain counters into the control area; the supervisor's loop reads them,
+the AF_XDP sockets' XDP_STATISTICS and the XDP program's per-queue
+counters into a snapshot (snapshot.py), at once when a scrape asks for
+one, and the scrape turns it into metric families.  (prometheus_client's multiprocess mode is not
 used: one reader of shared memory is the design.)
 
 Names follow the Prometheus conventions: units in names, `_total` for
@@ -25,9 +26,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import MetricsHandler
 
 from xdpd import __version__
-from xdpd.kernel.xdp_program import XDPD_MAX_QUEUES
 from xdpd.control.metric_table import METRICS, family
-from xdpd.control.workers import worker_rule_counts
 
 log = logging.getLogger("xdpd.metrics")
 
@@ -37,6 +36,10 @@ XDP_VERDICTS = ("redirected", "passed", "no_socket", "pass_rule", "fanout_to_own
 
 
 class XdpdCollector:
+    """A snapshot (snapshot.py) as metric families: the loop takes one for
+    each scrape (Supervisor.fresh_snapshot); no read of live state or shared
+    memory here, on the HTTP thread."""
+
     def __init__(self, supervisor):
         self.sup = supervisor
 
@@ -44,30 +47,23 @@ class XdpdCollector:
         return []      # no describe-time collection: the worker set changes
 
     def collect(self) -> Iterator:
-        sup = self.sup
-        with sup.lock:
-            workers = list(sup.workers)
-            interfaces = list(sup.interfaces)
-            procs = {w.id: w.proc for w in workers}
-            umem = sup.umem
-            config = getattr(sup, "config", None)
-        if umem is None:
+        snap = self.sup.fresh_snapshot()
+        if snap is None:
             return
-
         info = family('xdpd_build_info')
         info.add_metric([__version__], 1)
         yield info
-        yield from self._workers(workers, procs, umem, config)
-        yield from self._interfaces(interfaces, sup.zero_copy)
-        yield from self._umem(umem, len(sup.free_slots))
-        yield from self._reloads(sup)
-        yield family('xdpd_ready', value=1 if sup.ready else 0)
+        yield from self._workers(snap)
+        yield from self._interfaces(snap)
+        yield from self._umem(snap)
+        yield from self._reloads(snap)
+        yield family('xdpd_ready', value=1 if snap.ready else 0)
         errors = family('xdpd_internal_errors')
-        for where, n in sorted(sup.internal_errors.items()):
+        for where, n in sorted(snap.internal_errors.items()):
             errors.add_metric([where], n)
         yield errors
 
-    def _workers(self, workers, procs, umem, config=None) -> Iterator:
+    def _workers(self, snap) -> Iterator:
         rx_p = family('xdpd_rx_packets')
         rx_b = family('xdpd_rx_bytes')
         tx_p = family('xdpd_tx_packets')
@@ -90,14 +86,9 @@ class XdpdCollector:
         rule_p = family('xdpd_rule_packets')
         rule_b = family('xdpd_rule_bytes')
         xsk = {m.source: family(m.name) for m in METRICS if m.source}
-        r = getattr(self.sup, "ring_sizes", None)
-        sizes = {ring: getattr(r, ring) for ring in RINGS} if r else {}
-        all_stats = self.sup.worker_stats()
-        for w in workers:
-            labels = [w.plan.netdev, str(w.plan.queue), str(w.plan.member)]
-            s = all_stats.get(w.id)
-            if s is None:               # gone since the list was taken
-                continue
+        for w in snap.workers:
+            labels = [w.netdev, str(w.queue), str(w.member)]
+            s = w.stats
             rx_p.add_metric(labels, s["rx_packets"])
             rx_b.add_metric(labels, s["rx_bytes"])
             tx_p.add_metric(labels, s["tx_packets"])
@@ -111,68 +102,60 @@ class XdpdCollector:
             polls.add_metric(labels, s["busy_polls"])
             bad.add_metric(labels, s["bad_descs"])
             csum.add_metric(labels, s["csum_completed"])
-            up.add_metric(labels, 1 if w.state.value == "running" else 0)
+            up.add_metric(labels, 1 if w.state == "running" else 0)
             for st in WORKER_STATES:
-                state.add_metric(labels + [st], 1 if w.state.value == st else 0)
+                state.add_metric(labels + [st], 1 if w.state == st else 0)
             restarts.add_metric(labels, w.restarts)
-            proc = procs.get(w.id)
-            if proc is not None:
+            if w.process:
                 started.add_metric(labels, w.started_wall)
-                use = self.sup.worker_usage(w.id, proc.pid)
-                if use is not None:
-                    cpu.add_metric(labels + ["user"], use["user_ns"] / 1e9)
-                    cpu.add_metric(labels + ["system"], use["system_ns"] / 1e9)
-            for rule, packets, bytes_ in worker_rule_counts(config, umem.control, w):
+                if w.usage is not None:
+                    cpu.add_metric(labels + ["user"], w.usage["user_ns"] / 1e9)
+                    cpu.add_metric(labels + ["system"], w.usage["system_ns"] / 1e9)
+            for rule, packets, bytes_ in w.rules:
                 rule_p.add_metric(labels + [str(rule.index)], packets)
                 rule_b.add_metric(labels + [str(rule.index)], bytes_)
-            for ring, n in umem.control.ring_use(w.id).items():
+            for ring, n in w.rings.items():
                 ring_used.add_metric(labels + [ring], n)
-                if ring in sizes:
-                    ring_size.add_metric(labels + [ring], sizes[ring])
-            try:
-                for name, v in w.socket.statistics().items():
-                    xsk[name].add_metric(labels, v)
-            except OSError as e:
-                log.debug("%s: %s", w.name, e)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, direct, kicks, sleeps, polls, bad, csum, up, state,
-                    started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
+                if ring in snap.ring_sizes:
+                    ring_size.add_metric(labels + [ring], snap.ring_sizes[ring])
+            for name, v in w.xsk.items():
+                xsk[name].add_metric(labels, v)
+        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, direct, kicks, sleeps, polls, bad,
+                    csum, up, state, started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
         yield from xsk.values()
 
-    def _interfaces(self, interfaces, zero_copy: bool) -> Iterator:
+    def _interfaces(self, snap) -> Iterator:
         xdp = family('xdpd_xdp_packets')
         info = family('xdpd_interface_info')
-        for iface in interfaces:
-            info.add_metric([iface.name, iface.xdp_mode, "zero-copy" if zero_copy else "copy"], 1)
+        for iface in snap.interfaces:
+            info.add_metric([iface.name, iface.xdp_mode,
+                             "zero-copy" if snap.zero_copy else "copy"], 1)
             # every rx queue: traffic on a queue xdpd does not own shows as "passed"
-            for q in range(min(iface.rx_queues, XDPD_MAX_QUEUES)):
-                try:
-                    st = iface.program.queue_stats(q)
-                except OSError as e:
-                    log.debug("%s/q%d: %s", iface.name, q, e)
-                    continue
+            for st in iface.xdp_packets:
                 for verdict in XDP_VERDICTS:
-                    xdp.add_metric([iface.name, str(q), verdict], st[verdict])
+                    xdp.add_metric([iface.name, str(st["queue"]), verdict], st[verdict])
         yield xdp
         yield info
 
-    def _umem(self, umem, free_slots: int) -> Iterator:
+    def _umem(self, snap) -> Iterator:
         frames = family('xdpd_umem_frames')
-        for loc, n in umem.frame_locations().items():
+        for loc, n in snap.umem["frames_by_location"].items():
             frames.add_metric([loc], n)
         yield frames
-        yield family('xdpd_umem_frames_capacity', value=umem.capacity)
-        yield family('xdpd_umem_bytes', value=umem.geometry.size)
-        yield family('xdpd_worker_slots', value=umem.geometry.nworkers)
-        yield family('xdpd_worker_slots_used', value=umem.geometry.nworkers - free_slots)
+        yield family('xdpd_umem_frames_capacity', value=snap.umem["capacity"])
+        yield family('xdpd_umem_bytes', value=snap.umem["bytes"])
+        yield family('xdpd_worker_slots', value=snap.umem["worker_slots"])
+        yield family('xdpd_worker_slots_used', value=snap.umem["worker_slots_used"])
 
-    def _reloads(self, sup) -> Iterator:
+    def _reloads(self, snap) -> Iterator:
         reloads = family('xdpd_reloads')
-        for result, n in sup.reloads.items():
+        for result, n in snap.reloads.items():
             reloads.add_metric([result], n)
         yield reloads
-        yield family('xdpd_config_generation', value=sup.generation)
-        yield family('xdpd_last_reload_success_timestamp_seconds', value=sup.last_reload_success)
-        last = sup.last_reload
+        yield family('xdpd_config_generation', value=snap.generation)
+        yield family('xdpd_last_reload_success_timestamp_seconds',
+                     value=snap.last_reload_success)
+        last = snap.last_reload
         ok = not last or last["result"] in ("applied", "unchanged")
         yield family('xdpd_last_reload_successful', value=1 if ok else 0)
 

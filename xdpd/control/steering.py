@@ -24,7 +24,7 @@ it replaces (a channel change, an indirection table), or right after it
                   "rules": [{"location": 1023, "flow": {...}, "match": "hex"}]}]}
 
 (channel counts as rx, tx, other, combined).  It lives next to the control
-socket as xdpd.steering.json, written like runstate.py's record (whole
+socket as xdpd.steering.json, written like run_record.py's record (whole
 file, renamed over), and is removed when everything in it is undone.  A
 killed xdpd leaves it; the next start undoes what it names:
 
@@ -45,10 +45,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
-from xdpd.control import recovery as runstate
 from xdpd.config.model import Config, ConfigError, FlowRule, InterfaceConfig
-from xdpd.kernel.ethtool import RX_CLS_LOC_ANY, Channels, Ethtool, EthtoolError, FlowSpec
+from xdpd.control import record as run_record
 from xdpd.kernel.errors import errname
+from xdpd.kernel.ethtool import RX_CLS_LOC_ANY, Channels, Ethtool, EthtoolError, FlowSpec
 
 log = logging.getLogger("xdpd.steering")
 
@@ -136,12 +136,12 @@ class NetdevSteering:
         return self.channels is None and self.rss is None and not self.rules
 
 
-def read_journal(path: str) -> tuple[runstate.Owner, list[NetdevSteering]] | None:
+def read_journal(path: str) -> tuple[run_record.Owner, list[NetdevSteering]] | None:
     try:
-        doc = runstate.read_document(path, FORMAT)
+        doc = run_record.read_document(path, FORMAT)
         if doc is None:
             return None
-        owner = runstate.owner_of(doc)
+        owner = run_record.owner_of(doc)
         netdevs = []
         for n in doc["netdevs"]:
             if not isinstance(n, dict) or not isinstance(n.get("rules", []), list):
@@ -164,7 +164,7 @@ def _pair(value):
 class Steering:
     """The steering xdpd applied, kept in the journal at `path` (None: no journal)."""
 
-    def __init__(self, nic: Ethtool, path: str | None, owner: runstate.Owner | None):
+    def __init__(self, nic: Ethtool, path: str | None, owner: run_record.Owner | None):
         self.nic = nic
         self.path = path
         self.owner = owner
@@ -178,9 +178,9 @@ class Steering:
         entries = [n for n in self.netdevs.values() if not n.empty]
         try:
             if not entries:
-                runstate.remove(self.path)
+                run_record.remove(self.path)
                 return
-            runstate.write_json(self.path, {
+            run_record.write_json(self.path, {
                 "format": FORMAT, "pid": self.owner.pid, "start_time": self.owner.start_time,
                 "boot_id": self.owner.boot_id,
                 "netdevs": [{"name": n.name, "channels": n.channels, "rss": n.rss,
@@ -270,7 +270,7 @@ class Steering:
             self.undo(name)
 
     def update(self, old: InterfaceConfig, new: InterfaceConfig) -> None:
-        """A reload: only what differs.  Channels are not changed live (reload.py refuses)."""
+        """A reload: only what differs.  Channels are not changed live (config/diff.py refuses)."""
         name = new.name
         o, n = old.steering, new.steering
         entry = self._entry(name)
@@ -352,15 +352,15 @@ def _undo_pair(nic: Ethtool, name: str, kind: str, entry: NetdevSteering, whose:
         log.warning("%s: restore %s: %s", name, kind, e)
 
 
-def recover(path: str, nic: Ethtool, owner_alive=runstate.owner_alive,
-            current_boot=runstate.boot_id) -> None:
+def recover(path: str, nic: Ethtool, owner_alive=run_record.owner_alive,
+            current_boot=run_record.boot_id) -> None:
     """At start: undo what a dead xdpd's journal names, then remove it.
     SteeringError if its owner still runs."""
     try:
         found = read_journal(path)
     except JournalError as e:
         try:
-            runstate.quarantine(path, e, "nothing undone: check the NIC's channels, RSS "
+            run_record.quarantine(path, e, "nothing undone: check the NIC's channels, RSS "
                                 "and ntuple rules by hand (ethtool -l, -x, -n)")
         except OSError as err:
             raise SteeringError(str(err)) from None
@@ -377,7 +377,7 @@ def recover(path: str, nic: Ethtool, owner_alive=runstate.owner_alive,
     else:
         for entry in reversed(netdevs):
             undo_netdev(nic, entry, f"xdpd pid {owner.pid} that died")
-    runstate.remove(path)
+    run_record.remove(path)
 
 
 def describe_flow(rule: FlowRule) -> str:

@@ -13,7 +13,13 @@ import logging
 import subprocess
 from dataclasses import dataclass, field
 
-from xdpd.config.model import WorkerPlan
+from xdpd.config.model import InterfaceConfig, WorkerPlan
+
+# How long the supervisor waits on a worker, where more than one step waits
+STOP_TIMEOUT_S = 5.0  # a stopped worker exits within this
+TABLE_ACK_TIMEOUT_S = 2.0           # every worker switches tables within this
+DRAIN_TIMEOUT_S = 5.0               # per drain step of a removed worker
+REBIND_TIMEOUT_S = 2.0              # a just-closed queue's socket is released async
 
 log = logging.getLogger("xdpd.supervisor")
 
@@ -118,3 +124,21 @@ def worker_rule_counts(config, control, worker) -> list[tuple]:
         return []
     packets, bytes_ = control.rule_stats(worker.id)
     return [(rule, packets[k], bytes_[k]) for k, rule in enumerate(rules)]
+
+
+@dataclass
+class Interface:
+    name: str
+    index: int
+    ifindex: int
+    program: object                 # bpf.XdpProgram
+    xdp_mode: str = ""
+    queues: list[int] = field(default_factory=list)     # owned rx queues
+    rx_queues: int = 0                                  # all rx queues of the netdev
+    config: InterfaceConfig | None = None
+    kind: str = ""          # rtnetlink kind: "veth", "tun", ...; "" for a NIC
+
+    @property
+    def completes_checksums(self) -> bool:
+        from xdpd.kernel.netdev import completes_checksums
+        return completes_checksums(self.config.checksum if self.config else "auto", self.kind)

@@ -19,10 +19,10 @@ import logging
 import os
 import sys
 
-from xdpd.kernel.libbpf import (BPF_ANY, BpfError, BpfProgInfo, XDP_DROP,
-                                XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_PASS, _IP_LINK_XDP_WORD,
-                                _MODE_FLAGS, _detach_if_attached, bpf_error, errno_hint,
-                                errno_name, library, prog_name, query_xdp)
+from xdpd.kernel.libbpf import (BPF_ANY, XDP_DROP, XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_PASS,
+                                _IP_LINK_XDP_WORD, _MODE_FLAGS, BpfError, BpfProgInfo,
+                                _detach_if_attached, bpf_error, errno_hint, errno_name,
+                                library, prog_name, query_xdp)
 
 log = logging.getLogger("xdpd.bpf")
 

@@ -15,8 +15,8 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from xdpd.lab.netns import pids_in_netns
 from xdpd.isolated import python_argv
+from xdpd.lab.netns import pids_in_netns
 from xdpd.lab.traffic import child_env
 
 CLONE_NEWNET = 0x40000000
@@ -218,8 +218,8 @@ class LabDaemon:
 
     @property
     def record_path(self) -> str:
-        """The daemon's record of the XDP programs it attached (runstate.py)."""
-        from xdpd.control.recovery import record_path
+        """The daemon's record of the XDP programs it attached (record.py)."""
+        from xdpd.control.record import record_path
         return record_path(self.socket_path)
 
     def close(self) -> None:

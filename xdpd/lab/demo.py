@@ -25,11 +25,11 @@ import sys
 import time
 
 from xdpd import exitcodes
-from xdpd.lab.netns import Lab, LabError, cleanup_stale
-from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
 from xdpd.kernel.libbpf import BpfError
-from xdpd.lab.xdp import CountingSink
+from xdpd.lab.daemon import DaemonError, LabDaemon, forward_config
+from xdpd.lab.netns import Lab, LabError, cleanup_stale
 from xdpd.lab.traffic import TrafficError, child_env
+from xdpd.lab.xdp import CountingSink
 
 log = logging.getLogger("xdpd.lab.demo")
 

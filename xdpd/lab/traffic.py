@@ -48,8 +48,8 @@ import time
 from typing import NamedTuple
 
 from xdpd.isolated import python_argv
-from xdpd.lab.frames import ip_checksum, mac_to_str, parse_mac
 from xdpd.kernel.errors import errname
+from xdpd.lab.frames import ip_checksum, mac_to_str, parse_mac
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
 ETH_P_ALL = 0x0003
