@@ -1256,7 +1256,7 @@ def test_vlan_actions_parse():
 def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from xdpd.cli import cmd_check_config
+    from xdpd.cli.check_config import command as cmd_check_config
     path = tmp_path / "xdpd.yaml"
     path.write_text(dedent("""\
         interfaces: [{name: lo}]
@@ -1274,7 +1274,7 @@ def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
 def test_check_config_shows_fanout_members_and_spread(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from xdpd.cli import cmd_check_config
+    from xdpd.cli.check_config import command as cmd_check_config
     path = tmp_path / "xdpd.yaml"
     path.write_text(dedent("""\
         interfaces:

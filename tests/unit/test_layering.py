@@ -23,7 +23,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "xdpd"
 LAB = "xdpd.lab"
-MAY_REACH_THE_LAB = {"xdpd.cli"}       # `xdpd demo`, imported when it runs
+MAY_REACH_THE_LAB = {"xdpd.cli.demo"}  # `xdpd demo`; imported only when it runs
 BASE = {"xdpd", "xdpd.exitcodes", "xdpd.logs", "xdpd.isolated"}
 # plane -> the planes it may import (itself included)
 MAY_IMPORT = {
@@ -91,7 +91,7 @@ def test_the_daemon_never_imports_the_lab(path):
     for line, module, top_level in imports(path):
         if not reaches_lab(module):
             continue
-        assert name in MAY_REACH_THE_LAB and not top_level, (
+        assert name in MAY_REACH_THE_LAB, (
             f"{path.name}:{line} imports {module}: the daemon's modules must not "
             "depend on the lab (xdpd/lab/__init__.py)")
 
@@ -174,7 +174,7 @@ def test_imports_flow_one_way(name):
         target = resolve(module, mods) if module.startswith("xdpd") else None
         if target is None or target == name:
             continue
-        if name in MAY_REACH_THE_LAB and reaches_lab(target) and not top_level:
+        if name in MAY_REACH_THE_LAB and reaches_lab(target):
             continue
         assert plane(target) in MAY_IMPORT[plane(name)], (
             f"{mods[name].relative_to(PACKAGE.parent)}:{line}: {name} ({plane(name)}) imports "
@@ -239,3 +239,17 @@ def test_each_file_says_what_it_owns(name):
     assert lines <= MAX_LINES or name in LONG_FILES, (
         f"{path}: {lines} lines (over {MAX_LINES}); split it, or say why in LONG_FILES")
 
+
+
+def test_a_command_loads_only_its_own_modules():
+    """The parser imports no command: `xdpd status` loads no supervisor,
+    and nothing but `xdpd demo` loads the lab."""
+    import subprocess
+    import sys
+    code = ("import sys; from xdpd.cli import build_parser; build_parser(); "
+            "import xdpd.cli.status, xdpd.cli.reload, xdpd.cli.check_config, xdpd.cli.top; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('xdpd'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True).stdout.split()
+    assert not [m for m in out if reaches_lab(m)], out
+    assert "xdpd.control.supervisor" not in out and "xdpd.cli.run" not in out, out

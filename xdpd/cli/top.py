@@ -371,3 +371,7 @@ def _draw(stdscr, status, prev, elapsed, error, interval) -> None:
         except curses.error:
             pass                    # the bottom-right cell: written, cursor cannot advance
     stdscr.refresh()
+
+
+def command(args) -> int:
+    return main(args.socket, args.interval)

@@ -1,7 +1,9 @@
 """What a configuration means on this host: checks against its netdevs,
 queues and CPUs, and the plan of workers.
 
-Owns: check_host(), plan_workers(), format_cpulist().
+Owns: check_host(), plan_workers(), format_cpulist(), and napi_placement()
+(a planned worker on its queue's IRQ CPU: the supervisor logs it at start,
+`xdpd doctor` reports it).
 Must not: import the kernel-facing modules; the host arrives as a HostFacts
 object (xdpd.kernel.netdev.Host in the daemon, a fake in tests).
 """
@@ -142,3 +144,22 @@ def _owned_queues(iface: InterfaceConfig, host: HostFacts) -> tuple[int, ...] | 
     return iface.queues
 
 
+def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
+    """(plan, finding, fix) per worker pinned to the CPU that runs its
+    queue's NAPI poll (the queue's IRQ CPU): the two take turns on one core,
+    and a spinning or busy-polling worker starves the NAPI poll it waits for.
+    The supervisor logs these at start; doctor reports them."""
+    w = config.workers
+    polling = w.idle == "spin" or w.busy_poll
+    out = []
+    for plan in plans:
+        if plan.cpu not in host.queue_irq_cpus(plan.netdev, plan.queue):
+            continue
+        what = ("it spins, so the NAPI poll only runs when the scheduler preempts it "
+                "and the rx ring overflows" if polling else
+                "the worker and the NAPI poll take turns on one core")
+        out.append((plan, f"worker CPU {plan.cpu} also takes the queue's interrupts (NAPI); "
+                          f"{what}",
+                    "pin the worker elsewhere (workers.cpus) or move the IRQ "
+                    "(/proc/irq/N/smp_affinity_list)"))
+    return out

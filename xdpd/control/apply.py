@@ -13,14 +13,17 @@ import subprocess
 import time
 from dataclasses import replace
 
+from xdpd.config.diff import Refused, diff
 from xdpd.config.file import read_config_file
 from xdpd.config.model import Config, ConfigError, InterfaceConfig
 from xdpd.config.plan import check_host, plan_workers
 from xdpd.config.schema import parse_config
 from xdpd.control.ops import SetupError
+from xdpd.control.steering import SteeringError, check_steering
 from xdpd.control.table import MAX_NETDEVS
 from xdpd.control.workers import (DRAIN_TIMEOUT_S, STOP_TIMEOUT_S, Interface, Worker,
                                   WorkerState)
+from xdpd.datapath import _fastpath
 
 log = logging.getLogger("xdpd.supervisor")
 
@@ -33,7 +36,6 @@ class Reloading:
         """Apply a new configuration: the file xdpd runs with, or `text`
         (named `path` in messages) from `xdpd reload --config`.  Returns
         (ok, result, error); the running configuration stays on any error."""
-        from xdpd.config.diff import Refused
         started = time.monotonic()
         source = path or self.config.source
         if self.notifier:
@@ -48,7 +50,6 @@ class Reloading:
             new = replace(new, source=self.config.source)
             check_host(new, self.host)
             if any(not i.steering.empty for i in new.interfaces):
-                from xdpd.control.steering import check_steering
                 check_steering(new, self.ops.ethtool())
             plan = self._plan_reload(new)
             changes = plan.summary()
@@ -87,7 +88,6 @@ class Reloading:
         return ok, result, None if ok else message
 
     def _plan_reload(self, new: Config):
-        from xdpd.config.diff import Refused, diff
         new_plans = list(plan_workers(new, self.host))
         # Workers that stay keep their CPU; only new ones take the new plan's.
         old_plans = [w.plan for w in self.workers]
@@ -159,7 +159,6 @@ class Reloading:
     def _update_steering(self, old: Config, changed: list[InterfaceConfig]) -> None:
         """Only what differs (steering.Steering.update); a failure is
         reported, what was changed stays on the journal."""
-        from xdpd.control.steering import SteeringError
         for iface_cfg in changed:
             try:
                 self.steering.update(old.interface(iface_cfg.name), iface_cfg)
@@ -183,7 +182,6 @@ class Reloading:
     def _drain(self, removing: list[Worker]) -> None:
         """Take removed workers' queues back from them and let them finish
         (datapath/worker.py: the two drain steps), then give their slots back."""
-        from xdpd.datapath import _fastpath
         self._close_queues(removing, disown=True)
         for w in removing:
             iface = self.interface(w.plan.netdev)

@@ -39,15 +39,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdpd import exitcodes
+from xdpd.config.model import FRAME_SIZES
+from xdpd.config.plan import format_cpulist, napi_placement, plan_workers
+from xdpd.control.server import ControlError
+from xdpd.control.table import L2_OVERHEAD
+from xdpd.kernel.libbpf import query_xdp
+from xdpd.kernel.netdev import Host, completes_checksums, partial_checksums_left
 
 LEVELS = ("ok", "warn", "error")
 
 # XDP_PACKET_HEADROOM: in copy mode the kernel writes a packet 256 bytes into
 # its frame, so a frame holds frame_size - 256 bytes of packet.
 XDP_HEADROOM = 256
-# Ethernet header and one VLAN tag on top of the MTU (as the too_long drop).
-L2_OVERHEAD = 18
-FRAME_SIZES = (2048, 4096)
 
 DEFAULT_SECONDS = 2.0
 
@@ -80,7 +83,6 @@ def exit_code(findings: list[Finding]) -> int:
 
 def queue_list(queues) -> str:
     """0-1,3: the owned queues, short."""
-    from xdpd.config.plan import format_cpulist
     return format_cpulist(set(queues))
 
 
@@ -296,7 +298,6 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
 def check_checksum(config, host, nd: Netdev) -> list[Finding]:
     """Partial TCP/UDP checksums (a local stack's with TX offload on): who
     completes them, or, where nobody does, who sends them and the fix."""
-    from xdpd.kernel.netdev import completes_checksums
     mode = nd.config.checksum
     try:
         kind = host.link_kind(nd.name)
@@ -309,7 +310,6 @@ def check_checksum(config, host, nd: Netdev) -> list[Finding]:
     if not kind:
         return [Finding("checksum", "ok", nd.name,
                         f"a NIC: frames from a wire carry complete checksums (checksum: {mode})")]
-    from xdpd.kernel.netdev import partial_checksums_left
     return [Finding("checksum", "warn", nd.name, *partial_checksums_left(host, nd.name, kind))]
 
 
@@ -317,29 +317,7 @@ NETDEV_CHECKS: tuple[Callable, ...] = (check_xdp_mode, check_zero_copy, check_ch
                                        check_rss, check_ntuple, check_mtu, check_checksum)
 
 
-def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
-    """(plan, finding, fix) per worker pinned to the CPU that runs its
-    queue's NAPI poll (the queue's IRQ CPU): the two take turns on one core,
-    and a spinning or busy-polling worker starves the NAPI poll it waits for.
-    The supervisor logs these at start; doctor reports them."""
-    w = config.workers
-    polling = w.idle == "spin" or w.busy_poll
-    out = []
-    for plan in plans:
-        if plan.cpu not in host.queue_irq_cpus(plan.netdev, plan.queue):
-            continue
-        what = ("it spins, so the NAPI poll only runs when the scheduler preempts it "
-                "and the rx ring overflows" if polling else
-                "the worker and the NAPI poll take turns on one core")
-        out.append((plan, f"worker CPU {plan.cpu} also takes the queue's interrupts (NAPI); "
-                          f"{what}",
-                    "pin the worker elsewhere (workers.cpus) or move the IRQ "
-                    "(/proc/irq/N/smp_affinity_list)"))
-    return out
-
-
 def check_napi(config, host) -> list[Finding]:
-    from xdpd.config.plan import plan_workers
     plans = plan_workers(config, host)
     bad = napi_placement(config, plans, host)
     findings = [Finding("napi", "warn", plan.name, finding, fix) for plan, finding, fix in bad]
@@ -551,14 +529,12 @@ class DoctorHost:
     """The real host plus what only doctor asks: the XDP mode attached now."""
 
     def __init__(self, host=None):
-        from xdpd.kernel.netdev import Host
         self._host = host or Host()
 
     def __getattr__(self, name):
         return getattr(self._host, name)
 
     def xdp_attached_mode(self, name: str) -> str | None:
-        from xdpd.kernel.libbpf import query_xdp
         try:
             return query_xdp(self._host.ifindex(name))["mode"]
         except OSError:
@@ -594,7 +570,6 @@ def diagnose(config, host, ask: Callable[[], dict] | None, seconds: float = DEFA
              sleep: Callable[[float], None] = time.sleep) -> Report:
     """Static checks, then live ones if ask() (one `status` request) answers.
     ask raises ControlError when no daemon answers."""
-    from xdpd.control.server import ControlError
     before = None
     live = "no daemon asked"
     if ask is not None:

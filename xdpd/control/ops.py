@@ -14,7 +14,13 @@ import pwd
 import subprocess
 
 from xdpd import exitcodes
+from xdpd.datapath.umem import SharedUmem
 from xdpd.isolated import python_argv
+from xdpd.kernel.ethtool import Ethtool
+from xdpd.kernel.libbpf import detach_xdp, prog_info, query_xdp
+from xdpd.kernel.netdev import Host
+from xdpd.kernel.xdp_program import XdpProgram
+from xdpd.kernel.xsk import XdpSocket
 
 
 class StopRequested(Exception):
@@ -34,39 +40,31 @@ class SystemOps:
     unit tests can hand the supervisor a fake (supervisord's DummyOptions)."""
 
     def __init__(self, host=None):
-        from xdpd.kernel.netdev import Host
         self.host = host or Host()
 
     def load_program(self, netdev: str):
-        from xdpd.kernel.xdp_program import XdpProgram
         return XdpProgram.load(name=netdev)
 
     def create_umem(self, geometry, hugepages: str):
-        from xdpd.datapath.umem import SharedUmem
         return SharedUmem(geometry, hugepages)
 
     def create_socket(self, netdev: str, ifindex: int, queue: int):
-        from xdpd.kernel.xsk import XdpSocket
         return XdpSocket(netdev, ifindex, queue)
 
     def query_xdp(self, ifindex: int) -> dict:
         """The XDP programs attached to ifindex (bpf.query_xdp)."""
-        from xdpd.kernel.libbpf import query_xdp
         return query_xdp(ifindex)
 
     def prog_info(self, prog_id: int) -> tuple[str, str]:
         """(name, tag) of a loaded BPF program (bpf.prog_info)."""
-        from xdpd.kernel.libbpf import prog_info
         return prog_info(prog_id)
 
     def detach_xdp(self, ifindex: int, mode: str, prog_id: int) -> None:
         """Detach program prog_id from ifindex if it is still the one there."""
-        from xdpd.kernel.libbpf import detach_xdp
         detach_xdp(ifindex, mode, prog_id)
 
     def ethtool(self):
         """The ethtool requests steering makes (ethtool.Ethtool)."""
-        from xdpd.kernel.ethtool import Ethtool
         return Ethtool()
 
     def process_lineage(self, pid: int) -> list[int] | None:

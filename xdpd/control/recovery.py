@@ -14,8 +14,10 @@ import logging
 
 from xdpd import exitcodes
 from xdpd.control import record as run_record
+from xdpd.control import steering
 from xdpd.control.ops import SetupError
 from xdpd.kernel.errors import errname
+from xdpd.kernel.xdp_program import PROG_NAME
 
 log = logging.getLogger("xdpd.supervisor")
 
@@ -67,7 +69,6 @@ class Recovery:
     def _undo_what_a_dead_xdpd_steered(self) -> None:
         """Undo the steering a killed xdpd's journal names (steering.py:
         only what is still as it set it), then keep a journal of our own."""
-        from xdpd.control import steering
         path = steering.journal_path(self.config.control.socket)
         nic = self.ops.ethtool()
         try:
@@ -80,7 +81,6 @@ class Recovery:
 
     def _remove_left_program(self, a, pid: int) -> None:
         """Detach a dead xdpd's program from its netdev if it is still there."""
-        from xdpd.kernel.xdp_program import PROG_NAME
         theirs = f"{PROG_NAME} (prog id {a.prog_id}) left attached by xdpd pid {pid} that died"
         try:
             cur = self.ops.query_xdp(a.ifindex)

@@ -17,11 +17,17 @@ import time
 
 from xdpd import exitcodes
 from xdpd.config.model import Config, InterfaceConfig, WorkerPlan, WorkersConfig
+from xdpd.config.plan import napi_placement
 from xdpd.control.ops import SetupError, resolve_worker_user
+from xdpd.control.steering import SteeringError
 from xdpd.control.table import MAX_DIRECT, MAX_NETDEVS, compile_table
 from xdpd.control.workers import (REBIND_TIMEOUT_S, TABLE_ACK_TIMEOUT_S, DirectSocket,
                                   Interface, Worker, WorkerState)
+from xdpd.datapath.umem import UmemGeometry
 from xdpd.kernel.errors import errname
+from xdpd.kernel.libbpf import BpfError
+from xdpd.kernel.netdev import NetdevError, partial_checksums_left
+from xdpd.kernel.xsk import RingSizes, XskError
 
 log = logging.getLogger("xdpd.supervisor")
 
@@ -50,7 +56,6 @@ class Startup:
         """Warn about a worker pinned to the CPU that runs its queue's NAPI
         poll (the queue's IRQ CPU): the two take turns on one core, and a
         spinning or busy-polling worker starves the NAPI poll it waits for."""
-        from xdpd.control.doctor import napi_placement
         warnings = [f"{plan.name}: {finding}. {fix[0].upper()}{fix[1:]}"
                     for plan, finding, fix in napi_placement(self.config, plans, self.host)]
         for text in warnings:
@@ -58,7 +63,6 @@ class Startup:
         return warnings
 
     def _apply_steering(self, ifaces=None) -> None:
-        from xdpd.control.steering import SteeringError
         for iface_cfg in self.config.interfaces if ifaces is None else ifaces:
             if iface_cfg.steering.empty:
                 continue
@@ -75,7 +79,6 @@ class Startup:
         """Load rr_redirect for a netdev, own `queues` (no sockets yet: the
         fallback applies), attach.  The netdev gets the lowest free index
         in the forwarding table, kept for as long as it is configured."""
-        from xdpd.kernel.libbpf import BpfError
         used = {i.index for i in self.interfaces}
         index = next(n for n in range(len(used) + 1) if n not in used)
         if index >= MAX_NETDEVS:
@@ -107,7 +110,6 @@ class Startup:
     def _link_kind(self, name: str) -> str:
         """The netdev's rtnetlink kind ("" for a NIC); "unknown" where
         netlink does not say, which `checksum: auto` treats as software."""
-        from xdpd.kernel.netdev import NetdevError
         try:
             return self.host.link_kind(name)
         except NetdevError as e:
@@ -127,7 +129,6 @@ class Startup:
             return
         if not iface.kind:
             return                          # a NIC: a wire sends no partial checksums
-        from xdpd.kernel.netdev import partial_checksums_left
         what, fix = partial_checksums_left(self.host, iface.name, iface.kind)
         log.warning("%s: %s; %s", iface.name, what, fix)
 
@@ -170,8 +171,6 @@ class Startup:
         return [True, False]
 
     def _create_umem_and_sockets(self, plans) -> None:
-        from xdpd.datapath.umem import UmemGeometry
-        from xdpd.kernel.xsk import RingSizes, XskError
 
         # spare slots: workers a reload may add (the UMEM cannot grow)
         slots = len(plans) + self.config.umem.spare_workers
@@ -254,7 +253,6 @@ class Startup:
         """w's direct sockets, each a TX ring bound to its target's queue
         sharing that socket's rings.  One the kernel refuses is left out
         (logged): w then hands those packets to that queue's worker."""
-        from xdpd.kernel.xsk import XskError
         for owner in self._direct_targets(w):
             sock = self.ops.create_socket(owner.plan.netdev,
                                           self.host.ifindex(owner.plan.netdev), owner.plan.queue)
@@ -317,7 +315,6 @@ class Startup:
         reload, or held by the workers of an xdpd that was killed) stays
         busy for a moment: the kernel releases the socket's buffer pool
         from a work queue, and bind() answers EBUSY until then."""
-        from xdpd.kernel.xsk import XskError
         deadline = time.monotonic() + REBIND_TIMEOUT_S
         while True:
             sock = self.ops.create_socket(plan.netdev, self.host.ifindex(plan.netdev),

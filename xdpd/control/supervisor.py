@@ -61,11 +61,16 @@ from xdpd import exitcodes
 from xdpd.config.model import Config, WorkerPlan
 from xdpd.config.plan import plan_workers
 from xdpd.control.apply import Reloading
+from xdpd.control.metrics import serve
 from xdpd.control.ops import SetupError, StopRequested, SystemOps
 from xdpd.control.recovery import Recovery
+from xdpd.control.server import ControlServer, root_only
 from xdpd.control.snapshot import Snapshot, Snapshotter
 from xdpd.control.startup import Startup
+from xdpd.control.steering import check_steering
 from xdpd.control.workers import STOP_TIMEOUT_S, Interface, Worker, WorkerState
+from xdpd.datapath import _fastpath
+from xdpd.datapath.worker import WorkerSpec
 from xdpd.kernel.errors import errname
 
 log = logging.getLogger("xdpd.supervisor")
@@ -156,7 +161,6 @@ class Supervisor(Startup, Recovery, Reloading):
         """Set everything up, in order; on any failure, or a stop requested
         meanwhile (checked between steps, see install_signal_handlers),
         undo what was done and raise."""
-        from xdpd.control.steering import check_steering
         if any(not i.steering.empty for i in self.config.interfaces):
             check_steering(self.config, self.ops.ethtool())
         plans: list[WorkerPlan] = []
@@ -213,7 +217,6 @@ class Supervisor(Startup, Recovery, Reloading):
     # -- workers ----------------------------------------------------------
 
     def worker_spec(self, w: Worker):
-        from xdpd.datapath.worker import WorkerSpec
         r = self.ring_sizes
         return WorkerSpec(
             id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.plan.cpu,
@@ -288,7 +291,6 @@ class Supervisor(Startup, Recovery, Reloading):
     def _reports_running(self, w: Worker) -> bool:
         """w's current process (not a predecessor whose state is still in
         shared memory) reports RUNNING."""
-        from xdpd.datapath import _fastpath
         _, pid, state, _ = self.umem.control.worker_liveness(w.id)
         return w.proc is not None and pid == w.proc.pid and state == _fastpath.STATE_RUNNING
 
@@ -330,7 +332,6 @@ class Supervisor(Startup, Recovery, Reloading):
                 log.warning("%s: removing socket from XSKMAP failed: %s", w.name, e)
 
     def _start_control(self) -> None:
-        from xdpd.control.server import ControlServer
         path = self.config.control.socket
         group = self.config.control.status_group
         if group is not None:
@@ -353,7 +354,6 @@ class Supervisor(Startup, Recovery, Reloading):
         listen = self.config.metrics.listen
         if listen is None:
             return
-        from xdpd.control.metrics import serve
         host, port = listen
         try:
             self.metrics_server = serve(self, host, port)
@@ -615,7 +615,6 @@ class Supervisor(Startup, Recovery, Reloading):
         peer's ancestors are read from /proc where the supervisor can see
         them (under the unit's ProtectProc=ptraceable, not a worker's, nor
         an operator's shell: those are judged by their ids alone)."""
-        from xdpd.control.server import root_only
         if self.worker_uid is not None and peer.uid == self.worker_uid or \
                 self.worker_gid is not None and peer.gid == self.worker_gid:
             return (f"permission denied: pid {peer.pid} runs as the workers' user or group "

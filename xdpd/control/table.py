@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from xdpd.config.model import VLAN_PROTOS, Config
 from xdpd.control.workers import Interface, Worker
+from xdpd.kernel.xdp_program import match_to_c
 
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
 MAX_DIRECT = 8                      # FP_MAX_DIRECT: direct sockets per worker
@@ -33,7 +34,6 @@ def compile_table(config: Config, interfaces: list[Interface], workers: list[Wor
     all, from old_config (what its worker still has on the RX ring goes
     where it always went); in the new rules the workers in `exclude` (being
     removed) are nobody's egress."""
-    from xdpd.kernel.xdp_program import match_to_c
     names = {i.name for i in config.interfaces}
     table: list[list[dict] | None] = \
         [None] * (max((i.index for i in interfaces), default=-1) + 1)

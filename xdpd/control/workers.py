@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from xdpd.config.model import InterfaceConfig, WorkerPlan
+from xdpd.kernel.netdev import completes_checksums
 
 # How long the supervisor waits on a worker, where more than one step waits
 STOP_TIMEOUT_S = 5.0  # a stopped worker exits within this
@@ -140,5 +141,4 @@ class Interface:
 
     @property
     def completes_checksums(self) -> bool:
-        from xdpd.kernel.netdev import completes_checksums
         return completes_checksums(self.config.checksum if self.config else "auto", self.kind)

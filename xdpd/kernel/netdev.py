@@ -36,6 +36,8 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
+from xdpd.kernel.ethtool import Ethtool
+
 __all__ = ["Host", "HostFacts", "NetdevError", "parse_cpulist"]
 
 SYS_NET = "/sys/class/net"
@@ -220,15 +222,12 @@ class Host:
     # ethtool reads for `xdpd doctor`: EthtoolError (an OSError) keeps the
     # kernel's errno, EOPNOTSUPP where the driver lacks the operation
     def driver(self, name: str) -> str:
-        from xdpd.kernel.ethtool import Ethtool
         return Ethtool().driver(name)
 
     def rss_indirection(self, name: str) -> list[int]:
-        from xdpd.kernel.ethtool import Ethtool
         return Ethtool().get_indirection(name)
 
     def ntuple_rule_count(self, name: str) -> int:
-        from xdpd.kernel.ethtool import Ethtool
         return Ethtool().rule_count(name)[0]
 
 

@@ -1,0 +1,71 @@
+"""`xdpd check-config PATH`: validate a configuration against this host and
+print what would run (workers, UMEM, steering, metrics).
+"""
+from __future__ import annotations
+
+import sys
+
+from xdpd import exitcodes
+from xdpd.config.model import ConfigError, InterfaceConfig
+from xdpd.config.plan import plan_workers
+from xdpd.config.schema import load_config
+from xdpd.control.snapshot import describe_rule
+from xdpd.control.steering import check_steering, describe_flow
+from xdpd.datapath.umem import UmemGeometry
+from xdpd.kernel.ethtool import Ethtool
+from xdpd.kernel.netdev import Host
+
+
+def format_listen(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def command(args) -> int:
+    host = Host()
+    try:
+        config = load_config(args.path, host)
+        if any(not i.steering.empty for i in config.interfaces):
+            check_steering(config, Ethtool())
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return exitcodes.CONFIG
+    plans = plan_workers(config, host)
+    geo = UmemGeometry(len(plans), config.umem.frames_per_worker, config.umem.frame_size)
+    print(f"{args.path}: OK")
+    print(f"workers: {len(plans)}")
+    for p in plans:
+        print(f"  {p.name:<20} cpu {p.cpu:<3} {describe_rule(config, p.netdev)}")
+    for iface in config.interfaces:
+        if iface.fanout > 1:
+            print(f"fanout {iface.name}: {iface.fanout} workers per queue "
+                  f"({iface.fanout_spread}); member 0 has the queue's FILL and COMPLETION "
+                  f"rings and its {config.umem.frames_per_worker} frames serve all "
+                  f"{iface.fanout} RX rings")
+        elif iface.fanout_spread != InterfaceConfig(name="").fanout_spread:
+            print(f"fanout {iface.name}: 1 (fanout_spread {iface.fanout_spread} unused "
+                  "without fanout)")
+        if iface.pass_to_kernel:
+            print(f"pass to kernel on {iface.name}: "
+                  + "; ".join(m.describe() for m in iface.pass_to_kernel))
+    r = config.rings
+    ring_bytes = (r.rx + r.tx) * 16 + (r.fill + r.completion) * 8   # descriptors
+    print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB "
+          f"(hugepages: {config.umem.hugepages}); control area "
+          f"{geo.control_size() / 2**20:.1f} MiB; rings {ring_bytes / 2**10:.0f} KiB per socket")
+    print("per-worker memory: logged at start (rss, unique); shared regions are mapped "
+          "by every worker")
+    for iface in config.interfaces:
+        s = iface.steering
+        if s.empty:
+            continue
+        what = []
+        if s.channels is not None:
+            what.append(f"{s.channels} channels")
+        if s.rss_queues is not None:
+            what.append("RSS over queues " + ",".join(map(str, s.rss_queues)))
+        what += [describe_flow(rule) for rule in s.flows]
+        print(f"steering {iface.name}: " + "; ".join(what))
+    listen = config.metrics.listen
+    print("metrics: " + (format_listen(listen) if listen else "disabled"))
+    return exitcodes.OK
