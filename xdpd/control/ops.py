@@ -165,8 +165,8 @@ def resolve_worker_user(workers) -> tuple[int, int]:
                              exitcodes.CONFIG) from None
     if pw.pw_uid == 0:
         raise SetupError(f"workers.user: {workers.user!r} has uid 0; name an unprivileged "
-                         f"user", exitcodes.CONFIG)
+                         "user", exitcodes.CONFIG)
     if gid == 0:
-        raise SetupError(f"workers.group: gid 0 is root's group; name an unprivileged group",
+        raise SetupError("workers.group: gid 0 is root's group; name an unprivileged group",
                          exitcodes.CONFIG)
     return pw.pw_uid, gid
