@@ -49,11 +49,10 @@ from typing import NamedTuple
 
 from xdpd.isolated import python_argv
 from xdpd.kernel.errors import errname
-from xdpd.lab.frames import ip_checksum, mac_to_str, parse_mac
+from xdpd.lab.frames import ETH_P_IP, mac_to_str, parse_mac, udp4
 
 # <linux/if_ether.h>, <linux/if_packet.h>, <asm-generic/socket.h>
 ETH_P_ALL = 0x0003
-ETH_P_IP = 0x0800
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
@@ -113,17 +112,9 @@ def _l3_template(flow: int, size: int, tag: int) -> bytes:
     UDP, magic, tag."""
     _check_args(flow, size, tag)
     host = 1 + flow % 254
-    ip = bytearray(struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45, 0,                # version 4, ihl 5; tos
-        size - 14,              # total length
-        0, 0x4000,              # id; DF, fragment offset 0
-        64, socket.IPPROTO_UDP,
-        0,                      # checksum, filled below
-        SRC_NET + bytes((host,)), DST_NET + bytes((host,))))
-    struct.pack_into("!H", ip, 10, ip_checksum(bytes(ip)))
-    udp = struct.pack("!HHHH", UDP_SRC_PORT_BASE + flow, UDP_DST_PORT, size - 34, 0)
-    return struct.pack("!H", ETH_P_IP) + bytes(ip) + udp + MAGIC + struct.pack("!I", tag)
+    head = udp4(bytes(6), bytes(6), SRC_NET + bytes((host,)), DST_NET + bytes((host,)),
+                UDP_SRC_PORT_BASE + flow, UDP_DST_PORT, bytes(size - 42))
+    return head[12:42] + MAGIC + struct.pack("!I", tag)
 
 
 def build_frame(seq: int, flow: int, size: int, src_mac: bytes, dst_mac: bytes,

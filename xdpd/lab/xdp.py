@@ -44,7 +44,7 @@ import time
 from xdpd.kernel import libbpf, xdp_program
 from xdpd.kernel.libbpf import BpfError, bpf_error, errno_hint, library
 from xdpd.lab.daemon import run_in_netns
-from xdpd.lab.frames import ip_checksum, parse_mac
+from xdpd.lab.frames import ETH_HLEN, IP_HLEN, UDP_HLEN, parse_mac, udp4
 
 OBJECT_NAME = "lab.bpf.o"
 
@@ -60,7 +60,6 @@ LAB_SET_SRC_MAC = 1 << 2
 LAB_MAGIC = 0x5844504C            # "XDPL"
 LAB_HDR = struct.Struct("!IIH")   # struct lab_hdr: magic, flows, base_port
 
-ETH_HLEN, IP_HLEN, UDP_HLEN = 14, 20, 8
 MIN_FRAME = 60                    # Ethernet minimum without the FCS
 MAX_FRAME = 1514                  # the lab's MTU 1500 plus the Ethernet header
 SRC_IP, DST_IP = "10.0.0.1", "10.0.0.2"
@@ -120,12 +119,8 @@ def build_frame(dst_mac: str | bytes, src_mac: str | bytes, size: int = 64,
         raise ValueError(f"flows {flows}: expected 1..{MAX_FLOWS}")
     payload = LAB_HDR.pack(LAB_MAGIC, flows, BASE_SRC_PORT)
     payload += bytes(size - ETH_HLEN - IP_HLEN - UDP_HLEN - len(payload))
-    udp = struct.pack("!HHHH", BASE_SRC_PORT, DST_PORT, UDP_HLEN + len(payload), 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, IP_HLEN + len(udp) + len(payload),
-                     0, 0x4000, 64, socket.IPPROTO_UDP, 0,
-                     socket.inet_aton(SRC_IP), socket.inet_aton(DST_IP))
-    ip = ip[:10] + struct.pack("!H", ip_checksum(ip)) + ip[12:]
-    return dst + src + b"\x08\x00" + ip + udp + payload
+    return udp4(src, dst, socket.inet_aton(SRC_IP), socket.inet_aton(DST_IP),
+                BASE_SRC_PORT, DST_PORT, payload)
 
 
 # --- the object ----------------------------------------------------------------
