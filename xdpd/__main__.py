@@ -1,3 +1,4 @@
+"""`python -m xdpd`: the `xdpd` command (xdpd.cli)."""
 import sys
 
 from xdpd.cli import main
