@@ -363,71 +363,23 @@ static bool is_pow2(uint32_t v)
 }
 
 /*
- * Everything a port needs, for Port() and microbench() alike: the control
- * area and the handoff rings to and from every peer, the UMEM, our four
- * rings (the socket's, or synthetic ones when cfg->xsk_fd is -1), then the
- * frame counts picked up where the last worker with this id left them and
- * the FILL ring primed.  efds: one eventfd per worker, or NULL for none.
- * On failure the exception is set and p holds what port_unmap() releases.
+ * port_open(), step 1: our place in a fanout group (fastpath.h, "Fanout"),
+ * from our slot's assignment: the owner whose frames arrive on our RX ring
+ * (ourselves unless a member; an owner that names no worker is taken as
+ * us) and, for an owner, its members (an id that is no other worker's is
+ * left out).
  */
-static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg, PyObject *efds)
+static void port_group(PortObject *p, const struct ctl_view *v, uint32_t id)
 {
-	PyObject *seq = NULL;
-	uint32_t n, id = cfg->id;
-	int err;
+	const struct fp_assign *me = ctl_assign(v, id);
+	uint32_t n = v->lay.nworkers;
 
-	if (p->control) {
-		PyErr_SetString(PyExc_ValueError, "port already open");
-		return -1;
-	}
-	if (ctl_check_worker(c, id))
-		return -1;
-	if (cfg->batch == 0 || cfg->batch > 4096) {
-		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
-		return -1;
-	}
-	n = c->v.lay.nworkers;
-	p->owner = __atomic_load_n(&ctl_assign(&c->v, id)->owner, __ATOMIC_RELAXED);
+	p->owner = __atomic_load_n(&me->owner, __ATOMIC_RELAXED);
 	if (p->owner >= n)
 		p->owner = id;
 	p->member = p->owner != id;
-	if (!is_pow2(cfg->rx) || !is_pow2(cfg->tx) ||
-	    (!p->member && (!is_pow2(cfg->fill) || !is_pow2(cfg->comp)))) {
-		PyErr_SetString(PyExc_ValueError, "ring sizes must be powers of two");
-		return -1;
-	}
-	if (cfg->umem_size < (uint64_t)n * c->v.lay.frames_per_worker * c->v.lay.frame_size) {
-		PyErr_SetString(PyExc_ValueError, "UMEM smaller than the control area's frames");
-		return -1;
-	}
-	if (efds) {
-		seq = PySequence_Fast(efds, "eventfds must be a sequence");
-		if (!seq)
-			return -1;
-		if ((uint32_t)PySequence_Fast_GET_SIZE(seq) != n) {
-			Py_DECREF(seq);
-			PyErr_SetString(PyExc_ValueError, "need one eventfd per worker");
-			return -1;
-		}
-	}
-	Py_INCREF(c);
-	p->control = (PyObject *)c;
-	p->v = &c->v;
-	p->tab = c->v.tab;
-	p->ring_entries = c->v.lay.ring_entries;
-	p->id = id;
-	p->nworkers = n;
-	p->me = ctl_worker(&c->v, id);
-	p->xsk_fd = cfg->xsk_fd;
-	p->frame_size = c->v.lay.frame_size;
-	p->frame_mask = ~((uint64_t)p->frame_size - 1);
-	p->fpw = c->v.lay.frames_per_worker;
-	p->home_span = (uint64_t)p->fpw * p->frame_size;
-	p->home_base = id * p->home_span;
-	p->rx_base = p->owner * p->home_span;
 	p->n_members = 0;
 	if (!p->member) {
-		const struct fp_assign *me = ctl_assign(&c->v, id);
 		uint32_t m = me->n_members < FP_MAX_FANOUT ? me->n_members : FP_MAX_FANOUT - 1;
 
 		for (uint32_t k = 0; k < m; k++) {
@@ -437,39 +389,117 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 				p->members[p->n_members++] = w;
 		}
 	}
-	p->frames_end = n * p->home_span;
+}
+
+/* Step 2: what Port() or microbench() asked for, against the control
+ * area's layout: the batch, the ring sizes (a fanout member has no FILL or
+ * COMPLETION ring of its own) and the UMEM's size. */
+static int port_check_cfg(const PortObject *p, const struct ctl_lay *lay,
+			  const struct port_cfg *cfg)
+{
+	if (cfg->batch == 0 || cfg->batch > 4096) {
+		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
+		return -1;
+	}
+	if (!is_pow2(cfg->rx) || !is_pow2(cfg->tx) ||
+	    (!p->member && (!is_pow2(cfg->fill) || !is_pow2(cfg->comp)))) {
+		PyErr_SetString(PyExc_ValueError, "ring sizes must be powers of two");
+		return -1;
+	}
+	if (cfg->umem_size < (uint64_t)lay->nworkers * lay->frames_per_worker * lay->frame_size) {
+		PyErr_SetString(PyExc_ValueError, "UMEM smaller than the control area's frames");
+		return -1;
+	}
+	return 0;
+}
+
+/* Step 3: efds (one eventfd per worker; NULL: none) as a sequence, into
+ * *seq (NULL for none), the caller's to release. */
+static int port_eventfds(PyObject *efds, uint32_t n, PyObject **seq)
+{
+	*seq = NULL;
+	if (!efds)
+		return 0;
+	*seq = PySequence_Fast(efds, "eventfds must be a sequence");
+	if (!*seq)
+		return -1;
+	if ((uint32_t)PySequence_Fast_GET_SIZE(*seq) != n) {
+		Py_CLEAR(*seq);
+		PyErr_SetString(PyExc_ValueError, "need one eventfd per worker");
+		return -1;
+	}
+	return 0;
+}
+
+/* Step 4: where things are for slot id (the control area's layout, our
+ * frames among the UMEM's, our record, free list and redo log) and the
+ * loop's settings. */
+static void port_geometry(PortObject *p, const struct ctl_view *v, const struct port_cfg *cfg)
+{
+	uint32_t id = cfg->id;
+
+	p->v = v;
+	p->tab = v->tab;
+	p->ring_entries = v->lay.ring_entries;
+	p->id = id;
+	p->nworkers = v->lay.nworkers;
+	p->me = ctl_worker(v, id);
+	p->xsk_fd = cfg->xsk_fd;
+	p->frame_size = v->lay.frame_size;
+	p->frame_mask = ~((uint64_t)p->frame_size - 1);
+	p->fpw = v->lay.frames_per_worker;
+	p->home_span = (uint64_t)p->fpw * p->frame_size;
+	p->home_base = id * p->home_span;
+	p->rx_base = p->owner * p->home_span;
+	p->frames_end = p->nworkers * p->home_span;
 	p->batch = cfg->batch;
 	p->spin = cfg->spin;
 	p->spin_max_ns = p->spin_ns = (uint64_t)cfg->spin_max_us * 1000;
 	p->last_work_ns = 0;
 	/* a synthetic port has no NAPI context to drive */
 	p->busy_poll = cfg->busy_poll && cfg->xsk_fd >= 0;
-	p->freelist = ctl_freelist(&c->v, id);
+	p->freelist = ctl_freelist(v, id);
+	p->redo = ctl_redo(v, id);
+}
+
+/* Step 5: what we keep per peer (its eventfd, from seq or -1; the handoff
+ * and return rings to and from it; wake-ups and entries not yet
+ * published). */
+static int port_peers(PortObject *p, PyObject *seq)
+{
+	uint32_t n = p->nworkers, id = p->id;
+
 	p->peer_efd = PyMem_Calloc(n, sizeof(int));
 	p->fwd_in = PyMem_Calloc(4 * (size_t)n, sizeof(struct fp_ring *));
 	p->wake = PyMem_Calloc(n, 1);
 	p->ret_pending = PyMem_Calloc(n, sizeof(uint32_t));
 	p->fwd_pending = PyMem_Calloc(n, sizeof(uint32_t));
 	if (!p->peer_efd || !p->fwd_in || !p->wake || !p->ret_pending || !p->fwd_pending) {
-		Py_XDECREF(seq);
 		PyErr_NoMemory();
 		return -1;
 	}
-	p->redo = ctl_redo(&c->v, id);
 	p->fwd_out = p->fwd_in + n;
 	p->ret_in = p->fwd_in + 2 * n;
 	p->ret_out = p->fwd_in + 3 * n;
 	for (uint32_t w = 0; w < n; w++) {
 		p->peer_efd[w] = seq ? (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, w)) : -1;
-		p->fwd_in[w] = ctl_ring(&c->v, 0, w, id);
-		p->fwd_out[w] = ctl_ring(&c->v, 0, id, w);
-		p->ret_in[w] = ctl_ring(&c->v, 1, w, id);
-		p->ret_out[w] = ctl_ring(&c->v, 1, id, w);
+		p->fwd_in[w] = ctl_ring(p->v, 0, w, id);
+		p->fwd_out[w] = ctl_ring(p->v, 0, id, w);
+		p->ret_in[w] = ctl_ring(p->v, 1, w, id);
+		p->ret_out[w] = ctl_ring(p->v, 1, id, w);
 	}
-	Py_XDECREF(seq);
 	if (PyErr_Occurred())
 		return -1;
 	p->efd = p->peer_efd[id];
+	return 0;
+}
+
+/* Step 6: the UMEM, mapped from its memfd; our four rings (the socket's,
+ * a dead synthetic port's for fuzz(), or synthetic ones); our direct
+ * sockets. */
+static int port_map(PortObject *p, const struct port_cfg *cfg)
+{
+	int err;
 
 	p->umem_size = cfg->umem_size;
 	p->umem = mmap(NULL, cfg->umem_size, PROT_READ | PROT_WRITE, MAP_SHARED, cfg->umem_fd, 0);
@@ -493,13 +523,55 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 		PyErr_SetFromErrno(PyExc_OSError);
 		return -1;
 	}
-	port_recover(p);
+	return 0;
+}
+
+/* Step 8 (after port_recover()): STARTING, for the supervisor, the rules
+ * in force, the FILL ring primed from the free list, all of it committed. */
+static void port_start(PortObject *p)
+{
+	uint32_t filled;
+
 	__atomic_store_n(&p->me->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
 	__atomic_store_n(&p->me->state, FP_STATE_STARTING, __ATOMIC_RELEASE);
 	port_load_rule(p);
-	n = port_fill(p);
+	filled = port_fill(p);
 	port_commit(p);
-	port_fill_wakeup(p, n);
+	port_fill_wakeup(p, filled);
+}
+
+/*
+ * Everything a port needs, for Port() and microbench() alike, in the steps
+ * above: the control area and the handoff rings to and from every peer,
+ * the UMEM, our four rings (the socket's, or synthetic ones when
+ * cfg->xsk_fd is -1), then the frame counts picked up where the last
+ * worker with this id left them (port_recover) and the FILL ring primed.
+ * efds: one eventfd per worker, or NULL for none.  On failure the
+ * exception is set and p holds what port_unmap() releases.
+ */
+static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg, PyObject *efds)
+{
+	PyObject *seq;
+	int err;
+
+	if (p->control) {
+		PyErr_SetString(PyExc_ValueError, "port already open");
+		return -1;
+	}
+	if (ctl_check_worker(c, cfg->id))
+		return -1;
+	port_group(p, &c->v, cfg->id);
+	if (port_check_cfg(p, &c->v.lay, cfg) || port_eventfds(efds, c->v.lay.nworkers, &seq))
+		return -1;
+	Py_INCREF(c);
+	p->control = (PyObject *)c;
+	port_geometry(p, &c->v, cfg);
+	err = port_peers(p, seq);
+	Py_XDECREF(seq);
+	if (err || port_map(p, cfg))
+		return -1;
+	port_recover(p);		/* step 7 */
+	port_start(p);
 	return 0;
 }
 
