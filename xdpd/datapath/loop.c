@@ -400,6 +400,24 @@ rule_room(PortObject *p, const bool member, uint32_t k, uint32_t e, uint32_t tx_
 	return p->fwd_pending[e] < room;
 }
 
+/* After a batch of the rules path: the fwd rings it put packets on (by
+ * fwd_pending) and the direct sockets it used (bit j: socket j). */
+static inline void rules_sent(PortObject *p, uint8_t direct_used)
+{
+	for (uint32_t k = 0; k < p->n_rules; k++) {
+		uint32_t e = p->rule_egress[k];
+
+		if (e < p->nworkers && p->fwd_pending[e]) {
+			fwd_sent(p, e, p->fwd_out[e]->prod + p->fwd_pending[e]);
+			p->fwd_pending[e] = 0;
+		}
+	}
+	for (uint32_t j = 0; direct_used; j++, direct_used >>= 1) {
+		if (direct_used & 1)
+			direct_sent(p, j);
+	}
+}
+
 /*
  * 4, with several rules or a match: each packet classified, then dropped
  * or sent where its rule says.  Packets of one batch may go to different
@@ -476,19 +494,49 @@ port_receive_rules_as(PortObject *p, const bool member)
 		}
 	}
 	rx_done(p, member, i, &t);
-	for (uint32_t k = 0; k < p->n_rules; k++) {
-		uint32_t e = p->rule_egress[k];
-
-		if (e < p->nworkers && p->fwd_pending[e]) {
-			fwd_sent(p, e, p->fwd_out[e]->prod + p->fwd_pending[e]);
-			p->fwd_pending[e] = 0;
-		}
-	}
-	for (uint32_t j = 0; direct_used; j++, direct_used >>= 1) {
-		if (direct_used & 1)
-			direct_sent(p, j);
-	}
+	rules_sent(p, direct_used);
 	return i;
+}
+
+/* Where a batch of the one-rule path goes, chosen once for the batch. */
+struct rx_dest {
+	uint32_t action;	/* FP_ACT_FORWARD, or FP_ACT_DROP for reason */
+	int reason;
+	struct fp_ring *out;	/* the egress worker's fwd ring, from out_prod */
+	uint32_t out_prod;
+	struct ring *dtx;	/* our direct socket dj's TX ring */
+	uint32_t dj;
+};
+
+/* The one rule's destination for this batch, into *to (neither out nor
+ * dtx: our own TX ring); returns how many packets it has room for, at
+ * most a batch. */
+static inline __attribute__((always_inline)) uint32_t
+rx_dest(PortObject *p, const bool member, struct rx_dest *to)
+{
+	uint32_t want = p->batch;
+
+	*to = (struct rx_dest){ .action = p->rule.action, .reason = -1 };
+	if (to->action != FP_ACT_FORWARD) {
+		to->reason = to->action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE;
+		to->action = FP_ACT_DROP;
+		return want;
+	}
+	if (p->egress == p->id) {
+		want = ring_prod_free(&p->tx, want);
+	} else if (!egress_running(p, p->egress)) {
+		to->action = FP_ACT_DROP;
+		to->reason = FP_DROP_EGRESS_DOWN;
+	} else if (!member && p->egress_direct >= 0) {
+		to->dj = (uint32_t)p->egress_direct;
+		to->dtx = &p->direct[to->dj].tx;
+		want = ring_prod_free(to->dtx, want);
+	} else {
+		to->out = p->fwd_out[p->egress];
+		want = hring_free(to->out, p->ring_entries);
+		to->out_prod = to->out->prod;
+	}
+	return want > p->batch ? p->batch : want;
 }
 
 /* 4. our RX ring: one rule without a match (or none), the common case */
@@ -496,40 +544,16 @@ static inline __attribute__((always_inline)) uint32_t
 port_receive_as(PortObject *p, const bool member)
 {
 	struct xdp_desc *rxd = p->rx.descs;
-	struct fp_ring *out = NULL;	/* the egress worker's fwd ring */
-	struct ring *dtx = NULL;	/* our direct socket's TX ring */
-	uint32_t want = p->batch, n, out_prod = 0, dj = 0;
 	uint32_t mask = p->ring_entries - 1;
-	uint32_t action = p->rule.action;
 	uint32_t max_len = p->rule.max_len ? p->rule.max_len : UINT32_MAX;
 	uint64_t rx_bytes0 = p->st.rx_bytes;
 	struct rx_tally t = {0};
-	int reason = -1;
+	struct rx_dest to;
+	uint32_t n;
 
 	if (p->classify)
 		return port_receive_rules_as(p, member);
-	if (action == FP_ACT_FORWARD) {
-		if (p->egress == p->id) {
-			want = ring_prod_free(&p->tx, want);
-		} else if (!egress_running(p, p->egress)) {
-			action = FP_ACT_DROP;
-			reason = FP_DROP_EGRESS_DOWN;
-		} else if (!member && p->egress_direct >= 0) {
-			dj = (uint32_t)p->egress_direct;
-			dtx = &p->direct[dj].tx;
-			want = ring_prod_free(dtx, want);
-		} else {
-			out = p->fwd_out[p->egress];
-			want = hring_free(out, p->ring_entries);
-			out_prod = out->prod;
-		}
-		if (want > p->batch)
-			want = p->batch;
-	} else {
-		reason = action == FP_ACT_DROP ? FP_DROP_RULE : FP_DROP_NO_RULE;
-		action = FP_ACT_DROP;
-	}
-	n = rx_avail(p, want);
+	n = rx_avail(p, rx_dest(p, member, &to));
 	if (!n)
 		return 0;
 
@@ -541,9 +565,9 @@ port_receive_as(PortObject *p, const bool member)
 		if (rx_refused(p, member, addr, len, &t))
 			continue;
 		p->st.rx_bytes += len;
-		if (action == FP_ACT_DROP) {
+		if (to.action == FP_ACT_DROP) {
 			rx_drop(p, member, addr);
-			p->st.drops[reason]++;
+			p->st.drops[to.reason]++;
 			continue;
 		}
 		if (len < ETH_HLEN) {
@@ -557,22 +581,22 @@ port_receive_as(PortObject *p, const bool member)
 			continue;
 		}
 		rx_rewrite(p, &p->rule, p->umem + addr, len);
-		if (dtx)
-			direct_put(p, dj, addr, len);
-		else if (!out)
+		if (to.dtx)
+			direct_put(p, to.dj, addr, len);
+		else if (!to.out)
 			tx_put(p, member, addr, len);
 		else
-			fwd_put(p, member, &out->slots[out_prod++ & mask], addr, len);
+			fwd_put(p, member, &to.out->slots[to.out_prod++ & mask], addr, len);
 	}
 	if (p->n_rules) {		/* one rule, no match: it takes them all */
 		p->st.rule_packets[0] += n - t.bad;
 		p->st.rule_bytes[0] += p->st.rx_bytes - rx_bytes0;
 	}
 	rx_done(p, member, n, &t);
-	if (out && out_prod != out->prod)
-		fwd_sent(p, p->egress, out_prod);
-	if (dtx)
-		direct_sent(p, dj);
+	if (to.out && to.out_prod != to.out->prod)
+		fwd_sent(p, p->egress, to.out_prod);
+	if (to.dtx)
+		direct_sent(p, to.dj);
 	return n;
 }
 
