@@ -420,44 +420,9 @@ static PyObject *Control_write_table(ControlObject *self, PyObject *args, PyObje
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", kwlist, &rules, &csum, &dok))
 		return NULL;
-	if (dok && dok != Py_None) {
-		PyObject *key, *value;
-		Py_ssize_t pos = 0;
-
-		if (!PyDict_Check(dok))
-			return PyErr_Format(PyExc_TypeError, "direct_ok must be a dict "
-					    "{worker slot: bits}");
-		while (PyDict_Next(dok, &pos, &key, &value)) {
-			long w = PyLong_AsLong(key), bits = PyLong_AsLong(value);
-
-			if (PyErr_Occurred())
-				return NULL;
-			if (w < 0 || w >= (long)self->v.lay.nworkers || bits < 0 || bits > 0xff)
-				return PyErr_Format(PyExc_ValueError, "direct_ok: slot %ld bits "
-						    "%ld out of range", w, bits);
-			direct_ok[w] = (uint8_t)bits;
-		}
-	}
-	if (csum && csum != Py_None) {
-		PyObject *cs = PySequence_Fast(csum, "complete_checksums must be a sequence "
-					       "of netdev indexes");
-
-		if (!cs)
-			return NULL;
-		for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(cs); k++) {
-			long nd = PyLong_AsLong(PySequence_Fast_GET_ITEM(cs, k));
-
-			if (nd < 0 || nd >= FP_MAX_NETDEVS) {
-				Py_DECREF(cs);
-				if (!PyErr_Occurred())
-					PyErr_Format(PyExc_ValueError, "netdev index %ld out of "
-						     "range 0..%d", nd, FP_MAX_NETDEVS - 1);
-				return NULL;
-			}
-			csum_flags[nd] = FP_NETDEV_CSUM_COMPLETE;
-		}
-		Py_DECREF(cs);
-	}
+	if (direct_ok_from_obj(dok, self->v.lay.nworkers, direct_ok) ||
+	    csum_flags_from_obj(csum, csum_flags))
+		return NULL;
 	if (ctl_check(self) || ctl_check_writer(self))
 		return NULL;
 	seq = PySequence_Fast(rules, "rules must be a sequence");
