@@ -61,7 +61,8 @@
  *              recovery (port_recover)
  *   frames.c   frame ownership: address checks, free list, ret ring
  *   direct.c   direct transmission (direct_*)
- *   loop.c     the loop step (port_step) and its numbered steps
+ *   rx.c       step 4, the RX ring: the receive paths
+ *   loop.c     the loop step (port_step) and its other numbered steps
  *   port.c     the Port object: open, run, drained
  * This file owns the module (its functions, method table and init) and the
  * system headers every unit uses; it must hold no fast-path code.
@@ -108,6 +109,7 @@
 #include "commit.c"
 #include "frames.c"
 #include "direct.c"
+#include "rx.c"
 #include "loop.c"
 #include "port.c"
 

@@ -4,7 +4,7 @@
  * (port_open), Port.run (the loop around port_step(), with its sleep and
  * adaptive spinning), drained() and the small methods a worker calls.
  * Part of _fastpath.c's unity build, last of the units.  Must not handle a
- * packet itself: the loop step is loop.c's.
+ * packet itself: the loop step is loop.c's (and rx.c's).
  */
 
 static void port_unmap(PortObject *p)

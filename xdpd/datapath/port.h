@@ -3,7 +3,7 @@
  * port.h: the Port's state (PortObject: a worker's rings, frame counts,
  * rules in force, handoff ring pointers, direct sockets) and what a port is
  * built from (struct port_cfg).  Definitions only: the code is in
- * commit.c, frames.c, direct.c, loop.c and port.c, which _fastpath.c's
+ * commit.c, frames.c, direct.c, rx.c, loop.c and port.c, which _fastpath.c's
  * unity build includes after this.
  */
 #ifndef XDPD_PORT_H
