@@ -19,7 +19,6 @@ import sys
 
 import pytest
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "tests", "fuzz_fastpath.py")
 
@@ -272,6 +271,67 @@ def run_mutant(tmp_path, mutant: tuple[str, str], unit: str, where: str, *args: 
     return subprocess.run([sys.executable, SCRIPT, "--module", module, "--steps", str(STEPS),
                            "--seeds", "1", "--modes", "crash", *args],
                           capture_output=True, text=True, timeout=120)
+
+
+# The fast path's sources: _fastpath.c, the one translation unit, includes
+# the others (a unity build, so that the loop step is inlined across them).
+MAX_UNIT_LINES = 800          # a unit over this says why in its opening comment
+MAX_FUNCTION_LINES = 80       # a function over this says why in the comment above it
+
+
+def test_the_unity_file_includes_every_unit_and_setup_py_depends_on_each():
+    includes = re.findall(r'^#include "([^"]+)"', open(ff.SOURCE).read(), re.M)
+    units = [u for u in ff.units() if u != os.path.basename(ff.SOURCE)]
+    assert sorted(includes) == units        # each once; none compiled alone
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    assert [u for u in units if f'"{u}"' not in setup] == [], \
+        "setup.py's depends must name every unit, or an edit does not rebuild"
+
+
+def functions(text: str):
+    """(name, first line, lines, the comment above it) of each function
+    defined in kernel style: the signature from column 0, "{" and "}" alone
+    on their lines."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line != "{":
+            continue
+        start = i - 1
+        while start > 0 and lines[start - 1] and lines[start - 1][0] not in " /#" \
+                and not lines[start - 1].endswith(("*/", ";", "}")):
+            start -= 1
+        end = lines.index("}", i)
+        comment = []
+        j = start - 1
+        while j >= 0 and lines[j].lstrip().startswith(("/*", "*")):
+            comment.insert(0, lines[j])
+            if lines[j].startswith("/*"):
+                break
+            j -= 1
+        name = [n for n in re.findall(r"(\w+)\(", " ".join(lines[start:i]))
+                if n != "__attribute__"][0]
+        yield name, start + 1, end - start + 1, "\n".join(comment)
+
+
+def test_units_and_functions_stay_small():
+    long = []
+    for unit in ff.units():
+        text = open(os.path.join(ff.DATAPATH, unit)).read()
+        head = text[:text.index("*/")]
+        if text.count("\n") > MAX_UNIT_LINES and "over %d lines" % MAX_UNIT_LINES not in head:
+            long.append(f"{unit}: {text.count(chr(10))} lines")
+        for name, line, n, comment in functions(text):
+            if n > MAX_FUNCTION_LINES and "over %d lines" % MAX_FUNCTION_LINES not in comment:
+                long.append(f"{unit}:{line} {name}(): {n} lines")
+    assert long == [], "split them, or say why (\"over N lines: ...\") in their comment"
+
+
+def test_functions_finds_every_function():
+    text = open(os.path.join(ff.DATAPATH, "rx.c")).read()
+    found = {name: n for name, _, n, _ in functions(text)}
+    assert {"port_receive_as", "port_receive_rules_as", "rx_done", "port_receive"} <= set(found)
+    assert len(found) == text.count("\n{\n")
+    assert all(3 <= n <= MAX_FUNCTION_LINES for n in found.values())
 
 
 def test_a_mutant_changes_the_one_unit_that_holds_its_text(tmp_path):

@@ -4,9 +4,10 @@
  * opening comment): the rules in force (port_load_rule), the COMPLETION,
  * ret and fwd rings (steps 1-3), the TX kick, the FILL top-up and the
  * wake-ups (5-7); step 4, the RX ring, is rx.c's.  port_iterate() and
- * port_step(), which Port.run, microbench() and fuzz() all call.  Part of _fastpath.c's unity build: the hot path, inlined into
- * port_step().  Must not allocate, block or make a syscall but the kicks
- * and wake-ups, and publishes nothing but through the commit (commit.c).
+ * port_step(), which Port.run, microbench() and fuzz() all call.  Part of
+ * _fastpath.c's unity build: the hot path, inlined into port_step().  Must
+ * not allocate, block or make a syscall but the kicks and wake-ups, and
+ * publishes nothing but through the commit (commit.c).
  */
 
 /* FNV-1a over what makes a rule list the same list for its counters:

@@ -3,9 +3,10 @@
  * parse.h: what the fast path reads and writes in a packet's bytes:
  * pkt_parse() and match_fits() (a rule's match, the same fields, read the
  * same way, as the XDP program's), partial checksum completion (csum_*),
- * a rule's VLAN action (vlan_delta, vlan_apply) and rewrite_macs().  Part of _fastpath.c's unity build.  Pure functions
- * of a packet and a rule: they must not touch a ring, a port or the
- * control area, and must not read or write past the length they are given.
+ * a rule's VLAN action (vlan_delta, vlan_apply) and rewrite_macs().  Part
+ * of _fastpath.c's unity build.  Pure functions of a packet and a rule:
+ * they must not touch a ring, a port or the control area, and must not
+ * read or write past the length they are given.
  */
 #ifndef XDPD_PARSE_H
 #define XDPD_PARSE_H
