@@ -22,7 +22,7 @@ FUZZ_ARGS ?=
 
 # Benchmarks report numbers and are not part of `make test`.
 .PHONY: all deps bench-deps loaded-deps venv build demo test test-loaded bench bench-clients bench-micro \
-        fuzz soak test-unit test-bpf test-integration clean install uninstall
+        fuzz soak test-unit test-bpf test-integration clean install install-lab uninstall
 
 all: build
 
@@ -55,6 +55,7 @@ venv: deps $(VENV)/.installed
 # Rebuild the extension and the XDP object in place after source edits.
 build: venv
 	$(PY) setup.py -q build_ext --inplace
+	$(PY) setup_bpf.py bpf/lab.c xdpd/lab
 	$(PY) testing/build.py >/dev/null
 
 demo: build
@@ -116,7 +117,8 @@ fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan --direct $(FUZZ_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info xdpd/*/*.so xdpd/*/*.bpf.o testing/*.so .pytest_cache bench/xsk_fwd
+	rm -rf build dist *.egg-info lab/build lab/*.egg-info xdpd/*/*.so xdpd/*/*.bpf.o testing/*.so \
+	       .pytest_cache bench/xsk_fwd
 
 # make install: xdpd on this host, run by systemd (root).
 # Debian's Python is externally managed (PEP 668): the package, its C
@@ -142,6 +144,7 @@ install:
 	  echo "make install: DESTDIR is not supported (the virtualenv cannot be moved)" >&2; \
 	  exit 2; fi
 	$(PYTHON) -m venv --clear $(XDPD_VENV)
+	rm -rf build            # setuptools packs whatever an earlier build left there
 	$(XDPD_VENV)/bin/python -m pip install -q --disable-pip-version-check $(CURDIR)
 	install -d $(PREFIX)/bin
 	ln -sfn $(XDPD_VENV)/bin/xdpd $(PREFIX)/bin/xdpd
@@ -165,6 +168,13 @@ install:
 	@$(SYSTEMD_RELOAD)
 
 # Stop and disable the service first (systemctl disable --now xdpd).
+# The lab (`xdpd demo`, the veth harness) is an extra: its own distribution
+# (lab/), installed into the same virtualenv after `make install`.
+install-lab:
+	@[ -x $(XDPD_VENV)/bin/python ] || { echo "make install-lab: run make install first" >&2; exit 2; }
+	rm -rf lab/build
+	$(XDPD_VENV)/bin/python -m pip install -q --disable-pip-version-check $(CURDIR)/lab
+
 uninstall:
 # The configuration goes only if it is still the shipped example.
 	@shipped=$(XDPD_SHARE)/xdpd.yaml.example; [ -e $$shipped ] || shipped=config/xdpd.yaml; \

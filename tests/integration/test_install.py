@@ -67,9 +67,10 @@ def test_install_runs_and_uninstall_leaves_nothing(prefix):
                           "import os, xdpd; print(os.path.dirname(xdpd.__file__))"],
                          capture_output=True, text=True, cwd=prefix, check=True).stdout.strip()
     assert pkg.startswith(venv + os.sep), pkg
-    names = os.listdir(pkg)
-    assert "rr_redirect.bpf.o" in names
+    assert "rr_redirect.bpf.o" in os.listdir(os.path.join(pkg, "kernel"))
+    names = os.listdir(os.path.join(pkg, "datapath"))
     assert any(n.startswith("_fastpath.") and n.endswith(".so") for n in names), names
+    assert not os.path.exists(os.path.join(pkg, "lab"))     # the lab is an extra
 
     unit = open(os.path.join(prefix, "unit", "xdpd.service")).read()
     assert f"ExecStart={xdpd_cmd} run --config {conf}\n" in unit
@@ -98,6 +99,16 @@ def test_install_runs_and_uninstall_leaves_nothing(prefix):
                                 capture_output=True, text=True, timeout=60)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "xdpd" not in verify.stdout + verify.stderr, verify.stdout + verify.stderr
+
+    # `xdpd demo` says how to add the lab; `make install-lab` adds it
+    demo = subprocess.run([xdpd_cmd, "demo"], capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 69 and "install-lab" in demo.stderr, demo.stderr
+    out = make("install-lab", prefix)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert os.path.getsize(os.path.join(pkg, "lab", "lab.bpf.o")) > 0
+    demo = subprocess.run([xdpd_cmd, "demo", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert demo.returncode == 0 and "--seconds" in demo.stdout, demo.stderr
 
     out = make("uninstall", prefix)
     assert out.returncode == 0, out.stdout + out.stderr
