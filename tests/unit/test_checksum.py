@@ -1,4 +1,4 @@
-"""Partial checksums (_fastpath.c, "Partial checksums"): what a worker does
+"""Partial checksums (datapath/parse.h, "Partial checksums"): what a worker does
 to a frame from an interface with `checksum: auto|complete`.
 
 A local stack with TX checksum offload on leaves the pseudo-header's sum in

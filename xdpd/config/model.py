@@ -42,20 +42,20 @@ IDLE = ("adaptive", "sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
 FRAME_SIZES = (2048, 4096)
 
-# Interfaces xdpd serves at once (FP_MAX_NETDEVS in xdpd/fastpath.h: rows of
+# Interfaces xdpd serves at once (FP_MAX_NETDEVS in xdpd/datapath/fastpath.h: rows of
 # the forwarding table).
 MAX_NETDEVS = 64
 # Match rules per interface in `pass_to_kernel` (XDPD_MAX_PASS_RULES in
 # bpf/rr_redirect.h: the XDP program tries at most this many per packet).
 MAX_PASS_RULES = 16
-# Forward rules per ingress interface (FP_MAX_RULES in xdpd/fastpath.h: the
+# Forward rules per ingress interface (FP_MAX_RULES in xdpd/datapath/fastpath.h: the
 # fast path tries at most this many per packet, first match wins).
 MAX_FORWARD_RULES = 16
 # Sockets (workers) sharing one rx queue: XDPD_MAX_FANOUT in bpf/rr_redirect.h
-# and FP_MAX_FANOUT in xdpd/fastpath.h.
+# and FP_MAX_FANOUT in xdpd/datapath/fastpath.h.
 MAX_FANOUT = 16
 # Worker slots in the control area, spare ones included (FP_MAX_WORKERS in
-# xdpd/fastpath.h).
+# xdpd/datapath/fastpath.h).
 MAX_WORKERS = 256
 
 EXAMPLE = "config/xdpd.yaml"

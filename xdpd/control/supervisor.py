@@ -77,7 +77,7 @@ log = logging.getLogger("xdpd.supervisor")
 
 WORKER_BUDGET_US = 200_000          # a worker returns to Python at least this often
 # workers.idle: adaptive: the longest a worker keeps looking for work after
-# work before it sleeps (the budget it learns stays below; _fastpath.c,
+# work before it sleeps (the budget it learns stays below; datapath/port.c,
 # "Adaptive spinning"); measured in docs/PERFORMANCE.md
 ADAPTIVE_SPIN_MAX_US = 50
 START_TIMEOUT_S = 10.0

@@ -117,7 +117,7 @@
 
 #define FP_MAX_DIRECT		8	/* egress queues one worker transmits on
 					 * itself, a TX socket of its own on each
-					 * (_fastpath.c, "Direct transmission") */
+					 * (direct.c, "Direct transmission") */
 
 #define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
 
@@ -364,7 +364,7 @@ struct fp_rule {
 /* fp_netdev.flags */
 enum fp_netdev_flags {
 	/* TCP/UDP frames from it may carry a partial checksum (a local
-	 * stack's, through a veth or tap): complete those (_fastpath.c,
+	 * stack's, through a veth or tap): complete those (parse.h,
 	 * "Partial checksums") */
 	FP_NETDEV_CSUM_COMPLETE = 1 << 0,
 };
