@@ -360,7 +360,17 @@ static __always_inline __u32 flow_hash(const struct pkt_info *pi)
 	return h;
 }
 
-SEC("xdp")
+/*
+ * "xdp.frags": the program is multi-buffer aware (libbpf loads it with
+ * BPF_F_XDP_HAS_FRAGS), so drivers attach it at MTUs above a page (veth
+ * refuses a program without it when its peer's MTU is over about 3.5 KB:
+ * "Peer MTU is too large to set XDP").  Nothing here reads past the first
+ * buffer through data/data_end; what may lie beyond it (ports after IPv4
+ * options) is read with bpf_xdp_load_bytes(), which follows the fragments.
+ * A multi-buffer packet redirected to a socket bound without XDP_USE_SG is
+ * dropped by the kernel and counted in that socket's rx_dropped.
+ */
+SEC("xdp.frags")
 int rr_redirect(struct xdp_md *ctx)
 {
 	__u32 q = ctx->rx_queue_index;

@@ -31,6 +31,7 @@ class FakeHost:
     ntuple: dict = field(default_factory=dict)      # name -> count; absent: EOPNOTSUPP
     attached: dict = field(default_factory=dict)    # name -> "native" | "generic"
     irq_cpus: dict = field(default_factory=dict)    # (name, queue) -> cpus
+    features: dict = field(default_factory=dict)    # name -> XDP_ACT names; absent: veth's
     cpus: frozenset = frozenset({0, 1})
 
     def netdev_exists(self, name):
@@ -44,6 +45,14 @@ class FakeHost:
 
     def mtu(self, name):
         return self.mtus.get(name, 1500)
+
+    def xdp_features(self, name):
+        from xdpd.kernel.xdp_features import XDP_ACT, XdpFeatures, XdpFeaturesError
+        names = self.features.get(name, ("basic", "redirect", "rx-sg"))
+        if names is None:
+            raise XdpFeaturesError(2, "read XDP features: ENOENT (this kernel has no "
+                                      "netdev netlink family (Linux 6.3 and later))")
+        return XdpFeatures(7, sum(XDP_ACT[n] for n in names), None)
 
     def driver(self, name):
         return self.drivers[name]
@@ -183,18 +192,26 @@ def test_ntuple_rules_are_counted():
 
 
 def test_a_jumbo_mtu_needs_4096_byte_frames_and_9000_fits_none():
-    host = FakeHost(mtus={"in0": 3000, "out0": 9000})
+    host = FakeHost(mtus={"in0": 3000, "out0": 9000}, features={"out0": ("basic",)})
     findings = static_checks(config(), host)
     assert by_check(findings, "mtu") == [
         "ERROR in0: MTU 3000 (+18 B headers = 3018 B) does not fit a 2048 B frame (1792 B "
-        "after the 256 B XDP headroom): longer packets are dropped by the kernel "
-        "(rx_dropped); umem.frame_size: 4096",
+        "after the 256 B XDP headroom): such a packet arrives in 2 buffers; its driver takes "
+        "multi-buffer packets in XDP (rx-sg); xdpd's workers take one buffer per packet, so "
+        "the kernel drops longer ones (rx_dropped); umem.frame_size: 4096",
         "ERROR out0: MTU 9000 (+18 B headers = 9018 B) does not fit a 2048 B frame (1792 B "
-        "after the 256 B XDP headroom): longer packets are dropped by the kernel "
-        "(rx_dropped); lower the MTU to 3822 (ip link set out0 mtu 3822); no frame size "
-        "holds 9018 B"]
+        "after the 256 B XDP headroom): such a packet arrives in 6 buffers; its driver cannot "
+        "take multi-buffer packets in XDP (no rx-sg); xdpd's workers take one buffer per "
+        "packet, so the kernel drops longer ones (rx_dropped); lower the MTU to 3822 "
+        "(ip link set out0 mtu 3822); no frame size holds 9018 B"]
     ok = static_checks(config(extra="umem:\n  frame_size: 4096\n"), FakeHost(mtus={"in0": 3000}))
     assert by_check(ok, "mtu")[0].startswith("OK in0: MTU 3000 (+18 B headers) fits a 4096 B")
+
+
+def test_an_old_kernel_without_the_netdev_family_still_gets_the_mtu_finding():
+    host = FakeHost(mtus={"in0": 9000}, features={"in0": None})
+    (line, _) = by_check(static_checks(config(), host), "mtu")
+    assert "arrives in 6 buffers; its XDP features are unknown (read XDP features: ENOENT" in line
 
 
 def test_a_worker_on_its_queues_irq_cpu_warns():

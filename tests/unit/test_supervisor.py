@@ -66,8 +66,10 @@ class FakeHost:
     def ifindex(self, name):
         return {"in0": 10, "out0": 11}[name]
 
+    mtus = {}
+
     def mtu(self, name):
-        return 1500
+        return self.mtus.get(name, 1500)
 
     def link_kind(self, name):
         return "veth"
@@ -611,6 +613,23 @@ def test_busy_poll_off_by_default_and_hugepages_setting_reaches_the_umem():
     sup, ops = started()
     assert "busy_poll" not in kinds(ops.journal)
     assert ops.hugepages == "auto"
+    sup.stop()
+
+
+def test_a_jumbo_mtu_is_warned_about_with_the_frame_size_that_fits(caplog):
+    host = FakeHost()
+    host.mtus = {"in0": 3000, "out0": 9000}
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), FakeOps(host=host))
+    with caplog.at_level("WARNING", logger="xdpd"):
+        sup.start()
+    warned = [m for m in caplog.messages if "MTU" in m]
+    assert warned == [
+        "in0: MTU 3000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
+        "and workers take one buffer per packet: the kernel drops them "
+        "(xdpd_xsk_rx_dropped_packets_total); set umem.frame_size: 4096",
+        "out0: MTU 9000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
+        "and workers take one buffer per packet: the kernel drops them "
+        "(xdpd_xsk_rx_dropped_packets_total); lower its MTU to 3822 or less"]
     sup.stop()
 
 

@@ -41,6 +41,9 @@ ACTIONS = ("forward", "drop")
 IDLE = ("adaptive", "sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
 FRAME_SIZES = (2048, 4096)
+# XDP_PACKET_HEADROOM: in copy mode the kernel writes a packet 256 bytes into
+# its frame, so a frame holds frame_size - 256 bytes of packet.
+XDP_HEADROOM = 256
 
 # Interfaces xdpd serves at once (FP_MAX_NETDEVS in xdpd/datapath/fastpath.h: rows of
 # the forwarding table).

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdpd import exitcodes
-from xdpd.config.model import FRAME_SIZES
+from xdpd.config.model import FRAME_SIZES, XDP_HEADROOM
 from xdpd.config.plan import format_cpulist, napi_placement, plan_workers
 from xdpd.control.server import ControlError
 from xdpd.control.table import L2_OVERHEAD
@@ -48,9 +48,6 @@ from xdpd.kernel.netdev import Host, completes_checksums, partial_checksums_left
 
 LEVELS = ("ok", "warn", "error")
 
-# XDP_PACKET_HEADROOM: in copy mode the kernel writes a packet 256 bytes into
-# its frame, so a frame holds frame_size - 256 bytes of packet.
-XDP_HEADROOM = 256
 
 DEFAULT_SECONDS = 2.0
 
@@ -271,6 +268,24 @@ def check_ntuple(config, host, nd: Netdev) -> list[Finding]:
                                            "queue)" if rules else "no ntuple rules")]
 
 
+def fragments(packet: int, frame: int) -> int:
+    """Buffers one packet of `packet` bytes takes in copy mode: the kernel
+    copies it into frames that each keep XDP_HEADROOM free."""
+    room = frame - XDP_HEADROOM
+    return max(1, -(-packet // room))
+
+
+def _features(host, name: str) -> str:
+    """What the driver says about multi-buffer XDP, in words."""
+    try:
+        f = host.xdp_features(name)
+    except OSError as e:
+        return f"its XDP features are unknown ({e.strerror or e})"
+    zc = f", zero-copy up to {f.zc_max_segs} buffers per packet" if f.zc_max_segs else ""
+    return ("its driver takes multi-buffer packets in XDP (rx-sg)" if f.has("rx-sg")
+            else "its driver cannot take multi-buffer packets in XDP (no rx-sg)") + zc
+
+
 def check_mtu(config, host, nd: Netdev) -> list[Finding]:
     name = nd.name
     try:
@@ -289,10 +304,14 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
            f"lower the MTU to {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD} "
            f"(ip link set {name} mtu {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD}); "
            f"no frame size holds {need} B")
+    features = _features(host, name)
     return [Finding("mtu", "error", name,
                     f"MTU {mtu} (+{L2_OVERHEAD} B headers = {need} B) does not fit a {frame} B "
-                    f"frame ({room} B after the {XDP_HEADROOM} B XDP headroom): longer "
-                    "packets are dropped by the kernel (rx_dropped)", fix)]
+                    f"frame ({room} B after the {XDP_HEADROOM} B XDP headroom): such a packet "
+                    f"arrives in {fragments(need, frame)} buffers"
+                    + (f"; {features}" if features else "")
+                    + "; xdpd's workers take one buffer per packet, so the kernel drops "
+                    "longer ones (rx_dropped)", fix)]
 
 
 def check_checksum(config, host, nd: Netdev) -> list[Finding]:

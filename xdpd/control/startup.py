@@ -16,11 +16,12 @@ import os
 import time
 
 from xdpd import exitcodes
-from xdpd.config.model import Config, InterfaceConfig, WorkerPlan, WorkersConfig
+from xdpd.config.model import (FRAME_SIZES, XDP_HEADROOM, Config, InterfaceConfig, WorkerPlan,
+                               WorkersConfig)
 from xdpd.config.plan import napi_placement
 from xdpd.control.ops import SetupError, resolve_worker_user
 from xdpd.control.steering import SteeringError
-from xdpd.control.table import MAX_DIRECT, MAX_NETDEVS, compile_table
+from xdpd.control.table import L2_OVERHEAD, MAX_DIRECT, MAX_NETDEVS, compile_table
 from xdpd.control.workers import (REBIND_TIMEOUT_S, TABLE_ACK_TIMEOUT_S, DirectSocket,
                                   Interface, Worker, WorkerState)
 from xdpd.datapath.umem import UmemGeometry
@@ -105,7 +106,28 @@ class Startup:
         log.info("%s: rr_redirect attached (%s), queues %s", iface.name,
                  iface.xdp_mode, ",".join(map(str, queues)))
         self._say_checksums(iface)
+        self._say_frame_room(iface)
         return iface
+
+    def _say_frame_room(self, iface: Interface) -> None:
+        """A packet of the interface's MTU that needs more than one frame
+        is dropped by the kernel (workers take one buffer per packet): say
+        so at start, with the fix, instead of leaving it to rx_dropped."""
+        try:
+            mtu = self.host.mtu(iface.name)
+        except OSError:
+            return                          # _egress_mtus says it for egresses
+        frame = self.config.umem.frame_size
+        room = frame - XDP_HEADROOM
+        if mtu + L2_OVERHEAD <= room:
+            return
+        fits = [f for f in FRAME_SIZES if mtu + L2_OVERHEAD <= f - XDP_HEADROOM]
+        fix = (f"set umem.frame_size: {fits[0]}" if fits else
+               f"lower its MTU to {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD} or less")
+        log.warning("%s: MTU %d: packets over %d B (+%d B headers) need more than one %d B "
+                    "frame, and workers take one buffer per packet: the kernel drops them "
+                    "(xdpd_xsk_rx_dropped_packets_total); %s", iface.name, mtu,
+                    room - L2_OVERHEAD, L2_OVERHEAD, frame, fix)
 
     def _link_kind(self, name: str) -> str:
         """The netdev's rtnetlink kind ("" for a NIC); "unknown" where

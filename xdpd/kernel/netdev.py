@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xdpd.kernel.ethtool import Ethtool
+from xdpd.kernel.xdp_features import XdpFeatures, xdp_features
 
 __all__ = ["Host", "HostFacts", "NetdevError", "parse_cpulist"]
 
@@ -172,6 +173,12 @@ class Host:
 
     def mtu(self, name: str) -> int:
         return _netlink_link(name).get_attr("IFLA_MTU")
+
+    def xdp_features(self, name: str) -> XdpFeatures:
+        """Its driver's XDP features (rx-sg: multi-buffer packets in XDP) and
+        zero-copy segment limit; XdpFeaturesError (an OSError) when the
+        kernel has no netdev netlink family (before 6.3)."""
+        return xdp_features(self.ifindex(name))
 
     def link_kind(self, name: str) -> str:
         """The rtnetlink kind of a software netdev ("veth", "tun", "macvlan",

@@ -277,15 +277,21 @@ class XdpProgram:
                 # EEXIST: one in the other mode (native and generic exclude
                 # each other).  Either way: someone else's program.
                 raise self._busy_error(what, ifindex, ifname)
-            if i + 1 < len(tries) and err in (errno.EOPNOTSUPP, errno.EINVAL):
+            if i + 1 < len(tries) and err in (errno.EOPNOTSUPP, errno.EINVAL, errno.ERANGE):
                 # EOPNOTSUPP: the driver has no native XDP (expected with
-                # auto); EINVAL: it has, but refused (MTU, offloads): say so.
+                # auto); EINVAL, ERANGE: it has, but refused (MTU, offloads):
+                # say so.
                 log.log(logging.INFO if err == errno.EOPNOTSUPP else logging.WARNING,
                         "%s: %s failed: %s; falling back to generic",
                         ifname, what, errno_name(err))
                 continue
             if err == errno.EOPNOTSUPP and try_mode == "native":
                 raise bpf_error(err, what, "try xdp_mode: generic")
+            if err == errno.ERANGE:
+                raise bpf_error(err, what, f"the MTU of {ifname} (or of its veth peer) is "
+                                "more than its driver takes for XDP in one buffer and it "
+                                "cannot do multi-buffer: lower it ('ip link set dev "
+                                f"{ifname} mtu 1500'), or try xdp_mode: generic")
             if err == errno.ENODEV:
                 raise bpf_error(err, what, f"is {ifname} still there "
                              f"(ifindex {ifindex})?")
