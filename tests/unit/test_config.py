@@ -1267,8 +1267,26 @@ def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
         """))
     path.chmod(0o600)
     assert cmd_check_config(SimpleNamespace(path=str(path))) == 0
-    assert "untagged: forward to lo, push vlan 100; forward to lo, swap MACs, pop vlan" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "untagged: forward to lo, push vlan 100; forward to lo, swap MACs, pop vlan" in out
+    # what a full-size packet of lo takes (its MTU is far over a frame)
+    mtu = int(open("/sys/class/net/lo/mtu").read())
+    (frames,) = [line for line in out.splitlines() if line.startswith("frames lo: ")]
+    assert frames.startswith(f"frames lo: MTU {mtu}: a full-size packet ({mtu + 18} B "
+                             "with headers) takes "), frames
+    assert "packets over 1774 B are dropped (see xdpd doctor)" in frames
+
+
+def test_frame_use_in_words():
+    from xdpd.config.plan import fragments, frame_use
+    assert fragments(1518, 2048) == 1 and fragments(1793, 2048) == 2
+    assert fragments(9018, 2048) == 6 and fragments(9018, 4096) == 3
+    assert frame_use(1500, 2048) == ("MTU 1500: a full-size packet (1518 B with headers) "
+                                     "fits one 2048 B frame")
+    assert frame_use(9000, 4096) == (
+        "MTU 9000: a full-size packet (9018 B with headers) takes 3 buffers of 4096 B; "
+        "workers take one buffer per packet, so packets over 3822 B are dropped "
+        "(see xdpd doctor)")
 
 
 def test_check_config_shows_fanout_members_and_spread(tmp_path, capsys):

@@ -7,7 +7,7 @@ import sys
 
 from xdpd import exitcodes
 from xdpd.config.model import ConfigError, InterfaceConfig
-from xdpd.config.plan import plan_workers
+from xdpd.config.plan import frame_use, plan_workers
 from xdpd.config.schema import load_config
 from xdpd.control.snapshot import describe_rule
 from xdpd.control.steering import check_steering, describe_flow
@@ -48,6 +48,10 @@ def command(args) -> int:
         if iface.pass_to_kernel:
             print(f"pass to kernel on {iface.name}: "
                   + "; ".join(m.describe() for m in iface.pass_to_kernel))
+        try:
+            print(f"frames {iface.name}: {frame_use(host.mtu(iface.name), config.umem.frame_size)}")
+        except OSError as e:
+            print(f"frames {iface.name}: MTU unknown ({e.strerror or e})")
     r = config.rings
     ring_bytes = (r.rx + r.tx) * 16 + (r.fill + r.completion) * 8   # descriptors
     print(f"umem: {geo.frames} frames x {geo.frame_size} B = {geo.size / 2**20:.1f} MiB "

@@ -44,6 +44,11 @@ FRAME_SIZES = (2048, 4096)
 # XDP_PACKET_HEADROOM: in copy mode the kernel writes a packet 256 bytes into
 # its frame, so a frame holds frame_size - 256 bytes of packet.
 XDP_HEADROOM = 256
+# The longest frame an egress takes: its MTU plus the Ethernet header and
+# one VLAN tag (what veth and most drivers accept; longer frames would be
+# dropped silently by the kernel after TX, so the fast path counts them as
+# too_long instead).
+L2_OVERHEAD = 14 + 4
 
 # Interfaces xdpd serves at once (FP_MAX_NETDEVS in xdpd/datapath/fastpath.h: rows of
 # the forwarding table).

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
     from xdpd.kernel.netdev import HostFacts
 
-from xdpd.config.model import MAX_WORKERS, Config, InterfaceConfig, WorkerPlan, worker_name
+from xdpd.config.model import (L2_OVERHEAD, MAX_WORKERS, XDP_HEADROOM, Config, InterfaceConfig,
+                               WorkerPlan, worker_name)
 from xdpd.config.values import _Errors, _owned_refs, _queue_text
 
 
@@ -163,3 +164,20 @@ def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
                     "pin the worker elsewhere (workers.cpus) or move the IRQ "
                     "(/proc/irq/N/smp_affinity_list)"))
     return out
+
+
+def fragments(packet: int, frame: int) -> int:
+    """Buffers one packet of `packet` bytes takes in copy mode: the kernel
+    copies it into frames that each keep XDP_HEADROOM free."""
+    return max(1, -(-packet // (frame - XDP_HEADROOM)))
+
+
+def frame_use(mtu: int, frame: int) -> str:
+    """What a packet of an interface's MTU takes, in words (check-config)."""
+    need = mtu + L2_OVERHEAD
+    n = fragments(need, frame)
+    if n == 1:
+        return f"MTU {mtu}: a full-size packet ({need} B with headers) fits one {frame} B frame"
+    return (f"MTU {mtu}: a full-size packet ({need} B with headers) takes {n} buffers of "
+            f"{frame} B; workers take one buffer per packet, so packets over "
+            f"{frame - XDP_HEADROOM - L2_OVERHEAD} B are dropped (see xdpd doctor)")

@@ -39,10 +39,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdpd import exitcodes
-from xdpd.config.model import FRAME_SIZES, XDP_HEADROOM
-from xdpd.config.plan import format_cpulist, napi_placement, plan_workers
+from xdpd.config.model import FRAME_SIZES, L2_OVERHEAD, XDP_HEADROOM
+from xdpd.config.plan import format_cpulist, fragments, napi_placement, plan_workers
 from xdpd.control.server import ControlError
-from xdpd.control.table import L2_OVERHEAD
 from xdpd.kernel.libbpf import query_xdp
 from xdpd.kernel.netdev import Host, completes_checksums, partial_checksums_left
 
@@ -266,13 +265,6 @@ def check_ntuple(config, host, nd: Netdev) -> list[Finding]:
     return [Finding("ntuple", "ok", name, f"{what} (ethtool -n {name} lists them; the live "
                                            "check shows traffic a rule sends to an unowned "
                                            "queue)" if rules else "no ntuple rules")]
-
-
-def fragments(packet: int, frame: int) -> int:
-    """Buffers one packet of `packet` bytes takes in copy mode: the kernel
-    copies it into frames that each keep XDP_HEADROOM free."""
-    room = frame - XDP_HEADROOM
-    return max(1, -(-packet // room))
 
 
 def _features(host, name: str) -> str:

@@ -7,17 +7,12 @@ acknowledgements) or know about processes.
 """
 from __future__ import annotations
 
-from xdpd.config.model import VLAN_PROTOS, Config
+from xdpd.config.model import L2_OVERHEAD, VLAN_PROTOS, Config
 from xdpd.control.workers import Interface, Worker
 from xdpd.kernel.xdp_program import match_to_c
 
 MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
 MAX_DIRECT = 8                      # FP_MAX_DIRECT: direct sockets per worker
-# The longest frame an egress takes: its MTU plus the Ethernet header and
-# one VLAN tag (what veth and most drivers accept; longer frames would be
-# dropped silently by the kernel after TX, so the fast path counts them as
-# too_long instead).
-L2_OVERHEAD = 14 + 4
 
 
 def compile_table(config: Config, interfaces: list[Interface], workers: list[Worker],
