@@ -15,12 +15,11 @@ from dataclasses import replace
 
 from xdpd.config.diff import Refused, diff
 from xdpd.config.file import read_config_file
-from xdpd.config.model import Config, ConfigError, InterfaceConfig
+from xdpd.config.model import MAX_NETDEVS, Config, ConfigError, InterfaceConfig
 from xdpd.config.plan import check_host, plan_workers
 from xdpd.config.schema import parse_config
 from xdpd.control.ops import SetupError
 from xdpd.control.steering import SteeringError, check_steering
-from xdpd.control.table import MAX_NETDEVS
 from xdpd.control.workers import (DRAIN_TIMEOUT_S, STOP_TIMEOUT_S, Interface, Worker,
                                   WorkerState)
 from xdpd.datapath import _fastpath

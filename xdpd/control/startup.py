@@ -16,12 +16,12 @@ import os
 import time
 
 from xdpd import exitcodes
-from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, XDP_HEADROOM, Config, InterfaceConfig,
-                               WorkerPlan, WorkersConfig)
+from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, MAX_NETDEVS, XDP_HEADROOM, Config,
+                               InterfaceConfig, WorkerPlan, WorkersConfig)
 from xdpd.config.plan import napi_placement
 from xdpd.control.ops import SetupError, resolve_worker_user
 from xdpd.control.steering import SteeringError
-from xdpd.control.table import MAX_DIRECT, MAX_NETDEVS, compile_table
+from xdpd.control.table import MAX_DIRECT, compile_table
 from xdpd.control.workers import (REBIND_TIMEOUT_S, TABLE_ACK_TIMEOUT_S, DirectSocket,
                                   Interface, Worker, WorkerState)
 from xdpd.datapath.umem import UmemGeometry

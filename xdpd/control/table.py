@@ -11,7 +11,6 @@ from xdpd.config.model import L2_OVERHEAD, VLAN_PROTOS, Config
 from xdpd.control.workers import Interface, Worker
 from xdpd.kernel.xdp_program import match_to_c
 
-MAX_NETDEVS = 64                    # FP_MAX_NETDEVS: forwarding table rows
 MAX_DIRECT = 8                      # FP_MAX_DIRECT: direct sockets per worker
 
 
