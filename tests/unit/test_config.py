@@ -1278,7 +1278,10 @@ def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
 
 
 def test_frame_use_in_words():
-    from xdpd.config.plan import fragments, frame_use
+    from xdpd.config.plan import fragments, frame_size_for, frame_use, max_mtu
+    assert (max_mtu(2048), max_mtu(4096)) == (1774, 3822)
+    assert [frame_size_for(m) for m in (1500, 1774, 1775, 3822, 3823)] == \
+        [2048, 2048, 4096, 4096, None]
     assert fragments(1518, 2048) == 1 and fragments(1793, 2048) == 2
     assert fragments(9018, 2048) == 6 and fragments(9018, 4096) == 3
     assert frame_use(1500, 2048) == ("MTU 1500: a full-size packet (1518 B with headers) "

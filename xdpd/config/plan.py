@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
     from xdpd.kernel.netdev import HostFacts
 
-from xdpd.config.model import (L2_OVERHEAD, MAX_WORKERS, XDP_HEADROOM, Config, InterfaceConfig,
-                               WorkerPlan, worker_name)
+from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, MAX_WORKERS, XDP_HEADROOM, Config,
+                               InterfaceConfig, WorkerPlan, worker_name)
 from xdpd.config.values import _Errors, _owned_refs, _queue_text
 
 
@@ -172,6 +172,18 @@ def fragments(packet: int, frame: int) -> int:
     return max(1, -(-packet // (frame - XDP_HEADROOM)))
 
 
+def max_mtu(frame: int) -> int:
+    """The largest MTU whose full-size packet (with L2_OVERHEAD) fits one
+    frame of `frame` bytes."""
+    return frame - XDP_HEADROOM - L2_OVERHEAD
+
+
+def frame_size_for(mtu: int) -> int | None:
+    """The smallest umem.frame_size whose one frame holds a full-size packet
+    of `mtu`; None when none does."""
+    return next((f for f in FRAME_SIZES if mtu <= max_mtu(f)), None)
+
+
 def frame_use(mtu: int, frame: int) -> str:
     """What a packet of an interface's MTU takes, in words (check-config)."""
     need = mtu + L2_OVERHEAD
@@ -180,4 +192,4 @@ def frame_use(mtu: int, frame: int) -> str:
         return f"MTU {mtu}: a full-size packet ({need} B with headers) fits one {frame} B frame"
     return (f"MTU {mtu}: a full-size packet ({need} B with headers) takes {n} buffers of "
             f"{frame} B; workers take one buffer per packet, so packets over "
-            f"{frame - XDP_HEADROOM - L2_OVERHEAD} B are dropped (see xdpd doctor)")
+            f"{max_mtu(frame)} B are dropped (see xdpd doctor)")

@@ -40,7 +40,8 @@ from typing import Callable
 
 from xdpd import exitcodes
 from xdpd.config.model import FRAME_SIZES, L2_OVERHEAD, XDP_HEADROOM
-from xdpd.config.plan import format_cpulist, fragments, napi_placement, plan_workers
+from xdpd.config.plan import (format_cpulist, fragments, frame_size_for, max_mtu,
+                              napi_placement, plan_workers)
 from xdpd.control.server import ControlError
 from xdpd.kernel.libbpf import query_xdp
 from xdpd.kernel.netdev import Host, completes_checksums, partial_checksums_left
@@ -291,10 +292,9 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
         return [Finding("mtu", "ok", name,
                         f"MTU {mtu} (+{L2_OVERHEAD} B headers) fits a {frame} B frame "
                         f"({room} B after the {XDP_HEADROOM} B XDP headroom)")]
-    fits = [f for f in FRAME_SIZES if mtu + L2_OVERHEAD <= f - XDP_HEADROOM]
-    fix = (f"umem.frame_size: {fits[0]}" if fits else
-           f"lower the MTU to {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD} "
-           f"(ip link set {name} mtu {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD}); "
+    fits, highest = frame_size_for(mtu), max_mtu(FRAME_SIZES[-1])
+    fix = (f"umem.frame_size: {fits}" if fits else
+           f"lower the MTU to {highest} (ip link set {name} mtu {highest}); "
            f"no frame size holds {need} B")
     features = _features(host, name)
     return [Finding("mtu", "error", name,

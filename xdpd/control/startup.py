@@ -16,9 +16,9 @@ import os
 import time
 
 from xdpd import exitcodes
-from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, MAX_NETDEVS, XDP_HEADROOM, Config,
-                               InterfaceConfig, WorkerPlan, WorkersConfig)
-from xdpd.config.plan import napi_placement
+from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, MAX_NETDEVS, Config, InterfaceConfig,
+                               WorkerPlan, WorkersConfig)
+from xdpd.config.plan import frame_size_for, max_mtu, napi_placement
 from xdpd.control.ops import SetupError, resolve_worker_user
 from xdpd.control.steering import SteeringError
 from xdpd.control.table import MAX_DIRECT, compile_table
@@ -118,16 +118,15 @@ class Startup:
         except OSError:
             return                          # _egress_mtus says it for egresses
         frame = self.config.umem.frame_size
-        room = frame - XDP_HEADROOM
-        if mtu + L2_OVERHEAD <= room:
+        if mtu <= max_mtu(frame):
             return
-        fits = [f for f in FRAME_SIZES if mtu + L2_OVERHEAD <= f - XDP_HEADROOM]
-        fix = (f"set umem.frame_size: {fits[0]}" if fits else
-               f"lower its MTU to {FRAME_SIZES[-1] - XDP_HEADROOM - L2_OVERHEAD} or less")
+        fits = frame_size_for(mtu)
+        fix = (f"set umem.frame_size: {fits}" if fits else
+               f"lower its MTU to {max_mtu(FRAME_SIZES[-1])} or less")
         log.warning("%s: MTU %d: packets over %d B (+%d B headers) need more than one %d B "
                     "frame, and workers take one buffer per packet: the kernel drops them "
                     "(xdpd_xsk_rx_dropped_packets_total); %s", iface.name, mtu,
-                    room - L2_OVERHEAD, L2_OVERHEAD, frame, fix)
+                    max_mtu(frame), L2_OVERHEAD, frame, fix)
 
     def _link_kind(self, name: str) -> str:
         """The netdev's rtnetlink kind ("" for a NIC); "unknown" where
