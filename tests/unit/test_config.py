@@ -1274,7 +1274,12 @@ def test_check_config_names_each_rules_rewrites(tmp_path, capsys):
     (frames,) = [line for line in out.splitlines() if line.startswith("frames lo: ")]
     assert frames.startswith(f"frames lo: MTU {mtu}: a full-size packet ({mtu + 18} B "
                              "with headers) takes "), frames
-    assert "packets over 1774 B are dropped (see xdpd doctor)" in frames
+    # lo's 64 KiB packets need more buffers than a chain may take
+    assert f"more than the 18 one packet may take in copy mode, so packets over " \
+        f"{18 * 1792} B are dropped (chain_invalid)" in frames, frames
+    (multi,) = [line for line in out.splitlines() if line.startswith("multi-buffer: ")]
+    assert multi.startswith("multi-buffer: on (umem.multi_buffer: auto); a packet takes up "
+                            f"to 18 descriptors in copy mode, 37 at MTU {mtu}"), multi
 
 
 def test_frame_use_in_words():
@@ -1284,12 +1289,27 @@ def test_frame_use_in_words():
         [2048, 2048, 4096, 4096, None]
     assert fragments(1518, 2048) == 1 and fragments(1793, 2048) == 2
     assert fragments(9018, 2048) == 6 and fragments(9018, 4096) == 3
-    assert frame_use(1500, 2048) == ("MTU 1500: a full-size packet (1518 B with headers) "
-                                     "fits one 2048 B frame")
-    assert frame_use(9000, 4096) == (
+    for chains in (False, True):
+        assert frame_use(1500, 2048, chains) == ("MTU 1500: a full-size packet (1518 B with "
+                                                 "headers) fits one 2048 B frame")
+    assert frame_use(9000, 4096, False) == (
         "MTU 9000: a full-size packet (9018 B with headers) takes 3 buffers of 4096 B; "
-        "workers take one buffer per packet, so packets over 3822 B are dropped "
-        "(see xdpd doctor)")
+        "with umem.multi_buffer: off workers take one buffer per packet, so packets over "
+        "3822 B are dropped (see xdpd doctor)")
+    assert frame_use(9000, 2048, True) == (
+        "MTU 9000: a full-size packet (9018 B with headers) takes 6 buffers of 2048 B, "
+        "one descriptor chain (multi-buffer)")
+
+
+def test_multi_buffer_auto_follows_the_largest_mtu():
+    from xdpd.config.model import UmemConfig
+    from xdpd.config.plan import multi_buffer
+    assert not multi_buffer(UmemConfig(), [1500, 1774])
+    assert multi_buffer(UmemConfig(), [1500, 1775])
+    assert not multi_buffer(UmemConfig(frame_size=4096), [3822])
+    assert multi_buffer(UmemConfig(multi_buffer="on"), [1500])
+    assert not multi_buffer(UmemConfig(multi_buffer="off"), [9000])
+    assert not multi_buffer(UmemConfig(), [])
 
 
 def test_check_config_shows_fanout_members_and_spread(tmp_path, capsys):

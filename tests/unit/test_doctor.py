@@ -191,19 +191,33 @@ def test_ntuple_rules_are_counted():
         "OK out0: no ntuple rules"]
 
 
-def test_a_jumbo_mtu_needs_4096_byte_frames_and_9000_fits_none():
+def test_a_jumbo_mtu_takes_descriptor_chains_where_the_driver_has_rx_sg():
     host = FakeHost(mtus={"in0": 3000, "out0": 9000}, features={"out0": ("basic",)})
     findings = static_checks(config(), host)
     assert by_check(findings, "mtu") == [
+        "OK in0: MTU 3000 (+18 B headers = 3018 B): a full-size packet takes 2 buffers of "
+        "2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: auto); its driver "
+        "takes multi-buffer packets in XDP (rx-sg)",
+        "WARN out0: MTU 9000 (+18 B headers = 9018 B): a full-size packet takes 6 buffers of "
+        "2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: auto); its driver "
+        "cannot take multi-buffer packets in XDP (no rx-sg); xdp_mode: generic on out0 (its "
+        "driver's native XDP cannot take packets over one page), or an MTU of 1774 or less"]
+
+
+def test_a_jumbo_mtu_without_multi_buffer_is_an_error_with_the_fix():
+    host = FakeHost(mtus={"in0": 3000, "out0": 9000}, features={"out0": ("basic",)})
+    findings = static_checks(config(extra="umem:\n  multi_buffer: 'off'\n"), host)
+    assert by_check(findings, "mtu") == [
         "ERROR in0: MTU 3000 (+18 B headers = 3018 B) does not fit a 2048 B frame (1792 B "
         "after the 256 B XDP headroom): such a packet arrives in 2 buffers; its driver takes "
-        "multi-buffer packets in XDP (rx-sg); xdpd's workers take one buffer per packet, so "
-        "the kernel drops longer ones (rx_dropped); umem.frame_size: 4096",
+        "multi-buffer packets in XDP (rx-sg); with umem.multi_buffer: off xdpd's workers take "
+        "one buffer per packet, so the kernel drops longer ones (rx_dropped); "
+        "umem.multi_buffer: auto (or umem.frame_size: 4096)",
         "ERROR out0: MTU 9000 (+18 B headers = 9018 B) does not fit a 2048 B frame (1792 B "
         "after the 256 B XDP headroom): such a packet arrives in 6 buffers; its driver cannot "
-        "take multi-buffer packets in XDP (no rx-sg); xdpd's workers take one buffer per "
-        "packet, so the kernel drops longer ones (rx_dropped); lower the MTU to 3822 "
-        "(ip link set out0 mtu 3822); no frame size holds 9018 B"]
+        "take multi-buffer packets in XDP (no rx-sg); with umem.multi_buffer: off xdpd's "
+        "workers take one buffer per packet, so the kernel drops longer ones (rx_dropped); "
+        "umem.multi_buffer: auto"]
     ok = static_checks(config(extra="umem:\n  frame_size: 4096\n"), FakeHost(mtus={"in0": 3000}))
     assert by_check(ok, "mtu")[0].startswith("OK in0: MTU 3000 (+18 B headers) fits a 4096 B")
 
@@ -211,7 +225,8 @@ def test_a_jumbo_mtu_needs_4096_byte_frames_and_9000_fits_none():
 def test_an_old_kernel_without_the_netdev_family_still_gets_the_mtu_finding():
     host = FakeHost(mtus={"in0": 9000}, features={"in0": None})
     (line, _) = by_check(static_checks(config(), host), "mtu")
-    assert "arrives in 6 buffers; its XDP features are unknown (read XDP features: ENOENT" in line
+    assert "takes 6 buffers of 2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: " \
+        "auto); its XDP features are unknown (read XDP features: ENOENT" in line
 
 
 def test_a_worker_on_its_queues_irq_cpu_warns():

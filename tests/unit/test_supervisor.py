@@ -145,12 +145,14 @@ class FakeSocket:
     def set_busy_poll(self, usecs, budget):
         self.ops.journal.append(("busy_poll", self.netdev, self.queue, usecs, budget))
 
-    def bind(self, *, zero_copy, shared_with=None):
+    def bind(self, *, zero_copy, shared_with=None, multi_buffer=False):
         if zero_copy and not self.ops.zero_copy_ok:
             raise XskError(errno.EOPNOTSUPP, f"bind AF_XDP socket to {self.netdev}/q{self.queue}")
         if self.ops.busy_binds:                 # a killed xdpd's socket not yet released
             self.ops.busy_binds -= 1
             raise XskError(errno.EBUSY, f"bind AF_XDP socket to {self.netdev}/q{self.queue}")
+        if multi_buffer and shared_with is None:
+            self.ops.journal.append(("multi_buffer", self.netdev, self.queue))
         self.ops.journal.append(("bind", self.netdev, self.queue, zero_copy,
                                  None if shared_with is None else shared_with.fd))
 
@@ -186,7 +188,8 @@ class FakeControl:
                 "drops": {reason: 0 for reason in _fastpath.DROP_REASONS},
                 "handoff_out": 0, "handoff_in": 0, "tx_kicks": 0, "fill_kicks": 0,
                 "sleeps": 0, "loops": 0, "busy_loops": 0, "busy_polls": 0, "bad_descs": 0,
-                "csum_completed": 0, "direct_packets": (0,) * 8, "direct_bytes": (0,) * 8}
+                "csum_completed": 0, "rx_frags": 0, "tx_descs": 0,
+                "direct_packets": (0,) * 8, "direct_bytes": (0,) * 8}
 
     def ring_use(self, i):
         return {"rx": 0, "tx": 0, "fill": 0, "completion": 0}
@@ -616,21 +619,72 @@ def test_busy_poll_off_by_default_and_hugepages_setting_reaches_the_umem():
     sup.stop()
 
 
-def test_a_jumbo_mtu_is_warned_about_with_the_frame_size_that_fits(caplog):
+def test_a_jumbo_mtu_without_multi_buffer_is_warned_about_with_the_fix(caplog):
     host = FakeHost()
     host.mtus = {"in0": 3000, "out0": 9000}
-    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), FakeOps(host=host))
+    config = CONFIG.replace("  frames_per_worker: 512", "  frames_per_worker: 512\n"
+                            "  multi_buffer: 'off'")
+    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops := FakeOps(host=host))
     with caplog.at_level("WARNING", logger="xdpd"):
         sup.start()
     warned = [m for m in caplog.messages if "MTU" in m]
     assert warned == [
         "in0: MTU 3000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
-        "and workers take one buffer per packet: the kernel drops them "
-        "(xdpd_xsk_rx_dropped_packets_total); set umem.frame_size: 4096",
+        "and umem.multi_buffer is off (one buffer per packet): the kernel drops them "
+        "(xdpd_xsk_rx_dropped_packets_total); set umem.multi_buffer: auto, or "
+        "umem.frame_size: 4096",
         "out0: MTU 9000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
-        "and workers take one buffer per packet: the kernel drops them "
-        "(xdpd_xsk_rx_dropped_packets_total); lower its MTU to 3822 or less"]
+        "and umem.multi_buffer is off (one buffer per packet): the kernel drops them "
+        "(xdpd_xsk_rx_dropped_packets_total); set umem.multi_buffer: auto"]
+    assert "multi_buffer" not in kinds(ops.journal)
+    assert all(sup.worker_spec(w).max_segs == 0 for w in sup.workers)
     sup.stop()
+
+
+def test_a_jumbo_mtu_turns_descriptor_chains_on(caplog):
+    host = FakeHost()
+    host.mtus = {"out0": 9000}
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops := FakeOps(host=host))
+    with caplog.at_level("INFO", logger="xdpd"):
+        sup.start()
+    assert not [m for m in caplog.messages if "drops" in m]
+    assert "out0: MTU 9000: a full-size packet (9018 B with headers) takes 6 buffers of " \
+        "2048 B, one descriptor chain (multi-buffer)" in caplog.messages
+    # the socket that registers the UMEM says XDP_USE_SG, the others inherit it
+    assert kinds(ops.journal).count("multi_buffer") == 1
+    assert kinds(ops.journal).index("multi_buffer") + 1 == kinds(ops.journal).index("bind")
+    assert sup.multi_buffer and sup.status()["umem"]["max_segs"] == 18
+    assert all(sup.worker_spec(w).max_segs == 18 for w in sup.workers)
+    # chains go over the fwd rings: no direct sockets
+    assert all(not w.direct for w in sup.workers)
+    assert "tx_only" not in kinds(ops.journal)
+    sup.stop()
+
+
+def test_zero_copy_chains_take_the_nics_segment_limit():
+    from xdpd.kernel.xdp_features import XdpFeatures
+    host = FakeHost()
+    host.xdp_features = lambda name: XdpFeatures(1, 0, 5 if name == "in0" else None)
+    config = CONFIG.replace("  frames_per_worker: 512", "  frames_per_worker: 512\n"
+                            "  multi_buffer: 'on'")
+    sup = Supervisor(parse_config(config, "xdpd.yaml"), FakeOps(host=host, zero_copy_ok=True))
+    sup.start()
+    assert sup.zero_copy and sup.max_segs == 5
+    sup.stop()
+
+
+def test_multi_buffer_needs_a_batch_that_holds_a_whole_chain():
+    host = FakeHost()
+    host.mtus = {"in0": 9000}
+    config = CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  batch_size: 16")
+    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops := FakeOps(host=host))
+    with pytest.raises(SetupError) as e:
+        sup.start()
+    assert str(e.value) == (
+        "workers.batch_size 16 is less than the 18 descriptors one packet may take with "
+        "multi-buffer (umem.multi_buffer: auto); set workers.batch_size: 18 or more")
+    assert e.value.code == exitcodes.CONFIG
+    assert "bind" not in kinds(ops.journal) and "attach" not in kinds(ops.journal)
 
 
 def test_worker_on_its_queues_irq_cpu_is_warned_about(caplog):

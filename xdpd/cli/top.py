@@ -43,7 +43,7 @@ REFRESH_KEYS = frozenset({ord(" "), curses.KEY_REFRESH})
 # Short names for the drop causes in the compact column; a cause a newer
 # daemon adds is shown under its own name.
 CAUSE_NAMES = {"no_rule": "norule", "rule": "rule", "invalid": "inval",
-               "egress_down": "egdown", "too_long": "long"}
+               "egress_down": "egdown", "too_long": "long", "chain_invalid": "chain"}
 KERNEL_DROP_FIELDS = ("rx_dropped", "rx_ring_full")
 FILL_EMPTY_FIELD = "rx_fill_ring_empty_descs"
 

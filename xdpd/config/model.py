@@ -40,6 +40,14 @@ FANOUT_SPREADS = ("flow_hash", "round_robin")
 ACTIONS = ("forward", "drop")
 IDLE = ("adaptive", "sleep", "spin")
 HUGEPAGES = ("on", "off", "auto")
+# umem.multi_buffer: descriptor chains (XDP_USE_SG) for packets longer than a
+# frame; auto: when an interface's MTU needs them
+MULTI_BUFFER = ("auto", "on", "off")
+# The descriptors one packet may take in copy mode: MAX_SKB_FRAGS + 1, the
+# kernel's limit on a TX chain (include/linux/skbuff.h; 17 + 1 unless the
+# kernel was built with CONFIG_MAX_SKB_FRAGS).  Zero-copy: the NIC's
+# xdp-zc-max-segs (netdev netlink).
+COPY_MAX_SEGS = 18
 FRAME_SIZES = (2048, 4096)
 # XDP_PACKET_HEADROOM: in copy mode the kernel writes a packet 256 bytes into
 # its frame, so a frame holds frame_size - 256 bytes of packet.
@@ -279,6 +287,10 @@ class UmemConfig:
     frame_size: int = 2048       # 2048 fits a 1500-byte MTU; 4096 for jumbo frames
     frames_per_worker: int = 4096
     hugepages: str = "auto"     # on | off | auto
+    # descriptor chains for packets longer than a frame: auto (when an
+    # interface's MTU + 18 B of headers exceeds a frame less its 256 B
+    # headroom) | on | off
+    multi_buffer: str = "auto"
     # worker slots beyond the configured workers: the UMEM and the control
     # area are sized once, at start, so a reload can add at most this many
     # (netdev, queue) workers without a restart

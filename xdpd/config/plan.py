@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # a type only: importing the kernel-facing module is not needed here
     from xdpd.kernel.netdev import HostFacts
 
-from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, MAX_WORKERS, XDP_HEADROOM, Config,
-                               InterfaceConfig, WorkerPlan, worker_name)
+from xdpd.config.model import (COPY_MAX_SEGS, FRAME_SIZES, L2_OVERHEAD, MAX_WORKERS,
+                               XDP_HEADROOM, Config, InterfaceConfig, WorkerPlan, worker_name)
 from xdpd.config.values import _Errors, _owned_refs, _queue_text
 
 
@@ -178,18 +178,54 @@ def max_mtu(frame: int) -> int:
     return frame - XDP_HEADROOM - L2_OVERHEAD
 
 
+def max_chain(frame: int) -> int:
+    """The longest frame (headers included) a descriptor chain of copy
+    mode's COPY_MAX_SEGS buffers holds."""
+    return COPY_MAX_SEGS * (frame - XDP_HEADROOM)
+
+
 def frame_size_for(mtu: int) -> int | None:
     """The smallest umem.frame_size whose one frame holds a full-size packet
     of `mtu`; None when none does."""
     return next((f for f in FRAME_SIZES if mtu <= max_mtu(f)), None)
 
 
-def frame_use(mtu: int, frame: int) -> str:
-    """What a packet of an interface's MTU takes, in words (check-config)."""
+def interface_mtus(config, host) -> dict[str, int]:
+    """The configured interfaces' MTUs, of those that can be read (one that
+    cannot is reported where its MTU matters: start-up's egress check,
+    check-config, doctor)."""
+    mtus = {}
+    for iface in config.interfaces:
+        try:
+            mtus[iface.name] = host.mtu(iface.name)
+        except OSError:
+            pass
+    return mtus
+
+
+def multi_buffer(umem, mtus) -> bool:
+    """Whether the sockets take descriptor chains (XDP_USE_SG):
+    umem.multi_buffer on or off, or auto: when a full-size packet of one of
+    the interfaces' MTUs needs more than one frame."""
+    if umem.multi_buffer != "auto":
+        return umem.multi_buffer == "on"
+    return any(mtu > max_mtu(umem.frame_size) for mtu in mtus)
+
+
+def frame_use(mtu: int, frame: int, chains: bool) -> str:
+    """What a packet of an interface's MTU takes, in words (check-config,
+    start-up); chains: multi-buffer is on."""
     need = mtu + L2_OVERHEAD
     n = fragments(need, frame)
     if n == 1:
         return f"MTU {mtu}: a full-size packet ({need} B with headers) fits one {frame} B frame"
+    if chains and n <= COPY_MAX_SEGS:
+        return (f"MTU {mtu}: a full-size packet ({need} B with headers) takes {n} buffers of "
+                f"{frame} B, one descriptor chain (multi-buffer)")
+    if chains:
+        return (f"MTU {mtu}: a full-size packet ({need} B with headers) takes {n} buffers of "
+                f"{frame} B, more than the {COPY_MAX_SEGS} one packet may take in copy mode, "
+                f"so packets over {max_chain(frame)} B are dropped (chain_invalid)")
     return (f"MTU {mtu}: a full-size packet ({need} B with headers) takes {n} buffers of "
-            f"{frame} B; workers take one buffer per packet, so packets over "
-            f"{max_mtu(frame)} B are dropped (see xdpd doctor)")
+            f"{frame} B; with umem.multi_buffer: off workers take one buffer per packet, so "
+            f"packets over {max_mtu(frame)} B are dropped (see xdpd doctor)")

@@ -49,10 +49,10 @@ from xdpd.config.model import (ACTIONS, CHECKSUM_MODES, ETHERTYPES, EXAMPLE, FAL
                                FANOUT_SPREADS, FLOW_TYPES, FRAME_SIZES, HUGEPAGES, IDLE,
                                IP_PROTOS, MAX_CHANNELS, MAX_FANOUT, MAX_FORWARD_RULES,
                                MAX_NETDEVS, MAX_PASS_RULES, MAX_QUEUE, MAX_SPARE_WORKERS,
-                               MAX_VLAN, VLAN_ETHERTYPES, VLAN_NONE, VLAN_PROTOS, XDP_MODES,
-                               ZERO_COPY, _ACCOUNT_NAME, Config, ControlConfig, FlowRule,
-                               ForwardRule, InterfaceConfig, Match, MetricsConfig, RingsConfig,
-                               SteeringConfig, UmemConfig, WorkersConfig, keys)
+                               MAX_VLAN, MULTI_BUFFER, VLAN_ETHERTYPES, VLAN_NONE, VLAN_PROTOS,
+                               XDP_MODES, ZERO_COPY, _ACCOUNT_NAME, Config, ControlConfig,
+                               FlowRule, ForwardRule, InterfaceConfig, Match, MetricsConfig,
+                               RingsConfig, SteeringConfig, UmemConfig, WorkersConfig, keys)
 from xdpd.config.plan import check_host
 from xdpd.config.values import (_Errors, _bool, _check_keys, _choice, _got, _id_list, _int,
                                 _int_in, _listen, _mac, _netdev_name, _netdev_ref, _one_of,
@@ -652,12 +652,14 @@ def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:
     frames = _power_of_two(errs, "umem.frames_per_worker",
                            section.get("frames_per_worker", d.frames_per_worker), 512, 65536)
     hugepages = _choice(errs, "umem.hugepages", section.get("hugepages", d.hugepages), HUGEPAGES)
+    multi = _choice(errs, "umem.multi_buffer", section.get("multi_buffer", d.multi_buffer),
+                    MULTI_BUFFER)
     spare = _int_in(errs, "umem.spare_workers", section.get("spare_workers", d.spare_workers),
                     0, MAX_SPARE_WORKERS)
     if len(errs) > before:
         return None
     return UmemConfig(frame_size=frame_size, frames_per_worker=frames, hugepages=hugepages,
-                      spare_workers=spare)
+                      spare_workers=spare, multi_buffer=multi)
 
 
 def _rings(errs: _Errors, section: dict | None) -> RingsConfig | None:

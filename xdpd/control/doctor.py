@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdpd import exitcodes
-from xdpd.config.model import FRAME_SIZES, L2_OVERHEAD, XDP_HEADROOM
-from xdpd.config.plan import (format_cpulist, fragments, frame_size_for, max_mtu,
-                              napi_placement, plan_workers)
+from xdpd.config.model import L2_OVERHEAD, XDP_HEADROOM
+from xdpd.config.plan import (format_cpulist, fragments, frame_size_for, interface_mtus,
+                              max_mtu, multi_buffer, napi_placement, plan_workers)
 from xdpd.control.server import ControlError
 from xdpd.kernel.libbpf import query_xdp
 from xdpd.kernel.netdev import Host, completes_checksums, partial_checksums_left
@@ -292,18 +292,27 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
         return [Finding("mtu", "ok", name,
                         f"MTU {mtu} (+{L2_OVERHEAD} B headers) fits a {frame} B frame "
                         f"({room} B after the {XDP_HEADROOM} B XDP headroom)")]
-    fits, highest = frame_size_for(mtu), max_mtu(FRAME_SIZES[-1])
-    fix = (f"umem.frame_size: {fits}" if fits else
-           f"lower the MTU to {highest} (ip link set {name} mtu {highest}); "
-           f"no frame size holds {need} B")
     features = _features(host, name)
+    n = fragments(need, frame)
+    if multi_buffer(config.umem, interface_mtus(config, host).values()):
+        sg = "no rx-sg" not in features
+        return [Finding("mtu", "ok" if sg else "warn", name,
+                        f"MTU {mtu} (+{L2_OVERHEAD} B headers = {need} B): a full-size packet "
+                        f"takes {n} buffers of {frame} B, one descriptor chain (multi-buffer, "
+                        f"umem.multi_buffer: {config.umem.multi_buffer}); {features}",
+                        "" if sg else f"xdp_mode: generic on {name} (its driver's native XDP "
+                        f"cannot take packets over one page), or an MTU of "
+                        f"{max_mtu(frame)} or less")]
+    fits = frame_size_for(mtu)
+    fix = ("umem.multi_buffer: auto" + (f" (or umem.frame_size: {fits})" if fits else ""))
     return [Finding("mtu", "error", name,
                     f"MTU {mtu} (+{L2_OVERHEAD} B headers = {need} B) does not fit a {frame} B "
                     f"frame ({room} B after the {XDP_HEADROOM} B XDP headroom): such a packet "
-                    f"arrives in {fragments(need, frame)} buffers"
+                    f"arrives in {n} buffers"
                     + (f"; {features}" if features else "")
-                    + "; xdpd's workers take one buffer per packet, so the kernel drops "
-                    "longer ones (rx_dropped)", fix)]
+                    + "; with umem.multi_buffer: off xdpd's workers take one buffer per "
+                    "packet, so the kernel drops longer ones (rx_dropped)", fix)]
+
 
 
 def check_checksum(config, host, nd: Netdev) -> list[Finding]:

@@ -46,6 +46,11 @@ METRICS: tuple[Metric, ...] = (
     Metric('xdpd_rx_bytes', 'counter',
            "Bytes received from the queue's AF_XDP socket",
            WORKER),
+    Metric('xdpd_rx_fragments', 'counter',
+           'Buffers (descriptors) of the packets received: one per packet, more for a '
+           'packet longer than a frame (umem.multi_buffer); divided by '
+           'xdpd_rx_packets_total: fragments per packet',
+           WORKER),
     Metric('xdpd_tx_packets', 'counter',
            "Packets put on the queue's AF_XDP TX rings: the worker's own, and other "
            "workers' direct sockets on its queue",

@@ -66,6 +66,7 @@ class XdpdCollector:
     def _workers(self, snap) -> Iterator:
         rx_p = family('xdpd_rx_packets')
         rx_b = family('xdpd_rx_bytes')
+        rx_f = family('xdpd_rx_fragments')
         tx_p = family('xdpd_tx_packets')
         tx_b = family('xdpd_tx_bytes')
         drops = family('xdpd_dropped_packets')
@@ -91,6 +92,7 @@ class XdpdCollector:
             s = w.stats
             rx_p.add_metric(labels, s["rx_packets"])
             rx_b.add_metric(labels, s["rx_bytes"])
+            rx_f.add_metric(labels, s["rx_frags"])
             tx_p.add_metric(labels, s["tx_packets"])
             tx_b.add_metric(labels, s["tx_bytes"])
             for reason, n in s["drops"].items():
@@ -120,8 +122,8 @@ class XdpdCollector:
                     ring_size.add_metric(labels + [ring], snap.ring_sizes[ring])
             for name, v in w.xsk.items():
                 xsk[name].add_metric(labels, v)
-        yield from (rx_p, rx_b, tx_p, tx_b, drops, handoff, direct, kicks, sleeps, polls, bad,
-                    csum, up, state, started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
+        yield from (rx_p, rx_b, rx_f, tx_p, tx_b, drops, handoff, direct, kicks, sleeps, polls,
+                    bad, csum, up, state, started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
         yield from xsk.values()
 
     def _interfaces(self, snap) -> Iterator:

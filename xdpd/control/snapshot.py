@@ -102,6 +102,7 @@ class Snapshot:
             "standby_ready": w.standby_ready,
             "rx_packets": w.stats["rx_packets"], "tx_packets": w.stats["tx_packets"],
             "rx_bytes": w.stats["rx_bytes"], "tx_bytes": w.stats["tx_bytes"],
+            "rx_fragments": w.stats["rx_frags"],
             "drops": dict(w.stats["drops"]),
             "rx_pps": round(w.rates[0], 1), "tx_pps": round(w.rates[1], 1),
             "drop_pps": round(w.rates[2], 1), "xsk": dict(w.xsk),
@@ -264,7 +265,7 @@ class Snapshotter:
                   "backing": sup.umem.backing, "worker_slots": geo.nworkers,
                   "worker_slots_used": geo.nworkers - len(sup.free_slots),
                   "frames_by_location": sup.umem.frame_locations(),
-                  "capacity": sup.umem.capacity},
+                  "max_segs": sup.max_segs, "capacity": sup.umem.capacity},
             ring_sizes={ring: getattr(r, ring) for ring in ("rx", "tx", "fill", "completion")}
             if r else {},
             interfaces=interfaces, workers=tuple(views),

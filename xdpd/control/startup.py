@@ -16,9 +16,10 @@ import os
 import time
 
 from xdpd import exitcodes
-from xdpd.config.model import (FRAME_SIZES, L2_OVERHEAD, MAX_NETDEVS, Config, InterfaceConfig,
-                               WorkerPlan, WorkersConfig)
-from xdpd.config.plan import frame_size_for, max_mtu, napi_placement
+from xdpd.config.model import (COPY_MAX_SEGS, L2_OVERHEAD, MAX_NETDEVS, Config,
+                               InterfaceConfig, WorkerPlan, WorkersConfig)
+from xdpd.config.plan import (frame_size_for, frame_use, interface_mtus, max_mtu, multi_buffer,
+                              napi_placement)
 from xdpd.control.ops import SetupError, resolve_worker_user
 from xdpd.control.steering import SteeringError
 from xdpd.control.table import MAX_DIRECT, compile_table
@@ -109,10 +110,24 @@ class Startup:
         self._say_frame_room(iface)
         return iface
 
+    def _decide_multi_buffer(self) -> None:
+        """umem.multi_buffer for this run (the UMEM's sockets are bound
+        once, all alike): auto turns descriptor chains on when a full-size
+        packet of some interface's MTU needs more than one frame."""
+        mtus = interface_mtus(self.config, self.host).values()
+        self.multi_buffer = multi_buffer(self.config.umem, mtus)
+        batch = self.config.workers.batch_size
+        if self.multi_buffer and batch < COPY_MAX_SEGS:
+            raise SetupError(f"workers.batch_size {batch} is less than the {COPY_MAX_SEGS} "
+                             "descriptors one packet may take with multi-buffer "
+                             f"(umem.multi_buffer: {self.config.umem.multi_buffer}); set "
+                             f"workers.batch_size: {COPY_MAX_SEGS} or more", exitcodes.CONFIG)
+
     def _say_frame_room(self, iface: Interface) -> None:
-        """A packet of the interface's MTU that needs more than one frame
-        is dropped by the kernel (workers take one buffer per packet): say
-        so at start, with the fix, instead of leaving it to rx_dropped."""
+        """What a full-size packet of the interface's MTU takes: one frame,
+        a descriptor chain (multi-buffer), or, with umem.multi_buffer: off,
+        more than one frame, which the kernel drops: say so at start, with
+        the fix, instead of leaving it to rx_dropped."""
         try:
             mtu = self.host.mtu(iface.name)
         except OSError:
@@ -120,12 +135,15 @@ class Startup:
         frame = self.config.umem.frame_size
         if mtu <= max_mtu(frame):
             return
+        if self.multi_buffer:
+            log.info("%s: %s", iface.name, frame_use(mtu, frame, True))
+            return
         fits = frame_size_for(mtu)
-        fix = (f"set umem.frame_size: {fits}" if fits else
-               f"lower its MTU to {max_mtu(FRAME_SIZES[-1])} or less")
+        fix = ("set umem.multi_buffer: auto" +
+               (f", or umem.frame_size: {fits}" if fits else ""))
         log.warning("%s: MTU %d: packets over %d B (+%d B headers) need more than one %d B "
-                    "frame, and workers take one buffer per packet: the kernel drops them "
-                    "(xdpd_xsk_rx_dropped_packets_total); %s", iface.name, mtu,
+                    "frame, and umem.multi_buffer is off (one buffer per packet): the kernel "
+                    "drops them (xdpd_xsk_rx_dropped_packets_total); %s", iface.name, mtu,
                     max_mtu(frame), L2_OVERHEAD, frame, fix)
 
     def _link_kind(self, name: str) -> str:
@@ -218,6 +236,7 @@ class Startup:
                     continue
                 raise SetupError(str(e)) from None
         self.zero_copy = choices[n]
+        self._set_max_segs()
         for wid, (plan, sock) in enumerate(zip(plans, sockets)):
             self._add_worker(wid, plan, sock)
         for w in self.workers:
@@ -225,6 +244,28 @@ class Startup:
         self._link_groups(self.workers)
         self.free_slots = list(range(len(plans), slots))
         self.eventfds = [self.ops.eventfd() for _ in range(slots)]
+
+    def _set_max_segs(self) -> None:
+        """The descriptors one packet may take, with multi-buffer: the
+        kernel's limit in copy mode; in zero-copy mode, the smallest
+        xdp-zc-max-segs of the interfaces (netdev netlink)."""
+        if not self.multi_buffer:
+            self.max_segs = 0
+            return
+        segs = COPY_MAX_SEGS
+        if self.zero_copy:
+            for iface in self.interfaces:
+                try:
+                    zc = self.host.xdp_features(iface.name).zc_max_segs
+                except OSError:           # XdpFeaturesError too
+                    continue
+                if zc:
+                    segs = min(segs, max(zc, 2))
+        self.max_segs = segs
+        r = self.ring_sizes
+        log.info("multi-buffer: up to %d buffers per packet (%s); rings: rx %d, fill %d "
+                 "descriptors", segs, "xdp-zc-max-segs" if self.zero_copy else
+                 "copy mode: MAX_SKB_FRAGS + 1", r.rx, r.fill)
 
     def _add_worker(self, wid: int, plan: WorkerPlan, sock) -> Worker:
         iface = self.interface(plan.netdev)
@@ -260,6 +301,8 @@ class Startup:
         iface = self.interface(w.plan.netdev)
         if not self.config.workers.direct_tx or (iface.config and iface.config.fanout > 1):
             return []
+        if self.multi_buffer:
+            return []                       # chains go over the fwd rings (chain.c)
         targets: list[Worker] = []
         for other in self.interfaces:
             egress = [x for x in self.workers if x.plan.netdev == other.name]
@@ -312,7 +355,8 @@ class Startup:
         same_queue = shared_with is not None and (shared_with.netdev, shared_with.queue) == \
             (sock.netdev, sock.queue)
         sock.set_rings(self.ring_sizes, fill_completion=not same_queue)
-        sock.bind(zero_copy=zero_copy, shared_with=shared_with)
+        sock.bind(zero_copy=zero_copy, shared_with=shared_with,
+                  multi_buffer=self.multi_buffer)
         self._set_tx_budget(sock, first=shared_with is None)
         if self.config.workers.busy_poll:
             sock.set_busy_poll(self.config.workers.busy_poll_usecs,

@@ -120,6 +120,11 @@ class Supervisor(Startup, Recovery, Reloading):
         self.worker_uid: int | None = None  # workers.user and workers.group, resolved
         self.worker_gid: int | None = None
         self.zero_copy = False
+        # descriptor chains (umem.multi_buffer, decided at start): the
+        # sockets are bound with XDP_USE_SG and a packet may take up to
+        # max_segs descriptors; 0 without chains
+        self.multi_buffer = False
+        self.max_segs = 0
         self.eventfds: list[int] = []       # one per slot
         self.free_slots: list[int] = []     # slot ids no worker uses
         self.quarantined: set[int] = set()  # slots whose frames did not all come back
@@ -174,6 +179,7 @@ class Supervisor(Startup, Recovery, Reloading):
         try:
             for step in (self._resolve_worker_user,
                          self._remove_what_a_dead_xdpd_left, self._apply_steering, plan,
+                         self._decide_multi_buffer,
                          lambda: self._load_programs(plans),
                          lambda: self._create_umem_and_sockets(plans),
                          self._write_table, self._spawn_all,
@@ -188,10 +194,12 @@ class Supervisor(Startup, Recovery, Reloading):
             raise
         self._log_worker_memory()
         self.generation = 1
-        log.info("forwarding: %d workers on %s (%s, %s mode)", len(self.workers),
+        log.info("forwarding: %d workers on %s (%s, %s mode%s)", len(self.workers),
                  ", ".join(f"{i.name} [{i.xdp_mode}]" for i in self.interfaces),
                  "UMEM %d frames x %d B" % (self.umem.capacity, self.config.umem.frame_size),
-                 "zero-copy" if self.zero_copy else "copy")
+                 "zero-copy" if self.zero_copy else "copy",
+                 f", multi-buffer: up to {self.max_segs} buffers per packet"
+                 if self.multi_buffer else "")
         self.ready = True
         self._take_snapshot(force=True)
         if self.notifier:
@@ -231,7 +239,8 @@ class Supervisor(Startup, Recovery, Reloading):
             busy_poll=self.config.workers.busy_poll,
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name,
             uid=self.worker_uid, gid=self.worker_gid,
-            direct_fds=tuple(d.socket.fd if d.socket is not None else -1 for d in w.direct))
+            direct_fds=tuple(d.socket.fd if d.socket is not None else -1 for d in w.direct),
+            max_segs=self.max_segs)
 
     def spawn_worker(self, w: Worker) -> None:
         """Start w's process: its standby takes over if it has one, else a

@@ -62,6 +62,8 @@
  *   frames.c   frame ownership: address checks, free list, ret ring
  *   direct.c   direct transmission (direct_*)
  *   rx.c       step 4, the RX ring: the receive paths
+ *   chain.c    descriptor chains (multi-buffer): their receive path and
+ *              their fwd ring entries onto the TX ring; port_receive()
  *   loop.c     the loop step (port_step) and its other numbered steps
  *   port.c     the Port object: open, run, drained
  * This file owns the module (its functions, method table and init) and the
@@ -96,6 +98,13 @@
 #ifndef F_SEAL_FUTURE_WRITE
 #define F_SEAL_FUTURE_WRITE 0x0010	/* Linux 5.1 */
 #endif
+/* Multi-buffer AF_XDP (Linux 6.6): newer than some distributions' headers */
+#ifndef XDP_USE_SG
+#define XDP_USE_SG (1 << 4)
+#endif
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD (1 << 0)
+#endif
 #ifndef SOL_XDP
 #define SOL_XDP 283
 #endif
@@ -110,6 +119,7 @@
 #include "frames.c"
 #include "direct.c"
 #include "rx.c"
+#include "chain.c"
 #include "loop.c"
 #include "port.c"
 

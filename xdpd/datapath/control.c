@@ -28,6 +28,7 @@ static const char *drop_reason_names[FP_DROP__MAX] = {
 	[FP_DROP_INVALID] = "invalid",
 	[FP_DROP_EGRESS_DOWN] = "egress_down",
 	[FP_DROP_TOO_LONG] = "too_long",
+	[FP_DROP_CHAIN_INVALID] = "chain_invalid",
 };
 
 static int check_params(const struct ctl_params *p);
@@ -61,8 +62,8 @@ static int check_params(const struct ctl_params *p)
 		PyErr_SetString(PyExc_ValueError, "frames_per_worker must be positive");
 		return -1;
 	}
-	if ((uint64_t)p->nworkers * p->frames_per_worker * p->frame_size > RING_ADDR_MASK) {
-		PyErr_SetString(PyExc_ValueError, "UMEM larger than a ring entry can address (2^48 B)");
+	if ((uint64_t)p->nworkers * p->frames_per_worker * p->frame_size > RING_CONTD) {
+		PyErr_SetString(PyExc_ValueError, "UMEM larger than a ring entry can address (2^47 B)");
 		return -1;
 	}
 	if (p->ring_entries < p->frames_per_worker ||
@@ -491,7 +492,7 @@ static PyObject *stats_dict(const struct fp_stats *s)
 		Py_DECREF(drops);
 		return NULL;
 	}
-	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsKsNsN}",
+	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsKsKsKsNsN}",
 			     "rx_packets", s->rx_packets, "rx_bytes", s->rx_bytes,
 			     "tx_packets", s->tx_packets, "tx_bytes", s->tx_bytes,
 			     "drops", drops,
@@ -500,6 +501,7 @@ static PyObject *stats_dict(const struct fp_stats *s)
 			     "sleeps", s->sleeps, "loops", s->loops, "busy_loops", s->busy_loops,
 			     "busy_polls", s->busy_polls, "bad_descs", s->bad_descs,
 			     "csum_completed", s->csum_completed,
+			     "rx_frags", s->rx_frags, "tx_descs", s->tx_descs,
 			     "direct_packets", dp, "direct_bytes", db);
 }
 

@@ -39,8 +39,10 @@ static void direct_load(PortObject *p, const struct fp_table *t)
 	uint8_t ok = __atomic_load_n(&t->direct_ok[p->id], __ATOMIC_RELAXED);
 	uint32_t n = p->nworkers, cap = n * FP_MAX_DIRECT;
 
+	/* chains go over the fwd rings (direct_out() counts packets, and
+	 * the frames a chain lends would not add up) */
 	for (uint32_t j = 0; j < p->n_direct; j++)
-		p->direct[j].ok = p->direct[j].open && (ok >> j & 1);
+		p->direct[j].ok = p->direct[j].open && (ok >> j & 1) && !p->max_segs;
 	p->egress_direct = -1;
 	for (uint32_t k = 0; k < FP_MAX_RULES; k++)
 		p->rule_direct[k] = -1;

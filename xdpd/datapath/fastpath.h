@@ -87,7 +87,8 @@
  *
  * Every ring here is single-producer single-consumer: ring (i, j) is written
  * only by worker i and read only by worker j.  Ring entries pack a UMEM
- * address and a length: addr | len << 48.  Each ring has as many slots as a
+ * address and a length: addr | len << 48; on a fwd ring, bit 47 set
+ * (RING_CONTD) says the next entry is the same packet's next fragment.  Each ring has as many slots as a
  * worker has frames, so a ring can never overflow: no worker can lend more
  * frames than it owns.
  */
@@ -97,7 +98,7 @@
 #include <stdint.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		9	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		10	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
@@ -105,7 +106,9 @@
 					 * 8: the tables area (assignments, tables),
 					 *    fp_netdev.flags, csum_completed;
 					 * 9: direct transmission (fp_assign.direct,
-					 *    fp_table.direct_ok, fp_stats.direct_*) */
+					 *    fp_table.direct_ok, fp_stats.direct_*);
+					 * 10: descriptor chains (chain_invalid,
+					 *    fp_stats.rx_frags, tx_descs) */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -119,6 +122,11 @@
 					 * itself, a TX socket of its own on each
 					 * (direct.c, "Direct transmission") */
 
+#define FP_MAX_SEGS		64	/* descriptors one packet may take (a
+					 * port's max_segs: MAX_SKB_FRAGS + 1 in
+					 * copy mode, the NIC's xdp-zc-max-segs in
+					 * zero-copy; rx.c, "Descriptor chains") */
+
 #define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
 
 /* Why a worker let go of a packet. Bounded: these become metric labels. */
@@ -128,6 +136,9 @@ enum fp_drop_reason {
 	FP_DROP_INVALID,	/* descriptor or frame unusable (runt, too long) */
 	FP_DROP_EGRESS_DOWN,	/* egress worker not running */
 	FP_DROP_TOO_LONG,	/* longer than the egress netdev takes (rule max_len) */
+	FP_DROP_CHAIN_INVALID,	/* a descriptor chain that lies: no end within
+				 * max_segs, a zero-length or foreign fragment,
+				 * headers not all in fragment 0 */
 	FP_DROP__MAX,
 };
 
@@ -180,6 +191,11 @@ struct fp_stats {
 				 * UMEM or not the frame's owner's, a length past
 				 * its frame (from the kernel or a peer worker) */
 	uint64_t csum_completed;	/* partial TCP/UDP checksums completed */
+	uint64_t rx_frags;	/* descriptors of the packets received (rx_packets
+				 * without chains; fragments per packet is
+				 * rx_frags / rx_packets) */
+	uint64_t tx_descs;	/* descriptors put on our TX ring: one per frame,
+				 * as the COMPLETION ring gives them back */
 	/* on our direct socket j (fp_assign.direct[j]'s queue): packets and
 	 * bytes sent, the egress netdev's transmissions; and frames its
 	 * COMPLETION ring's owner gave back (sent - returned: still out) */

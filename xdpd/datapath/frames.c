@@ -108,7 +108,7 @@ static void port_sync_members(PortObject *p)
 			const struct fp_counts *m = &c->counts[(w >> 1) & 1];
 			uint64_t a = __atomic_load_n(&m->fanout.took_rx, __ATOMIC_RELAXED);
 			uint64_t b = __atomic_load_n(&m->fanout.took_tx, __ATOMIC_RELAXED);
-			uint64_t n = __atomic_load_n(&m->stats.tx_packets, __ATOMIC_RELAXED);
+			uint64_t n = __atomic_load_n(&m->stats.tx_descs, __ATOMIC_RELAXED);
 
 			__atomic_thread_fence(__ATOMIC_ACQUIRE);
 			if ((__atomic_load_n(&c->word, __ATOMIC_RELAXED) >> 1) == (w >> 1)) {
@@ -161,7 +161,7 @@ static inline uint32_t lender_home(PortObject *p, uint32_t w)
  */
 static uint64_t port_tx_inflight(PortObject *p)
 {
-	uint64_t sent = p->st.tx_packets + p->members_sent;
+	uint64_t sent = p->st.tx_descs + p->members_sent;
 
 	if (p->member)
 		return p->tx.cached_prod - load_acquire(p->tx.consumer);

@@ -182,6 +182,8 @@ static uint32_t port_take_handoffs(PortObject *p)
 	uint32_t mask = p->ring_entries - 1;
 	struct xdp_desc *txd = p->tx.descs;
 
+	if (p->max_segs)
+		return port_take_chains(p);	/* chain.c */
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		struct fp_ring *r = p->fwd_in[w];
 		uint32_t n, room, cons, sent = 0, home;
@@ -218,6 +220,7 @@ static uint32_t port_take_handoffs(PortObject *p)
 		p->tx.cached_prod += sent;
 		redo_note(p, FP_REDO_FWD_IN_CONS, w, cons + n);
 		p->st.tx_packets += sent;
+		p->st.tx_descs += sent;
 		p->st.handoff_in += sent;
 		total += n;
 	}

@@ -242,7 +242,44 @@ static inline uint16_t csum_fold16(uint64_t sum)
 
 enum { CSUM_LEFT, CSUM_COMPLETED };
 
-static int csum_complete(uint8_t *pkt, uint32_t len)
+/* A packet's fragments after the first (a descriptor chain, rx.c): each
+ * one's bytes and length, in order. */
+struct frag {
+	uint8_t *b;
+	uint32_t len;
+};
+
+/*
+ * The ones' complement sum of the L4 segment, len bytes from pkt + l4
+ * on: what fragment 0 holds of it, then the following fragments.  A piece
+ * that starts at an odd offset of the segment is summed as if at an even
+ * one and its folded sum byte-swapped (RFC 1071: the sum is byte-order
+ * independent, so a swap moves it by one byte).
+ */
+static inline uint64_t csum_segment(uint64_t sum, const uint8_t *pkt, uint32_t len0,
+				    uint32_t l4, uint32_t len, const struct frag *rest,
+				    uint32_t nrest)
+{
+	uint32_t take = len0 - l4 < len ? len0 - l4 : len, done = take;
+
+	sum = csum_add(sum, pkt + l4, take);
+	for (uint32_t j = 0; j < nrest && done < len; j++) {
+		uint32_t n = rest[j].len < len - done ? rest[j].len : len - done;
+		uint16_t part = csum_fold16(csum_add(0, rest[j].b, n));
+
+		sum += done & 1 ? (uint16_t)(part << 8 | part >> 8) : part;
+		done += n;
+	}
+	return sum;
+}
+
+/*
+ * The headers are read from fragment 0 (len bytes at pkt) alone; total is
+ * the whole packet's length, rest its other fragments (none: total ==
+ * len, and the compiler drops the fragment walk from csum_complete()).
+ */
+static inline int csum_complete_sg(uint8_t *pkt, uint32_t len, uint32_t total,
+				   const struct frag *rest, uint32_t nrest)
 {
 	uint32_t off = ETH_HLEN, l4, l4len, field_off;
 	uint64_t pseudo, sum;
@@ -260,19 +297,19 @@ static int csum_complete(uint8_t *pkt, uint32_t len)
 	}
 	if (proto == htons(0x0800)) {
 		const uint8_t *ip = pkt + off;
-		uint32_t ihl, total;
+		uint32_t ihl, ip_total;
 
 		if (len < off + 20 || (ip[0] >> 4) != 4)
 			return CSUM_LEFT;
 		ihl = (ip[0] & 0x0f) * 4;
-		total = ntohs(get16(ip + 2));
-		if (ihl < 20 || total < ihl || len < off + total)
+		ip_total = ntohs(get16(ip + 2));
+		if (ihl < 20 || ip_total < ihl || total < off + ip_total)
 			return CSUM_LEFT;
 		if (get16(ip + 6) & htons(0x3fff))	/* a fragment (MF or offset) */
 			return CSUM_LEFT;
 		ip_proto = ip[9];
 		l4 = off + ihl;
-		l4len = total - ihl;
+		l4len = ip_total - ihl;
 		pseudo = csum_add(0, ip + 12, 8);
 	} else if (proto == htons(0x86dd)) {
 		const uint8_t *ip6 = pkt + off;
@@ -282,7 +319,7 @@ static int csum_complete(uint8_t *pkt, uint32_t len)
 		ip_proto = ip6[6];
 		l4 = off + 40;
 		l4len = ntohs(get16(ip6 + 4));
-		if (len < l4 + l4len)
+		if (total < l4 + l4len)
 			return CSUM_LEFT;
 		pseudo = csum_add(0, ip6 + 8, 32);
 	} else {
@@ -295,7 +332,7 @@ static int csum_complete(uint8_t *pkt, uint32_t len)
 	else
 		return CSUM_LEFT;
 	if (l4len < field_off + 2 || (ip_proto == 6 && l4len < 20) ||
-	    (ip_proto == 17 && l4len < 8))
+	    (ip_proto == 17 && l4len < 8) || len < l4 + field_off + 2)
 		return CSUM_LEFT;
 	/* the rest of the pseudo header, as words in the packet's byte order:
 	 * (0, protocol) and the L4 length (< 64 KiB: its upper word is 0) */
@@ -303,7 +340,8 @@ static int csum_complete(uint8_t *pkt, uint32_t len)
 	field = get16(pkt + l4 + field_off);
 	if (field != csum_fold16(pseudo))
 		return CSUM_LEFT;		/* not a partial checksum */
-	sum = csum_add(pseudo, pkt + l4, l4len);	/* the field included */
+	/* the field included */
+	sum = csum_segment(pseudo, pkt, len, l4, l4len, rest, nrest);
 	if (csum_fold16(sum) == 0xffff)
 		return CSUM_LEFT;		/* verifies: complete already */
 	/* the sum with the field as zero: take the field out again (adding
@@ -313,6 +351,11 @@ static int csum_complete(uint8_t *pkt, uint32_t len)
 		now = 0xffff;			/* UDP: 0 means "no checksum" */
 	memcpy(pkt + l4 + field_off, &now, 2);
 	return CSUM_COMPLETED;
+}
+
+static inline int csum_complete(uint8_t *pkt, uint32_t len)
+{
+	return csum_complete_sg(pkt, len, len, NULL, 0);
 }
 
 static inline void rewrite_macs(const struct fp_rule *r, uint8_t *pkt)

@@ -401,6 +401,14 @@ static int port_check_cfg(const PortObject *p, const struct ctl_lay *lay,
 		PyErr_SetString(PyExc_ValueError, "batch_size out of range");
 		return -1;
 	}
+	/* a batch holds at least one whole chain (rx.c, "Descriptor chains") */
+	if (cfg->max_segs == 1 || cfg->max_segs > FP_MAX_SEGS ||
+	    (cfg->max_segs && cfg->batch < cfg->max_segs)) {
+		PyErr_Format(PyExc_ValueError,
+			     "max_segs %u: 0, or 2..%d and at most batch_size (%u)",
+			     cfg->max_segs, FP_MAX_SEGS, cfg->batch);
+		return -1;
+	}
 	if (!is_pow2(cfg->rx) || !is_pow2(cfg->tx) ||
 	    (!p->member && (!is_pow2(cfg->fill) || !is_pow2(cfg->comp)))) {
 		PyErr_SetString(PyExc_ValueError, "ring sizes must be powers of two");
@@ -453,6 +461,7 @@ static void port_geometry(PortObject *p, const struct ctl_view *v, const struct 
 	p->rx_base = p->owner * p->home_span;
 	p->frames_end = p->nworkers * p->home_span;
 	p->batch = cfg->batch;
+	p->max_segs = cfg->max_segs;
 	p->spin = cfg->spin;
 	p->spin_max_ns = p->spin_ns = (uint64_t)cfg->spin_max_us * 1000;
 	p->last_work_ns = 0;
@@ -577,22 +586,22 @@ static int port_open(PortObject *p, ControlObject *c, const struct port_cfg *cfg
 
 /* Port(control, worker_id, xsk_fd, umem_fd, umem_size,
  *      (rx, tx, fill, completion), batch_size, spin, eventfds, *, busy_poll=False,
- *      spin_max_us=0) */
+ *      spin_max_us=0, direct_fds=None, max_segs=0) */
 static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"control", "worker_id", "xsk_fd", "umem_fd", "umem_size",
 				 "ring_sizes", "batch_size", "spin", "eventfds", "busy_poll",
-				 "spin_max_us", "direct_fds", NULL};
+				 "spin_max_us", "direct_fds", "max_segs", NULL};
 	struct port_cfg cfg = {0};
 	unsigned long long umem_size;
 	PyObject *control, *efds, *direct = NULL;
 	int spin, busy_poll = 0;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$pIO", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!IiiK(IIII)IpO|$pIOI", kwlist,
 					 &ControlType, &control, &cfg.id, &cfg.xsk_fd,
 					 &cfg.umem_fd, &umem_size, &cfg.rx, &cfg.tx, &cfg.fill,
 					 &cfg.comp, &cfg.batch, &spin, &efds, &busy_poll,
-					 &cfg.spin_max_us, &direct))
+					 &cfg.spin_max_us, &direct, &cfg.max_segs))
 		return -1;
 	if (direct && direct != Py_None) {
 		PyObject *seq = PySequence_Fast(direct, "direct_fds must be a sequence of fds");
@@ -651,7 +660,9 @@ static PyTypeObject PortType = {
 	.tp_doc = "Port(control, worker_id, xsk_fd, umem_fd, umem_size, ring_sizes, "
 		  "batch_size, spin, eventfds, *, busy_poll=False): a worker's rings, "
 		  "mapped; busy_poll: the socket has SO_PREFER_BUSY_POLL set and the "
-		  "loop drives its NAPI context with recvfrom()/sendto()",
+		  "loop drives its NAPI context with recvfrom()/sendto(); max_segs: "
+		  "descriptors one packet may take (0: one; the socket is bound with "
+		  "XDP_USE_SG otherwise)",
 	.tp_new = PyType_GenericNew,
 	.tp_init = (initproc)Port_init,
 	.tp_dealloc = (destructor)Port_dealloc,

@@ -45,6 +45,8 @@ typedef struct {
 	uint32_t frame_size;
 	uint32_t fpw;			/* frames per worker */
 	uint32_t batch;
+	uint32_t max_segs;		/* descriptors a packet may take; 0: one
+					 * (no chains: the socket has no XDP_USE_SG) */
 	uint32_t spin;			/* 1: never sleep */
 	/* adaptive spinning (Port_run): after work, keep looking for spin_ns
 	 * before sleeping; spin_max_ns 0: sleep as soon as idle */
@@ -66,7 +68,7 @@ typedef struct {
 	uint32_t n_members;
 	uint32_t members[FP_MAX_FANOUT];
 	struct fp_fanout fan;
-	uint64_t members_sent;		/* owner: its members' tx_packets, last sync */
+	uint64_t members_sent;		/* owner: its members' tx_descs, last sync */
 	/* per-peer ring pointers */
 	struct fp_ring **fwd_in, **fwd_out, **ret_in, **ret_out;
 	uint8_t *wake;			/* peers to wake after this iteration */
@@ -114,6 +116,7 @@ struct port_cfg {
 	uint64_t umem_size;
 	uint32_t rx, tx, fill, comp;	/* ring sizes */
 	uint32_t batch;
+	uint32_t max_segs;		/* 0: no chains; else 2..FP_MAX_SEGS */
 	bool spin;
 	bool busy_poll;
 	uint32_t spin_max_us;		/* adaptive spinning's cap; 0: none */

@@ -13,6 +13,10 @@
 
 #define RING_LEN_SHIFT 48
 #define RING_ADDR_MASK ((1ULL << RING_LEN_SHIFT) - 1)
+/* A fwd ring entry that is not a packet's last fragment (XDP_PKT_CONTD on
+ * the RX descriptor it came from).  Inside the address bits: an entry
+ * with it set is an address past every UMEM to a worker without chains. */
+#define RING_CONTD (1ULL << 47)
 
 static inline uint32_t load_acquire(const uint32_t *p)
 {

@@ -5,7 +5,7 @@
  * action, port_receive_rules_as), each compiled for a fanout member and
  * for anyone else, and what they share (rx_*, tx_put, fwd_put, fwd_sent).
  * Part of _fastpath.c's unity build, inlined into port_step() through
- * port_receive().  Must take no more off the RX ring than the egress has
+ * port_receive() (chain.c, which adds the path with descriptor chains).  Must take no more off the RX ring than the egress has
  * room for (back-pressure, never a drop), and publishes nothing itself:
  * ring indices are noted for the commit (commit.c).
  */
@@ -103,6 +103,7 @@ tx_put(PortObject *p, const bool member, uint64_t addr, uint32_t len)
 	else
 		p->n_tx++;
 	p->st.tx_packets++;
+	p->st.tx_descs++;
 	p->st.tx_bytes += len;
 }
 
@@ -132,7 +133,7 @@ static inline void fwd_sent(PortObject *p, uint32_t e, uint32_t prod)
  * must not wrap the count.  A fanout member's are the owner's, which it
  * counts for it (fastpath.h, "Fanout"). */
 static inline __attribute__((always_inline)) void
-rx_done(PortObject *p, const bool member, uint32_t n, const struct rx_tally *t)
+rx_done(PortObject *p, const bool member, uint32_t n, uint32_t packets, const struct rx_tally *t)
 {
 	uint32_t got = n - t->foreign, bad = t->bad;
 
@@ -145,7 +146,8 @@ rx_done(PortObject *p, const bool member, uint32_t n, const struct rx_tally *t)
 		bad += got - p->n_rx;
 		p->n_rx = 0;
 	}
-	p->st.rx_packets += got;
+	p->st.rx_packets += packets;
+	p->st.rx_frags += got;
 	p->st.drops[FP_DROP_INVALID] += t->invalid;
 	p->st.drops[FP_DROP_TOO_LONG] += t->too_long;
 	p->st.bad_descs += bad;
@@ -280,7 +282,7 @@ port_receive_rules_as(PortObject *p, const bool member)
 				addr, len);
 		}
 	}
-	rx_done(p, member, i, &t);
+	rx_done(p, member, i, i - t.foreign, &t);
 	rules_sent(p, direct_used);
 	return i;
 }
@@ -379,17 +381,10 @@ port_receive_as(PortObject *p, const bool member)
 		p->st.rule_packets[0] += n - t.bad;
 		p->st.rule_bytes[0] += p->st.rx_bytes - rx_bytes0;
 	}
-	rx_done(p, member, n, &t);
+	rx_done(p, member, n, n - t.foreign, &t);
 	if (to.out && to.out_prod != to.out->prod)
 		fwd_sent(p, p->egress, to.out_prod);
 	if (to.dtx)
 		direct_sent(p, to.dj);
 	return n;
-}
-
-/* The receive paths compiled twice, so that a worker that is not a fanout
- * member pays no per-packet test for being one. */
-static uint32_t port_receive(PortObject *p)
-{
-	return p->member ? port_receive_as(p, true) : port_receive_as(p, false);
 }

@@ -80,6 +80,9 @@ class WorkerSpec:
     # direct sockets (TX only, on other queues), by their index in the
     # slot's assignment; -1: closed (its queue was removed)
     direct_fds: tuple[int, ...] = ()
+    # descriptors one packet may take (umem.multi_buffer): 0, one (the
+    # socket has no XDP_USE_SG)
+    max_segs: int = 0
 
     def __post_init__(self):
         if not self.name:
@@ -253,7 +256,7 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
                           spec.rings, spec.batch_size, spec.spin, spec.eventfds,
                           busy_poll=spec.busy_poll, spin_max_us=spec.spin_max_us,
-                          direct_fds=spec.direct_fds)
+                          direct_fds=spec.direct_fds, max_segs=spec.max_segs)
     log.info("%s: running on CPU %d", spec.name, spec.cpu)
     drain = Drain(port)
     usage = Usage(port)

@@ -41,6 +41,7 @@ XDP_SHARED_UMEM = 1 << 0
 XDP_COPY = 1 << 1
 XDP_ZEROCOPY = 1 << 2
 XDP_USE_NEED_WAKEUP = 1 << 3
+XDP_USE_SG = 1 << 4            # multi-buffer: descriptor chains (Linux 6.6)
 
 XDP_OPTIONS_ZEROCOPY = 1 << 0
 
@@ -159,11 +160,17 @@ class XdpSocket:
         socket on another queue), bound to a socket of that queue."""
         _setsockopt(self._sock, XDP_TX_RING, size, f"set TX ring size {size} on {self.name}")
 
-    def bind(self, *, zero_copy: bool, shared_with: "XdpSocket | None" = None) -> None:
+    def bind(self, *, zero_copy: bool, shared_with: "XdpSocket | None" = None,
+             multi_buffer: bool = False) -> None:
+        """multi_buffer: XDP_USE_SG, packets longer than a frame as
+        descriptor chains.  Only the socket that registers the UMEM says it
+        (the kernel refuses flags on a shared bind): the UMEM remembers it,
+        and every socket sharing the UMEM inherits it."""
         if shared_with is not None:
             flags, shared_fd = XDP_SHARED_UMEM, shared_with.fd
         else:
             flags = XDP_USE_NEED_WAKEUP | (XDP_ZEROCOPY if zero_copy else XDP_COPY)
+            flags |= XDP_USE_SG if multi_buffer else 0
             shared_fd = 0
         addr = SOCKADDR_XDP.pack(AF_XDP, flags, self.ifindex, self.queue, shared_fd)
         if _libc.bind(self.fd, addr, len(addr)) != 0:
@@ -172,6 +179,13 @@ class XdpSocket:
             hint = ""
             if err == errno.EBUSY:
                 hint = f"another AF_XDP socket is bound to {self.name}; is another xdpd running?"
+            elif multi_buffer and shared_with is None and err in (errno.EINVAL,
+                                                                   errno.EOPNOTSUPP):
+                mode += ", multi-buffer"
+                hint = (f"{self.netdev} or this kernel cannot take descriptor chains "
+                        "(XDP_USE_SG: Linux 6.6+, and a driver with AF_XDP multi-buffer "
+                        "in zero-copy mode); set umem.multi_buffer: off and an MTU that "
+                        "fits one frame")
             elif zero_copy and err in (errno.EOPNOTSUPP, errno.EINVAL, errno.EPROTONOSUPPORT):
                 hint = f"{self.netdev} has no AF_XDP zero-copy support; use zero_copy: auto or off"
             elif err == errno.EINVAL:
