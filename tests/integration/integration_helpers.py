@@ -84,3 +84,25 @@ def stop_live_generator(proc: subprocess.Popen) -> int:
         raise
     assert proc.returncode == 0, err
     return json.loads(out.decode().strip().splitlines()[-1])["sent"]
+
+
+def listening(lab, ns: str, ip: str, port: int) -> bool:
+    """A TCP server in ns listens on ip:port."""
+    return f"{ip}:{port} " in lab.run(ns, "ss", "-ltnH").stdout
+
+
+def run_iperf3(lab, server_ip: str, *args: str, port: int = 5201) -> dict:
+    """iperf3 from the generator's namespace to a one-shot server on
+    server_ip in the sink's: the client's JSON report."""
+    server = lab.popen(lab.sink_ns, ["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        poll_until(lambda: listening(lab, lab.sink_ns, server_ip, port),
+                   what="iperf3 listening")
+        r = lab.run(lab.gen_ns, "iperf3", "-c", server_ip, "-p", str(port), "-J",
+                    "--connect-timeout", "5000", *args, check=False, timeout=60)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr)
+        return json.loads(r.stdout)
+    finally:
+        server.kill()
+        server.wait(10)

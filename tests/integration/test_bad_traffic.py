@@ -256,7 +256,7 @@ def receive_all(sock: socket.socket) -> list[bytes]:
     frames = []
     while True:
         try:
-            data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(AUXDATA.size))
+            data, anc, _, _ = sock.recvmsg(16384, socket.CMSG_SPACE(AUXDATA.size))
         except BlockingIOError:
             return frames
         for level, typ, cdata in anc:

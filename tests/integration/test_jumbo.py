@@ -12,7 +12,9 @@ import contextlib
 import shutil
 
 import pytest
-from integration_helpers import ROOT_ONLY, poll_until
+from integration_helpers import ROOT_ONLY, poll_until, run_iperf3
+from test_bad_traffic import (lab_sockets, mac, open_rx, open_tx, receive_all, size,
+                              socket_drops, tag, typed)
 
 pytestmark = [*ROOT_ONLY, pytest.mark.skipif(not shutil.which("ping"),
                                               reason="needs ping (iputils-ping)")]
@@ -63,9 +65,9 @@ def test_native_at_mtu_9000_carries_full_size_packets_as_chains(lab, start_daemo
         assert st["umem"]["max_segs"] == 18
         assert "takes 6 buffers of 2048 B, one descriptor chain (multi-buffer)" in d.log()
         pids = d.worker_pids()
-        for size in (56, 1472, 1800, 4000, MTU - 28):
-            out = ping(lab, size)
-            assert " 0% packet loss" in out, (size, out)
+        for n in (56, 1472, 1800, 4000, MTU - 28):
+            out = ping(lab, n)
+            assert " 0% packet loss" in out, (n, out)
         m = d.scrape()
         # 10 requests and 10 replies of each size: 1, 1, 2, 3 and 6 buffers
         assert m.value("xdpd_rx_packets_total") >= 100
@@ -74,6 +76,48 @@ def test_native_at_mtu_9000_carries_full_size_packets_as_chains(lab, start_daemo
         assert m.value("xdpd_bad_descriptors_total") == 0
         assert m.value("xdpd_xsk_rx_dropped_packets_total") == 0
         assert d.worker_pids() == pids
+
+
+def completed(d) -> float:
+    return d.scrape().value("xdpd_checksums_completed_total")
+
+
+needs_iperf3 = pytest.mark.skipif(not shutil.which("iperf3"),
+                                  reason="needs iperf3: make deps installs it")
+
+
+@needs_iperf3
+@pytest.mark.parametrize("reverse", [False, True])
+def test_iperf3_tcp_at_mtu_9000_with_default_offloads(lab, start_daemon, reverse):
+    """TCP segments of 8948 B payload, each a chain of 6 buffers whose
+    partial checksum (the peers' TX offload) xdpd completes over every
+    fragment: a wrong sum and the receiver drops every segment."""
+    with jumbo(lab):
+        d = start_daemon(config(lab))
+        report = run_iperf3(lab, SINK_IP, "-t", "2", "-M", "8948",
+                            *(["-R"] if reverse else []))
+        got = report["end"].get("sum_received")
+        assert got and got["bytes"] > 10 << 20, report.get("error", report["end"])
+        m = d.scrape()
+        frags, packets = m.value("xdpd_rx_fragments_total"), m.value("xdpd_rx_packets_total")
+        assert frags > 3 * packets, (frags, packets)       # full-size segments: 6 buffers
+        assert completed(d) > 1000
+        assert m.value("xdpd_dropped_packets_total") == 0
+        assert m.value("xdpd_bad_descriptors_total") == 0
+
+
+@needs_iperf3
+def test_iperf3_udp_8900_byte_datagrams_lose_nothing(lab, start_daemon):
+    """Each datagram a 6-buffer chain with a partial checksum: every one
+    arrives (the receiver checks the sum xdpd completed), and xdpd counts
+    each completion (but for the odd one whose partial sum verifies)."""
+    with jumbo(lab):
+        d = start_daemon(config(lab))
+        report = run_iperf3(lab, SINK_IP, "-u", "-b", "50M", "-l", "8900", "-t", "2")
+        s = report["end"]["sum"]
+        assert s["packets"] > 1000 and s["lost_packets"] == 0, s
+        poll_until(lambda: completed(d) >= s["packets"] - s["packets"] // 1000,
+                   what="a completion per datagram")
 
 
 def test_native_at_mtu_9000_without_chains_counts_what_does_not_fit(lab, start_daemon):
@@ -102,3 +146,90 @@ def test_native_at_mtu_9000_without_chains_counts_what_does_not_fit(lab, start_d
         assert m.value("xdpd_dropped_packets_total") == 0
         assert m.value("xdpd_bad_descriptors_total") == 0
         assert d.worker_pids() == pids                          # nobody crashed
+
+
+# --- every size, byte for byte ------------------------------------------------
+
+SIZES = range(60, MTU + 14 + 1)         # every frame length up to a full MTU 9000 frame
+CHUNK = 64                              # frames in flight: far below any ring's size
+
+
+def sized_frames(run_id: int, dst: bytes, tagged: bool) -> list[bytes]:
+    """One frame of each length in SIZES (VLAN 100 tagged: 4 B more), its
+    length in the source MAC 02:RUN:00:00:LEN, an experimental ethertype
+    (no stack answers it) and a payload that differs at every offset."""
+    frames = []
+    for n in SIZES:
+        src = bytes((0x02, run_id, 0, 0)) + n.to_bytes(2, "big")
+        body = size(typed(0x88B5, b""), n)
+        frames.append(dst + src + (tag(0x8100, 100, body) if tagged else body))
+    return frames
+
+
+def carry(lab, src_end, dst_end, frames: list[bytes], run_id: int) -> list[bytes]:
+    """frames sent from src_end (ns, dev), CHUNK at a time, and what of this
+    run arrived at dst_end (outer VLAN tag where the wire had it)."""
+    got: list[bytes] = []
+    with lab_sockets(lab, [(open_tx, *src_end), (open_rx, *dst_end)]) as (tx, rx):
+        def arrived():
+            got.extend(f for f in receive_all(rx) if f[6:8] == bytes((0x02, run_id)))
+            return len(got)
+        for i in range(0, len(frames), CHUNK):
+            for f in frames[i:i + CHUNK]:
+                assert tx.send(f) == len(f)
+            poll_until(lambda: arrived() >= min(i + CHUNK, len(frames)), timeout=10,
+                       what=f"{min(i + CHUNK, len(frames))} frames at {dst_end[1]}")
+        assert socket_drops(rx) == 0
+    return got
+
+
+def rewrite_config(lab, out: str, back: str) -> str:
+    return (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"
+            f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
+            f'    set_dst_mac: "{lab.MACS[lab.SINK_DEV]}"\n{out}'
+            f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
+            f'    set_dst_mac: "{lab.MACS[lab.GEN_DEV]}"\n{back}'
+            'metrics:\n  listen: "127.0.0.1:9464"\n')
+
+
+def both_ways(lab, d, out_tagged: bool, back_tagged: bool):
+    """Every size each way: (sent gen -> sink, got at sink, sent back, got at gen)."""
+    gen, sink = (lab.gen_ns, lab.GEN_DEV), (lab.sink_ns, lab.SINK_DEV)
+    out = sized_frames(0xE1, mac(lab.MACS[lab.IN_DEV]), out_tagged)
+    back = sized_frames(0xE2, mac(lab.MACS[lab.OUT_DEV]), back_tagged)
+    return out, carry(lab, gen, sink, out, 0xE1), back, carry(lab, sink, gen, back, 0xE2)
+
+
+def assert_chains_counted(d, sent: list[bytes]) -> None:
+    frames, total_bytes = len(sent), sum(map(len, sent))
+    fragments = sum(-(-len(f) // 1792) for f in sent)
+    m = d.wait_for(lambda m: m.value("xdpd_rx_packets_total") >= frames, timeout=10)
+    assert m.value("xdpd_rx_packets_total") == frames
+    assert m.value("xdpd_rx_bytes_total") == total_bytes
+    # a frame of n bytes arrives in ceil(n / 1792) buffers of 2048 B
+    assert m.value("xdpd_rx_fragments_total") == fragments
+    assert m.value("xdpd_dropped_packets_total") == 0
+    assert m.value("xdpd_bad_descriptors_total") == 0
+    assert m.value("xdpd_xsk_rx_dropped_packets_total") == 0
+
+
+def test_every_size_to_9014_b_both_ways_with_a_mac_rewrite(lab, start_daemon):
+    with jumbo(lab):
+        d = start_daemon(rewrite_config(lab, "", ""))
+        out, got_out, back, got_back = both_ways(lab, d, False, False)
+        sink, gen = mac(lab.MACS[lab.SINK_DEV]), mac(lab.MACS[lab.GEN_DEV])
+        assert sorted(got_out) == sorted(sink + f[6:] for f in out)
+        assert sorted(got_back) == sorted(gen + f[6:] for f in back)
+        assert_chains_counted(d, out + back)
+
+
+def test_every_size_both_ways_with_vlan_push_and_pop(lab, start_daemon):
+    """gen -> sink: pushed (the egress gets 4 B more); sink -> gen: tagged
+    frames popped (4 B fewer).  Both act on fragment 0 of the chain."""
+    with jumbo(lab):
+        d = start_daemon(rewrite_config(lab, "    push_vlan: 100\n", "    pop_vlan: true\n"))
+        out, got_out, back, got_back = both_ways(lab, d, False, True)
+        sink, gen = mac(lab.MACS[lab.SINK_DEV]), mac(lab.MACS[lab.GEN_DEV])
+        assert sorted(got_out) == sorted(sink + f[6:12] + tag(0x8100, 100, f[12:]) for f in out)
+        assert sorted(got_back) == sorted(gen + f[6:12] + f[16:] for f in back)
+        assert_chains_counted(d, out + back)

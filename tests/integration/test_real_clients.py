@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 import pytest
-from integration_helpers import ROOT_ONLY, poll_until
+from integration_helpers import ROOT_ONLY, listening, poll_until, run_iperf3
 
 from xdpd.lab.netns import Lab
 
@@ -140,22 +140,8 @@ def test_a_hop_wakes_one_worker_its_own_direct_socket_sends(lab, xdpd):
     assert all(w["direct_sockets"] for w in workers), workers
 
 
-def listening(lab, ns: str, port: int) -> bool:
-    return f"{SINK_IP}:{port} " in lab.run(ns, "ss", "-ltnH").stdout
-
-
-def iperf3(lab, *args: str, port: int = 5201) -> dict:
-    server = lab.popen(lab.sink_ns, ["iperf3", "-s", "-1", "-B", SINK_IP, "-p", str(port)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        poll_until(lambda: listening(lab, lab.sink_ns, port), what="iperf3 listening")
-        r = lab.run(lab.gen_ns, "iperf3", "-c", SINK_IP, "-p", str(port), "-J",
-                    "--connect-timeout", "5000", *args, check=False, timeout=60)
-        assert r.returncode == 0, (r.stdout[-2000:], r.stderr)
-        return json.loads(r.stdout)
-    finally:
-        server.kill()
-        server.wait(10)
+def iperf3(lab, *args: str) -> dict:
+    return run_iperf3(lab, SINK_IP, *args)
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "both"])
@@ -208,7 +194,8 @@ def test_http_fetch_of_50_mb_arrives_intact(lab, xdpd):
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             got = os.path.join(root, "got")
-            poll_until(lambda: listening(lab, lab.sink_ns, 8080), what="http.server listening")
+            poll_until(lambda: listening(lab, lab.sink_ns, SINK_IP, 8080),
+                       what="http.server listening")
             r = lab.run(lab.gen_ns, "curl", "-sS", "--max-time", "120", "-o", got,
                         "-w", "%{http_code} %{size_download}",
                         f"http://{SINK_IP}:8080/blob", check=False, timeout=150)
