@@ -157,7 +157,7 @@ class FakeSocket:
                                  None if shared_with is None else shared_with.fd))
 
     def statistics(self):
-        return {}
+        return dict(self.ops.xsk_stats.get((self.netdev, self.queue), {}))
 
     def close(self):
         self.closed = True
@@ -265,6 +265,7 @@ class FakeOps:
         self.journal = []
         self.fds = itertools.count(100)
         self.zero_copy_ok = zero_copy_ok
+        self.xsk_stats: dict[tuple[str, int], dict] = {}    # XDP_STATISTICS by socket
         self.start_ok = start_ok
         self.procs = []
         self.sockets = []
@@ -658,6 +659,30 @@ def test_a_jumbo_mtu_turns_descriptor_chains_on(caplog):
     # chains go over the fwd rings: no direct sockets
     assert all(not w.direct for w in sup.workers)
     assert "tx_only" not in kinds(ops.journal)
+    sup.stop()
+
+
+def test_drops_at_a_socket_with_multi_buffer_on_are_explained_once(caplog):
+    host = FakeHost()
+    host.mtus = {"out0": 9000}
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops := FakeOps(host=host))
+    sup.start()
+    ops.xsk_stats[("out0", 1)] = {"rx_dropped": 5, "rx_fill_ring_empty_descs": 5}
+    sup.status()
+    ops.xsk_stats[("out0", 1)] = {"rx_dropped": 9, "rx_fill_ring_empty_descs": 9}
+    with caplog.at_level("WARNING", logger="xdpd"):
+        sup.status()                    # an empty FILL ring's drops: nothing to say
+        assert not caplog.messages
+        ops.xsk_stats[("out0", 1)] = {"rx_dropped": 12, "rx_fill_ring_empty_descs": 9}
+        sup.status()
+        ops.xsk_stats[("out0", 1)] = {"rx_dropped": 20, "rx_fill_ring_empty_descs": 9}
+        sup.status()
+    assert caplog.messages == [
+        "out0/q1: the kernel dropped 3 packets at this socket with multi-buffer on "
+        "(XDP_STATISTICS rx_dropped, not for an empty FILL ring): a kernel that does not "
+        "give sockets sharing a UMEM multi-buffer (XDP_USE_SG; fixed upstream in "
+        "93e84fe45b75) drops every packet longer than a frame there; upgrade the kernel, or "
+        "set umem.multi_buffer: off and an MTU that fits one frame"]
     sup.stop()
 
 

@@ -18,6 +18,7 @@ after take() returns (a reader that wants to change one copies it).
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from xdpd import __version__
 from xdpd.control.workers import WorkerState, worker_rule_counts
 from xdpd.kernel.xdp_program import XDPD_MAX_QUEUES
+
+log = logging.getLogger("xdpd.supervisor")
 
 STATUS_SCHEMA = 1
 SNAPSHOT_S = 0.5                    # the loop takes one at least this often
@@ -196,6 +199,29 @@ class Snapshotter:
 
     def __init__(self):
         self._samples: dict[int, list[tuple[float, int, int, int]]] = {}
+        self._sg_drops: dict[str, int] = {}     # worker name -> rx_dropped first seen
+        self._sg_warned: set[str] = set()
+
+    def _watch_sg_drops(self, name: str, dropped: int) -> None:
+        """With multi-buffer on, packets the kernel drops at a socket for
+        another reason than an empty FILL ring (dropped: rx_dropped less
+        rx_fill_ring_empty_descs; what is left in copy mode is a packet
+        longer than a frame on a socket without XDP_USE_SG): say once per
+        worker what that means and the fix, rather than leave it to a
+        counter.  A kernel that does not pass XDP_USE_SG to the sockets
+        sharing the UMEM (before upstream 93e84fe45b75) does this to every
+        worker's socket but the first."""
+        if name in self._sg_warned:
+            return
+        first = self._sg_drops.setdefault(name, dropped)
+        if dropped > first:
+            self._sg_warned.add(name)
+            log.warning("%s: the kernel dropped %d packets at this socket with multi-buffer "
+                        "on (XDP_STATISTICS rx_dropped, not for an empty FILL ring): a kernel that does not give sockets "
+                        "sharing a UMEM multi-buffer (XDP_USE_SG; fixed upstream in "
+                        "93e84fe45b75) drops every packet longer than a frame there; upgrade "
+                        "the kernel, or set umem.multi_buffer: off and an MTU that fits one "
+                        "frame", name, dropped - first)
 
     def forget(self, wid: int) -> None:
         """Worker slot wid was released: its samples go with it."""
@@ -217,6 +243,9 @@ class Snapshotter:
                 xsk = w.socket.statistics()
             except OSError:
                 xsk = {}
+            if sup.multi_buffer and "rx_dropped" in xsk:
+                self._watch_sg_drops(w.name, xsk["rx_dropped"] -
+                                     xsk.get("rx_fill_ring_empty_descs", 0))
             running = w.proc is not None and w.state in (WorkerState.RUNNING,
                                                         WorkerState.STARTING,
                                                         WorkerState.DRAINING)
