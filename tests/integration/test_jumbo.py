@@ -9,12 +9,19 @@ and a packet larger than a frame is dropped by the kernel at the socket
 and counted in the socket's rx_dropped, nothing else breaks, and what fits
 a frame goes through.  Real clients judge it: ping at both sizes."""
 import contextlib
+import json
+import os
+import random
 import shutil
+import signal
+import subprocess
 
 import pytest
-from integration_helpers import ROOT_ONLY, poll_until, run_iperf3
+from integration_helpers import ROOT_ONLY, poll_until, ready_to_kill, run_iperf3
 from test_bad_traffic import (lab_sockets, mac, open_rx, open_tx, receive_all, size,
                               socket_drops, tag, typed)
+
+from xdpd.lab.traffic import SinkProcess, child_env, traffic_cmd
 
 pytestmark = [*ROOT_ONLY, pytest.mark.skipif(not shutil.which("ping"),
                                               reason="needs ping (iputils-ping)")]
@@ -233,3 +240,83 @@ def test_every_size_both_ways_with_vlan_push_and_pop(lab, start_daemon):
         assert sorted(got_out) == sorted(sink + f[6:12] + tag(0x8100, 100, f[12:]) for f in out)
         assert sorted(got_back) == sorted(gen + f[6:12] + f[16:] for f in back)
         assert_chains_counted(d, out + back)
+
+
+# --- chains under worker kills and reloads ----------------------------------
+
+SMALL, LARGE = 64, MTU + 14
+MIXED_RATES = {SMALL: 4000, LARGE: 1000}     # pps; the large ones are 6-buffer chains
+FAULTS = 20                                  # kills, and as many reloads
+
+
+def chaos_config(lab, dst: str) -> str:
+    """Each way forwarded with a MAC rewrite (to dst's MAC in one direction);
+    a reload flips dst, so every reload changes the table.  Workers on CPU 1,
+    the senders on CPU 0 (as test_worker_faults)."""
+    return (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"
+            f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
+            f'    set_dst_mac: "{lab.MACS[dst]}"\n'
+            f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
+            "workers:\n  cpus: [1]\n"
+            'metrics:\n  listen: "127.0.0.1:9464"\n')
+
+
+def start_sender(lab, size: int):
+    """The lab's AF_PACKET sender in gen0, paced, until SIGTERM (then it
+    prints what it sent)."""
+    cmd = traffic_cmd("send", "--dev", lab.GEN_DEV, "--dst-mac", lab.MACS[lab.IN_DEV],
+                      "--size", str(size), "--tag", str(size), "--flows", "16",
+                      "--rate", str(MIXED_RATES[size]), "--duration", "600")
+    return lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True, env=child_env())
+
+
+def stop_sender(proc) -> int:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])["sent"]
+
+
+def test_mixed_64_and_9014_b_under_20_kills_and_20_reloads_lose_nothing(lab, start_daemon):
+    """Every packet of both sizes arrives intact and once while workers are
+    SIGKILLed (a replacement continues mid-chain from the commit record) and
+    the table is replaced; every frame comes home."""
+    with jumbo(lab):
+        d = start_daemon(chaos_config(lab, lab.SINK_DEV))
+        rng = random.Random(os.getpid())
+        sinks = {n: SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=n, idle=3.0, timeout=300)
+                 for n in MIXED_RATES}
+        try:
+            senders = {n: start_sender(lab, n) for n in MIXED_RATES}
+            try:
+                poll_until(lambda: d.scrape().value("xdpd_rx_fragments_total") > 1000,
+                           what="jumbo traffic through xdpd")
+                for i in range(FAULTS):
+                    victim = ready_to_kill(d, rng.choice(sorted(d.worker_pids())))
+                    os.kill(victim["pid"], signal.SIGKILL)
+                    poll_until(lambda: any(w["name"] == victim["name"] and
+                                           w["state"] == "running" and
+                                           w["pid"] not in (None, victim["pid"])
+                                           for w in d.status()["workers"]),
+                               what=f"{victim['name']} replaced")
+                    d.reload(chaos_config(lab, (lab.GEN_DEV, lab.SINK_DEV)[i % 2]))
+            finally:
+                sent = {n: stop_sender(p) for n, p in senders.items()}
+            got = {n: sinks[n].result(timeout=30) for n in MIXED_RATES}
+        finally:
+            for sink in sinks.values():
+                sink.kill()
+        m = d.scrape()
+        for n in MIXED_RATES:
+            assert got[n]["received"] == sent[n], (n, got[n], sent, m.by(
+                "xdpd_dropped_packets_total", "reason"), m.by(
+                "xdpd_xsk_rx_ring_full_total", "netdev", "queue"))
+            assert got[n]["bad_payload"] == 0 and got[n]["duplicates"] == 0, got[n]
+        assert m.value("xdpd_dropped_packets_total") == 0
+        assert m.value("xdpd_xsk_rx_dropped_packets_total") == 0
+        assert m.value("xdpd_bad_descriptors_total") == 0
+        assert sum(m.by("xdpd_worker_restarts_total", "netdev", "queue").values()) == FAULTS
+        loc = poll_until(lambda: (lambda x: x[("handoff",)] == 0 and x[("tx",)] == 0 and x)(
+            d.scrape().by("xdpd_umem_frames", "location")), what="every lent frame home")
+        assert sum(loc.values()) == d.scrape().value("xdpd_umem_frames_capacity")

@@ -67,7 +67,7 @@ OFF_SEQ = 50
 OFF_FLOW = 58
 OFF_FILL = 60
 MIN_SIZE = 60           # headers + magic + tag + seq + flow, no fill
-MAX_SIZE = 1514         # MTU 1500 + Ethernet header
+MAX_SIZE = 9014         # MTU 9000 (jumbo frames) + Ethernet header
 DEFAULT_SIZE = 64
 MAX_FLOWS = 50000       # src port 10000 + flow must stay a valid port
 UDP_SRC_PORT_BASE = 10000
@@ -442,7 +442,7 @@ def run_sink(dev: str, tag: int = 1, expect: int | None = None, idle: float = 1.
             elif now >= drain_until:
                 break
             try:
-                frame = recv(2048)
+                frame = recv(MAX_SIZE + 4)     # with a VLAN tag
             except (BlockingIOError, TimeoutError):
                 if stopped_by is not None:
                     break
