@@ -50,9 +50,9 @@ def jumbo(lab):
             lab.run(ns, "ip", "link", "set", dev, "mtu", "1500", check=False)
 
 
-def config(lab, umem: str = "") -> str:
-    return (umem + f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: native\n"
-            f"  - name: {lab.OUT_DEV}\n    xdp_mode: native\n"
+def config(lab, umem: str = "", mode: str = "native") -> str:
+    return (umem + f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: {mode}\n"
+            f"  - name: {lab.OUT_DEV}\n    xdp_mode: {mode}\n"
             f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
             f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
             'metrics:\n  listen: "127.0.0.1:9464"\n')
@@ -63,12 +63,13 @@ def ping(lab, size: int, count: int = 10):
                    "do", "-s", str(size), SINK_IP, check=False).stdout
 
 
-def test_native_at_mtu_9000_carries_full_size_packets_as_chains(lab, start_daemon):
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_at_mtu_9000_full_size_packets_cross_as_chains(lab, start_daemon, mode):
     with jumbo(lab):
-        d = start_daemon(config(lab))
+        d = start_daemon(config(lab, mode=mode))
         st = d.status()
         assert {i["name"]: i["xdp_mode"] for i in st["interfaces"]} == {
-            lab.IN_DEV: "native", lab.OUT_DEV: "native"}
+            lab.IN_DEV: mode, lab.OUT_DEV: mode}
         assert st["umem"]["max_segs"] == 18
         assert "takes 6 buffers of 2048 B, one descriptor chain (multi-buffer)" in d.log()
         pids = d.worker_pids()
