@@ -497,6 +497,7 @@ out:
 
 #define FZ_ID_OFF	16	/* packet id in the frame: past the MACs a rule rewrites */
 #define FZ_ID_ROOM	(FZ_ID_OFF + 8)
+#define FZ_MAX_FRAGS	6	/* the behaving kernel's longest chain (max_segs less) */
 
 enum fz_action {
 	FZ_STEP,
@@ -513,16 +514,24 @@ enum fz_action {
 	FZ_LIE_PEER_INDEX,
 	FZ_LIE_TABLE,
 	FZ_LIE_STATE,
+	/* with max_segs only (last, so that a run without chains draws as
+	 * it did before they came) */
+	FZ_BAD_CHAIN,
+	FZ_LIE_CHAIN,
+	FZ_LIE_FWD_CHAIN,
 	FZ__MAX,
 };
 
 /* The kernel behaving outweighs every lie together, so that lies land on
  * ports in the middle of ordinary work (frames in every place), and a
- * port steps about as often as the kernel moves each of its rings. */
+ * port steps about as often as the kernel moves each of its rings.
+ * kernel_bad_chain is a lie too, but one made of FILL buffers the kernel
+ * holds, so that an exact run checks what becomes of it (fz_bad_chain()). */
 static const struct {
 	const char *name;
 	uint32_t weight;
 	bool lie;
+	bool chains;		/* only with max_segs */
 } fz_actions[FZ__MAX] = {
 	[FZ_STEP]		= { "step", 24 },
 	[FZ_TAKE_FILL]		= { "kernel_take_fill", 8 },
@@ -538,6 +547,9 @@ static const struct {
 	[FZ_LIE_PEER_INDEX]	= { "peer_bad_index", 1, true },
 	[FZ_LIE_TABLE]		= { "bad_table", 1, true },
 	[FZ_LIE_STATE]		= { "bad_state", 1, true },
+	[FZ_BAD_CHAIN]		= { "kernel_bad_chain", 1, false, true },
+	[FZ_LIE_CHAIN]		= { "kernel_lying_chain", 2, true, true },
+	[FZ_LIE_FWD_CHAIN]	= { "peer_lying_chain", 2, true, true },
 };
 
 /* Where fz_kill() stops a port (fastpath.h, "Crash consistency"). */
@@ -573,10 +585,31 @@ enum fz_loc {
 enum { FZ_FREE, FZ_RX, FZ_TX, FZ_HANDOFF };	/* struct fp_frames, in order */
 
 struct fz_pkt {
-	uint64_t addr;		/* where it was delivered */
-	uint16_t len;
+	uint64_t addr;		/* where it (its fragment 0) was delivered */
+	uint32_t total;		/* bytes, every fragment */
+	uint16_t len;		/* fragment 0's */
+	uint8_t nfrags;		/* descriptors: 1, or a chain's */
 	uint8_t sent;
+	uint8_t lie;		/* a chain the port must refuse (fz_bad_chain()) */
+	uint8_t bad;		/* of a lie's fragments, those bad_descs counts */
 	uint32_t seen;		/* the fz_scan() pass that last found it in flight */
+};
+
+/* By frame: what the kernel last delivered into it, the only delivery
+ * whose marks there are not stale (a packet's id in fragment 0, the
+ * pattern of fz_frag_fill() in the others). */
+struct fz_frame {
+	uint64_t id;		/* the packet */
+	uint32_t len;		/* this fragment's */
+	uint16_t off;		/* where in the frame it starts */
+	uint8_t j;		/* which of the packet's fragments */
+};
+
+/* Packets on their way (RX, fwd or TX rings), as fz_scan() found them:
+ * packets, their bytes (not a lie's: the port never counts them) and
+ * descriptors. */
+struct fz_way {
+	uint64_t packets, bytes, frags;
 };
 
 /* The emulated kernel's side of one socket. */
@@ -596,6 +629,7 @@ struct fuzz {
 	uint64_t seed, rng, step;
 	bool lie, exact;
 	uint32_t crash_every;
+	uint32_t max_segs;	/* the ports' (0: no chains) */
 	struct fz_kernel *k;
 	uint32_t kcap;		/* a kernel side can hold every frame */
 	uint32_t *dead;		/* steps until the replacement starts; 0: alive */
@@ -603,16 +637,17 @@ struct fuzz {
 	struct fz_pkt *pkts;	/* by id - 1 */
 	uint64_t n_pkts, cap_pkts, sent;
 	uint64_t bytes_delivered, bytes_sent;
+	uint64_t frags_delivered, frags_sent, chains;
+	uint64_t n_lies, bad_delivered;	/* fz_bad_chain(): chains, bad fragments */
 	struct fp_stats st0;	/* the counters' sums before the run */
 	uint64_t actions[FZ__MAX], kills[FZ_KILL__MAX], scans;
 	/* fz_scan() */
 	uint32_t *where;
-	uint64_t *last_id;	/* by frame: the packet last delivered into it (the
-				 * only one whose id there is not stale) */
+	struct fz_frame *fr;	/* by frame */
 	uint64_t (*cnt)[4];
 	uint32_t pass;
-	uint64_t on_rx, on_fwd, on_tx;		/* packets on their way */
-	uint64_t bytes_on_rx, bytes_on_tx;
+	struct fz_way on_rx, on_fwd, on_tx;	/* packets on their way */
+	uint64_t lies_on_rx, bad_on_rx;		/* fz_bad_chain()'s, not refused yet */
 };
 
 /* xorshift64* (Vigna, "An experimental exploration of Marsaglia's

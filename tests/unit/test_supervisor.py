@@ -686,6 +686,28 @@ def test_drops_at_a_socket_with_multi_buffer_on_are_explained_once(caplog):
     sup.stop()
 
 
+def test_a_driver_that_refuses_native_xdp_at_its_mtu_is_refused_with_the_mtu_and_fix():
+    from xdpd.kernel.libbpf import BpfError
+    host = FakeHost()
+    host.mtus = {"in0": 9000}
+    config = CONFIG.replace("  - name: in0\n", "  - name: in0\n    xdp_mode: native\n")
+    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops := FakeOps(host=host))
+    attach = FakeProgram.attach
+
+    def refuse(prog, ifindex, ifname, mode):
+        raise BpfError(errno.ERANGE, f"attach rr_redirect to {ifname} (native): ERANGE; "
+                                     "lower it, or try xdp_mode: generic")
+    FakeProgram.attach = refuse
+    try:
+        with pytest.raises(SetupError) as e:
+            sup.start()
+    finally:
+        FakeProgram.attach = attach
+    assert str(e.value) == ("in0: MTU 9000: attach rr_redirect to in0 (native): ERANGE; "
+                            "lower it, or try xdp_mode: generic")
+    assert "spawn" not in kinds(ops.journal)
+
+
 def test_zero_copy_chains_take_the_nics_segment_limit():
     from xdpd.kernel.xdp_features import XdpFeatures
     host = FakeHost()

@@ -102,13 +102,25 @@ class Startup:
         try:
             iface.xdp_mode = prog.attach(ifindex, iface_cfg.name, iface_cfg.xdp_mode)
         except BpfError as e:
-            raise SetupError(str(e)) from None
+            raise SetupError(self._attach_refused(iface_cfg.name, e)) from None
         self._write_record()                  # with the mode the kernel accepted
         log.info("%s: rr_redirect attached (%s), queues %s", iface.name,
                  iface.xdp_mode, ",".join(map(str, queues)))
         self._say_checksums(iface)
         self._say_frame_room(iface)
         return iface
+
+    def _attach_refused(self, name: str, e: BpfError) -> str:
+        """Why the attach failed; ERANGE (the driver takes no packet over a
+        buffer in native XDP: no multi-buffer there) with the MTU it
+        refused."""
+        if e.errno != errno.ERANGE:
+            return str(e)
+        try:
+            mtu = f"MTU {self.host.mtu(name)}"
+        except OSError:
+            mtu = "MTU unknown"
+        return f"{name}: {mtu}: {e}"
 
     def _decide_multi_buffer(self) -> None:
         """umem.multi_buffer for this run (the UMEM's sockets are bound
