@@ -2,7 +2,7 @@
 """Real clients through each forwarder, side by side in one veth lab (root).
 
     make bench-clients
-    python bench/clients.py [--runs 3] [--seconds 4]
+    python bench/clients.py [--runs 3] [--seconds 4] [--mtu 1500]
                             [--peers bridge,kernel,xsk_fwd,xdpd,xdpd-handoff,xdpd-sleep,xdpd-spin]
                             [--json FILE]
 
@@ -26,7 +26,13 @@ Per forwarder and run:
   tcp        iperf3 TCP, gen -> sink, Gbit/s received; again with both peers'
              TX offloads off (MTU-sized segments for everyone: the fair one)
   udp        iperf3 UDP, 64 B payloads at full speed, packets/s received
+  udp full   iperf3 UDP, datagrams of the whole MTU at full speed, Gbit/s
+             received (at --mtu 9000: 6-buffer chains through xdpd)
   rtt        ping RTT p50 and p99 at 50 pps, 1 kpps and 10 kpps sent
+--mtu sets every link of the lab (both peers, in0, out0): at 9000 a
+full-size packet takes 6 buffers of 2048 B, which xdpd carries as one
+descriptor chain (umem.multi_buffer: auto) and xsk_fwd (one buffer per
+packet) cannot.
 The table gives the median over runs; each run's numbers are in --json.
 """
 from __future__ import annotations
@@ -156,6 +162,12 @@ def address(lab: Lab) -> None:
         lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
 
 
+def set_mtu(lab: Lab, mtu: int) -> None:
+    for ns, dev in ((lab.gen_ns, lab.GEN_DEV), (lab.dut_ns, lab.IN_DEV),
+                    (lab.dut_ns, lab.OUT_DEV), (lab.sink_ns, lab.SINK_DEV)):
+        lab.run(ns, "ip", "link", "set", dev, "mtu", str(mtu))
+
+
 def txoff(lab: Lab, off: bool) -> None:
     for ns, dev in ((lab.gen_ns, lab.GEN_DEV), (lab.sink_ns, lab.SINK_DEV)):
         lab.run(ns, "ethtool", "-K", dev, "tx", "off" if off else "on")
@@ -201,7 +213,7 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def one_run(lab: Lab, fwd, seconds: float) -> dict:
+def one_run(lab: Lab, fwd, seconds: float, mtu: int) -> dict:
     fwd.start()
     try:
         # the path is up: the first replies (ARP, MAC learning) come back
@@ -236,6 +248,16 @@ def one_run(lab: Lab, fwd, seconds: float) -> dict:
         except BenchError as e:
             out["udp_pps"] = None
             out["failed"]["udp"] = str(e)
+        try:
+            udp = iperf3(lab, "-u", "-b", "0", "-l", str(mtu - 28), seconds=seconds)
+            s = udp["end"]["sum"]
+            got = (s["packets"] - s["lost_packets"]) / s["seconds"]
+            out["udp_full_gbps"] = got * (mtu - 28) * 8 / 1e9 if got else None
+            if not got:
+                out["failed"]["udp full"] = f"nothing received of {s['packets']}"
+        except BenchError as e:
+            out["udp_full_gbps"] = None
+            out["failed"]["udp full"] = str(e)
         for rate, count in PING_RATES:
             procs = [psutil.Process(p) for p in getattr(fwd, "pids", list)()]
             cpu0 = [sum(p.cpu_times()[:2]) for p in procs]
@@ -267,13 +289,15 @@ def table(results: dict[str, list[dict]]) -> list[str]:
 
     def num(v: float | None, scale: float, width: int, digits: int) -> str:
         return f"{'fails':>{width}}" if v is None else f"{v / scale:>{width}.{digits}f}"
-    head = (f"{'forwarder':<10} {'TCP Gbit/s':>10} {'tx off':>7} {'UDP kpps':>9}"
+    head = (f"{'forwarder':<10} {'TCP Gbit/s':>10} {'tx off':>7} {'UDP kpps':>9} "
+            f"{'UDP full Gbit/s':>15}"
             + "".join(f" {'RTT ' + _rate(r) + ' p50/p99 ms':>22}" for r, _ in PING_RATES))
     lines = [head, "-" * len(head)]
     for peer in results:
         row = (f"{peer:<10} {num(med(peer, lambda r: r['tcp_gbps']), 1, 10, 2)} "
                f"{num(med(peer, lambda r: r['tcp_txoff_gbps']), 1, 7, 2)} "
-               f"{num(med(peer, lambda r: r['udp_pps']), 1e3, 9, 1)}")
+               f"{num(med(peer, lambda r: r['udp_pps']), 1e3, 9, 1)} "
+               f"{num(med(peer, lambda r: r['udp_full_gbps']), 1, 15, 2)}")
         for rate, _ in PING_RATES:
             p50 = med(peer, lambda r: r[f"rtt_{rate}"]["p50"])
             p99 = med(peer, lambda r: r[f"rtt_{rate}"]["p99"])
@@ -308,8 +332,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--mtu", type=int, default=1500, help="of every link (1280..9000)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if not 1280 <= args.mtu <= 9000:
+        ap.error(f"--mtu {args.mtu}: choose 1280..9000")
     if os.geteuid() != 0:
         print("bench/clients.py needs root (network namespaces, XDP)", file=sys.stderr)
         return 2
@@ -326,9 +353,10 @@ def main() -> int:
     try:
         with libxdp_pins_removed(), Lab.create(queues=1) as lab:
             address(lab)
+            set_mtu(lab, args.mtu)
             for run in range(args.runs):
                 for peer in peers:
-                    r = one_run(lab, make(peer, lab), args.seconds)
+                    r = one_run(lab, make(peer, lab), args.seconds, args.mtu)
                     results[peer].append(r)
                     tcp = "fails" if r["tcp_gbps"] is None else f"{r['tcp_gbps']:.2f} Gbit/s"
                     if r["tcp_txoff_gbps"] is not None:

@@ -168,7 +168,9 @@ int lab_count(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
-SEC("xdp")
+/* frags: attaches at any MTU (a veth over a page of MTU refuses a program
+ * without them); it reads and writes the MACs only, in the linear part */
+SEC("xdp.frags")
 int lab_fwd(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
