@@ -50,7 +50,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from perf import XSK_FWD, OneProcess, libxdp_pins_removed  # noqa: E402
+from perf import XSK_FWD, Bridge, OneProcess, libxdp_pins_removed, set_mtu  # noqa: E402
 
 from xdpd.lab.daemon import LabDaemon  # noqa: E402
 from xdpd.lab.netns import Lab, LabError, cleanup_stale  # noqa: E402
@@ -64,26 +64,6 @@ METRICS_PORT = 9478
 
 class BenchError(RuntimeError):
     pass
-
-
-class Bridge:
-    name = "bridge"
-
-    def __init__(self, lab: Lab):
-        self.lab = lab
-
-    def start(self) -> None:
-        ns = self.lab.dut_ns
-        self.lab.run(ns, "ip", "link", "add", "br0", "type", "bridge")
-        for dev in (self.lab.IN_DEV, self.lab.OUT_DEV):
-            self.lab.run(ns, "ip", "link", "set", dev, "master", "br0")
-        self.lab.run(ns, "ip", "link", "set", "br0", "up")
-
-    def stop(self) -> None:
-        ns = self.lab.dut_ns
-        for dev in (self.lab.IN_DEV, self.lab.OUT_DEV):
-            self.lab.run(ns, "ip", "link", "set", dev, "nomaster", check=False)
-        self.lab.run(ns, "ip", "link", "del", "br0", check=False)
 
 
 class Kernel:
@@ -160,12 +140,6 @@ def make(peer: str, lab: Lab):
 def address(lab: Lab) -> None:
     for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP), (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
         lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
-
-
-def set_mtu(lab: Lab, mtu: int) -> None:
-    for ns, dev in ((lab.gen_ns, lab.GEN_DEV), (lab.dut_ns, lab.IN_DEV),
-                    (lab.dut_ns, lab.OUT_DEV), (lab.sink_ns, lab.SINK_DEV)):
-        lab.run(ns, "ip", "link", "set", dev, "mtu", str(mtu))
 
 
 def txoff(lab: Lab, off: bool) -> None:

@@ -3,7 +3,8 @@
 
     make bench
     python bench/perf.py [--seconds 10] [--runs 3] [--warmup 2] [--size 64]
-                         [--queues 1] [--modes io,mac] [--peers xdpd,testpmd,xsk_fwd,kernel]
+                         [--queues 1] [--modes io,mac]
+                         [--peers xdpd,testpmd,xsk_fwd,kernel,bridge]
                          [--gen-cpu 0] [--fwd-cpu 1] [--xdpd-set workers.batch_size=128]
                          [--fanout 1,2] [--fanout-spread flow_hash]
 
@@ -28,6 +29,12 @@ placement and the same generator:
            lcore on --fwd-cpu, its main lcore on --gen-cpu
   kernel   the lab's ceiling: an XDP program on in0 redirecting to out0
            through a DEVMAP, no user space at all
+  bridge   a Linux bridge over in0 and out0 (the kernel's own L2 path; io
+           only: it rewrites no MAC)
+--size up to 9014 sets every link's MTU to size - 14 (a 9014-byte frame:
+MTU 9000, 6 buffers of 2048 B, one descriptor chain through xdpd); a
+forwarder that cannot take such frames (one buffer per packet: xsk_fwd,
+testpmd's AF_XDP PMD) shows what it delivered, or why it failed.
 With --fanout 1,2,... xdpd runs once per value, every queue of in0 and
 out0 shared by that many workers (named xdpd-fN in the table); spread
 them over CPUs with --xdpd-set workers.cpus=[0,1].
@@ -63,7 +70,7 @@ from xdpd.lab.traffic import child_env  # noqa: E402
 from xdpd.lab.xdp import CountingSink, DevmapForwarder  # noqa: E402
 
 MODES = ("io", "mac")
-PEERS = ("xdpd", "testpmd", "xsk_fwd", "kernel")
+PEERS = ("xdpd", "testpmd", "xsk_fwd", "kernel", "bridge")
 XSK_FWD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xsk_fwd")
 # libxdp (under testpmd's AF_XDP PMD and xsk_fwd) pins its dispatchers here
 # and leaves the directory behind when it detaches them
@@ -347,6 +354,39 @@ class Kernel:
             self.fwd = None
 
 
+class Bridge:
+    """A Linux bridge over in0 and out0 in the DUT namespace."""
+    name = "bridge"
+
+    def __init__(self, lab: Lab, mode: str = "io"):
+        self.lab = lab
+
+    def start(self) -> None:
+        ns = self.lab.dut_ns
+        self.lab.run(ns, "ip", "link", "add", "br0", "type", "bridge")
+        for dev in (self.lab.IN_DEV, self.lab.OUT_DEV):
+            self.lab.run(ns, "ip", "link", "set", dev, "master", "br0")
+        self.lab.run(ns, "ip", "link", "set", "br0", "up")
+
+    def pids(self) -> list[int]:
+        return []
+
+    all_pids = pids
+
+    def stop(self) -> None:
+        ns = self.lab.dut_ns
+        for dev in (self.lab.IN_DEV, self.lab.OUT_DEV):
+            self.lab.run(ns, "ip", "link", "set", dev, "nomaster", check=False)
+        self.lab.run(ns, "ip", "link", "del", "br0", check=False)
+
+
+def set_mtu(lab: Lab, mtu: int) -> None:
+    """Every link of the lab (both peers, in0, out0) at mtu."""
+    for ns, dev in ((lab.gen_ns, lab.GEN_DEV), (lab.dut_ns, lab.IN_DEV),
+                    (lab.dut_ns, lab.OUT_DEV), (lab.sink_ns, lab.SINK_DEV)):
+        lab.run(ns, "ip", "link", "set", dev, "mtu", str(mtu))
+
+
 # --- one trial ------------------------------------------------------------------
 
 @dataclass
@@ -398,6 +438,8 @@ def make_forwarder(peer: str, lab: Lab, mode: str, args):
         return Testpmd(lab, mode, args.fwd_cpu, args.gen_cpu, args.queues)
     if peer == "xsk_fwd":
         return XskFwd(lab, mode, args.fwd_cpu, args.queues)
+    if peer == "bridge":
+        return Bridge(lab, mode)
     return Kernel(lab, mode)
 
 
@@ -407,20 +449,23 @@ def _mpps(v: float) -> str:
     return f"{v / 1e6:.3f}"
 
 
-def report(trials: list[Trial], args) -> dict:
+def report(trials: list[Trial], args, failed: dict[str, str] | None = None) -> dict:
     summary = {}
     print(f"\nveth lab, {args.queues} queue(s), {args.size} B frames, {args.runs} runs x "
           f"{args.seconds:g} s after {args.warmup:g} s warm-up; generator on CPU "
           f"{args.gen_cpu}, forwarder on CPU {args.fwd_cpu}; kernel "
           f"{os.uname().release}, {os.cpu_count()} CPUs")
     head = (f"{'mode':<5}{'forwarder':<10}{'offered Mpps':>13}{'delivered Mpps':>16}"
-            f"{'min-max':>16}{'user ns/p':>11}{'sys ns/p':>10}{'softirq ns/p':>14}"
-            f"{'MAC ok':>8}")
+            f"{'min-max':>16}{'Gbit/s':>8}{'user ns/p':>11}{'sys ns/p':>10}"
+            f"{'softirq ns/p':>14}{'MAC ok':>8}")
     print(head)
     print("-" * len(head))
     for mode in args.modes:
         for peer in args.peers:
             rows = [t for t in trials if t.peer == peer and t.mode == mode]
+            if not rows and f"{mode}/{peer}" in (failed or {}):
+                print(f"{mode:<5}{peer:<10} cannot: {failed[f'{mode}/{peer}']}")
+                continue
             if not rows:
                 continue
             d = [t.delivered_pps for t in rows]
@@ -433,6 +478,7 @@ def report(trials: list[Trial], args) -> dict:
             print(f"{mode:<5}{peer:<10}{_mpps(med['offered_pps']):>13}"
                   f"{_mpps(med['delivered_pps']):>16}"
                   f"{_mpps(min(d)) + '-' + _mpps(max(d)):>16}"
+                  f"{med['delivered_pps'] * args.size * 8 / 1e9:>8.2f}"
                   f"{med['user_ns']:>11.1f}{med['sys_ns']:>10.1f}{med['softirq_ns']:>14.1f}"
                   f"{ok:>8}")
     print()
@@ -522,21 +568,32 @@ def main() -> int:
         return 69
     cleanup_stale()
     trials: list[Trial] = []
+    failed: dict[str, str] = {}         # mode/peer -> why it could not run
     with libxdp_pins_removed(), Lab.create(queues=args.queues) as lab:
+        if args.size > 1514:
+            set_mtu(lab, args.size - 14)
         sink = CountingSink(lab.sink_ns, lab.SINK_DEV, expect_dst_mac=lab.MACS[lab.SINK_DEV])
         try:
             for run in range(args.runs):
                 for mode in args.modes:
                     for peer in args.peers:
-                        trial = run_trial(lab, sink, make_forwarder(peer, lab, mode, args),
-                                          mode, args)
+                        if peer == "bridge" and mode != "io":
+                            continue                # a bridge rewrites no MAC
+                        try:
+                            trial = run_trial(lab, sink, make_forwarder(peer, lab, mode, args),
+                                              mode, args)
+                        except BenchError as e:     # e.g. testpmd's MTU cap at 9000
+                            failed[f"{mode}/{peer}"] = str(e).strip().splitlines()[-1][:200]
+                            print(f"run {run + 1}/{args.runs} {mode:<4} {peer:<8} cannot: "
+                                  f"{failed[f'{mode}/{peer}']}", flush=True)
+                            continue
                         trials.append(trial)
                         print(f"run {run + 1}/{args.runs} {mode:<4} {peer:<8} offered "
                               f"{_mpps(trial.offered_pps)} Mpps, delivered "
                               f"{_mpps(trial.delivered_pps)} Mpps", flush=True)
         finally:
             sink.close()
-    summary = report(trials, args)
+    summary = report(trials, args, failed)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "summary": summary,

@@ -149,7 +149,8 @@ int lab_gen(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
-SEC("xdp")
+/* frags: counts whole packets at any MTU (bytes: every buffer) */
+SEC("xdp.frags")
 int lab_count(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -161,7 +162,7 @@ int lab_count(struct xdp_md *ctx)
 	if (!st || !conf)
 		return XDP_DROP;
 	st->packets++;
-	st->bytes += data_end - data;
+	st->bytes += bpf_xdp_get_buff_len(ctx);
 	if ((conf->flags & LAB_CHECK_DST_MAC) && (void *)(eth + 1) <= data_end &&
 	    mac_equal(eth->h_dest, conf->expect_dst))
 		st->dst_mac_ok++;

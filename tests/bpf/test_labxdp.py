@@ -182,7 +182,7 @@ def test_ip_checksum_known_value():
     assert lab_frames.ip_checksum(hdr) == 0xB861
 
 
-@pytest.mark.parametrize("kwargs", [dict(size=59), dict(size=1515), dict(flows=0),
+@pytest.mark.parametrize("kwargs", [dict(size=59), dict(size=9015), dict(flows=0),
                                     dict(flows=70000), dict(dst_mac="02:00:00:00:00")])
 def test_build_frame_rejects(kwargs):
     args = dict(dst_mac=IN_MAC, src_mac=GEN_MAC) | kwargs

@@ -61,7 +61,7 @@ LAB_MAGIC = 0x5844504C            # "XDPL"
 LAB_HDR = struct.Struct("!IIH")   # struct lab_hdr: magic, flows, base_port
 
 MIN_FRAME = 60                    # Ethernet minimum without the FCS
-MAX_FRAME = 1514                  # the lab's MTU 1500 plus the Ethernet header
+MAX_FRAME = 9014                  # MTU 9000 (jumbo) plus the Ethernet header
 SRC_IP, DST_IP = "10.0.0.1", "10.0.0.2"
 BASE_SRC_PORT, DST_PORT = 1024, 9  # 9: discard
 MAX_FLOWS = 65536 - BASE_SRC_PORT
