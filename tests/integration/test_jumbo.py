@@ -50,9 +50,11 @@ def jumbo(lab):
             lab.run(ns, "ip", "link", "set", dev, "mtu", "1500", check=False)
 
 
-def config(lab, umem: str = "", mode: str = "native") -> str:
-    return (umem + f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: {mode}\n"
-            f"  - name: {lab.OUT_DEV}\n    xdp_mode: {mode}\n"
+def config(lab, umem: str = "", mode: str = "native", fanout: int = 1) -> str:
+    share = (f"    fanout: {fanout}\n    fanout_spread: round_robin\n" if fanout > 1
+             else "")
+    return (umem + f"interfaces:\n  - name: {lab.IN_DEV}\n    xdp_mode: {mode}\n{share}"
+            f"  - name: {lab.OUT_DEV}\n    xdp_mode: {mode}\n{share}"
             f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
             f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
             'metrics:\n  listen: "127.0.0.1:9464"\n')
@@ -63,10 +65,13 @@ def ping(lab, size: int, count: int = 10):
                    "do", "-s", str(size), SINK_IP, check=False).stdout
 
 
-@pytest.mark.parametrize("mode", ["native", "generic"])
-def test_at_mtu_9000_full_size_packets_cross_as_chains(lab, start_daemon, mode):
+@pytest.mark.parametrize("mode,fanout", [("native", 1), ("generic", 1), ("native", 2)],
+                         ids=["native", "generic", "fanout"])
+def test_at_mtu_9000_full_size_packets_cross_as_chains(lab, start_daemon, mode, fanout):
+    """With fanout, a member receives chains into its owner's frames and
+    sends them on its own TX ring (their completions reach the owner)."""
     with jumbo(lab):
-        d = start_daemon(config(lab, mode=mode))
+        d = start_daemon(config(lab, mode=mode, fanout=fanout))
         st = d.status()
         assert {i["name"]: i["xdp_mode"] for i in st["interfaces"]} == {
             lab.IN_DEV: mode, lab.OUT_DEV: mode}
@@ -84,6 +89,9 @@ def test_at_mtu_9000_full_size_packets_cross_as_chains(lab, start_daemon, mode):
         assert m.value("xdpd_bad_descriptors_total") == 0
         assert m.value("xdpd_xsk_rx_dropped_packets_total") == 0
         assert d.worker_pids() == pids
+        if fanout > 1:                  # members took chains too (round robin)
+            members = [w for w in d.status()["workers"] if w["member"] > 0]
+            assert any(w["rx_fragments"] > w["rx_packets"] > 0 for w in members), members
 
 
 def completed(d) -> float:
