@@ -108,13 +108,16 @@ bench-micro: build
 
 # The C fast path built with AddressSanitizer and UBSan, fuzzed on synthetic
 # rings (lying kernel and peers, workers killed mid-commit): 8 seeds x 3
-# modes x 1 M steps, alone and in fanout groups of 2, about a minute; not
-# part of `make test` (a short run is).
+# modes x 1 M steps, alone, in fanout groups of 2, with direct sockets, and
+# with descriptor chains (copy mode's 18 descriptors a packet; 5, in fanout
+# groups), a few minutes; not part of `make test` (a short run is).
 # make fuzz FUZZ_ARGS="--seeds 1-40 --steps 5000000"
 fuzz: build
 	$(PY) tests/fuzz_fastpath.py --asan $(FUZZ_ARGS)
 	$(PY) tests/fuzz_fastpath.py --asan --fanout 2 $(FUZZ_ARGS)
 	$(PY) tests/fuzz_fastpath.py --asan --direct $(FUZZ_ARGS)
+	$(PY) tests/fuzz_fastpath.py --asan --max-segs 18 $(FUZZ_ARGS)
+	$(PY) tests/fuzz_fastpath.py --asan --max-segs 5 --fanout 2 $(FUZZ_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info lab/build lab/*.egg-info xdpd/*/*.so xdpd/*/*.bpf.o testing/*.so \

@@ -4,6 +4,7 @@
     make bench-micro
     python bench/fastpath_micro.py [--packets 10000000] [--runs 5] [--batch 64]
                                    [--size 64] [--cpu N] [--scenarios io,mac,...]
+                                   [--frags N] [--max-segs M]
                                    [--hugepages auto] [--json]
 
 No kernel, no NIC, no root: every worker's Port is built over in-process rings
@@ -29,9 +30,19 @@ Scenarios (the forwarding table decides them, as the supervisor writes it):
            and tried against two rules, the second taking it
 
 Every UMEM frame holds an Ethernet/IPv4/UDP packet of --size bytes (without
-FCS) at copy mode's 256-byte headroom.  The clock is read around each loop
-step (one batch of up to --batch packets); what a clock read costs here is
-printed under the table, and it is part of the fast-path figure.
+FCS) at copy mode's 256-byte headroom.
+
+Descriptor chains (multi-buffer): --frags N makes every packet N
+descriptors, as copy mode fills them: the first N-1 whole (the frame less
+its headroom, 1792 B in 2048-byte frames) and the last --size bytes, so
+--frags 5 --size 64 is a 7232-byte packet; the ports are built with
+--max-segs (default 18, copy mode's limit, when N > 1; 0, no chains,
+otherwise: --frags 1 --max-segs 18 times the chain path on one-descriptor
+packets).  Mpps and ns/pkt count packets, whatever their descriptors.
+
+The clock is read around each loop step (one batch of up to --batch
+packets); what a clock read costs here is printed under the table, and it
+is part of the fast-path figure.
 """
 from __future__ import annotations
 
@@ -49,7 +60,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "testing"))
 import build as harness  # noqa: E402  (testing/build.py: microbench() is not in the product)
 from xdpd.kernel.xdp_program import match_to_c  # noqa: E402
-from xdpd.config.model import Match, RingsConfig, UmemConfig, WorkersConfig
+from xdpd.config.model import COPY_MAX_SEGS, Match, RingsConfig, UmemConfig, WorkersConfig
 from xdpd.datapath.umem import SharedUmem, UmemGeometry  # noqa: E402
 
 DST_MAC = bytes.fromhex("02000000aa02")     # what set_dst_mac writes
@@ -117,6 +128,8 @@ class Setup:
     rings: tuple[int, int, int, int] = (RingsConfig.rx, RingsConfig.tx,
                                         RingsConfig.fill, RingsConfig.completion)
     hugepages: str = "auto"
+    frags: int = 1        # descriptors per packet (chains when > 1)
+    max_segs: int = 0     # the ports' (0: no chains)
 
 
 def prepare(scenario: Scenario, setup: Setup) -> SharedUmem:
@@ -136,8 +149,11 @@ def prepare(scenario: Scenario, setup: Setup) -> SharedUmem:
 
 def run_once(umem: SharedUmem, scenario: Scenario, setup: Setup) -> dict:
     """One microbench() run on a prepared (fresh) area; the raw result."""
+    chains = {"frags": setup.frags, "max_segs": setup.max_segs} \
+        if setup.frags > 1 or setup.max_segs else {}
     return harness.load().microbench(umem.control, umem.umem.fd, umem.umem.size, setup.rings,
-                                setup.batch, setup.packets, setup.size, scenario.ingress)
+                                setup.batch, setup.packets, setup.size, scenario.ingress,
+                                **chains)
 
 
 def measure(scenario: Scenario, setup: Setup, runs: int) -> dict:
@@ -175,8 +191,15 @@ def measure(scenario: Scenario, setup: Setup, runs: int) -> dict:
 
 def print_table(rows: list[dict], setup: Setup, runs: int, cpu: int | None) -> None:
     where = f"CPU {cpu}" if cpu is not None else "unpinned"
+    if setup.frags > 1:
+        whole = setup.frame_size - 256
+        size = (f"{setup.frags}-descriptor packets of {(setup.frags - 1) * whole + setup.size} B "
+                f"({setup.frags - 1} x {whole} + {setup.size})")
+    else:
+        size = f"{setup.size} B packets"
+    chains = f", max_segs {setup.max_segs}" if setup.max_segs else ", no chains (max_segs 0)"
     print(f"fast path on synthetic rings: {setup.packets:,} packets x {runs} runs, "
-          f"batch {setup.batch}, {setup.size} B packets, {where}")
+          f"batch {setup.batch}, {size}{chains}, {where}")
     print(f"UMEM {setup.frames_per_worker} x {setup.frame_size} B frames per worker, "
           f"{rows[0]['umem']}; rings rx/tx/fill/comp {'/'.join(map(str, setup.rings))}")
     print()
@@ -211,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames-per-worker", type=int, default=Setup.frames_per_worker)
     ap.add_argument("--rings", default=",".join(map(str, Setup.rings)), metavar="RX,TX,FILL,COMP",
                     help="ring sizes (powers of two)")
+    ap.add_argument("--frags", type=int, default=1, metavar="N",
+                    help="descriptors per packet (chains): N-1 whole frames, then --size bytes")
+    ap.add_argument("--max-segs", type=int, metavar="M",
+                    help=f"the ports' max_segs (default: {COPY_MAX_SEGS} with --frags over 1, "
+                         f"else 0: no chains)")
     ap.add_argument("--json", action="store_true",
                     help="print the results as JSON instead of the table")
     args = ap.parse_args(argv)
@@ -231,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         ap.error(f"--rings {args.rings!r}: expected four sizes, RX,TX,FILL,COMP")
+    max_segs = args.max_segs if args.max_segs is not None else \
+        (COPY_MAX_SEGS if args.frags > 1 else 0)
+    if args.frags < 1 or (args.frags > 1 and max_segs < args.frags):
+        ap.error(f"--frags {args.frags}: at least 1, and at most --max-segs ({max_segs})")
     setup = Setup(packets=args.packets, batch=args.batch, size=args.size,
                   hugepages=args.hugepages, frame_size=args.frame_size,
-                  frames_per_worker=args.frames_per_worker, rings=rings)
+                  frames_per_worker=args.frames_per_worker, rings=rings,
+                  frags=args.frags, max_segs=max_segs)
     try:
         rows = [measure(SCENARIOS[name], setup, args.runs) for name in names]
     except (ValueError, OSError, RuntimeError) as e:

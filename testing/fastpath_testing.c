@@ -60,7 +60,9 @@ static const uint8_t emu_macs[2 * ETH_ALEN] = {
 	0x02, 0, 0, 0, 0, 0x01,		/* source */
 };
 
-static void emu_build_frame(uint8_t *f, uint32_t len)
+/* The packet's first len bytes (fragment 0 of a chain); its headers say
+ * total (len without chains). */
+static void emu_build_frame(uint8_t *f, uint32_t len, uint32_t total)
 {
 	uint8_t *ip = f + ETH_HLEN, *udp = ip + 20;
 	uint32_t sum = 0;
@@ -69,8 +71,8 @@ static void emu_build_frame(uint8_t *f, uint32_t len)
 	memcpy(f, emu_macs, sizeof(emu_macs));
 	f[12] = 0x08;			/* ETH_P_IP */
 	ip[0] = 0x45;			/* IPv4, 20-byte header */
-	ip[2] = (len - ETH_HLEN) >> 8;
-	ip[3] = (len - ETH_HLEN) & 0xff;
+	ip[2] = (total - ETH_HLEN) >> 8;
+	ip[3] = (total - ETH_HLEN) & 0xff;
 	ip[8] = 64;			/* TTL */
 	ip[9] = 17;			/* UDP */
 	ip[12] = 198, ip[13] = 18, ip[14] = 0, ip[15] = 1;
@@ -83,8 +85,8 @@ static void emu_build_frame(uint8_t *f, uint32_t len)
 	ip[11] = (uint8_t)~sum;
 	udp[0] = 1024 >> 8;
 	udp[3] = 9;
-	udp[4] = (len - ETH_HLEN - 20) >> 8;
-	udp[5] = (len - ETH_HLEN - 20) & 0xff;
+	udp[4] = (total - ETH_HLEN - 20) >> 8;
+	udp[5] = (total - ETH_HLEN - 20) & 0xff;
 	/* UDP checksum 0: none, which IPv4 allows */
 }
 
@@ -146,6 +148,43 @@ static uint32_t emu_receive(PortObject *p, uint32_t max, uint32_t len)
 	return n;
 }
 
+/* The driver's RX side with descriptor chains (multi-buffer): up to max
+ * packets of frags descriptors, a FILL buffer each at EMU_HEADROOM, as
+ * copy mode fills them: all but the last whole (the frame less its
+ * headroom), the last len bytes, XDP_PKT_CONTD on all but the last.
+ * Whole packets only.  Fragment 0 gets its MAC addresses again, as in
+ * emu_receive(); the frames hold fragment 0's bytes already. */
+static uint32_t emu_receive_chains(PortObject *p, uint32_t max, uint32_t frags, uint32_t len)
+{
+	struct ring *fq = &p->fill, *rx = &p->rx;
+	const uint64_t *addrs = fq->descs;
+	struct xdp_desc *rxd = rx->descs;
+	uint32_t cons = *fq->consumer;
+	uint32_t prod = *rx->producer;
+	uint32_t n = load_acquire(fq->producer) - cons;
+	uint32_t room = rx->size - (prod - load_acquire(rx->consumer));
+
+	if (n > room)
+		n = room;
+	n /= frags;
+	if (n > max)
+		n = max;
+	for (uint32_t i = 0; i < n * frags; i++) {
+		uint64_t addr = (addrs[(cons + i) & fq->mask] & p->frame_mask) + EMU_HEADROOM;
+		struct xdp_desc *d = &rxd[(prod + i) & rx->mask];
+		uint32_t j = i % frags;
+
+		if (j == 0)
+			memcpy(p->umem + addr, emu_macs, sizeof(emu_macs));
+		d->addr = addr;
+		d->len = j + 1 < frags ? p->frame_size - EMU_HEADROOM : len;
+		d->options = j + 1 < frags ? XDP_PKT_CONTD : 0;
+	}
+	store_release(fq->consumer, cons + n * frags);
+	store_release(rx->producer, prod + n * frags);
+	return n;
+}
+
 static uint64_t port_drops(PortObject *p)
 {
 	uint64_t sum = 0;
@@ -180,7 +219,7 @@ static double clock_cost_ns(void)
 
 PyDoc_STRVAR(fp_microbench_doc,
 "microbench(control, umem_fd, umem_size, ring_sizes, batch, packets, pkt_len,\n"
-"           ingress) -> dict\n"
+"           ingress, *, frags=1, max_segs=0) -> dict\n"
 "\n"
 "Run the workers' fast path (port_step: port_iterate and its bookkeeping)\n"
 "on synthetic AF_XDP rings, all in this thread, no syscalls.\n"
@@ -193,8 +232,13 @@ PyDoc_STRVAR(fp_microbench_doc,
 "ring_sizes  (rx, tx, fill, completion) of every port, powers of two\n"
 "batch       the ports' batch_size\n"
 "packets     how many packets the emulated kernel delivers, in all\n"
-"pkt_len     bytes per packet, 60 .. frame_size - 256\n"
+"pkt_len     bytes per packet, 60 .. frame_size - 256 (with frags: its last\n"
+"            fragment's)\n"
 "ingress     worker ids whose RX rings get packets\n"
+"frags       descriptors per packet (descriptor chains): all but the last\n"
+"            whole (frame_size - 256 bytes), the last pkt_len; needs\n"
+"            max_segs >= frags when more than 1\n"
+"max_segs    the ports' (0: no chains; 2..64, at most batch)\n"
 "\n"
 "Every UMEM frame is first filled with an Ethernet/IPv4/UDP packet at\n"
 "offset 256 (copy mode's headroom).  Then, in rounds, for each worker:\n"
@@ -206,9 +250,9 @@ PyDoc_STRVAR(fp_microbench_doc,
 "port, so each timed step includes about one clock read (ns_clock);\n"
 "with batch 64 that is a fraction of a ns per packet.\n"
 "\n"
-"Returns {packets, transmitted, dropped, iterations (port steps), rounds,\n"
+"Returns {packets, transmitted, dropped, frags, iterations (port steps), rounds,\n"
 "ns_fastpath (inside port steps), ns_emulator (everything else in the\n"
-"loop), ns_clock, headroom, frame (the packet as received, bytes),\n"
+"loop), ns_clock, headroom, frame (the packet as received, fragment 0's bytes),\n"
 "workers (each worker's worker_stats() dict)}.  The control area is left\n"
 "as the run ends: counters, and frames still on the synthetic FILL/RX\n"
 "rings counted as rx; format() it again before the next run.");
@@ -291,10 +335,10 @@ static void synth_close(struct synth *s)
 static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"control", "umem_fd", "umem_size", "ring_sizes", "batch",
-				 "packets", "pkt_len", "ingress", NULL};
+				 "packets", "pkt_len", "ingress", "frags", "max_segs", NULL};
 	struct port_cfg cfg = { .xsk_fd = -1 };
 	unsigned long long umem_size, packets;
-	unsigned int pkt_len;
+	unsigned int pkt_len, frags = 1, tmpl_len;
 	PyObject *control, *ingress_obj, *seq, *workers = NULL, *frame = NULL, *result = NULL;
 	struct synth s = { 0 };
 	PortObject **ports;
@@ -306,10 +350,10 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 	struct fp_header *h;
 	double clock_ns;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiK(IIII)IKIO", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiK(IIII)IKIO|$II", kwlist,
 					 &control, &cfg.umem_fd, &umem_size,
 					 &cfg.rx, &cfg.tx, &cfg.fill, &cfg.comp, &cfg.batch,
-					 &packets, &pkt_len, &ingress_obj))
+					 &packets, &pkt_len, &ingress_obj, &frags, &cfg.max_segs))
 		return NULL;
 	c = testing_control(control);
 	if (!c)
@@ -324,9 +368,13 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 				    EMU_MIN_LEN, h->frame_size - EMU_HEADROOM);
 	if (!packets)
 		return PyErr_Format(PyExc_ValueError, "packets must be positive");
+	if (frags < 1 || frags > FP_MAX_SEGS || (frags > 1 && cfg.max_segs < frags))
+		return PyErr_Format(PyExc_ValueError, "frags %u: 1..%d, and at most max_segs (%u)",
+				    frags, FP_MAX_SEGS, cfg.max_segs);
+	tmpl_len = frags > 1 ? h->frame_size - EMU_HEADROOM : pkt_len;
 
 	ingress = PyMem_Calloc(n, 1);
-	tmpl = PyMem_Malloc(pkt_len);
+	tmpl = PyMem_Malloc(tmpl_len);
 	if (!ingress || !tmpl) {
 		PyErr_NoMemory();
 		goto out;
@@ -359,9 +407,9 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 		drops0 += port_drops(ports[w]);
 	/* Whatever frame the emulated kernel hands out holds a valid packet;
 	 * this also faults the UMEM in before the clock starts. */
-	emu_build_frame(tmpl, pkt_len);
+	emu_build_frame(tmpl, tmpl_len, (frags - 1) * (h->frame_size - EMU_HEADROOM) + pkt_len);
 	for (uint64_t f = 0; f < (uint64_t)n * h->frames_per_worker; f++)
-		memcpy(ports[0]->umem + f * h->frame_size + EMU_HEADROOM, tmpl, pkt_len);
+		memcpy(ports[0]->umem + f * h->frame_size + EMU_HEADROOM, tmpl, tmpl_len);
 	clock_ns = clock_cost_ns();
 
 	left = packets;
@@ -376,8 +424,10 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 			transmitted += k;
 			moved += k;
 			if (ingress[w] && left) {
-				k = emu_receive(p, left > UINT32_MAX ? UINT32_MAX : (uint32_t)left,
-						pkt_len);
+				uint32_t most = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+
+				k = frags > 1 ? emu_receive_chains(p, most, frags, pkt_len) :
+						emu_receive(p, most, pkt_len);
 				left -= k;
 				moved += k;
 			}
@@ -389,7 +439,7 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 		}
 		rounds++;
 		if (!left) {
-			handled = transmitted;
+			handled = transmitted / frags;	/* descriptors: whole packets */
 			for (uint32_t w = 0; w < n; w++)
 				handled += port_drops(ports[w]);
 			if (emu_settled(ports, n, handled - drops0, packets))
@@ -402,7 +452,7 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 		else if (++stalled > 16) {
 			PyErr_Format(PyExc_RuntimeError,
 				     "fast path stuck: %llu of %llu packets delivered, %llu sent",
-				     packets - left, packets, transmitted);
+				     packets - left, packets, transmitted / frags);
 			break;
 		}
 		if (!(rounds & 1023)) {
@@ -426,15 +476,16 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 			goto out;
 		PyList_SET_ITEM(workers, w, d);
 	}
-	frame = PyBytes_FromStringAndSize((const char *)tmpl, pkt_len);
+	frame = PyBytes_FromStringAndSize((const char *)tmpl, tmpl_len);
 	if (!frame)
 		goto out;
 	handled = 0;
 	for (uint32_t w = 0; w < n; w++)
 		handled += port_drops(ports[w]);
-	result = Py_BuildValue("{sKsKsKsKsKsKsKsdsisOsO}",
-			       "packets", packets, "transmitted", (unsigned long long)transmitted,
-			       "dropped", (unsigned long long)(handled - drops0),
+	result = Py_BuildValue("{sKsKsKsIsKsKsKsKsdsisOsO}",
+			       "packets", packets,
+			       "transmitted", (unsigned long long)(transmitted / frags),
+			       "dropped", (unsigned long long)(handled - drops0), "frags", frags,
 			       "iterations", (unsigned long long)(rounds * n),
 			       "rounds", (unsigned long long)rounds,
 			       "ns_fastpath", (unsigned long long)fp_ns,
@@ -474,7 +525,20 @@ out:
  *   - with crash_every: a port killed at a random point of an iteration
  *     (fz_kill()) and, some steps later, a fresh port taking over its
  *     rings and slot through port_recover() (fz_revive()), while the
- *     kernel and the peers carry on.
+ *     kernel and the peers carry on;
+ *   - with max_segs (descriptor chains, chain.c): half the packets the
+ *     kernel delivers are chains of 2 to min(max_segs, 6) fragments, a
+ *     FILL buffer each, published whole or not at all (an RX ring without
+ *     room for every fragment drops the packet), a quarter of them with
+ *     a partial TCP/UDP checksum to complete over every fragment; now and
+ *     then a chain the ports must refuse, of buffers the kernel holds (no
+ *     end within max_segs, a zero-length fragment, fragment 0 under
+ *     FRAG0_MIN, a fragment past its frame: fz_bad_chain()), and a peer
+ *     spoiling a chain it lent the same ways (fz_bad_fwd_chain()); the
+ *     emulated wire takes whole chains only; with misbehave, the kernel and the
+ *     peers also lie with chains (XDP_PKT_CONTD and RING_CONTD on every
+ *     entry, none, any; fragments anywhere, of any length; a chain's head
+ *     published without its tail).
  * The loop must never touch memory not its own: in a build with
  * AddressSanitizer fuzz() also poisons every byte no code has a reason to
  * touch (padding in the control area and the synthetic rings, the UMEM
@@ -484,7 +548,17 @@ out:
  * once more after everything settled: every frame in exactly one place
  * and every worker's committed counts agreeing with where its frames
  * are; every packet delivered sent exactly once, dropped, or on its way;
- * the committed counters agreeing with all of it.
+ * the committed counters agreeing with all of it.  A chain is one packet
+ * there: sent once, as one run of descriptors with XDP_PKT_CONTD on all
+ * but its last, its fragments in order and where they were delivered,
+ * the bytes of every fragment after the first as the kernel wrote them
+ * (fz_frag_bytes()), its checksum verifying where its ingress netdev
+ * completes checksums and only there; on a ring, whole; a chain the
+ * ports must refuse never leaves the ring it lied on but dropped whole,
+ * once, as chain_invalid, its frames home, its bad fragments in
+ * bad_descs; rx_frags and tx_descs
+ * counting every descriptor.  A port that publishes half a chain, or
+ * sends one with a CONTD pattern that is not its packet's, fails the run.
  */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -519,14 +593,16 @@ enum fz_action {
 	FZ_BAD_CHAIN,
 	FZ_LIE_CHAIN,
 	FZ_LIE_FWD_CHAIN,
+	FZ_BAD_FWD_CHAIN,
 	FZ__MAX,
 };
 
 /* The kernel behaving outweighs every lie together, so that lies land on
  * ports in the middle of ordinary work (frames in every place), and a
  * port steps about as often as the kernel moves each of its rings.
- * kernel_bad_chain is a lie too, but one made of FILL buffers the kernel
- * holds, so that an exact run checks what becomes of it (fz_bad_chain()). */
+ * kernel_bad_chain and peer_bad_chain are lies too, but made of frames
+ * the liar holds, so that an exact run checks what becomes of them
+ * (fz_bad_chain(), fz_bad_fwd_chain()). */
 static const struct {
 	const char *name;
 	uint32_t weight;
@@ -550,6 +626,7 @@ static const struct {
 	[FZ_BAD_CHAIN]		= { "kernel_bad_chain", 1, false, true },
 	[FZ_LIE_CHAIN]		= { "kernel_lying_chain", 2, true, true },
 	[FZ_LIE_FWD_CHAIN]	= { "peer_lying_chain", 2, true, true },
+	[FZ_BAD_FWD_CHAIN]	= { "peer_bad_chain", 1, false, true },
 };
 
 /* Where fz_kill() stops a port (fastpath.h, "Crash consistency"). */
@@ -590,14 +667,28 @@ struct fz_pkt {
 	uint16_t len;		/* fragment 0's */
 	uint8_t nfrags;		/* descriptors: 1, or a chain's */
 	uint8_t sent;
-	uint8_t lie;		/* a chain the port must refuse (fz_bad_chain()) */
+	uint8_t lie;		/* a chain the port must refuse: enum fz_lied */
 	uint8_t bad;		/* of a lie's fragments, those bad_descs counts */
+	uint8_t csum;		/* enum fz_csum */
 	uint32_t seen;		/* the fz_scan() pass that last found it in flight */
+};
+
+/* Where a chain that lies was made to: it must be refused there. */
+enum fz_lied {
+	FZ_LIED_RX = 1,		/* on an RX ring (fz_bad_chain()) */
+	FZ_LIED_FWD,		/* on a fwd ring (fz_bad_fwd_chain()) */
+};
+
+/* A chain with a partial TCP/UDP checksum (fz_csum_header()). */
+enum fz_csum {
+	FZ_CSUM_PARTIAL = 1,	/* carries one; its id is not in its bytes */
+	FZ_CSUM_VERIFIES = 2,	/* must verify when sent: its ingress netdev
+				 * completes checksums (or it verified already) */
 };
 
 /* By frame: what the kernel last delivered into it, the only delivery
  * whose marks there are not stale (a packet's id in fragment 0, the
- * pattern of fz_frag_fill() in the others). */
+ * pattern of fz_frag_bytes() in the others). */
 struct fz_frame {
 	uint64_t id;		/* the packet */
 	uint32_t len;		/* this fragment's */
@@ -638,7 +729,9 @@ struct fuzz {
 	uint64_t n_pkts, cap_pkts, sent;
 	uint64_t bytes_delivered, bytes_sent;
 	uint64_t frags_delivered, frags_sent, chains;
+	uint64_t csums;		/* partial checksums checked when sent */
 	uint64_t n_lies, bad_delivered;	/* fz_bad_chain(): chains, bad fragments */
+	uint64_t fwd_lies, fwd_bad;	/* fz_bad_fwd_chain()'s */
 	struct fp_stats st0;	/* the counters' sums before the run */
 	uint64_t actions[FZ__MAX], kills[FZ_KILL__MAX], scans;
 	/* fz_scan() */
@@ -648,6 +741,7 @@ struct fuzz {
 	uint32_t pass;
 	struct fz_way on_rx, on_fwd, on_tx;	/* packets on their way */
 	uint64_t lies_on_rx, bad_on_rx;		/* fz_bad_chain()'s, not refused yet */
+	uint64_t lies_on_fwd, bad_on_fwd;	/* fz_bad_fwd_chain()'s */
 };
 
 /* xorshift64* (Vigna, "An experimental exploration of Marsaglia's
@@ -792,14 +886,214 @@ static uint32_t fz_take_fill(struct fuzz *fz, uint32_t member, uint32_t max)
 	return n;
 }
 
-/* Packets into FILL buffers the kernel holds, onto the RX ring. */
+/* A new packet of an exact run: its id (its record zeroed); 0: no memory. */
+static uint64_t fz_new_pkt(struct fuzz *fz)
+{
+	if (fz->n_pkts == fz->cap_pkts) {
+		uint64_t cap = fz->cap_pkts ? 2 * fz->cap_pkts : 65536;
+		struct fz_pkt *m = PyMem_Realloc(fz->pkts, cap * sizeof(*m));
+
+		if (!m)
+			return PyErr_NoMemory(), 0;
+		fz->pkts = m;
+		fz->cap_pkts = cap;
+	}
+	fz->pkts[fz->n_pkts] = (struct fz_pkt){ 0 };
+	return ++fz->n_pkts;
+}
+
+/* The bytes of fragment j >= 1 of packet id, 8 at a time: written
+ * (check false), or compared with what was written (true: whether they
+ * are the same).  No other fragment has them, so one that was moved,
+ * cut short or written over shows. */
+static bool fz_frag_bytes(uint8_t *b, uint32_t len, uint64_t id, uint32_t j, bool check)
+{
+	for (uint32_t at = 0; at < len; at += 8) {
+		uint64_t v = (id << 8 | j) * 0x9e3779b97f4a7c15ULL + at * 0xbf58476d1ce4e5b9ULL;
+		uint32_t n = len - at < 8 ? len - at : 8;
+
+		if (!check)
+			memcpy(b + at, &v, n);
+		else if (memcmp(b + at, &v, n))
+			return false;
+	}
+	return true;
+}
+
+/* A packet of one descriptor: copy mode's headroom mostly, anywhere that
+ * leaves room for the packet id sometimes; runts, up to the frame's end,
+ * anything between. */
+static void fz_one_draw(struct fuzz *fz, uint32_t *off, uint32_t *len)
+{
+	uint32_t room;
+
+	*off = fz_below(fz, 4) ? EMU_HEADROOM : fz_below(fz, fz->fs - FZ_ID_ROOM + 1);
+	room = fz->fs - *off;
+	switch (fz_below(fz, 16)) {
+	case 0:
+		*len = fz_below(fz, ETH_HLEN);		/* a runt */
+		break;
+	case 1:
+		*len = room;				/* up to the frame's end */
+		break;
+	default:
+		*len = room > EMU_MIN_LEN ? EMU_MIN_LEN + fz_below(fz, room - EMU_MIN_LEN + 1)
+					  : fz_below(fz, room + 1);
+	}
+}
+
+/* Fragment j of a chain of nf, as the kernel fills them: fragment 0 first
+ * and never shorter than FRAG0_MIN, at the headroom mostly; the others
+ * anywhere in their frames; all but the last whole mostly (up to the
+ * frame's end), the last of any length. */
+static void fz_frag_draw(struct fuzz *fz, uint32_t j, uint32_t nf, uint32_t *off, uint32_t *len)
+{
+	uint32_t room;
+
+	if (j == 0)
+		*off = fz_below(fz, 4) ? EMU_HEADROOM : fz_below(fz, fz->fs - FRAG0_MIN + 1);
+	else
+		*off = fz_below(fz, 4) ? EMU_HEADROOM : fz_below(fz, fz->fs);
+	room = fz->fs - *off;
+	if (j + 1 < nf && fz_below(fz, 2))
+		*len = room;
+	else if (j == 0)
+		*len = FRAG0_MIN + fz_below(fz, room - FRAG0_MIN + 1);
+	else
+		*len = 1 + fz_below(fz, room);
+}
+
+/*
+ * Fragment j of packet id (0: none, not an exact run) delivered into the
+ * frame at base, off bytes in, len long: fragment 0 gets the MACs, an
+ * ethertype (for pop_vlan) and the packet's id, the others the bytes of
+ * fz_frag_bytes(); the packet and the frame record it.  A FILL entry the
+ * lying kernel made up may lie anywhere: nothing is written there.
+ */
+static void fz_frag_mark(struct fuzz *fz, uint64_t base, uint32_t off, uint32_t len, uint64_t id,
+			 uint32_t j)
+{
+	uint8_t *pkt = fz->ports[0]->umem + base + off;
+	struct fz_pkt *pk = id ? &fz->pkts[id - 1] : NULL;
+
+	if (base >= fz->frames_end)
+		return;
+	if (j == 0) {
+		uint16_t type = htons(fz_below(fz, 2) ? 0x0800 : 0x8100);
+
+		memcpy(pkt, emu_macs, sizeof(emu_macs));
+		memcpy(pkt + 2 * ETH_ALEN, &type, sizeof(type));	/* for pop_vlan */
+		if (pk)
+			memcpy(pkt + FZ_ID_OFF, &id, sizeof(id));
+	} else if (pk && off + len <= fz->fs) {
+		fz_frag_bytes(pkt, len, id, j, false);
+	}
+	if (!pk)
+		return;
+	if (j == 0) {
+		pk->addr = base + off;
+		pk->len = (uint16_t)len;
+	}
+	pk->total += len;
+	fz->fr[base / fz->fs] = (struct fz_frame){ .id = id, .len = len, .off = (uint16_t)off,
+						   .j = (uint8_t)j };
+}
+
+/* The longest chain the behaving kernel delivers. */
+static inline uint32_t fz_most_frags(const struct fuzz *fz)
+{
+	return fz->max_segs < FZ_MAX_FRAGS ? fz->max_segs : FZ_MAX_FRAGS;
+}
+
+/*
+ * The ones' complement sum a receiver checks a chain's TCP or UDP checksum
+ * with (RFC 1071, byte by byte: not parse.h's code): the pseudo header
+ * from the IPv4 header in fragment 0 (after up to two VLAN tags), then the
+ * segment, across the n descriptors in d.  0xffff: it verifies; 0: no
+ * IPv4 header fragment 0 holds whole, or a segment longer than the chain.
+ */
+static uint16_t fz_l4_sum(struct fuzz *fz, const struct xdp_desc *d, uint32_t n)
+{
+	const uint8_t *p = fz->ports[0]->umem + d[0].addr, *ip;
+	uint32_t off = 2 * ETH_ALEN, seg, k = 0;
+	uint64_t sum = 0;
+
+	for (int tags = 0; tags < 2 && off + 2 <= d[0].len; tags++) {
+		uint16_t t = p[off] << 8 | p[off + 1];
+
+		if (t != 0x8100 && t != 0x88a8)
+			break;
+		off += VLAN_HLEN;
+	}
+	ip = p + off + 2;
+	if (off + 2 + 20 + 20 > d[0].len || ip[0] != 0x45 || (ip[2] << 8 | ip[3]) < 20)
+		return 0;
+	seg = (ip[2] << 8 | ip[3]) - 20;
+	for (int i = 12; i < 20; i += 2)
+		sum += ip[i] << 8 | ip[i + 1];
+	sum += ip[9] + seg;
+	for (uint32_t j = 0; j < n && k < seg; j++) {
+		const uint8_t *b = j ? fz->ports[0]->umem + d[j].addr : ip + 20;
+		uint32_t len = j ? d[j].len : d[0].len - (off + 2 + 20);
+
+		for (uint32_t i = 0; i < len && k < seg; i++, k++)
+			sum += k & 1 ? b[i] : (uint32_t)b[i] << 8;
+	}
+	if (k < seg)
+		return 0;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/*
+ * Fragment 0 of a chain made an IPv4 UDP or TCP packet of total bytes as
+ * a local stack leaves it for the device to finish (CHECKSUM_PARTIAL, a
+ * veth's): the checksum field holds the folded pseudo-header sum, not
+ * complemented; the segment runs on over every fragment.  A port of a
+ * netdev that completes checksums (odd netdevs: fz_table()) completes it
+ * over all of them (csum_complete_sg()); fz_check_sent() sees that it
+ * verifies then (fz_l4_sum()), and does not otherwise.
+ */
+static void fz_csum_header(struct fuzz *fz, const struct xdp_desc *d, uint32_t total)
+{
+	uint8_t *pkt = fz->ports[0]->umem + d[0].addr, *ip = pkt + ETH_HLEN, *l4 = ip + 20;
+	uint32_t seg = total - ETH_HLEN - 20, sum = 0, field = fz_below(fz, 2) ? 6 : 16;
+
+	pkt[12] = 0x08, pkt[13] = 0x00;
+	memset(ip, 0, 20 + 20);
+	ip[0] = 0x45;
+	ip[2] = (uint8_t)((total - ETH_HLEN) >> 8), ip[3] = (uint8_t)(total - ETH_HLEN);
+	ip[8] = 64;
+	ip[9] = field == 6 ? 17 : 6;
+	for (int i = 12; i < 20; i++)
+		ip[i] = (uint8_t)fz_rand(fz);
+	l4[1] = 9, l4[3] = 9;			/* ports */
+	if (ip[9] == 17)
+		l4[4] = (uint8_t)(seg >> 8), l4[5] = (uint8_t)seg;
+	else
+		l4[12] = 0x50;			/* TCP: a 20-byte header */
+	for (int i = 12; i < 20; i += 2)
+		sum += ip[i] << 8 | ip[i + 1];
+	sum += ip[9] + seg;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	l4[field] = (uint8_t)(sum >> 8), l4[field + 1] = (uint8_t)sum;
+}
+
+/* Packets into FILL buffers the kernel holds, onto the RX ring: with
+ * max_segs, half of them chains of 2 or more (a buffer each, XDP_PKT_CONTD
+ * on all but the last), a quarter of those with a partial checksum.
+ * Whole packets only: one the RX ring has no room for all of is dropped
+ * (its buffers stay the kernel's), as the kernel's multi-buffer receive
+ * does. */
 static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 {
 	PortObject *p = fz->ports[x];
 	struct ring *rx = &p->rx;
 	struct fz_kernel *k = &fz->k[fz_owner(fz, x)];	/* the group's FILL buffers */
 	struct xdp_desc *rxd = rx->descs;
-	uint32_t prod = *rx->producer, used = prod - load_acquire(rx->consumer), n;
+	uint32_t prod = *rx->producer, used = prod - load_acquire(rx->consumer), room, n = 0;
 
 	if (used > rx->size) {
 		if (fz->exact)
@@ -807,63 +1101,49 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 				       prod), 0;
 		return 0;
 	}
-	n = rx->size - used;
-	if (n > k->n_fill)
-		n = k->n_fill;
-	if (n > max)
-		n = max;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t j = fz_below(fz, k->n_fill), off, len, room;
-		uint64_t base = k->fill[j] & ~((uint64_t)fz->fs - 1), addr;
-		struct xdp_desc *d = &rxd[(prod + i) & rx->mask];
+	room = rx->size - used;
+	for (uint32_t pkts = 0; pkts < max; pkts++) {
+		uint32_t nf = fz->max_segs && !fz_below(fz, 2) ? 2 + fz_below(fz, fz_most_frags(fz) - 1)
+							       : 1, total = 0;
+		struct xdp_desc d[FZ_MAX_FRAGS];
+		uint64_t id = 0, base[FZ_MAX_FRAGS];
 
-		k->fill[j] = k->fill[--k->n_fill];
-		/* copy mode's headroom mostly, anywhere that leaves room for
-		 * the packet id sometimes */
-		off = fz_below(fz, 4) ? EMU_HEADROOM : fz_below(fz, fz->fs - FZ_ID_ROOM + 1);
-		room = fz->fs - off;
-		switch (fz_below(fz, 16)) {
-		case 0:
-			len = fz_below(fz, ETH_HLEN);		/* a runt */
+		if (nf > room - n || nf > k->n_fill)
 			break;
-		case 1:
-			len = room;				/* up to the frame's end */
-			break;
-		default:
-			len = room > EMU_MIN_LEN ? EMU_MIN_LEN + fz_below(fz, room - EMU_MIN_LEN + 1)
-						 : fz_below(fz, room + 1);
+		if (fz->exact && !(id = fz_new_pkt(fz)))
+			return 0;
+		for (uint32_t j = 0; j < nf; j++) {
+			uint32_t b = fz_below(fz, k->n_fill), off, len;
+
+			base[j] = k->fill[b] & ~((uint64_t)fz->fs - 1);
+			k->fill[b] = k->fill[--k->n_fill];
+			if (nf == 1)
+				fz_one_draw(fz, &off, &len);
+			else
+				fz_frag_draw(fz, j, nf, &off, &len);
+			d[j] = (struct xdp_desc){ .addr = base[j] + off, .len = len,
+						  .options = j + 1 < nf ? XDP_PKT_CONTD : 0 };
+			total += len;
 		}
-		addr = base + off;
-		/* a FILL entry the lying kernel made up may lie anywhere */
-		if (base < fz->frames_end) {
-			uint8_t *pkt = p->umem + addr;
-
-			uint16_t type = htons(fz_below(fz, 2) ? 0x0800 : 0x8100);
-
-			memcpy(pkt, emu_macs, sizeof(emu_macs));
-			memcpy(pkt + 2 * ETH_ALEN, &type, sizeof(type));	/* for pop_vlan */
-			if (fz->exact) {
-				uint64_t id = ++fz->n_pkts;
-
-				if (fz->n_pkts > fz->cap_pkts) {
-					uint64_t cap = fz->cap_pkts ? 2 * fz->cap_pkts : 65536;
-					struct fz_pkt *m = PyMem_Realloc(fz->pkts, cap * sizeof(*m));
-
-					if (!m)
-						return PyErr_NoMemory(), 0;
-					fz->pkts = m;
-					fz->cap_pkts = cap;
-				}
-				fz->pkts[id - 1] = (struct fz_pkt){ .addr = addr,
-								    .len = (uint16_t)len };
-				fz->bytes_delivered += len;
-				memcpy(pkt + FZ_ID_OFF, &id, sizeof(id));
-				fz->last_id[base / fz->fs] = id;
-			}
+		for (uint32_t j = 0; j < nf; j++)
+			fz_frag_mark(fz, base[j], d[j].addr - base[j], d[j].len, id, j);
+		if (nf > 1 && !fz_below(fz, 4) && base[0] < fz->frames_end) {
+			fz_csum_header(fz, d, total);
+			/* what it must be when sent (an exact run's fragments
+			 * are all in frames, for fz_l4_sum() to read) */
+			if (id)
+				fz->pkts[id - 1].csum = FZ_CSUM_PARTIAL |
+					((ctl_assign(fz->v, x)->netdev & 1) ||
+					 fz_l4_sum(fz, d, nf) == 0xffff ? FZ_CSUM_VERIFIES : 0);
 		}
-		d->addr = addr;
-		d->len = len;
-		d->options = 0;
+		for (uint32_t j = 0; j < nf; j++)
+			rxd[(prod + n++) & rx->mask] = d[j];
+		if (id) {
+			fz->pkts[id - 1].nfrags = (uint8_t)nf;
+			fz->bytes_delivered += total;
+			fz->frags_delivered += nf;
+			fz->chains += nf > 1;
+		}
 	}
 	store_release(rx->producer, prod + n);
 	return n;
@@ -878,17 +1158,22 @@ static uint32_t fz_receive(struct fuzz *fz, uint32_t x, uint32_t max)
 static uint64_t fz_find(struct fuzz *fz, uint64_t addr, int32_t *shift)
 {
 	static const int32_t shifts[] = { 0, VLAN_HLEN, -VLAN_HLEN };
-	uint64_t off = addr & (fz->fs - 1), id;
+	uint64_t off = addr & (fz->fs - 1), id, last;
 
 	if (addr >= fz->frames_end)
 		return 0;
+	last = fz->fr[addr / fz->fs].id;
 	for (size_t i = 0; i < sizeof(shifts) / sizeof(shifts[0]); i++) {
 		int64_t at = (int64_t)off + FZ_ID_OFF + shifts[i];
 
 		if (at < 0 || at + 8 > fz->fs)
 			continue;
-		memcpy(&id, fz->ports[0]->umem + addr + FZ_ID_OFF + shifts[i], sizeof(id));
-		if (id && id == fz->last_id[addr / fz->fs] &&
+		/* a packet with a checksum has its IPv4 header there */
+		if (last && (fz->pkts[last - 1].csum & FZ_CSUM_PARTIAL))
+			id = last;
+		else
+			memcpy(&id, fz->ports[0]->umem + addr + FZ_ID_OFF + shifts[i], sizeof(id));
+		if (id && id == last &&
 		    fz->pkts[id - 1].addr == addr + shifts[i]) {
 			*shift = shifts[i];
 			return id;
@@ -897,10 +1182,30 @@ static uint64_t fz_find(struct fuzz *fz, uint64_t addr, int32_t *shift)
 	return 0;
 }
 
-/* The packet an exact run delivered as this TX descriptor, sent now. */
-static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d)
+/* Descriptor (addr, len) is fragment j >= 1 of packet id as it was
+ * delivered: NULL; else what is wrong with it.  bytes: its bytes too. */
+static const char *fz_frag_wrong(struct fuzz *fz, uint64_t id, uint32_t j, uint64_t addr,
+				 uint32_t len, bool bytes)
 {
-	uint64_t id, off = d->addr & (fz->fs - 1);
+	const struct fz_frame *r;
+
+	if (addr >= fz->frames_end)
+		return "an address past every frame";
+	r = &fz->fr[addr / fz->fs];
+	if (r->id != id || r->j != j)
+		return "a frame that does not hold it";
+	if ((addr & (fz->fs - 1)) != r->off || len != r->len)
+		return "another offset or length than it was delivered with";
+	if (bytes && !fz_frag_bytes(fz->ports[0]->umem + addr, len, id, j, true))
+		return "bytes changed";
+	return NULL;
+}
+
+/* The packet an exact run delivered as these n TX descriptors (a chain,
+ * fragment 0 first), sent now: each of its fragments, in order, intact. */
+static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d, uint32_t n)
+{
+	uint64_t id, off = d->addr & (fz->fs - 1), bytes = d->len;
 	struct fz_pkt *pk;
 	int32_t shift = 0;
 
@@ -917,23 +1222,77 @@ static int fz_check_sent(struct fuzz *fz, uint32_t x, const struct xdp_desc *d)
 	if (pk->sent)
 		return fz_fail(fz, "packet %llu sent twice (again by worker %u, addr %#llx)",
 			       (unsigned long long)id, x, (unsigned long long)d->addr);
+	if (pk->lie)
+		return fz_fail(fz, "packet %llu, a chain that lies (%s), sent by worker %u",
+			       (unsigned long long)id, pk->lie == FZ_LIED_RX ? "kernel_bad_chain" :
+			       "peer_bad_chain", x);
 	if ((uint32_t)(pk->len + shift) != d->len)
-		return fz_fail(fz, "packet %llu delivered with %u bytes, sent by worker %u "
-			       "with %u", (unsigned long long)id, pk->len, x, d->len);
+		return fz_fail(fz, "packet %llu delivered with %u bytes (%+d for a VLAN tag), sent "
+			       "by worker %u with %u", (unsigned long long)id, pk->len, shift, x,
+			       d->len);
+	if (pk->nfrags != n)
+		return fz_fail(fz, "packet %llu delivered as %u descriptors, sent by worker %u "
+			       "as %u", (unsigned long long)id, pk->nfrags, x, n);
+	for (uint32_t j = 1; j < n; j++) {
+		const char *why = fz_frag_wrong(fz, id, j, d[j].addr, d[j].len, true);
+
+		if (why)
+			return fz_fail(fz, "packet %llu's fragment %u, sent by worker %u as addr "
+				       "%#llx len %u: %s", (unsigned long long)id, j, x,
+				       (unsigned long long)d[j].addr, d[j].len, why);
+		bytes += d[j].len;
+	}
+	if ((pk->csum & FZ_CSUM_PARTIAL) &&
+	    (fz_l4_sum(fz, d, n) == 0xffff) != !!(pk->csum & FZ_CSUM_VERIFIES))
+		return fz_fail(fz, "packet %llu's partial checksum, sent by worker %u: %s",
+			       (unsigned long long)id, x, pk->csum & FZ_CSUM_VERIFIES ?
+			       "does not verify (not completed over its fragments, or wrong)" :
+			       "completed, by a port whose netdev does not ask for it");
+	fz->csums += pk->csum & FZ_CSUM_PARTIAL;
 	pk->sent = 1;
 	fz->sent++;
-	fz->bytes_sent += d->len;
+	fz->bytes_sent += bytes;
+	fz->frags_sent += n;
 	return 0;
 }
 
+/* The packet at TX ring position at (left descriptors published from
+ * there) into d: its descriptors, up to the first without XDP_PKT_CONTD.
+ * A port sends whole packets only, of at most max_segs descriptors (one
+ * without chains), with no option bit but XDP_PKT_CONTD: anything else
+ * is its bug (fz_fail(), 0).  Lying, where what is on the ring is the
+ * liars' too, the kernel takes one descriptor at a time. */
+static uint32_t fz_tx_chain(struct fuzz *fz, uint32_t x, const struct ring *tx, uint32_t at,
+			    uint32_t left, struct xdp_desc *d)
+{
+	const struct xdp_desc *txd = tx->descs;
+	uint32_t most = fz->max_segs ? fz->max_segs : 1;
+
+	for (uint32_t i = 0; i < left; i++) {
+		d[i] = txd[(at + i) & tx->mask];
+		if (!fz->exact)
+			return 1;
+		if ((d[i].options & ~XDP_PKT_CONTD) || (d[i].options && !fz->max_segs))
+			return fz_fail(fz, "worker %u's TX descriptor %u has options %#x", x,
+				       at + i, d[i].options), 0;
+		if (!(d[i].options & XDP_PKT_CONTD))
+			return i + 1;
+		if (i + 1 == most)
+			return fz_fail(fz, "worker %u sent a chain of more than max_segs (%u) "
+				       "descriptors, from TX descriptor %u", x, most, at), 0;
+	}
+	return fz_fail(fz, "worker %u published half a packet: TX descriptors %u..%u carry "
+		       "XDP_PKT_CONTD, the next is not published", x, at, at + left - 1), 0;
+}
+
 /* TX descriptors taken from ring tx (x's own, or one of its direct
- * sockets'): the packets are on the wire, completing on `owner`'s. */
+ * sockets'), whole packets only: they are on the wire, completing on
+ * `owner`'s. */
 static uint32_t fz_send_ring(struct fuzz *fz, uint32_t x, struct ring *tx, uint32_t owner,
 			     uint32_t max)
 {
 	struct fz_kernel *k = &fz->k[owner];
-	const struct xdp_desc *txd = tx->descs;
-	uint32_t cons = *tx->consumer, avail = load_acquire(tx->producer) - cons, n;
+	uint32_t cons = *tx->consumer, avail = load_acquire(tx->producer) - cons, n = 0;
 
 	if (avail > tx->size) {
 		if (fz->exact)
@@ -942,15 +1301,19 @@ static uint32_t fz_send_ring(struct fuzz *fz, uint32_t x, struct ring *tx, uint3
 				       avail, tx->size), 0;
 		avail = tx->size;
 	}
-	n = avail < max ? avail : max;
-	if (n > fz->kcap - k->n_tx)
-		n = fz->kcap - k->n_tx;
-	for (uint32_t i = 0; i < n; i++) {
-		const struct xdp_desc *d = &txd[(cons + i) & tx->mask];
+	if (avail > fz->kcap - k->n_tx)
+		avail = fz->kcap - k->n_tx;
+	while (n < max && n < avail) {
+		struct xdp_desc d[FP_MAX_SEGS];
+		uint32_t c = fz_tx_chain(fz, x, tx, cons + n, avail - n, d);
 
-		if (fz->exact && fz_check_sent(fz, x, d))
+		if (!c)
 			return 0;
-		k->tx[k->n_tx++] = d->addr;
+		if (fz->exact && fz_check_sent(fz, x, d, c))
+			return 0;
+		for (uint32_t i = 0; i < c; i++)
+			k->tx[k->n_tx++] = d[i].addr;
+		n += c;
 	}
 	store_release(tx->consumer, cons + n);
 	return n;
@@ -1270,6 +1633,172 @@ static void fz_lie_peer_index(struct fuzz *fz, uint32_t x)
 		store_release(&r->prod, r->cons);	/* back in step */
 }
 
+/*
+ * A chain the port must refuse, made of FILL buffers the kernel holds, so
+ * that an exact run can follow it: its frames go home, it is counted once
+ * in chain_invalid, its bad fragments in bad_descs, and it is never sent.
+ * How it lies: XDP_PKT_CONTD on max_segs descriptors (no end), a
+ * zero-length fragment, fragment 0 shorter than FRAG0_MIN, a fragment
+ * past its frame's end.  Published whole, as the kernel publishes.
+ */
+static void fz_bad_chain(struct fuzz *fz, uint32_t x)
+{
+	struct ring *rx = &fz->ports[x]->rx;
+	struct fz_kernel *k = &fz->k[fz_owner(fz, x)];
+	struct xdp_desc *rxd = rx->descs;
+	uint32_t prod = *rx->producer, used = prod - load_acquire(rx->consumer);
+	uint32_t how = fz_below(fz, 4), bad = 0, nf, at;
+	uint64_t id = 0;
+
+	nf = how == 0 ? fz->max_segs : 2 + fz_below(fz, fz_most_frags(fz) - 1);
+	at = fz_below(fz, nf);			/* the fragment that lies */
+	if (used > rx->size || nf > rx->size - used || nf > k->n_fill)
+		return;
+	if (fz->exact && !(id = fz_new_pkt(fz)))
+		return;
+	for (uint32_t j = 0; j < nf; j++) {
+		uint32_t b = fz_below(fz, k->n_fill), off, len;
+		uint64_t base = k->fill[b] & ~((uint64_t)fz->fs - 1);
+		struct xdp_desc *d = &rxd[(prod + j) & rx->mask];
+
+		k->fill[b] = k->fill[--k->n_fill];
+		fz_frag_draw(fz, j, nf, &off, &len);
+		if (how == 1 && j == at)
+			len = 0;
+		else if (how == 2 && j == 0)
+			len = fz_below(fz, FRAG0_MIN);
+		else if (how == 3 && j == at)
+			len = fz->fs - off + 1 + fz_below(fz, 64);
+		bad += !len || off + len > fz->fs;
+		fz_frag_mark(fz, base, off, len, id, j);
+		d->addr = base + off;
+		d->len = len;
+		d->options = how == 0 || j + 1 < nf ? XDP_PKT_CONTD : 0;
+	}
+	if (id) {
+		struct fz_pkt *pk = &fz->pkts[id - 1];
+
+		pk->nfrags = (uint8_t)nf;
+		pk->lie = FZ_LIED_RX;
+		pk->bad = (uint8_t)bad;
+		fz->frags_delivered += nf;
+		fz->n_lies++;
+		fz->bad_delivered += bad;
+	}
+	store_release(rx->producer, prod + nf);
+}
+
+/* A descriptor chain's XDP_PKT_CONTD (RING_CONTD) on entry i of n, as a
+ * liar sets them: on all (no end), all but the last, at random. */
+static inline bool fz_lie_contd(struct fuzz *fz, uint32_t how, uint32_t i, uint32_t n)
+{
+	return how == 0 || (how == 1 && i + 1 < n) || (how == 2 && fz_below(fz, 2));
+}
+
+/* The kernel lying with chains: up to max_segs + 3 descriptors, each a
+ * frame of the RX home's at the headroom (held by anyone) or any address
+ * fz_bad_addr() makes up, a length fit for fragment 0 or any. */
+static void fz_lie_chain(struct fuzz *fz, uint32_t x)
+{
+	struct ring *rx = &fz->ports[x]->rx;
+	struct xdp_desc *rxd = rx->descs;
+	uint32_t prod = *rx->producer, n = 1 + fz_below(fz, fz->max_segs + 3);
+	uint32_t how = fz_below(fz, 3), home = fz_owner(fz, x);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct xdp_desc *d = &rxd[(prod + i) & rx->mask];
+
+		d->addr = fz_below(fz, 2) ? home * fz->span +
+				(uint64_t)fz_below(fz, fz->fpw) * fz->fs + EMU_HEADROOM :
+				fz_bad_addr(fz, x);
+		d->len = fz_below(fz, 2) ? FRAG0_MIN + fz_below(fz, fz->fs - EMU_HEADROOM - FRAG0_MIN)
+					 : fz_bad_len(fz, d->addr);
+		d->options = fz_lie_contd(fz, how, i, n) ? XDP_PKT_CONTD : 0;
+	}
+	store_release(rx->producer, prod + n);
+}
+
+/* A peer lying with chains on its fwd ring to x: entries of frames it
+ * may lend (its home's) or not, of lengths fit or not, RING_CONTD set as
+ * fz_lie_contd() says; sometimes only the first of them published. */
+static void fz_lie_fwd_chain(struct fuzz *fz, uint32_t x)
+{
+	uint32_t y = fz_peer(fz, x), n = 1 + fz_below(fz, fz->max_segs + 3);
+	uint32_t how = fz_below(fz, 3), home = fz_owner(fz, y);
+	struct fp_ring *r = ctl_ring(fz->v, 0, y, x);
+	uint32_t prod = r->prod;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t addr = fz_below(fz, 4) ? home * fz->span +
+				(uint64_t)fz_below(fz, fz->fpw) * fz->fs + EMU_HEADROOM :
+				fz_bad_addr(fz, y);
+		uint64_t len = fz_below(fz, 4) ? ETH_HLEN + fz_below(fz, fz->fs - EMU_HEADROOM - ETH_HLEN)
+					       : fz_bad_len(fz, addr) & 0xffff;
+
+		r->slots[(prod + i) & (fz->entries - 1)] =
+			(addr & RING_ADDR_MASK & ~RING_CONTD) | len << RING_LEN_SHIFT |
+			(fz_lie_contd(fz, how, i, n) ? RING_CONTD : 0);
+	}
+	/* now and then a chain's head published, its tail not (yet) */
+	store_release(&r->prod, prod + (fz_below(fz, 4) ? n : 1 + fz_below(fz, n)));
+}
+
+/*
+ * A peer lying with a chain it did lend, so that an exact run can follow
+ * it: one of the packets of two or more entries on a fwd ring into x, at
+ * random, made one x must refuse: RING_CONTD on the last entry of one of
+ * max_segs (no end), a fragment of length 0 or past its frame's end,
+ * fragment 0 shorter than ETH_HLEN.  Its frames must go home on the ret
+ * ring; it is counted once in chain_invalid (a bad entry in bad_descs)
+ * and never sent.
+ */
+static void fz_bad_fwd_chain(struct fuzz *fz, uint32_t x)
+{
+	uint32_t y = fz_peer(fz, x), mask = fz->entries - 1, how = fz_below(fz, 4);
+	struct fp_ring *r = ctl_ring(fz->v, 0, y, x);
+	uint32_t cons = r->cons, used = r->prod - cons, at = 0, n = 0, seen = 0;
+	struct fz_pkt *pk = NULL;
+	uint64_t *e, off, len;
+	int32_t shift;
+
+	/* a dead x may have taken entries its commit has not published yet */
+	if (y == x || used > fz->entries || fz->dead[x])
+		return;
+	for (uint32_t i = 0, k; i < used; i += k) {
+		for (k = 1; k < fz->max_segs && i + k < used &&
+			    (r->slots[(cons + i + k - 1) & mask] & RING_CONTD); k++)
+			;
+		if (k > 1 && !fz_below(fz, ++seen))
+			at = i, n = k;
+	}
+	if (!n)
+		return;
+	if (fz->exact) {	/* whole, and not a lie already (else the scan tells) */
+		uint64_t id = fz_find(fz, r->slots[(cons + at) & mask] & RING_ADDR_MASK &
+				      ~RING_CONTD, &shift);
+
+		pk = id ? &fz->pkts[id - 1] : NULL;
+		if (!pk || pk->lie || pk->nfrags != n)
+			return;
+	}
+	if (how == 0 && n < fz->max_segs)
+		how = 1;
+	e = &r->slots[(cons + at + (how == 0 ? n - 1 : how == 3 ? 0 : fz_below(fz, n))) & mask];
+	off = *e & (fz->fs - 1);
+	len = how == 1 ? 0 : how == 2 ? fz->fs - off + 1 + fz_below(fz, 64) :
+	      1 + fz_below(fz, ETH_HLEN - 1);
+	if (how == 0)
+		*e |= RING_CONTD;
+	else
+		*e = (*e & (RING_ADDR_MASK | RING_CONTD)) | len << RING_LEN_SHIFT;
+	if (pk) {
+		pk->lie = FZ_LIED_FWD;
+		pk->bad = how != 0;
+		fz->fwd_lies++;
+		fz->fwd_bad += how != 0;
+	}
+}
+
 /* A table of garbage: any counts, actions, egress ids; the active index too. */
 static void fz_lie_table(struct fuzz *fz)
 {
@@ -1445,35 +1974,68 @@ static int fz_place(struct fuzz *fz, uint64_t addr, uint32_t loc)
 	return 0;
 }
 
-/* The packet at addr is on its way (RX, fwd or TX ring): delivered, not
- * sent yet, of the length it was delivered with, and nowhere else. */
-static int fz_in_flight(struct fuzz *fz, uint64_t addr, uint32_t len, uint32_t loc)
+/* The packet in addr[] and len[] (n descriptors, fragment 0 first) is on
+ * its way, counted in *way: delivered, not sent yet, as long as it was
+ * delivered, its fragments where they were delivered, and nowhere else.
+ * A chain that lies (fz_bad_chain()) waits on its RX ring, nowhere else. */
+static int fz_in_flight(struct fuzz *fz, const uint64_t *addr, const uint32_t *len, uint32_t n,
+			uint32_t loc, struct fz_way *way)
 {
-	uint64_t id;
+	uint64_t id, bytes = len[0];
 	struct fz_pkt *pk;
 	int32_t shift = 0;
 	char l1[80];
 
-	id = fz_find(fz, addr, &shift);
+	id = fz_find(fz, addr[0], &shift);
 	if (id == 0)
 		return fz_fail(fz, "%s holds addr %#llx: no packet was delivered there",
-			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)addr);
+			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)addr[0]);
 	pk = &fz->pkts[id - 1];
-	if (pk->sent || pk->seen == fz->pass || (uint32_t)(pk->len + shift) != len)
-		return fz_fail(fz, "%s holds packet %llu (%u bytes), which is %s",
-			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)id, len,
+	/* a peer's lie changed its lengths: it stays where it was told */
+	if (pk->sent || pk->seen == fz->pass || pk->nfrags != n ||
+	    (pk->lie && loc >> 16 != (pk->lie == FZ_LIED_RX ? FZ_LOC_RX : FZ_LOC_FWD)) ||
+	    (pk->lie != FZ_LIED_FWD && (uint32_t)(pk->len + shift) != len[0]))
+		return fz_fail(fz, "%s holds packet %llu (%u bytes, %u descriptors), which is %s",
+			       fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)id, len[0], n,
 			       pk->sent ? "sent already" : pk->seen == fz->pass ?
-			       "on its way twice" : "of another length");
+			       "on its way twice" : pk->nfrags != n ? "of another number of them" :
+			       pk->lie ? "a chain that lies, taken on from where it lied" :
+			       "of another length");
+	for (uint32_t j = 1; j < n && pk->lie != FZ_LIED_FWD; j++) {
+		const char *why = fz_frag_wrong(fz, id, j, addr[j], len[j], false);
+
+		if (why)
+			return fz_fail(fz, "%s holds packet %llu's fragment %u as addr %#llx len %u: "
+				       "%s", fz_loc_name(loc, l1, sizeof(l1)), (unsigned long long)id,
+				       j, (unsigned long long)addr[j], len[j], why);
+		bytes += len[j];
+	}
 	pk->seen = fz->pass;
+	way->packets++;
+	way->frags += n;
+	if (pk->lie == FZ_LIED_RX) {
+		fz->lies_on_rx++;
+		fz->bad_on_rx += pk->bad;
+	} else if (pk->lie == FZ_LIED_FWD) {
+		fz->lies_on_fwd++;
+		fz->bad_on_fwd += pk->bad;
+	} else {
+		way->bytes += bytes;
+	}
 	return 0;
 }
 
 /* Every entry between a kernel ring's consumer and producer; for RX and
- * TX (packets not NULL) the packets and their bytes counted. */
+ * TX (way not NULL) the packets, whole (up to the first descriptor
+ * without XDP_PKT_CONTD, or max_segs of them, as the port reads them),
+ * counted in *way. */
 static int fz_scan_ring(struct fuzz *fz, struct ring *r, bool descs, uint32_t loc,
-			uint64_t *packets, uint64_t *bytes)
+			struct fz_way *way)
 {
 	uint32_t cons = load_acquire(r->consumer), used = load_acquire(r->producer) - cons;
+	uint32_t most = fz->max_segs ? fz->max_segs : 1, n = 0;
+	uint64_t addr[FP_MAX_SEGS];
+	uint32_t len[FP_MAX_SEGS];
 	char l1[80];
 
 	if (used > r->size)
@@ -1481,26 +2043,33 @@ static int fz_scan_ring(struct fuzz *fz, struct ring *r, bool descs, uint32_t lo
 			       "its %u slots", fz_loc_name(loc, l1, sizeof(l1)), used, r->size);
 	for (uint32_t i = 0; i < used; i++) {
 		uint32_t at = (cons + i) & r->mask;
-		uint64_t addr = descs ? ((struct xdp_desc *)r->descs)[at].addr
-				      : ((uint64_t *)r->descs)[at];
+		const struct xdp_desc *d = descs ? &((struct xdp_desc *)r->descs)[at] : NULL;
 
-		if (fz_place(fz, addr, loc))
+		addr[n] = d ? d->addr : ((uint64_t *)r->descs)[at];
+		if (fz_place(fz, addr[n], loc))
 			return -1;
-		if (packets) {
-			uint32_t len = ((struct xdp_desc *)r->descs)[at].len;
-
-			if (fz_in_flight(fz, addr, len, loc))
-				return -1;
-			++*packets;
-			*bytes += len;
-		}
+		if (!way)
+			continue;
+		len[n++] = d->len;
+		if ((d->options & XDP_PKT_CONTD) && n < most)
+			continue;
+		if (fz_in_flight(fz, addr, len, n, loc, way))
+			return -1;
+		n = 0;
 	}
+	if (n)
+		return fz_fail(fz, "%s ends with half a packet: %u descriptors with "
+			       "XDP_PKT_CONTD", fz_loc_name(loc, l1, sizeof(l1)), n);
 	return 0;
 }
 
-static int fz_scan_hring(struct fuzz *fz, struct fp_ring *r, uint32_t loc, uint64_t *packets)
+/* The same for a handoff ring: a fwd ring's packets, whole (RING_CONTD on
+ * all entries but a chain's last), counted in *way. */
+static int fz_scan_hring(struct fuzz *fz, struct fp_ring *r, uint32_t loc, struct fz_way *way)
 {
 	uint32_t cons = load_acquire(&r->cons), used = load_acquire(&r->prod) - cons;
+	uint64_t contd = fz->max_segs ? RING_CONTD : 0, addr[FP_MAX_SEGS];
+	uint32_t most = fz->max_segs ? fz->max_segs : 1, n = 0, len[FP_MAX_SEGS];
 	char l1[80];
 
 	if (used > fz->entries)
@@ -1509,14 +2078,22 @@ static int fz_scan_hring(struct fuzz *fz, struct fp_ring *r, uint32_t loc, uint6
 	for (uint32_t i = 0; i < used; i++) {
 		uint64_t e = r->slots[(cons + i) & (fz->entries - 1)];
 
-		if (fz_place(fz, e & RING_ADDR_MASK, loc))
+		/* without chains, a RING_CONTD is an address past every frame */
+		addr[n] = e & RING_ADDR_MASK & ~contd;
+		if (fz_place(fz, addr[n], loc))
 			return -1;
-		if (packets) {
-			if (fz_in_flight(fz, e & RING_ADDR_MASK, (uint32_t)(e >> RING_LEN_SHIFT), loc))
-				return -1;
-			++*packets;
-		}
+		if (!way)
+			continue;
+		len[n++] = (uint32_t)(e >> RING_LEN_SHIFT);
+		if ((e & contd) && n < most)
+			continue;
+		if (fz_in_flight(fz, addr, len, n, loc, way))
+			return -1;
+		n = 0;
 	}
+	if (n)
+		return fz_fail(fz, "%s ends with half a packet: %u entries with RING_CONTD",
+			       fz_loc_name(loc, l1, sizeof(l1)), n);
 	return 0;
 }
 
@@ -1533,9 +2110,11 @@ static void fz_stats_sum(struct fuzz *fz, struct fp_stats *sum, struct fp_frames
 		if (frames)
 			frames[w] = k.frames;
 	}
-	/* what went out on direct sockets is transmitted, as by the egress */
+	/* what went out on direct sockets is transmitted, as by the egress
+	 * (a descriptor a packet: no chain goes there) */
 	for (int j = 0; j < FP_MAX_DIRECT; j++) {
 		sum->tx_packets += sum->direct_packets[j];
+		sum->tx_descs += sum->direct_packets[j];
 		sum->tx_bytes += sum->direct_bytes[j];
 	}
 }
@@ -1549,6 +2128,63 @@ static uint64_t fz_drops(const struct fp_stats *st)
 	return sum;
 }
 
+/* The committed counters (their sums, st) against what fz_scan() found
+ * on its way and what was delivered and sent: packets, bytes, descriptors;
+ * the refusals fz_bad_chain() asked for and nothing else. */
+static int fz_counters(struct fuzz *fz, const struct fp_stats *st)
+{
+	const struct fp_stats *s0 = &fz->st0;
+	uint64_t rx = st->rx_packets - s0->rx_packets, tx = st->tx_packets - s0->tx_packets;
+	uint64_t out = st->handoff_out - s0->handoff_out, in = st->handoff_in - s0->handoff_in;
+	uint64_t drops = fz_drops(st) - fz_drops(s0), on = fz->on_rx.packets +
+			 fz->on_fwd.packets + fz->on_tx.packets;
+	uint64_t bad = st->bad_descs - s0->bad_descs, frags = st->rx_frags - s0->rx_frags;
+	uint64_t descs = st->tx_descs - s0->tx_descs;
+	uint64_t refused = st->drops[FP_DROP_CHAIN_INVALID] - s0->drops[FP_DROP_CHAIN_INVALID];
+	/* a peer's lie refused: handed out, never in */
+	uint64_t lies = fz->n_lies - fz->lies_on_rx, peer = fz->fwd_lies - fz->lies_on_fwd;
+	uint64_t bads = fz->bad_delivered - fz->bad_on_rx + fz->fwd_bad - fz->bad_on_fwd;
+
+	if (fz->n_pkts != fz->sent + drops + on)
+		return fz_fail(fz, "%llu packets delivered; %llu sent, %llu dropped, %llu on RX, "
+			       "%llu on fwd and %llu on TX rings: %lld unaccounted for",
+			       (unsigned long long)fz->n_pkts, (unsigned long long)fz->sent,
+			       (unsigned long long)drops, (unsigned long long)fz->on_rx.packets,
+			       (unsigned long long)fz->on_fwd.packets,
+			       (unsigned long long)fz->on_tx.packets,
+			       (long long)(fz->n_pkts - fz->sent - drops - on));
+	if (rx != fz->n_pkts - fz->on_rx.packets || tx != fz->sent + fz->on_tx.packets ||
+	    out != in + fz->on_fwd.packets + peer ||
+	    st->rx_bytes - s0->rx_bytes != fz->bytes_delivered - fz->on_rx.bytes ||
+	    st->tx_bytes - s0->tx_bytes != fz->bytes_sent + fz->on_tx.bytes)
+		return fz_fail(fz, "committed counters rx_packets %llu rx_bytes %llu tx_packets "
+			       "%llu tx_bytes %llu handoff_out %llu handoff_in %llu; the kernel "
+			       "and the rings say %llu, %llu, %llu, %llu, %llu - %llu on fwd rings "
+			       "(+ peer_bad_chain's refused)",
+			       (unsigned long long)rx,
+			       (unsigned long long)(st->rx_bytes - s0->rx_bytes),
+			       (unsigned long long)tx,
+			       (unsigned long long)(st->tx_bytes - s0->tx_bytes),
+			       (unsigned long long)out, (unsigned long long)in,
+			       (unsigned long long)(fz->n_pkts - fz->on_rx.packets),
+			       (unsigned long long)(fz->bytes_delivered - fz->on_rx.bytes),
+			       (unsigned long long)(fz->sent + fz->on_tx.packets),
+			       (unsigned long long)(fz->bytes_sent + fz->on_tx.bytes),
+			       (unsigned long long)(in + fz->on_fwd.packets + peer),
+			       (unsigned long long)fz->on_fwd.packets);
+	if (frags != fz->frags_delivered - fz->on_rx.frags ||
+	    descs != fz->frags_sent + fz->on_tx.frags ||
+	    refused != lies + peer || bad != bads)
+		return fz_fail(fz, "committed counters rx_frags %llu tx_descs %llu chain_invalid "
+			       "%llu bad_descs %llu; the kernel and the rings say %llu, %llu, %llu, "
+			       "%llu", (unsigned long long)frags, (unsigned long long)descs,
+			       (unsigned long long)refused, (unsigned long long)bad,
+			       (unsigned long long)(fz->frags_delivered - fz->on_rx.frags),
+			       (unsigned long long)(fz->frags_sent + fz->on_tx.frags),
+			       (unsigned long long)(lies + peer), (unsigned long long)bads);
+	return 0;
+}
+
 /*
  * With every port alive and between iterations: every frame in exactly
  * one place, each worker's committed counts what the places hold, every
@@ -1560,7 +2196,7 @@ static int fz_scan(struct fuzz *fz)
 {
 	struct fp_frames *frames = PyMem_Calloc(fz->n, sizeof(*frames));
 	struct fp_stats st;
-	uint64_t missing = 0, first = 0, rx, tx, out, in, drops;
+	uint64_t missing = 0, first = 0;
 	int err = -1;
 
 	if (!frames) {
@@ -1569,8 +2205,8 @@ static int fz_scan(struct fuzz *fz)
 	}
 	fz->scans++;
 	fz->pass++;
-	fz->on_rx = fz->on_fwd = fz->on_tx = 0;
-	fz->bytes_on_rx = fz->bytes_on_tx = 0;
+	fz->on_rx = fz->on_fwd = fz->on_tx = (struct fz_way){ 0 };
+	fz->lies_on_rx = fz->bad_on_rx = fz->lies_on_fwd = fz->bad_on_fwd = 0;
 	memset(fz->where, 0xff, fz->nframes * sizeof(*fz->where));
 	memset(fz->cnt, 0, fz->n * sizeof(*fz->cnt));
 	fz_stats_sum(fz, &st, frames);
@@ -1601,15 +2237,13 @@ static int fz_scan(struct fuzz *fz)
 		for (uint32_t j = 0; j < p->n_direct; j++) {
 			if (p->direct[j].open &&
 			    fz_scan_ring(fz, &p->direct[j].tx, true, FZ_LOC(FZ_LOC_DTX, x, j),
-					 &fz->on_tx, &fz->bytes_on_tx))
+					 &fz->on_tx))
 				goto out;
 		}
-		if (fz_scan_ring(fz, &p->fill, false, FZ_LOC(FZ_LOC_FILL, x, 0), NULL, NULL) ||
-		    fz_scan_ring(fz, &p->rx, true, FZ_LOC(FZ_LOC_RX, x, 0), &fz->on_rx,
-				 &fz->bytes_on_rx) ||
-		    fz_scan_ring(fz, &p->tx, true, FZ_LOC(FZ_LOC_TX, x, 0), &fz->on_tx,
-				 &fz->bytes_on_tx) ||
-		    fz_scan_ring(fz, &p->comp, false, FZ_LOC(FZ_LOC_COMP, x, 0), NULL, NULL))
+		if (fz_scan_ring(fz, &p->fill, false, FZ_LOC(FZ_LOC_FILL, x, 0), NULL) ||
+		    fz_scan_ring(fz, &p->rx, true, FZ_LOC(FZ_LOC_RX, x, 0), &fz->on_rx) ||
+		    fz_scan_ring(fz, &p->tx, true, FZ_LOC(FZ_LOC_TX, x, 0), &fz->on_tx) ||
+		    fz_scan_ring(fz, &p->comp, false, FZ_LOC(FZ_LOC_COMP, x, 0), NULL))
 			goto out;
 		for (uint32_t i = 0; i < k->n_fill; i++) {
 			if (fz_place(fz, k->fill[i], FZ_LOC(FZ_LOC_KFILL, x, 0)))
@@ -1700,41 +2334,8 @@ static int fz_scan(struct fuzz *fz)
 			goto out;
 		}
 	}
-	rx = st.rx_packets - fz->st0.rx_packets;
-	tx = st.tx_packets - fz->st0.tx_packets;
-	out = st.handoff_out - fz->st0.handoff_out;
-	in = st.handoff_in - fz->st0.handoff_in;
-	drops = fz_drops(&st) - fz_drops(&fz->st0);
-	if (fz->n_pkts != fz->sent + drops + fz->on_rx + fz->on_fwd + fz->on_tx) {
-		fz_fail(fz, "%llu packets delivered; %llu sent, %llu dropped, %llu on RX, "
-			"%llu on fwd and %llu on TX rings: %lld unaccounted for",
-			(unsigned long long)fz->n_pkts, (unsigned long long)fz->sent,
-			(unsigned long long)drops, (unsigned long long)fz->on_rx,
-			(unsigned long long)fz->on_fwd, (unsigned long long)fz->on_tx,
-			(long long)(fz->n_pkts - fz->sent - drops - fz->on_rx - fz->on_fwd -
-				    fz->on_tx));
+	if (fz_counters(fz, &st))
 		goto out;
-	}
-	if (rx != fz->n_pkts - fz->on_rx || tx != fz->sent + fz->on_tx ||
-	    out != in + fz->on_fwd || st.bad_descs != fz->st0.bad_descs ||
-	    st.rx_bytes - fz->st0.rx_bytes != fz->bytes_delivered - fz->bytes_on_rx ||
-	    st.tx_bytes - fz->st0.tx_bytes != fz->bytes_sent + fz->bytes_on_tx) {
-		fz_fail(fz, "committed counters rx_packets %llu rx_bytes %llu tx_packets %llu "
-			"tx_bytes %llu handoff_out %llu handoff_in %llu bad_descs %llu; the "
-			"kernel and the rings say %llu, %llu, %llu, %llu, %llu - %llu on fwd "
-			"rings, 0", (unsigned long long)rx,
-			(unsigned long long)(st.rx_bytes - fz->st0.rx_bytes),
-			(unsigned long long)tx,
-			(unsigned long long)(st.tx_bytes - fz->st0.tx_bytes),
-			(unsigned long long)out, (unsigned long long)in,
-			(unsigned long long)(st.bad_descs - fz->st0.bad_descs),
-			(unsigned long long)(fz->n_pkts - fz->on_rx),
-			(unsigned long long)(fz->bytes_delivered - fz->bytes_on_rx),
-			(unsigned long long)(fz->sent + fz->on_tx),
-			(unsigned long long)(fz->bytes_sent + fz->bytes_on_tx),
-			(unsigned long long)(in + fz->on_fwd), (unsigned long long)fz->on_fwd);
-		goto out;
-	}
 	err = 0;
 out:
 	PyMem_Free(frames);
@@ -1774,10 +2375,11 @@ static int fz_settle(struct fuzz *fz)
 		return fz_fail(fz, "still moving frames %u rounds after the end", rounds);
 	if (fz_scan(fz))
 		return -1;
-	if (fz->on_rx || fz->on_fwd || fz->on_tx)
+	if (fz->on_rx.packets || fz->on_fwd.packets || fz->on_tx.packets)
 		return fz_fail(fz, "stuck after the end: %llu packets on RX, %llu on fwd and "
-			       "%llu on TX rings", (unsigned long long)fz->on_rx,
-			       (unsigned long long)fz->on_fwd, (unsigned long long)fz->on_tx);
+			       "%llu on TX rings", (unsigned long long)fz->on_rx.packets,
+			       (unsigned long long)fz->on_fwd.packets,
+			       (unsigned long long)fz->on_tx.packets);
 	return 0;
 }
 
@@ -1830,10 +2432,31 @@ static int fz_act(struct fuzz *fz, enum fz_action a, uint32_t x)
 	case FZ_LIE_STATE:
 		fz_lie_state(fz);
 		break;
+	case FZ_BAD_CHAIN:
+		fz_bad_chain(fz, x);
+		break;
+	case FZ_LIE_CHAIN:
+		fz_lie_chain(fz, x);
+		break;
+	case FZ_LIE_FWD_CHAIN:
+		fz_lie_fwd_chain(fz, x);
+		break;
+	case FZ_BAD_FWD_CHAIN:
+		fz_bad_fwd_chain(fz, x);
+		break;
 	case FZ__MAX:
 		break;
 	}
 	return PyErr_Occurred() ? -1 : 0;
+}
+
+/* How often action a is picked in this run: a lie only with misbehave,
+ * a chain's only with max_segs. */
+static uint32_t fz_weight(const struct fuzz *fz, int a)
+{
+	if ((fz_actions[a].lie && !fz->lie) || (fz_actions[a].chains && !fz->max_segs))
+		return 0;
+	return fz_actions[a].weight;
 }
 
 static int fz_run(struct fuzz *fz, uint64_t steps, uint32_t check_every)
@@ -1841,7 +2464,7 @@ static int fz_run(struct fuzz *fz, uint64_t steps, uint32_t check_every)
 	uint32_t total = 0;
 
 	for (int a = 0; a < FZ__MAX; a++)
-		total += fz->lie || !fz_actions[a].lie ? fz_actions[a].weight : 0;
+		total += fz_weight(fz, a);
 	fz_table(fz);
 	for (fz->step = 0; fz->step < steps; fz->step++) {
 		uint32_t x = fz_below(fz, fz->n), pick = fz_below(fz, total);
@@ -1851,7 +2474,7 @@ static int fz_run(struct fuzz *fz, uint64_t steps, uint32_t check_every)
 			fz_kill(fz, x);
 		} else {
 			for (int i = 0; i < FZ__MAX; i++) {
-				uint32_t w = fz->lie || !fz_actions[i].lie ? fz_actions[i].weight : 0;
+				uint32_t w = fz_weight(fz, i);
 
 				if (pick < w) {
 					a = i;
@@ -1886,7 +2509,7 @@ static PyObject *fz_result(struct fuzz *fz)
 	for (int a = 0; a < FZ__MAX; a++) {
 		PyObject *v;
 
-		if (!fz->lie && fz_actions[a].lie)
+		if (!fz_weight(fz, a))
 			continue;
 		v = PyLong_FromUnsignedLongLong(fz->actions[a]);
 		if (!v || PyDict_SetItemString(actions, fz_actions[a].name, v)) {
@@ -1906,7 +2529,7 @@ static PyObject *fz_result(struct fuzz *fz)
 		crashes += fz->kills[k];
 	}
 	fz_stats_sum(fz, &st, NULL);
-	return Py_BuildValue("{sKsKsIsOsOsIsKsNsNsKsKsKsKsKsK}",
+	return Py_BuildValue("{sKsKsIsOsOsIsKsNsNsKsKsKsKsKsKsIsKsKsKsKsK}",
 			     "seed", (unsigned long long)fz->seed,
 			     "steps", (unsigned long long)fz->step, "workers", fz->n,
 			     "misbehave", fz->lie ? Py_True : Py_False,
@@ -1919,7 +2542,14 @@ static PyObject *fz_result(struct fuzz *fz)
 			     "packets", (unsigned long long)fz->n_pkts,
 			     "transmitted", (unsigned long long)fz->sent,
 			     "dropped", (unsigned long long)(fz_drops(&st) - fz_drops(&fz->st0)),
-			     "bad_descs", (unsigned long long)(st.bad_descs - fz->st0.bad_descs));
+			     "bad_descs", (unsigned long long)(st.bad_descs - fz->st0.bad_descs),
+			     "max_segs", fz->max_segs,
+			     "fragments", (unsigned long long)fz->frags_delivered,
+			     "chains", (unsigned long long)fz->chains,
+			     "bad_chains", (unsigned long long)(fz->n_lies + fz->fwd_lies),
+			     "checksums", (unsigned long long)fz->csums,
+			     "chain_invalid", (unsigned long long)(st.drops[FP_DROP_CHAIN_INVALID] -
+					     fz->st0.drops[FP_DROP_CHAIN_INVALID]));
 fail:
 	Py_XDECREF(actions);
 	Py_XDECREF(kills);
@@ -1928,7 +2558,7 @@ fail:
 
 PyDoc_STRVAR(fp_fuzz_doc,
 "fuzz(control, umem_fd, umem_size, seed, steps, *, ring_sizes=(32, 32, 64, 64),\n"
-"     batch=16, crash_every=0, misbehave=None, check_every=64) -> dict\n"
+"     batch=16, crash_every=0, misbehave=None, check_every=64, max_segs=0) -> dict\n"
 "\n"
 "Drive the workers' fast path (port_step) on synthetic AF_XDP rings with a\n"
 "seeded random schedule of steps: the emulated kernel taking FILL buffers,\n"
@@ -1954,29 +2584,43 @@ PyDoc_STRVAR(fp_fuzz_doc,
 "             later (port_recover)\n"
 "check_every  without misbehave: the exact check every check_every steps\n"
 "             while no port is dead (0: only at the end)\n"
+"max_segs     the ports' (descriptor chains; 0: none, else 2..64 and at\n"
+"             most batch): the kernel then delivers chains of up to\n"
+"             min(max_segs, 6) fragments and, now and then, one the ports\n"
+"             must refuse (kernel_bad_chain; a peer spoils one it lent:\n"
+"             peer_bad_chain; both checked exactly too); lying, the kernel\n"
+"             and the peers make up chains of every kind\n"
 "\n"
 "Without misbehave, everything is checked exactly, during the run and once\n"
 "more after the kernel and the ports settled at the end: every UMEM frame\n"
 "in exactly one place (free lists up to the committed counts, FILL, RX,\n"
 "TX and COMPLETION rings between their indices, the emulated kernel's\n"
 "hands, fwd and ret rings), each worker's committed counts matching;\n"
-"every packet delivered transmitted exactly once (with its length),\n"
-"dropped, or still on its way; the committed counters (rx_packets,\n"
-"tx_packets, handoffs, drops) matching; no bad_descs.  A violation\n"
-"raises RuntimeError naming the seed, the step and what is wrong.\n"
+"every packet delivered transmitted exactly once (with its length; a\n"
+"chain whole, in order, its fragments' bytes intact, a partial checksum\n"
+"completed where its netdev asks for it), dropped, or still on its way;\n"
+"the committed counters (rx_packets, tx_packets, rx_frags, tx_descs,\n"
+"handoffs, drops) matching; no bad_descs but kernel_bad_chain's and\n"
+"peer_bad_chain's, each of those chains once in chain_invalid, its\n"
+"frames home.  A violation raises\n"
+"RuntimeError naming the seed, the step and what is wrong.\n"
 "\n"
 "Returns {seed, steps, workers, misbehave, exact, crash_every, crashes,\n"
 "actions (by kind), kills (by where in the iteration), scans (exact\n"
 "checks passed), frames (accounted by the last check), packets\n"
-"(delivered), transmitted, dropped, bad_descs}.  The control area is left\n"
-"as the run ends; format() it again before the next run.");
+"(delivered), transmitted, dropped, bad_descs, max_segs, fragments\n"
+"(descriptors delivered), chains (packets of several), bad_chains\n"
+"(kernel_bad_chain's and peer_bad_chain's), checksums (partial ones\n"
+"checked when sent),\n"
+"chain_invalid}; the counts of packets only in exact runs.  The control\n"
+"area is left as the run ends; format() it again before the next run.");
 
 /* over 80 lines: the set-up and tear-down around fz_run(), in order */
 static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"control", "umem_fd", "umem_size", "seed", "steps",
 				 "ring_sizes", "batch", "crash_every", "misbehave",
-				 "check_every", NULL};
+				 "check_every", "max_segs", NULL};
 	struct port_cfg cfg = { .xsk_fd = -1, .rx = 32, .tx = 32, .fill = 64, .comp = 64,
 				.batch = 16 };
 	unsigned long long umem_size, seed, steps;
@@ -1989,10 +2633,11 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	uint64_t z;
 	int lie;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiKKK|$(IIII)IIOI", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiKKK|$(IIII)IIOII", kwlist,
 					 &control, &cfg.umem_fd, &umem_size,
 					 &seed, &steps, &cfg.rx, &cfg.tx, &cfg.fill, &cfg.comp,
-					 &cfg.batch, &crash_every, &misbehave, &check_every))
+					 &cfg.batch, &crash_every, &misbehave, &check_every,
+					 &cfg.max_segs))
 		return NULL;
 	lie = misbehave == Py_None ? crash_every == 0 : PyObject_IsTrue(misbehave);
 	if (lie < 0)
@@ -2023,6 +2668,7 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	fz.lie = lie;
 	fz.exact = !lie;
 	fz.crash_every = crash_every;
+	fz.max_segs = cfg.max_segs;	/* port_open() checks it */
 	fz.kcap = (uint32_t)fz.nframes;
 	for (uint32_t w = 0; w < fz.n; w++) {
 		uint32_t nd = ctl_assign(fz.v, w)->netdev + 1;
@@ -2034,9 +2680,9 @@ static PyObject *fp_fuzz(PyObject *self, PyObject *args, PyObject *kw)
 	fz.k = PyMem_Calloc(fz.n, sizeof(*fz.k));
 	fz.dead = PyMem_Calloc(fz.n, sizeof(*fz.dead));
 	fz.where = PyMem_Calloc(fz.nframes, sizeof(*fz.where));
-	fz.last_id = PyMem_Calloc(fz.nframes, sizeof(*fz.last_id));
+	fz.fr = PyMem_Calloc(fz.nframes, sizeof(*fz.fr));
 	fz.cnt = PyMem_Calloc(fz.n, sizeof(*fz.cnt));
-	if (!fz.k || !fz.dead || !fz.where || !fz.last_id || !fz.cnt) {
+	if (!fz.k || !fz.dead || !fz.where || !fz.fr || !fz.cnt) {
 		PyErr_NoMemory();
 		goto out;
 	}
@@ -2091,7 +2737,7 @@ out:
 	PyMem_Free(fz.k);
 	PyMem_Free(fz.dead);
 	PyMem_Free(fz.where);
-	PyMem_Free(fz.last_id);
+	PyMem_Free(fz.fr);
 	PyMem_Free(fz.cnt);
 	PyMem_Free(fz.pkts);
 	return result;

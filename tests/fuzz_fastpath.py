@@ -4,7 +4,8 @@ optionally built with AddressSanitizer.
 
     make fuzz
     python tests/fuzz_fastpath.py [--asan] [--steps 1000000] [--seeds 1-8]
-                                  [--modes lie,crash,lie+crash] [--json]
+                                  [--modes lie,crash,lie+crash] [--fanout N]
+                                  [--direct] [--max-segs N] [--json]
 
 Each seed runs every mode on one of a few geometries (workers, frames per
 worker, frame size, ring sizes, batch), chosen by the seed:
@@ -16,6 +17,15 @@ worker, frame size, ring sizes, batch), chosen by the seed:
              of an iteration and replaced through port_recover(): every
              frame and every packet accounted for exactly
   lie+crash  both: recovery from whatever the liars left
+  exact      (not run unless named) well-behaved kernel and peers, no
+             crashes: every frame and packet accounted for exactly
+
+--max-segs N builds the ports with descriptor chains (multi-buffer, at most
+N descriptors a packet): the kernel delivers chains of up to min(N, 6)
+fragments, and now and then one the ports must refuse (checked exactly
+too); lying, it and the peers make up chains of every kind.  A geometry's
+batch and RX ring are raised to N where smaller (a batch holds a whole
+chain; an RX ring must, for the kernel to deliver one).
 
 --asan builds the harness (testing/fastpath_testing.c, which includes
 xdpd/datapath/_fastpath.c, the fast path's one translation unit) with
@@ -57,7 +67,9 @@ MODES = {
     "lie": {"misbehave": True},
     "crash": {"crash_every": 40, "misbehave": False},
     "lie+crash": {"crash_every": 40, "misbehave": True},
+    "exact": {"misbehave": False},
 }
+DEFAULT_MODES = "lie,crash,lie+crash"
 
 
 def sanitizer_runtime() -> str | None:
@@ -121,18 +133,29 @@ def load(module_path: str | None):
     return harness.load(module_path)
 
 
+def geometry(seed: int, max_segs: int = 0) -> tuple:
+    """The seed's geometry; with max_segs, its batch and RX ring at least
+    max_segs (a power of two for the ring)."""
+    nworkers, fpw, frame_size, (rx, tx, fill, comp), batch = GEOMETRIES[seed % len(GEOMETRIES)]
+    if max_segs:
+        batch = max(batch, max_segs)
+        rx = max(rx, 1 << (max_segs - 1).bit_length())
+    return nworkers, fpw, frame_size, (rx, tx, fill, comp), batch
+
+
 def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1,
-            direct: bool = False) -> dict:
+            direct: bool = False, max_segs: int = 0) -> dict:
     """One fuzz() run on a fresh control area and UMEM of the seed's geometry.
 
     fanout > 1: the workers in groups of that many (the last one maybe
     smaller) sharing a queue: the first of each owns the FILL and
     COMPLETION rings, the others receive into its frames.
     direct (without fanout): each worker also has a direct socket on every
-    other worker's queue, and puts what it forwards there on it itself."""
+    other worker's queue, and puts what it forwards there on it itself.
+    max_segs: descriptor chains of up to that many (0: none)."""
     from xdpd.datapath.umem import Region
 
-    nworkers, fpw, frame_size, rings, batch = GEOMETRIES[seed % len(GEOMETRIES)]
+    nworkers, fpw, frame_size, rings, batch = geometry(seed, max_segs)
     entries = 1 << (fpw - 1).bit_length()
     ctl_region = Region("fuzz-control",
                         fastpath.control_size(nworkers, fpw, frame_size, entries))
@@ -152,7 +175,7 @@ def run_one(fastpath, seed: int, steps: int, mode: str, fanout: int = 1,
                            if direct and fanout == 1 else ())
         t = time.monotonic()
         r = fastpath.fuzz(ctl, umem.fd, umem.size, seed, steps, ring_sizes=rings,
-                          batch=batch, **MODES[mode])
+                          batch=batch, max_segs=max_segs, **MODES[mode])
         r["seconds"] = round(time.monotonic() - t, 3)
         r["mode"] = mode
         r["fanout"] = fanout
@@ -182,7 +205,9 @@ def summary(results: list[dict]) -> dict:
         "crashes_checked_exactly": sum(r["crashes"] for r in exact),
         "scans": sum(r["scans"] for r in exact),
         "packets_checked": sum(r["packets"] for r in exact),
+        "chains_checked": sum(r["chains"] for r in exact),
         "bad_descs_refused": sum(r["bad_descs"] for r in results),
+        "chains_refused": sum(r["chain_invalid"] for r in results),
     }
 
 
@@ -190,11 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1_000_000, help="steps per run")
     ap.add_argument("--seeds", default="1-8", help="e.g. 1-8 or 3,5,9")
-    ap.add_argument("--modes", default=",".join(MODES), help="from: " + ", ".join(MODES))
+    ap.add_argument("--modes", default=DEFAULT_MODES, help="from: " + ", ".join(MODES))
     ap.add_argument("--fanout", type=int, default=1,
                     help="workers per queue (groups sharing FILL/COMPLETION rings)")
     ap.add_argument("--direct", action="store_true",
                     help="each worker sends on the others' queues through its own sockets")
+    ap.add_argument("--max-segs", type=int, default=0, metavar="N",
+                    help="descriptor chains of up to N descriptors (2..64; 0: none)")
     ap.add_argument("--asan", action="store_true",
                     help="build with AddressSanitizer and UBSan and run under them")
     ap.add_argument("--module", help=argparse.SUPPRESS)     # the child's build
@@ -204,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in modes:
         if m not in MODES:
             ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
+    if args.max_segs == 1 or not 0 <= args.max_segs <= 64:
+        ap.error("--max-segs: 0, or 2..64")
 
     if args.asan:
         runtime = sanitizer_runtime()
@@ -217,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"in {time.monotonic() - t:.1f} s", file=sys.stderr)
             child = [sys.executable, os.path.abspath(__file__), "--module", module,
                      "--steps", str(args.steps), "--seeds", args.seeds,
-                     "--modes", args.modes, "--fanout", str(args.fanout)] + \
+                     "--modes", args.modes, "--fanout", str(args.fanout),
+                     "--max-segs", str(args.max_segs)] + \
                 (["--json"] if args.json else []) + (["--direct"] if args.direct else [])
             return subprocess.run(child, env=sanitizer_env(runtime)).returncode
 
@@ -225,12 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed in parse_seeds(args.seeds):
         for mode in modes:
-            r = run_one(fastpath, seed, args.steps, mode, args.fanout, args.direct)
+            r = run_one(fastpath, seed, args.steps, mode, args.fanout, args.direct,
+                        args.max_segs)
             results.append(r)
             if not args.json:
+                chains = (f"  chains {r['chains']:>7}  chain_invalid {r['chain_invalid']:>7}"
+                          if args.max_segs else "")
                 print(f"seed {seed:3} {mode:<9} {r['steps']:>9} steps {r['seconds']:7.2f} s  "
                       f"crashes {r['crashes']:>6}  scans {r['scans']:>6}  "
-                      f"packets {r['packets']:>8}  bad_descs {r['bad_descs']:>9}", flush=True)
+                      f"packets {r['packets']:>8}  bad_descs {r['bad_descs']:>9}{chains}",
+                      flush=True)
     total = summary(results)
     total["module"] = fastpath.__file__        # which build ran
     if args.json:

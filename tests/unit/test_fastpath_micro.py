@@ -358,3 +358,57 @@ def test_pop_leaves_an_untagged_packet_as_it_is():
     (w,) = r["workers"]
     assert r["transmitted"] == n and w["tx_bytes"] == n * SETUP.size
     assert all(head[4:] == r["frame"][:16] for head in heads)
+
+
+# Descriptor chains (multi-buffer): with --frags N every packet is N
+# descriptors, the first N-1 whole frames (less the headroom) and the last
+# --size bytes; the ports are built with max_segs.
+WHOLE = SETUP.frame_size - 256
+
+
+@pytest.mark.parametrize("frags", [1, 3])
+@pytest.mark.parametrize("name", ["io", "mac", "handoff"])
+def test_chains_cross_whole_and_every_frame_comes_home(name, frags):
+    setup = replace(SETUP, packets=20_000, frags=frags, max_segs=bench.COPY_MAX_SEGS)
+    r, frames, packets = run(name, setup)
+    n, size = setup.packets, (frags - 1) * WHOLE + setup.size
+    assert r["transmitted"] == n and r["dropped"] == 0 and r["frags"] == frags
+    rx, tx = r["workers"][0], r["workers"][-1]
+    assert rx["rx_packets"] == n and rx["rx_frags"] == n * frags and rx["rx_bytes"] == n * size
+    assert tx["tx_packets"] == n and tx["tx_descs"] == n * frags and tx["tx_bytes"] == n * size
+    assert sum(rx["drops"].values()) == 0
+    if name == "handoff":
+        assert rx["handoff_out"] == tx["handoff_in"] == n
+    assert_frames_settled(frames, setup)
+    # fragment 0 carries the headers (the IPv4 length is the whole packet's);
+    # only its MACs change, and no other byte of any frame
+    assert int.from_bytes(r["frame"][16:18], "big") == size - 14
+    first = dict(r, frame=r["frame"][:setup.size])
+    changed = assert_macs(first, packets, bench.DST_MAC + bench.SRC_MAC)
+    assert changed == 0 if name == "io" else changed >= setup.batch // frags
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"frags": 3, "max_segs": 2}, "frags 3: 1..64, and at most max_segs"),
+    ({"frags": 2, "max_segs": 0}, "at most max_segs \\(0\\)"),
+    ({"frags": 2, "max_segs": 65}, "max_segs 65: 0, or 2..64"),
+    ({"frags": 1, "max_segs": 128, "batch": 64}, "at most batch_size"),
+], ids=["frags-over-max-segs", "no-chains", "max-segs", "batch"])
+def test_microbench_checks_its_chains(change, error):
+    setup = replace(SETUP, **change)
+    scenario = bench.SCENARIOS["io"]
+    umem = bench.prepare(scenario, setup)
+    try:
+        with pytest.raises(ValueError, match=error):
+            bench.run_once(umem, scenario, setup)
+    finally:
+        umem.close()
+
+
+def test_script_runs_chains():
+    out = subprocess.run([sys.executable, SCRIPT, "--packets", "3000", "--runs", "1",
+                          "--hugepages", "off", "--frags", "5", "--scenarios", "io,handoff"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "5-descriptor packets of 7232 B (4 x 1792 + 64), max_segs 18" in out
+    r = subprocess.run([sys.executable, SCRIPT, "--frags", "19"], capture_output=True, text=True)
+    assert r.returncode == 2 and "at most --max-segs (18)" in r.stderr

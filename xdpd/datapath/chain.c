@@ -230,14 +230,16 @@ port_receive_chains_as(PortObject *p, const bool member)
 	while (i < n && rx_chain_at(p, i, n, &c)) {
 		uint32_t len0 = c.len[0], k, e, out_len, total;
 		const struct fp_rule *r;
-		uint8_t *pkt = p->umem + c.addr[0];
 		int32_t delta = 0;
+		uint8_t *pkt;
 		int why;
 
 		if (!rx_chain_checked(p, member, &c, &t, &packets)) {
 			i += c.n;
 			continue;
 		}
+		/* only now: a lying address past the UMEM overflows the sum */
+		pkt = p->umem + c.addr[0];
 		total = (uint32_t)c.total;
 		k = p->parse ? port_classify(p, pkt, len0) : 0;	/* one rule takes all */
 		r = &p->rules[k < p->n_rules ? k : 0];
