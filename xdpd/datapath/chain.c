@@ -47,14 +47,45 @@
  * checksum field (the farthest byte pkt_parse or csum_complete read). */
 #define FRAG0_MIN	128
 
-/* One packet's descriptors, fragment 0 first. */
+/* One packet's descriptors, fragment 0 first, as gathered (and checked
+ * on the way: one pass over the descriptors, no second read of them). */
 struct pkt_chain {
 	uint32_t n;			/* descriptors */
 	bool ended;			/* the last has no XDP_PKT_CONTD */
+	bool frames_ok;			/* every fragment a whole, non-empty frame
+					 * of its home's */
 	uint64_t total;			/* bytes, every fragment */
 	uint64_t addr[FP_MAX_SEGS];
 	uint32_t len[FP_MAX_SEGS];
 };
+
+/* Fragment j of c is a whole, non-empty frame of home's. */
+static inline bool frag_ok(PortObject *p, const struct pkt_chain *c, uint32_t j, uint32_t home)
+{
+	return c->len[j] && frame_ok(p, c->addr[j], c->len[j], home);
+}
+
+/* One more fragment onto c; true when it ends the chain (contd clear). */
+static inline __attribute__((always_inline)) bool
+chain_add(PortObject *p, struct pkt_chain *c, uint64_t addr, uint32_t len, bool contd,
+	  uint32_t home)
+{
+	c->addr[c->n] = addr;
+	c->len[c->n] = len;
+	c->total += len;
+	c->frames_ok = c->frames_ok && len && frame_ok(p, addr, len, home);
+	c->n++;
+	c->ended = !contd;
+	return c->ended;
+}
+
+static inline void chain_start(struct pkt_chain *c)
+{
+	c->n = 0;
+	c->total = 0;
+	c->ended = false;
+	c->frames_ok = true;
+}
 
 /*
  * The chain at RX ring position i (n descriptors available there) into
@@ -66,39 +97,20 @@ static inline uint32_t rx_chain_at(PortObject *p, uint32_t i, uint32_t n, struct
 {
 	const struct xdp_desc *rxd = p->rx.descs;
 
-	c->n = 0;
-	c->total = 0;
-	c->ended = false;
+	chain_start(c);
 	for (; i < n && c->n < p->max_segs; i++) {
 		const struct xdp_desc *d = &rxd[(p->rx.cached_cons + i) & p->rx.mask];
 
-		c->addr[c->n] = d->addr;
-		c->len[c->n] = d->len;
-		c->total += d->len;
-		c->n++;
-		if (!(d->options & XDP_PKT_CONTD)) {
-			c->ended = true;
+		if (chain_add(p, c, d->addr, d->len, d->options & XDP_PKT_CONTD, p->owner))
 			return c->n;
-		}
 	}
 	return c->n == p->max_segs ? c->n : 0;
 }
 
-/* Fragment j of c is a whole, non-empty frame of home's. */
-static inline bool frag_ok(PortObject *p, const struct pkt_chain *c, uint32_t j, uint32_t home)
-{
-	return c->len[j] && frame_ok(p, c->addr[j], c->len[j], home);
-}
-
 /* A chain of several descriptors that does not lie (see the top). */
-static inline bool chain_ok(PortObject *p, const struct pkt_chain *c, uint32_t home)
+static inline bool chain_ok(const struct pkt_chain *c)
 {
-	if (!c->ended || c->len[0] < FRAG0_MIN)
-		return false;
-	for (uint32_t j = 0; j < c->n; j++)
-		if (!frag_ok(p, c, j, home))
-			return false;
-	return true;
+	return c->ended && c->frames_ok && c->len[0] >= FRAG0_MIN;
 }
 
 /* Every fragment of a received chain let go of (rx_drop()); the ones
@@ -197,7 +209,7 @@ rx_chain_checked(PortObject *p, const bool member, struct pkt_chain *c, struct r
 	if (c->n == 1) {
 		if (!rx_refused(p, member, c->addr[0], c->len[0], t))
 			return true;
-	} else if (chain_ok(p, c, p->owner)) {
+	} else if (chain_ok(c)) {
 		return true;
 	} else {
 		rx_chain_drop(p, member, c, t);
@@ -285,24 +297,17 @@ port_receive_chains_as(PortObject *p, const bool member)
  * rx_chain_at() does: one chain, RING_CONTD on all but its last entry.
  */
 static inline uint32_t fwd_chain_at(PortObject *p, struct fp_ring *r, uint32_t cons, uint32_t i,
-				    uint32_t n, struct pkt_chain *c)
+				    uint32_t n, uint32_t home, struct pkt_chain *c)
 {
 	uint32_t mask = p->ring_entries - 1;
 
-	c->n = 0;
-	c->total = 0;
-	c->ended = false;
+	chain_start(c);
 	for (; i < n && c->n < p->max_segs; i++) {
 		uint64_t e = r->slots[(cons + i) & mask];
 
-		c->addr[c->n] = e & RING_ADDR_MASK & ~RING_CONTD;
-		c->len[c->n] = (uint32_t)(e >> RING_LEN_SHIFT);
-		c->total += c->len[c->n];
-		c->n++;
-		if (!(e & RING_CONTD)) {
-			c->ended = true;
+		if (chain_add(p, c, e & RING_ADDR_MASK & ~RING_CONTD,
+			      (uint32_t)(e >> RING_LEN_SHIFT), e & RING_CONTD, home))
 			return c->n;
-		}
 	}
 	return c->n == p->max_segs ? c->n : 0;
 }
@@ -331,7 +336,7 @@ static void fwd_chain_refuse(PortObject *p, const struct pkt_chain *c, uint32_t 
 static uint32_t port_take_chains(PortObject *p)
 {
 	struct pkt_chain c;
-	uint32_t total = 0;
+	uint32_t total = 0, mask = p->ring_entries - 1;
 
 	for (uint32_t w = 0; w < p->nworkers; w++) {
 		struct fp_ring *r = p->fwd_in[w];
@@ -341,12 +346,23 @@ static uint32_t port_take_chains(PortObject *p)
 			continue;
 		home = lender_home(p, w);
 		cons = r->cons;
-		while (i < n && fwd_chain_at(p, r, cons, i, n, &c)) {
-			bool ok = c.ended && c.len[0] >= ETH_HLEN;
+		while (i < n) {
+			uint64_t e = r->slots[(cons + i) & mask];
 
-			for (uint32_t j = 0; j < c.n && ok; j++)
-				ok = frag_ok(p, &c, j, home);
-			if (!ok) {
+			if (!(e & RING_CONTD)) {	/* a packet of one frame */
+				if (!ring_prod_free(&p->tx, 1))
+					break;
+				if (handoff_put(p, home, e)) {
+					p->st.tx_packets++;
+					p->st.tx_descs++;
+					p->st.handoff_in++;
+				}
+				i++;
+				continue;
+			}
+			if (!fwd_chain_at(p, r, cons, i, n, home, &c))
+				break;		/* its end not published */
+			if (!c.ended || !c.frames_ok || c.len[0] < ETH_HLEN) {
 				fwd_chain_refuse(p, &c, home);
 				i += c.n;
 				continue;
@@ -375,12 +391,24 @@ static uint32_t port_take_chains(PortObject *p)
 	return total;
 }
 
+/* The next packet on the RX ring is a chain (XDP_PKT_CONTD). */
+static inline bool rx_chain_next(PortObject *p)
+{
+	const struct xdp_desc *rxd = p->rx.descs;
+
+	return ring_cons_avail(&p->rx, 1) &&
+	       (rxd[p->rx.cached_cons & p->rx.mask].options & XDP_PKT_CONTD);
+}
+
 /* The receive paths compiled twice, so that a worker that is not a fanout
- * member pays no per-packet test for being one; a socket with descriptor
- * chains takes the path above (one test per batch). */
+ * member pays no per-packet test for being one.  On a socket with chains,
+ * a batch that starts with a chain takes the path above (and the packets
+ * of one descriptor behind it in the batch too); one that starts with a
+ * packet of one descriptor takes rx.c's paths, up to the first chain
+ * (rx_singles()), at their cost. */
 static uint32_t port_receive(PortObject *p)
 {
-	if (p->max_segs)
+	if (p->max_segs && rx_chain_next(p))
 		return p->member ? port_receive_chains_as(p, true) :
 				   port_receive_chains_as(p, false);
 	return p->member ? port_receive_as(p, true) : port_receive_as(p, false);

@@ -180,7 +180,6 @@ static uint32_t port_take_handoffs(PortObject *p)
 {
 	uint32_t total = 0;
 	uint32_t mask = p->ring_entries - 1;
-	struct xdp_desc *txd = p->tx.descs;
 
 	if (p->max_segs)
 		return port_take_chains(p);	/* chain.c */
@@ -197,27 +196,8 @@ static uint32_t port_take_handoffs(PortObject *p)
 		if (!n)
 			break;
 		cons = r->cons;
-		for (uint32_t i = 0; i < n; i++) {
-			uint64_t e = r->slots[(cons + i) & mask];
-			uint64_t addr = e & RING_ADDR_MASK;
-			uint32_t len = (uint32_t)(e >> RING_LEN_SHIFT);
-			struct xdp_desc *d;
-
-			/* a worker lends only frames of its own (a fanout
-			 * member: its owner's) */
-			if (!frame_ok(p, addr, len, home) || len < ETH_HLEN) {
-				p->st.bad_descs++;
-				if (frame_homed(p, addr, home))
-					ret_push(p, home, addr);	/* back home */
-				continue;
-			}
-			d = &txd[(p->tx.cached_prod + sent++) & p->tx.mask];
-			d->addr = addr;
-			d->len = len;
-			d->options = 0;
-			p->st.tx_bytes += len;
-		}
-		p->tx.cached_prod += sent;
+		for (uint32_t i = 0; i < n; i++)
+			sent += handoff_put(p, home, r->slots[(cons + i) & mask]);
 		redo_note(p, FP_REDO_FWD_IN_CONS, w, cons + n);
 		p->st.tx_packets += sent;
 		p->st.tx_descs += sent;

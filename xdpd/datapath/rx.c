@@ -48,6 +48,19 @@ struct rx_tally {
 	uint32_t too_long;	/* frames dropped as longer than max_len */
 };
 
+/* Of the n descriptors at the head of the RX ring, how many come before
+ * the first chain (XDP_PKT_CONTD): what the paths here take on a socket
+ * with chains, leaving chains to chain.c (port_receive()). */
+static inline uint32_t rx_singles(PortObject *p, uint32_t n)
+{
+	const struct xdp_desc *rxd = p->rx.descs;
+
+	for (uint32_t i = 0; i < n; i++)
+		if (rxd[(p->rx.cached_cons + i) & p->rx.mask].options & XDP_PKT_CONTD)
+			return i;
+	return n;
+}
+
 /* Up to want descriptors waiting on the RX ring.  ring_cons_avail re-read
  * the producer if it had nothing cached, so rx_empty tells empty apart
  * from held back by a full egress (want 0). */
@@ -57,6 +70,16 @@ static inline __attribute__((always_inline)) uint32_t rx_avail(PortObject *p, ui
 
 	p->rx_empty = p->rx.cached_prod == p->rx.cached_cons;
 	return n;
+}
+
+/* rx_avail() for this file's paths: on a socket with chains, only the
+ * packets of one descriptor before the first chain. */
+static inline __attribute__((always_inline)) uint32_t rx_avail_singles(PortObject *p,
+								       uint32_t want)
+{
+	uint32_t n = rx_avail(p, want);
+
+	return p->max_segs ? rx_singles(p, n) : n;
 }
 
 /* A descriptor that is not a whole frame of the RX home's (the kernel
@@ -117,6 +140,32 @@ fwd_put(PortObject *p, const bool member, uint64_t *slot, uint64_t addr, uint32_
 	if (!member)
 		p->n_handoff++;
 	p->st.handoff_out++;
+}
+
+/* One fwd ring entry (a packet of one frame) from a worker that lends
+ * home's frames onto our TX ring (room checked by the caller; packet
+ * counters the caller's); 1 when it went on.  A worker lends only frames
+ * of its own (a fanout member: its owner's): anything else is refused,
+ * counted, and sent back home when it is home's. */
+static inline __attribute__((always_inline)) uint32_t
+handoff_put(PortObject *p, uint32_t home, uint64_t e)
+{
+	uint64_t addr = e & RING_ADDR_MASK;
+	uint32_t len = (uint32_t)(e >> RING_LEN_SHIFT);
+	struct xdp_desc *d;
+
+	if (!frame_ok(p, addr, len, home) || len < ETH_HLEN) {
+		p->st.bad_descs++;
+		if (frame_homed(p, addr, home))
+			ret_push(p, home, addr);	/* back home */
+		return 0;
+	}
+	d = &((struct xdp_desc *)p->tx.descs)[p->tx.cached_prod++ & p->tx.mask];
+	d->addr = addr;
+	d->len = len;
+	d->options = 0;
+	p->st.tx_bytes += len;
+	return 1;
 }
 
 /* After packets onto worker e's fwd ring: its producer, now prod, into the
@@ -225,7 +274,7 @@ port_receive_rules_as(PortObject *p, const bool member)
 	struct rx_tally t = {0};
 	uint32_t n, i, tx_room;
 
-	n = rx_avail(p, p->batch);
+	n = rx_avail_singles(p, p->batch);
 	if (!n)
 		return 0;
 	tx_room = ring_prod_free(&p->tx, n);
@@ -342,7 +391,7 @@ port_receive_as(PortObject *p, const bool member)
 
 	if (p->classify)
 		return port_receive_rules_as(p, member);
-	n = rx_avail(p, rx_dest(p, member, &to));
+	n = rx_avail_singles(p, rx_dest(p, member, &to));
 	if (!n)
 		return 0;
 
