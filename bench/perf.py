@@ -134,9 +134,10 @@ class Generator:
     """`python -m xdpd.lab.xdp gen` in the gen namespace, reporting progress
     lines (monotonic time, frames sent so far) that the window is cut from."""
 
-    def __init__(self, lab: Lab, size: int, cpu: int, seconds: float, flows: int = 256):
+    def __init__(self, lab: Lab, size: int, cpu: int, seconds: float, flows: int = 256,
+                 dst_mac: str | None = None):
         cmd = [sys.executable, "-m", "xdpd.lab.xdp", "gen", "--ifname", lab.GEN_DEV,
-               "--dst-mac", lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
+               "--dst-mac", dst_mac or lab.MACS[lab.IN_DEV], "--src-mac", lab.MACS[lab.GEN_DEV],
                "--size", str(size), "--flows", str(flows), "--seconds", str(seconds),
                "--cpu", str(cpu), "--progress", "0.05"]
         self.proc = lab.popen(lab.gen_ns, cmd, stdout=subprocess.PIPE,
@@ -355,11 +356,15 @@ class Kernel:
 
 
 class Bridge:
-    """A Linux bridge over in0 and out0 in the DUT namespace."""
+    """A Linux bridge over in0 and out0 in the DUT namespace.  Frames to a
+    port's own MAC are the bridge's to receive, not to forward: the
+    generator sends to the sink's (unknown to the bridge: flooded to
+    out0, the only other port)."""
     name = "bridge"
 
     def __init__(self, lab: Lab, mode: str = "io"):
         self.lab = lab
+        self.gen_dst = lab.MACS[lab.SINK_DEV]
 
     def start(self) -> None:
         ns = self.lab.dut_ns
@@ -407,7 +412,8 @@ def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
     try:
         fwd.start()
         gen = Generator(lab, args.size, args.gen_cpu,
-                        seconds=args.warmup + args.seconds + 5, flows=args.flows)
+                        seconds=args.warmup + args.seconds + 5, flows=args.flows,
+                        dst_mac=getattr(fwd, "gen_dst", None))
         t_start = time.monotonic() + args.warmup
         t0, sent0 = gen.wait_progress(t_start, timeout=args.warmup + 10)
         pids = fwd.pids()
@@ -428,6 +434,16 @@ def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
                  softirq_ns=(q1 - q0) / max(delivered, 1),
                  rewritten=(c1["dst_mac_ok"] - c0["dst_mac_ok"]) / max(delivered, 1),
                  memory=memory)
+
+
+def why_failed(text: str) -> str:
+    """The line of a forwarder's failure that says why: one naming the MTU
+    or an error, else the last."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if "mtu" in ln.lower() or "out of range" in ln.lower():
+            return ln[:200]
+    return lines[-1][:200] if lines else "failed"
 
 
 def make_forwarder(peer: str, lab: Lab, mode: str, args):
@@ -583,7 +599,7 @@ def main() -> int:
                             trial = run_trial(lab, sink, make_forwarder(peer, lab, mode, args),
                                               mode, args)
                         except BenchError as e:     # e.g. testpmd's MTU cap at 9000
-                            failed[f"{mode}/{peer}"] = str(e).strip().splitlines()[-1][:200]
+                            failed[f"{mode}/{peer}"] = why_failed(str(e))
                             print(f"run {run + 1}/{args.runs} {mode:<4} {peer:<8} cannot: "
                                   f"{failed[f'{mode}/{peer}']}", flush=True)
                             continue
