@@ -631,11 +631,11 @@ def test_a_jumbo_mtu_without_multi_buffer_is_warned_about_with_the_fix(caplog):
     warned = [m for m in caplog.messages if "MTU" in m]
     assert warned == [
         "in0: MTU 3000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
-        "and umem.multi_buffer is off (one buffer per packet): the kernel drops them "
+        "and multi-buffer is off (one buffer per packet): the kernel drops them "
         "(xdpd_xsk_rx_dropped_packets_total); set umem.multi_buffer: auto, or "
         "umem.frame_size: 4096",
         "out0: MTU 9000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
-        "and umem.multi_buffer is off (one buffer per packet): the kernel drops them "
+        "and multi-buffer is off (one buffer per packet): the kernel drops them "
         "(xdpd_xsk_rx_dropped_packets_total); set umem.multi_buffer: auto"]
     assert "multi_buffer" not in kinds(ops.journal)
     assert all(sup.worker_spec(w).max_segs == 0 for w in sup.workers)
@@ -706,6 +706,29 @@ def test_a_driver_that_refuses_native_xdp_at_its_mtu_is_refused_with_the_mtu_and
     assert str(e.value) == ("in0: MTU 9000: attach rr_redirect to in0 (native): ERANGE; "
                             "lower it, or try xdp_mode: generic")
     assert "spawn" not in kinds(ops.journal)
+
+
+def test_an_interface_a_reload_adds_that_needs_chains_asks_for_a_restart(caplog):
+    """multi_buffer: auto is decided at start, with the sockets: an
+    interface a reload brings that needs chains is warned about."""
+    host = FakeHost()
+    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), FakeOps(host=host))
+    one = CONFIG.replace("  - name: out0\n", "").replace(
+        "  - from: in0\n    to: out0\n    set_dst_mac: \"02:00:00:00:00:04\"\n", "").replace(
+        "  - from: out0\n    action: drop\n", "  - from: in0\n    action: drop\n")
+    sup.config = parse_config(one, "xdpd.yaml")
+    sup.start()
+    assert not sup.multi_buffer
+    host.mtus = {"out0": 9000}
+    with caplog.at_level("WARNING", logger="xdpd"):
+        ok, _, error = sup.reload(text=CONFIG)
+    assert ok, error
+    assert [m for m in caplog.messages if "MTU" in m] == [
+        "out0: MTU 9000: packets over 1774 B (+18 B headers) need more than one 2048 B frame, "
+        "and multi-buffer is off (one buffer per packet): the kernel drops them "
+        "(xdpd_xsk_rx_dropped_packets_total); restart xdpd (multi-buffer is decided at "
+        "start, with the sockets)"]
+    sup.stop()
 
 
 def test_zero_copy_chains_take_the_nics_segment_limit():

@@ -151,10 +151,15 @@ class Startup:
             log.info("%s: %s", iface.name, frame_use(mtu, frame, True))
             return
         fits = frame_size_for(mtu)
-        fix = ("set umem.multi_buffer: auto" +
-               (f", or umem.frame_size: {fits}" if fits else ""))
+        if self.config.umem.multi_buffer == "auto":
+            # decided at start, when no interface needed it: the sockets
+            # are bound, and XDP_USE_SG is a bind flag
+            fix = "restart xdpd (multi-buffer is decided at start, with the sockets)"
+        else:
+            fix = "set umem.multi_buffer: auto"
+        fix += f", or umem.frame_size: {fits}" if fits else ""
         log.warning("%s: MTU %d: packets over %d B (+%d B headers) need more than one %d B "
-                    "frame, and umem.multi_buffer is off (one buffer per packet): the kernel "
+                    "frame, and multi-buffer is off (one buffer per packet): the kernel "
                     "drops them (xdpd_xsk_rx_dropped_packets_total); %s", iface.name, mtu,
                     max_mtu(frame), L2_OVERHEAD, frame, fix)
 
