@@ -36,7 +36,7 @@ setup(
                                 "-std=gnu11"],
             # _fastpath.c is the one translation unit: it includes the others
             depends=[*("xdpd/datapath/" + f for f in (
-                "fastpath.h", "ring.h", "parse.h", "layout.h", "table.c", "control.c",
+                "fastpath.h", "ring.h", "parse.h", "cbpf.h", "layout.h", "table.c", "control.c",
                 "port.h", "commit.c", "frames.c", "direct.c", "rx.c", "chain.c", "loop.c", "port.c")),
                 "bpf/rr_redirect.h"],
         ),

@@ -50,7 +50,8 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from perf import XSK_FWD, Bridge, OneProcess, libxdp_pins_removed, set_mtu  # noqa: E402
+from perf import (XSK_FWD, Bridge, OneProcess, libxdp_pins_removed, set_mtu,  # noqa: E402
+                  why_failed)
 
 from xdpd.lab.daemon import LabDaemon  # noqa: E402
 from xdpd.lab.netns import Lab, LabError, cleanup_stale  # noqa: E402
@@ -324,13 +325,20 @@ def main() -> int:
         return 69
     cleanup_stale()
     results: dict[str, list[dict]] = {p: [] for p in peers}
+    cannot: dict[str, str] = {}         # peer -> why it could not run
     try:
         with libxdp_pins_removed(), Lab.create(queues=1) as lab:
             address(lab)
             set_mtu(lab, args.mtu)
             for run in range(args.runs):
                 for peer in peers:
-                    r = one_run(lab, make(peer, lab), args.seconds, args.mtu)
+                    try:
+                        r = one_run(lab, make(peer, lab), args.seconds, args.mtu)
+                    except BenchError as e:     # e.g. xsk_fwd at MTU 9000
+                        cannot[peer] = why_failed(str(e))
+                        print(f"run {run + 1}/{args.runs} {peer:<10} cannot: {cannot[peer]}",
+                              flush=True)
+                        continue
                     results[peer].append(r)
                     tcp = "fails" if r["tcp_gbps"] is None else f"{r['tcp_gbps']:.2f} Gbit/s"
                     if r["tcp_txoff_gbps"] is not None:
@@ -351,7 +359,10 @@ def main() -> int:
     print()
     print(f"veth lab, 1 queue, default offloads on the peers; {args.runs} runs x "
           f"{args.seconds:g} s per iperf3; kernel {os.uname().release}, {os.cpu_count()} CPUs")
-    print("\n".join(table(results)))
+    print("\n".join(table({p: r for p, r in results.items() if r})))
+    for peer, why in cannot.items():
+        if not results[peer]:
+            print(f"{peer:<10} cannot: {why}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -53,6 +53,7 @@
  *   ring.h     AF_XDP rings and handoff rings: index discipline, atomics
  *   parse.h    a packet's bytes: parsing, rule matches, checksums, VLAN
  *              tags, MACs
+ *   cbpf.h     classic BPF (capture filters): checked, then run on a frame
  *   layout.h   where the control area's parts are (ctl_*)
  *   table.c    rule dicts from Python into struct fp_rule
  *   control.c  the Control object
@@ -111,6 +112,7 @@
 
 #include "ring.h"
 #include "parse.h"
+#include "cbpf.h"
 #include "layout.h"
 #include "table.c"
 #include "control.c"
@@ -232,6 +234,70 @@ static PyObject *fp_complete_checksum(PyObject *self, PyObject *args)
 	return PyBool_FromLong(done == CSUM_COMPLETED);
 }
 
+/* A classic BPF program from Python (struct sock_filter array bytes) into
+ * *f and *n, checked: NULL and ValueError naming why when cbpf_check()
+ * refuses it. */
+static int filter_arg(Py_buffer *b, const struct sock_filter **f, uint32_t *n)
+{
+	enum cbpf_refusal why;
+
+	if (b->len % sizeof(struct sock_filter) || b->len / sizeof(struct sock_filter) > UINT32_MAX) {
+		PyErr_Format(PyExc_ValueError, "a filter is whole %zu-byte instructions, not %zd "
+			     "bytes", sizeof(struct sock_filter), b->len);
+		return -1;
+	}
+	*f = b->buf;
+	*n = (uint32_t)(b->len / sizeof(struct sock_filter));
+	why = cbpf_check(*f, *n);
+	if (why != CBPF_OK) {
+		PyErr_Format(PyExc_ValueError, "filter refused: %s", cbpf_refusal_names[why]);
+		return -1;
+	}
+	return 0;
+}
+
+/* filter_check(program) -> None, or ValueError: what a worker accepts. */
+static PyObject *fp_filter_check(PyObject *self, PyObject *args)
+{
+	const struct sock_filter *f;
+	Py_buffer b;
+	uint32_t n;
+	int err;
+
+	if (!PyArg_ParseTuple(args, "y*", &b))
+		return NULL;
+	err = filter_arg(&b, &f, &n);
+	PyBuffer_Release(&b);
+	if (err)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+/* filter_run(program, frame, wirelen=len(frame)) -> what the checked
+ * program returns on the frame (0: no match; else a snap length). */
+static PyObject *fp_filter_run(PyObject *self, PyObject *args)
+{
+	const struct sock_filter *f;
+	Py_buffer b, frame;
+	long long wirelen = -1;
+	uint32_t n, ret = 0;
+	int err;
+
+	if (!PyArg_ParseTuple(args, "y*y*|L", &b, &frame, &wirelen))
+		return NULL;
+	err = filter_arg(&b, &f, &n);
+	if (!err && (frame.len > UINT32_MAX || wirelen > UINT32_MAX)) {
+		PyErr_SetString(PyExc_ValueError, "frame too long");
+		err = -1;
+	}
+	if (!err)
+		ret = cbpf_run(f, n, frame.buf, (uint32_t)frame.len,
+			       wirelen < 0 ? (uint32_t)frame.len : (uint32_t)wirelen);
+	PyBuffer_Release(&b);
+	PyBuffer_Release(&frame);
+	return err ? NULL : PyLong_FromUnsignedLong(ret);
+}
+
 /* The module's functions; the testing extension (testing/fastpath_testing.c)
  * has these too, and its own beside them. */
 #define FP_METHODS \
@@ -241,6 +307,10 @@ static PyObject *fp_complete_checksum(PyObject *self, PyObject *args)
 	 "classify(frame, matches) -> index of the first fp_match the frame fits, or len(matches)"}, \
 	{"control_size", fp_control_size, METH_VARARGS, \
 	 "control_size(nworkers, frames_per_worker, frame_size, ring_entries) -> bytes"}, \
+	{"filter_check", fp_filter_check, METH_VARARGS, \
+	 "filter_check(program) -> None; ValueError when a worker would refuse it"}, \
+	{"filter_run", fp_filter_run, METH_VARARGS, \
+	 "filter_run(program, frame, wirelen=len(frame)) -> the classic BPF program's return"}, \
 	{"set_proctitle", fp_set_proctitle, METH_VARARGS, NULL}
 
 
