@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev libbpf1 gcc make python3-dev python3-venv \
                 linux-libc-dev iproute2 ethtool util-linux procps prometheus strace \
-                iputils-ping iperf3 curl libpcap0.8
+                iputils-ping iperf3 curl libpcap0.8 tcpdump
 # The benchmark's peers: dpdk-testpmd with the AF_XDP PMD, and libxdp for
 # bench/xsk_fwd.c (not needed by tests).
 BENCH_APT_PACKAGES := dpdk-dev libxdp-dev
