@@ -196,11 +196,13 @@ def test_a_jumbo_mtu_takes_descriptor_chains_where_the_driver_has_rx_sg():
     findings = static_checks(config(), host)
     assert by_check(findings, "mtu") == [
         "OK in0: MTU 3000 (+18 B headers = 3018 B): a full-size packet takes 2 buffers of "
-        "2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: auto); its driver "
-        "takes multi-buffer packets in XDP (rx-sg)",
+        "2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: auto); the rx ring "
+        "holds 1024 such packets, the fill ring buffers for 2048; its driver takes "
+        "multi-buffer packets in XDP (rx-sg)",
         "WARN out0: MTU 9000 (+18 B headers = 9018 B): a full-size packet takes 6 buffers of "
-        "2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: auto); its driver "
-        "cannot take multi-buffer packets in XDP (no rx-sg); xdp_mode: generic on out0 (its "
+        "2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: auto); the rx ring "
+        "holds 341 such packets, the fill ring buffers for 682; its driver cannot take "
+        "multi-buffer packets in XDP (no rx-sg); xdp_mode: generic on out0 (its "
         "driver's native XDP cannot take packets over one page), or an MTU of 1774 or less"]
 
 
@@ -226,7 +228,8 @@ def test_an_old_kernel_without_the_netdev_family_still_gets_the_mtu_finding():
     host = FakeHost(mtus={"in0": 9000}, features={"in0": None})
     (line, _) = by_check(static_checks(config(), host), "mtu")
     assert "takes 6 buffers of 2048 B, one descriptor chain (multi-buffer, umem.multi_buffer: " \
-        "auto); its XDP features are unknown (read XDP features: ENOENT" in line
+        "auto); the rx ring holds 341 such packets, the fill ring buffers for 682; its XDP " \
+        "features are unknown (read XDP features: ENOENT" in line
 
 
 def test_a_worker_on_its_queues_irq_cpu_warns():

@@ -296,10 +296,13 @@ def check_mtu(config, host, nd: Netdev) -> list[Finding]:
     n = fragments(need, frame)
     if multi_buffer(config.umem, interface_mtus(config, host).values()):
         sg = "no rx-sg" not in features
+        r = config.rings
         return [Finding("mtu", "ok" if sg else "warn", name,
                         f"MTU {mtu} (+{L2_OVERHEAD} B headers = {need} B): a full-size packet "
                         f"takes {n} buffers of {frame} B, one descriptor chain (multi-buffer, "
-                        f"umem.multi_buffer: {config.umem.multi_buffer}); {features}",
+                        f"umem.multi_buffer: {config.umem.multi_buffer}); the rx ring holds "
+                        f"{r.rx // n} such packets, the fill ring buffers for {r.fill // n}; "
+                        f"{features}",
                         "" if sg else f"xdp_mode: generic on {name} (its driver's native XDP "
                         f"cannot take packets over one page), or an MTU of "
                         f"{max_mtu(frame)} or less")]
