@@ -61,6 +61,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import build as harness  # noqa: E402  (testing/build.py: microbench() is not in the product)
 from xdpd.kernel.xdp_program import match_to_c  # noqa: E402
 from xdpd.config.model import COPY_MAX_SEGS, Match, RingsConfig, UmemConfig, WorkersConfig
+from xdpd.kernel.pcap_filter import compile_filter  # noqa: E402
 from xdpd.datapath.umem import SharedUmem, UmemGeometry  # noqa: E402
 
 DST_MAC = bytes.fromhex("02000000aa02")     # what set_dst_mac writes
@@ -130,6 +131,9 @@ class Setup:
     hugepages: str = "auto"
     frags: int = 1        # descriptors per packet (chains when > 1)
     max_segs: int = 0     # the ports' (0: no chains)
+    capture: str | None = None    # a tcpdump expression armed in capture slot 0
+    capture_points: int = 1       # _fastpath.CAP_* bits
+    snaplen: int = 128
 
 
 def prepare(scenario: Scenario, setup: Setup) -> SharedUmem:
@@ -141,6 +145,9 @@ def prepare(scenario: Scenario, setup: Setup) -> SharedUmem:
             umem.control.set_worker(w, netdev, 0, 0)
         umem.control.write_table(scenario.table,
                                  complete_checksums=[0] if scenario.csum else [])
+        if setup.capture is not None:
+            umem.control.capture_arm(0, -1, -1, setup.capture_points, setup.snaplen,
+                                     compile_filter(setup.capture))
     except Exception:
         umem.close()
         raise
@@ -151,6 +158,8 @@ def run_once(umem: SharedUmem, scenario: Scenario, setup: Setup) -> dict:
     """One microbench() run on a prepared (fresh) area; the raw result."""
     chains = {"frags": setup.frags, "max_segs": setup.max_segs} \
         if setup.frags > 1 or setup.max_segs else {}
+    if setup.capture is not None:
+        chains["drain_capture"] = True      # a reader that keeps up, off the clock
     return harness.load().microbench(umem.control, umem.umem.fd, umem.umem.size, setup.rings,
                                 setup.batch, setup.packets, setup.size, scenario.ingress,
                                 **chains)
@@ -239,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-segs", type=int, metavar="M",
                     help=f"the ports' max_segs (default: {COPY_MAX_SEGS} with --frags over 1, "
                          f"else 0: no chains)")
+    ap.add_argument("--capture", metavar="EXPRESSION",
+                    help="arm capture slot 0 with this tcpdump filter (a reader that keeps "
+                         "up empties the rings between loop steps, off the clock)")
+    ap.add_argument("--capture-points", default="rx", metavar="rx,tx,drop")
+    ap.add_argument("--snaplen", type=int, default=Setup.snaplen)
     ap.add_argument("--json", action="store_true",
                     help="print the results as JSON instead of the table")
     args = ap.parse_args(argv)
@@ -266,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     setup = Setup(packets=args.packets, batch=args.batch, size=args.size,
                   hugepages=args.hugepages, frame_size=args.frame_size,
                   frames_per_worker=args.frames_per_worker, rings=rings,
-                  frags=args.frags, max_segs=max_segs)
+                  frags=args.frags, max_segs=max_segs, capture=args.capture,
+                  capture_points=sum({"rx": 1, "tx": 2, "drop": 4}[p]
+                                     for p in args.capture_points.split(",") if p),
+                  snaplen=args.snaplen)
     try:
         rows = [measure(SCENARIOS[name], setup, args.runs) for name in names]
     except (ValueError, OSError, RuntimeError) as e:

@@ -335,7 +335,8 @@ static void synth_close(struct synth *s)
 static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"control", "umem_fd", "umem_size", "ring_sizes", "batch",
-				 "packets", "pkt_len", "ingress", "frags", "max_segs", NULL};
+				 "packets", "pkt_len", "ingress", "frags", "max_segs",
+				 "drain_capture", NULL};
 	struct port_cfg cfg = { .xsk_fd = -1 };
 	unsigned long long umem_size, packets;
 	unsigned int pkt_len, frags = 1, tmpl_len;
@@ -346,14 +347,16 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 	uint64_t left, transmitted = 0, handled, drops0 = 0, fp_ns = 0, emu_ns = 0;
 	uint64_t rounds = 0, t, t1;
 	uint32_t n = 0, stalled = 0;
+	int drain = 0;			/* a reader that empties capture rings at once */
 	ControlObject *c;
 	struct fp_header *h;
 	double clock_ns;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiK(IIII)IKIO|$II", kwlist,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiK(IIII)IKIO|$IIp", kwlist,
 					 &control, &cfg.umem_fd, &umem_size,
 					 &cfg.rx, &cfg.tx, &cfg.fill, &cfg.comp, &cfg.batch,
-					 &packets, &pkt_len, &ingress_obj, &frags, &cfg.max_segs))
+					 &packets, &pkt_len, &ingress_obj, &frags, &cfg.max_segs,
+					 &drain))
 		return NULL;
 	c = testing_control(control);
 	if (!c)
@@ -430,6 +433,11 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 						emu_receive(p, most, pkt_len);
 				left -= k;
 				moved += k;
+			}
+			for (uint32_t sl = 0; drain && sl < FP_MAX_CAPTURES; sl++) {
+				struct fp_capring *r = ctl_capring(p->v, w, sl);
+
+				__atomic_store_n(&r->cons, r->prod, __ATOMIC_RELEASE);
 			}
 			t1 = now_ns();
 			emu_ns += t1 - t;

@@ -62,6 +62,8 @@
  *              recovery (port_recover)
  *   frames.c   frame ownership: address checks, free list, ret ring
  *   direct.c   direct transmission (direct_*)
+ *   capture.c  capture: the armed slots, a frame into a capture ring
+ *   capctl.c   the Control object's capture methods (arm, read)
  *   rx.c       step 4, the RX ring: the receive paths
  *   chain.c    descriptor chains (multi-buffer): their receive path and
  *              their fwd ring entries onto the TX ring; port_receive()
@@ -120,6 +122,8 @@
 #include "commit.c"
 #include "frames.c"
 #include "direct.c"
+#include "capture.c"
+#include "capctl.c"
 #include "rx.c"
 #include "chain.c"
 #include "loop.c"
@@ -335,6 +339,11 @@ static PyObject *fp_module_create(struct PyModuleDef *def)
 	PyModule_AddIntConstant(m, "STATE_DRAINING", FP_STATE_DRAINING);
 	PyModule_AddIntConstant(m, "MAX_NETDEVS", FP_MAX_NETDEVS);
 	PyModule_AddIntConstant(m, "MAX_WORKERS", FP_MAX_WORKERS);
+	PyModule_AddIntConstant(m, "MAX_CAPTURES", FP_MAX_CAPTURES);
+	PyModule_AddIntConstant(m, "CAPTURE_RING", FP_CAPTURE_RING);
+	PyModule_AddIntConstant(m, "CAP_RX", FP_CAP_RX);
+	PyModule_AddIntConstant(m, "CAP_TX", FP_CAP_TX);
+	PyModule_AddIntConstant(m, "CAP_DROP", FP_CAP_DROP);
 	{
 		PyObject *names = PyTuple_New(FP_DROP__MAX);
 

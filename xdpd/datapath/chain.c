@@ -229,7 +229,7 @@ rx_chain_checked(PortObject *p, const bool member, struct pkt_chain *c, struct r
  * there).  Direct sockets are not used (direct_load()).
  */
 static inline __attribute__((always_inline)) uint32_t
-port_receive_chains_as(PortObject *p, const bool member)
+port_receive_chains_as(PortObject *p, const bool member, const bool cap)
 {
 	struct rx_tally t = {0};
 	struct pkt_chain c;
@@ -263,6 +263,7 @@ port_receive_chains_as(PortObject *p, const bool member)
 				       FP_DROP_NO_RULE;
 		if (why < 0 && !chain_room(p, e, tx_room, c.n))
 			break;			/* stays on the RX ring */
+		CAPTURE(cap, p, FP_CAP_RX, pkt, len0, total, -1, -1);
 		p->st.rx_bytes += total;
 		packets++;
 		i += c.n;
@@ -271,6 +272,8 @@ port_receive_chains_as(PortObject *p, const bool member)
 			p->st.rule_bytes[k] += total;
 		}
 		if (why >= 0) {
+			CAPTURE(cap, p, FP_CAP_DROP, pkt, len0, total, why,
+				k < p->n_rules ? (int)k : -1);
 			for (uint32_t j = 0; j < c.n; j++)
 				rx_drop(p, member, c.addr[j]);
 			p->st.drops[why]++;
@@ -283,6 +286,7 @@ port_receive_chains_as(PortObject *p, const bool member)
 			vlan_apply(r, p->umem, &c.addr[0], delta);
 			c.len[0] += delta;
 		}
+		CAPTURE(cap, p, FP_CAP_TX, p->umem + c.addr[0], c.len[0], out_len, -1, (int)k);
 		if (e == p->id)
 			tx_room -= c.n;
 		chain_put(p, member, e, &c, out_len);
@@ -401,15 +405,20 @@ static inline bool rx_chain_next(PortObject *p)
 }
 
 /* The receive paths compiled twice, so that a worker that is not a fanout
- * member pays no per-packet test for being one.  On a socket with chains,
+ * member pays no per-packet test for being one, and once more with
+ * capture (fastpath.h, "Capture"), so that no path pays for it unarmed.  On a socket with chains,
  * a batch that starts with a chain takes the path above (and the packets
  * of one descriptor behind it in the batch too); one that starts with a
  * packet of one descriptor takes rx.c's paths, up to the first chain
  * (rx_singles()), at their cost. */
 static uint32_t port_receive(PortObject *p)
 {
+	if (p->cap_on)			/* capture armed for us: the rare case */
+		return p->max_segs && rx_chain_next(p) ?
+		       port_receive_chains_as(p, p->member, true) :
+		       port_receive_as(p, p->member, true);
 	if (p->max_segs && rx_chain_next(p))
-		return p->member ? port_receive_chains_as(p, true) :
-				   port_receive_chains_as(p, false);
-	return p->member ? port_receive_as(p, true) : port_receive_as(p, false);
+		return p->member ? port_receive_chains_as(p, true, false) :
+				   port_receive_chains_as(p, false, false);
+	return p->member ? port_receive_as(p, true, false) : port_receive_as(p, false, false);
 }

@@ -686,6 +686,12 @@ static PyGetSetDef Control_getset[] = {
 	{NULL},
 };
 
+/* capctl.c */
+static PyObject *Control_capture_arm(ControlObject *self, PyObject *args);
+static PyObject *Control_capture_disarm(ControlObject *self, PyObject *args);
+static PyObject *Control_capture_counts(ControlObject *self, PyObject *args);
+static PyObject *Control_capture_read(ControlObject *self, PyObject *args);
+
 static PyMethodDef Control_methods[] = {
 	{"format", (PyCFunction)Control_format, METH_VARARGS,
 	 "format(nworkers, frames_per_worker, frame_size, ring_entries)"},
@@ -709,6 +715,14 @@ static PyMethodDef Control_methods[] = {
 	 "reset_worker(i): give a drained, exited worker's slot back"},
 	{"mark_stopped", (PyCFunction)Control_mark_stopped, METH_VARARGS,
 	 "mark_stopped(i): a worker given up on: peers drop its packets as egress_down"},
+	{"capture_arm", (PyCFunction)Control_capture_arm, METH_VARARGS,
+	 "capture_arm(slot, netdev, queue, points, snaplen, program) -> capture generation"},
+	{"capture_disarm", (PyCFunction)Control_capture_disarm, METH_VARARGS,
+	 "capture_disarm(slot) -> capture generation"},
+	{"capture_counts", (PyCFunction)Control_capture_counts, METH_VARARGS,
+	 "capture_counts(worker, slot) -> (captured, dropped)"},
+	{"capture_read", (PyCFunction)Control_capture_read, METH_VARARGS,
+	 "capture_read(worker, slot, skip=False) -> the records since the last read"},
 	{"close", (PyCFunction)Control_close, METH_NOARGS, NULL},
 	{NULL}
 };

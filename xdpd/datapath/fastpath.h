@@ -96,9 +96,10 @@
 #define XDPD_FASTPATH_H
 
 #include <stdint.h>
+#include <linux/filter.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		10	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		11	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
@@ -108,7 +109,8 @@
 					 * 9: direct transmission (fp_assign.direct,
 					 *    fp_table.direct_ok, fp_stats.direct_*);
 					 * 10: descriptor chains (chain_invalid,
-					 *    fp_stats.rx_frags, tx_descs) */
+					 *    fp_stats.rx_frags, tx_descs);
+					 * 11: capture slots and rings */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -126,6 +128,12 @@
 					 * port's max_segs: MAX_SKB_FRAGS + 1 in
 					 * copy mode, the NIC's xdp-zc-max-segs in
 					 * zero-copy; rx.c, "Descriptor chains") */
+
+/* Capture ("Capture" below): slots at once, a filter's most instructions
+ * (BPF_MAXINSNS), and the bytes of one worker's ring for one slot. */
+#define FP_MAX_CAPTURES		4
+#define FP_CAPTURE_INSNS	4096
+#define FP_CAPTURE_RING		(128 * 1024)
 
 #define FP_ALIGNED __attribute__((aligned(FP_CACHELINE)))
 
@@ -404,6 +412,65 @@ struct fp_table {
 	uint8_t direct_ok[FP_MAX_WORKERS];
 };
 
+/*
+ * Capture (`xdpd capture`, docs/ARCHITECTURE.md "Capture filters").  The
+ * supervisor arms a slot in the tables area: which netdev and queue,
+ * which points, the snap length and a classic BPF filter (cbpf.h), then
+ * bumps capture_gen.  A worker that sees the generation move copies the
+ * slots that concern it and checks each program itself; while no slot is
+ * armed for it, capture costs it one test per batch.  For each packet a
+ * slot's filter takes, the worker appends a record to its own ring for
+ * that slot in the control area (struct fp_capring): a record that does
+ * not fit is not written but counted, so a slow reader never holds a
+ * packet back.  The reader (the supervisor, for a capture client) moves
+ * the consumer.
+ */
+enum fp_cap_point {
+	FP_CAP_RX   = 1 << 0,	/* as received, before the rules */
+	FP_CAP_TX   = 1 << 1,	/* as it leaves, after the rewrite */
+	FP_CAP_DROP = 1 << 2,	/* let go of, with the reason and the rule */
+};
+
+#define FP_CAP_ANY	UINT32_MAX	/* fp_capture.netdev / .queue: any */
+
+struct fp_capture {
+	uint32_t points;		/* enum fp_cap_point; 0: the slot is off */
+	uint32_t netdev;		/* index in the table's by_netdev[], or any */
+	uint32_t queue;			/* or any */
+	uint32_t snaplen;		/* bytes of a frame kept, at most */
+	uint32_t n_insns;
+	uint32_t pad;
+	struct sock_filter insns[FP_CAPTURE_INSNS];
+};
+
+/* One captured frame in a ring: this header, then cap_len bytes, the
+ * whole record rounded up to FP_CAPREC_ALIGN.  point 0: padding to the
+ * ring's end (a record never wraps; the alignment leaves room for a
+ * padding header at any record boundary). */
+#define FP_CAPREC_ALIGN	32
+struct fp_caprec {
+	uint32_t size;			/* of the whole record */
+	uint8_t point;			/* enum fp_cap_point, one bit */
+	uint8_t reason;			/* FP_CAP_DROP: enum fp_drop_reason */
+	uint16_t rule;			/* the rule's position; 0xffff: none */
+	uint32_t wire_len;		/* the packet's length (every fragment) */
+	uint32_t cap_len;
+	uint16_t queue;
+	uint16_t netdev;
+	uint32_t pad;
+	uint64_t ts_ns;			/* CLOCK_REALTIME */
+};
+
+/* A worker's ring for one slot: single producer (the worker), single
+ * consumer (the reader); byte counts that only grow. */
+struct fp_capring {
+	FP_ALIGNED uint64_t prod;	/* the worker's: bytes written */
+	uint64_t captured;		/* the worker's: records written */
+	uint64_t dropped;		/* the worker's: records that did not fit */
+	FP_ALIGNED uint64_t cons;	/* the reader's: bytes read */
+	FP_ALIGNED uint8_t data[FP_CAPTURE_RING];
+};
+
 struct fp_header {
 	uint64_t magic;
 	uint32_t version;
@@ -417,6 +484,7 @@ struct fp_header {
 	uint64_t freelists_off;
 	uint64_t rings_off;
 	uint64_t ring_stride;
+	uint64_t capture_off;
 	uint64_t total_size;
 };
 
@@ -430,6 +498,12 @@ struct fp_tables_area {
 	uint64_t generation;			/* of the active table */
 	FP_ALIGNED struct fp_assign assign[FP_MAX_WORKERS];
 	FP_ALIGNED struct fp_table table[2];
+	/* capture slots: bit s of capture_mask set when slot s is armed;
+	 * capture_gen moves with every change (see "Capture") */
+	FP_ALIGNED uint64_t capture_gen;
+	uint32_t capture_mask;
+	uint32_t pad2;
+	FP_ALIGNED struct fp_capture capture[FP_MAX_CAPTURES];
 };
 
 #endif /* XDPD_FASTPATH_H */

@@ -39,6 +39,8 @@ static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
 	hdr->ring_stride = align_up(sizeof(struct fp_ring) + (uint64_t)p->ring_entries * 8,
 				    FP_CACHELINE);
 	off += hdr->ring_stride * n * n * 2;
+	hdr->capture_off = off = align_up(off, FP_CACHELINE);
+	off += sizeof(struct fp_capring) * FP_MAX_CAPTURES * n;
 	hdr->total_size = align_up(off, 4096);
 	return hdr->total_size;
 }
@@ -54,6 +56,7 @@ static uint64_t ctl_layout(const struct ctl_params *p, struct fp_header *hdr)
 struct ctl_lay {			/* struct fp_header's layout fields */
 	uint32_t nworkers, frames_per_worker, frame_size, ring_entries;
 	uint64_t workers_off, redo_off, freelists_off, rings_off, ring_stride;
+	uint64_t capture_off;
 	uint64_t total_size;
 };
 
@@ -74,7 +77,8 @@ static void ctl_lay_of(struct ctl_lay *l, const struct fp_header *h)
 		.frame_size = h->frame_size, .ring_entries = h->ring_entries,
 		.workers_off = h->workers_off, .redo_off = h->redo_off,
 		.freelists_off = h->freelists_off, .rings_off = h->rings_off,
-		.ring_stride = h->ring_stride, .total_size = h->total_size,
+		.ring_stride = h->ring_stride, .capture_off = h->capture_off,
+		.total_size = h->total_size,
 	};
 }
 
@@ -120,6 +124,12 @@ static inline struct fp_assign *ctl_assign(const struct ctl_view *v, uint32_t i)
 
 /* The shared header: magic, version and the layout, for the record;
  * nothing in it is read. */
+/* Worker i's capture ring for slot s. */
+static inline struct fp_capring *ctl_capring(const struct ctl_view *v, uint32_t i, uint32_t s)
+{
+	return (struct fp_capring *)(v->base + v->lay.capture_off) + (uint64_t)i * FP_MAX_CAPTURES + s;
+}
+
 static inline struct fp_header *ctl_hdr(const struct ctl_view *v)
 {
 	return (struct fp_header *)v->base;

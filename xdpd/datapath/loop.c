@@ -328,6 +328,10 @@ static inline __attribute__((always_inline)) uint32_t port_iterate(PortObject *p
 
 	if (__atomic_load_n(&p->tab->generation, __ATOMIC_ACQUIRE) != p->generation)
 		port_load_rule(p);
+	if (__atomic_load_n(&p->tab->capture_gen, __ATOMIC_ACQUIRE) != p->cap_gen)
+		port_load_capture(p);
+	if (p->cap_on)
+		p->cap_ts = 0;		/* read once per batch, when first needed */
 	if (p->n_members)
 		port_sync_members(p);
 	work += port_complete(p);

@@ -34,6 +34,11 @@ static void port_unmap(PortObject *p)
 	p->peer_efd = NULL;
 	p->fwd_in = NULL;
 	p->wake = NULL;
+	p->cap_on = 0;
+	for (uint32_t s = 0; s < FP_MAX_CAPTURES; s++) {
+		PyMem_Free(p->cap[s].insns);
+		p->cap[s].insns = NULL;
+	}
 }
 
 static void Port_dealloc(PortObject *p)
@@ -487,6 +492,13 @@ static int port_peers(PortObject *p, PyObject *seq)
 		PyErr_NoMemory();
 		return -1;
 	}
+	for (uint32_t s = 0; s < FP_MAX_CAPTURES; s++) {
+		p->cap[s].insns = PyMem_Calloc(FP_CAPTURE_INSNS, sizeof(struct sock_filter));
+		if (!p->cap[s].insns) {
+			PyErr_NoMemory();
+			return -1;
+		}
+	}
 	p->fwd_out = p->fwd_in + n;
 	p->ret_in = p->fwd_in + 2 * n;
 	p->ret_out = p->fwd_in + 3 * n;
@@ -544,6 +556,7 @@ static void port_start(PortObject *p)
 	__atomic_store_n(&p->me->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
 	__atomic_store_n(&p->me->state, FP_STATE_STARTING, __ATOMIC_RELEASE);
 	port_load_rule(p);
+	port_load_capture(p);
 	filled = port_fill(p);
 	port_commit(p);
 	port_fill_wakeup(p, filled);

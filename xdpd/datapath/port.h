@@ -101,6 +101,17 @@ typedef struct {
 	uint32_t n_dsrc;
 	struct direct_src *dsrc;
 	uint8_t *dsrc_of;		/* by worker: 1 if it sends on our queue directly */
+	/* capture (fastpath.h, "Capture"): the slots armed for our netdev and
+	 * queue, copied out of the tables area and checked; cap_on: bit s for
+	 * slot s, 0 (the common case) when none */
+	uint64_t cap_gen;
+	uint32_t cap_on;
+	uint32_t netdev_idx, queue;
+	struct port_cap {
+		uint32_t points, snaplen, n;
+		struct sock_filter *insns;	/* FP_CAPTURE_INSNS, ours */
+	} cap[FP_MAX_CAPTURES];
+	uint64_t cap_ts;		/* this batch's CLOCK_REALTIME, 0: not read */
 	/* counters kept locally, published once per iteration */
 	struct fp_stats st;
 } PortObject;

@@ -266,7 +266,7 @@ static inline void rules_sent(PortObject *p, uint8_t direct_used)
  * fwd_pending) and published at commit.
  */
 static inline __attribute__((always_inline)) uint32_t
-port_receive_rules_as(PortObject *p, const bool member)
+port_receive_rules_as(PortObject *p, const bool member, const bool cap)
 {
 	struct xdp_desc *rxd = p->rx.descs;
 	uint32_t mask = p->ring_entries - 1;
@@ -292,6 +292,8 @@ port_receive_rules_as(PortObject *p, const bool member)
 		pkt = p->umem + addr;
 		k = p->parse ? port_classify(p, pkt, len) : 0;	/* one rule takes all */
 		if (k == p->n_rules) {
+			CAPTURE(cap, p, FP_CAP_RX, pkt, len, len, -1, -1);
+			CAPTURE(cap, p, FP_CAP_DROP, pkt, len, len, FP_DROP_NO_RULE, -1);
 			p->st.rx_bytes += len;
 			rx_drop(p, member, addr);
 			p->st.drops[FP_DROP_NO_RULE]++;
@@ -305,10 +307,12 @@ port_receive_rules_as(PortObject *p, const bool member)
 		why = rule_verdict(p, r, e, len, delta, out_len);
 		if (why < 0 && !rule_room(p, member, k, e, tx_room))
 			break;			/* stays on the RX ring */
+		CAPTURE(cap, p, FP_CAP_RX, pkt, len, len, -1, -1);
 		p->st.rx_bytes += len;
 		p->st.rule_packets[k]++;
 		p->st.rule_bytes[k] += len;
 		if (why >= 0) {
+			CAPTURE(cap, p, FP_CAP_DROP, pkt, len, len, why, (int)k);
 			rx_drop(p, member, addr);
 			p->st.drops[why]++;
 			continue;
@@ -318,6 +322,7 @@ port_receive_rules_as(PortObject *p, const bool member)
 			vlan_apply(r, p->umem, &addr, delta);
 			len = out_len;
 		}
+		CAPTURE(cap, p, FP_CAP_TX, p->umem + addr, len, len, -1, (int)k);
 		if (e == p->id) {
 			tx_put(p, member, addr, len);
 			tx_room--;
@@ -379,7 +384,7 @@ rx_dest(PortObject *p, const bool member, struct rx_dest *to)
 
 /* 4. our RX ring: one rule without a match (or none), the common case */
 static inline __attribute__((always_inline)) uint32_t
-port_receive_as(PortObject *p, const bool member)
+port_receive_as(PortObject *p, const bool member, const bool cap)
 {
 	struct xdp_desc *rxd = p->rx.descs;
 	uint32_t mask = p->ring_entries - 1;
@@ -390,7 +395,7 @@ port_receive_as(PortObject *p, const bool member)
 	uint32_t n;
 
 	if (p->classify)
-		return port_receive_rules_as(p, member);
+		return port_receive_rules_as(p, member, cap);
 	n = rx_avail_singles(p, rx_dest(p, member, &to));
 	if (!n)
 		return 0;
@@ -402,23 +407,29 @@ port_receive_as(PortObject *p, const bool member)
 
 		if (rx_refused(p, member, addr, len, &t))
 			continue;
+		CAPTURE(cap, p, FP_CAP_RX, p->umem + addr, len, len, -1, -1);
 		p->st.rx_bytes += len;
 		if (to.action == FP_ACT_DROP) {
+			CAPTURE(cap, p, FP_CAP_DROP, p->umem + addr, len, len, to.reason,
+				p->n_rules ? 0 : -1);
 			rx_drop(p, member, addr);
 			p->st.drops[to.reason]++;
 			continue;
 		}
 		if (len < ETH_HLEN) {
+			CAPTURE(cap, p, FP_CAP_DROP, p->umem + addr, len, len, FP_DROP_INVALID, 0);
 			rx_drop(p, member, addr);
 			t.invalid++;
 			continue;
 		}
 		if (len > max_len) {
+			CAPTURE(cap, p, FP_CAP_DROP, p->umem + addr, len, len, FP_DROP_TOO_LONG, 0);
 			rx_drop(p, member, addr);
 			t.too_long++;
 			continue;
 		}
 		rx_rewrite(p, &p->rule, p->umem + addr, len);
+		CAPTURE(cap, p, FP_CAP_TX, p->umem + addr, len, len, -1, 0);
 		if (to.dtx)
 			direct_put(p, to.dj, addr, len);
 		else if (!to.out)
