@@ -86,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("-v", "--verbose", action="store_true", help="also the ok findings")
     doctor.set_defaults(module="doctor")
 
+    cap = sub.add_parser("capture", help="see what xdpd receives, sends and drops, like "
+                                         "tcpdump (root)")
+    cap.add_argument("target", metavar="IFACE[/QUEUE]", help="an interface xdpd owns, and "
+                     "one of its queues (default: all)")
+    cap.add_argument("filter", nargs="*", help="a tcpdump filter expression (pcap-filter(7))")
+    cap.add_argument("--point", default="rx", choices=("rx", "tx", "drop", "all"),
+                     help="as received, as sent after the rules, as dropped, or all three")
+    cap.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    cap.add_argument("-s", "--snaplen", type=int, default=262144,
+                     help="bytes kept of each frame (default: all)")
+    cap.add_argument("--seconds", type=float, help="stop after this long")
+    cap.add_argument("-w", "--write", metavar="FILE", help="pcapng to FILE, or - for stdout")
+    cap.add_argument("--socket", default=DEFAULT_SOCKET,
+                     help=f"control socket (default {DEFAULT_SOCKET})")
+    cap.set_defaults(module="capture")
+
     demo = sub.add_parser("demo", help="forward traffic through a throw-away veth lab")
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--queues", type=int, default=2)
@@ -95,7 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `xdpd capture in0 --point all udp port 53`: the filter's words may come
+    # after options, where argparse leaves them over
+    if extra and getattr(args, "module", None) == "capture" and \
+            not any(w.startswith("-") for w in extra):
+        args.filter += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = args.log_level
     if level is None:
         env = os.environ.get("XDPD_LOG_LEVEL")

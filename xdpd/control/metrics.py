@@ -57,6 +57,7 @@ class XdpdCollector:
         yield from self._interfaces(snap)
         yield from self._umem(snap)
         yield from self._reloads(snap)
+        yield from self._captures(snap)
         yield family('xdpd_ready', value=1 if snap.ready else 0)
         errors = family('xdpd_internal_errors')
         for where, n in sorted(snap.internal_errors.items()):
@@ -148,6 +149,14 @@ class XdpdCollector:
         yield family('xdpd_umem_bytes', value=snap.umem["bytes"])
         yield family('xdpd_worker_slots', value=snap.umem["worker_slots"])
         yield family('xdpd_worker_slots_used', value=snap.umem["worker_slots_used"])
+
+    def _captures(self, snap) -> Iterator:
+        yield family('xdpd_captures_active', value=len(snap.captures))
+        records = family('xdpd_capture_records')
+        for c in snap.captures:
+            for kind in ("captured", "dropped"):
+                records.add_metric([str(c["slot"]), c["iface"], kind], c[kind])
+        yield records
 
     def _reloads(self, snap) -> Iterator:
         reloads = family('xdpd_reloads')

@@ -92,6 +92,7 @@ class Snapshot:
     interfaces: tuple[InterfaceView, ...]
     workers: tuple[WorkerView, ...]
     rules: tuple[dict, ...] = field(default=())     # per rule, summed over workers
+    captures: tuple[dict, ...] = field(default=())  # running `xdpd capture` sessions
 
     def status(self) -> dict:
         """The answer to `xdpd status`; its JSON form is documented in the
@@ -129,7 +130,8 @@ class Snapshot:
             "config": {"path": self.config_path, "generation": self.generation},
             "last_reload": self.last_reload, "umem": umem,
             "interfaces": interfaces, "workers": workers,
-            "rules": [dict(r) for r in self.rules]}
+            "rules": [dict(r) for r in self.rules],
+            "captures": [dict(c) for c in self.captures]}
 
 
 def worker_stats(sup) -> dict[int, dict]:
@@ -298,7 +300,8 @@ class Snapshotter:
             ring_sizes={ring: getattr(r, ring) for ring in ("rx", "tx", "fill", "completion")}
             if r else {},
             interfaces=interfaces, workers=tuple(views),
-            rules=tuple(rules[i] for i in sorted(rules)))
+            rules=tuple(rules[i] for i in sorted(rules)),
+            captures=tuple(s.view() for _, s in sorted(sup.captures.items())))
 
     def _rates(self, wid: int, now: float, stats: dict) -> tuple[float, float, float]:
         """Per second over the last RATE_WINDOW_S or so, from the samples of

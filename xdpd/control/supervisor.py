@@ -61,6 +61,8 @@ from xdpd import exitcodes
 from xdpd.config.model import Config, WorkerPlan
 from xdpd.config.plan import plan_workers
 from xdpd.control.apply import Reloading
+from xdpd.control.capture import COMMANDS as CAPTURE_COMMANDS
+from xdpd.control.capture import Capturing
 from xdpd.control.metrics import serve
 from xdpd.control.ops import SetupError, StopRequested, SystemOps
 from xdpd.control.recovery import Recovery
@@ -94,12 +96,12 @@ LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
 # the spawns, the metrics server's accept, the watchdog ping, each step of the
 # loop and the loop itself
 INTERNAL_ERROR_PLACES = ("spawn", "spawn_standby", "metrics", "watchdog", "reap", "replace",
-                         "reload", "control", "sample", "loop", "signal")
+                         "reload", "control", "capture", "sample", "loop", "signal")
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 READ_ONLY_COMMANDS = ("status",)    # what control.status_group's members may ask
 
 
-class Supervisor(Startup, Recovery, Reloading):
+class Supervisor(Startup, Recovery, Reloading, Capturing):
     _status_gid: int | None = None      # control.status_group's gid
     # The record of what this supervisor attached (record.py), set up by
     # start() once what a dead xdpd left is removed; stop() removes it.
@@ -125,6 +127,7 @@ class Supervisor(Startup, Recovery, Reloading):
         # max_segs descriptors; 0 without chains
         self.multi_buffer = False
         self.max_segs = 0
+        self.captures = {}                  # by capture slot (control/capture.py)
         self.eventfds: list[int] = []       # one per slot
         self.free_slots: list[int] = []     # slot ids no worker uses
         self.quarantined: set[int] = set()  # slots whose frames did not all come back
@@ -446,7 +449,7 @@ class Supervisor(Startup, Recovery, Reloading):
         self._child_exited = False
         for where, step in (("reap", self.reap_workers), ("replace", self.replace_workers),
                             ("reload", self._reload_if_requested),
-                            ("control", self._serve_control),
+                            ("control", self._serve_control), ("capture", self.expire_captures),
                             ("sample", self._take_snapshot), ("watchdog", self._watchdog)):
             try:
                 step()
@@ -664,7 +667,10 @@ class Supervisor(Startup, Recovery, Reloading):
                     (text is not None and not isinstance(text, str)):
                 return False, None, "config_path and config_text must be strings"
             return self.reload(path, text)
-        return False, None, f"unknown command {command!r}; known: status, reload"
+        if command in CAPTURE_COMMANDS:
+            return self.capture_request(command, req)
+        return False, None, (f"unknown command {command!r}; known: status, reload, "
+                             f"{', '.join(CAPTURE_COMMANDS)}")
 
     def status(self) -> dict:
         """The answer to `xdpd status`: a snapshot taken now (so a status
@@ -715,6 +721,8 @@ class Supervisor(Startup, Recovery, Reloading):
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.umem is not None:
+            self.stop_captures()
         self._close_queues(self.workers)
         for w in self.workers:
             self.kill_worker(w)
