@@ -142,3 +142,30 @@ def test_a_killed_client_leaves_nothing_and_a_slow_one_loses_records_not_packets
     m = d.scrape()
     assert m.value("xdpd_dropped_packets_total") == 0
     assert m.value("xdpd_captures_active") == 0
+
+
+@needs_tcpdump
+def test_w_dash_streams_to_tcpdump_and_a_full_disk_ends_the_capture(lab, start_daemon):
+    d = start_daemon(forward_config(lab, reverse="drop"))
+    cli = capture(d, lab.IN_DEV, "-c", "10", "-w", "-")
+    dump = subprocess.Popen(["tcpdump", "-nn", "-r", "-"], stdin=cli.stdout,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cli.stdout.close()
+    try:
+        poll_until(lambda: active(d), what="the capture running")
+        send(lab, 50, rate=5000)
+        out, _ = dump.communicate(timeout=30)
+        cli.wait(30)
+    finally:
+        cli.kill()
+        dump.kill()
+    assert cli.returncode == 0 and len(out.splitlines()) == 10, out
+    # the file header is written at the first flush, which fails at once
+    cli = capture(d, lab.IN_DEV, "-w", "/dev/full")
+    try:
+        _, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 1, err
+    assert b"/dev/full: No space left on device; capture ended" in err, err
+    poll_until(lambda: not active(d), what="the capture ended")

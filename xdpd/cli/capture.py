@@ -102,23 +102,33 @@ def command(args) -> int:
     except ControlError as e:
         return _refused(e)
     stop = _Stop()
-    out = None
+    out, got, totals, code = None, 0, None, exitcodes.OK
     try:
         out, writer = _output(args.write)
         got, totals = _loop(args, start, stop, writer, out)
     except BrokenPipeError:
-        got, totals = 0, None               # the reader went away: end quietly
+        pass                                # the reader went away: end quietly
+    except ControlError as e:               # the daemon stopped meanwhile
+        print(f"xdpd capture: {e}", file=sys.stderr)
+        code = exitcodes.UNAVAILABLE
+    except OSError as e:                    # the output: a full disk, ...
+        print(f"xdpd capture: {args.write}: {e.strerror or e}; capture ended",
+              file=sys.stderr)
+        code = exitcodes.FAILURE
     finally:
         try:
             end = request(args.socket, "capture_stop", token=start["token"])
         except ControlError:
             end = None                      # its lease ends it
         if out not in (None, sys.stdout.buffer):
-            out.close()
+            try:
+                out.close()
+            except OSError:
+                pass                        # said above
     end = end or totals or {"captured": 0, "dropped": 0}
     print(f"{got} packets captured\n{end['dropped']} packets dropped by xdpd (its capture "
           f"ring had no room: the reader was slow)", file=sys.stderr)
-    return exitcodes.OK
+    return code
 
 
 def _refused(e: ControlError) -> int:
