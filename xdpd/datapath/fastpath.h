@@ -413,7 +413,7 @@ struct fp_table {
 };
 
 /*
- * Capture (`xdpd capture`, docs/ARCHITECTURE.md "Capture filters").  The
+ * Capture (`xdpd capture`, docs/ARCHITECTURE.md "Capture").  The
  * supervisor arms a slot in the tables area: which netdev and queue,
  * which points, the snap length and a classic BPF filter (cbpf.h), then
  * bumps capture_gen.  A worker that sees the generation move copies the
