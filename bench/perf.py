@@ -215,16 +215,36 @@ def xdpd_config(lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1,
             f"metrics:\n  listen: \"127.0.0.1:{METRICS_PORT}\"\n{extra}")
 
 
+# --capture: xdpd with `xdpd capture` running on in0 (rx, snaplen 128),
+# read every 0.1 s as the CLI reads it: a filter that takes nothing of the
+# generator's UDP, and one that takes everything
+CAPTURES = {"xdpd-capnone": "tcp", "xdpd-capall": ""}
+
+
 class Xdpd:
     def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1,
-                 spread: str = "flow_hash"):
+                 spread: str = "flow_hash", capture: str | None = None):
         self.lab = lab
         self.name = "xdpd" if fanout == 1 else f"xdpd-f{fanout}"
         self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets, fanout, spread),
                                 port=METRICS_PORT)
+        self.capture, self.reader, self.done = capture, None, threading.Event()
+        self.records = self.capture_dropped = 0
 
     def start(self) -> None:
         self.daemon.start()
+        if self.capture is not None:
+            self.name = next(k for k, v in CAPTURES.items() if v == self.capture)
+            token = self.daemon.request("capture_start", iface=self.lab.IN_DEV, points=["rx"],
+                                        snaplen=128, filter=self.capture)["token"]
+            self.reader = threading.Thread(target=self._read, args=(token,), daemon=True)
+            self.reader.start()
+
+    def _read(self, token: str) -> None:
+        while not self.done.wait(0.1):
+            r = self.daemon.request("capture_read", token=token)
+            self.records = r["captured"]
+            self.capture_dropped = r["dropped"]
 
     def pids(self) -> list[int]:
         return list(self.daemon.worker_pids().values())
@@ -233,6 +253,9 @@ class Xdpd:
         return ([self.daemon.proc.pid] if self.daemon.proc else []) + self.pids()
 
     def stop(self) -> None:
+        self.done.set()
+        if self.reader is not None:
+            self.reader.join(5)
         self.daemon.close()
 
 
@@ -447,6 +470,8 @@ def why_failed(text: str) -> str:
 
 
 def make_forwarder(peer: str, lab: Lab, mode: str, args):
+    if peer in CAPTURES:
+        return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set, capture=CAPTURES[peer])
     if peer.startswith("xdpd"):
         fanout = int(peer[len("xdpd-f"):]) if peer != "xdpd" else 1
         return Xdpd(lab, mode, args.fwd_cpu, args.xdpd_set, fanout, args.fanout_spread)
@@ -550,6 +575,10 @@ def main() -> int:
     ap.add_argument("--fanout", default="1", metavar="N[,N...]",
                     help="run xdpd with every queue shared by N workers, once per N")
     ap.add_argument("--fanout-spread", default="flow_hash", choices=("flow_hash", "round_robin"))
+    ap.add_argument("--capture", action="store_true",
+                    help="also xdpd with `xdpd capture` running on in0 (rx, snaplen 128): "
+                         "a filter that takes nothing (xdpd-capnone), and everything "
+                         "(xdpd-capall)")
     ap.add_argument("--json", metavar="FILE", help="also write the trials and summary here")
     args = ap.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
@@ -569,6 +598,9 @@ def main() -> int:
     # xdpd once per fanout, in its place in the list: xdpd, xdpd-f2, ...
     args.peers = [name for p in args.peers for name in
                   ([f"xdpd-f{f}" if f > 1 else "xdpd" for f in fanouts] if p == "xdpd" else [p])]
+    if args.capture:
+        at = args.peers.index("xdpd") + 1 if "xdpd" in args.peers else len(args.peers)
+        args.peers[at:at] = list(CAPTURES)
     if os.geteuid() != 0:
         print("bench/perf.py needs root (network namespaces, XDP)", file=sys.stderr)
         return 77
