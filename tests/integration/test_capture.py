@@ -13,6 +13,7 @@ import time
 import pytest
 from integration_helpers import ROOT_ONLY, poll_until
 
+from xdpd.control.server import ControlError
 from xdpd.datapath.pcapng import read
 from xdpd.lab.daemon import forward_config
 from xdpd.lab.frames import parse_mac
@@ -50,7 +51,7 @@ def test_a_thousand_packets_before_and_after_the_rewrite_and_nothing_lost(lab, s
     try:
         poll_until(lambda: active(d), what="the capture running")
         with SinkProcess(lab, lab.sink_ns, lab.SINK_DEV, tag=TAG, expect=3000) as sink:
-            sent = send(lab, 3000, rate=5000)["sent"]
+            sent = send(lab, 3000, rate=100000)["sent"]
             got = sink.result(timeout=30)
         out, err = cli.communicate(timeout=30)
     finally:
@@ -108,6 +109,15 @@ def test_bad_input_gets_a_precise_error(lab, start_daemon):
         assert cli.returncode == code, (args, cli.returncode, err)
         assert message in err.decode(), (args, err)
         assert b"Traceback" not in err
+    assert not active(d)
+    # four at once, then a precise refusal; each ends with its stop
+    tokens = [d.request("capture_start", iface=lab.IN_DEV, filter="udp")["token"]
+              for _ in range(4)]
+    assert len(active(d)) == 4
+    with pytest.raises(ControlError, match="4 captures run already; end one first"):
+        d.request("capture_start", iface=lab.IN_DEV)
+    for t in tokens:
+        d.request("capture_stop", token=t)
     assert not active(d)
 
 
