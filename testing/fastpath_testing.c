@@ -113,48 +113,15 @@ static uint32_t emu_transmit(PortObject *p)
 	return n;
 }
 
-/* The driver's RX side: up to max packets of len bytes, each in the next
- * FILL buffer at EMU_HEADROOM, as copy mode places them.  The frame
- * already holds the packet; only its MAC addresses are written again, as
- * a freshly received packet has them, so that a rewrite the port did to
- * the frame's previous packet (a swap above all) does not carry over. */
-static uint32_t emu_receive(PortObject *p, uint32_t max, uint32_t len)
-{
-	struct ring *fq = &p->fill, *rx = &p->rx;
-	const uint64_t *addrs = fq->descs;
-	struct xdp_desc *rxd = rx->descs;
-	uint32_t cons = *fq->consumer;
-	uint32_t prod = *rx->producer;
-	uint32_t n = load_acquire(fq->producer) - cons;
-	uint32_t room = rx->size - (prod - load_acquire(rx->consumer));
-
-	if (n > room)
-		n = room;
-	if (n > max)
-		n = max;
-	if (!n)
-		return 0;
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t addr = (addrs[(cons + i) & fq->mask] & p->frame_mask) + EMU_HEADROOM;
-		struct xdp_desc *d = &rxd[(prod + i) & rx->mask];
-
-		memcpy(p->umem + addr, emu_macs, sizeof(emu_macs));
-		d->addr = addr;
-		d->len = len;
-		d->options = 0;
-	}
-	store_release(fq->consumer, cons + n);
-	store_release(rx->producer, prod + n);
-	return n;
-}
-
-/* The driver's RX side with descriptor chains (multi-buffer): up to max
- * packets of frags descriptors, a FILL buffer each at EMU_HEADROOM, as
- * copy mode fills them: all but the last whole (the frame less its
- * headroom), the last len bytes, XDP_PKT_CONTD on all but the last.
- * Whole packets only.  Fragment 0 gets its MAC addresses again, as in
- * emu_receive(); the frames hold fragment 0's bytes already. */
-static uint32_t emu_receive_chains(PortObject *p, uint32_t max, uint32_t frags, uint32_t len)
+/* The driver's RX side: up to max packets of frags descriptors (1: no
+ * chain), a FILL buffer each at EMU_HEADROOM, as copy mode fills them:
+ * all but the last whole (the frame less its headroom), the last len
+ * bytes, XDP_PKT_CONTD on all but the last; whole packets only.  The
+ * frames hold the packet already; only fragment 0's MAC addresses are
+ * written again, as a freshly received packet has them, so that a rewrite
+ * the port did to the frame's previous packet (a swap above all) does not
+ * carry over. */
+static uint32_t emu_receive(PortObject *p, uint32_t max, uint32_t frags, uint32_t len)
 {
 	struct ring *fq = &p->fill, *rx = &p->rx;
 	const uint64_t *addrs = fq->descs;
@@ -429,8 +396,7 @@ static PyObject *fp_microbench(PyObject *self, PyObject *args, PyObject *kw)
 			if (ingress[w] && left) {
 				uint32_t most = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
 
-				k = frags > 1 ? emu_receive_chains(p, most, frags, pkt_len) :
-						emu_receive(p, most, pkt_len);
+				k = emu_receive(p, most, frags, pkt_len);
 				left -= k;
 				moved += k;
 			}
