@@ -152,6 +152,7 @@ def test_a_killed_client_leaves_nothing_and_a_slow_one_loses_records_not_packets
     m = d.scrape()
     assert m.value("xdpd_dropped_packets_total") == 0
     assert m.value("xdpd_captures_active") == 0
+    assert m.value("xdpd_capture_records_total", kind="dropped") >= end["dropped"]
 
 
 @needs_tcpdump

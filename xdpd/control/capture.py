@@ -66,6 +66,7 @@ class Capturing:
     whose umem, interfaces and workers they use."""
 
     captures: dict[int, CaptureSession]
+    capture_totals: dict[str, int]          # records of the sessions that ended
 
     def capture_request(self, command: str, req: dict) -> tuple[bool, dict | None, str | None]:
         if self.umem is None:
@@ -154,6 +155,8 @@ class Capturing:
         self.umem.control.capture_disarm(s.slot)
         self._capture_counts(s)
         del self.captures[s.slot]
+        self.capture_totals["captured"] += s.captured
+        self.capture_totals["dropped"] += s.dropped
         log.info("capture %d %s: %d captured, %d dropped (rings full)", s.slot, why,
                  s.captured, s.dropped)
         return {"captured": s.captured, "dropped": s.dropped}

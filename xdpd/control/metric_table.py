@@ -142,10 +142,10 @@ METRICS: tuple[Metric, ...] = (
     Metric('xdpd_captures_active', 'gauge',
            '`xdpd capture` sessions running',
            ()),
-    Metric('xdpd_capture_records', 'gauge',
-           "A running capture's records since it started: captured (written into the "
-           "workers' rings) and dropped (the rings had no room: its reader is slow)",
-           ('slot', 'netdev', 'kind')),
+    Metric('xdpd_capture_records', 'counter',
+           "Records of `xdpd capture` sessions, ended or running: captured (written into "
+           "the workers' rings) and dropped (the rings had no room: a reader was slow)",
+           ('kind',)),
     Metric('xdpd_config_generation', 'gauge',
            '1 at start, +1 per applied reload',
            ()),

@@ -153,9 +153,9 @@ class XdpdCollector:
     def _captures(self, snap) -> Iterator:
         yield family('xdpd_captures_active', value=len(snap.captures))
         records = family('xdpd_capture_records')
-        for c in snap.captures:
-            for kind in ("captured", "dropped"):
-                records.add_metric([str(c["slot"]), c["iface"], kind], c[kind])
+        for kind in ("captured", "dropped"):
+            records.add_metric([kind], snap.capture_totals.get(kind, 0) +
+                               sum(c[kind] for c in snap.captures))
         yield records
 
     def _reloads(self, snap) -> Iterator:

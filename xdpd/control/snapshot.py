@@ -93,6 +93,7 @@ class Snapshot:
     workers: tuple[WorkerView, ...]
     rules: tuple[dict, ...] = field(default=())     # per rule, summed over workers
     captures: tuple[dict, ...] = field(default=())  # running `xdpd capture` sessions
+    capture_totals: dict = field(default_factory=dict)  # of the ended ones: records
 
     def status(self) -> dict:
         """The answer to `xdpd status`; its JSON form is documented in the
@@ -301,7 +302,8 @@ class Snapshotter:
             if r else {},
             interfaces=interfaces, workers=tuple(views),
             rules=tuple(rules[i] for i in sorted(rules)),
-            captures=tuple(s.view() for _, s in sorted(sup.captures.items())))
+            captures=tuple(s.view() for _, s in sorted(sup.captures.items())),
+            capture_totals=dict(sup.capture_totals))
 
     def _rates(self, wid: int, now: float, stats: dict) -> tuple[float, float, float]:
         """Per second over the last RATE_WINDOW_S or so, from the samples of

@@ -128,6 +128,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         self.multi_buffer = False
         self.max_segs = 0
         self.captures = {}                  # by capture slot (control/capture.py)
+        self.capture_totals = {"captured": 0, "dropped": 0}
         self.eventfds: list[int] = []       # one per slot
         self.free_slots: list[int] = []     # slot ids no worker uses
         self.quarantined: set[int] = set()  # slots whose frames did not all come back
