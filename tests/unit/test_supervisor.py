@@ -620,12 +620,20 @@ def test_busy_poll_off_by_default_and_hugepages_setting_reaches_the_umem():
     sup.stop()
 
 
-def test_a_jumbo_mtu_without_multi_buffer_is_warned_about_with_the_fix(caplog):
+def jumbo(mtus: dict, umem: str = "", config: str = CONFIG, **ops_kw):
+    """A supervisor (not started) on a host with these MTUs; umem: a line
+    added under `umem:` (e.g. "multi_buffer: 'off'")."""
     host = FakeHost()
-    host.mtus = {"in0": 3000, "out0": 9000}
-    config = CONFIG.replace("  frames_per_worker: 512", "  frames_per_worker: 512\n"
-                            "  multi_buffer: 'off'")
-    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops := FakeOps(host=host))
+    host.mtus = mtus
+    if umem:
+        config = config.replace("  frames_per_worker: 512",
+                                f"  frames_per_worker: 512\n  {umem}")
+    ops = FakeOps(host=host, **ops_kw)
+    return Supervisor(parse_config(config, "xdpd.yaml"), ops), ops, host
+
+
+def test_a_jumbo_mtu_without_multi_buffer_is_warned_about_with_the_fix(caplog):
+    sup, ops, _ = jumbo({"in0": 3000, "out0": 9000}, "multi_buffer: 'off'")
     with caplog.at_level("WARNING", logger="xdpd"):
         sup.start()
     warned = [m for m in caplog.messages if "MTU" in m]
@@ -643,9 +651,7 @@ def test_a_jumbo_mtu_without_multi_buffer_is_warned_about_with_the_fix(caplog):
 
 
 def test_a_jumbo_mtu_turns_descriptor_chains_on(caplog):
-    host = FakeHost()
-    host.mtus = {"out0": 9000}
-    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops := FakeOps(host=host))
+    sup, ops, _ = jumbo({"out0": 9000})
     with caplog.at_level("INFO", logger="xdpd"):
         sup.start()
     assert not [m for m in caplog.messages if "drops" in m]
@@ -663,9 +669,7 @@ def test_a_jumbo_mtu_turns_descriptor_chains_on(caplog):
 
 
 def test_drops_at_a_socket_with_multi_buffer_on_are_explained_once(caplog):
-    host = FakeHost()
-    host.mtus = {"out0": 9000}
-    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), ops := FakeOps(host=host))
+    sup, ops, _ = jumbo({"out0": 9000})
     sup.start()
     ops.xsk_stats[("out0", 1)] = {"rx_dropped": 5, "rx_fill_ring_empty_descs": 5}
     sup.status()
@@ -688,10 +692,8 @@ def test_drops_at_a_socket_with_multi_buffer_on_are_explained_once(caplog):
 
 def test_a_driver_that_refuses_native_xdp_at_its_mtu_is_refused_with_the_mtu_and_fix():
     from xdpd.kernel.libbpf import BpfError
-    host = FakeHost()
-    host.mtus = {"in0": 9000}
-    config = CONFIG.replace("  - name: in0\n", "  - name: in0\n    xdp_mode: native\n")
-    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops := FakeOps(host=host))
+    sup, ops, _ = jumbo({"in0": 9000}, config=CONFIG.replace(
+        "  - name: in0\n", "  - name: in0\n    xdp_mode: native\n"))
     attach = FakeProgram.attach
 
     def refuse(prog, ifindex, ifname, mode):
@@ -711,8 +713,7 @@ def test_a_driver_that_refuses_native_xdp_at_its_mtu_is_refused_with_the_mtu_and
 def test_an_interface_a_reload_adds_that_needs_chains_asks_for_a_restart(caplog):
     """multi_buffer: auto is decided at start, with the sockets: an
     interface a reload brings that needs chains is warned about."""
-    host = FakeHost()
-    sup = Supervisor(parse_config(CONFIG, "xdpd.yaml"), FakeOps(host=host))
+    sup, _, host = jumbo({})
     one = CONFIG.replace("  - name: out0\n", "").replace(
         "  - from: in0\n    to: out0\n    set_dst_mac: \"02:00:00:00:00:04\"\n", "").replace(
         "  - from: out0\n    action: drop\n", "  - from: in0\n    action: drop\n")
@@ -733,21 +734,16 @@ def test_an_interface_a_reload_adds_that_needs_chains_asks_for_a_restart(caplog)
 
 def test_zero_copy_chains_take_the_nics_segment_limit():
     from xdpd.kernel.xdp_features import XdpFeatures
-    host = FakeHost()
+    sup, _, host = jumbo({}, "multi_buffer: 'on'", zero_copy_ok=True)
     host.xdp_features = lambda name: XdpFeatures(1, 0, 5 if name == "in0" else None)
-    config = CONFIG.replace("  frames_per_worker: 512", "  frames_per_worker: 512\n"
-                            "  multi_buffer: 'on'")
-    sup = Supervisor(parse_config(config, "xdpd.yaml"), FakeOps(host=host, zero_copy_ok=True))
     sup.start()
     assert sup.zero_copy and sup.max_segs == 5
     sup.stop()
 
 
 def test_multi_buffer_needs_a_batch_that_holds_a_whole_chain():
-    host = FakeHost()
-    host.mtus = {"in0": 9000}
-    config = CONFIG.replace("  cpus: [0, 1]", "  cpus: [0, 1]\n  batch_size: 16")
-    sup = Supervisor(parse_config(config, "xdpd.yaml"), ops := FakeOps(host=host))
+    sup, ops, _ = jumbo({"in0": 9000}, config=CONFIG.replace(
+        "  cpus: [0, 1]", "  cpus: [0, 1]\n  batch_size: 16"))
     with pytest.raises(SetupError) as e:
         sup.start()
     assert str(e.value) == (
