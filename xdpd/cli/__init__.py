@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("-w", "--write", metavar="FILE", help="pcapng to FILE, or - for stdout")
     cap.add_argument("--socket", default=DEFAULT_SOCKET,
                      help=f"control socket (default {DEFAULT_SOCKET})")
-    cap.set_defaults(module="capture")
+    # the filter's words may also come after options ("in0 --point all udp"),
+    # where argparse leaves them over: main() gives them to `filter`
+    cap.set_defaults(module="capture", trailing_words="filter")
 
     demo = sub.add_parser("demo", help="forward traffic through a throw-away veth lab")
     demo.add_argument("--seconds", type=float, default=5.0)
@@ -112,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # `xdpd capture in0 --point all udp port 53`: the filter's words may come
-    # after options, where argparse leaves them over
-    if extra and getattr(args, "module", None) == "capture" and \
-            not any(w.startswith("-") for w in extra):
-        args.filter += extra
+    # words argparse left over: a command whose last positional takes any
+    # number of words says which (trailing_words) and gets them; an unknown
+    # option is an error for every command, as parse_args() makes it
+    trailing = getattr(args, "trailing_words", None)
+    if extra and trailing and not any(w.startswith("-") for w in extra):
+        getattr(args, trailing).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = args.log_level
