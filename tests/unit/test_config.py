@@ -220,6 +220,14 @@ BAD_INPUT = [
     case("tx-budget-over-ring", BASE + "workers:\n  tx_budget: 4096\nrings:\n  tx: 1024\n",
          "xdpd.yaml: workers.tx_budget: 4096 is more than rings.tx (1024); the kernel allows "
          "at most the TX ring size"),
+    case("wake-latency-range", BASE + "workers:\n  cpu_wake_latency_us: -1\n",
+         "xdpd.yaml: workers.cpu_wake_latency_us: -1 is out of range; use 0 to 100000, or "
+         "null to leave the CPUs' idle states alone"),
+    case("wake-latency-word", BASE + "workers:\n  cpu_wake_latency_us: off\n",
+         "xdpd.yaml: workers.cpu_wake_latency_us: expected an integer, got string 'off'"),
+    case("sched-slice-range", BASE + "workers:\n  sched_slice_us: 50\n",
+         "xdpd.yaml: workers.sched_slice_us: 50 is out of range; use 100 to 100000, or null "
+         "for the kernel's default slice"),
     case("hugepages", BASE + "umem:\n  hugepages: always\n",
          "xdpd.yaml: umem.hugepages: 'always' is not allowed; use on, off or auto"),
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from test_steering import FakeNic
+from test_wake import FakeCpus
 
 from xdpd import exitcodes
 from xdpd.config.schema import parse_config
@@ -170,6 +171,7 @@ class FakeControl:
         self.state = [_fastpath.STATE_NONE] * n
         self.pid = [0] * n
         self.places = {}            # worker id -> what set_worker() said
+        self.rx_packets = [0] * n   # what a test says a worker received
 
     def set_worker(self, i, netdev, queue, ifindex, lane=None, owner=None, members=(),
                    direct=()):
@@ -184,7 +186,7 @@ class FakeControl:
         return 1
 
     def worker_stats(self, i):
-        return {"rx_packets": 0, "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
+        return {"rx_packets": self.rx_packets[i], "tx_packets": 0, "rx_bytes": 0, "tx_bytes": 0,
                 "drops": {reason: 0 for reason in _fastpath.DROP_REASONS},
                 "handoff_out": 0, "handoff_in": 0, "tx_kicks": 0, "fill_kicks": 0,
                 "sleeps": 0, "loops": 0, "busy_loops": 0, "busy_polls": 0, "bad_descs": 0,
@@ -275,9 +277,13 @@ class FakeOps:
         self.nic = FakeNic(driver_picks=True)   # every netdev's ethtool answers
         self.lineage = {}           # pid -> [pid, parent, ...] for peer checks
         self.prog_infos = {}        # prog id -> (name, tag), default: ours
+        self.cpus = FakeCpus()      # the CPUs' wake-up latency caps
 
     def ethtool(self):
         return Ethtool(self.nic)
+
+    def cpu_access(self):
+        return self.cpus
 
     def query_xdp(self, ifindex):
         ids = self.xdp.get(ifindex, {})
@@ -1283,4 +1289,43 @@ def test_direct_sends_count_as_the_egress_queues_transmissions():
     sup.workers.remove(sender)
     assert worker_stats(sup)[by["out0/q0"].id]["tx_packets"] == 15
     sup.workers.append(sender)
+    sup.stop()
+
+
+# -- fast wake-ups (control/wake.py) ------------------------------------------------
+
+def test_a_busy_workers_cpu_is_held_and_stop_puts_its_cap_back():
+    sup, ops = started()
+    ops.cpus.caps = {0: None, 1: 40}
+    sup._turn()
+    assert ops.cpus.writes == []                     # nothing received yet
+    in_q1 = next(w for w in sup.workers if w.name == "in0/q1")
+    ops.umem.control.rx_packets[in_q1.id] += 3
+    sup._turn()
+    assert ops.cpus.caps == {0: None, 1: 0}
+    assert sup.status()["cpu_wake"] == {"latency_us": 0, "held": [1]}
+    assert os.path.exists(os.path.join(RUN_DIR, "xdpd.wake.json"))
+    sup.stop()
+    assert ops.cpus.caps == {0: None, 1: 40}
+    assert not os.path.exists(os.path.join(RUN_DIR, "xdpd.wake.json"))
+
+
+def test_start_puts_back_what_a_killed_xdpd_held_and_null_holds_nothing():
+    os.makedirs(RUN_DIR, exist_ok=True)
+    dead = run_record.Owner(4567, 1, run_record.boot_id())
+    run_record.write_json(os.path.join(RUN_DIR, "xdpd.wake.json"), {
+        "format": 1, "pid": dead.pid, "start_time": dead.start_time, "boot_id": dead.boot_id,
+        "cpus": [{"cpu": 1, "before": 25, "set": 0}]})
+    ops = FakeOps()
+    ops.cpus.caps = {0: None, 1: 0}
+    sup = Supervisor(parse_config(CONFIG.replace("  cpus: [0, 1]\n", "  cpus: [0, 1]\n"
+                                                 "  cpu_wake_latency_us: null\n"),
+                                  "xdpd.yaml"), ops)
+    sup.start()
+    assert ops.cpus.caps == {0: None, 1: 25}
+    for w in sup.workers:
+        ops.umem.control.rx_packets[w.id] += 1
+    sup._turn()
+    assert ops.cpus.writes == [(1, 25)] and sup.wake is None
+    assert sup.status()["cpu_wake"] == {"latency_us": None, "held": []}
     sup.stop()

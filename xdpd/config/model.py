@@ -261,6 +261,11 @@ class ForwardRule:
     pop_vlan: bool = False          # remove the outer tag (untagged: unchanged)
 
 
+# workers.sched_slice_us: the kernel's bounds for a SCHED_OTHER task's
+# sched_runtime (kernel/cpuidle.py keeps the same)
+SCHED_SLICE_US = (100, 100_000)
+
+
 @dataclass(frozen=True)
 class WorkersConfig:
     AUTO_TX_BUDGET = 256        # measured best in the veth lab (docs/PERFORMANCE.md)
@@ -280,6 +285,13 @@ class WorkersConfig:
     # XDP_MAX_TX_SKB_BUDGET: "auto" (256, capped at rings.tx, where the
     # kernel has it), 0 (the kernel's default, 32) or a number
     tx_budget: Literal["auto"] | int = "auto"
+    # while a worker moves packets, its CPU's wake-up latency is capped at
+    # this (PM QoS resume latency; 0: the idle CPU polls instead of
+    # halting); None: CPUs' idle states are left alone (control/wake.py)
+    cpu_wake_latency_us: int | None = 0
+    # each worker's scheduler slice (EEVDF, Linux 6.12+): short, so that a
+    # woken worker preempts a busy task on its CPU; None: the kernel's
+    sched_slice_us: int | None = 100
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,11 @@ from xdpd.config.model import (ACTIONS, CHECKSUM_MODES, ETHERTYPES, EXAMPLE, FAL
                                FANOUT_SPREADS, FLOW_TYPES, FRAME_SIZES, HUGEPAGES, IDLE,
                                IP_PROTOS, MAX_CHANNELS, MAX_FANOUT, MAX_FORWARD_RULES,
                                MAX_NETDEVS, MAX_PASS_RULES, MAX_QUEUE, MAX_SPARE_WORKERS,
-                               MAX_VLAN, MULTI_BUFFER, VLAN_ETHERTYPES, VLAN_NONE, VLAN_PROTOS,
-                               XDP_MODES, ZERO_COPY, _ACCOUNT_NAME, Config, ControlConfig,
-                               FlowRule, ForwardRule, InterfaceConfig, Match, MetricsConfig,
-                               RingsConfig, SteeringConfig, UmemConfig, WorkersConfig, keys)
+                               MAX_VLAN, MULTI_BUFFER, SCHED_SLICE_US, VLAN_ETHERTYPES,
+                               VLAN_NONE, VLAN_PROTOS, XDP_MODES, ZERO_COPY, _ACCOUNT_NAME,
+                               Config, ControlConfig, FlowRule, ForwardRule, InterfaceConfig,
+                               Match, MetricsConfig, RingsConfig, SteeringConfig, UmemConfig,
+                               WorkersConfig, keys)
 from xdpd.config.plan import check_host
 from xdpd.config.values import (_Errors, _bool, _check_keys, _choice, _got, _id_list, _int,
                                 _int_in, _listen, _mac, _netdev_name, _netdev_ref, _one_of,
@@ -623,6 +624,14 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
         if tx_budget is not None and tx_budget != 0 and not 32 <= tx_budget <= 16384:
             errs.at("workers.tx_budget", f"{tx_budget} is out of range; use auto, 0 (the "
                     "kernel's default, 32) or 32 to 16384")
+    wake_latency = section.get("cpu_wake_latency_us", d.cpu_wake_latency_us)
+    if wake_latency is not None:
+        wake_latency = _int_in(errs, "workers.cpu_wake_latency_us", wake_latency, 0, 100_000,
+                               hint="or null to leave the CPUs' idle states alone")
+    slice_us = section.get("sched_slice_us", d.sched_slice_us)
+    if slice_us is not None:
+        slice_us = _int_in(errs, "workers.sched_slice_us", slice_us, *SCHED_SLICE_US,
+                           hint="or null for the kernel's default slice")
     user, group = section.get("user", d.user), section.get("group", d.group)
     if not (isinstance(user, str) and _ACCOUNT_NAME.fullmatch(user)):
         errs.at("workers.user", f"{_show(user)} is not a user name; name an unprivileged "
@@ -640,7 +649,8 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
         return None
     return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,
                          busy_poll_usecs=usecs, busy_poll_budget=budget, tx_budget=tx_budget,
-                         user=user, group=group, direct_tx=direct_tx)
+                         user=user, group=group, direct_tx=direct_tx,
+                         cpu_wake_latency_us=wake_latency, sched_slice_us=slice_us)
 
 
 def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:

@@ -71,10 +71,12 @@ def _int(errs: _Errors, path: str, value: Any) -> int | None:
     return None
 
 
-def _int_in(errs: _Errors, path: str, value: Any, lowest: int, highest: int) -> int | None:
+def _int_in(errs: _Errors, path: str, value: Any, lowest: int, highest: int,
+            hint: str = "") -> int | None:
     n = _int(errs, path, value)
     if n is not None and not lowest <= n <= highest:
-        errs.at(path, f"{n} is out of range; use {lowest} to {highest}")
+        errs.at(path, f"{n} is out of range; use {lowest} to {highest}"
+                + (f", {hint}" if hint else ""))
         return None
     return n
 

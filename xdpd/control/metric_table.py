@@ -146,6 +146,11 @@ METRICS: tuple[Metric, ...] = (
            "Records of `xdpd capture` sessions, ended or running: captured (written into "
            "the workers' rings) and dropped (the rings had no room: a reader was slow)",
            ('kind',)),
+    Metric('xdpd_cpu_wake_held', 'gauge',
+           "1 while xdpd caps the CPU's wake-up latency at workers.cpu_wake_latency_us "
+           "(its workers received within the last seconds), 0 otherwise; one per CPU with "
+           "workers",
+           ('cpu',)),
     Metric('xdpd_config_generation', 'gauge',
            '1 at start, +1 per applied reload',
            ()),

@@ -58,6 +58,7 @@ class XdpdCollector:
         yield from self._umem(snap)
         yield from self._reloads(snap)
         yield from self._captures(snap)
+        yield from self._cpu_wake(snap)
         yield family('xdpd_ready', value=1 if snap.ready else 0)
         errors = family('xdpd_internal_errors')
         for where, n in sorted(snap.internal_errors.items()):
@@ -157,6 +158,12 @@ class XdpdCollector:
             records.add_metric([kind], snap.capture_totals.get(kind, 0) +
                                sum(c[kind] for c in snap.captures))
         yield records
+
+    def _cpu_wake(self, snap) -> Iterator:
+        held = family('xdpd_cpu_wake_held')
+        for cpu in sorted({w.cpu for w in snap.workers}):
+            held.add_metric([str(cpu)], int(cpu in snap.cpu_wake.get("held", ())))
+        yield held
 
     def _reloads(self, snap) -> Iterator:
         reloads = family('xdpd_reloads')

@@ -16,6 +16,7 @@ import subprocess
 from xdpd import exitcodes
 from xdpd.datapath.umem import SharedUmem
 from xdpd.isolated import python_argv
+from xdpd.kernel.cpuidle import CpuAccess
 from xdpd.kernel.ethtool import Ethtool
 from xdpd.kernel.libbpf import detach_xdp, prog_info, query_xdp
 from xdpd.kernel.netdev import Host
@@ -62,6 +63,10 @@ class SystemOps:
     def detach_xdp(self, ifindex: int, mode: str, prog_id: int) -> None:
         """Detach program prog_id from ifindex if it is still the one there."""
         detach_xdp(ifindex, mode, prog_id)
+
+    def cpu_access(self):
+        """The CPUs' wake-up latency caps in sysfs (kernel/cpuidle.py)."""
+        return CpuAccess()
 
     def ethtool(self):
         """The ethtool requests steering makes (ethtool.Ethtool)."""

@@ -14,7 +14,7 @@ import logging
 
 from xdpd import exitcodes
 from xdpd.control import record as run_record
-from xdpd.control import steering
+from xdpd.control import steering, wake
 from xdpd.control.ops import SetupError
 from xdpd.kernel.errors import errname
 from xdpd.kernel.xdp_program import PROG_NAME
@@ -78,6 +78,23 @@ class Recovery:
         except OSError as e:
             raise SetupError(f"undo the steering in {path}: {e}") from None
         self.steering = steering.Steering(nic, path, self._record_owner)
+        self._put_back_what_a_dead_xdpd_held()
+
+    def _put_back_what_a_dead_xdpd_held(self) -> None:
+        """Put back the CPU wake-up latency caps a killed xdpd's journal
+        names (wake.py: only where the file still says what it set), then
+        hold our own with a journal of their own."""
+        path = wake.journal_path(self.config.control.socket)
+        cpus = self.ops.cpu_access()
+        try:
+            wake.recover(path, cpus)
+        except wake.WakeError as e:
+            raise SetupError(str(e), exitcodes.CONFIG) from None
+        except OSError as e:
+            raise SetupError(f"put back the CPU caps in {path}: {e}") from None
+        limit = self.config.workers.cpu_wake_latency_us
+        if limit is not None:
+            self.wake = wake.WakeHolder(limit, cpus, path, self._record_owner)
 
     def _remove_left_program(self, a, pid: int) -> None:
         """Detach a dead xdpd's program from its netdev if it is still there."""

@@ -94,6 +94,8 @@ class Snapshot:
     rules: tuple[dict, ...] = field(default=())     # per rule, summed over workers
     captures: tuple[dict, ...] = field(default=())  # running `xdpd capture` sessions
     capture_totals: dict = field(default_factory=dict)  # of the ended ones: records
+    # workers.cpu_wake_latency_us and the CPUs held at it now (control/wake.py)
+    cpu_wake: dict = field(default_factory=dict)
 
     def status(self) -> dict:
         """The answer to `xdpd status`; its JSON form is documented in the
@@ -132,7 +134,8 @@ class Snapshot:
             "last_reload": self.last_reload, "umem": umem,
             "interfaces": interfaces, "workers": workers,
             "rules": [dict(r) for r in self.rules],
-            "captures": [dict(c) for c in self.captures]}
+            "captures": [dict(c) for c in self.captures],
+            "cpu_wake": dict(self.cpu_wake)}
 
 
 def worker_stats(sup) -> dict[int, dict]:
@@ -303,7 +306,9 @@ class Snapshotter:
             interfaces=interfaces, workers=tuple(views),
             rules=tuple(rules[i] for i in sorted(rules)),
             captures=tuple(s.view() for _, s in sorted(sup.captures.items())),
-            capture_totals=dict(sup.capture_totals))
+            capture_totals=dict(sup.capture_totals),
+            cpu_wake={"latency_us": sup.config.workers.cpu_wake_latency_us,
+                      "held": sorted(sup.wake.held) if sup.wake else []})
 
     def _rates(self, wid: int, now: float, stats: dict) -> tuple[float, float, float]:
         """Per second over the last RATE_WINDOW_S or so, from the samples of

@@ -110,6 +110,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
     _record_dir_made = False
     _detach_failed: tuple = ()          # Interfaces still attached after stop: kept on record
     steering = None                     # steering.Steering: what this xdpd changed on NICs
+    wake = None                         # wake.WakeHolder: CPUs held for fast wake-ups
 
     def __init__(self, config: Config, ops: SystemOps | None = None, notifier=None):
         self.config = config
@@ -244,7 +245,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name,
             uid=self.worker_uid, gid=self.worker_gid,
             direct_fds=tuple(d.socket.fd if d.socket is not None else -1 for d in w.direct),
-            max_segs=self.max_segs)
+            max_segs=self.max_segs, sched_slice_us=self.config.workers.sched_slice_us or 0)
 
     def spawn_worker(self, w: Worker) -> None:
         """Start w's process: its standby takes over if it has one, else a
@@ -451,11 +452,20 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         for where, step in (("reap", self.reap_workers), ("replace", self.replace_workers),
                             ("reload", self._reload_if_requested),
                             ("control", self._serve_control), ("capture", self.expire_captures),
-                            ("sample", self._take_snapshot), ("watchdog", self._watchdog)):
+                            ("sample", self._take_snapshot), ("wake", self._hold_busy_cpus),
+                            ("watchdog", self._watchdog)):
             try:
                 step()
             except OSError as e:
                 self.note_internal_error(where, e)
+
+    def _hold_busy_cpus(self) -> None:
+        """Cap the wake-up latency of the CPUs whose workers receive, let
+        go of those quiet for a while (wake.py)."""
+        if self.wake is not None and self.umem is not None:
+            self.wake.update({w.id: (w.plan.cpu, self.umem.control.worker_stats(w.id)
+                                     ["rx_packets"]) for w in self.workers},
+                             time.monotonic())
 
     def _reload_if_requested(self) -> None:
         if self._reload_requested:
@@ -754,6 +764,8 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         self.interfaces = []
         if self.steering is not None:
             self.steering.undo_all()              # after the detach: queues may go away
+        if self.wake is not None:
+            self.wake.release_all()
         self._close_record()
         for w in self.workers:
             for d in w.direct:

@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from xdpd import exitcodes
-from xdpd.kernel import privileges
+from xdpd.kernel import cpuidle, privileges
 from xdpd.logs import parse_level, setup_logging
 
 log = logging.getLogger("xdpd.worker")
@@ -83,6 +83,8 @@ class WorkerSpec:
     # descriptors one packet may take (umem.multi_buffer): 0, one (the
     # socket has no XDP_USE_SG)
     max_segs: int = 0
+    # scheduler slice asked for (workers.sched_slice_us); 0: the kernel's
+    sched_slice_us: int = 0
 
     def __post_init__(self):
         if not self.name:
@@ -196,6 +198,20 @@ def pin_to_cpu(cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})
 
 
+def ask_for_slice(spec: WorkerSpec) -> None:
+    """A short scheduler slice (kernel/cpuidle.py): woken by a packet, the
+    worker preempts whatever runs on its CPU instead of waiting out that
+    task's slice.  Best effort: without it the worker forwards as before."""
+    if not spec.sched_slice_us:
+        return
+    try:
+        if not cpuidle.set_slice(spec.sched_slice_us):
+            log.debug("%s: this kernel ignores scheduler slices (before 6.12)", spec.name)
+    except OSError as e:
+        log.warning("%s: scheduler slice of %d us refused (%s); it keeps the kernel's",
+                    spec.name, spec.sched_slice_us, e.strerror or e)
+
+
 def confine(spec: WorkerSpec) -> None:
     """Become what a worker is from here on: spec.uid/spec.gid without any
     capability, non-dumpable, under no_new_privs, with the parent-death
@@ -227,6 +243,7 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
     die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
     pin_to_cpu(spec.cpu)
+    ask_for_slice(spec)
     # Before mapping anything a peer can write (docs/SECURITY.md), and so
     # before a standby waits: mapping the control area, the UMEM and the
     # socket's rings needs no capability, only the descriptors we were given.
