@@ -3,7 +3,8 @@
 
     make bench-clients
     python bench/clients.py [--runs 3] [--seconds 4] [--mtu 1500]
-                            [--peers bridge,kernel,xsk_fwd,xdpd,xdpd-handoff,xdpd-sleep,xdpd-spin]
+                            [--peers bridge,bridge-polled,kernel,xsk_fwd,xdpd,
+                                     xdpd-nowake,xdpd-handoff,xdpd-sleep,xdpd-spin]
                             [--json FILE]
 
     gen0 --> in0 [forwarder] out0 --> sink0
@@ -13,10 +14,16 @@ gen0 and sink0 are addressed (10.202.0.1 and .2/24) and keep their default
 offloads (TX checksum on: their TCP and UDP carry partial checksums).
 Forwarders, both directions, alternated run by run on the same lab:
   bridge     a Linux bridge over in0 and out0 (the kernel's own L2 path)
+  bridge-polled the same with every CPU's wake-up latency capped at 0 while
+             it runs (idle CPUs poll): what xdpd does to its busy workers'
+             CPUs, given to the bridge too
   kernel     XDP redirect in0 <-> out0 through a DEVMAP (no user space)
   xsk_fwd    bench/xsk_fwd.c, a minimal C AF_XDP forwarder (built by make
              bench-clients), one spinning thread on CPU 1
   xdpd       `xdpd run` with its defaults (workers.idle: adaptive, direct_tx)
+  xdpd-nowake the same with workers.cpu_wake_latency_us: null and
+             sched_slice_us: null (CPUs' idle states and the workers' slice
+             left to the kernel, as before fast wake-ups)
   xdpd-handoff the same with workers.direct_tx: false (each packet handed to
              the egress queue's worker over a fwd ring, as before direct
              sockets)
@@ -28,7 +35,8 @@ Per forwarder and run:
   udp        iperf3 UDP, 64 B payloads at full speed, packets/s received
   udp full   iperf3 UDP, datagrams of the whole MTU at full speed, Gbit/s
              received (at --mtu 9000: 6-buffer chains through xdpd)
-  rtt        ping RTT p50 and p99 at 50 pps, 1 kpps and 10 kpps sent
+  rtt        ping RTT p50 and p99 at 50 pps, 1 kpps and 10 kpps sent; meanwhile
+             the workers' CPU time and each CPU's idle time spent polling
 --mtu sets every link of the lab (both peers, in0, out0): at 9000 a
 full-size packet takes 6 buffers of 2048 B, which xdpd carries as one
 descriptor chain (umem.multi_buffer: auto) and xsk_fwd (one buffer per
@@ -53,12 +61,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from perf import (XSK_FWD, Bridge, OneProcess, libxdp_pins_removed, set_mtu,  # noqa: E402
                   why_failed)
 
+from xdpd.kernel import cpuidle  # noqa: E402
 from xdpd.lab.daemon import LabDaemon  # noqa: E402
 from xdpd.lab.netns import Lab, LabError, cleanup_stale  # noqa: E402
 from xdpd.lab.xdp import DevmapForwarder  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
-PEERS = ("bridge", "kernel", "xsk_fwd", "xdpd", "xdpd-handoff", "xdpd-sleep", "xdpd-spin")
+PEERS = ("bridge", "bridge-polled", "kernel", "xsk_fwd", "xdpd", "xdpd-nowake", "xdpd-handoff",
+         "xdpd-sleep", "xdpd-spin")
 PING_RATES = ((50, 100), (1000, 1000), (10000, 3000))   # (packets/s, count)
 METRICS_PORT = 9478
 
@@ -85,6 +95,24 @@ class Kernel:
         self.fwds = []
 
 
+class PolledBridge(Bridge):
+    """The bridge with every CPU's wake-up latency capped at 0 while it
+    runs (what xdpd does to its busy workers' CPUs): how much of xdpd's
+    latency is that setting alone."""
+    name = "bridge-polled"
+
+    def start(self) -> None:
+        self.found = {cpu: cpuidle.read_limit(cpu) for cpu in sorted(os.sched_getaffinity(0))}
+        for cpu in self.found:
+            cpuidle.write_limit(cpu, 0)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        for cpu, us in getattr(self, "found", {}).items():
+            cpuidle.write_limit(cpu, us)
+
+
 class XskFwd(OneProcess):
     """bench/xsk_fwd.c in io mode: in0 <-> out0 as they are."""
     name = "xsk_fwd"
@@ -105,7 +133,9 @@ class Xdpd:
     def __init__(self, lab: Lab, variant: str):
         self.lab = lab
         self.name = "xdpd" if variant == "" else f"xdpd-{variant}"
-        workers = {"": "", "handoff": "  direct_tx: false\n"}.get(variant, f"  idle: {variant}\n")
+        workers = {"": "", "handoff": "  direct_tx: false\n",
+                   "nowake": "  cpu_wake_latency_us: null\n  sched_slice_us: null\n"
+                   }.get(variant, f"  idle: {variant}\n")
         self.config = (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"
                        f"forward:\n  - from: {lab.IN_DEV}\n    to: {lab.OUT_DEV}\n"
                        f"  - from: {lab.OUT_DEV}\n    to: {lab.IN_DEV}\n"
@@ -129,6 +159,8 @@ class Xdpd:
 def make(peer: str, lab: Lab):
     if peer == "bridge":
         return Bridge(lab)
+    if peer == "bridge-polled":
+        return PolledBridge(lab)
     if peer == "kernel":
         return Kernel(lab)
     if peer == "xsk_fwd":
@@ -181,6 +213,11 @@ def ping_rtts(lab: Lab, rate: int, count: int) -> tuple[list[float], int]:
                 "-W", "1", SINK_IP, check=False, timeout=count / rate + 30)
     rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", r.stdout)]
     return rtts, count - len(rtts)
+
+
+def cpus_polled_us() -> list[int]:
+    """Per CPU, the idle time spent polling so far (0 without cpuidle)."""
+    return [cpuidle.poll_time_us(cpu) or 0 for cpu in sorted(os.sched_getaffinity(0))]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -236,11 +273,16 @@ def one_run(lab: Lab, fwd, seconds: float, mtu: int) -> dict:
         for rate, count in PING_RATES:
             procs = [psutil.Process(p) for p in getattr(fwd, "pids", list)()]
             cpu0 = [sum(p.cpu_times()[:2]) for p in procs]
+            polled0 = cpus_polled_us()
             t0 = time.monotonic()
             rtts, missing = ping_rtts(lab, rate, count)
             elapsed = time.monotonic() - t0
             out[f"rtt_{rate}"] = {"p50": pct(rtts, 0.5), "p99": pct(rtts, 0.99),
-                                  "missing": missing}
+                                  "missing": missing,
+                                  # each CPU's idle time spent polling, % of the ping's
+                                  "cpu_polled_pct": [
+                                      round((b - a) / (elapsed * 1e4), 1)
+                                      for a, b in zip(polled0, cpus_polled_us())]}
             if procs:                   # the workers' CPU meanwhile, % of one CPU each
                 out[f"rtt_{rate}"]["worker_cpu_pct"] = [
                     round(100 * (sum(p.cpu_times()[:2]) - c) / elapsed, 1)
@@ -264,12 +306,12 @@ def table(results: dict[str, list[dict]]) -> list[str]:
 
     def num(v: float | None, scale: float, width: int, digits: int) -> str:
         return f"{'fails':>{width}}" if v is None else f"{v / scale:>{width}.{digits}f}"
-    head = (f"{'forwarder':<10} {'TCP Gbit/s':>10} {'tx off':>7} {'UDP kpps':>9} "
+    head = (f"{'forwarder':<14} {'TCP Gbit/s':>10} {'tx off':>7} {'UDP kpps':>9} "
             f"{'UDP full Gbit/s':>15}"
             + "".join(f" {'RTT ' + _rate(r) + ' p50/p99 ms':>22}" for r, _ in PING_RATES))
     lines = [head, "-" * len(head)]
     for peer in results:
-        row = (f"{peer:<10} {num(med(peer, lambda r: r['tcp_gbps']), 1, 10, 2)} "
+        row = (f"{peer:<14} {num(med(peer, lambda r: r['tcp_gbps']), 1, 10, 2)} "
                f"{num(med(peer, lambda r: r['tcp_txoff_gbps']), 1, 7, 2)} "
                f"{num(med(peer, lambda r: r['udp_pps']), 1e3, 9, 1)} "
                f"{num(med(peer, lambda r: r['udp_full_gbps']), 1, 15, 2)}")
@@ -336,7 +378,7 @@ def main() -> int:
                         r = one_run(lab, make(peer, lab), args.seconds, args.mtu)
                     except BenchError as e:     # e.g. xsk_fwd at MTU 9000
                         cannot[peer] = why_failed(str(e))
-                        print(f"run {run + 1}/{args.runs} {peer:<10} cannot: {cannot[peer]}",
+                        print(f"run {run + 1}/{args.runs} {peer:<14} cannot: {cannot[peer]}",
                               flush=True)
                         continue
                     results[peer].append(r)
@@ -344,8 +386,11 @@ def main() -> int:
                     if r["tcp_txoff_gbps"] is not None:
                         tcp += f" ({r['tcp_txoff_gbps']:.2f} with tx off)"
                     udp = "fails" if r["udp_pps"] is None else f"{r['udp_pps'] / 1e3:.1f} kpps"
-                    print(f"run {run + 1}/{args.runs} {peer:<10} TCP {tcp}, UDP {udp}, RTT p50 "
+                    print(f"run {run + 1}/{args.runs} {peer:<14} TCP {tcp}, UDP {udp}, RTT p50 "
                           + ", ".join(f"{_rate(k)} {r[f'rtt_{k}']['p50']:.3f} ms"
+                                      for k, _ in PING_RATES), flush=True)
+                    print("  CPUs' idle time polling %: "
+                          + ", ".join(f"{_rate(k)} {r[f'rtt_{k}']['cpu_polled_pct']}"
                                       for k, _ in PING_RATES), flush=True)
                     if "idle_worker_cpu_pct" in r:
                         print(f"  workers' CPU %: idle {r['idle_worker_cpu_pct']}, during ping "
@@ -362,7 +407,7 @@ def main() -> int:
     print("\n".join(table({p: r for p, r in results.items() if r})))
     for peer, why in cannot.items():
         if not results[peer]:
-            print(f"{peer:<10} cannot: {why}")
+            print(f"{peer:<14} cannot: {why}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -145,6 +145,28 @@ def idle_states(cpu: int, root: str = SYSFS_CPU) -> tuple[IdleState, ...]:
     return tuple(states)
 
 
+def poll_time_us(cpu: int, root: str = SYSFS_CPU) -> int | None:
+    """Time the CPU spent idle in polling states (exit latency 0, "POLL")
+    since boot, in us; None without cpuidle."""
+    base = os.path.join(root, f"cpu{cpu}", "cpuidle")
+    total, found = 0, False
+    try:
+        names = [n for n in os.listdir(base) if n.startswith("state")]
+    except OSError:
+        return None
+    for n in names:
+        try:
+            with open(os.path.join(base, n, "latency")) as f:
+                if int(f.read()) != 0:
+                    continue
+            with open(os.path.join(base, n, "time")) as f:
+                total += int(f.read())
+            found = True
+        except (OSError, ValueError):
+            continue
+    return total if found else None
+
+
 class _SchedAttr(ctypes.Structure):
     _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
                 ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
