@@ -33,6 +33,9 @@ class FakeHost:
     irq_cpus: dict = field(default_factory=dict)    # (name, queue) -> cpus
     features: dict = field(default_factory=dict)    # name -> XDP_ACT names; absent: veth's
     cpus: frozenset = frozenset({0, 1})
+    idle_driver: str | None = "haltpoll"
+    wake_limits: dict = field(default_factory=dict)  # cpu -> cap (absent: none; OSError: no file)
+    wake_writable: bool = True
 
     def netdev_exists(self, name):
         return name in self.queues
@@ -79,6 +82,22 @@ class FakeHost:
 
     def queue_irq_cpus(self, name, queue):
         return frozenset(self.irq_cpus.get((name, queue), ()))
+
+    def cpu_idle_driver(self):
+        return self.idle_driver
+
+    def cpu_idle_states(self, cpu):
+        from xdpd.kernel.cpuidle import IdleState
+        return (IdleState("POLL", 0, False), IdleState("haltpoll idle", 1, False))
+
+    def cpu_wake_limit(self, cpu):
+        limit = self.wake_limits.get(cpu)
+        if isinstance(limit, OSError):
+            raise limit
+        return limit
+
+    def cpu_wake_limit_writable(self, cpu):
+        return self.wake_writable
 
 
 def config(in_queues="[0]", extra=""):
@@ -351,7 +370,7 @@ def test_diagnose_takes_two_samples_the_daemons_clock_apart():
     assert slept == [2.0]
     lines = report.lines()
     assert lines[0].startswith("WARN in0/q1: mis-steered: traffic on in0 queue 1 (1,000 pkt/s)")
-    assert lines[-1] == "doctor: 0 errors, 1 warning, 17 ok; live: 3.0 s sample of xdpd pid 42"
+    assert lines[-1] == "doctor: 0 errors, 1 warning, 19 ok; live: 3.0 s sample of xdpd pid 42"
     d = report.as_dict()
     assert d["worst"] == "warn" and d["findings"][0]["check"] == "xdp_mode"
 
@@ -364,14 +383,14 @@ def test_a_daemon_restarted_between_the_samples_cuts_the_live_checks_short():
     assert report.lines() == [
         "WARN xdpd: restarted during the sample (pid 42 -> 43); run doctor again; if it "
         "keeps happening, see the xdpd log",
-        "doctor: 0 errors, 1 warning, 15 ok; live checks cut short"]
+        "doctor: 0 errors, 1 warning, 17 ok; live checks cut short"]
 
 
 def test_without_a_daemon_only_static_checks_run():
     def ask():
         raise ControlError("/run/x.sock: no such socket; is xdpd running?")
     report = diagnose(config(), FakeHost(), ask, sleep=pytest.fail)
-    assert report.lines() == ["doctor: 0 errors, 0 warnings, 15 ok; live checks skipped: "
+    assert report.lines() == ["doctor: 0 errors, 0 warnings, 17 ok; live checks skipped: "
                               "/run/x.sock: no such socket; is xdpd running?"]
 
 
@@ -434,3 +453,37 @@ def test_checksum_off_on_a_veth_names_the_peer_and_the_command():
     [f] = [f for f in static_checks(off, nic) if f.check == "checksum" and f.subject == "in0"]
     assert (f.level, f.finding) == ("ok", "a NIC: frames from a wire carry complete checksums "
                                           "(checksum: off)")
+
+
+def test_the_workers_cpus_wake_up_latency_is_reported_with_what_xdpd_will_do():
+    findings = static_checks(config(), FakeHost(wake_limits={1: 0}))
+    assert by_check(findings, "wake") == [
+        "OK CPU 0: workers in0/q0, out0/q1: idle states up to 'haltpoll idle' (1 us to leave, "
+        "a halt into the hypervisor; driver haltpoll); capped at 0 us while they receive "
+        "(no cap now)",
+        "OK CPU 1: workers out0/q0: idle states up to 'haltpoll idle' (1 us to leave, a halt "
+        "into the hypervisor; driver haltpoll); capped at 0 us while they receive (capped at "
+        "0 us now)"]
+
+
+def test_a_wake_up_cap_xdpd_cannot_write_is_a_warning_with_the_way_out():
+    host = FakeHost(wake_limits={0: OSError(errno.ENOENT, "No such file or directory")},
+                    wake_writable=False)
+    lines = by_check(static_checks(config(), host), "wake")
+    assert lines[0].startswith("WARN CPU 0: workers in0/q0, out0/q1: cannot read the CPU's "
+                               "wake-up latency cap ([Errno 2] No such file or directory)")
+    assert lines[1] == (
+        "WARN CPU 1: workers out0/q0: the CPU's wake-up latency cap is not writable here; xdpd "
+        "cannot hold it at 0 us while they receive; run xdpd as root with /sys mounted "
+        "read-write, or set workers.cpu_wake_latency_us: null")
+
+
+def test_with_the_cap_off_doctor_says_what_a_sleeping_worker_waits_for():
+    lines = by_check(static_checks(config(extra="workers:\n  cpu_wake_latency_us: null\n"),
+                                   FakeHost(idle_driver="intel_idle")), "wake", "CPU 1")
+    assert lines == [
+        "OK CPU 1: workers out0/q0: idle states up to 'haltpoll idle' (1 us to leave; driver "
+        "intel_idle); workers.cpu_wake_latency_us: null leaves them, so a packet for a "
+        "sleeping worker waits for the CPU to leave its idle state; set "
+        "workers.cpu_wake_latency_us: 0 for the fastest wake-ups while traffic flows "
+        "(docs/PERFORMANCE.md, \"Real clients\")"]

@@ -213,6 +213,7 @@ REQUIRED = {
     "PrivateTmp": "yes",
     "PrivateDevices": "yes",
     "ProtectKernelTunables": "yes",
+    "ReadWritePaths": "/sys/devices/system/cpu",
     "ProtectKernelModules": "yes",
     "ProtectKernelLogs": "yes",
     "ProtectControlGroups": "yes",

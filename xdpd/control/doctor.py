@@ -116,6 +116,7 @@ def static_checks(config, host, status: dict | None = None) -> list[Finding]:
             complete = False
     if complete:
         findings += check_napi(config, host)
+        findings += check_wake(config, host)
     return findings
 
 
@@ -347,6 +348,58 @@ def check_napi(config, host) -> list[Finding]:
     if plans and not bad:
         findings.append(Finding("napi", "ok", "workers",
                                 f"no worker on its queue's IRQ CPU ({len(plans)} workers)"))
+    return findings
+
+
+def check_wake(config, host) -> list[Finding]:
+    """How fast the workers' CPUs wake (control/wake.py): their idle
+    states, and whether xdpd can cap the wake-up latency while they
+    receive (workers.cpu_wake_latency_us)."""
+    limit = config.workers.cpu_wake_latency_us
+    by_cpu: dict[int, list[str]] = {}
+    for plan in plan_workers(config, host):
+        by_cpu.setdefault(plan.cpu, []).append(plan.name)
+    driver = host.cpu_idle_driver()
+    findings = []
+    for cpu, names in sorted(by_cpu.items()):
+        subject = f"CPU {cpu}"
+        states = [s for s in host.cpu_idle_states(cpu) if not s.disabled]
+        deepest = max(states, key=lambda s: s.exit_latency_us, default=None)
+        idle = (f"idle states up to {deepest.name!r} ({deepest.exit_latency_us} us to leave"
+                f"{', a halt into the hypervisor' if driver == 'haltpoll' else ''}; "
+                f"driver {driver})" if deepest else "no cpuidle states (the default halt)")
+        who = f"workers {', '.join(names)}"
+        if limit is None:
+            findings.append(Finding(
+                "wake", "ok", subject,
+                f"{who}: {idle}; workers.cpu_wake_latency_us: null leaves them, so a packet "
+                "for a sleeping worker waits for the CPU to leave its idle state",
+                "set workers.cpu_wake_latency_us: 0 for the fastest wake-ups while traffic "
+                "flows (docs/PERFORMANCE.md, \"Real clients\")"))
+            continue
+        try:
+            current = host.cpu_wake_limit(cpu)
+            writable = host.cpu_wake_limit_writable(cpu)
+        except (OSError, ValueError) as e:
+            findings.append(Finding(
+                "wake", "warn", subject,
+                f"{who}: cannot read the CPU's wake-up latency cap ({e}); xdpd cannot hold it "
+                f"at {limit} us while they receive",
+                "run xdpd as root on a kernel with PM QoS (CONFIG_PM), or set "
+                "workers.cpu_wake_latency_us: null"))
+            continue
+        if not writable:
+            findings.append(Finding(
+                "wake", "warn", subject,
+                f"{who}: the CPU's wake-up latency cap is not writable here; xdpd cannot "
+                f"hold it at {limit} us while they receive",
+                "run xdpd as root with /sys mounted read-write, or set "
+                "workers.cpu_wake_latency_us: null"))
+            continue
+        now = "no cap now" if current is None else f"capped at {current} us now"
+        findings.append(Finding(
+            "wake", "ok", subject,
+            f"{who}: {idle}; capped at {limit} us while they receive ({now})"))
     return findings
 
 

@@ -36,6 +36,7 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
+from xdpd.kernel import cpuidle
 from xdpd.kernel.ethtool import Ethtool
 from xdpd.kernel.xdp_features import XdpFeatures, xdp_features
 
@@ -225,6 +226,21 @@ class Host:
         """CPUs that take the interrupts of rx queue `queue` of `name`, and so
         run its NAPI poll; empty where the netdev has no per-queue IRQ."""
         return queue_irq_cpus(name, queue)
+
+    # CPU idle states for `xdpd doctor` (kernel/cpuidle.py)
+    def cpu_idle_driver(self) -> str | None:
+        return cpuidle.idle_driver()
+
+    def cpu_idle_states(self, cpu: int) -> tuple:
+        return cpuidle.idle_states(cpu)
+
+    def cpu_wake_limit(self, cpu: int) -> int | None:
+        """The CPU's wake-up latency cap (None: none); OSError where the
+        kernel has no PM QoS file for it."""
+        return cpuidle.read_limit(cpu)
+
+    def cpu_wake_limit_writable(self, cpu: int) -> bool:
+        return os.access(cpuidle.limit_path(cpu), os.W_OK)
 
     # ethtool reads for `xdpd doctor`: EthtoolError (an OSError) keeps the
     # kernel's errno, EOPNOTSUPP where the driver lacks the operation
