@@ -86,6 +86,16 @@ def test_idle_states_are_read_shallowest_first(tmp_path):
     assert cpuidle.idle_driver(str(tmp_path / "none")) is None
 
 
+def test_poll_time_sums_the_states_that_take_nothing_to_leave(tmp_path):
+    for i, (lat, t) in enumerate([(0, 1500), (1, 90000), (0, 25)]):
+        d = tmp_path / "cpu2" / "cpuidle" / f"state{i}"
+        d.mkdir(parents=True)
+        (d / "latency").write_text(f"{lat}\n")
+        (d / "time").write_text(f"{t}\n")
+    assert cpuidle.poll_time_us(2, str(tmp_path)) == 1525
+    assert cpuidle.poll_time_us(3, str(tmp_path)) is None
+
+
 # -- holding and letting go -----------------------------------------------------
 
 def holder(tmp_path, cpus, limit=0, hold_s=2.0):
