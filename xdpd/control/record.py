@@ -17,7 +17,8 @@ record), so a reader sees the old record or the new one, never half of one.
 
 This module only reads, writes and removes the record and says whether
 its owner still runs; what to detach, and when, is the supervisor's
-business.
+business.  The journals of steering.py and wake.py are written and
+recovered with the same calls (write_json, recover_journal).
 """
 from __future__ import annotations
 
@@ -75,8 +76,15 @@ def record_path(control_socket: str) -> str:
     """Where the supervisor with this control socket keeps its record: the
     same directory, the socket's name with SUFFIX (two daemons with two
     sockets in one directory keep two records)."""
+    return beside_socket(control_socket, SUFFIX)
+
+
+def beside_socket(control_socket: str, suffix: str) -> str:
+    """A file of this daemon's next to its control socket: the socket's
+    name with `suffix` (the record, and the journals of steering.py and
+    wake.py)."""
     directory, name = os.path.split(control_socket)
-    return os.path.join(directory, os.path.splitext(name)[0] + SUFFIX)
+    return os.path.join(directory, os.path.splitext(name)[0] + suffix)
 
 
 def make_dir(path: str) -> bool:
@@ -232,3 +240,35 @@ def remove_dir(path: str) -> bool:
     except OSError:
         return False                    # not empty: another daemon's socket or record
     return True
+
+
+def recover_journal(path: str, read, undo, *, kind: str, nothing: str, by_hand: str,
+                    refused: type[Exception], owner_alive=owner_alive,
+                    current_boot=boot_id) -> None:
+    """At start: a dead xdpd's journal at `path` undone, then removed.
+
+    read(path) gives (owner, entries), None without a journal, or raises a
+    ValueError for a file that is not one (moved aside with `nothing` and
+    `by_hand` said, nothing undone on its word).  undo(owner, entries)
+    undoes what it names, unless its owner's boot was an earlier one.  A
+    journal whose owner still runs is another xdpd's: `refused` is raised,
+    naming the `kind` of journal, and the journal is kept."""
+    try:
+        found = read(path)
+    except ValueError as e:
+        try:
+            quarantine(path, e, f"{nothing}: {by_hand}")
+        except OSError as err:
+            raise refused(str(err)) from None
+        return
+    if found is None:
+        return
+    owner, entries = found
+    if owner_alive(owner):
+        raise refused(f"another xdpd (pid {owner.pid}) keeps its {kind} journal in {path}; "
+                      "stop it first, or give this one another control.socket")
+    if owner.boot_id != current_boot():
+        log.info("%s: left by xdpd pid %d before the last boot; %s", path, owner.pid, nothing)
+    else:
+        undo(owner, entries)
+    remove(path)

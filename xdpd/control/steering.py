@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 
 from xdpd.config.model import Config, ConfigError, FlowRule, InterfaceConfig
@@ -65,8 +64,7 @@ class JournalError(ValueError):
 
 
 def journal_path(control_socket: str) -> str:
-    directory, name = os.path.split(control_socket)
-    return os.path.join(directory, os.path.splitext(name)[0] + SUFFIX)
+    return run_record.beside_socket(control_socket, SUFFIX)
 
 
 # --- check time ---------------------------------------------------------------
@@ -356,28 +354,15 @@ def recover(path: str, nic: Ethtool, owner_alive=run_record.owner_alive,
             current_boot=run_record.boot_id) -> None:
     """At start: undo what a dead xdpd's journal names, then remove it.
     SteeringError if its owner still runs."""
-    try:
-        found = read_journal(path)
-    except JournalError as e:
-        try:
-            run_record.quarantine(path, e, "nothing undone: check the NIC's channels, RSS "
-                                "and ntuple rules by hand (ethtool -l, -x, -n)")
-        except OSError as err:
-            raise SteeringError(str(err)) from None
-        return
-    if found is None:
-        return
-    owner, netdevs = found
-    if owner_alive(owner):
-        raise SteeringError(f"another xdpd (pid {owner.pid}) keeps its steering journal in "
-                            f"{path}; stop it first, or give this one another control.socket")
-    if owner.boot_id != current_boot():
-        log.info("%s: left by xdpd pid %d before the last boot; nothing undone", path,
-                 owner.pid)
-    else:
+    def undo(owner, netdevs):
         for entry in reversed(netdevs):
             undo_netdev(nic, entry, f"xdpd pid {owner.pid} that died")
-    run_record.remove(path)
+    run_record.recover_journal(path, read_journal, undo, kind="steering",
+                               nothing="nothing undone",
+                               by_hand="check the NIC's channels, RSS and ntuple rules by "
+                                       "hand (ethtool -l, -x, -n)",
+                               refused=SteeringError, owner_alive=owner_alive,
+                               current_boot=current_boot)
 
 
 def describe_flow(rule: FlowRule) -> str:

@@ -40,7 +40,6 @@ naming the file and the way to silence it, and xdpd runs on without.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from xdpd.control import record as run_record
@@ -55,12 +54,15 @@ HOLD_S = 2.0                        # a CPU is let go this long after its last p
 
 
 def journal_path(control_socket: str) -> str:
-    directory, name = os.path.split(control_socket)
-    return os.path.join(directory, os.path.splitext(name)[0] + SUFFIX)
+    return run_record.beside_socket(control_socket, SUFFIX)
 
 
 class WakeError(Exception):
-    """The journal is another live xdpd's, or cannot be written."""
+    """The journal is another live xdpd's, or cannot be moved aside."""
+
+
+class JournalError(ValueError):
+    """The journal exists but is not one this module wrote."""
 
 
 @dataclass
@@ -83,7 +85,7 @@ def read_journal(path: str) -> tuple[run_record.Owner, dict[int, Held]] | None:
                     raise ValueError(f"{value!r} is not a CPU or a latency")
             held[cpu] = Held(before, set_)
     except (ValueError, KeyError, TypeError) as e:
-        raise WakeError(f"{path}: not an xdpd wake journal ({e!r})") from None
+        raise JournalError(f"{path}: not an xdpd wake journal ({e!r})") from None
     return owner, held
 
 
@@ -208,30 +210,17 @@ def recover(path: str, cpus: cpuidle.CpuAccess | None = None,
     """At start: put back the caps a dead xdpd's journal names, then
     remove it.  WakeError if its owner still runs."""
     cpus = cpus or cpuidle.CpuAccess()
-    try:
-        found = read_journal(path)
-    except WakeError as e:
-        try:
-            run_record.quarantine(path, e, "nothing put back: check "
-                                  "/sys/devices/system/cpu/cpu*/power/pm_qos_resume_latency_us")
-        except OSError as err:
-            raise WakeError(str(err)) from None
-        return
-    if found is None:
-        return
-    owner, held = found
-    if owner_alive(owner):
-        raise WakeError(f"another xdpd (pid {owner.pid}) keeps its wake journal in {path}; "
-                        "stop it first, or give this one another control.socket")
-    if owner.boot_id != current_boot():
-        log.info("%s: left by xdpd pid %d before the last boot; nothing put back", path,
-                 owner.pid)
-    else:
+
+    def undo(owner, held):
         for cpu, h in sorted(held.items()):
             if put_back(cpus, cpu, h, f"xdpd pid {owner.pid} that died"):
                 log.info("CPU %d: wake-up latency cap put back to %s (xdpd pid %d died "
                          "holding it)", cpu, cpuidle.describe_limit(h.before), owner.pid)
-    run_record.remove(path)
+    run_record.recover_journal(path, read_journal, undo, kind="wake", nothing="nothing put back",
+                               by_hand="check /sys/devices/system/cpu/cpu*/power/"
+                                       "pm_qos_resume_latency_us",
+                               refused=WakeError, owner_alive=owner_alive,
+                               current_boot=current_boot)
 
 
 def _reason(e: Exception) -> str:
