@@ -88,7 +88,7 @@ class FakeHost:
 
     def cpu_idle_states(self, cpu):
         from xdpd.kernel.cpuidle import IdleState
-        return (IdleState("POLL", 0, False), IdleState("haltpoll idle", 1, False))
+        return (IdleState("POLL", 0, False, 0), IdleState("haltpoll idle", 1, False, 0))
 
     def cpu_wake_limit(self, cpu):
         limit = self.wake_limits.get(cpu)

@@ -77,6 +77,7 @@ def test_idle_states_are_read_shallowest_first(tmp_path):
         (d / "name").write_text(name + "\n")
         (d / "latency").write_text(f"{lat + i}\n")
         (d / "disable").write_text("1\n" if i == 11 else "0\n")
+        (d / "time").write_text(f"{1000 * i}\n")
     states = cpuidle.idle_states(0, str(tmp_path))
     # state10 after state9, not after state1
     assert [s.exit_latency_us for s in states] == [0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12]
@@ -90,6 +91,8 @@ def test_poll_time_sums_the_states_that_take_nothing_to_leave(tmp_path):
     for i, (lat, t) in enumerate([(0, 1500), (1, 90000), (0, 25)]):
         d = tmp_path / "cpu2" / "cpuidle" / f"state{i}"
         d.mkdir(parents=True)
+        (d / "name").write_text("POLL\n" if lat == 0 else "C1\n")
+        (d / "disable").write_text("0\n")
         (d / "latency").write_text(f"{lat}\n")
         (d / "time").write_text(f"{t}\n")
     assert cpuidle.poll_time_us(2, str(tmp_path)) == 1525

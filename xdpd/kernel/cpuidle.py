@@ -109,6 +109,7 @@ class IdleState:
     name: str
     exit_latency_us: int
     disabled: bool
+    time_us: int                # spent in it since boot
 
 
 def idle_driver(root: str = SYSFS_CPU) -> str | None:
@@ -123,48 +124,33 @@ def idle_driver(root: str = SYSFS_CPU) -> str | None:
 
 
 def idle_states(cpu: int, root: str = SYSFS_CPU) -> tuple[IdleState, ...]:
-    """The CPU's idle states, shallowest first; () without cpuidle."""
+    """The CPU's idle states, shallowest first; () without cpuidle.  A
+    state whose files cannot be read is left out."""
     base = os.path.join(root, f"cpu{cpu}", "cpuidle")
-    states = []
     try:
         names = sorted((n for n in os.listdir(base) if n.startswith("state")),
                        key=lambda n: int(n[5:]))
     except (OSError, ValueError):
         return ()
+
+    def read(state: str, leaf: str) -> str:
+        with open(os.path.join(base, state, leaf)) as f:
+            return f.read().strip()
+    states = []
     for n in names:
         try:
-            with open(os.path.join(base, n, "name")) as f:
-                name = f.read().strip()
-            with open(os.path.join(base, n, "latency")) as f:
-                latency = int(f.read())
-            with open(os.path.join(base, n, "disable")) as f:
-                disabled = f.read().strip() == "1"
+            states.append(IdleState(read(n, "name"), int(read(n, "latency")),
+                                    read(n, "disable") == "1", int(read(n, "time"))))
         except (OSError, ValueError):
             continue
-        states.append(IdleState(name, latency, disabled))
     return tuple(states)
 
 
 def poll_time_us(cpu: int, root: str = SYSFS_CPU) -> int | None:
     """Time the CPU spent idle in polling states (exit latency 0, "POLL")
     since boot, in us; None without cpuidle."""
-    base = os.path.join(root, f"cpu{cpu}", "cpuidle")
-    total, found = 0, False
-    try:
-        names = [n for n in os.listdir(base) if n.startswith("state")]
-    except OSError:
-        return None
-    for n in names:
-        try:
-            with open(os.path.join(base, n, "latency")) as f:
-                if int(f.read()) != 0:
-                    continue
-            with open(os.path.join(base, n, "time")) as f:
-                total += int(f.read())
-            found = True
-        except (OSError, ValueError):
-            continue
-    return total if found else None
+    polling = [s.time_us for s in idle_states(cpu, root) if s.exit_latency_us == 0]
+    return sum(polling) if polling else None
 
 
 class _SchedAttr(ctypes.Structure):
@@ -186,8 +172,9 @@ def _sched_call(numbers: dict[str, int], *args) -> None:
 
 
 def get_slice_us(pid: int = 0) -> int:
-    """The task's requested slice in us (sched_getattr's sched_runtime);
-    0: the kernel's default (or a kernel without custom slices)."""
+    """The task's slice in us (sched_getattr's sched_runtime): the one it
+    asked for, else the kernel's default (6.12+), or 0 on a kernel without
+    custom slices."""
     attr = _SchedAttr()
     _sched_call(_SYS_SCHED_GETATTR, pid, ctypes.byref(attr), ctypes.sizeof(attr), 0)
     return attr.sched_runtime // 1000
