@@ -115,8 +115,9 @@ def static_checks(config, host, status: dict | None = None) -> list[Finding]:
         if any(q >= nd.rx_queues for q in nd.owned):
             complete = False
     if complete:
-        findings += check_napi(config, host)
-        findings += check_wake(config, host)
+        plans = plan_workers(config, host)
+        findings += check_napi(config, host, plans)
+        findings += check_wake(config, host, plans)
     return findings
 
 
@@ -341,8 +342,7 @@ NETDEV_CHECKS: tuple[Callable, ...] = (check_xdp_mode, check_zero_copy, check_ch
                                        check_rss, check_ntuple, check_mtu, check_checksum)
 
 
-def check_napi(config, host) -> list[Finding]:
-    plans = plan_workers(config, host)
+def check_napi(config, host, plans) -> list[Finding]:
     bad = napi_placement(config, plans, host)
     findings = [Finding("napi", "warn", plan.name, finding, fix) for plan, finding, fix in bad]
     if plans and not bad:
@@ -351,13 +351,13 @@ def check_napi(config, host) -> list[Finding]:
     return findings
 
 
-def check_wake(config, host) -> list[Finding]:
+def check_wake(config, host, plans) -> list[Finding]:
     """How fast the workers' CPUs wake (control/wake.py): their idle
     states, and whether xdpd can cap the wake-up latency while they
     receive (workers.cpu_wake_latency_us)."""
     limit = config.workers.cpu_wake_latency_us
     by_cpu: dict[int, list[str]] = {}
-    for plan in plan_workers(config, host):
+    for plan in plans:
         by_cpu.setdefault(plan.cpu, []).append(plan.name)
     driver = host.cpu_idle_driver()
     findings = []
