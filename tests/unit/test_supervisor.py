@@ -1301,6 +1301,7 @@ def test_a_busy_workers_cpu_is_held_and_stop_puts_its_cap_back():
     assert ops.cpus.writes == []                     # nothing received yet
     in_q1 = next(w for w in sup.workers if w.name == "in0/q1")
     ops.umem.control.rx_packets[in_q1.id] += 3
+    sup._snapshot_wanted = True             # the counters come from a snapshot: take one
     sup._turn()
     assert ops.cpus.caps == {0: None, 1: 0}
     assert sup.status()["cpu_wake"] == {"latency_us": 0, "held": [1]}
@@ -1325,6 +1326,7 @@ def test_start_puts_back_what_a_killed_xdpd_held_and_null_holds_nothing():
     assert ops.cpus.caps == {0: None, 1: 25}
     for w in sup.workers:
         ops.umem.control.rx_packets[w.id] += 1
+    sup._snapshot_wanted = True
     sup._turn()
     assert ops.cpus.writes == [(1, 25)] and sup.wake is None
     assert sup.status()["cpu_wake"] == {"latency_us": None, "held": []}

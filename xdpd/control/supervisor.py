@@ -461,11 +461,11 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
 
     def _hold_busy_cpus(self) -> None:
         """Cap the wake-up latency of the CPUs whose workers receive, let
-        go of those quiet for a while (wake.py)."""
-        if self.wake is not None and self.umem is not None:
-            self.wake.update({w.id: (w.plan.cpu, self.umem.control.worker_stats(w.id)
-                                     ["rx_packets"]) for w in self.workers},
-                             time.monotonic())
+        go of those quiet for a while (wake.py); the counters are the
+        latest snapshot's, read at most every SNAPSHOT_S."""
+        if self.wake is not None and self.snapshot is not None:
+            self.wake.update({w.id: (w.cpu, w.stats["rx_packets"])
+                              for w in self.snapshot.workers}, time.monotonic())
 
     def _reload_if_requested(self) -> None:
         if self._reload_requested:

@@ -18,9 +18,10 @@ idle time spent polling instead of halting (power, and on a virtual
 machine the host's CPU), and only while traffic flows: a CPU whose
 workers received nothing for HOLD_S gets its old cap back.
 
-Activity is read from the workers' rx_packets counters at every turn of
-the supervisor's loop (at least every 0.5 s): cheap, and a CPU is held
-within a turn of traffic starting.
+Activity is the workers' rx_packets in the snapshot the supervisor's loop
+takes at least every 0.5 s (snapshot.py; the counters are read once, for
+status, metrics and this): a CPU is held within about 0.5 s of traffic
+starting.
 
 The cap is one value per CPU, held by the sysfs file and not by a
 process, so:
