@@ -4,7 +4,8 @@
     make bench-clients
     python bench/clients.py [--runs 3] [--seconds 4] [--mtu 1500]
                             [--peers bridge,bridge-polled,kernel,xsk_fwd,xdpd,
-                                     xdpd-nowake,xdpd-handoff,xdpd-sleep,xdpd-spin]
+                                     xdpd-nowake,xdpd-handoff,xdpd-spread,
+                                     xdpd-sleep,xdpd-spin]
                             [--json FILE]
 
     gen0 --> in0 [forwarder] out0 --> sink0
@@ -27,11 +28,14 @@ Forwarders, both directions, alternated run by run on the same lab:
   xdpd-handoff the same with workers.direct_tx: false (each packet handed to
              the egress queue's worker over a fwd ring, as before direct
              sockets)
+  xdpd-spread the same with workers.placement: spread (the lab's two
+             workers on two CPUs, not both on the first)
   xdpd-sleep the same with workers.idle: sleep (sleep as soon as idle)
   xdpd-spin  the same with workers.idle: spin (never sleep)
 Per forwarder and run:
   tcp        iperf3 TCP, gen -> sink, Gbit/s received; again with both peers'
-             TX offloads off (MTU-sized segments for everyone: the fair one)
+             TX offloads off (MTU-sized segments for everyone: the fair one),
+             and so both ways at once (--bidir: the sum of the two received)
   udp        iperf3 UDP, 64 B payloads at full speed, packets/s received
   udp full   iperf3 UDP, datagrams of the whole MTU at full speed, Gbit/s
              received (at --mtu 9000: 6-buffer chains through xdpd)
@@ -68,7 +72,7 @@ from xdpd.lab.xdp import DevmapForwarder  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
 PEERS = ("bridge", "bridge-polled", "kernel", "xsk_fwd", "xdpd", "xdpd-nowake", "xdpd-handoff",
-         "xdpd-sleep", "xdpd-spin")
+         "xdpd-spread", "xdpd-sleep", "xdpd-spin")
 PING_RATES = ((50, 100), (1000, 1000), (10000, 3000))   # (packets/s, count)
 METRICS_PORT = 9478
 
@@ -134,6 +138,7 @@ class Xdpd:
         self.lab = lab
         self.name = "xdpd" if variant == "" else f"xdpd-{variant}"
         workers = {"": "", "handoff": "  direct_tx: false\n",
+                   "spread": "  placement: spread\n",
                    "nowake": "  cpu_wake_latency_us: null\n  sched_slice_us: null\n"
                    }.get(variant, f"  idle: {variant}\n")
         self.config = (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"
@@ -250,6 +255,13 @@ def one_run(lab: Lab, fwd, seconds: float, mtu: int) -> dict:
         except BenchError as e:
             out["tcp_txoff_gbps"] = None
             out["failed"]["tcp tx off"] = str(e)
+        try:                            # both directions at once: the two received
+            tcp = iperf3(lab, "--bidir", seconds=seconds)["end"]
+            out["tcp_bidir_gbps"] = (tcp["sum_received"]["bits_per_second"]
+                                     + tcp["sum_received_bidir_reverse"]["bits_per_second"]) / 1e9
+        except (BenchError, KeyError) as e:
+            out["tcp_bidir_gbps"] = None
+            out["failed"]["tcp bidir tx off"] = str(e)
         finally:
             txoff(lab, False)
         try:
@@ -306,13 +318,14 @@ def table(results: dict[str, list[dict]]) -> list[str]:
 
     def num(v: float | None, scale: float, width: int, digits: int) -> str:
         return f"{'fails':>{width}}" if v is None else f"{v / scale:>{width}.{digits}f}"
-    head = (f"{'forwarder':<14} {'TCP Gbit/s':>10} {'tx off':>7} {'UDP kpps':>9} "
+    head = (f"{'forwarder':<14} {'TCP Gbit/s':>10} {'tx off':>7} {'bidir':>6} {'UDP kpps':>9} "
             f"{'UDP full Gbit/s':>15}"
             + "".join(f" {'RTT ' + _rate(r) + ' p50/p99 ms':>22}" for r, _ in PING_RATES))
     lines = [head, "-" * len(head)]
     for peer in results:
         row = (f"{peer:<14} {num(med(peer, lambda r: r['tcp_gbps']), 1, 10, 2)} "
                f"{num(med(peer, lambda r: r['tcp_txoff_gbps']), 1, 7, 2)} "
+               f"{num(med(peer, lambda r: r['tcp_bidir_gbps']), 1, 6, 2)} "
                f"{num(med(peer, lambda r: r['udp_pps']), 1e3, 9, 1)} "
                f"{num(med(peer, lambda r: r['udp_full_gbps']), 1, 15, 2)}")
         for rate, _ in PING_RATES:
@@ -330,6 +343,10 @@ def table(results: dict[str, list[dict]]) -> list[str]:
             off_base = med("bridge", lambda r: r["tcp_txoff_gbps"])
             parts.append(f"TCP tx off {off / off_base:.2f}x" if off is not None and off_base
                          else "TCP tx off fails")
+            bi = med(peer, lambda r: r["tcp_bidir_gbps"])
+            bi_base = med("bridge", lambda r: r["tcp_bidir_gbps"])
+            parts.append(f"bidir {bi / bi_base:.2f}x" if bi is not None and bi_base
+                         else "bidir fails")
             for rate, _ in PING_RATES:
                 b50 = med("bridge", lambda r: r[f"rtt_{rate}"]["p50"])
                 b99 = med("bridge", lambda r: r[f"rtt_{rate}"]["p99"])
@@ -384,7 +401,10 @@ def main() -> int:
                     results[peer].append(r)
                     tcp = "fails" if r["tcp_gbps"] is None else f"{r['tcp_gbps']:.2f} Gbit/s"
                     if r["tcp_txoff_gbps"] is not None:
-                        tcp += f" ({r['tcp_txoff_gbps']:.2f} with tx off)"
+                        tcp += f" ({r['tcp_txoff_gbps']:.2f} with tx off"
+                        if r["tcp_bidir_gbps"] is not None:
+                            tcp += f", {r['tcp_bidir_gbps']:.2f} both ways at once"
+                        tcp += ")"
                     udp = "fails" if r["udp_pps"] is None else f"{r['udp_pps'] / 1e3:.1f} kpps"
                     print(f"run {run + 1}/{args.runs} {peer:<14} TCP {tcp}, UDP {udp}, RTT p50 "
                           + ", ".join(f"{_rate(k)} {r[f'rtt_{k}']['p50']:.3f} ms"

@@ -140,6 +140,42 @@ def test_a_hop_wakes_one_worker_its_own_direct_socket_sends(lab, xdpd):
     assert all(w["direct_sockets"] for w in workers), workers
 
 
+@pytest.mark.parametrize("placement", ["by_queue", "spread"])
+def test_placement_pins_the_path_where_it_says(lab, path, start_daemon, placement):
+    """workers.placement: by_queue (the default) pins in0/q0 and out0/q0
+    (the k-th worker of each interface) to one CPU, spread gives each worker
+    the next one: the status says so, the kernel agrees, and ping and TCP
+    both ways at once get through either way."""
+    d = start_daemon(config(lab, path, port=9464) + f"workers:\n  placement: {placement}\n")
+    workers = {w["name"]: w for w in d.status()["workers"]}
+    a, b = workers[f"{lab.IN_DEV}/q0"], workers[f"{lab.OUT_DEV}/q0"]
+    # where both say it: by_queue counts each interface's workers from the
+    # first CPU again, spread counts on (with as many queues as CPUs, the
+    # lab's, the two agree)
+    cpus, names = sorted(os.sched_getaffinity(0)), []
+    for dev in (lab.IN_DEV, lab.OUT_DEV):
+        mine = sorted((w for w in workers.values() if w["netdev"] == dev),
+                      key=lambda w: w["queue"])
+        first = 0 if placement == "by_queue" else len(names)
+        for k, w in enumerate(mine):
+            assert w["cpu"] == cpus[(first + k) % len(cpus)], (w["name"], workers)
+        names += [w["name"] for w in mine]
+    if placement == "by_queue":
+        assert a["cpu"] == b["cpu"], workers
+    for w in workers.values():
+        assert os.sched_getaffinity(w["pid"]) == {w["cpu"]}, w
+    out = lab.run(lab.gen_ns, "ping", "-c", "200", "-i", "0.002", "-W", "2", "-q",
+                  SINK_IP).stdout
+    assert " 200 received, 0% packet loss" in out, out
+    end = iperf3(lab, "-t", "2", "--bidir")["end"]
+    assert "sum_received" in end, end
+    for s in (end["sum_received"], end["sum_received_bidir_reverse"]):
+        assert s["bytes"] > 10 << 20, (s, path_counters(d))
+    m = d.scrape()
+    assert m.value("xdpd_dropped_packets_total") == 0, m.by("xdpd_dropped_packets_total",
+                                                           "netdev", "reason")
+
+
 def iperf3(lab, *args: str) -> dict:
     return run_iperf3(lab, SINK_IP, *args)
 

@@ -206,6 +206,8 @@ BAD_INPUT = [
          "round_robin"),
     case("idle", BASE + "workers:\n  idle: poll\n",
          "xdpd.yaml: workers.idle: 'poll' is not allowed; use adaptive, sleep or spin"),
+    case("placement", BASE + "workers:\n  placement: paired\n",
+         "xdpd.yaml: workers.placement: 'paired' is not allowed; use by_queue or spread"),
     case("busy-poll-word", BASE + "workers:\n  busy_poll: on\n",
          "xdpd.yaml: workers.busy_poll: expected true or false, got string 'on'"),
     case("busy-poll-usecs", BASE + "workers:\n  busy_poll_usecs: 0\n",
@@ -874,8 +876,8 @@ def test_host_fine():
 
 # --- plan_workers -------------------------------------------------------------
 
-def test_plan_auto_cpus_round_robin_over_all_queues():
-    config = parse(BASE)
+def test_plan_spread_auto_cpus_round_robin_over_all_queues():
+    config = parse(BASE + "workers:\n  placement: spread\n")
     host = FakeHost(queues={"veth-a": 2, "veth-b": 3}, cpus=frozenset({1, 0}))
     assert plan_workers(config, host) == (
         WorkerPlan("veth-a", 0, 0, "veth-a/q0"),
@@ -896,6 +898,7 @@ def test_plan_explicit_cpus_and_queue_lists():
         forward: []
         workers:
           cpus: [3, 1, 2]
+          placement: spread
         """)
     host = FakeHost(queues={"eth0": 2, "eth1": 8}, cpus=frozenset(range(4)))
     assert plan_workers(config, host) == (
@@ -915,6 +918,8 @@ def test_plan_fanout_members_of_a_queue_owner_first_on_different_cpus():
           - name: out0
             queues: [0]
         forward: []
+        workers:
+          placement: spread
         """)
     host = FakeHost(queues={"in0": 2, "out0": 1}, cpus=frozenset(range(4)))
     assert plan_workers(config, host) == (
@@ -925,6 +930,48 @@ def test_plan_fanout_members_of_a_queue_owner_first_on_different_cpus():
         WorkerPlan("in0", 1, 0, "in0/q1.1", member=1, fanout=3),
         WorkerPlan("in0", 1, 1, "in0/q1.2", member=2, fanout=3),
         WorkerPlan("out0", 0, 2, "out0/q0"),
+    )
+
+
+def test_plan_by_queue_puts_the_kth_worker_of_every_interface_on_the_kth_cpu():
+    config = parse(BASE)                # the default
+    assert config.workers.placement == "by_queue"
+    host = FakeHost(queues={"veth-a": 2, "veth-b": 3}, cpus=frozenset({1, 0}))
+    assert plan_workers(config, host) == (
+        WorkerPlan("veth-a", 0, 0, "veth-a/q0"),
+        WorkerPlan("veth-a", 1, 1, "veth-a/q1"),
+        WorkerPlan("veth-b", 0, 0, "veth-b/q0"),
+        WorkerPlan("veth-b", 1, 1, "veth-b/q1"),
+        WorkerPlan("veth-b", 2, 0, "veth-b/q2"),
+    )
+    # one queue each on 4 CPUs: by_queue uses one CPU, spread two
+    host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset(range(4)))
+    assert [p.cpu for p in plan_workers(config, host)] == [0, 0]
+    spread = parse(BASE + "workers:\n  placement: spread\n")
+    assert [p.cpu for p in plan_workers(spread, host)] == [0, 1]
+
+
+def test_plan_by_queue_with_explicit_cpus_queue_lists_and_fanout():
+    config = parse("""\
+        interfaces:
+          - name: in0
+            queues: [1, 0]
+            fanout: 2
+          - name: out0
+            queues: [0, 1, 2]
+        forward: []
+        workers:
+          cpus: [3, 1, 2]
+        """)
+    host = FakeHost(queues={"in0": 2, "out0": 3}, cpus=frozenset(range(4)))
+    assert plan_workers(config, host) == (
+        WorkerPlan("in0", 0, 3, "in0/q0.0", member=0, fanout=2),
+        WorkerPlan("in0", 0, 1, "in0/q0.1", member=1, fanout=2),
+        WorkerPlan("in0", 1, 2, "in0/q1.0", member=0, fanout=2),
+        WorkerPlan("in0", 1, 3, "in0/q1.1", member=1, fanout=2),
+        WorkerPlan("out0", 0, 3, "out0/q0"),
+        WorkerPlan("out0", 1, 1, "out0/q1"),
+        WorkerPlan("out0", 2, 2, "out0/q2"),
     )
 
 

@@ -252,10 +252,11 @@ def test_an_old_kernel_without_the_netdev_family_still_gets_the_mtu_finding():
 
 
 def test_a_worker_on_its_queues_irq_cpu_warns():
-    host = FakeHost(irq_cpus={("out0", 1): {1}})
+    # by_queue: in0/q0 and out0/q0 on CPU 1, out0/q1 on CPU 0
+    host = FakeHost(irq_cpus={("out0", 1): {0}})
     findings = static_checks(config(extra="workers:\n  cpus: [1, 0]\n"), host)
     assert by_check(findings, "napi") == [
-        "WARN out0/q1: worker CPU 1 also takes the queue's interrupts (NAPI); the worker and "
+        "WARN out0/q1: worker CPU 0 also takes the queue's interrupts (NAPI); the worker and "
         "the NAPI poll take turns on one core; pin the worker elsewhere (workers.cpus) or "
         "move the IRQ (/proc/irq/N/smp_affinity_list)"]
 
@@ -458,10 +459,10 @@ def test_checksum_off_on_a_veth_names_the_peer_and_the_command():
 def test_the_workers_cpus_wake_up_latency_is_reported_with_what_xdpd_will_do():
     findings = static_checks(config(), FakeHost(wake_limits={1: 0}))
     assert by_check(findings, "wake") == [
-        "OK CPU 0: workers in0/q0, out0/q1: idle states up to 'haltpoll idle' (1 us to leave, "
+        "OK CPU 0: workers in0/q0, out0/q0: idle states up to 'haltpoll idle' (1 us to leave, "
         "a halt into the hypervisor; driver haltpoll); capped at 0 us while they receive "
         "(no cap now)",
-        "OK CPU 1: workers out0/q0: idle states up to 'haltpoll idle' (1 us to leave, a halt "
+        "OK CPU 1: workers out0/q1: idle states up to 'haltpoll idle' (1 us to leave, a halt "
         "into the hypervisor; driver haltpoll); capped at 0 us while they receive (capped at "
         "0 us now)"]
 
@@ -470,10 +471,10 @@ def test_a_wake_up_cap_xdpd_cannot_write_is_a_warning_with_the_way_out():
     host = FakeHost(wake_limits={0: OSError(errno.ENOENT, "No such file or directory")},
                     wake_writable=False)
     lines = by_check(static_checks(config(), host), "wake")
-    assert lines[0].startswith("WARN CPU 0: workers in0/q0, out0/q1: cannot read the CPU's "
+    assert lines[0].startswith("WARN CPU 0: workers in0/q0, out0/q0: cannot read the CPU's "
                                "wake-up latency cap ([Errno 2] No such file or directory)")
     assert lines[1] == (
-        "WARN CPU 1: workers out0/q0: the CPU's wake-up latency cap is not writable here; xdpd "
+        "WARN CPU 1: workers out0/q1: the CPU's wake-up latency cap is not writable here; xdpd "
         "cannot hold it at 0 us while they receive; run xdpd as root with /sys mounted "
         "read-write, or set workers.cpu_wake_latency_us: null")
 
@@ -482,7 +483,7 @@ def test_with_the_cap_off_doctor_says_what_a_sleeping_worker_waits_for():
     lines = by_check(static_checks(config(extra="workers:\n  cpu_wake_latency_us: null\n"),
                                    FakeHost(idle_driver="intel_idle")), "wake", "CPU 1")
     assert lines == [
-        "OK CPU 1: workers out0/q0: idle states up to 'haltpoll idle' (1 us to leave; driver "
+        "OK CPU 1: workers out0/q1: idle states up to 'haltpoll idle' (1 us to leave; driver "
         "intel_idle); workers.cpu_wake_latency_us: null leaves them, so a packet for a "
         "sleeping worker waits for the CPU to leave its idle state; set "
         "workers.cpu_wake_latency_us: 0 for the fastest wake-ups while traffic flows "

@@ -39,6 +39,7 @@ FALLBACKS = ("pass", "drop")
 FANOUT_SPREADS = ("flow_hash", "round_robin")
 ACTIONS = ("forward", "drop")
 IDLE = ("adaptive", "sleep", "spin")
+PLACEMENTS = ("by_queue", "spread")   # workers.placement (config/plan.py)
 HUGEPAGES = ("on", "off", "auto")
 # umem.multi_buffer: descriptor chains (XDP_USE_SG) for packets longer than a
 # frame; auto: when an interface's MTU needs them
@@ -271,6 +272,10 @@ class WorkersConfig:
     AUTO_TX_BUDGET = 256        # measured best in the veth lab (docs/PERFORMANCE.md)
 
     cpus: Literal["auto"] | tuple[int, ...] = "auto"  # in the order given
+    # by_queue: the k-th worker of every interface takes the k-th CPU of
+    # `cpus`, so a forwarded exchange (queue k in, queue k out) stays on one
+    # CPU; spread: every worker the next CPU (config/plan.py)
+    placement: str = "by_queue"
     batch_size: int = 64
     idle: str = "adaptive"      # adaptive | sleep | spin
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself

@@ -35,25 +35,35 @@ def check_host(config: Config, host: HostFacts) -> None:
 
 
 def plan_workers(config: Config, host: HostFacts) -> tuple[WorkerPlan, ...]:
-    """One worker per owned (netdev, queue, fanout member), pinned
-    round-robin over the CPUs.
+    """One worker per owned (netdev, queue, fanout member), pinned to a CPU
+    of workers.cpus (all online CPUs for auto) by workers.placement.
 
     Order: interfaces as in the file, queues ascending, members ascending
-    (the owner first), so the members of a queue land on different CPUs
-    where there are enough; call check_host first.
+    (the owner first). `spread` gives each worker the next CPU, over every
+    interface's workers in turn, so as many CPUs as there are workers get
+    one. `by_queue` starts again at the first CPU for each interface: the
+    k-th worker of every interface shares the k-th CPU, as in DPDK's and
+    VPP's one core per queue index, and a packet forwarded from queue k to
+    queue k (and its reply) never wakes a worker on another CPU. Both put
+    the members of a queue on different CPUs where there are enough, and
+    both are the same layout when every interface has a multiple of the
+    CPUs' count of workers. Call check_host first.
     """
     if config.workers.cpus == "auto":
         cpus = sorted(host.online_cpus())
     else:
         cpus = list(config.workers.cpus)
-    slots = [(iface, queue, member)
-             for iface in config.interfaces
-             for queue in _owned_queues(iface, host)
-             for member in range(iface.fanout)]
-    return tuple(WorkerPlan(netdev=iface.name, queue=queue, cpu=cpus[i % len(cpus)],
-                            name=worker_name(iface.name, queue, member, iface.fanout),
-                            member=member, fanout=iface.fanout)
-                 for i, (iface, queue, member) in enumerate(slots))
+    by_queue = config.workers.placement == "by_queue"
+    plans: list[WorkerPlan] = []
+    for iface in config.interfaces:
+        slots = [(queue, member) for queue in _owned_queues(iface, host)
+                 for member in range(iface.fanout)]
+        first = 0 if by_queue else len(plans)
+        plans += [WorkerPlan(netdev=iface.name, queue=queue, cpu=cpus[(first + k) % len(cpus)],
+                             name=worker_name(iface.name, queue, member, iface.fanout),
+                             member=member, fanout=iface.fanout)
+                  for k, (queue, member) in enumerate(slots)]
+    return tuple(plans)
 
 
 def format_cpulist(cpus: frozenset[int] | set[int]) -> str:

@@ -49,11 +49,11 @@ from xdpd.config.model import (ACTIONS, CHECKSUM_MODES, ETHERTYPES, EXAMPLE, FAL
                                FANOUT_SPREADS, FLOW_TYPES, FRAME_SIZES, HUGEPAGES, IDLE,
                                IP_PROTOS, MAX_CHANNELS, MAX_FANOUT, MAX_FORWARD_RULES,
                                MAX_NETDEVS, MAX_PASS_RULES, MAX_QUEUE, MAX_SPARE_WORKERS,
-                               MAX_VLAN, MULTI_BUFFER, SCHED_SLICE_US, VLAN_ETHERTYPES,
-                               VLAN_NONE, VLAN_PROTOS, XDP_MODES, ZERO_COPY, _ACCOUNT_NAME,
-                               Config, ControlConfig, FlowRule, ForwardRule, InterfaceConfig,
-                               Match, MetricsConfig, RingsConfig, SteeringConfig, UmemConfig,
-                               WorkersConfig, keys)
+                               MAX_VLAN, MULTI_BUFFER, PLACEMENTS, SCHED_SLICE_US,
+                               VLAN_ETHERTYPES, VLAN_NONE, VLAN_PROTOS, XDP_MODES, ZERO_COPY,
+                               _ACCOUNT_NAME, Config, ControlConfig, FlowRule, ForwardRule,
+                               InterfaceConfig, Match, MetricsConfig, RingsConfig,
+                               SteeringConfig, UmemConfig, WorkersConfig, keys)
 from xdpd.config.plan import check_host
 from xdpd.config.values import (_Errors, _bool, _check_keys, _choice, _got, _id_list, _int,
                                 _int_in, _listen, _mac, _netdev_name, _netdev_ref, _one_of,
@@ -610,6 +610,8 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
     _check_keys(errs, "workers", section, keys(WorkersConfig))
     cpus = _id_list(errs, "workers.cpus", section.get("cpus", d.cpus),
                     keyword="auto", noun="CPU", highest=None)
+    placement = _choice(errs, "workers.placement", section.get("placement", d.placement),
+                        PLACEMENTS)
     batch_size = _int_in(errs, "workers.batch_size", section.get("batch_size", d.batch_size), 1, 1024)
     idle = _choice(errs, "workers.idle", section.get("idle", d.idle), IDLE)
     busy_poll = _bool(errs, "workers.busy_poll", section.get("busy_poll", d.busy_poll))
@@ -647,9 +649,9 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
                 "group, or remove the key to use the user's primary group")
     if len(errs) > before:
         return None
-    return WorkersConfig(cpus=cpus, batch_size=batch_size, idle=idle, busy_poll=busy_poll,
-                         busy_poll_usecs=usecs, busy_poll_budget=budget, tx_budget=tx_budget,
-                         user=user, group=group, direct_tx=direct_tx,
+    return WorkersConfig(cpus=cpus, placement=placement, batch_size=batch_size, idle=idle,
+                         busy_poll=busy_poll, busy_poll_usecs=usecs, busy_poll_budget=budget,
+                         tx_budget=tx_budget, user=user, group=group, direct_tx=direct_tx,
                          cpu_wake_latency_us=wake_latency, sched_slice_us=slice_us)
 
 
