@@ -876,8 +876,10 @@ def test_host_fine():
 
 # --- plan_workers -------------------------------------------------------------
 
-def test_plan_spread_auto_cpus_round_robin_over_all_queues():
-    config = parse(BASE + "workers:\n  placement: spread\n")
+@pytest.mark.parametrize("placement", ["spread", "by_queue"])
+def test_plan_auto_cpus_round_robin_over_all_queues(placement):
+    # veth-a has as many queues as there are CPUs: the two layouts agree
+    config = parse(BASE + f"workers:\n  placement: {placement}\n")
     host = FakeHost(queues={"veth-a": 2, "veth-b": 3}, cpus=frozenset({1, 0}))
     assert plan_workers(config, host) == (
         WorkerPlan("veth-a", 0, 0, "veth-a/q0"),
@@ -936,14 +938,6 @@ def test_plan_fanout_members_of_a_queue_owner_first_on_different_cpus():
 def test_plan_by_queue_puts_the_kth_worker_of_every_interface_on_the_kth_cpu():
     config = parse(BASE)                # the default
     assert config.workers.placement == "by_queue"
-    host = FakeHost(queues={"veth-a": 2, "veth-b": 3}, cpus=frozenset({1, 0}))
-    assert plan_workers(config, host) == (
-        WorkerPlan("veth-a", 0, 0, "veth-a/q0"),
-        WorkerPlan("veth-a", 1, 1, "veth-a/q1"),
-        WorkerPlan("veth-b", 0, 0, "veth-b/q0"),
-        WorkerPlan("veth-b", 1, 1, "veth-b/q1"),
-        WorkerPlan("veth-b", 2, 0, "veth-b/q2"),
-    )
     # one queue each on 4 CPUs: by_queue uses one CPU, spread two
     host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset(range(4)))
     assert [p.cpu for p in plan_workers(config, host)] == [0, 0]
