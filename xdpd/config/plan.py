@@ -43,8 +43,9 @@ def plan_workers(config: Config, host: HostFacts) -> tuple[WorkerPlan, ...]:
     interface's workers in turn, so as many CPUs as there are workers get
     one. `by_queue` starts again at the first CPU for each interface: the
     k-th worker of every interface shares the k-th CPU, as in DPDK's and
-    VPP's one core per queue index, and a packet forwarded from queue k to
-    queue k (and its reply) never wakes a worker on another CPU. Both put
+    VPP's one core per queue index: a reply that comes back on queue k is
+    received on the CPU that forwarded the request (on veth, inside that
+    worker's own sendto()), and its worker is woken there. Both put
     the members of a queue on different CPUs where there are enough, and
     both are the same layout when every interface has a multiple of the
     CPUs' count of workers. Call check_host first.
