@@ -3,7 +3,8 @@
     gen ns: gen0 --> in0 [xdpd] out0 --> sink0 :sink ns
 
 1. Full speed: the lab's BPF generator (BPF_PROG_TEST_RUN with live frames,
-   several Mpps from one core) sends 64-byte frames as fast as it can, with
+   several Mpps from one core; AF_PACKET where the kernel refuses live
+   frames, and the report says so) sends 64-byte frames as fast as it can, with
    a live rate line each second; what xdpd delivers is counted at sink0 by
    an XDP program (xdpd.lab.xdp.CountingSink), exact at any rate.  What the
    generator offers beyond xdpd's rate is lost at in0 (the RX ring full),
@@ -63,8 +64,8 @@ def run_demo(seconds: float = 5.0, queues: int = 2) -> int:
                   f"{lab.dut_ns}/out0 -> {lab.sink_ns}/sink0, {queues} queues each")
             with LabDaemon(lab, forward_config(lab)) as daemon:
                 daemon.start()
-                print(f"xdpd is forwarding; the BPF generator sends 64 B frames as fast as "
-                      f"it can for {seconds:.0f} s ...")
+                print(f"xdpd is forwarding; the lab's generator sends 64 B frames as fast "
+                      f"as it can for {seconds:.0f} s ...")
                 with CountingSink(lab.sink_ns, lab.SINK_DEV,
                                   expect_dst_mac=lab.MACS[lab.SINK_DEV]) as sink:
                     before = daemon.scrape()
@@ -174,6 +175,12 @@ def _settled(sink: CountingSink, expect: int, quiet: float = 0.5, timeout: float
     return last
 
 
+# what the generator's summary says it sent with (xdpd.lab.xdp gen: "via")
+GENERATORS = {"live": "BPF live frames",
+              "af_packet": "by AF_PACKET, as this kernel refuses BPF live frames: what "
+                           "it offers may be below what xdpd can take"}
+
+
 def _report(sent: dict, got: dict, rows: list[tuple], metrics, sink_mac: str) -> None:
     print()
     print(f"{'worker':<12} {'rx pps':>12} {'tx pps':>12} {'drops':>8} {'kernel drops':>13}")
@@ -182,7 +189,7 @@ def _report(sent: dict, got: dict, rows: list[tuple], metrics, sink_mac: str) ->
     print()
     lost = sent["sent"] - got["packets"]
     print(f"offered    {sent['sent']:>12,} frames in {sent['seconds']:.2f} s "
-          f"({sent['pps']:,.0f} pps, the generator's full speed)")
+          f"({sent['pps']:,.0f} pps, the generator's full speed, {GENERATORS[sent['via']]})")
     print(f"delivered  {got['packets']:>12,} frames at sink0 (counted by XDP), "
           f"{got['dst_mac_ok']:,} with dst MAC {sink_mac}")
     print(f"not taken  {lost:>12,} (beyond xdpd's rate: lost at in0's RX ring, "
