@@ -337,16 +337,13 @@ def table(results: dict[str, list[dict]]) -> list[str]:
         for peer in results:
             if peer == "bridge":
                 continue
-            tcp, base = med(peer, lambda r: r["tcp_gbps"]), med("bridge", lambda r: r["tcp_gbps"])
-            parts = [f"TCP {tcp / base:.2f}x" if tcp is not None and base else "TCP fails"]
-            off = med(peer, lambda r: r["tcp_txoff_gbps"])
-            off_base = med("bridge", lambda r: r["tcp_txoff_gbps"])
-            parts.append(f"TCP tx off {off / off_base:.2f}x" if off is not None and off_base
-                         else "TCP tx off fails")
-            bi = med(peer, lambda r: r["tcp_bidir_gbps"])
-            bi_base = med("bridge", lambda r: r["tcp_bidir_gbps"])
-            parts.append(f"bidir {bi / bi_base:.2f}x" if bi is not None and bi_base
-                         else "bidir fails")
+            parts = []
+            for key, label in (("tcp_gbps", "TCP"), ("tcp_txoff_gbps", "TCP tx off"),
+                               ("tcp_bidir_gbps", "bidir")):
+                got = med(peer, lambda r: r[key])
+                base = med("bridge", lambda r: r[key])
+                parts.append(f"{label} {got / base:.2f}x" if got is not None and base
+                             else f"{label} fails")
             for rate, _ in PING_RATES:
                 b50 = med("bridge", lambda r: r[f"rtt_{rate}"]["p50"])
                 b99 = med("bridge", lambda r: r[f"rtt_{rate}"]["p99"])
