@@ -65,20 +65,16 @@ class Recovery:
         run_record.remove(path)
         self._record_path, self._record_owner = path, run_record.Owner.me()
         self._undo_what_a_dead_xdpd_steered()
+        self._put_back_what_a_dead_xdpd_held()
 
     def _undo_what_a_dead_xdpd_steered(self) -> None:
         """Undo the steering a killed xdpd's journal names (steering.py:
         only what is still as it set it), then keep a journal of our own."""
         path = steering.journal_path(self.config.control.socket)
         nic = self.ops.ethtool()
-        try:
-            steering.recover(path, nic)
-        except steering.SteeringError as e:
-            raise SetupError(str(e), exitcodes.CONFIG) from None
-        except OSError as e:
-            raise SetupError(f"undo the steering in {path}: {e}") from None
+        _recover_journal(lambda: steering.recover(path, nic), steering.SteeringError,
+                         f"undo the steering in {path}")
         self.steering = steering.Steering(nic, path, self._record_owner)
-        self._put_back_what_a_dead_xdpd_held()
 
     def _put_back_what_a_dead_xdpd_held(self) -> None:
         """Put back the CPU wake-up latency caps a killed xdpd's journal
@@ -86,12 +82,8 @@ class Recovery:
         hold our own with a journal of their own."""
         path = wake.journal_path(self.config.control.socket)
         cpus = self.ops.cpu_access()
-        try:
-            wake.recover(path, cpus)
-        except wake.WakeError as e:
-            raise SetupError(str(e), exitcodes.CONFIG) from None
-        except OSError as e:
-            raise SetupError(f"put back the CPU caps in {path}: {e}") from None
+        _recover_journal(lambda: wake.recover(path, cpus), wake.WakeError,
+                         f"put back the CPU caps in {path}")
         limit = self.config.workers.cpu_wake_latency_us
         if limit is not None:
             self.wake = wake.WakeHolder(limit, cpus, path, self._record_owner)
@@ -172,3 +164,15 @@ class Recovery:
         if self._record_dir_made:
             run_record.remove_dir(self._record_path)
         self._record_path = None
+
+
+def _recover_journal(recover, refused: type[Exception], doing: str) -> None:
+    """Run a journal's recovery at start: what it refuses (a journal of a
+    live xdpd, one that cannot be moved aside) is a config error for the
+    operator, any other OS error says what was being done where."""
+    try:
+        recover()
+    except refused as e:
+        raise SetupError(str(e), exitcodes.CONFIG) from None
+    except OSError as e:
+        raise SetupError(f"{doing}: {e}") from None
