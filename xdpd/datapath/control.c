@@ -492,7 +492,7 @@ static PyObject *stats_dict(const struct fp_stats *s)
 		Py_DECREF(drops);
 		return NULL;
 	}
-	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsKsKsKsNsN}",
+	return Py_BuildValue("{sKsKsKsKsNsKsKsKsKsKsKsKsKsKsKsKsKsKsNsN}",
 			     "rx_packets", s->rx_packets, "rx_bytes", s->rx_bytes,
 			     "tx_packets", s->tx_packets, "tx_bytes", s->tx_bytes,
 			     "drops", drops,
@@ -502,7 +502,7 @@ static PyObject *stats_dict(const struct fp_stats *s)
 			     "busy_polls", s->busy_polls, "bad_descs", s->bad_descs,
 			     "csum_completed", s->csum_completed,
 			     "rx_frags", s->rx_frags, "tx_descs", s->tx_descs,
-			     "direct_packets", dp, "direct_bytes", db);
+			     "busy_ns", s->busy_ns, "direct_packets", dp, "direct_bytes", db);
 }
 
 static PyObject *Control_worker_stats(ControlObject *self, PyObject *args)

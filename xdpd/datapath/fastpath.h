@@ -99,7 +99,7 @@
 #include <linux/filter.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		11	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		12	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
@@ -110,7 +110,8 @@
 					 *    fp_table.direct_ok, fp_stats.direct_*);
 					 * 10: descriptor chains (chain_invalid,
 					 *    fp_stats.rx_frags, tx_descs);
-					 * 11: capture slots and rings */
+					 * 11: capture slots and rings;
+					 * 12: fp_stats.busy_ns */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -204,6 +205,9 @@ struct fp_stats {
 				 * rx_frags / rx_packets) */
 	uint64_t tx_descs;	/* descriptors put on our TX ring: one per frame,
 				 * as the COMPLETION ring gives them back */
+	uint64_t busy_ns;	/* time in iterations that moved frames (Port.run),
+				 * the kicks' kernel work included: how much of
+				 * its CPU the worker's forwarding takes */
 	/* on our direct socket j (fp_assign.direct[j]'s queue): packets and
 	 * bytes sent, the egress netdev's transmissions; and frames its
 	 * COMPLETION ring's owner gave back (sent - returned: still out) */

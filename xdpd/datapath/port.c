@@ -136,13 +136,16 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 	deadline = start + budget_us * 1000ULL;
 	__atomic_store_n(&p->me->state, p->draining ? FP_STATE_DRAINING : FP_STATE_RUNNING,
 			 __ATOMIC_RELEASE);
+	now = start;
 	for (;;) {
+		uint64_t before = now;
 		uint32_t work = port_step(p);
 
 		if (p->n_direct && !(p->st.loops & 4095))
 			direct_retire(p);
 		now = now_ns();
 		if (work) {
+			p->st.busy_ns += now - before;
 			if (idle && !p->slept && p->spin_max_ns && p->last_work_ns)
 				spin_learn(p, true, now - p->last_work_ns);
 			idle = 0;
@@ -154,6 +157,7 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 			/* spinning: but a peer worker (or anyone) runnable on
 			 * this CPU goes first; alone here it returns at once */
 			sched_yield();
+			now = now_ns();		/* the time others ran is not ours */
 		} else if (!p->spin && idle > 8) {
 			if (p->spin_max_ns && !p->slept)
 				spin_learn(p, false, 0);
