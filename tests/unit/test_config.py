@@ -5,6 +5,7 @@ the real Host only look at the loopback device.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -207,7 +208,8 @@ BAD_INPUT = [
     case("idle", BASE + "workers:\n  idle: poll\n",
          "xdpd.yaml: workers.idle: 'poll' is not allowed; use adaptive, sleep or spin"),
     case("placement", BASE + "workers:\n  placement: paired\n",
-         "xdpd.yaml: workers.placement: 'paired' is not allowed; use by_queue or spread"),
+         "xdpd.yaml: workers.placement: 'paired' is not allowed; use adaptive, by_queue or "
+         "spread"),
     case("busy-poll-word", BASE + "workers:\n  busy_poll: on\n",
          "xdpd.yaml: workers.busy_poll: expected true or false, got string 'on'"),
     case("busy-poll-usecs", BASE + "workers:\n  busy_poll_usecs: 0\n",
@@ -876,12 +878,16 @@ def test_host_fine():
 
 # --- plan_workers -------------------------------------------------------------
 
-@pytest.mark.parametrize("placement", ["spread", "by_queue"])
+@pytest.mark.parametrize("placement", ["spread", "by_queue", "adaptive"])
 def test_plan_auto_cpus_round_robin_over_all_queues(placement):
     # veth-a has as many queues as there are CPUs: the two layouts agree
     config = parse(BASE + f"workers:\n  placement: {placement}\n")
     host = FakeHost(queues={"veth-a": 2, "veth-b": 3}, cpus=frozenset({1, 0}))
-    assert plan_workers(config, host) == (
+    plans = plan_workers(config, host)
+    if placement == "adaptive":         # where they agree there is nowhere to move
+        assert [p.spread_cpu for p in plans] == [p.cpu for p in plans]
+        plans = tuple(dataclasses.replace(p, spread_cpu=None) for p in plans)
+    assert plans == (
         WorkerPlan("veth-a", 0, 0, "veth-a/q0"),
         WorkerPlan("veth-a", 1, 1, "veth-a/q1"),
         WorkerPlan("veth-b", 0, 0, "veth-b/q0"),
@@ -936,13 +942,22 @@ def test_plan_fanout_members_of_a_queue_owner_first_on_different_cpus():
 
 
 def test_plan_by_queue_puts_the_kth_worker_of_every_interface_on_the_kth_cpu():
-    config = parse(BASE)                # the default
-    assert config.workers.placement == "by_queue"
     # one queue each on 4 CPUs: by_queue uses one CPU, spread two
     host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset(range(4)))
-    assert [p.cpu for p in plan_workers(config, host)] == [0, 0]
-    spread = parse(BASE + "workers:\n  placement: spread\n")
-    assert [p.cpu for p in plan_workers(spread, host)] == [0, 1]
+    for placement, cpus in (("by_queue", [0, 0]), ("spread", [0, 1])):
+        config = parse(BASE + f"workers:\n  placement: {placement}\n")
+        plans = plan_workers(config, host)
+        assert [p.cpu for p in plans] == cpus
+        assert [p.spread_cpu for p in plans] == [None, None]    # they stay
+
+
+def test_plan_adaptive_starts_by_queue_and_knows_each_workers_spread_cpu():
+    config = parse(BASE)                # the default
+    assert config.workers.placement == "adaptive"
+    host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset(range(4)))
+    plans = plan_workers(config, host)
+    assert [p.cpu for p in plans] == [0, 0]
+    assert [p.spread_cpu for p in plans] == [0, 1]
 
 
 def test_plan_by_queue_with_explicit_cpus_queue_lists_and_fanout():
@@ -956,6 +971,7 @@ def test_plan_by_queue_with_explicit_cpus_queue_lists_and_fanout():
         forward: []
         workers:
           cpus: [3, 1, 2]
+          placement: by_queue
         """)
     host = FakeHost(queues={"in0": 2, "out0": 3}, cpus=frozenset(range(4)))
     assert plan_workers(config, host) == (

@@ -16,6 +16,7 @@ from test_wake import FakeCpus
 
 from xdpd import exitcodes
 from xdpd.config.schema import parse_config
+from xdpd.control import placement
 from xdpd.control import record as run_record
 from xdpd.control.ops import SetupError
 from xdpd.control.snapshot import worker_stats
@@ -172,6 +173,7 @@ class FakeControl:
         self.pid = [0] * n
         self.places = {}            # worker id -> what set_worker() said
         self.rx_packets = [0] * n   # what a test says a worker received
+        self.busy_ns = [0] * n      # and how long it was busy forwarding
 
     def set_worker(self, i, netdev, queue, ifindex, lane=None, owner=None, members=(),
                    direct=()):
@@ -190,7 +192,7 @@ class FakeControl:
                 "drops": {reason: 0 for reason in _fastpath.DROP_REASONS},
                 "handoff_out": 0, "handoff_in": 0, "tx_kicks": 0, "fill_kicks": 0,
                 "sleeps": 0, "loops": 0, "busy_loops": 0, "busy_polls": 0, "bad_descs": 0,
-                "csum_completed": 0, "rx_frags": 0, "tx_descs": 0,
+                "csum_completed": 0, "rx_frags": 0, "tx_descs": 0, "busy_ns": self.busy_ns[i],
                 "direct_packets": (0,) * 8, "direct_bytes": (0,) * 8}
 
     def ring_use(self, i):
@@ -278,6 +280,7 @@ class FakeOps:
         self.lineage = {}           # pid -> [pid, parent, ...] for peer checks
         self.prog_infos = {}        # prog id -> (name, tag), default: ours
         self.cpus = FakeCpus()      # the CPUs' wake-up latency caps
+        self.pin_refused = False    # sched_setaffinity() answers EPERM (no CAP_SYS_NICE)
 
     def ethtool(self):
         return Ethtool(self.nic)
@@ -338,6 +341,11 @@ class FakeOps:
 
     def release(self, proc):
         pass
+
+    def pin(self, pid, cpu):
+        self.journal.append(("pin", pid, cpu))
+        if self.pin_refused:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
 
     def go(self, proc):
         self.journal.append(("go", proc.spec["netdev"], proc.spec["queue"]))
@@ -1330,4 +1338,74 @@ def test_start_puts_back_what_a_killed_xdpd_held_and_null_holds_nothing():
     sup._turn()
     assert ops.cpus.writes == [(1, 25)] and sup.wake is None
     assert sup.status()["cpu_wake"] == {"latency_us": None, "held": []}
+    sup.stop()
+
+
+# -- adaptive placement (control/placement.py) ---------------------------------
+
+def _busy_snapshot(sup, ops, *busy_s):
+    """Each worker busy that many more seconds, then a snapshot and a turn."""
+    for w, seconds in zip(sup.workers, busy_s):
+        ops.umem.control.busy_ns[w.id] += int(seconds * 1e9)
+    sup._snapshot_wanted = True
+    sup._turn()
+
+
+def test_adaptive_placement_moves_both_processes_and_a_replacement_starts_where_it_is(
+        monkeypatch):
+    monkeypatch.setattr(placement, "SPREAD_AFTER_S", 0.0)
+    monkeypatch.setattr(placement, "GATHER_AFTER_S", 0.0)
+    # one queue per interface on two CPUs: by queue both on 0, out0 spread on 1
+    sup, ops = started(host=FakeHost(queues=1))
+    in0, out0 = sup.workers
+    assert (in0.cpu, out0.cpu) == (0, 0) and sup.status()["placement"] == {
+        "mode": "adaptive", "spread": False, "changes": 0}
+    sup.replace_workers()                       # standbys
+    _busy_snapshot(sup, ops, 0, 0)              # the first sample
+    ops.journal.clear()
+    _busy_snapshot(sup, ops, 100, 100)          # far more than SPREAD_AT of CPU 0
+    assert [e for e in ops.journal if e[0] == "pin"] == [
+        ("pin", out0.proc.pid, 1), ("pin", out0.standby.pid, 1)]
+    status = sup.status()
+    assert [w["cpu"] for w in status["workers"]] == [0, 1]
+    assert status["placement"] == {"mode": "adaptive", "spread": True, "changes": 1}
+    # killed there, it comes back there: its standby was moved, a fresh
+    # process is spawned with the CPU in its spec
+    out0.standby.returncode = -9
+    out0.started_at -= 10
+    out0.proc.returncode = -9
+    sup.reap_workers()
+    sup.replace_workers()
+    assert out0.proc.spec["cpu"] == 1 and out0.cpu == 1
+    ops.journal.clear()
+    _busy_snapshot(sup, ops, 0, 0)              # quiet: back by queue
+    _busy_snapshot(sup, ops, 0, 0)
+    assert [e for e in ops.journal if e[0] == "pin"] == [("pin", out0.proc.pid, 0)]
+    assert [w["cpu"] for w in sup.status()["workers"]] == [0, 0]
+    sup.stop()
+
+
+def test_without_cap_sys_nice_placement_stops_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(placement, "SPREAD_AFTER_S", 0.0)
+    sup, ops = started(host=FakeHost(queues=1))
+    ops.pin_refused = True
+    _busy_snapshot(sup, ops, 0, 0)
+    _busy_snapshot(sup, ops, 100, 100)
+    assert sup.placer is None and [w.cpu for w in sup.workers] == [0, 0]
+    assert {k: v for k, v in sup.internal_errors.items() if v} == {"placement": 1}
+    assert "needs CAP_SYS_NICE" in caplog.text and "stay where they are" in caplog.text
+    _busy_snapshot(sup, ops, 100, 100)          # and it does not try again
+    assert len([e for e in ops.journal if e[0] == "pin"]) == 1
+    assert "Traceback" not in caplog.text
+    sup.stop()
+
+
+def test_other_placements_never_move_a_worker():
+    sup, ops = started(CONFIG.replace("  cpus: [0, 1]\n", "  cpus: [0, 1]\n  placement: spread\n"),
+                       host=FakeHost(queues=1))
+    _busy_snapshot(sup, ops, 0, 0)
+    _busy_snapshot(sup, ops, 100, 100)
+    assert sup.placer is None and not [e for e in ops.journal if e[0] == "pin"]
+    assert [w.cpu for w in sup.workers] == [0, 1]
+    assert sup.status()["placement"] == {"mode": "spread", "spread": True, "changes": 0}
     sup.stop()

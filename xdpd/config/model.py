@@ -39,7 +39,7 @@ FALLBACKS = ("pass", "drop")
 FANOUT_SPREADS = ("flow_hash", "round_robin")
 ACTIONS = ("forward", "drop")
 IDLE = ("adaptive", "sleep", "spin")
-PLACEMENTS = ("by_queue", "spread")   # workers.placement (config/plan.py)
+PLACEMENTS = ("adaptive", "by_queue", "spread")   # workers.placement (config/plan.py)
 HUGEPAGES = ("on", "off", "auto")
 # umem.multi_buffer: descriptor chains (XDP_USE_SG) for packets longer than a
 # frame; auto: when an interface's MTU needs them
@@ -274,8 +274,9 @@ class WorkersConfig:
     cpus: Literal["auto"] | tuple[int, ...] = "auto"  # in the order given
     # by_queue: the k-th worker of every interface takes the k-th CPU of
     # `cpus`, so a forwarded exchange (queue k in, queue k out) stays on one
-    # CPU; spread: every worker the next CPU (config/plan.py)
-    placement: str = "by_queue"
+    # CPU; spread: every worker the next CPU; adaptive: by queue, spread
+    # while forwarding keeps a shared CPU busy (config/plan.py)
+    placement: str = "adaptive"
     batch_size: int = 64
     idle: str = "adaptive"      # adaptive | sleep | spin
     busy_poll: bool = False     # SO_PREFER_BUSY_POLL: the worker drives NAPI itself
@@ -375,6 +376,9 @@ class WorkerPlan:
     name: str                   # worker_name(...): the worker's name everywhere
     member: int = 0             # of the sockets sharing the queue; 0 is the owner
     fanout: int = 1             # the interface's fanout: members on this queue
+    # workers.placement adaptive: the CPU the worker moves to while the one
+    # it shares is busy (its CPU in the spread layout); None: it stays
+    spread_cpu: int | None = None
 
     @property
     def lane(self) -> int:

@@ -48,21 +48,27 @@ def plan_workers(config: Config, host: HostFacts) -> tuple[WorkerPlan, ...]:
     worker's own sendto()), and its worker is woken there. Both put
     the members of a queue on different CPUs where there are enough, and
     both are the same layout when every interface has a multiple of the
-    CPUs' count of workers. Call check_host first.
+    CPUs' count of workers. `adaptive` starts by queue and gives each
+    worker its spread CPU as well (`spread_cpu`), where the supervisor
+    moves it while forwarding keeps the CPUs it shares busy
+    (control/placement.py). Call check_host first.
     """
     if config.workers.cpus == "auto":
         cpus = sorted(host.online_cpus())
     else:
         cpus = list(config.workers.cpus)
-    by_queue = config.workers.placement == "by_queue"
+    placement = config.workers.placement
     plans: list[WorkerPlan] = []
     for iface in config.interfaces:
         slots = [(queue, member) for queue in _owned_queues(iface, host)
                  for member in range(iface.fanout)]
-        first = 0 if by_queue else len(plans)
+        spread = len(plans)
+        first = spread if placement == "spread" else 0
         plans += [WorkerPlan(netdev=iface.name, queue=queue, cpu=cpus[(first + k) % len(cpus)],
                              name=worker_name(iface.name, queue, member, iface.fanout),
-                             member=member, fanout=iface.fanout)
+                             member=member, fanout=iface.fanout,
+                             spread_cpu=(cpus[(spread + k) % len(cpus)]
+                                         if placement == "adaptive" else None))
                   for k, (queue, member) in enumerate(slots)]
     return tuple(plans)
 

@@ -133,6 +133,10 @@ class SystemOps:
             proc.ready_fd = None
         return proc.ready
 
+    def pin(self, pid: int, cpu: int) -> None:
+        """Move process pid to cpu (adaptive placement)."""
+        os.sched_setaffinity(pid, {cpu})
+
     def release(self, proc) -> None:
         """Close what spawn() kept for a process that is gone."""
         if getattr(proc, "ready_fd", None) is not None:

@@ -96,6 +96,8 @@ class Snapshot:
     capture_totals: dict = field(default_factory=dict)  # of the ended ones: records
     # workers.cpu_wake_latency_us and the CPUs held at it now (control/wake.py)
     cpu_wake: dict = field(default_factory=dict)
+    # workers.placement, and with adaptive whether the workers are spread
+    placement: dict = field(default_factory=dict)
 
     def status(self) -> dict:
         """The answer to `xdpd status`; its JSON form is documented in the
@@ -135,7 +137,7 @@ class Snapshot:
             "interfaces": interfaces, "workers": workers,
             "rules": [dict(r) for r in self.rules],
             "captures": [dict(c) for c in self.captures],
-            "cpu_wake": dict(self.cpu_wake)}
+            "cpu_wake": dict(self.cpu_wake), "placement": dict(self.placement)}
 
 
 def worker_stats(sup) -> dict[int, dict]:
@@ -266,7 +268,7 @@ class Snapshotter:
                 entry["bytes"] += bytes_
             views.append(WorkerView(
                 id=w.id, name=w.name, netdev=w.plan.netdev, queue=w.plan.queue,
-                member=w.plan.member, cpu=w.plan.cpu, state=w.state.value,
+                member=w.plan.member, cpu=w.cpu, state=w.state.value,
                 pid=w.proc.pid if running else None, process=w.proc is not None,
                 started_wall=w.started_wall,
                 restarts=w.restarts,
@@ -308,7 +310,11 @@ class Snapshotter:
             captures=tuple(s.view() for _, s in sorted(sup.captures.items())),
             capture_totals=dict(sup.capture_totals),
             cpu_wake={"latency_us": sup.config.workers.cpu_wake_latency_us,
-                      "held": sorted(sup.wake.held) if sup.wake else []})
+                      "held": sorted(sup.wake.held) if sup.wake else []},
+            placement={"mode": sup.config.workers.placement,
+                       "spread": sup.config.workers.placement == "spread"
+                       or bool(sup.placer and sup.placer.spread),
+                       "changes": sup.placer.moves if sup.placer else 0})
 
     def _rates(self, wid: int, now: float, stats: dict) -> tuple[float, float, float]:
         """Per second over the last RATE_WINDOW_S or so, from the samples of

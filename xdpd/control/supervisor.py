@@ -65,6 +65,7 @@ from xdpd.control.capture import COMMANDS as CAPTURE_COMMANDS
 from xdpd.control.capture import Capturing
 from xdpd.control.metrics import serve
 from xdpd.control.ops import SetupError, StopRequested, SystemOps
+from xdpd.control.placement import Placer
 from xdpd.control.recovery import Recovery
 from xdpd.control.server import ControlServer, root_only
 from xdpd.control.snapshot import Snapshot, Snapshotter
@@ -96,7 +97,8 @@ LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
 # the spawns, the metrics server's accept, the watchdog ping, each step of the
 # loop and the loop itself
 INTERNAL_ERROR_PLACES = ("spawn", "spawn_standby", "metrics", "watchdog", "reap", "replace",
-                         "reload", "control", "capture", "sample", "loop", "signal")
+                         "reload", "control", "capture", "sample", "loop", "signal",
+                         "placement")
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 READ_ONLY_COMMANDS = ("status",)    # what control.status_group's members may ask
 
@@ -158,6 +160,9 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         self._child_exited = False          # SIGCHLD since the loop's last reaping
         self._unsignallable: set[int] = set()   # pids a signal was refused to (no CAP_KILL)
         self._next_watchdog = 0.0
+        # workers.placement adaptive: by queue or spread, from their busy time
+        self.placer = (Placer(self.ops, self.note_internal_error)
+                       if config.workers.placement == "adaptive" else None)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # failures the daemon survives, by where (xdpd_internal_errors_total);
         # also counted from the metrics thread, hence the lock
@@ -232,7 +237,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
     def worker_spec(self, w: Worker):
         r = self.ring_sizes
         return WorkerSpec(
-            id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.plan.cpu,
+            id=w.id, netdev=w.plan.netdev, queue=w.plan.queue, cpu=w.cpu,
             xsk_fd=w.socket.fd, umem_fd=self.umem.umem.fd, umem_size=self.umem.umem.size,
             control_fd=self.umem.ctl_region.fd, control_size=self.umem.ctl_region.size,
             tables_fd=self.umem.control.tables_fd,
@@ -256,6 +261,9 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         if standby is not None and standby.poll() is None and self.ops.go(standby):
             self.ops.release(standby)
             proc = standby
+            if self.placer is not None and w.plan.spread_cpu not in (None, w.plan.cpu):
+                if not self.placer.pin(w, w.cpu, (proc,)):   # moved while starting
+                    self.placer = None
             # a standby still starting up is still the quickest way back
             how = "standby pid %d took over%s" % (
                 standby.pid, "" if ready else " (it was still starting: a delay)")
@@ -271,7 +279,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         w.started_wall = time.time()
         w.standby_after = w.started_at
         w.transition(WorkerState.STARTING)
-        log.info("%s: %s on CPU %d", w.name, how, w.plan.cpu)
+        log.info("%s: %s on CPU %d", w.name, how, w.cpu)
 
     def spawn_standby(self, w: Worker) -> None:
         spec = self.worker_spec(w)
@@ -453,6 +461,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
                             ("reload", self._reload_if_requested),
                             ("control", self._serve_control), ("capture", self.expire_captures),
                             ("sample", self._take_snapshot), ("wake", self._hold_busy_cpus),
+                            ("placement", self._place_workers),
                             ("watchdog", self._watchdog)):
             try:
                 step()
@@ -466,6 +475,13 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         if self.wake is not None and self.snapshot is not None:
             self.wake.update({w.id: (w.cpu, w.stats["rx_packets"])
                               for w in self.snapshot.workers}, time.monotonic())
+
+    def _place_workers(self) -> None:
+        """workers.placement adaptive: each worker to the CPU the placer
+        wants it on now, from the latest snapshot (placement.py)."""
+        if self.placer is not None and self.snapshot is not None:
+            if not self.placer.place(self.workers, self.snapshot):
+                self.placer = None          # the kernel refused: they stay
 
     def _reload_if_requested(self) -> None:
         if self._reload_requested:

@@ -99,6 +99,13 @@ class Worker:
     standby: subprocess.Popen | None = None
     standby_after: float = 0.0      # time.monotonic() from which to start a standby
     direct: list[DirectSocket] = field(default_factory=list)   # by index in the slot
+    # where its processes run: the plan's CPU, or with adaptive placement
+    # the one the supervisor moved them to (control/placement.py)
+    cpu: int = -1
+
+    def __post_init__(self):
+        if self.cpu < 0:
+            self.cpu = self.plan.cpu
 
     @property
     def name(self) -> str:
