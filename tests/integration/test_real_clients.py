@@ -10,6 +10,7 @@ through a running xdpd:
 The peers keep TX checksum offload on (the default), so their TCP and UDP
 arrive with partial checksums, and xdpd completes them (`checksum: auto`):
 each test asserts what the client itself reports, and xdpd's accounting."""
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import tempfile
 import pytest
 from integration_helpers import ROOT_ONLY, listening, poll_until, run_iperf3
 
+from xdpd.lab.daemon import LabDaemon
 from xdpd.lab.netns import Lab
 
 pytestmark = [*ROOT_ONLY, pytest.mark.skipif(
@@ -140,12 +142,12 @@ def test_a_hop_wakes_one_worker_its_own_direct_socket_sends(lab, xdpd):
     assert all(w["direct_sockets"] for w in workers), workers
 
 
-@pytest.mark.parametrize("placement", ["by_queue", "spread"])
+@pytest.mark.parametrize("placement", ["by_queue", "spread", "adaptive"])
 def test_placement_pins_the_path_where_it_says(lab, path, start_daemon, placement):
-    """workers.placement: by_queue (the default) pins in0/q0 and out0/q0
-    (the k-th worker of each interface) to one CPU, spread gives each worker
-    the next one: the status says so, the kernel agrees, and ping and TCP
-    both ways at once get through either way."""
+    """workers.placement: by_queue pins in0/q0 and out0/q0 (the k-th worker
+    of each interface) to one CPU, spread gives each worker the next one,
+    adaptive (the default) starts by queue: the status says so, the kernel
+    agrees, and ping and TCP both ways at once get through either way."""
     d = start_daemon(config(lab, path, port=9464) + f"workers:\n  placement: {placement}\n")
     workers = {w["name"]: w for w in d.status()["workers"]}
     a, b = workers[f"{lab.IN_DEV}/q0"], workers[f"{lab.OUT_DEV}/q0"]
@@ -156,11 +158,11 @@ def test_placement_pins_the_path_where_it_says(lab, path, start_daemon, placemen
     for dev in (lab.IN_DEV, lab.OUT_DEV):
         mine = sorted((w for w in workers.values() if w["netdev"] == dev),
                       key=lambda w: w["queue"])
-        first = 0 if placement == "by_queue" else len(names)
+        first = len(names) if placement == "spread" else 0
         for k, w in enumerate(mine):
             assert w["cpu"] == cpus[(first + k) % len(cpus)], (w["name"], workers)
         names += [w["name"] for w in mine]
-    if placement == "by_queue":
+    if placement != "spread":
         assert a["cpu"] == b["cpu"], workers
     for w in workers.values():
         assert os.sched_getaffinity(w["pid"]) == {w["cpu"]}, w
@@ -174,6 +176,57 @@ def test_placement_pins_the_path_where_it_says(lab, path, start_daemon, placemen
     m = d.scrape()
     assert m.value("xdpd_dropped_packets_total") == 0, m.by("xdpd_dropped_packets_total",
                                                            "netdev", "reason")
+    # as many queues as CPUs: adaptive has nowhere to move a worker to
+    assert d.status()["placement"]["changes"] == 0
+
+
+def test_adaptive_placement_spreads_bulk_both_ways_and_gathers_when_quiet():
+    """With one queue per interface both workers start on one CPU.  TCP
+    both ways at once keeps it busy: the out0 worker moves to the next CPU
+    (status and kernel agree) while iperf3 runs, and comes back once the
+    path is quiet; ping and iperf3 report no loss throughout."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to spread over")
+    lab = Lab.create(queues=1)
+    try:
+        for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP),
+                            (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
+            lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        with LabDaemon(lab, config(lab, "wire", port=9467), port=9467) as d:
+            d.start()
+            in0, out0 = f"{lab.IN_DEV}/q0", f"{lab.OUT_DEV}/q0"
+
+            def placed():
+                st = d.status()
+                return st["placement"], {w["name"]: (w["cpu"], os.sched_getaffinity(w["pid"]))
+                                         for w in st["workers"]}
+            where, cpu = placed()
+            assert where == {"mode": "adaptive", "spread": False, "changes": 0}
+            assert cpu == {in0: (cpus[0], {cpus[0]}), out0: (cpus[0], {cpus[0]})}
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                bulk = pool.submit(iperf3, lab, "-t", "6", "--bidir")
+                where, cpu = poll_until(lambda: (lambda p: p if p[0]["spread"] else None)(
+                    placed()), timeout=20, every=0.1, what="the workers spread")
+                end = bulk.result(timeout=60)["end"]
+            assert cpu == {in0: (cpus[0], {cpus[0]}), out0: (cpus[1], {cpus[1]})}, cpu
+            for s in (end["sum_received"], end["sum_received_bidir_reverse"]):
+                assert s["bytes"] > 10 << 20, s
+            where, cpu = poll_until(lambda: (lambda p: None if p[0]["spread"] else p)(
+                placed()), timeout=30, every=0.2, what="the workers back by queue")
+            assert where["changes"] == 2
+            assert cpu == {in0: (cpus[0], {cpus[0]}), out0: (cpus[0], {cpus[0]})}, cpu
+            out = lab.run(lab.gen_ns, "ping", "-c", "200", "-i", "0.002", "-W", "2", "-q",
+                          SINK_IP).stdout
+            assert " 200 received, 0% packet loss" in out, out
+            m = d.scrape()
+            assert m.value("xdpd_dropped_packets_total") == 0
+            assert m.value("xdpd_internal_errors_total") == 0
+            log = d.log()
+            assert "spreading the workers" in log and "workers back by queue" in log, log
+            assert "Traceback" not in log
+    finally:
+        lab.destroy()
 
 
 def iperf3(lab, *args: str) -> dict:
