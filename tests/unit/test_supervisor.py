@@ -15,6 +15,7 @@ from test_steering import FakeNic
 from test_wake import FakeCpus
 
 from xdpd import exitcodes
+from xdpd.cli.status import format_status
 from xdpd.config.schema import parse_config
 from xdpd.control import placement
 from xdpd.control import record as run_record
@@ -1369,6 +1370,7 @@ def test_adaptive_placement_moves_both_processes_and_a_replacement_starts_where_
     status = sup.status()
     assert [w["cpu"] for w in status["workers"]] == [0, 1]
     assert status["placement"] == {"mode": "adaptive", "spread": True, "changes": 1}
+    assert "placement: adaptive, spread now (1 change since start)" in format_status(status)
     # killed there, it comes back there: its standby was moved, a fresh
     # process is spawned with the CPU in its spec
     out0.standby.returncode = -9

@@ -47,6 +47,11 @@ def format_status(st: dict) -> str:
         for m in i.get("pass_to_kernel", []):
             lines.append(f"{'':<16}pass to kernel: {m}")
     lines.append("")
+    place = st.get("placement")
+    if place and place["mode"] == "adaptive":
+        lines.append(f"placement: adaptive, {'spread' if place['spread'] else 'by queue'} now "
+                     f"({place['changes']} change{'' if place['changes'] == 1 else 's'} "
+                     "since start)")
     lines.append(f"{'WORKER':<16}{'STATE':<10}{'CPU':>4}{'PID':>9}{'UPTIME':>9}"
                  f"{'RX pps':>12}{'TX pps':>12}{'DROP pps':>10}{'DROPS':>12}{'RESTARTS':>9}")
     for w in st["workers"]:
