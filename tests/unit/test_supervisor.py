@@ -1371,6 +1371,13 @@ def test_adaptive_placement_moves_both_processes_and_a_replacement_starts_where_
     assert [w["cpu"] for w in status["workers"]] == [0, 1]
     assert status["placement"] == {"mode": "adaptive", "spread": True, "changes": 1}
     assert "placement: adaptive, spread now (1 change since start)" in format_status(status)
+    from xdpd.control.metrics import XdpdCollector
+    served = {s.name: s for f in XdpdCollector(sup).collect() for s in f.samples}
+    assert served["xdpd_workers_spread"].value == 1
+    assert served["xdpd_placement_changes_total"].value == 1
+    assert {s.labels["netdev"]: s.value for f in XdpdCollector(sup).collect()
+            for s in f.samples if s.name == "xdpd_worker_busy_seconds_total"} == {
+        "in0": 100.0, "out0": 100.0}
     # killed there, it comes back there: its standby was moved, a fresh
     # process is spawned with the CPU in its spec
     out0.standby.returncode = -9

@@ -102,6 +102,10 @@ METRICS: tuple[Metric, ...] = (
            "CPU time of the worker's current process, by mode, as it reports it (about once "
            'a second)',
            WORKER + ('mode',)),
+    Metric('xdpd_worker_busy_seconds', 'counter',
+           'Time the worker spent in loop iterations that moved frames, its kicks\' '
+           'kernel work included (not its idle spinning): the forwarding load on its CPU',
+           WORKER),
     Metric('xdpd_ring_used_entries', 'gauge',
            "Entries on the socket's ring (as of the worker's last pause, at most 200 ms old)",
            WORKER + ('ring',)),
@@ -151,6 +155,14 @@ METRICS: tuple[Metric, ...] = (
            "(its workers received within the last seconds), 0 otherwise; one per CPU with "
            "workers",
            ('cpu',)),
+    Metric('xdpd_workers_spread', 'gauge',
+           '1 while the workers run on their spread CPUs (workers.placement: spread, or '
+           'adaptive while busy), 0 while by queue',
+           ()),
+    Metric('xdpd_placement_changes', 'counter',
+           'Moves of the workers between the by-queue and the spread layout '
+           '(workers.placement: adaptive)',
+           ()),
     Metric('xdpd_config_generation', 'gauge',
            '1 at start, +1 per applied reload',
            ()),

@@ -84,6 +84,7 @@ class XdpdCollector:
         started = family('xdpd_worker_start_time_seconds')
         restarts = family('xdpd_worker_restarts')
         cpu = family('xdpd_worker_cpu_seconds')
+        busy = family('xdpd_worker_busy_seconds')
         ring_used = family('xdpd_ring_used_entries')
         ring_size = family('xdpd_ring_size_entries')
         rule_p = family('xdpd_rule_packets')
@@ -106,6 +107,7 @@ class XdpdCollector:
             polls.add_metric(labels, s["busy_polls"])
             bad.add_metric(labels, s["bad_descs"])
             csum.add_metric(labels, s["csum_completed"])
+            busy.add_metric(labels, s["busy_ns"] / 1e9)
             up.add_metric(labels, 1 if w.state == "running" else 0)
             for st in WORKER_STATES:
                 state.add_metric(labels + [st], 1 if w.state == st else 0)
@@ -125,7 +127,8 @@ class XdpdCollector:
             for name, v in w.xsk.items():
                 xsk[name].add_metric(labels, v)
         yield from (rx_p, rx_b, rx_f, tx_p, tx_b, drops, handoff, direct, kicks, sleeps, polls,
-                    bad, csum, up, state, started, restarts, cpu, ring_used, ring_size, rule_p, rule_b)
+                    bad, csum, up, state, started, restarts, cpu, busy, ring_used, ring_size,
+                    rule_p, rule_b)
         yield from xsk.values()
 
     def _interfaces(self, snap) -> Iterator:
@@ -164,6 +167,8 @@ class XdpdCollector:
         for cpu in sorted({w.cpu for w in snap.workers}):
             held.add_metric([str(cpu)], int(cpu in snap.cpu_wake.get("held", ())))
         yield held
+        yield family('xdpd_workers_spread', value=int(snap.placement.get("spread", False)))
+        yield family('xdpd_placement_changes', value=snap.placement.get("changes", 0))
 
     def _reloads(self, snap) -> Iterator:
         reloads = family('xdpd_reloads')
