@@ -42,10 +42,10 @@ class Run:
 def test_a_busy_shared_cpu_spreads_its_workers_and_a_quiet_one_gathers_them():
     r = Run()
     assert r.cpus() == [0, 0]
-    r.run(SPREAD_AFTER_S + 0.5, 0.45, 0.45)        # 90 % of CPU 0 together
+    r.run(SPREAD_AFTER_S + 0.5, 0.5, 0.5)          # all of CPU 0 together
     assert r.placer.spread and r.cpus() == [0, 1]
     # spread, they stay as long as together they would not fit under GATHER_AT
-    r.run(30, 0.3, 0.3)
+    r.run(30, 0.35, 0.35)
     assert r.placer.spread and len(r.changes) == 1
     r.run(GATHER_AFTER_S + 0.5, 0.02, 0.01)         # a ping's worth
     assert not r.placer.spread and r.cpus() == [0, 0]
@@ -88,15 +88,15 @@ def test_workers_of_other_placements_never_move():
 
 def test_a_replacement_whose_counter_starts_again_is_not_read_as_idle_or_negative():
     r = Run()
-    r.run(1.0, 0.45, 0.45)
+    r.run(1.0, 0.5, 0.5)
     r.busy[1] = 0                               # a new worker in out0/q0's slot
-    r.run(0.5, 0.45, 0.45)                      # its first sample: below the last
+    r.run(0.5, 0.5, 0.5)                        # its first sample: below the last
     assert not r.changes and r.placer._since is None
-    r.run(SPREAD_AFTER_S + 0.5, 0.45, 0.45)
+    r.run(SPREAD_AFTER_S + 0.5, 0.5, 0.5)
     assert r.placer.spread
     # the same sample twice (no new snapshot) changes nothing
     assert not r.placer.update(r._sample(), r.now)
     # a worker removed by a reload is forgotten
     del r.plans[1]
-    r.run(1.0, 0.45)
+    r.run(1.0, 0.5)
     assert set(r.placer._last) == {0}

@@ -28,10 +28,13 @@ from xdpd.config.model import WorkerPlan
 # The workers sharing a CPU by queue take this much of it together, for
 # SPREAD_AFTER_S: spread.  Below GATHER_AT together for GATHER_AFTER_S:
 # by queue again.  The gap between the two keeps a load near either from
-# moving the workers back and forth.
-SPREAD_AT = 0.7
+# moving the workers back and forth.  In the 1-queue lab (2 CPUs): TCP
+# 1.1-1.6 s per second, ping at 10 kpps (about 28,000 exchanges a second)
+# 0.6, a UDP flood the client cannot push past 250 kpps 0.44, ping at
+# 1 kpps 0.03 (docs/PERFORMANCE.md, "Adaptive placement").
+SPREAD_AT = 0.9
 SPREAD_AFTER_S = 1.0
-GATHER_AT = 0.35
+GATHER_AT = 0.6
 GATHER_AFTER_S = 5.0
 
 log = logging.getLogger("xdpd.supervisor")
