@@ -261,6 +261,19 @@ def test_a_worker_on_its_queues_irq_cpu_warns():
         "move the IRQ (/proc/irq/N/smp_affinity_list)"]
 
 
+def test_a_worker_whose_spread_cpu_takes_its_queues_irq_warns_with_adaptive_placement():
+    # one queue each: by queue both on CPU 0; out0/q0 moves to CPU 1 while busy
+    host = FakeHost(queues={"in0": 1, "out0": 1}, irq_cpus={("out0", 0): {1}})
+    assert by_check(static_checks(config(), host), "napi") == [
+        "WARN out0/q0: worker CPU 1 (where adaptive placement moves it while busy) also takes "
+        "the queue's interrupts (NAPI); the worker and the NAPI poll take turns on one core; "
+        "pin the worker elsewhere (workers.cpus) or move the IRQ "
+        "(/proc/irq/N/smp_affinity_list)"]
+    by_queue = config(extra="workers:\n  placement: by_queue\n")
+    assert by_check(static_checks(by_queue, host), "napi") == [
+        "OK workers: no worker on its queue's IRQ CPU (2 workers)"]
+
+
 # --- live checks --------------------------------------------------------------
 
 def sample(uptime, verdicts, workers=None, owned=(0,)):

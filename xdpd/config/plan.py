@@ -171,12 +171,16 @@ def napi_placement(config, plans, host) -> list[tuple[object, str, str]]:
     polling = w.idle == "spin" or w.busy_poll
     out = []
     for plan in plans:
-        if plan.cpu not in host.queue_irq_cpus(plan.netdev, plan.queue):
+        irq = host.queue_irq_cpus(plan.netdev, plan.queue)
+        # with adaptive placement the worker also runs on its spread CPU
+        cpu = next((c for c in (plan.cpu, plan.spread_cpu) if c is not None and c in irq), None)
+        if cpu is None:
             continue
         what = ("it spins, so the NAPI poll only runs when the scheduler preempts it "
                 "and the rx ring overflows" if polling else
                 "the worker and the NAPI poll take turns on one core")
-        out.append((plan, f"worker CPU {plan.cpu} also takes the queue's interrupts (NAPI); "
+        where = "" if cpu == plan.cpu else " (where adaptive placement moves it while busy)"
+        out.append((plan, f"worker CPU {cpu}{where} also takes the queue's interrupts (NAPI); "
                           f"{what}",
                     "pin the worker elsewhere (workers.cpus) or move the IRQ "
                     "(/proc/irq/N/smp_affinity_list)"))
