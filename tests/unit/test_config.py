@@ -941,23 +941,21 @@ def test_plan_fanout_members_of_a_queue_owner_first_on_different_cpus():
     )
 
 
-def test_plan_by_queue_puts_the_kth_worker_of_every_interface_on_the_kth_cpu():
-    # one queue each on 4 CPUs: by_queue uses one CPU, spread two
+@pytest.mark.parametrize("placement, cpus, spread_cpus", [
+    ("by_queue", [0, 0], [None, None]),     # one CPU, and they stay
+    ("spread", [0, 1], [None, None]),       # two
+    ("adaptive", [0, 0], [0, 1]),           # one, and out0's spread CPU to move to
+])
+def test_plan_one_queue_each_on_four_cpus_by_placement(placement, cpus, spread_cpus):
     host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset(range(4)))
-    for placement, cpus in (("by_queue", [0, 0]), ("spread", [0, 1])):
-        config = parse(BASE + f"workers:\n  placement: {placement}\n")
-        plans = plan_workers(config, host)
-        assert [p.cpu for p in plans] == cpus
-        assert [p.spread_cpu for p in plans] == [None, None]    # they stay
+    plans = plan_workers(parse(BASE + f"workers:\n  placement: {placement}\n"), host)
+    assert [p.cpu for p in plans] == cpus
+    assert [p.spread_cpu for p in plans] == spread_cpus
+    assert [p.movable for p in plans] == [False, placement == "adaptive"]
 
 
-def test_plan_adaptive_starts_by_queue_and_knows_each_workers_spread_cpu():
-    config = parse(BASE)                # the default
-    assert config.workers.placement == "adaptive"
-    host = FakeHost(queues={"veth-a": 1, "veth-b": 1}, cpus=frozenset(range(4)))
-    plans = plan_workers(config, host)
-    assert [p.cpu for p in plans] == [0, 0]
-    assert [p.spread_cpu for p in plans] == [0, 1]
+def test_placement_is_adaptive_by_default():
+    assert parse(BASE).workers.placement == "adaptive"
 
 
 def test_plan_by_queue_with_explicit_cpus_queue_lists_and_fanout():

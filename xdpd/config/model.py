@@ -381,6 +381,11 @@ class WorkerPlan:
     spread_cpu: int | None = None
 
     @property
+    def movable(self) -> bool:
+        """Adaptive placement moves this worker to another CPU while busy."""
+        return self.spread_cpu is not None and self.spread_cpu != self.cpu
+
+    @property
     def lane(self) -> int:
         """Distinct per (queue, member) on the netdev; the fast path picks an
         egress worker with it."""

@@ -108,7 +108,7 @@ class Placer:
             self._last[wid] = (now, busy_ns)
             if plan.spread_cpu is None:
                 continue                # not adaptive: it stays
-            if plan.spread_cpu != plan.cpu:
+            if plan.movable:
                 relieved.add(plan.cpu)
             if last is None or now <= last[0] or busy_ns < last[1]:
                 continue                # a new worker, or a replacement that starts at 0

@@ -261,7 +261,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         if standby is not None and standby.poll() is None and self.ops.go(standby):
             self.ops.release(standby)
             proc = standby
-            if self.placer is not None and w.plan.spread_cpu not in (None, w.plan.cpu):
+            if self.placer is not None and w.plan.movable:
                 if not self.placer.pin(w, w.cpu, (proc,)):   # moved while starting
                     self.placer = None
             # a standby still starting up is still the quickest way back
