@@ -37,8 +37,8 @@ setup(
             # _fastpath.c is the one translation unit: it includes the others
             depends=[*("xdpd/datapath/" + f for f in (
                 "fastpath.h", "ring.h", "parse.h", "cbpf.h", "layout.h", "table.c", "control.c",
-                "port.h", "commit.c", "frames.c", "direct.c", "capture.c", "capctl.c", "rx.c", "chain.c", "loop.c",
-                "port.c")),
+                "port.h", "commit.c", "frames.c", "direct.c", "capture.c", "capctl.c", "rx.c",
+                "chain.c", "loop.c", "port.c", "hosting.c")),
                 "bpf/rr_redirect.h"],
         ),
         Extension(

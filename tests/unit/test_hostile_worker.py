@@ -158,7 +158,7 @@ def test_a_worker_cannot_write_the_tables_area():
         # struct fp_tables_area: magic, version, then (a cache line on)
         # active_table and the generation
         magic, version = struct.unpack_from("<QI", ro, 0)
-        assert (magic, version) == (0x7864706463746c31, 12)
+        assert (magic, version) == (0x7864706463746c31, 13)
         drop = {"action": "drop", "egress": [], "match": None, "id": 0}
         assert sup.write_table([[drop]]) == 1
         assert struct.unpack_from("<I4xQ", ro, 64) == (1, 1)

@@ -24,6 +24,7 @@ from xdpd.control.snapshot import worker_stats
 from xdpd.control.supervisor import BACKOFF_S, Supervisor
 from xdpd.control.workers import WorkerState
 from xdpd.datapath import _fastpath
+from xdpd.datapath.hosted import SIGHOSTING
 from xdpd.datapath.umem import UmemGeometry
 from xdpd.kernel.ethtool import Ethtool
 from xdpd.kernel.xsk import XskError
@@ -129,6 +130,7 @@ class FakeSocket:
     def __init__(self, ops, netdev, ifindex, queue):
         self.ops, self.netdev, self.queue = ops, netdev, queue
         self.fd = next(ops.fds)
+        self.ino = 7_000_000 + self.fd     # a socket's inode: one per socket
         self.closed = False
 
     def register_umem(self, addr, length, frame_size):
@@ -175,12 +177,34 @@ class FakeControl:
         self.places = {}            # worker id -> what set_worker() said
         self.rx_packets = [0] * n   # what a test says a worker received
         self.busy_ns = [0] * n      # and how long it was busy forwarding
+        self.host = [None] * n      # hosting: who should run each slot's port...
+        self.runner = [None] * n    # ...and who runs it (as the workers would claim it)
+        self.nworkers = n
+        self.stuck_runner = False   # a host that never lets go of a port
+        self.socket_inos = {}       # worker id -> its socket's inode, as set_worker() said
 
     def set_worker(self, i, netdev, queue, ifindex, lane=None, owner=None, members=(),
-                   direct=()):
+                   direct=(), xsk_ino=0):
         self.places[i] = {"lane": queue if lane is None else lane,
                           "owner": i if owner is None else owner, "members": list(members),
                           "direct": list(direct)}
+        self.socket_inos[i] = xsk_ino
+
+    def hosting(self, i):
+        return self.host[i], self.runner[i]
+
+    def set_host(self, i, host):
+        """The workers' processes settle at once (hosted.py), unless a test
+        holds the host's (stuck_runner)."""
+        self.host[i] = host
+        if not self.stuck_runner:
+            self.runner[i] = i if host is None else host
+
+    def claim(self, i, expected, new):
+        if self.runner[i] != expected:
+            return False
+        self.runner[i] = new
+        return True
 
     def write_table(self, table, complete_checksums=(), direct_ok=None):
         self.table = table
@@ -254,6 +278,9 @@ class FakeProc:
         return self.returncode
 
     def send_signal(self, sig):
+        if sig == SIGHOSTING:       # a worker's loop settles its ports (hosted.py)
+            self.ops.hosting_signals.append((self.spec["netdev"], self.spec["queue"]))
+            return
         self.ops.journal.append(("signal", self.spec["netdev"], self.spec["queue"], int(sig)))
         self.returncode = -int(sig)
 
@@ -282,6 +309,7 @@ class FakeOps:
         self.prog_infos = {}        # prog id -> (name, tag), default: ours
         self.cpus = FakeCpus()      # the CPUs' wake-up latency caps
         self.pin_refused = False    # sched_setaffinity() answers EPERM (no CAP_SYS_NICE)
+        self.hosting_signals = []   # (netdev, queue) of each SIGHOSTING sent
 
     def ethtool(self):
         return Ethtool(self.nic)

@@ -59,5 +59,6 @@ def format_status(st: dict) -> str:
         lines.append(f"{w['name']:<16}{w['state']:<10}{w['cpu']:>4}{w['pid'] or '-':>9}"
                      f"{duration(w['uptime_seconds']):>9}{w['rx_pps']:>12,.0f}"
                      f"{w['tx_pps']:>12,.0f}{w['drop_pps']:>10,.0f}{drops:>12,}"
-                     f"{w['restarts']:>9}")
+                     f"{w['restarts']:>9}"
+                     + (f"  (port run by {w['hosted_by']})" if w.get("hosted_by") else ""))
     return "\n".join(lines)

@@ -284,6 +284,10 @@ class WorkersConfig:
     # its own on the egress queue (one wake-up per hop, not two); false:
     # hands it to the egress queue's worker
     direct_tx: bool = True
+    # the workers placed on one CPU by queue run in one process while they
+    # share it: one loop and one poll() for their ports, no switch between
+    # processes per packet (control/hosting.py); false: a process each
+    share_process: bool = True
     busy_poll_usecs: int = 20   # SO_BUSY_POLL
     busy_poll_budget: int = 64  # SO_BUSY_POLL_BUDGET
     user: str = "nobody"        # workers and standbys run as this user...

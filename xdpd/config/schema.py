@@ -616,6 +616,7 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
     idle = _choice(errs, "workers.idle", section.get("idle", d.idle), IDLE)
     busy_poll = _bool(errs, "workers.busy_poll", section.get("busy_poll", d.busy_poll))
     direct_tx = _bool(errs, "workers.direct_tx", section.get("direct_tx", d.direct_tx))
+    share = _bool(errs, "workers.share_process", section.get("share_process", d.share_process))
     usecs = _int_in(errs, "workers.busy_poll_usecs",
                     section.get("busy_poll_usecs", d.busy_poll_usecs), 1, 10000)
     budget = _int_in(errs, "workers.busy_poll_budget",
@@ -652,7 +653,8 @@ def _workers(errs: _Errors, section: dict | None) -> WorkersConfig | None:
     return WorkersConfig(cpus=cpus, placement=placement, batch_size=batch_size, idle=idle,
                          busy_poll=busy_poll, busy_poll_usecs=usecs, busy_poll_budget=budget,
                          tx_budget=tx_budget, user=user, group=group, direct_tx=direct_tx,
-                         cpu_wake_latency_us=wake_latency, sched_slice_us=slice_us)
+                         cpu_wake_latency_us=wake_latency, sched_slice_us=slice_us,
+                         share_process=share)
 
 
 def _umem(errs: _Errors, section: dict | None) -> UmemConfig | None:

@@ -60,7 +60,11 @@ class Reloading:
             elif plan.empty:
                 outcome, message = "unchanged", "nothing to change"
             else:
-                self._apply(plan, new)
+                self.hosting.release_all(self.workers)     # each port with its own process
+                try:
+                    self._apply(plan, new)
+                finally:
+                    self.hosting.resume()
                 outcome, message = "applied", "; ".join(changes)
         except ConfigError as e:
             outcome, message = "invalid", str(e)
@@ -252,6 +256,8 @@ class Reloading:
         self.free_slots.append(w.id)
         self.free_slots.sort()
         self._snapshots.forget(w.id)          # a new worker in the slot starts its own rates
+        for h in self.hosting.removed(w, self.workers):
+            self.dismiss_standby(h)           # it holds w's socket; the next one will not
 
     def _close_direct(self, w: Worker) -> None:
         """w is gone: its own direct sockets close (what they sent stays

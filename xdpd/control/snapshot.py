@@ -56,6 +56,7 @@ class WorkerView:
     rules: tuple                    # (ForwardRule, packets, bytes) per rule of its netdev
     direct_sockets: tuple[str, ...]
     usage: dict | None              # CPU and memory it reported of itself
+    hosted_by: str | None = None    # the worker whose process runs its port (hosting.py)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class Snapshot:
             "bad_descriptors": w.stats["bad_descs"],
             "checksums_completed": w.stats["csum_completed"],
             "direct_tx_packets": w.stats["direct_tx_packets"],
-            "direct_sockets": list(w.direct_sockets),
+            "direct_sockets": list(w.direct_sockets), "hosted_by": w.hosted_by,
             "rings": dict(w.rings)} for w in self.workers]
         interfaces = [{
             "name": i.name, "ifindex": i.ifindex, "xdp_mode": i.xdp_mode,
@@ -278,7 +279,8 @@ class Snapshotter:
                 rings=umem_control.ring_use(w.id), rules=counted,
                 direct_sockets=tuple(f"{d.netdev}/q{d.queue}" for d in w.direct
                                      if d.socket is not None),
-                usage=sup.worker_usage(w.id, w.proc.pid) if w.proc is not None else None))
+                usage=sup.worker_usage(w.id, w.proc.pid) if w.proc is not None else None,
+                hosted_by=getattr(sup.hosting.hosted_by(w), "name", None)))
         for wid in set(self._samples) - all_stats.keys():
             del self._samples[wid]              # gone: its samples with it
         interfaces = tuple(InterfaceView(

@@ -236,6 +236,7 @@ class Startup:
             self.umem = self.ops.create_umem(geo, self.config.umem.hugepages)
         except OSError as e:
             raise SetupError(f"allocate UMEM ({geo.size} bytes) and control area: {e}") from None
+        self.hosting.control = self.umem.control
         log.info("UMEM %.1f MiB (%d frames x %d B, %d worker slots, %d spare) on %s; "
                  "control area %.1f MiB", geo.size / 2**20, geo.frames, geo.frame_size,
                  slots, slots - len(plans), self.umem.backing, self.umem.ctl_region.size / 2**20)
@@ -296,6 +297,24 @@ class Startup:
         return sorted((x for x in self.workers if x.plan.netdev == w.plan.netdev and
                        x.plan.queue == w.plan.queue), key=lambda x: x.plan.member)
 
+    def _open_queues(self, workers: list[Worker]) -> None:
+        """Socket into XSKMAP: from here on the queue's packets go to its worker."""
+        for w in workers:
+            self.interface(w.plan.netdev).program.set_socket(w.plan.queue, w.socket.fd,
+                                                             member=w.plan.member)
+
+    def _close_queues(self, workers: list[Worker], disown: bool = False) -> None:
+        """Socket out of XSKMAP; with disown, the queue is no longer xdpd's
+        either (first, so that it goes to the kernel, not to the fallback)."""
+        for w in workers:
+            iface = self.interface(w.plan.netdev)
+            try:
+                if disown:
+                    iface.program.set_queue(w.plan.queue, owned=False)
+                iface.program.clear_socket(w.plan.queue, member=w.plan.member)
+            except OSError as e:
+                log.warning("%s: removing socket from XSKMAP failed: %s", w.name, e)
+
     def _link_groups(self, workers: list[Worker]) -> None:
         """Tell the fast path each new worker's place (before it starts):
         its lane (which egress it picks), and in a fanout group the owner
@@ -307,7 +326,8 @@ class Startup:
             self.umem.control.set_worker(w.id, w.netdev_index, w.plan.queue,
                                          self.interface(w.plan.netdev).ifindex,
                                          lane=w.plan.lane, owner=owner.id, members=members,
-                                         direct=[d.owner for d in w.direct])
+                                         direct=[d.owner for d in w.direct],
+                                         xsk_ino=w.socket.ino)
 
     def _direct_targets(self, w: Worker) -> list[Worker]:
         """The queue owners w sends to on direct sockets: on each other

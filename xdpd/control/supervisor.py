@@ -63,6 +63,7 @@ from xdpd.config.plan import plan_workers
 from xdpd.control.apply import Reloading
 from xdpd.control.capture import COMMANDS as CAPTURE_COMMANDS
 from xdpd.control.capture import Capturing
+from xdpd.control.hosting import Hosting, direct_fds
 from xdpd.control.metrics import serve
 from xdpd.control.ops import SetupError, StopRequested, SystemOps
 from xdpd.control.placement import Placer
@@ -98,7 +99,7 @@ LOOP_ERROR_PAUSE_S = 0.05           # after a failed loop turn: no busy spin
 # loop and the loop itself
 INTERNAL_ERROR_PLACES = ("spawn", "spawn_standby", "metrics", "watchdog", "reap", "replace",
                          "reload", "control", "capture", "sample", "loop", "signal",
-                         "placement")
+                         "placement", "hosting")
 RELOAD_RESULTS = ("applied", "unchanged", "invalid", "refused", "failed")
 READ_ONLY_COMMANDS = ("status",)    # what control.status_group's members may ask
 
@@ -163,6 +164,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         # workers.placement adaptive: by queue or spread, from their busy time
         self.placer = (Placer(self.ops, self.note_internal_error)
                        if config.workers.placement == "adaptive" else None)
+        self.hosting = Hosting(config, None, self.signal)   # control: the UMEM's, once made
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # failures the daemon survives, by where (xdpd_internal_errors_total);
         # also counted from the metrics thread, hence the lock
@@ -249,8 +251,9 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
             busy_poll=self.config.workers.busy_poll,
             budget_us=WORKER_BUDGET_US, parent_pid=os.getpid(), name=w.name,
             uid=self.worker_uid, gid=self.worker_gid,
-            direct_fds=tuple(d.socket.fd if d.socket is not None else -1 for d in w.direct),
-            max_segs=self.max_segs, sched_slice_us=self.config.workers.sched_slice_us or 0)
+            direct_fds=direct_fds(w), max_segs=self.max_segs,
+            sched_slice_us=self.config.workers.sched_slice_us or 0,
+            guests=self.hosting.guest_specs(w, self.workers, self.max_segs))
 
     def spawn_worker(self, w: Worker) -> None:
         """Start w's process: its standby takes over if it has one, else a
@@ -261,6 +264,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         if standby is not None and standby.poll() is None and self.ops.go(standby):
             self.ops.release(standby)
             proc = standby
+            self.hosting.took_over(w)
             if self.placer is not None and w.plan.movable:
                 if not self.placer.pin(w, w.cpu, (proc,)):   # moved while starting
                     self.placer = None
@@ -273,6 +277,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
             spec = self.worker_spec(w)
             proc = self.ops.spawn(["xdpd.datapath.worker", w.name],
                                   spec.to_json() + "\ngo\n", spec.fds())
+            self.hosting.spawning(w, self.workers, standby=False)
             how = "spawned pid %d" % proc.pid
         w.proc = proc
         w.started_at = time.monotonic()
@@ -285,6 +290,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         spec = self.worker_spec(w)
         w.standby = self.ops.spawn(["xdpd.datapath.worker", w.name], spec.to_json() + "\n",
                                    spec.fds(), standby=True)
+        self.hosting.spawning(w, self.workers, standby=True)
         log.debug("%s: standby pid %d", w.name, w.standby.pid)
 
     def dismiss_standby(self, w: Worker) -> None:
@@ -334,24 +340,6 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
                 raise StopRequested()
             if pending:
                 time.sleep(0.01)
-
-    def _open_queues(self, workers: list[Worker]) -> None:
-        """Socket into XSKMAP: from here on the queue's packets go to its worker."""
-        for w in workers:
-            self.interface(w.plan.netdev).program.set_socket(w.plan.queue, w.socket.fd,
-                                                             member=w.plan.member)
-
-    def _close_queues(self, workers: list[Worker], disown: bool = False) -> None:
-        """Socket out of XSKMAP; with disown, the queue is no longer xdpd's
-        either (first, so that it goes to the kernel, not to the fallback)."""
-        for w in workers:
-            iface = self.interface(w.plan.netdev)
-            try:
-                if disown:
-                    iface.program.set_queue(w.plan.queue, owned=False)
-                iface.program.clear_socket(w.plan.queue, member=w.plan.member)
-            except OSError as e:
-                log.warning("%s: removing socket from XSKMAP failed: %s", w.name, e)
 
     def _start_control(self) -> None:
         path = self.config.control.socket
@@ -462,6 +450,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
                             ("control", self._serve_control), ("capture", self.expire_captures),
                             ("sample", self._take_snapshot), ("wake", self._hold_busy_cpus),
                             ("placement", self._place_workers),
+                            ("hosting", lambda: self.hosting.update(self.workers)),
                             ("watchdog", self._watchdog)):
             try:
                 step()
@@ -557,6 +546,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
                 continue
             lived = now - w.started_at
             code = w.proc.returncode
+            self.hosting.forget(w, self.workers)
             booted = w.state == WorkerState.RUNNING or self._reports_running(w)
             w.proc = None
             quick = not booted or lived < QUICK_DEATH_S

@@ -64,6 +64,7 @@
  *   direct.c   direct transmission (direct_*)
  *   capture.c  capture: the armed slots, a frame into a capture ring
  *   capctl.c   the Control object's capture methods (arm, read)
+ *   hosting.c  the Control object's hosting methods (set_host, claim)
  *   rx.c       step 4, the RX ring: the receive paths
  *   chain.c    descriptor chains (multi-buffer): their receive path and
  *              their fwd ring entries onto the TX ring; port_receive()
@@ -124,6 +125,7 @@
 #include "direct.c"
 #include "capture.c"
 #include "capctl.c"
+#include "hosting.c"
 #include "rx.c"
 #include "chain.c"
 #include "loop.c"
@@ -339,6 +341,7 @@ static PyObject *fp_module_create(struct PyModuleDef *def)
 	PyModule_AddIntConstant(m, "STATE_DRAINING", FP_STATE_DRAINING);
 	PyModule_AddIntConstant(m, "MAX_NETDEVS", FP_MAX_NETDEVS);
 	PyModule_AddIntConstant(m, "MAX_WORKERS", FP_MAX_WORKERS);
+	PyModule_AddIntConstant(m, "MAX_HOSTED", FP_MAX_HOSTED);
 	PyModule_AddIntConstant(m, "MAX_CAPTURES", FP_MAX_CAPTURES);
 	PyModule_AddIntConstant(m, "CAPTURE_RING", FP_CAPTURE_RING);
 	PyModule_AddIntConstant(m, "CAP_RX", FP_CAP_RX);

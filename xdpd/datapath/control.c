@@ -338,15 +338,16 @@ static int slot_ids(ControlObject *self, PyObject *seq, unsigned int i, const ch
 static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"i", "netdev", "queue", "ifindex", "lane", "owner",
-				 "members", "direct", NULL};
+				 "members", "direct", "xsk_ino", NULL};
 	unsigned int i, netdev, queue, ifindex, lane = UINT32_MAX, owner = UINT32_MAX;
+	unsigned long long xsk_ino = 0;
 	PyObject *members = NULL, *direct = NULL, *seq;
 	uint16_t ids[FP_MAX_FANOUT], dids[FP_MAX_DIRECT];
 	Py_ssize_t n = 0, nd = 0;
 	struct fp_assign *w;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "IIII|IIOO", kwlist, &i, &netdev, &queue,
-					 &ifindex, &lane, &owner, &members, &direct))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "IIII|IIOOK", kwlist, &i, &netdev, &queue,
+					 &ifindex, &lane, &owner, &members, &direct, &xsk_ino))
 		return NULL;
 	if (ctl_check_worker(self, i) || ctl_check_writer(self))
 		return NULL;
@@ -399,6 +400,7 @@ static PyObject *Control_set_worker(ControlObject *self, PyObject *args, PyObjec
 	w->owner = owner;
 	memcpy(w->members, ids, n * sizeof(ids[0]));
 	w->n_members = (uint32_t)n;
+	__atomic_store_n(&w->xsk_ino, (uint64_t)xsk_ino, __ATOMIC_RELEASE);
 	Py_RETURN_NONE;
 }
 
@@ -688,6 +690,10 @@ static PyGetSetDef Control_getset[] = {
 
 /* capctl.c */
 static PyObject *Control_capture_arm(ControlObject *self, PyObject *args);
+static PyObject *Control_hosting(ControlObject *self, PyObject *args);
+static PyObject *Control_set_host(ControlObject *self, PyObject *args);
+static PyObject *Control_claim(ControlObject *self, PyObject *args);
+static PyObject *Control_socket_ino(ControlObject *self, PyObject *args);
 static PyObject *Control_capture_disarm(ControlObject *self, PyObject *args);
 static PyObject *Control_capture_counts(ControlObject *self, PyObject *args);
 static PyObject *Control_capture_read(ControlObject *self, PyObject *args);
@@ -697,7 +703,8 @@ static PyMethodDef Control_methods[] = {
 	 "format(nworkers, frames_per_worker, frame_size, ring_entries)"},
 	{"set_worker", (PyCFunction)(void (*)(void))Control_set_worker,
 	 METH_VARARGS | METH_KEYWORDS,
-	 "set_worker(i, netdev, queue, ifindex, lane=queue, owner=i, members=())"},
+	 "set_worker(i, netdev, queue, ifindex, lane=queue, owner=i, members=(), direct=(), "
+	 "xsk_ino=0)"},
 	{"write_table", (PyCFunction)(void (*)(void))Control_write_table,
 	 METH_VARARGS | METH_KEYWORDS,
 	 "write_table(rules_by_netdev, complete_checksums=()) -> generation"},
@@ -706,6 +713,10 @@ static PyMethodDef Control_methods[] = {
 	{"rule_stats", (PyCFunction)Control_rule_stats, METH_VARARGS,
 	 "rule_stats(i) -> (packets, bytes) by position in the netdev's rule list"},
 	{"worker_liveness", (PyCFunction)Control_worker_liveness, METH_VARARGS, NULL},
+	{"hosting", (PyCFunction)Control_hosting, METH_VARARGS, NULL},
+	{"set_host", (PyCFunction)Control_set_host, METH_VARARGS, NULL},
+	{"claim", (PyCFunction)Control_claim, METH_VARARGS, NULL},
+	{"socket_ino", (PyCFunction)Control_socket_ino, METH_VARARGS, NULL},
 	{"generation", (PyCFunction)Control_generation, METH_NOARGS, NULL},
 	{"ring_use", (PyCFunction)Control_ring_use, METH_VARARGS,
 	 "ring_use(i) -> entries on the rx, tx, fill and completion rings"},

@@ -99,7 +99,7 @@
 #include <linux/filter.h>
 
 #define FP_MAGIC		0x7864706463746c31ULL	/* "xdpdctl1" */
-#define FP_VERSION		12	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
+#define FP_VERSION		13	/* 2: fp_stats.busy_polls; 3: ring use, slots, drain;
 					 * 4: commit record, too_long, bad_descs;
 					 * 5: rules per netdev with matches, rule counters;
 					 * 6: fp_rule.vlan_op, VLAN push/pop;
@@ -111,7 +111,8 @@
 					 * 10: descriptor chains (chain_invalid,
 					 *    fp_stats.rx_frags, tx_descs);
 					 * 11: capture slots and rings;
-					 * 12: fp_stats.busy_ns */
+					 * 12: fp_stats.busy_ns;
+					 * 13: fp_worker.host, runner */
 #define FP_CACHELINE		64
 #define FP_MAX_WORKERS		256
 #define FP_MAX_NETDEVS		64
@@ -121,6 +122,8 @@
 #define FP_MAX_FANOUT		16	/* workers sharing one queue (config.MAX_FANOUT,
 					 * XDPD_MAX_FANOUT in bpf/rr_redirect.h) */
 
+#define FP_MAX_HOSTED		8	/* slots one worker process may host
+					 * besides its own */
 #define FP_MAX_DIRECT		8	/* egress queues one worker transmits on
 					 * itself, a TX socket of its own on each
 					 * (direct.c, "Direct transmission") */
@@ -301,6 +304,9 @@ struct fp_assign {
 	 * rings, whose COMPLETION ring gives the frames back. */
 	uint32_t n_direct;
 	uint16_t direct[FP_MAX_DIRECT];
+	/* the inode of the slot's AF_XDP socket: a process hosting the slot
+	 * (fp_worker.host) runs its port only on that socket; 0: free */
+	uint64_t xsk_ino;
 };
 
 struct fp_worker {
@@ -313,6 +319,14 @@ struct fp_worker {
 	/* set by the worker before it blocks; producers that see it set
 	 * clear it and write the worker's eventfd */
 	FP_ALIGNED uint32_t sleeping;
+
+	/* Hosting (docs/ARCHITECTURE.md): host, set by the supervisor, is the
+	 * slot whose process should run this slot's port; runner is the slot
+	 * whose process runs it now, taken and given up by compare-and-swap
+	 * (Control.claim), so that never two processes run one port.  Both
+	 * are a slot id + 1; 0: its own process (host), nobody (runner). */
+	FP_ALIGNED uint32_t host;
+	uint32_t runner;
 
 	/* written by the worker, read by the supervisor and a replacement */
 	FP_ALIGNED struct fp_commit commit;

@@ -171,9 +171,12 @@ static void ctl_reset_slot(const struct ctl_view *v, uint32_t i)
 	ctl_assign(v, i)->n_members = 0;
 	ctl_assign(v, i)->n_direct = 0;
 	ctl_assign(v, i)->lane = 0;
+	ctl_assign(v, i)->xsk_ino = 0;
 	wk->heartbeat_ns = 0;
 	wk->pid = 0;
 	wk->table_generation = 0;
+	wk->host = 0;
+	wk->runner = 0;
 	__atomic_store_n(&wk->state, FP_STATE_NONE, __ATOMIC_RELEASE);
 }
 

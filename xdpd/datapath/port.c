@@ -59,27 +59,42 @@ static void rings_publish(PortObject *p)
 	__atomic_store_n(&u->comp, ring_used(&p->comp), __ATOMIC_RELAXED);
 }
 
-/* Block until there is input, a signal, or timeout_ms.  Returns -1 on a
- * signal (EINTR), so that Python runs its handlers. */
-static int port_sleep(PortObject *p, int timeout_ms)
+/*
+ * Several ports in one process.  A worker process runs its own port, and
+ * the ports of the slots it hosts (workers.share_process: the slots that
+ * share its CPU, docs/ARCHITECTURE.md "Hosting"): one loop over all of
+ * them, one adaptive spin, one poll() over all their descriptors.  The
+ * first port is the process's own; its spin state is the loop's.
+ */
+#define MAX_RUN_PORTS (1 + FP_MAX_HOSTED)
+
+/* Block until any port has input, a signal, or timeout_ms.  Returns -1 on
+ * a signal (EINTR), so that Python runs its handlers. */
+static int ports_sleep(PortObject **ps, uint32_t n, int timeout_ms)
 {
-	struct pollfd fds[2] = {
-		{ .fd = p->xsk_fd, .events = POLLIN },
-		{ .fd = p->efd, .events = POLLIN },
-	};
+	struct pollfd fds[2 * MAX_RUN_PORTS];
+	bool input = false;
 	int ret = 0;
 
-	__atomic_store_n(&p->me->sleeping, 1, __ATOMIC_SEQ_CST);
-	if (!port_has_input(p)) {
-		p->st.sleeps++;
-		ret = poll(fds, 2, timeout_ms);
+	for (uint32_t i = 0; i < n; i++) {
+		fds[2 * i] = (struct pollfd){ .fd = ps[i]->xsk_fd, .events = POLLIN };
+		fds[2 * i + 1] = (struct pollfd){ .fd = ps[i]->efd, .events = POLLIN };
+		__atomic_store_n(&ps[i]->me->sleeping, 1, __ATOMIC_SEQ_CST);
 	}
-	__atomic_store_n(&p->me->sleeping, 0, __ATOMIC_SEQ_CST);
-	if (ret > 0 && (fds[1].revents & POLLIN)) {
-		uint64_t v;
+	for (uint32_t i = 0; i < n && !input; i++)
+		input = port_has_input(ps[i]);
+	if (!input) {
+		ps[0]->st.sleeps++;
+		ret = poll(fds, 2 * n, timeout_ms);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		__atomic_store_n(&ps[i]->me->sleeping, 0, __ATOMIC_SEQ_CST);
+		if (ret > 0 && (fds[2 * i + 1].revents & POLLIN)) {
+			uint64_t v;
 
-		if (read(p->efd, &v, sizeof(v)) < 0) {
-			/* EAGAIN: a concurrent reader drained it; fine */
+			if (read(ps[i]->efd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: a concurrent reader drained it; fine */
+			}
 		}
 	}
 	if (ret < 0 && errno == EINTR)
@@ -118,39 +133,74 @@ static inline void spin_learn(PortObject *p, bool hit, uint64_t gap)
 	}
 }
 
-/* run(budget_us) -> 0 when the budget ran out, 1 when a signal arrived */
-static PyObject *Port_run(PortObject *p, PyObject *args)
+/* One step of every port; what moved.  A port's busy time is the wall
+ * time of its own steps that moved frames. */
+static uint32_t ports_step(PortObject **ps, uint32_t n, uint64_t *now)
 {
-	unsigned long long budget_us;
-	uint64_t start, now, deadline;
-	int result = 0;
-	uint32_t idle = 0;
+	uint32_t work = 0;
 
-	if (!PyArg_ParseTuple(args, "K", &budget_us))
-		return NULL;
-	if (!p->umem) {
-		PyErr_SetString(PyExc_ValueError, "port is closed");
-		return NULL;
-	}
-	start = now_ns();
-	deadline = start + budget_us * 1000ULL;
-	__atomic_store_n(&p->me->state, p->draining ? FP_STATE_DRAINING : FP_STATE_RUNNING,
-			 __ATOMIC_RELEASE);
-	now = start;
-	for (;;) {
-		uint64_t before = now;
-		uint32_t work = port_step(p);
+	for (uint32_t i = 0; i < n; i++) {
+		PortObject *p = ps[i];
+		uint64_t before = *now;
+		uint32_t w = port_step(p);
 
 		if (p->n_direct && !(p->st.loops & 4095))
 			direct_retire(p);
-		now = now_ns();
-		if (work) {
-			p->st.busy_ns += now - before;
+		if (w) {
+			*now = now_ns();
+			p->st.busy_ns += *now - before;
+			p->direct_naps = 0;
+			work += w;
+		}
+	}
+	if (!work)
+		*now = now_ns();
+	return work;
+}
+
+/* Before a sleep: each port's counters committed and published, and the
+ * longest the loop may sleep (1 ms while frames are out in the kernel's TX
+ * path or lent to a peer: they come back without waking us; so do others'
+ * sent on our queue directly). */
+static int ports_settle(PortObject **ps, uint32_t n, uint64_t now, uint64_t deadline)
+{
+	int ms = (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
+
+	for (uint32_t i = 0; i < n; i++) {
+		PortObject *p = ps[i];
+
+		if (p->n_tx || p->n_handoff || port_tx_inflight(p) ||
+		    (p->n_dsrc && direct_inflight(p)))
+			ms = 1;
+		if (p->n_direct) {
+			if (direct_lent(p) && p->direct_naps++)
+				direct_wake_owners(p);
+			direct_retire(p);
+		}
+		port_commit(p);		/* the counters, fresh for a scrape */
+		rings_publish(p);
+		__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
+	}
+	return ms;
+}
+
+/* The loop of Port.run: until the deadline or a signal (1) */
+static int ports_run(PortObject **ps, uint32_t n, uint64_t budget_us)
+{
+	PortObject *p = ps[0];		/* the spin is the process's own port's */
+	uint64_t now = now_ns(), deadline = now + budget_us * 1000ULL;
+	uint32_t idle = 0;
+	int result = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		__atomic_store_n(&ps[i]->me->state, ps[i]->draining ? FP_STATE_DRAINING :
+				 FP_STATE_RUNNING, __ATOMIC_RELEASE);
+	for (;;) {
+		if (ports_step(ps, n, &now)) {
 			if (idle && !p->slept && p->spin_max_ns && p->last_work_ns)
 				spin_learn(p, true, now - p->last_work_ns);
 			idle = 0;
 			p->slept = false;
-			p->direct_naps = 0;
 			p->last_work_ns = now;
 		} else if (!p->spin && ++idle > 8 && !p->slept &&
 			   now - p->last_work_ns < p->spin_ns) {
@@ -162,35 +212,64 @@ static PyObject *Port_run(PortObject *p, PyObject *args)
 			if (p->spin_max_ns && !p->slept)
 				spin_learn(p, false, 0);
 			p->slept = true;
-			/* Frames still out in the kernel's TX path, or lent to
-			 * a peer, come back without waking us: look again soon.
-			 * So do others' sent on our queue directly. */
-			int ms = (p->n_tx || p->n_handoff || port_tx_inflight(p) ||
-				  (p->n_dsrc && direct_inflight(p))) ? 1 :
-				 (int)((deadline > now ? deadline - now : 0) / 1000000ULL) + 1;
-
-			if (p->n_direct) {
-				if (direct_lent(p) && p->direct_naps++)
-					direct_wake_owners(p);
-				direct_retire(p);
-			}
-
-			port_commit(p);		/* the counters, fresh for a scrape */
-			rings_publish(p);
-			__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
-			if (port_sleep(p, ms) < 0) {
+			if (ports_sleep(ps, n, ports_settle(ps, n, now, deadline)) < 0) {
 				result = 1;
 				break;
 			}
 			now = now_ns();
 		}
-		__atomic_store_n(&p->me->heartbeat_ns, now, __ATOMIC_RELAXED);
+		for (uint32_t i = 0; i < n; i++)
+			__atomic_store_n(&ps[i]->me->heartbeat_ns, now, __ATOMIC_RELAXED);
 		if (now >= deadline)
 			break;
 	}
-	port_commit(p);
-	rings_publish(p);
-	return PyLong_FromLong(result);
+	for (uint32_t i = 0; i < n; i++) {
+		port_commit(ps[i]);
+		rings_publish(ps[i]);
+	}
+	return result;
+}
+
+/* run(budget_us, hosted=()) -> 0 when the budget ran out, 1 when a signal
+ * arrived; hosted: the Ports of the slots this process hosts, run in the
+ * same loop */
+static PyObject *Port_run(PortObject *p, PyObject *args)
+{
+	unsigned long long budget_us;
+	PyObject *hosted = NULL, *seq;
+	PortObject *ps[MAX_RUN_PORTS] = { p };
+	uint32_t n = 1;
+
+	if (!PyArg_ParseTuple(args, "K|O", &budget_us, &hosted))
+		return NULL;
+	if (hosted) {
+		seq = PySequence_Fast(hosted, "hosted must be a sequence of Ports");
+		if (!seq)
+			return NULL;
+		if (PySequence_Fast_GET_SIZE(seq) > FP_MAX_HOSTED) {
+			Py_DECREF(seq);
+			return PyErr_Format(PyExc_ValueError, "at most %d hosted ports",
+					    FP_MAX_HOSTED);
+		}
+		for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+			PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+
+			if (!PyObject_TypeCheck(o, &PortType) || o == (PyObject *)p) {
+				Py_DECREF(seq);
+				PyErr_SetString(PyExc_TypeError, "hosted: other Ports only");
+				return NULL;
+			}
+			ps[n++] = (PortObject *)o;
+		}
+		Py_DECREF(seq);	/* the caller's sequence keeps the Ports */
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (!ps[i]->umem) {
+			PyErr_SetString(PyExc_ValueError, "port is closed");
+			return NULL;
+		}
+	}
+	return PyLong_FromLong(ports_run(ps, n, budget_us));
 }
 
 /* rx_empty() -> True when nothing waits on the RX ring */
@@ -655,7 +734,7 @@ static int Port_init(PortObject *p, PyObject *args, PyObject *kw)
 
 static PyMethodDef Port_methods[] = {
 	{"run", (PyCFunction)Port_run, METH_VARARGS,
-	 "run(budget_us) -> 0 (budget used) or 1 (interrupted by a signal)"},
+	 "run(budget_us, hosted=()) -> 0 (budget used) or 1 (interrupted by a signal)"},
 	{"heartbeat", (PyCFunction)Port_heartbeat, METH_NOARGS, NULL},
 	{"report_usage", (PyCFunction)Port_report_usage, METH_VARARGS, NULL},
 	{"rx_empty", (PyCFunction)Port_rx_empty, METH_NOARGS,

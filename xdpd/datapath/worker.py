@@ -40,6 +40,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from xdpd import exitcodes
+from xdpd.datapath.hosted import SIGHOSTING, Ports, wakeup_pipe
 from xdpd.kernel import cpuidle, privileges
 from xdpd.logs import parse_level, setup_logging
 
@@ -49,6 +50,18 @@ PR_SET_PDEATHSIG = 1
 USAGE_INTERVAL_S = 1.0      # how often a worker reports its CPU time and RSS
 DRAIN_QUIET_S = 0.05        # RX ring empty this long: nothing more arrives
 DRAIN_BUDGET_US = 10_000    # shorter bursts while draining: react quickly
+SETTLE_BUDGET_US = 1_000    # and while a port changes process (hosted.py)
+PARKED_WAIT_S = 0.2         # our port runs in a host's process: look this often
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """A slot whose port this worker may run besides its own (hosted.py)."""
+    id: int
+    name: str
+    xsk_fd: int
+    direct_fds: tuple[int, ...] = ()
+    max_segs: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,9 @@ class WorkerSpec:
     max_segs: int = 0
     # scheduler slice asked for (workers.sched_slice_us); 0: the kernel's
     sched_slice_us: int = 0
+    # the slots sharing this worker's CPU whose ports it may be asked to run
+    # (workers.share_process), with their sockets
+    guests: tuple[GuestSpec, ...] = ()
 
     def __post_init__(self):
         if not self.name:
@@ -92,7 +108,8 @@ class WorkerSpec:
 
     def fds(self) -> tuple[int, ...]:
         return (self.xsk_fd, self.umem_fd, self.control_fd, self.tables_fd, *self.eventfds,
-                *(fd for fd in self.direct_fds if fd >= 0))
+                *(fd for fd in self.direct_fds if fd >= 0),
+                *(fd for g in self.guests for fd in (g.xsk_fd, *g.direct_fds) if fd >= 0))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -104,6 +121,8 @@ class WorkerSpec:
         d["rings"] = tuple(d["rings"])
         d["layout"] = tuple(d["layout"])
         d["direct_fds"] = tuple(d.get("direct_fds", ()))
+        d["guests"] = tuple(GuestSpec(**{**g, "direct_fds": tuple(g.get("direct_fds", ()))})
+                            for g in d.get("guests", ()))
         return cls(**d)
 
 
@@ -115,6 +134,8 @@ class StopFlag:
         self.drain = 0          # 0 running, 1 draining RX (SIGUSR1), 2 finishing (SIGUSR2)
 
     def __call__(self, signum, frame):
+        if signum == SIGHOSTING:
+            return                      # the loop settles its ports after each burst
         if signum == signal.SIGUSR1:
             self.drain = max(self.drain, 1)
         elif signum == signal.SIGUSR2:
@@ -242,11 +263,13 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
 
     die_with_parent(spec.parent_pid)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # reload is the supervisor's business
+    signal.signal(SIGHOSTING, signal.SIG_IGN)      # until the loop listens (a standby's wait)
     pin_to_cpu(spec.cpu)
     ask_for_slice(spec)
     # Before mapping anything a peer can write (docs/SECURITY.md), and so
     # before a standby waits: mapping the control area, the UMEM and the
     # socket's rings needs no capability, only the descriptors we were given.
+    wake = wakeup_pipe()
     try:
         confine(spec)
     except privileges.PrivilegeError as e:
@@ -266,38 +289,66 @@ def run_worker(spec: WorkerSpec, stdin=None, ready_fd: int | None = None) -> int
         return exitcodes.OK
     _fastpath.set_proctitle(f"xdpd: worker {spec.name}")
     stop = StopFlag()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGUSR1, stop)
-    signal.signal(signal.SIGUSR2, stop)
-    port = _fastpath.Port(control, spec.id, spec.xsk_fd, spec.umem_fd, spec.umem_size,
-                          spec.rings, spec.batch_size, spec.spin, spec.eventfds,
-                          busy_poll=spec.busy_poll, spin_max_us=spec.spin_max_us,
-                          direct_fds=spec.direct_fds, max_segs=spec.max_segs)
-    log.info("%s: running on CPU %d", spec.name, spec.cpu)
-    drain = Drain(port)
-    usage = Usage(port)
-    usage.report(time.monotonic(), unique=True)
-    phase = 0
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, SIGHOSTING):
+        signal.signal(sig, stop)
+    ports = Ports(spec, control, lambda slot: open_port(spec, control, slot), wake)
     try:
-        while not stop.stop:
-            port.run(DRAIN_BUDGET_US if stop.drain else spec.budget_us)
-            usage.report(time.monotonic())
-            if os.getppid() != spec.parent_pid:
-                log.warning("%s: supervisor gone, exiting", spec.name)
-                break
-            if stop.drain:
-                if stop.drain != phase:
-                    phase = stop.drain
-                    drain.quiet_since = None
-                if drain.step(phase, time.monotonic()):
-                    log.info("%s: drained; exiting", spec.name)
-                    break
+        if not take_own_port(spec, ports, stop):
+            return exitcodes.OK
+        log.info("%s: running on CPU %d", spec.name, spec.cpu)
+        loop(spec, ports, stop)
     finally:
-        port.stop()
-        port.close()
+        ports.close()
         control.close()
     return exitcodes.OK
+
+
+def open_port(spec: WorkerSpec, control, slot):
+    """The Port of slot (this worker's spec, or one of its GuestSpecs)."""
+    from xdpd.datapath import _fastpath
+    return _fastpath.Port(control, slot.id, slot.xsk_fd, spec.umem_fd, spec.umem_size,
+                          spec.rings, spec.batch_size, spec.spin, spec.eventfds,
+                          busy_poll=spec.busy_poll, spin_max_us=spec.spin_max_us,
+                          direct_fds=slot.direct_fds, max_segs=slot.max_segs)
+
+
+def take_own_port(spec: WorkerSpec, ports: Ports, stop: StopFlag) -> bool:
+    """Our port, once a host that still runs it has let go (a replacement of
+    a worker whose port was hosted); False when told to stop first."""
+    while not stop.stop:
+        if not ports.settle() and ports.own is not None:
+            return True
+        ports.wait(SETTLE_BUDGET_US / 1e6)
+    return False
+
+
+def loop(spec: WorkerSpec, ports: Ports, stop: StopFlag) -> None:
+    drain = Drain(ports.own)
+    usage = Usage(ports.own)
+    usage.report(time.monotonic(), unique=True)
+    phase = 0
+    pending = False
+    while not stop.stop:
+        if ports.own is None:           # hosted: our port runs in the host's process
+            ports.wait(SETTLE_BUDGET_US / 1e6 if pending else PARKED_WAIT_S)
+        else:
+            budget = (DRAIN_BUDGET_US if stop.drain else
+                      SETTLE_BUDGET_US if pending else spec.budget_us)
+            ports.own.run(budget, ports.running())
+            usage.port = ports.own
+            usage.report(time.monotonic())
+        if os.getppid() != spec.parent_pid:
+            log.warning("%s: supervisor gone, exiting", spec.name)
+            break
+        pending = ports.settle()
+        if stop.drain and ports.own is not None:
+            drain.port = ports.own
+            if stop.drain != phase:
+                phase = stop.drain
+                drain.quiet_since = None
+            if drain.step(phase, time.monotonic()):
+                log.info("%s: drained; exiting", spec.name)
+                break
 
 
 def main() -> int:

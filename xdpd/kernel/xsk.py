@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -136,6 +137,11 @@ class XdpSocket:
     @property
     def fd(self) -> int:
         return self._sock.fileno()
+
+    @property
+    def ino(self) -> int:
+        """The socket's inode: which socket a slot has (hosting, fp_assign.xsk_ino)."""
+        return os.fstat(self.fd).st_ino
 
     def register_umem(self, addr: int, length: int, frame_size: int) -> None:
         reg = UMEM_REG.pack(addr, length, frame_size, 0, 0, 0)
