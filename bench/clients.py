@@ -72,7 +72,7 @@ from xdpd.lab.xdp import DevmapForwarder  # noqa: E402
 
 GEN_IP, SINK_IP = "10.202.0.1", "10.202.0.2"
 PEERS = ("bridge", "bridge-polled", "kernel", "xsk_fwd", "xdpd", "xdpd-nowake", "xdpd-handoff",
-         "xdpd-by_queue", "xdpd-spread", "xdpd-sleep", "xdpd-spin")
+         "xdpd-by_queue", "xdpd-spread", "xdpd-unshared", "xdpd-sleep", "xdpd-spin")
 PING_RATES = ((50, 100), (1000, 1000), (10000, 3000))   # (packets/s, count)
 METRICS_PORT = 9478
 
@@ -139,6 +139,7 @@ class Xdpd:
         self.name = "xdpd" if variant == "" else f"xdpd-{variant}"
         workers = {"": "", "handoff": "  direct_tx: false\n",
                    "by_queue": "  placement: by_queue\n", "spread": "  placement: spread\n",
+                   "unshared": "  share_process: false\n",
                    "nowake": "  cpu_wake_latency_us: null\n  sched_slice_us: null\n"
                    }.get(variant, f"  idle: {variant}\n")
         self.config = (f"interfaces:\n  - name: {lab.IN_DEV}\n  - name: {lab.OUT_DEV}\n"

@@ -202,18 +202,22 @@ def test_adaptive_placement_spreads_bulk_both_ways_and_gathers_when_quiet():
             where, cpu = placed()
             assert where == {"mode": "adaptive", "spread": False, "changes": 0}
             assert cpu == {in0: (cpus[0], {cpus[0]}), out0: (cpus[0], {cpus[0]})}
+            hosted_by(d, out0, in0)         # sharing CPU 0: one process runs both ports
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 bulk = pool.submit(tcp_received, lab, 6)
                 where, cpu = poll_until(lambda: (lambda p: p if p[0]["spread"] else None)(
                     placed()), timeout=20, every=0.1, what="the workers spread")
                 received = bulk.result(timeout=90)
             assert cpu == {in0: (cpus[0], {cpus[0]}), out0: (cpus[1], {cpus[1]})}, cpu
+            assert {w["name"]: w["hosted_by"] for w in d.status()["workers"]} == {
+                in0: None, out0: None}      # spread: each runs its own
             for s in received:
                 assert s["bytes"] > 10 << 20, s
             where, cpu = poll_until(lambda: (lambda p: None if p[0]["spread"] else p)(
                 placed()), timeout=30, every=0.2, what="the workers back by queue")
             assert where["changes"] == 2
             assert cpu == {in0: (cpus[0], {cpus[0]}), out0: (cpus[0], {cpus[0]})}, cpu
+            hosted_by(d, out0, in0)
             out = lab.run(lab.gen_ns, "ping", "-c", "200", "-i", "0.002", "-W", "2", "-q",
                           SINK_IP).stdout
             assert " 200 received, 0% packet loss" in out, out
@@ -222,6 +226,58 @@ def test_adaptive_placement_spreads_bulk_both_ways_and_gathers_when_quiet():
             assert m.value("xdpd_internal_errors_total") == 0
             log = d.log()
             assert "spreading the workers" in log and "workers back by queue" in log, log
+            assert log.count(f"{out0}: its port runs in {in0}'s process") == 2, log
+            assert "Traceback" not in log
+    finally:
+        lab.destroy()
+
+
+def hosted_by(d, guest: str, host: str) -> None:
+    poll_until(lambda: {w["name"]: w["hosted_by"] for w in d.status()["workers"]}.get(guest)
+               == host, timeout=10, what=f"{guest}'s port run by {host}'s process")
+
+
+def test_a_killed_host_or_guest_loses_ping_only_while_its_port_changes_process():
+    """One process runs both ports of the 1-queue lab.  SIGKILL to it, and
+    then to the guest's process, while ping runs at 500 a second: each
+    port goes back to its own process or to the standby within
+    milliseconds, ping loses at most a few packets, and afterwards one
+    process runs both again."""
+    lab = Lab.create(queues=1)
+    try:
+        for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP),
+                            (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
+            lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        with LabDaemon(lab, config(lab, "wire", port=9468), port=9468) as d:
+            d.start()
+            in0, out0 = f"{lab.IN_DEV}/q0", f"{lab.OUT_DEV}/q0"
+            hosted_by(d, out0, in0)
+            poll_until(lambda: all(w["standby_ready"] for w in d.status()["workers"]),
+                       timeout=20, what="standbys ready")
+            ping = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{lab.gen_ns}", "--", "ping", "-c", "1500",
+                 "-i", "0.002", "-W", "2", "-q", SINK_IP], stdout=subprocess.PIPE, text=True)
+            try:
+                for victim in (in0, out0):
+                    pid = {w["name"]: w["pid"] for w in d.status()["workers"]}[victim]
+                    os.kill(pid, 9)
+                    poll_until(lambda: {w["name"]: (w["pid"], w["state"])
+                                        for w in d.status()["workers"]}[victim][0]
+                               not in (pid, None), timeout=10, what=f"{victim} replaced")
+                    hosted_by(d, out0, in0)
+                out = ping.communicate(timeout=60)[0]
+            finally:
+                ping.kill()
+                ping.wait()
+            sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received",
+                                                 out).groups())
+            assert sent == 1500 and sent - received <= 15, out     # 1 %: the two handovers
+            st = {w["name"]: w for w in d.status()["workers"]}
+            assert st[in0]["restarts"] == 1 and st[out0]["restarts"] == 1
+            m = d.scrape()
+            assert m.value("xdpd_internal_errors_total") == 0
+            log = d.log()
+            assert f"{out0}: runs its own port again" in log, log
             assert "Traceback" not in log
     finally:
         lab.destroy()

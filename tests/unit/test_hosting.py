@@ -49,9 +49,9 @@ def test_guests_run_in_their_hosts_process_and_status_says_so():
     w = by_name(sup)
     ctl = ops.umem.control
     sup._turn()
-    assert ctl.hosting(w["out0/q0"].id) == (w["in0/q0"].id, w["in0/q0"].id)
-    assert ctl.hosting(w["out0/q1"].id) == (w["in0/q1"].id, w["in0/q1"].id)
-    assert ctl.hosting(w["in0/q0"].id) == (None, None)
+    assert ctl.hosting(w["out0/q0"].id)[::2] == (w["in0/q0"].id, w["in0/q0"].id)
+    assert ctl.hosting(w["out0/q1"].id)[::2] == (w["in0/q1"].id, w["in0/q1"].id)
+    assert ctl.hosting(w["in0/q0"].id)[::2] == (None, None)
     # both processes of each pair were told
     assert sorted(ops.hosting_signals) == [("in0", 0), ("in0", 1), ("out0", 0), ("out0", 1)]
     status = sup.status()
@@ -93,13 +93,13 @@ def test_spreading_gives_each_port_back_and_gathering_hosts_it_again(monkeypatch
     in0, out0 = sup.workers
     ctl = ops.umem.control
     _busy_snapshot(sup, ops, 0, 0)
-    assert ctl.hosting(out0.id) == (in0.id, in0.id)
+    assert ctl.hosting(out0.id)[::2] == (in0.id, in0.id)
     _busy_snapshot(sup, ops, 100, 100)          # busy: out0 spread to CPU 1
-    assert out0.cpu == 1 and ctl.hosting(out0.id) == (None, out0.id)
+    assert out0.cpu == 1 and ctl.hosting(out0.id)[::2] == (None, out0.id)
     assert sup.status()["workers"][1]["hosted_by"] is None
     _busy_snapshot(sup, ops, 0, 0)
     _busy_snapshot(sup, ops, 0, 0)              # quiet: back on CPU 0, hosted
-    assert out0.cpu == 0 and ctl.hosting(out0.id) == (in0.id, in0.id)
+    assert out0.cpu == 0 and ctl.hosting(out0.id)[::2] == (in0.id, in0.id)
     sup.stop()
 
 
@@ -117,11 +117,11 @@ def test_a_dead_hosts_guests_go_back_to_their_own_processes_until_its_standby_ru
     sup.replace_workers()                       # standbys, spawned with the guests too
     assert in0.standby.spec["guests"][0]["id"] == out0.id
     sup._turn()
-    assert ctl.hosting(out0.id) == (in0.id, in0.id)
+    assert ctl.hosting(out0.id)[::2] == (in0.id, in0.id)
     ctl.stuck_runner = True                     # the host dies holding out0's port
     _die(sup, in0)
     # nobody runs out0's port: its own process takes it back
-    assert ctl.hosting(out0.id) == (None, None)
+    assert ctl.hosting(out0.id)[::2] == (None, None)
     assert ("out0", 0) in ops.hosting_signals
     assert "out0/q0: its port goes back to its own process" in caplog.text
     ctl.stuck_runner = False
@@ -129,7 +129,7 @@ def test_a_dead_hosts_guests_go_back_to_their_own_processes_until_its_standby_ru
     assert in0.state is WorkerState.STARTING
     assert sup.hosting.host_for(out0, sup.workers) is None     # not before in0 runs
     sup._turn()                                 # it reports running
-    assert in0.state is WorkerState.RUNNING and ctl.hosting(out0.id) == (in0.id, in0.id)
+    assert in0.state is WorkerState.RUNNING and ctl.hosting(out0.id)[::2] == (in0.id, in0.id)
     sup.stop()
 
 
@@ -141,7 +141,7 @@ def test_a_dead_guest_is_hosted_by_nobody_and_its_host_is_told():
     ops.hosting_signals.clear()
     ctl.stuck_runner = True                     # the host still runs it when out0 dies
     _die(sup, out0)
-    assert ctl.hosting(out0.id) == (None, in0.id)
+    assert ctl.hosting(out0.id)[::2] == (None, in0.id)
     assert ops.hosting_signals == [("in0", 0)]  # to let it go; the replacement waits for it
     sup.stop()
 
@@ -199,11 +199,15 @@ class Control:
 
     def __init__(self, n):
         self.host = [None] * n
+        self.asked = [None] * n
         self.runner = [None] * n
         self.inos = [0] * n
 
     def hosting(self, i):
-        return self.host[i], self.runner[i]
+        return self.host[i], self.asked[i], self.runner[i]
+
+    def ask(self, i, who):
+        self.asked[i] = who
 
     def claim(self, i, expected, new):
         if self.runner[i] != expected:
@@ -218,6 +222,10 @@ class Control:
 class Port:
     def __init__(self, slot):
         self.slot, self.closed, self.stopped = slot, False, False
+        self.fds = slot.direct_fds
+
+    def direct_fds(self):
+        return self.fds
 
     def close(self):
         self.closed = True
@@ -263,9 +271,10 @@ def test_a_port_changes_process_only_once_its_runner_let_go(pipes):
     assert not host.settle() and not guest.settle()
     assert host.own.slot.id == 0 and guest.own.slot.id == 1 and ctl.runner == [0, 1]
     ctl.host[1] = 0                             # the supervisor's wish
-    assert host.settle()                        # not yet: the guest still runs it
-    assert host.running() == ()
     own = guest.own
+    assert guest.settle() and guest.own is own  # it runs its port until the host is ready
+    assert host.settle()                        # ready: it asks, the guest still runs it
+    assert host.running() == () and ctl.asked[1] == 0
     assert not guest.settle() and guest.own is None and own.closed and ctl.runner[1] is None
     assert not host.settle() and [p.slot.id for p in host.running()] == [1]
     assert ctl.runner == [0, 0]
@@ -274,9 +283,29 @@ def test_a_port_changes_process_only_once_its_runner_let_go(pipes):
     hosted = host.running()[0]
     assert not host.settle() and hosted.closed and host.running() == ()
     assert not guest.settle() and guest.own.slot.id == 1 and ctl.runner == [0, 1]
+    assert ctl.asked[1] is None                 # the next wish starts unasked
     host.close()
     guest.close()
     assert ctl.runner == [0, 1] and guest.own is None
+
+
+def test_a_direct_socket_closed_for_good_is_not_given_to_the_next_port(pipes):
+    """A Port closes a direct socket whose queue was removed; a later Port of
+    that slot in the same process gets -1 there, not the closed number."""
+    ctl = Control(2)
+    sock, direct = pipes()
+    ctl.inos[1] = os.fstat(sock).st_ino
+    host = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock, direct_fds=(direct,))],
+                     ctl, pipes)
+    host.settle()
+    ctl.host[1] = 0
+    host.settle()
+    host.running()[0].fds = (-1,)               # retired while it ran
+    ctl.host[1] = None
+    host.settle()
+    ctl.runner[1], ctl.host[1] = None, 0        # hosted again
+    host.settle()
+    assert host.running()[0].slot.direct_fds == (-1,)
 
 
 def test_leaving_gives_the_guests_ports_back_and_stops_only_its_own(pipes):
@@ -317,7 +346,7 @@ def test_a_port_that_cannot_be_opened_stays_with_its_own_process(pipes, caplog):
             raise OSError(12, "Cannot allocate memory")
         return Port(slot)
     spec_ports = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock)], ctl, pipes)
-    spec_ports.open = opener
+    spec_ports.opener = opener
     ctl.host[1] = 0
     assert not spec_ports.settle()
     assert spec_ports.running() == () and ctl.runner[1] is None and spec_ports.guests == {}

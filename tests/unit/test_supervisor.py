@@ -191,7 +191,10 @@ class FakeControl:
         self.socket_inos[i] = xsk_ino
 
     def hosting(self, i):
-        return self.host[i], self.runner[i]
+        return self.host[i], None, self.runner[i]
+
+    def ask(self, i, who):
+        pass
 
     def set_host(self, i, host):
         """The workers' processes settle at once (hosted.py), unless a test

@@ -24,6 +24,7 @@ Must not: start or reap processes, or move them between CPUs.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 from xdpd.control.workers import Worker, WorkerState
@@ -146,7 +147,7 @@ class Hosting:
         deadline = time.monotonic() + RELEASE_TIMEOUT_S
         while True:
             away = [g for g in workers if g.proc is not None and g.proc.poll() is None
-                    and self.control.hosting(g.id)[1] not in (None, g.id)]
+                    and self.control.hosting(g.id)[2] not in (None, g.id)]
             if not away or time.monotonic() > deadline:
                 break
             time.sleep(0.002)
@@ -160,6 +161,11 @@ class Hosting:
 
     def hosted_by(self, w: Worker) -> Worker | None:
         return self.wish.get(w.id)
+
+
+def signame(sig: int) -> str:
+    """SIGTERM, ...; SIGHOSTING, which the signal module has no name for."""
+    return "SIGHOSTING" if sig == SIGHOSTING else signal.Signals(sig).name
 
 
 def direct_fds(w: Worker) -> tuple[int, ...]:

@@ -63,7 +63,7 @@ from xdpd.config.plan import plan_workers
 from xdpd.control.apply import Reloading
 from xdpd.control.capture import COMMANDS as CAPTURE_COMMANDS
 from xdpd.control.capture import Capturing
-from xdpd.control.hosting import Hosting, direct_fds
+from xdpd.control.hosting import Hosting, direct_fds, signame
 from xdpd.control.metrics import serve
 from xdpd.control.ops import SetupError, StopRequested, SystemOps
 from xdpd.control.placement import Placer
@@ -625,7 +625,7 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
         except PermissionError as e:
             self._unsignallable.add(proc.pid)
             self.note_internal_error("signal", OSError(
-                e.errno, f"{signal.Signals(sig).name} to pid {proc.pid}: signalling "
+                e.errno, f"{signame(sig)} to pid {proc.pid}: signalling "
                          f"workers.user's processes needs CAP_KILL (keep it in the unit's "
                          f"CapabilityBoundingSet=)"))
             return False

@@ -692,6 +692,7 @@ static PyGetSetDef Control_getset[] = {
 static PyObject *Control_capture_arm(ControlObject *self, PyObject *args);
 static PyObject *Control_hosting(ControlObject *self, PyObject *args);
 static PyObject *Control_set_host(ControlObject *self, PyObject *args);
+static PyObject *Control_ask(ControlObject *self, PyObject *args);
 static PyObject *Control_claim(ControlObject *self, PyObject *args);
 static PyObject *Control_socket_ino(ControlObject *self, PyObject *args);
 static PyObject *Control_capture_disarm(ControlObject *self, PyObject *args);
@@ -715,6 +716,7 @@ static PyMethodDef Control_methods[] = {
 	{"worker_liveness", (PyCFunction)Control_worker_liveness, METH_VARARGS, NULL},
 	{"hosting", (PyCFunction)Control_hosting, METH_VARARGS, NULL},
 	{"set_host", (PyCFunction)Control_set_host, METH_VARARGS, NULL},
+	{"ask", (PyCFunction)Control_ask, METH_VARARGS, NULL},
 	{"claim", (PyCFunction)Control_claim, METH_VARARGS, NULL},
 	{"socket_ino", (PyCFunction)Control_socket_ino, METH_VARARGS, NULL},
 	{"generation", (PyCFunction)Control_generation, METH_NOARGS, NULL},

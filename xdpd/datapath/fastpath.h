@@ -321,11 +321,14 @@ struct fp_worker {
 	FP_ALIGNED uint32_t sleeping;
 
 	/* Hosting (docs/ARCHITECTURE.md): host, set by the supervisor, is the
-	 * slot whose process should run this slot's port; runner is the slot
-	 * whose process runs it now, taken and given up by compare-and-swap
-	 * (Control.claim), so that never two processes run one port.  Both
-	 * are a slot id + 1; 0: its own process (host), nobody (runner). */
+	 * slot whose process should run this slot's port; asked, the slot
+	 * whose process is ready to take it now (so that the one running it
+	 * lets go only then: no gap); runner is the slot whose process runs it
+	 * now, taken and given up by compare-and-swap (Control.claim), so
+	 * that never two processes run one port.  Each is a slot id + 1; 0:
+	 * its own process (host), nobody (asked, runner). */
 	FP_ALIGNED uint32_t host;
+	uint32_t asked;
 	uint32_t runner;
 
 	/* written by the worker, read by the supervisor and a replacement */

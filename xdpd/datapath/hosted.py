@@ -3,15 +3,21 @@
 
 A worker process runs its own slot's port, unless another worker's process
 hosts it; and a host runs the ports of the guest slots the supervisor asks
-it to, in the same loop as its own (Port.run's `hosted`).  Two fields of
+it to, in the same loop as its own (Port.run's `hosted`).  Three fields of
 each slot in the control area decide who runs a port (fastpath.h,
-fp_worker): `host`, the supervisor's wish, and `runner`, taken and given up
-by compare-and-swap (Control.claim), so that a port is never run by two
-processes.  A port changes process only between bursts: the one running it
-closes it (its state is in the commit record, as after any burst) and gives
-it up; the other claims it and opens it, as a standby takes over a dead
-worker's.  The supervisor sends SIGHOSTING to both processes when it
-changes a wish, so that neither waits out a burst.
+fp_worker): `host`, the supervisor's wish; `asked`, set by a host ready to
+take the port; and `runner`, taken and given up by compare-and-swap
+(Control.claim), so that a port is never run by two processes.  A port
+changes process only between bursts: the one running it closes it (its
+state is in the commit record, as after any burst) and gives it up; the
+other claims it and opens it, as a standby takes over a dead worker's.
+The one giving a port up always runs it until the other is ready for it:
+a guest lets go only once its host has asked (the host then waits in
+short bursts), and a host lets go only when the wish changes (its guest
+then waits in short steps).  So a busy process, which notices a change
+only at the end of a burst, never leaves a port unserved meanwhile.  The
+supervisor sends SIGHOSTING to both processes when it changes a wish, so
+that a sleeping one does not wait out a burst either.
 
 The supervisor spawns a host with its guests' sockets (WorkerSpec.guests).
 A guest slot whose socket is no longer the one given (the tables area names
@@ -28,6 +34,7 @@ import logging
 import os
 import select
 import signal
+from dataclasses import replace
 
 log = logging.getLogger("xdpd.worker")
 
@@ -48,7 +55,10 @@ class Ports:
     def __init__(self, spec, control, opener, wake: tuple[int, int]):
         self.spec = spec
         self.control = control
-        self.open = opener              # opener(slot spec) -> Port
+        self.opener = opener            # opener(slot spec) -> Port
+        # a port's direct sockets as its last Port in this process left
+        # them: one it closed for good (its queue removed) is -1 from then on
+        self.direct: dict[int, tuple[int, ...]] = {}
         self.own = None
         self.gave_up = False            # our port went to a host once
         self.guests = {g.id: g for g in spec.guests}    # hostable, by slot id
@@ -66,18 +76,20 @@ class Ports:
         """Give up and take ports as the supervisor's wishes say now; True
         while a port this process is to run is still another's."""
         me = self.spec.id
-        host, runner = self.control.hosting(me)
+        host, asked, runner = self.control.hosting(me)
         elsewhere = host is not None and host != me
         pending = False
-        if self.own is not None and elsewhere:
-            self.own.close()            # committed at the end of the last burst
+        if self.own is not None and elsewhere and asked != host:
+            pending = True              # until the host is ready: it takes it at once
+        elif self.own is not None and elsewhere:
+            self._close(me, self.own)   # committed at the end of the last burst
             self.own = None
             self.gave_up = True
             self.control.claim(me, me, None)
             log.info("%s: its port runs in worker slot %d's process now", self.spec.name, host)
         if self.own is None and not elsewhere:
             if runner == me or self.control.claim(me, None, me):
-                self.own = self.open(self.spec)
+                self.own = self._open(self.spec)
                 if self.gave_up:
                     log.info("%s: runs its own port again", self.spec.name)
             else:
@@ -89,13 +101,14 @@ class Ports:
     def _settle_guest(self, gid: int) -> bool:
         me, g = self.spec.id, self.guests[gid]
         port = self.hosted.get(gid)
-        host, _ = self.control.hosting(gid)
+        host, asked, _ = self.control.hosting(gid)
         if port is not None:
             if host == me:
                 return False
-            port.close()
+            self._close(gid, port)
             del self.hosted[gid]
             self.control.claim(gid, me, None)
+            self.control.ask(gid, None)
             log.info("%s: gave %s's port back", self.spec.name, g.name)
             return False
         if self.control.socket_ino(gid) != self.ino[gid]:
@@ -104,9 +117,11 @@ class Ports:
         if host != me:
             return False
         if not self.control.claim(gid, None, me):
-            return True                 # its own process has not let go yet
+            if asked != me:
+                self.control.ask(gid, me)   # its own process lets go once it sees this
+            return True
         try:
-            self.hosted[gid] = self.open(g)
+            self.hosted[gid] = self._open(g)
         except OSError as e:
             self.control.claim(gid, me, None)
             log.warning("%s: cannot run %s's port (%s); it stays with its own process",
@@ -116,9 +131,16 @@ class Ports:
         log.info("%s: runs %s's port too", self.spec.name, g.name)
         return False
 
+    def _open(self, slot):
+        return self.opener(replace(slot, direct_fds=self.direct.get(slot.id, slot.direct_fds)))
+
+    def _close(self, slot_id: int, port) -> None:
+        self.direct[slot_id] = port.direct_fds()
+        port.close()
+
     def _forget(self, g) -> None:
         del self.guests[g.id]
-        for fd in (g.xsk_fd, *g.direct_fds):
+        for fd in (g.xsk_fd, *self.direct.pop(g.id, g.direct_fds)):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -140,7 +162,7 @@ class Ports:
         """Leaving: the guests' ports back to nobody (their own processes
         take them), our own closed as STOPPED if we have it."""
         for gid, port in list(self.hosted.items()):
-            port.close()
+            self._close(gid, port)
             self.control.claim(gid, self.spec.id, None)
         self.hosted.clear()
         if self.own is not None:

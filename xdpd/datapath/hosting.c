@@ -23,8 +23,9 @@ static int hosting_arg(ControlObject *self, PyObject *o, uint32_t *out)
 
 #define HOSTING_VALUE(v) ((v) ? PyLong_FromUnsignedLong((v) - 1) : Py_NewRef(Py_None))
 
-/* hosting(i) -> (host, runner): the slot whose process should run slot
- * i's port (None: its own) and the one that runs it now (None: nobody) */
+/* hosting(i) -> (host, asked, runner): the slot whose process should run
+ * slot i's port (None: its own), the one ready to take it (None: none),
+ * and the one that runs it now (None: nobody) */
 static PyObject *Control_hosting(ControlObject *self, PyObject *args)
 {
 	unsigned int i;
@@ -33,11 +34,14 @@ static PyObject *Control_hosting(ControlObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "I", &i) || ctl_check_worker(self, i))
 		return NULL;
 	w = ctl_worker(&self->v, i);
-	return Py_BuildValue("NN", HOSTING_VALUE(__atomic_load_n(&w->host, __ATOMIC_ACQUIRE)),
+	return Py_BuildValue("NNN", HOSTING_VALUE(__atomic_load_n(&w->host, __ATOMIC_ACQUIRE)),
+			     HOSTING_VALUE(__atomic_load_n(&w->asked, __ATOMIC_ACQUIRE)),
 			     HOSTING_VALUE(__atomic_load_n(&w->runner, __ATOMIC_ACQUIRE)));
 }
 
-/* set_host(i, host): the supervisor's wish, host a slot id or None.
+/* set_host(i, host): the supervisor's wish, host a slot id or None (a new
+ * wish: nobody has asked for it yet).  ask(i, who): who is ready to take
+ * slot i's port (a slot id or None).
  * claim(i, expected, new) -> True when slot i's runner was expected and is
  * now new (slot ids or None), in one compare-and-swap. */
 static PyObject *Control_set_host(ControlObject *self, PyObject *args)
@@ -49,7 +53,21 @@ static PyObject *Control_set_host(ControlObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "IO", &i, &o) || ctl_check_worker(self, i) ||
 	    hosting_arg(self, o, &v))
 		return NULL;
+	__atomic_store_n(&ctl_worker(&self->v, i)->asked, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&ctl_worker(&self->v, i)->host, v, __ATOMIC_RELEASE);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Control_ask(ControlObject *self, PyObject *args)
+{
+	PyObject *o;
+	unsigned int i;
+	uint32_t v;
+
+	if (!PyArg_ParseTuple(args, "IO", &i, &o) || ctl_check_worker(self, i) ||
+	    hosting_arg(self, o, &v))
+		return NULL;
+	__atomic_store_n(&ctl_worker(&self->v, i)->asked, v, __ATOMIC_RELEASE);
 	Py_RETURN_NONE;
 }
 

@@ -176,6 +176,7 @@ static void ctl_reset_slot(const struct ctl_view *v, uint32_t i)
 	wk->pid = 0;
 	wk->table_generation = 0;
 	wk->host = 0;
+	wk->asked = 0;
 	wk->runner = 0;
 	__atomic_store_n(&wk->state, FP_STATE_NONE, __ATOMIC_RELEASE);
 }

@@ -336,6 +336,18 @@ static PyObject *Port_stop(PortObject *p, PyObject *noargs)
 	Py_RETURN_NONE;
 }
 
+/* direct_fds() -> each direct socket's descriptor by its index, -1 for one
+ * closed for good (its queue was removed: direct_retire() closed it): what
+ * a later Port of this slot in this process is to be given */
+static PyObject *Port_direct_fds(PortObject *p, PyObject *noargs)
+{
+	PyObject *t = PyTuple_New(p->n_direct);
+
+	for (uint32_t j = 0; t && j < p->n_direct; j++)
+		PyTuple_SET_ITEM(t, j, PyLong_FromLong(p->direct[j].open ? p->direct[j].fd : -1));
+	return t;
+}
+
 static PyObject *Port_close(PortObject *p, PyObject *noargs)
 {
 	port_unmap(p);
@@ -744,6 +756,8 @@ static PyMethodDef Port_methods[] = {
 	{"drained", (PyCFunction)Port_drained, METH_NOARGS,
 	 "drained() -> True when nothing received, sent or lent is outstanding"},
 	{"stop", (PyCFunction)Port_stop, METH_NOARGS, "report STOPPED to the supervisor"},
+	{"direct_fds", (PyCFunction)Port_direct_fds, METH_NOARGS,
+	 "direct_fds() -> the direct sockets' descriptors, -1 for one closed for good"},
 	{"close", (PyCFunction)Port_close, METH_NOARGS, NULL},
 	{NULL}
 };
