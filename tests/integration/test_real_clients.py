@@ -186,11 +186,8 @@ def test_adaptive_placement_spreads_bulk_both_ways_and_gathers_when_quiet():
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to spread over")
-    lab = Lab.create(queues=1)
+    lab = one_queue_lab()
     try:
-        for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP),
-                            (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
-            lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
         with LabDaemon(lab, config(lab, "wire", port=9467), port=9467) as d:
             d.start()
             in0, out0 = f"{lab.IN_DEV}/q0", f"{lab.OUT_DEV}/q0"
@@ -232,6 +229,20 @@ def test_adaptive_placement_spreads_bulk_both_ways_and_gathers_when_quiet():
         lab.destroy()
 
 
+def one_queue_lab() -> Lab:
+    """A lab of its own with one queue per interface (both paths' workers on
+    one CPU by queue), the clients' addresses set; the caller destroys it."""
+    lab = Lab.create(queues=1)
+    try:
+        for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP),
+                            (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
+            lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+    except BaseException:
+        lab.destroy()
+        raise
+    return lab
+
+
 def hosted_by(d, guest: str, host: str) -> None:
     poll_until(lambda: {w["name"]: w["hosted_by"] for w in d.status()["workers"]}.get(guest)
                == host, timeout=10, what=f"{guest}'s port run by {host}'s process")
@@ -243,11 +254,8 @@ def test_a_killed_host_or_guest_loses_ping_only_while_its_port_changes_process()
     port goes back to its own process or to the standby within
     milliseconds, ping loses at most a few packets, and afterwards one
     process runs both again."""
-    lab = Lab.create(queues=1)
+    lab = one_queue_lab()
     try:
-        for ns, dev, ip in ((lab.gen_ns, lab.GEN_DEV, GEN_IP),
-                            (lab.sink_ns, lab.SINK_DEV, SINK_IP)):
-            lab.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
         with LabDaemon(lab, config(lab, "wire", port=9468), port=9468) as d:
             d.start()
             in0, out0 = f"{lab.IN_DEV}/q0", f"{lab.OUT_DEV}/q0"

@@ -252,6 +252,16 @@ def pipes():
             pass
 
 
+def with_guest(pipes, **guest):
+    """A control area of two slots, and slot 0's Ports able to host slot 1
+    (whose socket is a pipe's end, named in the tables area by its inode)."""
+    ctl = Control(2)
+    sock = pipes()[0]
+    ctl.inos[1] = os.fstat(sock).st_ino
+    g = GuestSpec(id=1, name="out0/q0", xsk_fd=sock, **guest)
+    return ctl, ports_for(0, [g], ctl, pipes), sock
+
+
 def ports_for(slot, guests, ctl, pipe):
     spec = WorkerSpec(id=slot, netdev="in0", queue=0, cpu=0, xsk_fd=-1, umem_fd=-1,
                       umem_size=0, control_fd=-1, control_size=0, tables_fd=-1, eventfds=(),
@@ -263,10 +273,7 @@ def ports_for(slot, guests, ctl, pipe):
 
 
 def test_a_port_changes_process_only_once_its_runner_let_go(pipes):
-    ctl = Control(2)
-    sock = pipes()[0]
-    ctl.inos[1] = os.fstat(sock).st_ino
-    host = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock)], ctl, pipes)
+    ctl, host, _ = with_guest(pipes)
     guest = ports_for(1, [], ctl, pipes)
     assert not host.settle() and not guest.settle()
     assert host.own.slot.id == 0 and guest.own.slot.id == 1 and ctl.runner == [0, 1]
@@ -292,11 +299,7 @@ def test_a_port_changes_process_only_once_its_runner_let_go(pipes):
 def test_a_direct_socket_closed_for_good_is_not_given_to_the_next_port(pipes):
     """A Port closes a direct socket whose queue was removed; a later Port of
     that slot in the same process gets -1 there, not the closed number."""
-    ctl = Control(2)
-    sock, direct = pipes()
-    ctl.inos[1] = os.fstat(sock).st_ino
-    host = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock, direct_fds=(direct,))],
-                     ctl, pipes)
+    ctl, host, _ = with_guest(pipes, direct_fds=(pipes()[0],))
     host.settle()
     ctl.host[1] = 0
     host.settle()
@@ -309,10 +312,7 @@ def test_a_direct_socket_closed_for_good_is_not_given_to_the_next_port(pipes):
 
 
 def test_leaving_gives_the_guests_ports_back_and_stops_only_its_own(pipes):
-    ctl = Control(2)
-    sock = pipes()[0]
-    ctl.inos[1] = os.fstat(sock).st_ino
-    host = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock)], ctl, pipes)
+    ctl, host, _ = with_guest(pipes)
     ctl.runner[1], ctl.host[1] = None, 0
     host.settle()
     own, hosted = host.own, host.running()[0]
@@ -322,11 +322,8 @@ def test_leaving_gives_the_guests_ports_back_and_stops_only_its_own(pipes):
 
 
 def test_a_guest_slot_with_another_socket_is_forgotten_and_its_descriptors_closed(pipes):
-    ctl = Control(2)
-    sock, other = pipes()
-    ctl.inos[1] = os.fstat(sock).st_ino
-    host = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock, direct_fds=(other,))],
-                     ctl, pipes)
+    other = pipes()[0]
+    ctl, host, sock = with_guest(pipes, direct_fds=(other,))
     host.settle()
     ctl.inos[1] = 0                             # removed by a reload
     ctl.host[1] = 0                             # and even if asked: never hosted again
@@ -337,15 +334,12 @@ def test_a_guest_slot_with_another_socket_is_forgotten_and_its_descriptors_close
 
 
 def test_a_port_that_cannot_be_opened_stays_with_its_own_process(pipes, caplog):
-    ctl = Control(2)
-    sock = pipes()[0]
-    ctl.inos[1] = os.fstat(sock).st_ino
+    ctl, spec_ports, _ = with_guest(pipes)
 
     def opener(slot):
         if slot.id == 1:
             raise OSError(12, "Cannot allocate memory")
         return Port(slot)
-    spec_ports = ports_for(0, [GuestSpec(id=1, name="out0/q0", xsk_fd=sock)], ctl, pipes)
     spec_ports.opener = opener
     ctl.host[1] = 0
     assert not spec_ports.settle()

@@ -44,8 +44,9 @@ static PyObject *Control_hosting(ControlObject *self, PyObject *args)
  * slot i's port (a slot id or None).
  * claim(i, expected, new) -> True when slot i's runner was expected and is
  * now new (slot ids or None), in one compare-and-swap. */
-static PyObject *Control_set_host(ControlObject *self, PyObject *args)
+static PyObject *hosting_store(ControlObject *self, PyObject *args, bool wish)
 {
+	struct fp_worker *w;
 	PyObject *o;
 	unsigned int i;
 	uint32_t v;
@@ -53,22 +54,21 @@ static PyObject *Control_set_host(ControlObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "IO", &i, &o) || ctl_check_worker(self, i) ||
 	    hosting_arg(self, o, &v))
 		return NULL;
-	__atomic_store_n(&ctl_worker(&self->v, i)->asked, 0, __ATOMIC_RELEASE);
-	__atomic_store_n(&ctl_worker(&self->v, i)->host, v, __ATOMIC_RELEASE);
+	w = ctl_worker(&self->v, i);
+	__atomic_store_n(&w->asked, wish ? 0 : v, __ATOMIC_RELEASE);
+	if (wish)
+		__atomic_store_n(&w->host, v, __ATOMIC_RELEASE);
 	Py_RETURN_NONE;
+}
+
+static PyObject *Control_set_host(ControlObject *self, PyObject *args)
+{
+	return hosting_store(self, args, true);
 }
 
 static PyObject *Control_ask(ControlObject *self, PyObject *args)
 {
-	PyObject *o;
-	unsigned int i;
-	uint32_t v;
-
-	if (!PyArg_ParseTuple(args, "IO", &i, &o) || ctl_check_worker(self, i) ||
-	    hosting_arg(self, o, &v))
-		return NULL;
-	__atomic_store_n(&ctl_worker(&self->v, i)->asked, v, __ATOMIC_RELEASE);
-	Py_RETURN_NONE;
+	return hosting_store(self, args, false);
 }
 
 static PyObject *Control_claim(ControlObject *self, PyObject *args)
