@@ -58,6 +58,9 @@ def test_guests_run_in_their_hosts_process_and_status_says_so():
     assert {x["name"]: x["hosted_by"] for x in status["workers"]} == {
         "in0/q0": None, "in0/q1": None, "out0/q0": "in0/q0", "out0/q1": "in0/q1"}
     assert "(port run by in0/q0)" in format_status(status)
+    from xdpd.control.metrics import XdpdCollector
+    served = {s.name: s for f in XdpdCollector(sup).collect() for s in f.samples}
+    assert served["xdpd_workers_hosted"].value == 2
     ops.hosting_signals.clear()
     sup._turn()                     # nothing changed: nobody is signalled again
     assert ops.hosting_signals == []

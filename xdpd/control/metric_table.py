@@ -159,6 +159,10 @@ METRICS: tuple[Metric, ...] = (
            '1 while the workers run on their spread CPUs (workers.placement: spread, or '
            'adaptive while busy), 0 while by queue',
            ()),
+    Metric('xdpd_workers_hosted', 'gauge',
+           "Workers whose port runs in another worker's process now, as they share a CPU "
+           "(workers.share_process)",
+           ()),
     Metric('xdpd_placement_changes', 'counter',
            'Moves of the workers between the by-queue and the spread layout '
            '(workers.placement: adaptive)',

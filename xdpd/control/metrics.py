@@ -169,6 +169,8 @@ class XdpdCollector:
         yield held
         yield family('xdpd_workers_spread', value=int(snap.placement.get("spread", False)))
         yield family('xdpd_placement_changes', value=snap.placement.get("changes", 0))
+        yield family('xdpd_workers_hosted', value=sum(w.hosted_by is not None
+                                                      for w in snap.workers))
 
     def _reloads(self, snap) -> Iterator:
         reloads = family('xdpd_reloads')

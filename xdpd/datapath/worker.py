@@ -316,7 +316,8 @@ def take_own_port(spec: WorkerSpec, ports: Ports, stop: StopFlag) -> bool:
     """Our port, once a host that still runs it has let go (a replacement of
     a worker whose port was hosted); False when told to stop first."""
     while not stop.stop:
-        if not ports.settle() and ports.own is not None:
+        ports.settle()
+        if ports.own is not None:
             return True
         ports.wait(SETTLE_BUDGET_US / 1e6)
     return False
