@@ -50,7 +50,8 @@ PR_SET_PDEATHSIG = 1
 USAGE_INTERVAL_S = 1.0      # how often a worker reports its CPU time and RSS
 DRAIN_QUIET_S = 0.05        # RX ring empty this long: nothing more arrives
 DRAIN_BUDGET_US = 10_000    # shorter bursts while draining: react quickly
-SETTLE_BUDGET_US = 1_000    # and while a port changes process (hosted.py)
+SETTLE_BUDGET_US = 1_000    # and while a port changes process (hosted.py)...
+SETTLE_FOR_S = 1.0          # ...for this long at most (the other side may never be ready)
 PARKED_WAIT_S = 0.2         # our port runs in a host's process: look this often
 
 
@@ -132,10 +133,12 @@ class StopFlag:
     def __init__(self):
         self.stop = False
         self.drain = 0          # 0 running, 1 draining RX (SIGUSR1), 2 finishing (SIGUSR2)
+        self.hosting = 0        # SIGHOSTINGs: the supervisor changed who runs a port
 
     def __call__(self, signum, frame):
         if signum == SIGHOSTING:
-            return                      # the loop settles its ports after each burst
+            self.hosting += 1           # the loop settles its ports after each burst
+            return
         if signum == signal.SIGUSR1:
             self.drain = max(self.drain, 1)
         elif signum == signal.SIGUSR2:
@@ -328,20 +331,29 @@ def loop(spec: WorkerSpec, ports: Ports, stop: StopFlag) -> None:
     usage = Usage(ports.own)
     usage.report(time.monotonic(), unique=True)
     phase = 0
-    pending = False
+    short = False                       # a port is changing process: look again soon
+    pending_since = 0.0
+    told = stop.hosting
     while not stop.stop:
         if ports.own is None:           # hosted: our port runs in the host's process
-            ports.wait(SETTLE_BUDGET_US / 1e6 if pending else PARKED_WAIT_S)
+            ports.wait(SETTLE_BUDGET_US / 1e6 if short else PARKED_WAIT_S)
         else:
             budget = (DRAIN_BUDGET_US if stop.drain else
-                      SETTLE_BUDGET_US if pending else spec.budget_us)
+                      SETTLE_BUDGET_US if short else spec.budget_us)
             ports.own.run(budget, ports.running())
             usage.port = ports.own
             usage.report(time.monotonic())
         if os.getppid() != spec.parent_pid:
             log.warning("%s: supervisor gone, exiting", spec.name)
             break
-        pending = ports.settle()
+        now, pending = time.monotonic(), ports.settle()
+        if told != stop.hosting:        # a new wish: a new second to settle it
+            told, pending_since = stop.hosting, 0.0
+        if not pending:
+            pending_since = 0.0
+        elif not pending_since:
+            pending_since = now
+        short = pending and now - pending_since < SETTLE_FOR_S
         if stop.drain and ports.own is not None:
             drain.port = ports.own
             if stop.drain != phase:
