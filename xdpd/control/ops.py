@@ -179,3 +179,11 @@ def resolve_worker_user(workers) -> tuple[int, int]:
         raise SetupError("workers.group: gid 0 is root's group; name an unprivileged group",
                          exitcodes.CONFIG)
     return pw.pw_uid, gid
+
+
+def needs_capability(e: OSError, what: str, cap: str, then: str = "") -> OSError:
+    """The error for an operation on workers.user's processes the kernel
+    refused (EPERM): the capability it needs and where to keep it, for
+    the supervisor's note_internal_error."""
+    return OSError(e.errno, f"{what} needs {cap} (keep it in the unit's "
+                            f"CapabilityBoundingSet=){'; ' + then if then else ''}")

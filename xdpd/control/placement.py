@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 
 from xdpd.config.model import WorkerPlan
+from xdpd.control.ops import needs_capability
 
 # The workers sharing a CPU by queue take this much of it together, for
 # SPREAD_AFTER_S: spread.  Below GATHER_AT together for GATHER_AFTER_S:
@@ -91,10 +92,9 @@ class Placer:
             except ProcessLookupError:
                 continue                    # exited: reaped on the supervisor's next turn
             except PermissionError as e:
-                self.note_error("placement", OSError(
-                    e.errno, f"moving {w.name} (pid {proc.pid}) to CPU {cpu} needs "
-                             f"CAP_SYS_NICE (keep it in the unit's CapabilityBoundingSet=); "
-                             f"the workers stay where they are"))
+                self.note_error("placement", needs_capability(
+                    e, f"moving {w.name} (pid {proc.pid}) to CPU {cpu}", "CAP_SYS_NICE",
+                    "the workers stay where they are"))
                 return False
         return True
 

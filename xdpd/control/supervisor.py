@@ -65,7 +65,7 @@ from xdpd.control.capture import COMMANDS as CAPTURE_COMMANDS
 from xdpd.control.capture import Capturing
 from xdpd.control.hosting import Hosting, direct_fds, signame
 from xdpd.control.metrics import serve
-from xdpd.control.ops import SetupError, StopRequested, SystemOps
+from xdpd.control.ops import SetupError, StopRequested, SystemOps, needs_capability
 from xdpd.control.placement import Placer
 from xdpd.control.recovery import Recovery
 from xdpd.control.server import ControlServer, root_only
@@ -624,10 +624,9 @@ class Supervisor(Startup, Recovery, Reloading, Capturing):
             return False
         except PermissionError as e:
             self._unsignallable.add(proc.pid)
-            self.note_internal_error("signal", OSError(
-                e.errno, f"{signame(sig)} to pid {proc.pid}: signalling "
-                         f"workers.user's processes needs CAP_KILL (keep it in the unit's "
-                         f"CapabilityBoundingSet=)"))
+            self.note_internal_error("signal", needs_capability(
+                e, f"{signame(sig)} to pid {proc.pid}: signalling workers.user's processes",
+                "CAP_KILL"))
             return False
         return True
 

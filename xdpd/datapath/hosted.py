@@ -66,6 +66,8 @@ class Ports:
         self.ino = {g.id: os.fstat(g.xsk_fd).st_ino for g in spec.guests}
         # signals end a parked wait (wait()): Python writes their numbers here
         self._wake_r = wake[0]
+        self._parked = select.poll()
+        self._parked.register(wake[0], select.POLLIN)
         signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
 
     def running(self) -> tuple:
@@ -149,9 +151,7 @@ class Ports:
 
     def wait(self, timeout: float) -> None:
         """Parked: until a signal, or timeout seconds."""
-        p = select.poll()
-        p.register(self._wake_r, select.POLLIN)
-        p.poll(timeout * 1000)
+        self._parked.poll(timeout * 1000)
         try:
             while os.read(self._wake_r, 64):
                 pass

@@ -129,6 +129,8 @@ class XdpSocket:
             hint = ("AF_XDP sockets need CAP_NET_RAW" if e.errno == errno.EPERM else
                     "the kernel needs CONFIG_XDP_SOCKETS")
             raise XskError(e.errno, f"socket(AF_XDP) for {self.name}", hint) from None
+        # its inode: which socket a slot has (hosting, fp_assign.xsk_ino)
+        self.ino = os.fstat(self._sock.fileno()).st_ino
 
     @property
     def name(self) -> str:
@@ -138,10 +140,6 @@ class XdpSocket:
     def fd(self) -> int:
         return self._sock.fileno()
 
-    @property
-    def ino(self) -> int:
-        """The socket's inode: which socket a slot has (hosting, fp_assign.xsk_ino)."""
-        return os.fstat(self.fd).st_ino
 
     def register_umem(self, addr: int, length: int, frame_size: int) -> None:
         reg = UMEM_REG.pack(addr, length, frame_size, 0, 0, 0)
