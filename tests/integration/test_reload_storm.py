@@ -77,6 +77,24 @@ def supervisor_resources(pid: int) -> dict:
             "threads": threads}
 
 
+def resources(d, led) -> dict:
+    return {**supervisor_resources(d.proc.pid), "processes": xdpd_processes(d),
+            "slots_used": led.scrape().value("xdpd_worker_slots_used")}
+
+
+def steady_resources(d, led) -> dict:
+    """resources() once two readings in a row agree: the connection of the
+    status request or scrape just before may still be closing in the
+    supervisor (one fd more for a moment), and that is no baseline."""
+    last = [None]
+
+    def steady():
+        now = resources(d, led)
+        agreed, last[0] = now == last[0], now
+        return now if agreed else None
+    return poll_until(steady, timeout=10, what="supervisor resources steady", every=0.05)
+
+
 def xdpd_processes(d) -> int:
     return len(d.worker_pids()) + (d.proc.poll() is None)
 
@@ -136,8 +154,7 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
             # the steady state: every standby started (its ready pipe read and closed)
             poll_until(lambda: all(w["standby_ready"] for w in d.status()["workers"]),
                        what="every standby ready")
-            before = {**supervisor_resources(pid), "processes": xdpd_processes(d),
-                      "slots_used": led.scrape().value("xdpd_worker_slots_used")}
+            before = steady_resources(d, led)
 
             for n, (what, yaml, where) in enumerate(plan(lab)):
                 mark = led.marks()
@@ -198,14 +215,12 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
     # no leaks: what the supervisor holds is what it held before the storm
     # (polled: a scrape's connection may still be closing)
     def same():
-        now = {**supervisor_resources(pid), "processes": xdpd_processes(d),
-               "slots_used": led.scrape().value("xdpd_worker_slots_used")}
+        now = resources(d, led)
         return now if now == before else None
     try:
         after = poll_until(same, timeout=5, what="supervisor resources as before")
     except AssertionError:
-        after = {**supervisor_resources(pid), "processes": xdpd_processes(d),
-                 "slots_used": led.scrape().value("xdpd_worker_slots_used")}
+        after = resources(d, led)
         raise AssertionError(f"before the storm {before}, after {after}") from None
     assert d.proc.poll() is None
     # the workers never removed kept running all along
