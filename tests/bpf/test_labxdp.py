@@ -35,6 +35,7 @@ import pytest
 
 from xdpd.kernel import libbpf
 from xdpd.lab import frames as lab_frames
+from xdpd.lab import txring
 from xdpd.lab import xdp as labxdp
 from xdpd.lab.daemon import run_in_netns
 from xdpd.lab.netns import Lab
@@ -252,6 +253,84 @@ def test_one_flow_keeps_the_port(vlab, gen):
     finally:
         sock.close()
     assert all(f == frame for f in frames)
+
+
+def _ported(frame: bytes, port: int) -> bytes:
+    return frame[:34] + struct.pack("!H", port) + frame[36:]
+
+
+def _ports(frames: list[bytes]) -> list[int]:
+    return [struct.unpack("!H", f[34:36])[0] for f in frames]
+
+
+@pytest.mark.parametrize("kinds", [3, 4])
+def test_tx_ring_sends_every_frame_once_in_order(vlab, kinds):
+    """The AF_PACKET transmit ring (the generator's way where live frames
+    are refused): more than two rings' worth of frames, a pattern that
+    divides the ring (written once) and one that does not (written per
+    run), then a new pattern: each frame sent once, in order."""
+    vlab.run(vlab.dut_ns, "ethtool", "-K", "in0", "gro", "on")
+    sock = capture(vlab, vlab.dut_ns, "in0")
+    base = labxdp.build_frame(IN_MAC, GEN_MAC, size=64, flows=1)
+    first = [_ported(base, 2000 + i) for i in range(kinds)]
+    second = [_ported(base, 3000 + i) for i in range(kinds)]
+    count = 2 * txring.SLOTS + 100
+
+    def send_all():
+        ring = txring.TxRing(socket.if_nametoindex("gen0"))
+        try:
+            sent = [ring.send(first, count), ring.send(first, 7), ring.send(second, 50)]
+            return sent, ring.sent
+        finally:
+            ring.close()
+    try:
+        sent, total = run_in_netns(vlab.gen_ns, send_all)
+        frames = recv_udp(sock, total)
+    finally:
+        sock.close()
+    assert sent == [count, 7, 50] and total == count + 57
+    want = [2000 + n % kinds for n in range(count + 7)] + \
+        [3000 + n % kinds for n in range(count + 7, total)]
+    assert _ports(frames) == want
+    assert all(f[:34] == base[:34] and f[36:] == base[36:] for f in frames)
+
+
+def test_tx_ring_slot_sizes():
+    assert txring.slot_size(64) == 2048
+    assert txring.slot_size(2048 - txring.DATA_OFF) == 2048
+    assert txring.slot_size(2048 - txring.DATA_OFF + 1) == 4096
+    assert txring.slot_size(9014) == 16384
+    with pytest.raises(ValueError, match="does not fit"):
+        txring.slot_size(txring.MAX_SLOT)
+
+
+def test_packet_sender_takes_a_jumbo_frame_after_small_ones(vlab):
+    """A frame larger than the ring's slots gets a ring with larger ones;
+    the count goes on across the two."""
+    for ns, dev in ((vlab.gen_ns, "gen0"), (vlab.dut_ns, "in0")):
+        vlab.run(ns, "ip", "link", "set", dev, "mtu", "9000")
+    vlab.run(vlab.dut_ns, "ethtool", "-K", "in0", "gro", "on")
+    sock = capture(vlab, vlab.dut_ns, "in0")
+    small = labxdp.build_frame(IN_MAC, GEN_MAC, size=64, flows=1)
+    jumbo = labxdp.build_frame(IN_MAC, GEN_MAC, size=9014, flows=1)
+
+    def send_both():
+        sender = labxdp.PacketSender(socket.if_nametoindex("gen0"))
+        try:
+            return sender.send(small, 20), sender.send(jumbo, 20), sender.sent
+        finally:
+            sender.close()
+    try:
+        result = run_in_netns(vlab.gen_ns, send_both)
+        got = []
+        while len(got) < 40:
+            data = sock.recv(16384)
+            if data[12:14] == b"\x08\x00" and data[23] == 17:
+                got.append(data)
+    finally:
+        sock.close()
+    assert result == (20, 20, 40)
+    assert got == [small] * 20 + [jumbo] * 20
 
 
 def test_generator_holds_the_dispatcher_on_lo_and_lets_lo_traffic_pass(vlab, gen):

@@ -45,6 +45,7 @@ from xdpd.kernel import libbpf, xdp_program
 from xdpd.kernel.libbpf import BpfError, bpf_error, errno_hint, library
 from xdpd.lab.daemon import run_in_netns
 from xdpd.lab.frames import ETH_HLEN, IP_HLEN, UDP_HLEN, parse_mac, udp4
+from xdpd.lab.txring import TxRing, slot_size
 
 OBJECT_NAME = "lab.bpf.o"
 
@@ -309,33 +310,29 @@ class _Tool:
 
 # Where the kernel refuses live frames (EPERM: kernel lockdown, or a
 # sandbox without some capability), the generator sends through AF_PACKET.
-SOL_PACKET = 263
-PACKET_QDISC_BYPASS = 20          # include/uapi/linux/if_packet.h
 LIVE_REFUSED = (errno.EPERM, errno.EOPNOTSUPP)
 
 
 class PacketSender:
     """lab_gen's work done from user space: the same frames (the UDP source
-    port of frame n set to base + n % flows, as lab_gen sets it) sent on an
-    AF_PACKET socket bound to the device, bypassing the qdisc, so that, as
-    with live frames, a frame sent from CPU n lands on the veth peer's rx
-    queue n (net/packet/af_packet.c: packet_pick_tx_queue).  Slower (a
-    syscall per frame: a few hundred kpps), for hosts where the kernel
+    port of frame n set to base + n % flows, as lab_gen sets it) sent
+    through an AF_PACKET transmit ring bound to the device, bypassing the
+    qdisc (txring.TxRing), so that, as with live frames, a frame sent from
+    CPU n lands on the veth peer's rx queue n (net/packet/af_packet.c:
+    packet_pick_tx_queue).  Slower than live frames (a few hundred kpps to
+    about a million from one CPU, by frame size), for hosts where the kernel
     refuses BPF_F_TEST_XDP_LIVE_FRAMES.  Must be made on a thread in the
     device's network namespace."""
 
     def __init__(self, ifindex: int):
         self.ifindex = ifindex
-        self.sent = 0
-        self._n = 0                         # frames sent: lab_gen's per-CPU n
-        self._variants: dict[tuple[bytes, int], bytes] = {}
-        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            self._sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-            self._sock.bind((socket.if_indextoname(ifindex), 0))
-        except BaseException:
-            self._sock.close()
-            raise
+        self._ring = TxRing(ifindex)
+        self._done = 0                      # sent by rings already closed
+        self._patterns: dict[bytes, list[bytes]] = {}
+
+    @property
+    def sent(self) -> int:
+        return self._done + self._ring.sent
 
     @staticmethod
     def _flows(frame: bytes) -> tuple[int, int]:
@@ -347,38 +344,33 @@ class PacketSender:
         magic, flows, base = LAB_HDR.unpack_from(frame, l4 + UDP_HLEN)
         return (flows, base) if magic == LAB_MAGIC and flows > 1 else (1, 0)
 
-    def _frame(self, frame: bytes, flows: int, base: int) -> bytes:
-        port = base + self._n % flows
-        key = (frame, port)
-        f = self._variants.get(key)
-        if f is None:
-            if len(self._variants) > 4096:
-                self._variants.clear()
+    def _pattern(self, frame: bytes) -> list[bytes]:
+        """The frames for n = 0, 1, ...: one per flow, in port order."""
+        pattern = self._patterns.get(frame)
+        if pattern is None:
+            flows, base = self._flows(frame)
             off = ETH_HLEN + IP_HLEN
-            f = self._variants[key] = frame[:off] + struct.pack("!H", port) + frame[off + 2:]
-        return f
+            pattern = [frame] if flows == 1 else [
+                frame[:off] + struct.pack("!H", base + i) + frame[off + 2:]
+                for i in range(flows)]
+            if len(self._patterns) > 16:
+                self._patterns.clear()
+            self._patterns[frame] = pattern
+        return pattern
 
     def send(self, frame: bytes, count: int) -> int:
         """count frames, each sent once the device takes it: a full peer
         ring (ENOBUFS with the qdisc bypassed) is waited out, not a loss."""
-        flows, base = self._flows(frame)
-        send = self._sock.send
-        for _ in range(count):
-            f = self._frame(frame, flows, base) if flows > 1 else frame
-            while True:
-                try:
-                    send(f)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.ENOBUFS, errno.EAGAIN):
-                        raise
-                    os.sched_yield()
-            self._n += 1
-            self.sent += 1
-        return count
+        if not self._ring.fits(len(frame)):
+            slot = slot_size(len(frame))    # ValueError for a frame too large
+            self._done += self._ring.sent
+            self._ring.close()
+            self._ring = TxRing(self.ifindex, slot=slot)
+        # The ring's frame n carries port base + n % flows.
+        return self._ring.send(self._pattern(frame), count)
 
     def close(self) -> None:
-        self._sock.close()
+        self._ring.close()
 
 
 class Generator(_Tool):
