@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--queues", type=int, default=1)
     ap.add_argument("--gen-cpu", type=int, default=0)
     ap.add_argument("--fwd-cpu", type=int, default=1)
+    ap.add_argument("--cpu-share", type=float, default=0, metavar="PERCENT",
+                    help="cap the workers' CPU at PERCENT of one CPU, as bench/perf.py does")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)

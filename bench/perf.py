@@ -7,6 +7,7 @@
                          [--peers xdpd,testpmd,xsk_fwd,kernel,bridge]
                          [--gen-cpu 0] [--fwd-cpu 1] [--xdpd-set workers.batch_size=128]
                          [--fanout 1,2] [--fanout-spread flow_hash]
+                         [--cpu-share 40]
 
     gen0 --> in0 [forwarder] out0 --> sink0
     (gen ns)     (dut ns)             (sink ns)
@@ -14,6 +15,13 @@
 The generator is BPF_PROG_TEST_RUN in live-frames mode: an XDP program
 returning XDP_TX on gen0 sends each frame to in0 through the veth's
 ndo_xdp_xmit, several Mpps from one core, far more than a forwarder takes.
+Where the kernel refuses live frames it sends through an AF_PACKET
+transmit ring (xdpd/lab/txring.py), about half a million frames a second
+from one CPU here: less than a forwarder takes.  --cpu-share then caps
+every thread pinned to the forwarding CPU at a share of it (a cgroup),
+the same for each forwarder, so that each is saturated again; the column
+"fwd CPU ns/p" (all of that CPU's busy time, ksoftirqd's included, per
+delivered packet) shows the cost of a packet wherever it was spent.
 A counting XDP program on sink0 counts what arrives (and, in mac mode,
 whether the destination MAC was rewritten).  Each trial starts the
 forwarder, runs the generator, lets it warm up, and then reads the
@@ -104,6 +112,18 @@ def _proc_stat_softirq_ns() -> int:
     return int(fields[7]) * 10**9 // os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_busy_ns(cpu: int) -> int:
+    """CPU cpu's time so far in anything but idle and iowait (/proc/stat),
+    whoever it was spent for: processes, ksoftirqd, interrupts."""
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == f"cpu{cpu}":
+                ticks = [int(v) for v in fields[1:8]]
+                return (sum(ticks) - ticks[3] - ticks[4]) * 10**9 // os.sysconf("SC_CLK_TCK")
+    raise BenchError(f"no CPU {cpu} in /proc/stat")
+
+
 def _cpu_times(pids: list[int]) -> tuple[float, float]:
     user = system = 0.0
     for pid in pids:
@@ -126,6 +146,73 @@ def _memory(pids: list[int]) -> list[tuple[int, str, int, int]]:
         except psutil.Error:
             continue
     return out
+
+
+# --- a cap on the forwarding CPU --------------------------------------------------
+
+CGROUP_V1_CPU = "/sys/fs/cgroup/cpu"
+CGROUP_V2 = "/sys/fs/cgroup"
+CAP_PERIOD_US = 10_000
+
+
+class CpuCap:
+    """Every thread pinned to the forwarding CPU alone (xdpd's workers,
+    testpmd's forwarding lcore, xsk_fwd) in a cgroup allowed share % of
+    one CPU: the same budget for each forwarder, small enough that a
+    slower generator than live frames still offers more than any of them
+    takes.  cgroup v1's cpu controller moves single threads; v2 moves whole
+    processes (testpmd's main lcore then shares the budget)."""
+
+    def __init__(self, share: float, cpu: int):
+        self.share, self.cpu = share, cpu
+        self.v1 = os.path.isdir(CGROUP_V1_CPU)
+        root = CGROUP_V1_CPU if self.v1 else CGROUP_V2
+        self.path = os.path.join(root, f"xdpd-bench-{os.getpid()}")
+        os.mkdir(self.path)
+        quota = int(CAP_PERIOD_US * share / 100)
+        try:
+            if self.v1:
+                self._write("cpu.cfs_period_us", CAP_PERIOD_US)
+                self._write("cpu.cfs_quota_us", quota)
+            else:
+                self._write("cpu.max", f"{quota} {CAP_PERIOD_US}")
+        except OSError:
+            os.rmdir(self.path)
+            raise
+
+    def _write(self, name: str, value) -> None:
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(f"{value}\n")
+
+    def add(self, pids: list[int]) -> int:
+        """Move the forwarders' threads pinned to the CPU; returns how many."""
+        moved = 0
+        for pid in pids:
+            if not self.v1:
+                with contextlib.suppress(OSError):
+                    self._write("cgroup.procs", pid)
+                    moved += 1
+                continue
+            with contextlib.suppress(OSError):
+                for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+                    with contextlib.suppress(OSError):
+                        if os.sched_getaffinity(tid) == {self.cpu}:
+                            self._write("tasks", tid)
+                            moved += 1
+        return moved
+
+    def close(self) -> None:
+        """Remove the group once its threads are gone (the forwarder stopped)."""
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    print(f"could not remove {self.path}", file=sys.stderr)
+                    return
+                time.sleep(0.05)
 
 
 # --- the generator --------------------------------------------------------------
@@ -224,7 +311,7 @@ CAPTURES = {"xdpd-capnone": "tcp", "xdpd-capall": ""}
 class Xdpd:
     def __init__(self, lab: Lab, mode: str, cpu: int, sets: list[str], fanout: int = 1,
                  spread: str = "flow_hash", capture: str | None = None):
-        self.lab = lab
+        self.lab, self.cpu = lab, cpu
         self.name = "xdpd" if fanout == 1 else f"xdpd-f{fanout}"
         self.daemon = LabDaemon(lab, xdpd_config(lab, mode, cpu, sets, fanout, spread),
                                 port=METRICS_PORT)
@@ -426,14 +513,20 @@ class Trial:
     user_ns: float          # per delivered packet
     sys_ns: float
     softirq_ns: float
+    fwd_cpu_ns: float       # the forwarding CPU's busy time, all of it
     rewritten: float        # fraction of delivered packets with the sink's MAC
     memory: list = field(default_factory=list)
 
 
 def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
-    gen = None
+    gen = cap = None
     try:
         fwd.start()
+        if args.cpu_share and fwd.pids():
+            cpu = getattr(fwd, "cpu", args.fwd_cpu)   # xdpd's workers may be elsewhere
+            cap = CpuCap(args.cpu_share, cpu)
+            if not cap.add(fwd.pids()):
+                raise BenchError(f"{fwd.name}: no thread pinned to CPU {cpu} alone to cap")
         gen = Generator(lab, args.size, args.gen_cpu,
                         seconds=args.warmup + args.seconds + 5, flows=args.flows,
                         dst_mac=getattr(fwd, "gen_dst", None))
@@ -441,13 +534,17 @@ def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
         t0, sent0 = gen.wait_progress(t_start, timeout=args.warmup + 10)
         pids = fwd.pids()
         c0, u0, s0, q0 = sink.read(), *_cpu_times(pids), _proc_stat_softirq_ns()
+        b0 = _cpu_busy_ns(args.fwd_cpu)
         t1, sent1 = gen.wait_progress(t0 + args.seconds, timeout=args.seconds + 10)
         c1, u1, s1, q1 = sink.read(), *_cpu_times(pids), _proc_stat_softirq_ns()
+        b1 = _cpu_busy_ns(args.fwd_cpu)
         memory = _memory(fwd.all_pids())
     finally:
         if gen is not None:
             gen.stop()
         fwd.stop()
+        if cap is not None:
+            cap.close()
     delivered = c1["packets"] - c0["packets"]
     per = 1e9 / max(delivered, 1)
     return Trial(peer=fwd.name, mode=mode,
@@ -455,6 +552,7 @@ def run_trial(lab: Lab, sink: CountingSink, fwd, mode: str, args) -> Trial:
                  delivered_pps=delivered / (t1 - t0),
                  user_ns=(u1 - u0) * per, sys_ns=(s1 - s0) * per,
                  softirq_ns=(q1 - q0) / max(delivered, 1),
+                 fwd_cpu_ns=(b1 - b0) / max(delivered, 1),
                  rewritten=(c1["dst_mac_ok"] - c0["dst_mac_ok"]) / max(delivered, 1),
                  memory=memory)
 
@@ -494,11 +592,12 @@ def report(trials: list[Trial], args, failed: dict[str, str] | None = None) -> d
     summary = {}
     print(f"\nveth lab, {args.queues} queue(s), {args.size} B frames, {args.runs} runs x "
           f"{args.seconds:g} s after {args.warmup:g} s warm-up; generator on CPU "
-          f"{args.gen_cpu}, forwarder on CPU {args.fwd_cpu}; kernel "
+          f"{args.gen_cpu}, forwarder on CPU {args.fwd_cpu}"
+          + (f" capped at {args.cpu_share:g} %" if args.cpu_share else "") + "; kernel "
           f"{os.uname().release}, {os.cpu_count()} CPUs")
     head = (f"{'mode':<5}{'forwarder':<10}{'offered Mpps':>13}{'delivered Mpps':>16}"
             f"{'min-max':>16}{'Gbit/s':>8}{'user ns/p':>11}{'sys ns/p':>10}"
-            f"{'softirq ns/p':>14}{'MAC ok':>8}")
+            f"{'softirq ns/p':>14}{'fwd CPU ns/p':>14}{'MAC ok':>8}")
     print(head)
     print("-" * len(head))
     for mode in args.modes:
@@ -512,7 +611,7 @@ def report(trials: list[Trial], args, failed: dict[str, str] | None = None) -> d
             d = [t.delivered_pps for t in rows]
             med = {k: statistics.median(getattr(t, k) for t in rows)
                    for k in ("offered_pps", "delivered_pps", "user_ns", "sys_ns",
-                             "softirq_ns", "rewritten")}
+                             "softirq_ns", "fwd_cpu_ns", "rewritten")}
             summary[f"{mode}/{peer}"] = {**med, "min_pps": min(d), "max_pps": max(d),
                                          "runs": len(rows)}
             ok = f"{med['rewritten'] * 100:.0f}%" if mode == "mac" else "-"
@@ -521,7 +620,7 @@ def report(trials: list[Trial], args, failed: dict[str, str] | None = None) -> d
                   f"{_mpps(min(d)) + '-' + _mpps(max(d)):>16}"
                   f"{med['delivered_pps'] * args.size * 8 / 1e9:>8.2f}"
                   f"{med['user_ns']:>11.1f}{med['sys_ns']:>10.1f}{med['softirq_ns']:>14.1f}"
-                  f"{ok:>8}")
+                  f"{med['fwd_cpu_ns']:>14.1f}{ok:>8}")
     print()
     for mode in args.modes:
         x, t = summary.get(f"{mode}/xdpd"), summary.get(f"{mode}/testpmd")
@@ -579,6 +678,10 @@ def main() -> int:
                     help="also xdpd with `xdpd capture` running on in0 (rx, snaplen 128): "
                          "a filter that takes nothing (xdpd-capnone), and everything "
                          "(xdpd-capall)")
+    ap.add_argument("--cpu-share", type=float, default=0, metavar="PERCENT",
+                    help="cap the threads pinned to --fwd-cpu at PERCENT of one CPU "
+                         "(a cgroup), the same for every forwarder; for hosts whose "
+                         "generator is slower than the forwarders (no live frames)")
     ap.add_argument("--json", metavar="FILE", help="also write the trials and summary here")
     args = ap.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
@@ -589,6 +692,8 @@ def main() -> int:
         ap.error(f"--fanout: {args.fanout!r}: expected numbers such as 1,2")
     if not fanouts or any(not 1 <= f <= 16 for f in fanouts):
         ap.error(f"--fanout: {args.fanout!r}: each between 1 and 16")
+    if not 0 <= args.cpu_share <= 100:
+        ap.error(f"--cpu-share: {args.cpu_share:g}: a percentage, 0 (no cap) to 100")
     for m in args.modes:
         if m not in MODES:
             ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
