@@ -150,6 +150,8 @@ def _memory(pids: list[int]) -> list[tuple[int, str, int, int]]:
 
 # --- a cap on the forwarding CPU --------------------------------------------------
 
+# A forwarder that delivered this share of what was offered was not saturated.
+TOOK_ALL = 0.98
 CGROUP_V1_CPU = "/sys/fs/cgroup/cpu"
 CGROUP_V2 = "/sys/fs/cgroup"
 CAP_PERIOD_US = 10_000
@@ -646,6 +648,13 @@ def report(trials: list[Trial], args, failed: dict[str, str] | None = None) -> d
                                      f"{f['delivered_pps'] / max(other['delivered_pps'], 1):.2f}")
         if parts:
             print(f"{mode}: " + ", ".join(parts))
+        took_all = [p for p in ("xdpd", "testpmd", "xsk_fwd") if summary.get(f"{mode}/{p}")
+                    and summary[f"{mode}/{p}"]["delivered_pps"]
+                    >= TOOK_ALL * summary[f"{mode}/{p}"]["offered_pps"]]
+        if len(took_all) > 1:
+            print(f"{mode}: {', '.join(took_all)} took all that was offered: the generator is "
+                  "the limit, and these ratios compare nothing; where the kernel refuses "
+                  "live frames, rerun with --cpu-share 40")
     mem = {}
     for t in trials:
         for pid, cmd, rss, uss in t.memory:
