@@ -319,9 +319,10 @@ class PacketSender:
     through an AF_PACKET transmit ring bound to the device, bypassing the
     qdisc (txring.TxRing), so that, as with live frames, a frame sent from
     CPU n lands on the veth peer's rx queue n (net/packet/af_packet.c:
-    packet_pick_tx_queue).  Slower than live frames (a few hundred kpps to
-    about a million from one CPU, by frame size), for hosts where the kernel
-    refuses BPF_F_TEST_XDP_LIVE_FRAMES.  Must be made on a thread in the
+    packet_pick_tx_queue).  Slower than live frames (about half a million
+    64-byte frames a second from one CPU of the lab's 2-CPU VM, against
+    several million), for hosts where the kernel refuses
+    BPF_F_TEST_XDP_LIVE_FRAMES.  Must be made on a thread in the
     device's network namespace."""
 
     def __init__(self, ifindex: int):
