@@ -170,17 +170,23 @@ class CpuCap:
         self.v1 = os.path.isdir(CGROUP_V1_CPU)
         root = CGROUP_V1_CPU if self.v1 else CGROUP_V2
         self.path = os.path.join(root, f"xdpd-bench-{os.getpid()}")
-        os.mkdir(self.path)
         quota = int(CAP_PERIOD_US * share / 100)
+        try:
+            os.mkdir(self.path)
+        except OSError as e:
+            raise BenchError(f"--cpu-share: cannot make the cgroup {self.path}: {e.strerror}; "
+                             "it needs cgroup v1's cpu controller or cgroup v2") from None
         try:
             if self.v1:
                 self._write("cpu.cfs_period_us", CAP_PERIOD_US)
                 self._write("cpu.cfs_quota_us", quota)
             else:
                 self._write("cpu.max", f"{quota} {CAP_PERIOD_US}")
-        except OSError:
+        except OSError as e:
             os.rmdir(self.path)
-            raise
+            raise BenchError(f"--cpu-share: cannot set a CPU quota in {self.path}: {e.strerror}; "
+                             f"with cgroup v2, enable the cpu controller: echo +cpu > "
+                             f"{root}/cgroup.subtree_control") from None
 
     def _write(self, name: str, value) -> None:
         with open(os.path.join(self.path, name), "w") as f:
