@@ -59,6 +59,8 @@ def main() -> int:
                     help="cap the workers' CPU at PERCENT of one CPU, as bench/perf.py does")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     args = ap.parse_args()
+    if args.cpu_share and not 10 <= args.cpu_share <= 100:
+        ap.error(f"--cpu-share: {args.cpu_share:g}: a percentage from 10 to 100 (0: no cap)")
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

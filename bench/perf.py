@@ -707,8 +707,9 @@ def main() -> int:
         ap.error(f"--fanout: {args.fanout!r}: expected numbers such as 1,2")
     if not fanouts or any(not 1 <= f <= 16 for f in fanouts):
         ap.error(f"--fanout: {args.fanout!r}: each between 1 and 16")
-    if not 0 <= args.cpu_share <= 100:
-        ap.error(f"--cpu-share: {args.cpu_share:g}: a percentage, 0 (no cap) to 100")
+    if args.cpu_share and not 10 <= args.cpu_share <= 100:
+        # the kernel's smallest quota is 1 ms, of a 10 ms period here
+        ap.error(f"--cpu-share: {args.cpu_share:g}: a percentage from 10 to 100 (0: no cap)")
     for m in args.modes:
         if m not in MODES:
             ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
