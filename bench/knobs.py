@@ -19,7 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from perf import CountingSink, Lab, Xdpd, cleanup_stale, run_trial  # noqa: E402
+from perf import (CountingSink, Lab, Xdpd, check_cpu_share, cleanup_stale,  # noqa: E402
+                  run_trial)
 
 from xdpd.lab.netns import hugepages_reserved  # noqa: E402
 
@@ -59,8 +60,7 @@ def main() -> int:
                     help="cap the workers' CPU at PERCENT of one CPU, as bench/perf.py does")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     args = ap.parse_args()
-    if args.cpu_share and not 10 <= args.cpu_share <= 100:
-        ap.error(f"--cpu-share: {args.cpu_share:g}: a percentage from 10 to 100 (0: no cap)")
+    check_cpu_share(ap, args.cpu_share)
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

@@ -157,6 +157,13 @@ CGROUP_V2 = "/sys/fs/cgroup"
 CAP_PERIOD_US = 10_000
 
 
+def check_cpu_share(ap: argparse.ArgumentParser, share: float) -> None:
+    """--cpu-share: 0 (no cap) or 10..100: the kernel's smallest quota is
+    1 ms, of the 10 ms period here."""
+    if share and not 10 <= share <= 100:
+        ap.error(f"--cpu-share: {share:g}: a percentage from 10 to 100 (0: no cap)")
+
+
 class CpuCap:
     """Every thread pinned to the forwarding CPU alone (xdpd's workers,
     testpmd's forwarding lcore, xsk_fwd) in a cgroup allowed share % of
@@ -707,9 +714,7 @@ def main() -> int:
         ap.error(f"--fanout: {args.fanout!r}: expected numbers such as 1,2")
     if not fanouts or any(not 1 <= f <= 16 for f in fanouts):
         ap.error(f"--fanout: {args.fanout!r}: each between 1 and 16")
-    if args.cpu_share and not 10 <= args.cpu_share <= 100:
-        # the kernel's smallest quota is 1 ms, of a 10 ms period here
-        ap.error(f"--cpu-share: {args.cpu_share:g}: a percentage from 10 to 100 (0: no cap)")
+    check_cpu_share(ap, args.cpu_share)
     for m in args.modes:
         if m not in MODES:
             ap.error(f"--modes: {m!r} is not one of {', '.join(MODES)}")
