@@ -108,13 +108,16 @@ static int ports_sleep(PortObject **ps, uint32_t n, int timeout_ms)
  * the ingress worker, then the egress one).  But traffic comes in bursts and
  * exchanges: the reply to a request this worker just forwarded comes back
  * a few tens of microseconds later.  So after work the worker keeps looking
- * for spin_ns before it sleeps.  The budget is learnt from what the spins
- * find: work found after a gap while spinning (a hit) sets it to twice that
- * gap (at least SPIN_MIN_NS, at most spin_max_ns), a spin that ran out (a
- * miss) shrinks it by an eighth.  A request/response exchange settles at
- * about twice its turnaround; sparse, unrelated packets shrink it to
- * SPIN_MIN_NS; a worker with nothing to do spends nothing, since it spins
- * only after work.  While it spins its sleeping flag is clear, so peers
+ * for spin_ns before it sleeps.  The budget is learnt from the gaps between
+ * work: work found after a gap while spinning (a hit) raises it to twice
+ * that gap, work that woke the worker after a gap a spin of a quarter more
+ * would have covered raises it to that (both at least SPIN_MIN_NS, at most
+ * spin_max_ns), and a spin that ran out (a miss) shrinks it by an eighth.
+ * A request/response exchange is caught at about twice its turnaround, a
+ * steady stream of requests whose gaps are within spin_max_ns is followed
+ * without a sleep (no wake-up per request), and sparse, unrelated packets
+ * shrink it to SPIN_MIN_NS; a worker with nothing to do spends nothing,
+ * since it spins only after work.  While it spins its sleeping flag is clear, so peers
  * handing it frames skip the eventfd write too.  Each empty turn of the
  * spin yields the CPU (sched_yield()): workers sharing a CPU (the ingress
  * and egress worker of one path, often) must not spin while the other has
@@ -122,15 +125,23 @@ static int ports_sleep(PortObject **ps, uint32_t n, int timeout_ms)
  */
 #define SPIN_MIN_NS 2000ULL
 
-static inline void spin_learn(PortObject *p, bool hit, uint64_t gap)
+/* Work after a gap of gap ns: found while spinning, or after a sleep. */
+static inline void spin_learn_gap(PortObject *p, bool slept, uint64_t gap)
 {
-	if (hit) {
-		uint64_t b = 2 * gap;
+	uint64_t b = slept ? gap + (gap >> 2) : 2 * gap;
 
-		p->spin_ns = b < SPIN_MIN_NS ? SPIN_MIN_NS : b > p->spin_max_ns ? p->spin_max_ns : b;
-	} else if (p->spin_ns > SPIN_MIN_NS) {
+	if (slept && b > p->spin_max_ns)
+		return;			/* sparse traffic: no spin would pay */
+	b = b < SPIN_MIN_NS ? SPIN_MIN_NS : b > p->spin_max_ns ? p->spin_max_ns : b;
+	if (b > p->spin_ns)
+		p->spin_ns = b;
+}
+
+/* A spin that ran out. */
+static inline void spin_miss(PortObject *p)
+{
+	if (p->spin_ns > SPIN_MIN_NS)
 		p->spin_ns -= p->spin_ns >> 3;
-	}
 }
 
 /* One step of every port; what moved.  A port's busy time is the wall
@@ -197,8 +208,8 @@ static int ports_run(PortObject **ps, uint32_t n, uint64_t budget_us)
 				 FP_STATE_RUNNING, __ATOMIC_RELEASE);
 	for (;;) {
 		if (ports_step(ps, n, &now)) {
-			if (idle && !p->slept && p->spin_max_ns && p->last_work_ns)
-				spin_learn(p, true, now - p->last_work_ns);
+			if ((idle || p->slept) && p->spin_max_ns && p->last_work_ns)
+				spin_learn_gap(p, p->slept, now - p->last_work_ns);
 			idle = 0;
 			p->slept = false;
 			p->last_work_ns = now;
@@ -210,7 +221,7 @@ static int ports_run(PortObject **ps, uint32_t n, uint64_t budget_us)
 			now = now_ns();		/* the time others ran is not ours */
 		} else if (!p->spin && idle > 8) {
 			if (p->spin_max_ns && !p->slept)
-				spin_learn(p, false, 0);
+				spin_miss(p);
 			p->slept = true;
 			if (ports_sleep(ps, n, ports_settle(ps, n, now, deadline)) < 0) {
 				result = 1;
