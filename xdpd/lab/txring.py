@@ -28,7 +28,8 @@ import socket
 import struct
 from typing import Sequence
 
-SOL_PACKET = 263
+from xdpd.lab.traffic import SOL_PACKET
+
 # include/uapi/linux/if_packet.h
 PACKET_VERSION = 10
 PACKET_TX_RING = 13
@@ -76,7 +77,7 @@ class TxRing:
         self._held: Sequence[bytes] | None = None   # the pattern in the slots
         self._phase = 0                     # (n - head) mod len(pattern) it was written for
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self._ring = None
+        self._ring = self._status = self._requests = None
         try:
             sock = self._sock
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
@@ -88,6 +89,9 @@ class TxRing:
             sock.bind((socket.if_indextoname(ifindex), 0))
             self._ring = mmap.mmap(sock.fileno(), slot * slots)
             self._status = memoryview(self._ring).cast("I")
+            # what _mark() writes into a run of status words
+            self._requests = memoryview(
+                HDR_STATUS.pack(TP_STATUS_SEND_REQUEST) * slots).cast("I")
         except BaseException:
             self.close()
             raise
@@ -109,7 +113,7 @@ class TxRing:
         """Mark slots start..start+slots-1 (no wrap) as send requests."""
         step = self.slot // HDR_STATUS.size
         view = self._status[start * step:(start + slots) * step:step]
-        view[:] = memoryview(bytes(HDR_STATUS.pack(TP_STATUS_SEND_REQUEST)) * slots).cast("I")
+        view[:] = self._requests[:slots]
 
     def _kick(self) -> None:
         """Hand every marked slot to the kernel; a full device (ENOBUFS,
@@ -147,8 +151,11 @@ class TxRing:
         return count
 
     def close(self) -> None:
+        for view in (self._requests, self._status):
+            if view is not None:
+                view.release()
+        self._requests = self._status = None
         if self._ring is not None:
-            self._status.release()
             self._ring.close()
             self._ring = None
         self._sock.close()
