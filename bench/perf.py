@@ -105,23 +105,28 @@ class BenchError(RuntimeError):
 
 # --- CPU accounting -------------------------------------------------------------
 
-def _proc_stat_softirq_ns() -> int:
-    """Softirq time of all CPUs so far (the 7th field of the `cpu` line)."""
+def _proc_stat_ns(line: str) -> list[int]:
+    """The times of /proc/stat's line `line` ("cpu": all CPUs, "cpu1": one)
+    so far, in ns: user, nice, system, idle, iowait, irq, softirq."""
     with open("/proc/stat") as f:
-        fields = f.readline().split()
-    return int(fields[7]) * 10**9 // os.sysconf("SC_CLK_TCK")
+        for text in f:
+            fields = text.split()
+            if fields[0] == line:
+                tick = 10**9 // os.sysconf("SC_CLK_TCK")
+                return [int(v) * tick for v in fields[1:8]]
+    raise BenchError(f"no {line!r} line in /proc/stat")
+
+
+def _proc_stat_softirq_ns() -> int:
+    """Softirq time of all CPUs so far."""
+    return _proc_stat_ns("cpu")[6]
 
 
 def _cpu_busy_ns(cpu: int) -> int:
-    """CPU cpu's time so far in anything but idle and iowait (/proc/stat),
-    whoever it was spent for: processes, ksoftirqd, interrupts."""
-    with open("/proc/stat") as f:
-        for line in f:
-            fields = line.split()
-            if fields[0] == f"cpu{cpu}":
-                ticks = [int(v) for v in fields[1:8]]
-                return (sum(ticks) - ticks[3] - ticks[4]) * 10**9 // os.sysconf("SC_CLK_TCK")
-    raise BenchError(f"no CPU {cpu} in /proc/stat")
+    """CPU cpu's time so far in anything but idle and iowait, whoever it
+    was spent for: processes, ksoftirqd, interrupts."""
+    t = _proc_stat_ns(f"cpu{cpu}")
+    return sum(t) - t[3] - t[4]
 
 
 def _cpu_times(pids: list[int]) -> tuple[float, float]:
