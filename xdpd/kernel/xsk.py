@@ -140,7 +140,6 @@ class XdpSocket:
     def fd(self) -> int:
         return self._sock.fileno()
 
-
     def register_umem(self, addr: int, length: int, frame_size: int) -> None:
         reg = UMEM_REG.pack(addr, length, frame_size, 0, 0, 0)
         _setsockopt(self._sock, XDP_UMEM_REG, reg,
