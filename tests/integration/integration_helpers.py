@@ -21,6 +21,14 @@ def xdp_attached(lab, ns: str, dev: str) -> bool:
     return "xdp" in info
 
 
+def link_drops(lab, ns: str, dev: str) -> dict:
+    """The kernel's drop counters of one device (`ip -s link`): where a
+    frame went that no counter of xdpd or the sink saw."""
+    info = json.loads(lab.run(ns, "ip", "-j", "-s", "link", "show", dev).stdout)[0]
+    stats = info.get("stats64", {})
+    return {f"{way}_dropped": stats.get(way, {}).get("dropped") for way in ("rx", "tx")}
+
+
 def processes_in_netns(ns: str) -> list[int]:
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 
-from integration_helpers import (ROOT_ONLY, poll_until, start_live_generator,
+from integration_helpers import (ROOT_ONLY, link_drops, poll_until, start_live_generator,
                                  stop_live_generator)
 
 from xdpd.lab.xdp import CountingSink
@@ -187,7 +187,10 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
             raise AssertionError(
                 f"sent {sent}, sink {sink.read()}, verdicts {led.verdicts(m)}, drops "
                 f"{m.by('xdpd_dropped_packets_total', 'reason')} + carried {led.carried}, "
-                f"xsk rx_dropped {m.value('xdpd_xsk_rx_dropped_packets_total')}") from None
+                f"xsk rx_dropped {m.value('xdpd_xsk_rx_dropped_packets_total')}, "
+                f"{lab.IN_DEV} {link_drops(lab, lab.dut_ns, lab.IN_DEV)}, "
+                f"{lab.OUT_DEV} {link_drops(lab, lab.dut_ns, lab.OUT_DEV)}, "
+                f"{lab.SINK_DEV} {link_drops(lab, lab.sink_ns, lab.SINK_DEV)}") from None
         got = sink.read()
 
     v = led.verdicts(m)
@@ -238,5 +241,7 @@ def test_a_hundred_reloads_under_load_lose_nothing_and_leak_nothing(lab, start_d
     for k, xs in ms.items():
         print(f"  {k:<7} reloads: {len(xs):3d}, duration median {statistics.median(xs):.1f} ms, "
               f"max {max(xs):.1f} ms")
-    print(f"  frames after the storm: {frames_home}; {led.scrapes} scrapes, all adding up")
+    print(f"  frames after the storm: {frames_home}; {led.scrapes} scrapes, all adding up; "
+          f"{lab.OUT_DEV} {link_drops(lab, lab.dut_ns, lab.OUT_DEV)}, "
+          f"{lab.SINK_DEV} {link_drops(lab, lab.sink_ns, lab.SINK_DEV)}")
     print(f"  supervisor before {before}, after {after}")
