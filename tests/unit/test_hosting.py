@@ -149,29 +149,52 @@ def test_a_dead_guest_is_hosted_by_nobody_and_its_host_is_told():
     sup.stop()
 
 
-def test_a_reload_first_gives_every_port_back(monkeypatch, caplog):
+def hosts_while_applying(sup, monkeypatch, new_config):
+    """Each worker's wished host while a reload of new_config applies."""
+    ctl, seen = sup.umem.control, {}
+    monkeypatch.setattr(type(sup), "_apply", lambda self, plan, new: seen.update(
+        {x.name: ctl.hosting(x.id)[0] for x in self.workers}))
+    ok, _, error = sup.reload(text=new_config)
+    assert ok, error
+    return seen
+
+
+def test_a_reload_that_removes_nothing_leaves_every_port_where_it_runs(monkeypatch):
     sup, ops = started()
     w = by_name(sup)
-    ctl = ops.umem.control
     sup._turn()
-    changed = CONFIG.replace("02:00:00:00:00:04", "02:00:00:00:00:05")
-    seen = []
-    monkeypatch.setattr(type(sup), "_apply", lambda self, plan, new: seen.append(
-        [ctl.hosting(x.id)[0] for x in self.workers]))
-    ok, _, error = sup.reload(text=changed)
-    assert ok, error
-    assert seen == [[None, None, None, None]]   # while it applied
-    sup._turn()                                 # and hosted again after it
-    assert ctl.hosting(w["out0/q0"].id)[0] == w["in0/q0"].id
+    hosted = {"out0/q0": w["in0/q0"].id, "out0/q1": w["in0/q1"].id}
+    assert {n: ops.umem.control.hosting(w[n].id)[0] for n in hosted} == hosted
+    ops.hosting_signals.clear()
+    seen = hosts_while_applying(sup, monkeypatch,
+                                CONFIG.replace("02:00:00:00:00:04", "02:00:00:00:00:05"))
+    assert seen == {**hosted, "in0/q0": None, "in0/q1": None}
+    assert ops.hosting_signals == []            # no port changed process
+    sup._turn()
+    assert sup.hosting.hosted_by(w["out0/q0"]) is w["in0/q0"]
+    sup.stop()
+
+
+def test_a_reload_gives_back_what_it_removes_and_what_their_processes_host(monkeypatch):
+    sup, ops = started()
+    w = by_name(sup)
+    sup._turn()
+    # in0/q0, out0/q0's host, goes: out0/q0 runs in its own process while the
+    # reload applies; in0/q1 goes on hosting out0/q1
+    seen = hosts_while_applying(sup, monkeypatch, CONFIG.replace(
+        "  - name: in0\n", "  - name: in0\n    queues: [1]\n"))
+    assert seen == {"in0/q0": None, "out0/q0": None, "in0/q1": None,
+                    "out0/q1": w["in0/q1"].id}
     sup.stop()
 
 
 def test_a_host_that_does_not_let_go_delays_a_reload_only_so_long(monkeypatch, caplog):
     monkeypatch.setattr(hosting, "RELEASE_TIMEOUT_S", 0.05)
-    sup, ops = started(**ONE_QUEUE)
+    sup, ops = started()
     sup._turn()
     ops.umem.control.stuck_runner = True
-    ok, _, error = sup.reload(text=CONFIG.replace("02:00:00:00:00:04", "02:00:00:00:00:05"))
+    ok, _, error = sup.reload(text=CONFIG.replace("  - name: in0\n",
+                                                  "  - name: in0\n    queues: [1]\n"))
     assert ok, error
     assert "hosting: out0/q0 not back with their own processes within" in caplog.text
     sup.stop()

@@ -60,7 +60,8 @@ class Reloading:
             elif plan.empty:
                 outcome, message = "unchanged", "nothing to change"
             else:
-                self.hosting.release_all(self.workers)     # each port with its own process
+                # what the reload removes runs in its own process
+                self.hosting.release(set(plan.remove_workers), self.workers)
                 try:
                     self._apply(plan, new)
                 finally:

@@ -34,7 +34,7 @@ from xdpd.datapath.worker import GuestSpec
 
 log = logging.getLogger("xdpd.supervisor")
 
-RELEASE_TIMEOUT_S = 2.0     # release_all(): the ports back with their own processes by then
+RELEASE_TIMEOUT_S = 2.0     # release(): the ports back with their own processes by then
 
 
 class Hosting:
@@ -85,14 +85,17 @@ class Hosting:
     def host_for(self, g: Worker, workers) -> Worker | None:
         """Who should run g's port now; None: its own process."""
         h = self.group_host(g, workers)
-        if (self.paused or h is None or h is g or g.proc is None or h.proc is None
+        if (h is None or h is g or g.proc is None or h.proc is None
                 or g.state is not WorkerState.RUNNING or h.state is not WorkerState.RUNNING
                 or g.cpu != h.cpu or (g.id, g.socket.ino) not in self.spawned.get(h.id, ())):
             return None
         return h
 
     def update(self, workers) -> None:
-        """Make each wish what host_for() says now."""
+        """Make each wish what host_for() says now; none changes while a
+        reload is under way (release())."""
+        if self.paused:
+            return
         for g in workers:
             want = self.host_for(g, workers)
             if want is not self.wish.get(g.id):
@@ -137,16 +140,25 @@ class Hosting:
         return [h for h in workers
                 if any(gid == gone.id for gid, _ in self.standby.get(h.id, ()))]
 
-    def release_all(self, workers) -> bool:
-        """Every port back with its own process (before a reload changes
-        anything); True once they are, False after RELEASE_TIMEOUT_S."""
+    def release(self, gone: set[str], workers) -> bool:
+        """Before a reload applies anything: the ports of the workers it
+        removes (named in gone) and those their processes host go back to
+        their own processes, so that drains and removals meet one process
+        per port.  Every other port stays where it runs, and no wish
+        changes until resume(): a port that changes process is unserved
+        for as long as the one taking it needs to be scheduled, and on a
+        busy CPU that is long enough for its RX ring to overflow.  True once
+        they are back, False after RELEASE_TIMEOUT_S."""
         self.paused = True
-        for g in list(workers):
+        back = [g for g in workers if g.name in gone or g.id in self.wish
+                and self.wish[g.id].name in gone]
+        for g in back:
             if g.id in self.wish:
                 self._set(g, None)
         deadline = time.monotonic() + RELEASE_TIMEOUT_S
         while True:
             away = [g for g in workers if g.proc is not None and g.proc.poll() is None
+                    and g.id not in self.wish
                     and self.control.hosting(g.id)[2] not in (None, g.id)]
             if not away or time.monotonic() > deadline:
                 break
