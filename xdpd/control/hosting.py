@@ -150,8 +150,8 @@ class Hosting:
         busy CPU that is long enough for its RX ring to overflow.  True once
         they are back, False after RELEASE_TIMEOUT_S."""
         self.paused = True
-        back = [g for g in workers if g.name in gone or g.id in self.wish
-                and self.wish[g.id].name in gone]
+        back = [g for g in workers if g.name in gone
+                or (g.id in self.wish and self.wish[g.id].name in gone)]
         for g in back:
             if g.id in self.wish:
                 self._set(g, None)
