@@ -142,16 +142,23 @@ class Hosting:
 
     def release(self, gone: set[str], workers) -> bool:
         """Before a reload applies anything: the ports of the workers it
-        removes (named in gone) and those their processes host go back to
-        their own processes, so that drains and removals meet one process
-        per port.  Every other port stays where it runs, and no wish
+        removes (named in gone), those their processes host, and the
+        guests with a direct socket onto a queue it removes go back to
+        their own processes.  Drains and removals meet one process per
+        port; and a guest's own process holds a copy of its direct
+        sockets, which only a Port running there closes (once nothing of
+        it is out): left hosted, that copy would keep the removed queue
+        bound, and adding it back would fail (EBUSY).  Every other port
+        stays where it runs, and no wish
         changes until resume(): a port that changes process is unserved
         for as long as the one taking it needs to be scheduled, and on a
         busy CPU that is long enough for its RX ring to overflow.  True once
         they are back, False after RELEASE_TIMEOUT_S."""
         self.paused = True
+        gone_ids = {w.id for w in workers if w.name in gone}
         back = [g for g in workers if g.name in gone
-                or (g.id in self.wish and self.wish[g.id].name in gone)]
+                or (g.id in self.wish and (self.wish[g.id].id in gone_ids
+                                           or any(d.owner in gone_ids for d in g.direct)))]
         for g in back:
             if g.id in self.wish:
                 self._set(g, None)
