@@ -21,12 +21,19 @@ def xdp_attached(lab, ns: str, dev: str) -> bool:
     return "xdp" in info
 
 
+def link_counters(lab, ns: str, dev: str) -> dict:
+    """The device's own counters, {"rx": {"packets", "bytes", "dropped", ...},
+    "tx": {...}} (for veth: every frame it took in, whatever the stack did
+    with it afterwards)."""
+    out = lab.run(ns, "ip", "-s", "-j", "link", "show", dev).stdout
+    return json.loads(out)[0]["stats64"]
+
+
 def link_drops(lab, ns: str, dev: str) -> dict:
-    """The kernel's drop counters of one device (`ip -s link`): where a
-    frame went that no counter of xdpd or the sink saw."""
-    info = json.loads(lab.run(ns, "ip", "-j", "-s", "link", "show", dev).stdout)[0]
-    stats = info.get("stats64", {})
-    return {f"{way}_dropped": stats.get(way, {}).get("dropped") for way in ("rx", "tx")}
+    """The kernel's drop counters of one device: where a frame went that no
+    counter of xdpd or the sink saw."""
+    c = link_counters(lab, ns, dev)
+    return {f"{way}_dropped": c[way]["dropped"] for way in ("rx", "tx")}
 
 
 def processes_in_netns(ns: str) -> list[int]:

@@ -27,12 +27,11 @@ What the kernel lets through, found here (Linux 6.18, veth):
 import collections
 import contextlib
 import errno
-import json
 import socket
 import struct
 
 import pytest
-from integration_helpers import ROOT_ONLY, poll_until
+from integration_helpers import ROOT_ONLY, link_counters, poll_until
 
 from xdpd.lab.daemon import forward_config, run_in_netns
 from xdpd.lab.frames import ip_checksum
@@ -270,14 +269,6 @@ def receive_all(sock: socket.socket) -> list[bytes]:
 
 def socket_drops(sock: socket.socket) -> int:
     return struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
-
-
-def link_counters(lab, ns: str, dev: str) -> dict:
-    """The device's own counters, {"rx": {"packets", "bytes", "dropped", ...},
-    "tx": {...}} (for veth: every frame it took in, whatever the stack did
-    with it afterwards)."""
-    out = lab.run(ns, "ip", "-s", "-j", "link", "show", dev).stdout
-    return json.loads(out)[0]["stats64"]
 
 
 def build(kinds, run_id: int, default_dst: bytes) -> list[tuple[int, bytes]]:
