@@ -141,19 +141,18 @@ class Hosting:
                 if any(gid == gone.id for gid, _ in self.standby.get(h.id, ()))]
 
     def release(self, gone: set[str], workers) -> bool:
-        """Before a reload applies anything: the ports of the workers it
-        removes (named in gone), those their processes host, and the
-        guests with a direct socket onto a queue it removes go back to
-        their own processes.  Drains and removals meet one process per
-        port; and a guest's own process holds a copy of its direct
-        sockets, which only a Port running there closes (once nothing of
-        it is out): left hosted, that copy would keep the removed queue
-        bound, and adding it back would fail (EBUSY).  Every other port
-        stays where it runs, and no wish
-        changes until resume(): a port that changes process is unserved
-        for as long as the one taking it needs to be scheduled, and on a
-        busy CPU that is long enough for its RX ring to overflow.  True once
-        they are back, False after RELEASE_TIMEOUT_S."""
+        """Before a reload applies anything, these ports go back to their
+        own processes: those of the workers it removes (named in gone),
+        those their processes host, and the guests with a direct socket
+        onto a queue it removes.  Drains and removals then meet one
+        process per port; and a guest's own process holds a copy of its
+        direct sockets that only a Port running there closes: left hosted,
+        it would keep the removed queue bound, and adding the queue back
+        would fail (EBUSY).  Every other port stays where it runs, and no
+        wish changes until resume(): a port that changes process is
+        unserved until the one taking it is scheduled, on a busy CPU long
+        enough for its RX ring to overflow.  True once they are back,
+        False after RELEASE_TIMEOUT_S."""
         self.paused = True
         gone_ids = {w.id for w in workers if w.name in gone}
         back = [g for g in workers if g.name in gone

@@ -118,10 +118,10 @@ static int ports_sleep(PortObject **ps, uint32_t n, int timeout_ms)
  * without a sleep (no wake-up per request), and sparse, unrelated packets
  * shrink it to SPIN_MIN_NS; a worker with nothing to do spends nothing,
  * since it spins only after work.  While it spins its sleeping flag is
- * clear, so peers handing it frames skip the eventfd write too.  Each empty turn of the
- * spin yields the CPU (sched_yield()): workers sharing a CPU (the ingress
- * and egress worker of one path, often) must not spin while the other has
- * work; alone on the CPU, the call returns at once.
+ * clear, so peers handing it frames skip the eventfd write too.  Each
+ * empty turn of the spin yields the CPU (sched_yield()): workers sharing a
+ * CPU (the ingress and egress worker of one path, often) must not spin
+ * while the other has work; alone on the CPU, the call returns at once.
  */
 #define SPIN_MIN_NS 2000ULL
 
